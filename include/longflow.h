@@ -1,0 +1,142 @@
+/*
+ * longflow: a C inference engine for long-output reasoning models whose KV
+ * cache is compressed on the fly by LongFlow (arXiv 2603.11504).
+ *
+ * This is the one public header. Every function that can fail returns 0 on
+ * success and -1 on failure, and fills the lf_error it is given with a
+ * one-line message naming the thing and the problem.
+ */
+#ifndef LONGFLOW_H
+#define LONGFLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LF_VERSION "0.1.0"
+
+/* ---- errors -------------------------------------------------------------- */
+typedef struct lf_error {
+    char msg[1024];
+} lf_error;
+
+/* ---- tensors ------------------------------------------------------------- */
+typedef enum lf_dtype {
+    LF_DTYPE_F32 = 0,
+    LF_DTYPE_F16 = 1,
+    LF_DTYPE_BF16 = 2,
+} lf_dtype;
+
+const char *lf_dtype_name(lf_dtype t);
+size_t lf_dtype_size(lf_dtype t);
+
+/* ---- model --------------------------------------------------------------- */
+typedef struct lf_model lf_model;
+typedef struct lf_config lf_config;
+
+/* Load a Hugging Face model directory (config.json, safetensors). Weights are
+ * memory-mapped and stay in their stored dtype. */
+int lf_model_load(const char *dir, lf_model **out, lf_error *err);
+/* A model of a named shape ("qwen3-0.6b", "qwen3-1.7b", "qwen3-8b",
+ * "deepseek-r1-distill-llama-8b", ...) with random weights, for benchmarks. */
+int lf_model_random(const char *preset, lf_dtype dtype, uint64_t seed, lf_model **out,
+                    lf_error *err);
+void lf_model_free(lf_model *m);
+const lf_config *lf_model_config(const lf_model *m);
+
+/* ---- KV-cache policies --------------------------------------------------- */
+typedef enum lf_policy_kind {
+    LF_POLICY_FULL = 0,  /* no eviction */
+    LF_POLICY_LONGFLOW,  /* arXiv 2603.11504: evict min alpha*|v|_1 each step */
+    LF_POLICY_STREAMING, /* StreamingLLM: sinks + recent window */
+    LF_POLICY_TOVA,      /* TOVA: current-step attention, no value term */
+    LF_POLICY_H2O,       /* H2O: accumulated attention + recent window */
+    LF_POLICY_VATP,      /* value-aware token pruning: H2O score * |v|_1 */
+    LF_POLICY_RKV,       /* R-KV: importance - redundancy, buffered */
+    LF_POLICY_COUNT
+} lf_policy_kind;
+
+typedef struct lf_policy_config {
+    lf_policy_kind kind;
+    int budget;      /* slots per sequence and layer; 0 = prompt + max tokens (full) */
+    int sinks;       /* first N prompt tokens never evicted (-1 = policy default) */
+    int recent;      /* N newest tokens never evicted (-1 = policy default) */
+    int evict_every; /* LongFlow: evict K slots at once every K steps (1 = paper) */
+} lf_policy_config;
+
+/* Parse a policy name ("full", "longflow", ...). Returns -1 if unknown. */
+int lf_policy_from_name(const char *name, lf_policy_kind *out);
+const char *lf_policy_name(lf_policy_kind k);
+void lf_policy_config_default(lf_policy_config *p);
+
+/* ---- sampling ------------------------------------------------------------ */
+typedef struct lf_sampling {
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off */
+    float min_p;              /* 0 = off */
+    float repetition_penalty; /* 1 = off */
+    uint64_t seed;
+} lf_sampling;
+
+void lf_sampling_default(lf_sampling *s);
+
+/* ---- engine -------------------------------------------------------------- */
+typedef enum lf_device { LF_DEVICE_CPU = 0, LF_DEVICE_CUDA = 1 } lf_device;
+
+typedef struct lf_engine_config {
+    lf_device device;
+    int threads;    /* 0 = all cores */
+    int max_seqs;   /* sequences in flight at once */
+    int max_tokens; /* generated tokens per sequence */
+    bool ignore_eos;
+    lf_policy_config policy;
+    lf_sampling sampling;
+} lf_engine_config;
+
+void lf_engine_config_default(lf_engine_config *c);
+
+typedef struct lf_engine lf_engine;
+
+/* One finished or running generation. */
+typedef struct lf_generation {
+    int id;               /* request id returned by lf_engine_submit */
+    const int *prompt;    /* prompt token ids */
+    int n_prompt;
+    const int *tokens;    /* generated ids so far */
+    int n_tokens;
+    bool done;
+    const char *finish_reason; /* "eos", "length" or NULL while running */
+    size_t kv_bytes;           /* bytes of KV cache held by this sequence */
+    size_t kv_tokens_peak;     /* most tokens the cache held (max over layers) */
+} lf_generation;
+
+typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token);
+
+int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err);
+void lf_engine_free(lf_engine *e);
+
+/* Queue a prompt; returns a request id >= 0, or -1 with err filled. */
+int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err);
+/* Run until every queued request is done. on_token (may be NULL) is called
+ * for every generated token. Sequences are admitted as slots free up. */
+int lf_engine_run(lf_engine *e, lf_token_callback on_token, void *user, lf_error *err);
+const lf_generation *lf_engine_result(const lf_engine *e, int id);
+
+typedef struct lf_engine_stats {
+    double prefill_ms;
+    double decode_ms;
+    long prompt_tokens;
+    long generated_tokens;
+    size_t kv_bytes_peak;
+} lf_engine_stats;
+void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LONGFLOW_H */

@@ -1,0 +1,74 @@
+/* The model's hyper-parameters, read from a Hugging Face config.json (both the
+ * older form with top-level rope_theta/rope_scaling/torch_dtype and the newer
+ * one with rope_parameters/dtype) and generation_config.json. */
+#ifndef LF_MODEL_CONFIG_H
+#define LF_MODEL_CONFIG_H
+
+#include <stdbool.h>
+#include "longflow.h"
+
+typedef enum lf_arch {
+    LF_ARCH_QWEN3 = 0, /* Qwen3ForCausalLM: q_norm/k_norm, explicit head_dim */
+    LF_ARCH_QWEN2,     /* Qwen2ForCausalLM: q/k/v biases */
+    LF_ARCH_LLAMA,     /* LlamaForCausalLM */
+} lf_arch;
+
+typedef enum lf_rope_type {
+    LF_ROPE_DEFAULT = 0,
+    LF_ROPE_LINEAR,
+    LF_ROPE_LLAMA3,
+    LF_ROPE_YARN,
+} lf_rope_type;
+
+typedef struct lf_rope_config {
+    lf_rope_type type;
+    double theta;
+    double factor;                  /* linear, llama3, yarn */
+    double low_freq_factor;         /* llama3 */
+    double high_freq_factor;        /* llama3 */
+    int original_max_position;      /* llama3, yarn */
+    double beta_fast, beta_slow;    /* yarn */
+    double attention_factor;        /* yarn mscale (0 = derived from factor) */
+} lf_rope_config;
+
+#define LF_MAX_EOS 8
+
+struct lf_config {
+    lf_arch arch;
+    char arch_name[64];        /* as in config.json "architectures" */
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int max_position;
+    double rms_norm_eps;
+    lf_rope_config rope;
+    bool tie_word_embeddings;
+    bool qk_norm;              /* Qwen3 */
+    bool qkv_bias;             /* Qwen2 (and Llama with attention_bias) */
+    bool o_bias;               /* Llama with attention_bias */
+    bool mlp_bias;             /* Llama with mlp_bias */
+    int bos_token_id;          /* -1 if none */
+    int eos_token_ids[LF_MAX_EOS];
+    int n_eos;
+    lf_dtype dtype;            /* torch_dtype / dtype (informational) */
+    /* generation_config.json defaults (NaN / -1 when absent) */
+    float gen_temperature, gen_top_p, gen_min_p;
+    int gen_top_k;
+};
+
+/* Read dir/config.json and, if present, dir/generation_config.json. */
+int lf_config_load(const char *dir, lf_config *cfg, lf_error *err);
+/* Parse config.json text (path is used in messages only). */
+int lf_config_parse(const char *json, const char *path, lf_config *cfg, lf_error *err);
+/* Shapes of well-known models for --random-weights benchmarks. */
+int lf_config_preset(const char *name, lf_config *cfg, lf_error *err);
+/* Names accepted by lf_config_preset, NULL-terminated. */
+extern const char *const lf_config_preset_names[];
+
+bool lf_config_is_eos(const lf_config *cfg, int token);
+
+#endif
