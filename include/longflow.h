@@ -111,9 +111,14 @@ typedef struct lf_generation {
     int n_tokens;
     bool done;
     const char *finish_reason; /* "eos", "length" or NULL while running */
-    size_t kv_bytes;           /* bytes of KV cache held by this sequence */
+    size_t kv_bytes;           /* bytes of the K and V tensors of this sequence's cache */
+    size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
     size_t kv_tokens_peak;     /* most tokens the cache held (max over layers) */
 } lf_generation;
+
+/* Bytes of K and V tensors for `slots` slots per layer (as the CPU cache
+ * stores them, fp32). */
+size_t lf_kv_bytes_for(const lf_model *m, int slots);
 
 typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token);
 
@@ -131,8 +136,10 @@ typedef struct lf_engine_stats {
     double prefill_ms;
     double decode_ms;
     long prompt_tokens;
-    long generated_tokens;
-    size_t kv_bytes_peak;
+    long generated_tokens; /* all generated tokens (the first comes from prefill) */
+    long decode_tokens;    /* tokens produced by decode steps (timed by decode_ms) */
+    long decode_steps;
+    size_t kv_bytes_peak;  /* most KV-cache bytes held at once, all sequences */
 } lf_engine_stats;
 void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s);
 

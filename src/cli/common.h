@@ -1,0 +1,47 @@
+/* Options shared by the commands that generate (generate, eval, bench):
+ * model, prompt, chat template, sampling and KV-cache policy flags. */
+#ifndef LF_CLI_COMMON_H
+#define LF_CLI_COMMON_H
+
+#include <stdbool.h>
+#include "cli/args.h"
+#include "longflow.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct lf_gen_options {
+    const char *model_dir;
+    const char *prompt;
+    const char *prompt_file;
+    const char *prompt_ids;
+    const char *messages_file;
+    const char *system;
+    const char *chat_template;
+    bool chat, no_think, json, split_think, ignore_eos;
+    int max_tokens, threads;
+    lf_device device;
+    lf_sampling sampling;
+    lf_policy_config policy;
+    bool budget_given;
+} lf_gen_options;
+
+void lf_gen_options_default(lf_gen_options *o);
+void lf_gen_options_free(lf_gen_options *o);
+/* Consume flag (and its value) if it is one of the shared options.
+ * Returns 1 if consumed, 0 if not ours, -1 on a bad value (printed). */
+int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *flag);
+
+/* The model directory: --model, else $LONGFLOW_MODEL, else the bundled one. */
+const char *lf_gen_model_dir(const lf_gen_options *o);
+
+/* Load the model (and the tokenizer when the directory has one or the prompt
+ * is text) and build the prompt ids. Prints errors; returns -1 on failure. */
+int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **model, lf_tokenizer **tok,
+                          int **prompt, int *n_prompt, char **rendered);
+
+/* Engine configuration from the options; validates policy flags. */
+int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_model *m, lf_engine_config *ec);
+
+/* Bytes a full cache holding n_tokens tokens would take. */
+size_t lf_gen_kv_bytes_full(const lf_model *m, int n_tokens);
+
+#endif

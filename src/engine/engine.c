@@ -1,0 +1,267 @@
+/* The engine: a queue of requests, up to max_seqs of them in flight. Each
+ * step advances every running sequence by one token in one batched forward;
+ * a finished sequence frees its cache and the next queued request is
+ * prefilled in its place (continuous batching). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "cpu/forward.h"
+#include "kv/cache.h"
+#include "longflow.h"
+#include "model/model.h"
+#include "sampler/sampler.h"
+
+typedef struct lf_request {
+    lf_generation g;
+    int *prompt;
+    int *tokens;     /* [max_tokens] */
+    int *history;    /* prompt + generated, for the repetition penalty */
+    lf_kv_cache cache;
+    bool has_cache;
+    lf_sampler sampler;
+    bool has_sampler;
+} lf_request;
+
+struct lf_engine {
+    lf_model *model;
+    lf_engine_config cfg;
+    lf_cpu_ctx *cpu;
+    lf_request **reqs;
+    int n_reqs, cap_reqs;
+    int next_queued;
+    lf_engine_stats stats;
+    size_t kv_bytes_now;
+    /* step scratch */
+    float *logits; /* [max_seqs][vocab] */
+    int *step_tokens, *step_pos;
+    lf_kv_cache **step_caches;
+    lf_request **step_reqs;
+};
+
+void lf_engine_config_default(lf_engine_config *c) {
+    memset(c, 0, sizeof *c);
+    c->device = LF_DEVICE_CPU;
+    c->threads = 0;
+    c->max_seqs = 1;
+    c->max_tokens = 256;
+    c->ignore_eos = false;
+    lf_policy_config_default(&c->policy);
+    lf_sampling_default(&c->sampling);
+}
+
+int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err) {
+    *out = NULL;
+    if (cfg->device != LF_DEVICE_CPU)
+        return lf_fail(err, "--device cuda: the CUDA engine is not available in this build yet; use --device cpu");
+    if (cfg->max_seqs < 1) return lf_fail(err, "engine: max_seqs must be >= 1 (got %d)", cfg->max_seqs);
+    if (cfg->max_tokens < 1) return lf_fail(err, "--max-tokens must be >= 1 (got %d)", cfg->max_tokens);
+    if (cfg->policy.kind != LF_POLICY_FULL && cfg->policy.budget <= 0)
+        return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
+                       lf_policy_name(cfg->policy.kind), cfg->policy.budget);
+    /* validate sampling once, up front, so a bad flag fails before any work */
+    lf_sampler probe;
+    if (lf_sampler_init(&probe, &cfg->sampling, m->cfg.vocab_size, 0, err)) return -1;
+    lf_sampler_free(&probe);
+
+    lf_engine *e = calloc(1, sizeof *e);
+    if (!e) return lf_fail(err, "engine: out of memory");
+    e->model = m;
+    e->cfg = *cfg;
+    lf_cpu_set_threads(cfg->threads);
+    int B = cfg->max_seqs, V = m->cfg.vocab_size;
+    e->logits = malloc((size_t)B * V * sizeof(float));
+    e->step_tokens = malloc((size_t)B * sizeof(int));
+    e->step_pos = malloc((size_t)B * sizeof(int));
+    e->step_caches = malloc((size_t)B * sizeof(lf_kv_cache *));
+    e->step_reqs = malloc((size_t)B * sizeof(lf_request *));
+    if (!e->logits || !e->step_tokens || !e->step_pos || !e->step_caches || !e->step_reqs) {
+        lf_engine_free(e);
+        return lf_fail(err, "engine: out of memory for a batch of %d", B);
+    }
+    if (lf_cpu_ctx_create(m, B, &e->cpu, err)) {
+        lf_engine_free(e);
+        return -1;
+    }
+    *out = e;
+    return 0;
+}
+
+static void request_release(lf_request *r) {
+    if (r->has_cache) lf_kv_cache_free(&r->cache);
+    if (r->has_sampler) lf_sampler_free(&r->sampler);
+    r->has_cache = r->has_sampler = false;
+    free(r->history);
+    r->history = NULL;
+}
+
+void lf_engine_free(lf_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_reqs; i++) {
+        request_release(e->reqs[i]);
+        free(e->reqs[i]->prompt);
+        free(e->reqs[i]->tokens);
+        free(e->reqs[i]);
+    }
+    free(e->reqs);
+    lf_cpu_ctx_free(e->cpu);
+    free(e->logits);
+    free(e->step_tokens);
+    free(e->step_pos);
+    free(e->step_caches);
+    free(e->step_reqs);
+    free(e);
+}
+
+int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err) {
+    const lf_config *c = &e->model->cfg;
+    if (n_prompt < 1) return lf_fail(err, "prompt is empty: at least one token is needed");
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
+            return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
+                           c->vocab_size);
+    if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > e->cfg.policy.budget - 1 &&
+        e->cfg.policy.budget <= 33)
+        return lf_fail(err,
+                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
+                       "longer than budget-1 SnapKV-style, keeping its last 32 tokens, so it needs a budget > 33",
+                       e->cfg.policy.budget, n_prompt, lf_policy_name(e->cfg.policy.kind));
+    if (e->n_reqs == e->cap_reqs) {
+        int nc = e->cap_reqs ? 2 * e->cap_reqs : 16;
+        lf_request **nr = realloc(e->reqs, (size_t)nc * sizeof *nr);
+        if (!nr) return lf_fail(err, "engine: out of memory");
+        e->reqs = nr;
+        e->cap_reqs = nc;
+    }
+    lf_request *r = calloc(1, sizeof *r);
+    if (!r) return lf_fail(err, "engine: out of memory");
+    r->prompt = malloc((size_t)n_prompt * sizeof(int));
+    r->tokens = malloc((size_t)e->cfg.max_tokens * sizeof(int));
+    if (!r->prompt || !r->tokens) {
+        free(r->prompt);
+        free(r->tokens);
+        free(r);
+        return lf_fail(err, "engine: out of memory");
+    }
+    memcpy(r->prompt, prompt, (size_t)n_prompt * sizeof(int));
+    r->g.id = e->n_reqs;
+    r->g.prompt = r->prompt;
+    r->g.n_prompt = n_prompt;
+    r->g.tokens = r->tokens;
+    e->reqs[e->n_reqs++] = r;
+    return r->g.id;
+}
+
+/* Slots a sequence's cache needs: the policy's budget, but never more than
+ * the tokens it can ever hold (prompt + max_tokens - 1 written tokens). */
+static int cache_slots(const lf_engine *e, const lf_request *r) {
+    int need = r->g.n_prompt + e->cfg.max_tokens;
+    if (e->cfg.policy.kind == LF_POLICY_FULL || e->cfg.policy.budget <= 0) return need;
+    return e->cfg.policy.budget < need ? e->cfg.policy.budget : need;
+}
+
+/* Record a sampled token; returns true when the sequence is finished. */
+static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb, void *user) {
+    r->tokens[r->g.n_tokens++] = tok;
+    r->history[r->g.n_prompt + r->g.n_tokens - 1] = tok;
+    e->stats.generated_tokens++;
+    if (!e->cfg.ignore_eos && lf_config_is_eos(&e->model->cfg, tok)) {
+        r->g.done = true;
+        r->g.finish_reason = "eos";
+    } else if (r->g.n_tokens >= e->cfg.max_tokens) {
+        r->g.done = true;
+        r->g.finish_reason = "length";
+    }
+    int held = r->has_cache ? r->cache.peak_valid : 0;
+    if ((size_t)held > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)held;
+    if (cb) cb(user, &r->g, tok);
+    return r->g.done;
+}
+
+static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
+    const lf_config *c = &e->model->cfg;
+    r->history = malloc((size_t)(r->g.n_prompt + e->cfg.max_tokens) * sizeof(int));
+    if (!r->history) return lf_fail(err, "engine: out of memory");
+    memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
+    if (lf_sampler_init(&r->sampler, &e->cfg.sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
+    r->has_sampler = true;
+    if (lf_kv_cache_init(&r->cache, c, &e->cfg.policy, cache_slots(e, r), err)) return -1;
+    r->has_cache = true;
+    r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
+    r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
+    e->kv_bytes_now += r->cache.bytes;
+    if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;
+
+    double t0 = lf_now_ms();
+    float *logits = e->logits;
+    if (lf_cpu_prefill(e->cpu, e->model, &r->cache, r->prompt, r->g.n_prompt, logits, err)) return -1;
+    e->stats.prefill_ms += lf_now_ms() - t0;
+    e->stats.prompt_tokens += r->g.n_prompt;
+    int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
+    push_token(e, r, tok, cb, user);
+    return 0;
+}
+
+static void retire(lf_engine *e, lf_request *r) {
+    if (r->has_cache) e->kv_bytes_now -= r->cache.bytes;
+    request_release(r);
+}
+
+int lf_engine_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    const int V = e->model->cfg.vocab_size;
+    lf_request **active = e->step_reqs;
+    int n_active = 0;
+    for (;;) {
+        /* admit queued requests into free batch places */
+        while (n_active < e->cfg.max_seqs && e->next_queued < e->n_reqs) {
+            lf_request *r = e->reqs[e->next_queued++];
+            if (admit(e, r, cb, user, err)) {
+                retire(e, r);
+                for (int i = 0; i < n_active; i++) retire(e, active[i]);
+                return lf_fail_prefix(err, "request %d", r->g.id);
+            }
+            if (r->g.done) retire(e, r);
+            else active[n_active++] = r;
+        }
+        if (n_active == 0) break;
+
+        for (int i = 0; i < n_active; i++) {
+            lf_request *r = active[i];
+            e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
+            e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
+            e->step_caches[i] = &r->cache;
+        }
+        double t0 = lf_now_ms();
+        if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n_active, e->logits,
+                          err)) {
+            for (int i = 0; i < n_active; i++) retire(e, active[i]);
+            return -1;
+        }
+        int kept = 0;
+        e->stats.decode_tokens += n_active;
+        for (int i = 0; i < n_active; i++) {
+            lf_request *r = active[i];
+            int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
+                                        r->g.n_prompt + r->g.n_tokens);
+            if (push_token(e, r, tok, cb, user)) retire(e, r);
+            else active[kept++] = r;
+        }
+        n_active = kept;
+        e->stats.decode_ms += lf_now_ms() - t0;
+        e->stats.decode_steps++;
+    }
+    return 0;
+}
+
+size_t lf_kv_bytes_for(const lf_model *m, int slots) {
+    const lf_config *c = &m->cfg;
+    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * sizeof(float);
+}
+
+const lf_generation *lf_engine_result(const lf_engine *e, int id) {
+    if (id < 0 || id >= e->n_reqs) return NULL;
+    return &e->reqs[id]->g;
+}
+
+void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s) { *s = e->stats; }
