@@ -127,6 +127,9 @@ void lf_engine_free(lf_engine *e);
 
 /* Queue a prompt; returns a request id >= 0, or -1 with err filled. */
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err);
+/* The same with this request's own budget (slots per layer) for a budgeted
+ * policy; 0 = the engine's. */
+int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err);
 /* Run until every queued request is done. on_token (may be NULL) is called
  * for every generated token. Sequences are admitted as slots free up. */
 int lf_engine_run(lf_engine *e, lf_token_callback on_token, void *user, lf_error *err);

@@ -205,7 +205,7 @@ def fixture_specs(ids):
                                 tie_word_embeddings=True, bos_token_id=eot,
                                 eos_token_id=ime, pad_token_id=eot)),
         dict(name="llama_yarn", cls=LlamaForCausalLM, form="new", shard=None, seed=6,
-             note="Llama, yarn rope scaling (factor 4, original 64, attention_factor derived), "
+             note="Llama, yarn rope scaling (factor 4, original 1024, attention_factor derived), "
                   "GQA 2, untied, new form",
              config=LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -213,7 +213,7 @@ def fixture_specs(ids):
                                 rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0,
                                                  "factor": 4.0, "beta_fast": 32.0,
                                                  "beta_slow": 1.0,
-                                                 "original_max_position_embeddings": 64},
+                                                 "original_max_position_embeddings": 1024},
                                 tie_word_embeddings=False, bos_token_id=eot,
                                 eos_token_id=ime, pad_token_id=eot)),
         dict(name="llama_linear", cls=LlamaForCausalLM, form="old", shard=None, seed=7,
@@ -234,6 +234,7 @@ def fixture_specs(ids):
 # ---------------------------------------------------------------------------
 def init_weights(model, cfg, seed):
     g = torch.Generator().manual_seed(seed)
+    tied = cfg.tie_word_embeddings
 
     def randn(shape, std):
         return torch.randn(*shape, generator=g) * std
@@ -242,10 +243,15 @@ def init_weights(model, cfg, seed):
         for name, p in model.named_parameters():
             shape = tuple(p.shape)
             if name.endswith("embed_tokens.weight"):
-                val = randn(shape, 0.5 if cfg.tie_word_embeddings else 1.0)
+                # Tied: small, so that a token's own embedding does not dominate
+                # the residual stream (x . E[x] = |E[x]|^2 makes greedy paths
+                # repeat the input token); the final norm restores the scale.
+                val = randn(shape, 0.05 if tied else 1.0)
             elif name == "lm_head.weight":
                 val = randn(shape, 0.5)
-            elif name.endswith("norm.weight"):  # every RMSNorm incl. q_norm/k_norm
+            elif name == "model.norm.weight":
+                val = (10.0 if tied else 1.0) * (1.0 + randn(shape, 0.25))
+            elif name.endswith("norm.weight"):  # every other RMSNorm incl. q_norm/k_norm
                 val = 1.0 + randn(shape, 0.25)
             elif name.endswith(".bias"):
                 val = randn(shape, 0.5)
@@ -286,7 +292,7 @@ def greedy(model, prompt, steps):
     position and of every decode step (steps rows)."""
     ids = torch.tensor([prompt])
     out = model(input_ids=ids, use_cache=True)
-    past = out.past_key_values
+    past = out.cache
     rows = [out.logits[0, -1].float()]
     tokens = []
     for i in range(steps):
@@ -294,8 +300,8 @@ def greedy(model, prompt, steps):
         tokens.append(t)
         if i == steps - 1:
             break
-        out = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=torch.tensor([[t]]), cache=past, use_cache=True)
+        past = out.cache
         rows.append(out.logits[0, -1].float())
     return tokens, torch.stack(rows)
 
@@ -321,9 +327,7 @@ def make_prompts(tok, seed):
     chat = "<|im_start|>user\nWhat is 12 + 30? Think step by step.<|im_end|>\n<|im_start|>assistant\n"
     long_text = ("<|im_start|>user\nRectangles ABCD and EFGH are drawn such that D, E, C, F are "
                  "collinear. Also, A, D, H, G all lie on a circle. If BC = 16, AB = 107, FG = 17, "
-                 "and EF = 184, what is the length of CE? Consider the paths of length 16 that "
-                 "follow the lines from the lower left corner to the upper right corner on an "
-                 "8 x 8 grid.<|im_end|>\n<|im_start|>assistant\n<think>\n")
+                 "and EF = 184, what is the length of CE?<|im_end|>\n<|im_start|>assistant\n<think>\n")
     p_chat = tok.encode(chat).ids
     p_long = tok.encode(long_text).ids
     p_one = [int(rng.integers(5, VOCAB))]

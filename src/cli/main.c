@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "  detokenize   print the text of token ids\n"
             "  bench        measure prefill and decode speed\n"
             "  policies     list the KV-cache policies\n"
+            "  eval         accuracy of a model and KV policy on a math benchmark (JSONL)\n"
             "  help         this message\n",
             LF_VERSION);
 }
@@ -33,7 +34,7 @@ int main(int argc, char **argv) {
     } cmds[] = {
         {"generate", lf_cmd_generate}, {"tokenize", lf_cmd_tokenize},
         {"detokenize", lf_cmd_detokenize}, {"bench", lf_cmd_bench},
-        {"policies", lf_cmd_policies},
+        {"policies", lf_cmd_policies}, {"eval", lf_cmd_eval},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 2, argv + 2);

@@ -22,6 +22,12 @@ int lf_fail_prefix(lf_error *err, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %.*s", prefix, (int)(sizeof err->msg / 2), old);
+    size_t a = strnlen(prefix, sizeof prefix), b = strnlen(old, sizeof old);
+    if (a > sizeof err->msg - 3) a = sizeof err->msg - 3;
+    if (b > sizeof err->msg - 3 - a) b = sizeof err->msg - 3 - a;
+    memcpy(err->msg, prefix, a);
+    memcpy(err->msg + a, ": ", 2);
+    memcpy(err->msg + a + 2, old, b);
+    err->msg[a + 2 + b] = 0;
     return -1;
 }

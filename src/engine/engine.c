@@ -22,6 +22,7 @@ typedef struct lf_request {
     bool has_cache;
     lf_sampler sampler;
     bool has_sampler;
+    int budget;      /* slots for a budgeted policy (the engine's, or per request) */
 } lf_request;
 
 struct lf_engine {
@@ -115,18 +116,23 @@ void lf_engine_free(lf_engine *e) {
 }
 
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err) {
+    return lf_engine_submit_budget(e, prompt, n_prompt, 0, err);
+}
+
+int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err) {
     const lf_config *c = &e->model->cfg;
+    if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
+    if (budget == 0) budget = e->cfg.policy.budget;
     if (n_prompt < 1) return lf_fail(err, "prompt is empty: at least one token is needed");
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
                            c->vocab_size);
-    if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > e->cfg.policy.budget - 1 &&
-        e->cfg.policy.budget <= 33)
+    if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > budget - 1 && budget <= 33)
         return lf_fail(err,
                        "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
                        "longer than budget-1 SnapKV-style, keeping its last 32 tokens, so it needs a budget > 33",
-                       e->cfg.policy.budget, n_prompt, lf_policy_name(e->cfg.policy.kind));
+                       budget, n_prompt, lf_policy_name(e->cfg.policy.kind));
     if (e->n_reqs == e->cap_reqs) {
         int nc = e->cap_reqs ? 2 * e->cap_reqs : 16;
         lf_request **nr = realloc(e->reqs, (size_t)nc * sizeof *nr);
@@ -145,6 +151,7 @@ int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *er
         return lf_fail(err, "engine: out of memory");
     }
     memcpy(r->prompt, prompt, (size_t)n_prompt * sizeof(int));
+    r->budget = budget;
     r->g.id = e->n_reqs;
     r->g.prompt = r->prompt;
     r->g.n_prompt = n_prompt;
@@ -157,8 +164,8 @@ int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *er
  * the tokens it can ever hold (prompt + max_tokens - 1 written tokens). */
 static int cache_slots(const lf_engine *e, const lf_request *r) {
     int need = r->g.n_prompt + e->cfg.max_tokens;
-    if (e->cfg.policy.kind == LF_POLICY_FULL || e->cfg.policy.budget <= 0) return need;
-    return e->cfg.policy.budget < need ? e->cfg.policy.budget : need;
+    if (e->cfg.policy.kind == LF_POLICY_FULL || r->budget <= 0) return need;
+    return r->budget < need ? r->budget : need;
 }
 
 /* Record a sampled token; returns true when the sequence is finished. */

@@ -130,10 +130,10 @@ static int parse_rope(const cJSON *top, const cJSON *rp, const char *kname, int 
     r->beta_slow = 1.0;
     r->original_max_position = max_position;
     /* rope_theta: in the dict first, then top level, then 10000. */
-    double top_theta;
+    double top_theta = 10000.0;
     if (get_double(top, "rope_theta", false, 10000.0, &top_theta, path, err) != 0) return -1;
     r->theta = top_theta;
-    double prf;
+    double prf = 1.0;
     if (get_double(top, "partial_rotary_factor", false, 1.0, &prf, path, err) != 0) return -1;
     if (prf != 1.0) return lf_fail(err, "%s: key \"partial_rotary_factor\" = %g is not supported (only 1)", path, prf);
     if (!rp) goto check;
@@ -303,7 +303,7 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
         return lf_fail(err, "%s: key \"hidden_act\": only \"silu\" is supported", path);
 
     /* sliding window attention is not implemented: refuse rather than be wrong */
-    bool sliding;
+    bool sliding = false;
     if (get_bool(root, "use_sliding_window", false, &sliding, path, err)) return -1;
     if (sliding && cfg->arch != LF_ARCH_LLAMA)
         return lf_fail(err, "%s: key \"use_sliding_window\" = true is not supported", path);
@@ -317,7 +317,7 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
     }
 
     /* flags */
-    bool attention_bias, mlp_bias;
+    bool attention_bias = false, mlp_bias = false;
     if (get_bool(root, "tie_word_embeddings", false, &cfg->tie_word_embeddings, path, err) ||
         get_bool(root, "attention_bias", false, &attention_bias, path, err) ||
         get_bool(root, "mlp_bias", false, &mlp_bias, path, err))
@@ -399,8 +399,8 @@ static int parse_generation(const char *json, const char *path, lf_config *cfg, 
         cfg->n_eos = n;
     }
     if (read_bos(root, &cfg->bos_token_id, path, err) < 0) goto out;
-    double t, p, mp;
-    int k;
+    double t = NAN, p = NAN, mp = NAN;
+    int k = -1;
     if (get_double(root, "temperature", false, NAN, &t, path, err) ||
         get_double(root, "top_p", false, NAN, &p, path, err) ||
         get_double(root, "min_p", false, NAN, &mp, path, err) ||

@@ -39,7 +39,7 @@ int lf_tokenizer_bos_id(const lf_tokenizer *t);
  * is lost when a token ends inside a multi-byte character. */
 typedef struct lf_detok_stream lf_detok_stream;
 lf_detok_stream *lf_detok_stream_new(const lf_tokenizer *t, bool skip_special);
-/* Push one id; *text/*len receive the newly completed text (valid until the
+/* Push one id; text and len receive the newly completed text (valid until the
  * next call). */
 int lf_detok_stream_push(lf_detok_stream *s, int id, const char **text, size_t *len, lf_error *err);
 /* End of stream: whatever is left (incomplete bytes as U+FFFD). */

@@ -1,0 +1,424 @@
+/* Model loading: a Hugging Face model directory (config.json, optional
+ * generation_config.json, model.safetensors or a sharded set listed in
+ * model.safetensors.index.json), and random-weight models of named shapes
+ * for benchmarks. Loaded weights stay inside the read-only mappings. */
+#include "model/model.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/fp.h"
+
+const lf_config *lf_model_config(const lf_model *m) { return m ? &m->cfg : NULL; }
+
+void lf_model_free(lf_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_files; i++) lf_st_close(&m->files[i]);
+    free(m->files);
+    free(m->layers);
+    free(m->owned);
+    free(m->dir);
+    free(m);
+}
+
+/* ---- the list of weights an architecture needs ------------------------- */
+
+typedef struct {
+    char name[96];
+    lf_weight *dst;
+    int rows, cols; /* rows == 0: a vector of cols elements */
+} lf_wspec;
+
+typedef struct {
+    lf_wspec *v;
+    int n, cap;
+} lf_wlist;
+
+/* layer < 0: a top-level tensor named leaf; else model.layers.<layer>.<leaf> */
+static int wl_add(lf_wlist *l, lf_weight *dst, int rows, int cols, int layer, const char *leaf) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        lf_wspec *v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    lf_wspec *s = &l->v[l->n++];
+    if (layer < 0) snprintf(s->name, sizeof s->name, "%s", leaf);
+    else snprintf(s->name, sizeof s->name, "model.layers.%d.%s", layer, leaf);
+    s->dst = dst;
+    s->rows = rows;
+    s->cols = cols;
+    return 0;
+}
+
+/* Every tensor the config implies, in file order-independent form. The
+ * lm_head is listed only when untied. */
+static int build_specs(lf_model *m, lf_wlist *l) {
+    const lf_config *c = &m->cfg;
+    int H = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
+    int q = c->n_heads * hd, kv = c->n_kv_heads * hd;
+    int rc = 0;
+    rc |= wl_add(l, &m->embed, c->vocab_size, H, -1, "model.embed_tokens.weight");
+    rc |= wl_add(l, &m->final_norm, 0, H, -1, "model.norm.weight");
+    if (!c->tie_word_embeddings) rc |= wl_add(l, &m->lm_head, c->vocab_size, H, -1, "lm_head.weight");
+    for (int i = 0; i < c->n_layers && rc == 0; i++) {
+        lf_layer_weights *w = &m->layers[i];
+        rc |= wl_add(l, &w->attn_norm, 0, H, i, "input_layernorm.weight");
+        rc |= wl_add(l, &w->ffn_norm, 0, H, i, "post_attention_layernorm.weight");
+        rc |= wl_add(l, &w->wq, q, H, i, "self_attn.q_proj.weight");
+        rc |= wl_add(l, &w->wk, kv, H, i, "self_attn.k_proj.weight");
+        rc |= wl_add(l, &w->wv, kv, H, i, "self_attn.v_proj.weight");
+        rc |= wl_add(l, &w->wo, H, q, i, "self_attn.o_proj.weight");
+        if (c->qkv_bias) {
+            rc |= wl_add(l, &w->bq, 0, q, i, "self_attn.q_proj.bias");
+            rc |= wl_add(l, &w->bk, 0, kv, i, "self_attn.k_proj.bias");
+            rc |= wl_add(l, &w->bv, 0, kv, i, "self_attn.v_proj.bias");
+        }
+        if (c->o_bias) rc |= wl_add(l, &w->bo, 0, H, i, "self_attn.o_proj.bias");
+        if (c->qk_norm) {
+            rc |= wl_add(l, &w->q_norm, 0, hd, i, "self_attn.q_norm.weight");
+            rc |= wl_add(l, &w->k_norm, 0, hd, i, "self_attn.k_norm.weight");
+        }
+        rc |= wl_add(l, &w->w_gate, I, H, i, "mlp.gate_proj.weight");
+        rc |= wl_add(l, &w->w_up, I, H, i, "mlp.up_proj.weight");
+        rc |= wl_add(l, &w->w_down, H, I, i, "mlp.down_proj.weight");
+    }
+    return rc ? -1 : 0;
+}
+
+static size_t weight_nbytes(const lf_weight *w) {
+    return w->data ? (size_t)w->rows * (size_t)w->cols * lf_dtype_size(w->dtype) : 0;
+}
+
+/* weight_bytes: every distinct weight; decode bytes: everything a decode
+ * step reads (all layers, final norm, lm_head; the embedding table only as
+ * the lm_head when tied). */
+static void compute_sizes(lf_model *m) {
+    size_t layers = 0;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        const lf_layer_weights *w = &m->layers[i];
+        const lf_weight *all[] = {&w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk,
+                                  &w->bv, &w->bo, &w->q_norm, &w->k_norm, &w->ffn_norm, &w->w_gate,
+                                  &w->w_up, &w->w_down};
+        for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) layers += weight_nbytes(all[k]);
+    }
+    size_t norm = weight_nbytes(&m->final_norm);
+    size_t head = weight_nbytes(&m->lm_head);
+    size_t embed = weight_nbytes(&m->embed);
+    m->weight_bytes = layers + norm + embed + (m->cfg.tie_word_embeddings ? 0 : head);
+    m->decode_bytes_per_token = layers + norm + head;
+}
+
+static void shape_str(const lf_tensor *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < t->ndim && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+static void spec_shape_str(const lf_wspec *s, char *buf, size_t n) {
+    if (s->rows) snprintf(buf, n, "[%d, %d]", s->rows, s->cols);
+    else snprintf(buf, n, "[%d]", s->cols);
+}
+
+static int bind_tensor(const lf_wspec *s, const lf_tensor *t, const char *file, lf_error *err) {
+    bool ok = s->rows ? (t->ndim == 2 && t->shape[0] == s->rows && t->shape[1] == s->cols)
+                      : (t->ndim == 1 && t->shape[0] == s->cols);
+    if (!ok) {
+        char have[96], want[64];
+        shape_str(t, have, sizeof have);
+        spec_shape_str(s, want, sizeof want);
+        return lf_fail(err, "%s: tensor '%s' has shape %s, config.json implies %s", file, s->name, have, want);
+    }
+    s->dst->data = t->data;
+    s->dst->dtype = t->dtype;
+    s->dst->rows = s->rows ? s->rows : 1;
+    s->dst->cols = s->cols;
+    return 0;
+}
+
+/* Tensors that appear in some checkpoints and carry nothing we need. */
+static bool ignorable(const char *name) {
+    size_t n = strlen(name);
+    const char *suffix = "rotary_emb.inv_freq";
+    size_t k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+/* Sharded: read the index, open every file it names once, and return for
+ * each file index the list. */
+static int open_sharded(lf_model *m, const char *dir, const char *index_path, cJSON **map_out, lf_error *err) {
+    char *text = NULL;
+    if (lf_read_file(index_path, &text, NULL, err) != 0) return -1;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root) return lf_fail(err, "%s: malformed JSON", index_path);
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return lf_fail(err, "%s: missing or non-object key \"weight_map\"", index_path);
+    }
+    int n = cJSON_GetArraySize(wm);
+    m->files = calloc(n ? (size_t)n : 1, sizeof *m->files);
+    if (!m->files) {
+        cJSON_Delete(root);
+        return lf_fail(err, "%s: out of memory", index_path);
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm) {
+        if (!cJSON_IsString(e)) {
+            cJSON_Delete(root);
+            return lf_fail(err, "%s: weight_map entry '%s' is not a file name", index_path, e->string);
+        }
+        const char *fn = e->valuestring;
+        if (strchr(fn, '/') || !strcmp(fn, "..") || !*fn) {
+            cJSON_Delete(root);
+            return lf_fail(err, "%s: weight_map entry '%s' names '%s', not a file in the model directory",
+                           index_path, e->string, fn);
+        }
+        bool seen = false;
+        for (int i = 0; i < m->n_files && !seen; i++) {
+            const char *p = m->files[i].path;
+            const char *base = strrchr(p, '/');
+            seen = strcmp(base ? base + 1 : p, fn) == 0;
+        }
+        if (seen) continue;
+        char *path = lf_path_join(dir, fn);
+        if (!path) {
+            cJSON_Delete(root);
+            return lf_fail(err, "%s: out of memory", index_path);
+        }
+        if (!lf_file_exists(path)) {
+            lf_fail(err, "%s: tensor '%s' is in '%s', which is missing (%s)", index_path, e->string, fn, path);
+            free(path);
+            cJSON_Delete(root);
+            return -1;
+        }
+        int rc = lf_st_open(path, &m->files[m->n_files], err);
+        free(path);
+        if (rc != 0) {
+            cJSON_Delete(root);
+            return -1;
+        }
+        m->n_files++;
+    }
+    *map_out = root;
+    return 0;
+}
+
+/* Find a tensor: through the index when sharded, else in the single file. */
+static const lf_tensor *find_tensor(const lf_model *m, const cJSON *index, const char *name, const char **file) {
+    if (index) {
+        const cJSON *wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(wm, name);
+        if (!cJSON_IsString(e)) return NULL;
+        for (int i = 0; i < m->n_files; i++) {
+            const char *p = m->files[i].path;
+            const char *base = strrchr(p, '/');
+            if (strcmp(base ? base + 1 : p, e->valuestring) == 0) {
+                *file = p;
+                return lf_st_find(&m->files[i], name);
+            }
+        }
+        return NULL;
+    }
+    *file = m->files[0].path;
+    return lf_st_find(&m->files[0], name);
+}
+
+/* Every tensor in the files must be one we bound (or one known to be
+ * harmless): a stray bias or an extra layer means the config and the
+ * weights disagree, and ignoring it would give wrong output silently. */
+static int check_unused(const lf_model *m, const lf_wlist *l, lf_error *err) {
+    for (int f = 0; f < m->n_files; f++) {
+        const lf_st_file *sf = &m->files[f];
+        for (int t = 0; t < sf->n_tensors; t++) {
+            const char *name = sf->tensors[t].name;
+            bool used = false;
+            for (int i = 0; i < l->n && !used; i++) used = strcmp(l->v[i].name, name) == 0;
+            if (!used && m->cfg.tie_word_embeddings && strcmp(name, "lm_head.weight") == 0) used = true;
+            if (!used && !ignorable(name))
+                return lf_fail(err, "%s: unexpected tensor '%s' (not used by %s with this config.json)", sf->path,
+                               name, m->cfg.arch_name);
+        }
+    }
+    return 0;
+}
+
+int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
+    *out = NULL;
+    lf_model *m = calloc(1, sizeof *m);
+    if (!m) return lf_fail(err, "%s: out of memory", dir);
+    cJSON *index = NULL;
+    lf_wlist specs = {0};
+    char *path = NULL;
+    int rc = -1;
+
+    m->dir = strdup(dir);
+    if (!m->dir) {
+        lf_fail(err, "%s: out of memory", dir);
+        goto done;
+    }
+    if (lf_config_load(dir, &m->cfg, err) != 0) goto done;
+
+    path = lf_path_join(dir, "model.safetensors.index.json");
+    if (!path) {
+        lf_fail(err, "%s: out of memory", dir);
+        goto done;
+    }
+    if (lf_file_exists(path)) {
+        if (open_sharded(m, dir, path, &index, err) != 0) goto done;
+    } else {
+        free(path);
+        path = lf_path_join(dir, "model.safetensors");
+        if (!path) {
+            lf_fail(err, "%s: out of memory", dir);
+            goto done;
+        }
+        if (!lf_file_exists(path)) {
+            lf_fail(err, "%s: no model.safetensors or model.safetensors.index.json in the model directory", dir);
+            goto done;
+        }
+        m->files = calloc(1, sizeof *m->files);
+        if (!m->files) {
+            lf_fail(err, "%s: out of memory", path);
+            goto done;
+        }
+        if (lf_st_open(path, &m->files[0], err) != 0) goto done;
+        m->n_files = 1;
+    }
+
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers || build_specs(m, &specs) != 0) {
+        lf_fail(err, "%s: out of memory", dir);
+        goto done;
+    }
+    const char *where = index ? path : m->files[0].path;
+    for (int i = 0; i < specs.n; i++) {
+        const char *file = where;
+        const lf_tensor *t = find_tensor(m, index, specs.v[i].name, &file);
+        if (!t) {
+            if (!strcmp(specs.v[i].name, "lm_head.weight"))
+                lf_fail(err, "%s: missing tensor 'lm_head.weight' and config.json has tie_word_embeddings false",
+                        file);
+            else
+                lf_fail(err, "%s: missing tensor '%s' (needed by %s)", file, specs.v[i].name, m->cfg.arch_name);
+            goto done;
+        }
+        if (bind_tensor(&specs.v[i], t, file, err) != 0) goto done;
+    }
+    if (check_unused(m, &specs, err) != 0) goto done;
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    compute_sizes(m);
+    rc = 0;
+done:
+    free(specs.v);
+    free(path);
+    cJSON_Delete(index);
+    if (rc != 0) {
+        lf_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+/* ---- random weights ----------------------------------------------------- */
+
+static inline uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Fill n elements with center + U(-scale, scale), deterministic in (seed,
+ * stream, index) whatever the thread count. */
+static void fill_uniform(void *dst, lf_dtype dt, size_t n, float center, float scale, uint64_t seed,
+                         uint64_t stream) {
+    const long long blocks = (long long)((n + 1) / 2);
+    const uint64_t key = splitmix64(seed ^ splitmix64(stream));
+#pragma omp parallel for schedule(static)
+    for (long long b = 0; b < blocks; b++) {
+        uint64_t r = splitmix64(key + (uint64_t)b);
+        for (int h = 0; h < 2; h++) {
+            size_t i = (size_t)b * 2 + (size_t)h;
+            if (i >= n) break;
+            uint32_t bits = (uint32_t)(h ? r >> 32 : r);
+            /* 24 random bits -> [-1, 1) */
+            float u = (float)(bits >> 8) * (2.0f / 16777216.0f) - 1.0f;
+            float v = center + scale * u;
+            if (dt == LF_DTYPE_F32) ((float *)dst)[i] = v;
+            else if (dt == LF_DTYPE_BF16) ((uint16_t *)dst)[i] = lf_f32_to_bf16(v);
+            else ((uint16_t *)dst)[i] = lf_f32_to_f16(v);
+        }
+    }
+}
+
+int lf_model_random(const char *preset, lf_dtype dtype, uint64_t seed, lf_model **out, lf_error *err) {
+    *out = NULL;
+    if (lf_dtype_size(dtype) == 0) return lf_fail(err, "lf_model_random: unknown dtype %d", (int)dtype);
+    lf_model *m = calloc(1, sizeof *m);
+    if (!m) return lf_fail(err, "lf_model_random: out of memory");
+    lf_wlist specs = {0};
+    int rc = -1;
+    if (lf_config_preset(preset, &m->cfg, err) != 0) goto done;
+    m->cfg.dtype = dtype;
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers || build_specs(m, &specs) != 0) {
+        lf_fail(err, "lf_model_random: out of memory");
+        goto done;
+    }
+    /* one block, every weight 64-byte aligned */
+    size_t es = lf_dtype_size(dtype), total = 0;
+    for (int i = 0; i < specs.n; i++) {
+        size_t n = (size_t)(specs.v[i].rows ? specs.v[i].rows : 1) * (size_t)specs.v[i].cols;
+        total += (n * es + 63) & ~(size_t)63;
+    }
+    m->owned = aligned_alloc(64, total ? total : 64);
+    if (!m->owned) {
+        lf_fail(err, "lf_model_random: %s: cannot allocate %.2f GB of weights", preset, (double)total / 1e9);
+        goto done;
+    }
+    size_t off = 0;
+    for (int i = 0; i < specs.n; i++) {
+        const lf_wspec *s = &specs.v[i];
+        size_t n = (size_t)(s->rows ? s->rows : 1) * (size_t)s->cols;
+        void *p = (char *)m->owned + off;
+        off += (n * es + 63) & ~(size_t)63;
+        float center = 0.0f, scale;
+        if (!s->rows && strstr(s->name, "bias") == NULL) {
+            center = 1.0f; /* norm weights around 1 */
+            scale = 0.1f;
+        } else if (!s->rows) {
+            scale = 0.02f; /* biases */
+        } else {
+            /* std 1/sqrt(fan_in): uniform half-width sqrt(3/fan_in) */
+            scale = sqrtf(3.0f / (float)s->cols);
+        }
+        fill_uniform(p, dtype, n, center, scale, seed, (uint64_t)i);
+        s->dst->data = p;
+        s->dst->dtype = dtype;
+        s->dst->rows = s->rows ? s->rows : 1;
+        s->dst->cols = s->cols;
+    }
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    compute_sizes(m);
+    rc = 0;
+done:
+    free(specs.v);
+    if (rc != 0) {
+        lf_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
