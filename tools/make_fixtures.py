@@ -341,14 +341,16 @@ def margins_of(logits):
     return (top2[:, 0] - top2[:, 1]).tolist()
 
 
-def build_fixture(spec, tok, tok_cfg, out_root):
-    d = os.path.join(out_root, spec["name"])
+MIN_REL_MARGIN = 0.005  # min top1-top2 margin / logit std along every greedy path
+
+
+def save_checkpoint(spec, seed, tok, tok_cfg, d):
     if os.path.isdir(d):
         shutil.rmtree(d)
     cfg = spec["config"]
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(seed)
     model = spec["cls"](cfg)
-    init_weights(model, cfg, spec["seed"])
+    init_weights(model, cfg, seed)
     model = model.to(torch.bfloat16)
     if "gen_eos" in spec:
         model.generation_config.eos_token_id = spec["gen_eos"]
@@ -359,26 +361,41 @@ def build_fixture(spec, tok, tok_cfg, out_root):
         json.dump(tok_cfg, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
-    ref = load_fp32(spec["cls"], d)
+
+def build_fixture(spec, tok, tok_cfg, out_root):
+    d = os.path.join(out_root, spec["name"])
     prompts = make_prompts(tok, spec["seed"])
-    if spec["form"] == "old":
-        probe = [p for _, p in prompts]
-        before = [ref(input_ids=torch.tensor([p])).logits for p in probe]
-        rewrite_old_form(os.path.join(d, "config.json"))
+    # Weight seeds are tried in a fixed order until every greedy path keeps
+    # a top1-top2 margin of at least MIN_REL_MARGIN logit standard deviations.
+    for attempt in range(40):
+        seed = spec["seed"] + 1000 * attempt
+        save_checkpoint(spec, seed, tok, tok_cfg, d)
         ref = load_fp32(spec["cls"], d)
-        for p, b in zip(probe, before):
-            a = ref(input_ids=torch.tensor([p])).logits
-            assert torch.equal(a, b), f"{spec['name']}: old-form config.json loads differently"
+        if spec["form"] == "old":
+            probe = [p for _, p in prompts]
+            before = [ref(input_ids=torch.tensor([p])).logits for p in probe]
+            rewrite_old_form(os.path.join(d, "config.json"))
+            ref = load_fp32(spec["cls"], d)
+            for p, b in zip(probe, before):
+                a = ref(input_ids=torch.tensor([p])).logits
+                assert torch.equal(a, b), f"{spec['name']}: old-form config.json loads differently"
+        runs = [(pname, prompt) + greedy(ref, prompt, N_STEPS) for pname, prompt in prompts]
+        rel = min(min(margins_of(lg)) / float(lg.std(dim=-1).mean()) for _, _, _, lg in runs)
+        if rel >= MIN_REL_MARGIN:
+            break
+        print(f"  {spec['name']}: seed {seed} has min margin {rel:.4f} logit std, next seed")
+    else:
+        raise SystemExit(f"{spec['name']}: no seed gives margins above {MIN_REL_MARGIN}")
 
     blobs, entries, offset = [], [], 0
-    for pname, prompt in prompts:
-        tokens, logits = greedy(ref, prompt, N_STEPS)
+    for pname, prompt, tokens, logits in runs:
         cache_err = check_reference(ref, prompt, tokens, logits)
         m = margins_of(logits)
         arr = logits.numpy().astype("<f4")
         blobs.append(arr.tobytes())
         entries.append(dict(name=pname, prompt=prompt, tokens=tokens,
                             margins=[round(x, 6) for x in m], min_margin=round(min(m), 6),
+                            logits_std=round(float(logits.std(dim=-1).mean()), 4),
                             logits_offset=offset, logits_rows=int(arr.shape[0]),
                             cache_vs_nocache_rel_l2=cache_err))
         offset += arr.size
@@ -396,6 +413,7 @@ def build_fixture(spec, tok, tok_cfg, out_root):
                       "index logits_offset; row 0 = last prompt position, row i = after "
                       "feeding tokens[i-1]",
         min_margin=min(e["min_margin"] for e in entries),
+        weight_seed=seed,
         reference=dict(transformers=transformers.__version__, torch=torch.__version__,
                        dtype="float32 compute over bf16 weights", attn="eager"),
         prompts=entries,

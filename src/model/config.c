@@ -273,7 +273,10 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
         check_positive(cfg->n_layers, "num_hidden_layers", path, err) ||
         check_positive(cfg->n_heads, "num_attention_heads", path, err))
         return -1;
-    if (get_int(root, "num_key_value_heads", false, cfg->n_heads, &cfg->n_kv_heads, path, err) ||
+    /* num_key_value_heads: Qwen2Config and Qwen3Config default to 32,
+     * LlamaConfig to num_attention_heads. */
+    int kv_default = cfg->arch == LF_ARCH_LLAMA ? cfg->n_heads : 32;
+    if (get_int(root, "num_key_value_heads", false, kv_default, &cfg->n_kv_heads, path, err) ||
         check_positive(cfg->n_kv_heads, "num_key_value_heads", path, err))
         return -1;
     if (cfg->n_heads % cfg->n_kv_heads != 0)

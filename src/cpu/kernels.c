@@ -1,0 +1,502 @@
+/* CPU kernels: fused matrix products over bf16/f16/f32 weights, RMSNorm,
+ * SiLU, the causal prompt attention. See kernels.h.
+ *
+ * Matrix products (the hot path). y[t][r] = sum_c x[t][c] w[r][c].
+ * AVX2 path: x is packed once per call into tiles of up to 4 tokens x 16
+ * columns ([tile][chunk][token][16]); rows are processed 4 at a time (split
+ * into 2 x 2 for tiles of 3-4 tokens) so each 16-column chunk of a weight
+ * row is loaded and converted once per token tile and multiplied into up to
+ * 4 tokens with FMA, all accumulators in registers. bf16 is widened without
+ * shuffles: a 32-bit lane holds two bf16 values; (lane << 16) is the even
+ * element and (lane & 0xffff0000) the odd one, so x is packed with the even
+ * elements of each chunk first and the odd ones after. Threads split the
+ * rows (of all jobs of a fused product) evenly, so each weight byte is read
+ * from memory once per call whatever the number of tokens. */
+#include "cpu/kernels.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/fp.h"
+#include "cpu/forward.h"
+#include "cpu/simd.h"
+
+/* ---- threads and SIMD level ---------------------------------------------- */
+
+static atomic_int g_threads = 0;
+static atomic_int g_simd = -1; /* -1: not chosen yet */
+
+void lf_cpu_set_threads(int n) { atomic_store(&g_threads, n > 0 ? n : 0); }
+
+int lf_cpu_threads(void) {
+    int n = atomic_load(&g_threads);
+    return n > 0 ? n : omp_get_max_threads();
+}
+
+lf_simd_level lf_cpu_simd_supported(void) {
+#if LF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return LF_SIMD_AVX2;
+#endif
+    return LF_SIMD_SCALAR;
+}
+
+lf_simd_level lf_cpu_simd_level(void) {
+    int v = atomic_load(&g_simd);
+    if (v < 0) {
+        v = (int)lf_cpu_simd_supported();
+        const char *env = getenv("LF_SIMD");
+        if (env && strcmp(env, "scalar") == 0) v = LF_SIMD_SCALAR;
+        atomic_store(&g_simd, v);
+    }
+    return (lf_simd_level)v;
+}
+
+void lf_cpu_set_simd(lf_simd_level level) {
+    lf_simd_level best = lf_cpu_simd_supported();
+    atomic_store(&g_simd, (int)(level > best ? best : level));
+}
+
+const char *lf_simd_level_name(lf_simd_level level) {
+    return level == LF_SIMD_AVX2 ? "avx2" : "scalar";
+}
+
+/* ---- weight access --------------------------------------------------------- */
+
+static inline float wconv(lf_dtype t, const void *data, size_t i) {
+    switch (t) {
+    case LF_DTYPE_BF16: return lf_bf16_to_f32(((const uint16_t *)data)[i]);
+    case LF_DTYPE_F16: return lf_f16_to_f32(((const uint16_t *)data)[i]);
+    default: return ((const float *)data)[i];
+    }
+}
+
+float lf_weight_at(const lf_weight *w, size_t i) { return wconv(w->dtype, w->data, i); }
+
+static void convert_span(lf_dtype t, const void *data, size_t off, size_t n, float *out) {
+    switch (t) {
+    case LF_DTYPE_BF16: {
+        const uint16_t *p = (const uint16_t *)data + off;
+        for (size_t i = 0; i < n; i++) out[i] = lf_bf16_to_f32(p[i]);
+        break;
+    }
+    case LF_DTYPE_F16: {
+        const uint16_t *p = (const uint16_t *)data + off;
+        for (size_t i = 0; i < n; i++) out[i] = lf_f16_to_f32(p[i]);
+        break;
+    }
+    default: memcpy(out, (const float *)data + off, n * sizeof(float)); break;
+    }
+}
+
+void lf_weight_row_f32(const lf_weight *w, int row, float *out) {
+    convert_span(w->dtype, w->data, (size_t)row * w->cols, (size_t)w->cols, out);
+}
+
+/* ---- matrix products: scalar path ----------------------------------------- */
+
+#define LF_SCALAR_SPAN 256
+
+static void mm_rows_scalar(const float *x, int n, int cols, const lf_weight *w, int r0, int r1,
+                           float *y) {
+    float wb[LF_SCALAR_SPAN];
+    int ldy = w->rows;
+    for (int r = r0; r < r1; r++) {
+        for (int t = 0; t < n; t++) y[(size_t)t * ldy + r] = 0.0f;
+        for (int c0 = 0; c0 < cols; c0 += LF_SCALAR_SPAN) {
+            int len = cols - c0 < LF_SCALAR_SPAN ? cols - c0 : LF_SCALAR_SPAN;
+            convert_span(w->dtype, w->data, (size_t)r * cols + c0, (size_t)len, wb);
+            for (int t = 0; t < n; t++) {
+                const float *xt = x + (size_t)t * cols + c0;
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                int c = 0;
+                for (; c + 4 <= len; c += 4) {
+                    s0 += wb[c] * xt[c];
+                    s1 += wb[c + 1] * xt[c + 1];
+                    s2 += wb[c + 2] * xt[c + 2];
+                    s3 += wb[c + 3] * xt[c + 3];
+                }
+                for (; c < len; c++) s0 += wb[c] * xt[c];
+                y[(size_t)t * ldy + r] += (s0 + s1) + (s2 + s3);
+            }
+        }
+    }
+}
+
+/* ---- matrix products: AVX2 path ------------------------------------------- */
+
+#define LF_TT 4  /* tokens per tile */
+#define LF_CH 16 /* columns per chunk */
+#define LF_RG 4  /* rows per group */
+
+size_t lf_matmul_scratch_floats(int n, int cols) {
+    size_t nt = ((size_t)(n > 0 ? n : 1) + LF_TT - 1) / LF_TT * LF_TT;
+    size_t nch = (size_t)(cols > 0 ? cols : 0) / LF_CH;
+    return nt * nch * LF_CH + LF_CH;
+}
+
+/* Pack x [n][cols] into [tile][chunk][token][16] (token tiles of LF_TT; the
+ * last tile has the remaining tokens, with a chunk stride of that count). */
+static void pack_x(const float *x, int n, int cols, bool bf16_order, float *xp) {
+    int nch = cols / LF_CH;
+    for (int t0 = 0; t0 < n; t0 += LF_TT) {
+        int T = n - t0 < LF_TT ? n - t0 : LF_TT;
+        float *tile = xp + (size_t)t0 * nch * LF_CH;
+        for (int c = 0; c < nch; c++)
+            for (int t = 0; t < T; t++) {
+                const float *src = x + (size_t)(t0 + t) * cols + (size_t)c * LF_CH;
+                float *dst = tile + ((size_t)c * T + t) * LF_CH;
+                if (bf16_order)
+                    for (int i = 0; i < 8; i++) {
+                        dst[i] = src[2 * i];
+                        dst[8 + i] = src[2 * i + 1];
+                    }
+                else
+                    memcpy(dst, src, LF_CH * sizeof(float));
+            }
+    }
+}
+
+#if LF_X86
+
+#define LF_AI __attribute__((always_inline)) inline
+
+/* The weight chunk c of row pointer w (16 elements) as two fp32 vectors in
+ * the order pack_x used for this dtype. */
+static LF_AI LF_TARGET_AVX2 void load_w16(lf_dtype dt, const void *w, size_t off, __m256 *wa,
+                                          __m256 *wb) {
+    if (dt == LF_DTYPE_BF16) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)w + off));
+        *wa = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+        *wb = _mm256_castsi256_ps(_mm256_and_si256(raw, _mm256_set1_epi32((int)0xffff0000u)));
+    } else if (dt == LF_DTYPE_F16) {
+        const uint16_t *p = (const uint16_t *)w + off;
+        *wa = lf_load_f16x8(p);
+        *wb = lf_load_f16x8(p + 8);
+    } else {
+        const float *p = (const float *)w + off;
+        *wa = _mm256_loadu_ps(p);
+        *wb = _mm256_loadu_ps(p + 8);
+    }
+}
+
+/* R rows x T tokens over nch chunks; out[r*T + t]. With T == 1 each row has
+ * two accumulators so the FMA chains are long enough to hide latency. */
+static LF_AI LF_TARGET_AVX2 void tile_kernel(lf_dtype dt, const void *w, size_t row0, size_t ldw,
+                                             const float *xt, int nch, int R, int T,
+                                             float *out) {
+    __m256 a[LF_RG][LF_TT], b[LF_RG][LF_TT];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            a[r][t] = _mm256_setzero_ps();
+            b[r][t] = _mm256_setzero_ps();
+        }
+    for (int c = 0; c < nch; c++) {
+        const float *xc = xt + (size_t)c * T * LF_CH;
+        for (int r = 0; r < R; r++) {
+            __m256 wa, wb;
+            load_w16(dt, w, (row0 + (size_t)r) * ldw + (size_t)c * LF_CH, &wa, &wb);
+            for (int t = 0; t < T; t++) {
+                a[r][t] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xc + t * LF_CH), a[r][t]);
+                if (T == 1)
+                    b[r][t] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xc + t * LF_CH + 8), b[r][t]);
+                else
+                    a[r][t] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(xc + t * LF_CH + 8), a[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            out[r * T + t] = lf_hsum256(T == 1 ? _mm256_add_ps(a[r][t], b[r][t]) : a[r][t]);
+}
+
+#define LF_TILE_CASE(DT, R, T)                                                                     \
+    case (R) * 8 + (T): tile_kernel(DT, w, row0, ldw, xt, nch, R, T, out); break;
+#define LF_TILE_ALL(DT)                                                                            \
+    switch (R * 8 + T) {                                                                           \
+        LF_TILE_CASE(DT, 1, 1) LF_TILE_CASE(DT, 1, 2) LF_TILE_CASE(DT, 1, 3) LF_TILE_CASE(DT, 1, 4) \
+        LF_TILE_CASE(DT, 2, 1) LF_TILE_CASE(DT, 2, 2) LF_TILE_CASE(DT, 2, 3) LF_TILE_CASE(DT, 2, 4) \
+        LF_TILE_CASE(DT, 3, 1) LF_TILE_CASE(DT, 3, 2) LF_TILE_CASE(DT, 3, 3) LF_TILE_CASE(DT, 3, 4) \
+        LF_TILE_CASE(DT, 4, 1) LF_TILE_CASE(DT, 4, 2) LF_TILE_CASE(DT, 4, 3) LF_TILE_CASE(DT, 4, 4) \
+    default: break;                                                                                \
+    }
+
+static LF_TARGET_AVX2 void tile_bf16(const void *w, size_t row0, size_t ldw, const float *xt,
+                                     int nch, int R, int T, float *out) {
+    LF_TILE_ALL(LF_DTYPE_BF16)
+}
+static LF_TARGET_AVX2 void tile_f16(const void *w, size_t row0, size_t ldw, const float *xt,
+                                    int nch, int R, int T, float *out) {
+    LF_TILE_ALL(LF_DTYPE_F16)
+}
+static LF_TARGET_AVX2 void tile_f32(const void *w, size_t row0, size_t ldw, const float *xt,
+                                    int nch, int R, int T, float *out) {
+    LF_TILE_ALL(LF_DTYPE_F32)
+}
+
+/* Rows [r0, r0+nr) (nr <= LF_RG) of one job, all tokens. */
+static LF_TARGET_AVX2 void mm_group_avx2(const float *x, const float *xp, int n, int cols,
+                                         const lf_matmul_job *job, int r0, int nr) {
+    const lf_weight *w = job->w;
+    int nch = cols / LF_CH, tail = cols - nch * LF_CH;
+    int ldy = w->rows;
+    void (*tile)(const void *, size_t, size_t, const float *, int, int, int, float *) =
+        w->dtype == LF_DTYPE_BF16 ? tile_bf16 : w->dtype == LF_DTYPE_F16 ? tile_f16 : tile_f32;
+    float out[LF_RG * LF_TT];
+    for (int t0 = 0; t0 < n; t0 += LF_TT) {
+        int T = n - t0 < LF_TT ? n - t0 : LF_TT;
+        const float *xt = xp + (size_t)t0 * nch * LF_CH;
+        /* 4 rows x 1-2 tokens, or 2 rows x 3-4 tokens: at most 8 accumulators */
+        int rstep = T <= 2 ? LF_RG : 2;
+        for (int rr = 0; rr < nr; rr += rstep) {
+            int R = nr - rr < rstep ? nr - rr : rstep;
+            tile(w->data, (size_t)(r0 + rr), (size_t)cols, xt, nch, R, T, out);
+            for (int r = 0; r < R; r++) {
+                int row = r0 + rr + r;
+                float bias = (job->bias && job->bias->data) ? lf_weight_at(job->bias, (size_t)row) : 0.0f;
+                for (int t = 0; t < T; t++) {
+                    float s = out[r * T + t];
+                    if (tail) {
+                        const float *xr = x + (size_t)(t0 + t) * cols + (size_t)nch * LF_CH;
+                        size_t base = (size_t)row * cols + (size_t)nch * LF_CH;
+                        for (int c = 0; c < tail; c++) s += wconv(w->dtype, w->data, base + c) * xr[c];
+                    }
+                    job->y[(size_t)(t0 + t) * ldy + row] = s + bias;
+                }
+            }
+        }
+    }
+}
+
+#endif /* LF_X86 */
+
+#define LF_MAX_JOBS 8
+
+/* Jobs of one dtype: pack x once, split row groups across threads. */
+static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
+                   float *scratch, bool simd) {
+    int gstart[LF_MAX_JOBS + 1];
+    int total = 0;
+    double work = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        gstart[j] = total;
+        int rg = simd ? LF_RG : 16;
+        total += (jobs[j].w->rows + rg - 1) / rg;
+        work += (double)jobs[j].w->rows * cols * n;
+    }
+    gstart[n_jobs] = total;
+    int nt = lf_cpu_threads();
+    if (work < 65536.0) nt = 1;
+    if (nt > total) nt = total > 0 ? total : 1;
+#if LF_X86
+    if (simd) pack_x(x, n, cols, jobs[0].w->dtype == LF_DTYPE_BF16, scratch);
+#else
+    (void)scratch;
+#endif
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        int g0 = (int)((long)total * tid / nth), g1 = (int)((long)total * (tid + 1) / nth);
+        int j = 0;
+        for (int g = g0; g < g1; g++) {
+            while (g >= gstart[j + 1]) j++;
+            const lf_matmul_job *job = &jobs[j];
+            int rg = simd ? LF_RG : 16;
+            int r0 = (g - gstart[j]) * rg;
+            int nr = job->w->rows - r0 < rg ? job->w->rows - r0 : rg;
+#if LF_X86
+            if (simd) {
+                mm_group_avx2(x, scratch, n, cols, job, r0, nr);
+                continue;
+            }
+#endif
+            mm_rows_scalar(x, n, cols, job->w, r0, r0 + nr, job->y);
+            if (job->bias && job->bias->data)
+                for (int r = r0; r < r0 + nr; r++) {
+                    float bv = lf_weight_at(job->bias, (size_t)r);
+                    for (int t = 0; t < n; t++) job->y[(size_t)t * job->w->rows + r] += bv;
+                }
+        }
+    }
+}
+
+void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
+                     float *scratch) {
+    if (n <= 0 || n_jobs <= 0) return;
+    bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
+    /* group the jobs by weight dtype (x is packed per dtype) */
+    static const lf_dtype order[3] = {LF_DTYPE_BF16, LF_DTYPE_F16, LF_DTYPE_F32};
+    for (int d = 0; d < 3; d++) {
+        lf_matmul_job sel[LF_MAX_JOBS];
+        int ns = 0;
+        for (int j = 0; j < n_jobs; j++) {
+            if (jobs[j].w->dtype != order[d]) continue;
+            sel[ns++] = jobs[j];
+            if (ns == LF_MAX_JOBS) {
+                mm_run(x, n, cols, sel, ns, scratch, simd);
+                ns = 0;
+            }
+        }
+        if (ns) mm_run(x, n, cols, sel, ns, scratch, simd);
+    }
+}
+
+void lf_matmul(const float *x, int n, const lf_weight *w, const lf_weight *bias, float *y,
+               float *scratch) {
+    lf_matmul_job job = {w, bias, y};
+    lf_matmul_multi(x, n, w->cols, &job, 1, scratch);
+}
+
+/* ---- elementwise ------------------------------------------------------------ */
+
+void lf_rmsnorm(float *out, const float *x, const lf_weight *w, int n, int dim, float eps) {
+#pragma omp parallel for num_threads(lf_cpu_threads()) if (n >= 64) schedule(static)
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *ot = out + (size_t)t * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
+        for (int i = 0; i < dim; i++) ot[i] = lf_weight_at(w, (size_t)i) * (xt[i] * inv);
+    }
+}
+
+void lf_silu_mul(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void lf_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* ---- fp32 vector helpers ------------------------------------------------- */
+
+static float dot_scalar(const float *a, const float *b, int n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void axpy_scalar(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+#if LF_X86
+static LF_AI LF_TARGET_AVX2 float dot_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = lf_hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static LF_AI LF_TARGET_AVX2 void axpy_avx2(float *y, float a, const float *x, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+static LF_TARGET_AVX2 float dot_avx2_fn(const float *a, const float *b, int n) {
+    return dot_avx2(a, b, n);
+}
+#endif
+
+float lf_dot_f32(const float *a, const float *b, int n) {
+#if LF_X86
+    if (lf_cpu_simd_level() == LF_SIMD_AVX2) return dot_avx2_fn(a, b, n);
+#endif
+    return dot_scalar(a, b, n);
+}
+
+/* ---- causal prompt attention --------------------------------------------- */
+
+#define LF_QBLOCK 16
+
+size_t lf_attention_scratch_floats(int n) {
+    return (size_t)lf_cpu_threads() * (size_t)(n > 0 ? n : 1);
+}
+
+/* One query row: scores over keys 0..i, softmax, weighted sum of values. */
+#define LF_ATTN_ROW(DOT, AXPY)                                                                     \
+    do {                                                                                           \
+        float mx = -INFINITY;                                                                      \
+        for (int j = 0; j <= i; j++) {                                                             \
+            float s = DOT(qi, k + ((size_t)j * n_kv + kvh) * hd, hd) * scale;                      \
+            sc[j] = s;                                                                             \
+            if (s > mx) mx = s;                                                                    \
+        }                                                                                          \
+        float sum = 0;                                                                             \
+        for (int j = 0; j <= i; j++) sum += (sc[j] = expf(sc[j] - mx));                           \
+        float inv = 1.0f / sum;                                                                    \
+        memset(oi, 0, (size_t)hd * sizeof(float));                                                 \
+        for (int j = 0; j <= i; j++) AXPY(oi, sc[j] * inv, v + ((size_t)j * n_kv + kvh) * hd, hd); \
+    } while (0)
+
+static void attn_rows_scalar(const float *q, const float *k, const float *v, int n_heads, int n_kv,
+                             int hd, int h, int i0, int i1, float *out, float *sc) {
+    int kvh = h / (n_heads / n_kv);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int i = i0; i < i1; i++) {
+        const float *qi = q + ((size_t)i * n_heads + h) * hd;
+        float *oi = out + ((size_t)i * n_heads + h) * hd;
+        LF_ATTN_ROW(dot_scalar, axpy_scalar);
+    }
+}
+
+#if LF_X86
+static LF_TARGET_AVX2 void attn_rows_avx2(const float *q, const float *k, const float *v,
+                                          int n_heads, int n_kv, int hd, int h, int i0, int i1,
+                                          float *out, float *sc) {
+    int kvh = h / (n_heads / n_kv);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    for (int i = i0; i < i1; i++) {
+        const float *qi = q + ((size_t)i * n_heads + h) * hd;
+        float *oi = out + ((size_t)i * n_heads + h) * hd;
+        LF_ATTN_ROW(dot_avx2, axpy_avx2);
+    }
+}
+#endif
+
+void lf_attention_causal(const float *q, const float *k, const float *v, int n, int n_heads,
+                         int n_kv, int hd, float *out, float *scratch) {
+    int nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
+    int items = n_heads * nqb;
+    bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
+    int nt = lf_cpu_threads();
+    /* later query blocks see more keys: hand them out first, dynamically */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (items > 1 && (long)n * n * hd > 32768)
+    for (int it = 0; it < items; it++) {
+        int qb = nqb - 1 - it / n_heads, h = it % n_heads;
+        int i0 = qb * LF_QBLOCK, i1 = i0 + LF_QBLOCK < n ? i0 + LF_QBLOCK : n;
+        float *sc = scratch + (size_t)omp_get_thread_num() * n;
+#if LF_X86
+        if (simd) {
+            attn_rows_avx2(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
+            continue;
+        }
+#endif
+        attn_rows_scalar(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
+    }
+    (void)simd;
+}

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `longflow generate` on the conformance fixtures.
+
+References are independent of the engine: the greedy tokens transformers
+recorded (tests/data/models/*/expected.json), the `tokenizers` and
+`transformers` libraries for text and chat prompts. Also checks the KV-cache
+contract of the policies (budget bounds, same tokens as full when nothing is
+evicted, memory flat in --max-tokens) and clear errors on bad input.
+"""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+SRC = os.environ.get("LF_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("LF_BIN", os.path.join(SRC, "build", "longflow"))
+MODELS = os.path.join(SRC, "tests", "data", "models")
+
+
+def fixtures():
+    return sorted(d for d in os.listdir(MODELS) if os.path.isfile(os.path.join(MODELS, d, "expected.json")))
+
+
+def expected(name):
+    with open(os.path.join(MODELS, name, "expected.json")) as f:
+        return json.load(f)
+
+
+def run(args, check=True):
+    p = subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"longflow {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def gen_json(model, prompt_ids, n, *extra):
+    p = run(["generate", "--model", os.path.join(MODELS, model), "--prompt-ids", ",".join(map(str, prompt_ids)),
+             "--max-tokens", str(n), "--ignore-eos", "--json", "--threads", "2", *extra])
+    return json.loads(p.stdout)
+
+
+def peak_rss_kb(args):
+    """Peak resident memory of one longflow run (this child only)."""
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.execv(BIN, [BIN] + args)
+    _, status, ru = os.wait4(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, args
+    return ru.ru_maxrss
+
+
+class Generate(unittest.TestCase):
+    def test_greedy_matches_transformers(self):
+        """--policy full: greedy tokens equal transformers' on every fixture and prompt."""
+        for name in fixtures():
+            e = expected(name)
+            for pr in e["prompts"]:
+                with self.subTest(fixture=name, prompt=pr["name"]):
+                    out = gen_json(name, pr["prompt"], len(pr["tokens"]))
+                    self.assertEqual(out["prompt_tokens"], pr["prompt"])
+                    self.assertEqual(out["tokens"], pr["tokens"])
+                    self.assertEqual(out["stats"]["policy"], "full")
+                    for k in ("prefill_ms", "decode_ms", "tokens_per_s", "kv_bytes"):
+                        self.assertIn(k, out["stats"])
+
+    def test_budgeted_policies_equal_full_when_nothing_is_evicted(self):
+        """A budget >= prompt + max tokens never evicts: every policy gives full's tokens."""
+        for name in fixtures():
+            e = expected(name)
+            pr = max(e["prompts"], key=lambda p: len(p["prompt"]))
+            n = len(pr["tokens"])
+            for pol in ("longflow", "tova", "h2o", "vatp", "streaming", "rkv"):
+                with self.subTest(fixture=name, policy=pol):
+                    out = gen_json(name, pr["prompt"], n, "--policy", pol,
+                                   "--budget", str(len(pr["prompt"]) + n + 5))
+                    self.assertEqual(out["tokens"], pr["tokens"])
+
+    def test_cache_never_exceeds_budget(self):
+        name = fixtures()[0]
+        pr = max(expected(name)["prompts"], key=lambda p: len(p["prompt"]))
+        full = gen_json(name, pr["prompt"], 200)
+        per_slot = full["stats"]["kv_bytes"] / (len(pr["prompt"]) + 200)
+        for pol in ("longflow", "tova", "h2o", "vatp", "streaming", "rkv"):
+            for budget in (48, 64, 100):
+                with self.subTest(policy=pol, budget=budget):
+                    out = gen_json(name, pr["prompt"], 200, "--policy", pol, "--budget", str(budget))
+                    self.assertEqual(len(out["tokens"]), 200)
+                    self.assertLessEqual(out["stats"]["kv_tokens_peak"], budget)
+                    if pol != "rkv":  # R-KV also holds its 128-token buffer of new tokens
+                        self.assertEqual(out["stats"]["kv_bytes"], per_slot * budget)
+                    self.assertGreater(out["stats"]["kv_bytes_full"], out["stats"]["kv_bytes"])
+
+    def test_memory_flat_in_max_tokens(self):
+        """Once the budget is full, peak memory does not grow with --max-tokens (full's does)."""
+        name = fixtures()[0]
+        model = os.path.join(MODELS, name)
+        base = ["generate", "--model", model, "--prompt-ids", "1,2,3,4,5", "--ignore-eos", "--threads", "1",
+                "--json"]
+        lf_short = peak_rss_kb(base + ["--max-tokens", "1000", "--policy", "longflow", "--budget", "64"])
+        lf_long = peak_rss_kb(base + ["--max-tokens", "8000", "--policy", "longflow", "--budget", "64"])
+        full_short = peak_rss_kb(base + ["--max-tokens", "1000"])
+        full_long = peak_rss_kb(base + ["--max-tokens", "8000"])
+        kv = gen_json(name, [1, 2, 3, 4, 5], 4)["stats"]["kv_bytes"] / 9  # bytes per slot
+        grow_full = (full_long - full_short) * 1024
+        grow_lf = (lf_long - lf_short) * 1024
+        print(f"peak RSS: longflow {lf_short} -> {lf_long} kB, full {full_short} -> {full_long} kB; "
+              f"7000 more slots = {7000 * kv / 1024:.0f} kB", file=sys.stderr)
+        self.assertGreater(grow_full, 0.5 * 7000 * kv)  # the control: full's cache grows
+        self.assertLess(grow_lf, 0.1 * 7000 * kv)       # LongFlow's does not
+
+    def test_text_prompt_uses_the_reference_tokenizer(self):
+        from tokenizers import Tokenizer
+        name = fixtures()[0]
+        model = os.path.join(MODELS, name)
+        tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+        text = "Find the sum 12 + 30, then think <think> twice."
+        p = run(["generate", "--model", model, "--prompt", text, "--max-tokens", "12", "--ignore-eos", "--json"])
+        out = json.loads(p.stdout)
+        self.assertEqual(out["prompt_tokens"], tok.encode(text).ids)
+        self.assertEqual(out["text"], tok.decode(out["tokens"], skip_special_tokens=False))
+
+    def test_chat_prompt_matches_transformers_template(self):
+        from transformers import AutoTokenizer
+        name = fixtures()[0]
+        model = os.path.join(MODELS, name)
+        at = AutoTokenizer.from_pretrained(model)
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+        for think in (True, False):
+            with self.subTest(think=think):
+                want = at.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
+                                              enable_thinking=think)
+                args = ["generate", "--model", model, "--chat", "--system", "Be brief.", "--prompt", "What is 2+2?",
+                        "--max-tokens", "4", "--json"]
+                if not think:
+                    args.append("--no-think")
+                out = json.loads(run(args).stdout)
+                self.assertEqual(out["prompt_text"], want)
+                self.assertEqual(out["prompt_tokens"], at.encode(want, add_special_tokens=False))
+
+    def test_streamed_text_equals_json_text(self):
+        name = fixtures()[0]
+        model = os.path.join(MODELS, name)
+        args = ["generate", "--model", model, "--prompt", "Hello there", "--max-tokens", "40", "--ignore-eos"]
+        streamed = run(args).stdout
+        js = json.loads(run(args + ["--json"]).stdout)
+        self.assertEqual(streamed, js["text"] + "\n")
+
+
+class BadInput(unittest.TestCase):
+    def expect_error(self, args, *phrases):
+        p = run(args, check=False)
+        self.assertNotEqual(p.returncode, 0, f"{args} should fail")
+        self.assertNotIn("Traceback", p.stderr)
+        self.assertLess(p.returncode, 128, f"{args} crashed: {p.stderr}")
+        for ph in phrases:
+            self.assertIn(ph, p.stderr, f"{args}: message {p.stderr!r} lacks {ph!r}")
+        self.assertEqual(len(p.stderr.strip().splitlines()) >= 1, True)
+
+    def test_errors(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        g = ["generate", "--model", m]
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "bogus"], "bogus", "--policy")
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow", "--budget", "0"], "--budget")
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow", "--budget", "-5"], "--budget")
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow"], "--budget")
+        long_prompt = ",".join(["7"] * 40)
+        self.expect_error(g + ["--prompt-ids", long_prompt, "--policy", "longflow", "--budget", "20"],
+                          "budget", "33")
+        self.expect_error(g + ["--prompt-ids", "1,x,3"], "--prompt-ids")
+        self.expect_error(g + ["--prompt-ids", "1,99999999"], "vocabulary")
+        self.expect_error(g + ["--prompt-ids", "1", "--top-p", "1.5"], "--top-p")
+        self.expect_error(g + ["--prompt-ids", "1", "--temperature", "-1"], "--temperature")
+        self.expect_error(g + ["--prompt-ids", "1", "--max-tokens", "0"], "--max-tokens")
+        self.expect_error(g + ["--prompt-ids", "1", "--frobnicate"], "--frobnicate")
+        self.expect_error(g, "prompt")
+        self.expect_error(["generate", "--model", "/nonexistent/dir", "--prompt-ids", "1"], "/nonexistent/dir")
+        self.expect_error(["nonsense-command"], "nonsense-command")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Accuracy of every KV policy at several budgets, with the C engine.
+
+For each task family (a JSONL file in the {"index","question","true_answer"}
+format) it runs `longflow eval --policy full`, then every budgeted policy at
+budgets given as a percentage of each problem's full-cache output length
+(--budget P% --reference <full results>). It writes a Markdown table and a PNG
+plot (accuracy vs budget, one line per policy, one panel per family).
+
+    python3 tools/sweep_accuracy.py --model models/tiny-reasoner \
+        --data models/tiny-reasoner/data/*.jsonl --limit 200 --out bench/accuracy
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+POLICIES = ["longflow", "tova", "h2o", "vatp", "streaming", "rkv"]
+BUDGETS = ["10%", "20%", "40%"]
+
+
+def run_eval(args, data, policy, budget, ref, out_path):
+    cmd = [args.bin, "eval", "--model", args.model, "--data", data, "--policy", policy,
+           "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--output", out_path,
+           "--instruction", args.instruction, "--json"]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if budget:
+        cmd += ["--budget", budget, "--reference", ref]
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        sys.exit(f"longflow eval failed ({res.returncode}) for {data} {policy} {budget}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="build/longflow")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", nargs="+", required=True)
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--instruction", default="")
+    ap.add_argument("--policies", nargs="+", default=POLICIES)
+    ap.add_argument("--budgets", nargs="+", default=BUDGETS)
+    ap.add_argument("--out", default="bench/accuracy")
+    args = ap.parse_args()
+    os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
+
+    table = {}  # family -> {(policy, budget): summary}
+    for data in args.data:
+        fam = os.path.splitext(os.path.basename(data))[0]
+        runs = os.path.join(args.out, "runs")
+        ref = os.path.join(runs, f"{fam}.full.jsonl")
+        table[fam] = {("full", "100%"): run_eval(args, data, "full", None, None, ref)}
+        for pol in args.policies:
+            for b in args.budgets:
+                out_path = os.path.join(runs, f"{fam}.{pol}-{b.rstrip('%')}p.jsonl")
+                table[fam][(pol, b)] = run_eval(args, data, pol, b, ref, out_path)
+
+    lines = ["| family | policy | " + " | ".join(f"budget {b}" for b in args.budgets) + " |",
+             "|---|---|" + "---|" * len(args.budgets)]
+    for fam, rows in table.items():
+        full = rows[("full", "100%")]
+        lines.append(f"| {fam} | full (100%) | " + " | ".join(
+            [f"{100 * full['accuracy']:.1f}%"] * len(args.budgets)) +
+            f" |")
+        for pol in args.policies:
+            cells = [f"{100 * rows[(pol, b)]['accuracy']:.1f}%" for b in args.budgets]
+            lines.append(f"| {fam} | {pol} | " + " | ".join(cells) + " |")
+    lens = {fam: rows[("full", "100%")]["avg_output_tokens"] for fam, rows in table.items()}
+    md = ["# Accuracy by KV policy and budget", "",
+          "Budgets are a percentage of each problem's full-cache output length. "
+          "Greedy decoding. Command:", "",
+          "    python3 " + " ".join(sys.argv), "",
+          "Average full-cache output length: " + ", ".join(f"{f} {n:.0f} tokens" for f, n in lens.items()), ""]
+    md += lines
+    with open(os.path.join(args.out, "accuracy.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
+        json.dump({fam: {f"{p}@{b}": v for (p, b), v in rows.items()} for fam, rows in table.items()}, f, indent=1)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fams = list(table)
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 4), squeeze=False)
+    xs = [float(b.rstrip("%")) for b in args.budgets]
+    for ax, fam in zip(axes[0], fams):
+        rows = table[fam]
+        ax.axhline(100 * rows[("full", "100%")]["accuracy"], color="black", ls="--", label="full")
+        for pol in args.policies:
+            ax.plot(xs, [100 * rows[(pol, b)]["accuracy"] for b in args.budgets], marker="o", label=pol)
+        ax.set_title(fam)
+        ax.set_xlabel("budget (% of full-cache output length)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "accuracy.png"), dpi=120)
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
