@@ -152,9 +152,9 @@ def fixture_specs(ids):
     eot, ims, ime = ids["<|endoftext|>"], ids["<|im_start|>"], ids["<|im_end|>"]
     return [
         dict(name="qwen3_tied_hd", cls=Qwen3ForCausalLM, form="new", shard=None, seed=1,
-             note="Qwen3, explicit head_dim 32 != hidden/heads 24, GQA 2, tied embeddings, "
+             note="Qwen3, explicit head_dim 32 != hidden/heads 16, GQA 2, tied embeddings, "
                   "eos list in config.json",
-             config=Qwen3Config(vocab_size=VOCAB, hidden_size=96, intermediate_size=192,
+             config=Qwen3Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
                                 num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                                 head_dim=32, max_position_embeddings=4096, rms_norm_eps=1e-6,
                                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
@@ -163,7 +163,7 @@ def fixture_specs(ids):
         dict(name="qwen3_gqa4_sharded", cls=Qwen3ForCausalLM, form="old", shard="300KB", seed=2,
              note="Qwen3, head_dim 32 != hidden/heads 16, GQA 4, untied, old config.json form, "
                   "sharded safetensors with index.json",
-             config=Qwen3Config(vocab_size=VOCAB, hidden_size=128, intermediate_size=256,
+             config=Qwen3Config(vocab_size=VOCAB, hidden_size=128, intermediate_size=192,
                                 num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
                                 head_dim=32, max_position_embeddings=4096, rms_norm_eps=1e-6,
                                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
@@ -183,7 +183,7 @@ def fixture_specs(ids):
              note="Llama, llama3 rope scaling (original_max_position_embeddings 32, so the "
                   "scaled and smoothed bands matter at short range), GQA 4, untied, old "
                   "config.json form",
-             config=LlamaConfig(vocab_size=VOCAB, hidden_size=128, intermediate_size=256,
+             config=LlamaConfig(vocab_size=VOCAB, hidden_size=128, intermediate_size=192,
                                 num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
                                 max_position_embeddings=4096, rms_norm_eps=1e-5,
                                 rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "longflow.h"
+#include "kv/cache.h"
 
 /* SnapKV prompt compression (every budgeted policy): observation window of
  * the last 32 prompt queries, average pooling of width 5. */
@@ -49,5 +50,46 @@ int lf_policy_resolve(const lf_policy_config *in, int budget, lf_policy_config *
 
 /* Whether the policy evicts (everything except `full`). */
 bool lf_policy_is_budgeted(lf_policy_kind k);
+
+/* ---- SnapKV (snapkv.c) ----------------------------------------------------
+ * q [n][n_heads][head_dim], k [n][n_kv_heads][head_dim] of a prompt of n
+ * tokens, RoPE applied. */
+
+/* Choose the `keep` prompt positions SnapKV keeps (n > keep > LF_SNAPKV_WINDOW):
+ * the first `sinks` positions, then the best keep-w-sinks of the others
+ * before the window by the pooled window attention (ties: lower position),
+ * then the last w = LF_SNAPKV_WINDOW positions; written ascending to kept. */
+int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                     int keep, int sinks, int32_t *kept, lf_error *err);
+
+/* SnapKV's pooled score of each non-window prompt position (n - w values):
+ * the softmax of each of the last w queries over the first n-w keys, summed
+ * over query heads and queries, averaged over a window of 5 (zero padding
+ * counted). */
+int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                     float *pooled, lf_error *err);
+
+/* Attention each prompt position receives from the last min(w, n) prompt
+ * queries (causal softmax), averaged over query heads and summed over the
+ * queries: H2O's and VATP's starting accumulated attention. acc [n]. */
+int lf_window_attention(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                        int w, float *acc, lf_error *err);
+
+/* ---- R-KV (rkv.c) --------------------------------------------------------- */
+
+/* Floats of workspace lf_rkv_select needs. */
+size_t lf_rkv_work_floats(int capacity, int n_heads, int n_kv_heads, int head_dim);
+
+/* With every slot of `layer` valid, choose the slots R-KV keeps: the
+ * LF_RKV_WINDOW newest tokens, and the best budget - LF_RKV_WINDOW of the
+ * others by LF_RKV_LAMBDA * importance - (1 - LF_RKV_LAMBDA) * redundancy,
+ * where importance is the softmax of each stored query (layer's rkv_q) over
+ * the candidate keys, averaged over the queries, max-pooled (width 5) along
+ * position order and averaged over query heads, and redundancy is the
+ * softmax over candidates of their mean cosine similarity to the other
+ * candidates' keys, averaged over KV heads. Ties keep the lower position.
+ * Writes c->budget slot indices to keep (ascending); work has
+ * lf_rkv_work_floats floats. Returns the number kept. */
+int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work);
 
 #endif

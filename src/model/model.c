@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -161,28 +162,29 @@ static int open_sharded(lf_model *m, const char *dir, const char *index_path, cJ
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!root) return lf_fail(err, "%s: malformed JSON", index_path);
+    int rc = -1;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(wm)) {
-        cJSON_Delete(root);
-        return lf_fail(err, "%s: missing or non-object key \"weight_map\"", index_path);
+        lf_fail(err, "%s: missing or non-object key \"weight_map\"", index_path);
+        goto out;
     }
     int n = cJSON_GetArraySize(wm);
     m->files = calloc(n ? (size_t)n : 1, sizeof *m->files);
     if (!m->files) {
-        cJSON_Delete(root);
-        return lf_fail(err, "%s: out of memory", index_path);
+        lf_fail(err, "%s: out of memory", index_path);
+        goto out;
     }
     const cJSON *e;
     cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e)) {
-            cJSON_Delete(root);
-            return lf_fail(err, "%s: weight_map entry '%s' is not a file name", index_path, e->string);
+            lf_fail(err, "%s: weight_map entry '%s' is not a file name", index_path, e->string);
+            goto out;
         }
         const char *fn = e->valuestring;
-        if (strchr(fn, '/') || !strcmp(fn, "..") || !*fn) {
-            cJSON_Delete(root);
-            return lf_fail(err, "%s: weight_map entry '%s' names '%s', not a file in the model directory",
-                           index_path, e->string, fn);
+        if (strchr(fn, '/') || !strcmp(fn, "..") || !strcmp(fn, ".") || !*fn) {
+            lf_fail(err, "%s: weight_map entry '%s' names '%s', not a file in the model directory", index_path,
+                    e->string, fn);
+            goto out;
         }
         bool seen = false;
         for (int i = 0; i < m->n_files && !seen; i++) {
@@ -193,22 +195,24 @@ static int open_sharded(lf_model *m, const char *dir, const char *index_path, cJ
         if (seen) continue;
         char *path = lf_path_join(dir, fn);
         if (!path) {
-            cJSON_Delete(root);
-            return lf_fail(err, "%s: out of memory", index_path);
+            lf_fail(err, "%s: out of memory", index_path);
+            goto out;
         }
         if (!lf_file_exists(path)) {
             lf_fail(err, "%s: tensor '%s' is in '%s', which is missing (%s)", index_path, e->string, fn, path);
             free(path);
-            cJSON_Delete(root);
-            return -1;
+            goto out;
         }
-        int rc = lf_st_open(path, &m->files[m->n_files], err);
+        int orc = lf_st_open(path, &m->files[m->n_files], err);
         free(path);
-        if (rc != 0) {
-            cJSON_Delete(root);
-            return -1;
-        }
+        if (orc != 0) goto out;
         m->n_files++;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        cJSON_Delete(root);
+        return -1;
     }
     *map_out = root;
     return 0;
@@ -340,25 +344,28 @@ static inline uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-/* Fill n elements with center + U(-scale, scale), deterministic in (seed,
- * stream, index) whatever the thread count. */
+/* Fill n elements with center + U(-scale, scale) (65536 levels), deterministic
+ * in (seed, stream, index) whatever the thread count: element i takes 16
+ * bits of splitmix64(key + i/4). */
 static void fill_uniform(void *dst, lf_dtype dt, size_t n, float center, float scale, uint64_t seed,
                          uint64_t stream) {
-    const long long blocks = (long long)((n + 1) / 2);
     const uint64_t key = splitmix64(seed ^ splitmix64(stream));
+    const long long chunks = (long long)((n + 4095) / 4096);
+    const float mul = 2.0f * scale / 65536.0f, add = center - scale + 0.5f * mul;
 #pragma omp parallel for schedule(static)
-    for (long long b = 0; b < blocks; b++) {
-        uint64_t r = splitmix64(key + (uint64_t)b);
-        for (int h = 0; h < 2; h++) {
-            size_t i = (size_t)b * 2 + (size_t)h;
-            if (i >= n) break;
-            uint32_t bits = (uint32_t)(h ? r >> 32 : r);
-            /* 24 random bits -> [-1, 1) */
-            float u = (float)(bits >> 8) * (2.0f / 16777216.0f) - 1.0f;
-            float v = center + scale * u;
-            if (dt == LF_DTYPE_F32) ((float *)dst)[i] = v;
-            else if (dt == LF_DTYPE_BF16) ((uint16_t *)dst)[i] = lf_f32_to_bf16(v);
-            else ((uint16_t *)dst)[i] = lf_f32_to_f16(v);
+    for (long long c = 0; c < chunks; c++) {
+        size_t begin = (size_t)c * 4096, end = begin + 4096 < n ? begin + 4096 : n;
+        for (size_t i = begin; i < end; i += 4) {
+            uint64_t r = splitmix64(key + i / 4);
+            size_t m = end - i < 4 ? end - i : 4;
+            float v[4];
+            for (size_t k = 0; k < 4; k++) v[k] = add + mul * (float)(uint16_t)(r >> (16 * k));
+            if (dt == LF_DTYPE_BF16)
+                for (size_t k = 0; k < m; k++) ((uint16_t *)dst)[i + k] = lf_f32_to_bf16(v[k]);
+            else if (dt == LF_DTYPE_F16)
+                for (size_t k = 0; k < m; k++) ((uint16_t *)dst)[i + k] = lf_f32_to_f16(v[k]);
+            else
+                for (size_t k = 0; k < m; k++) ((float *)dst)[i + k] = v[k];
         }
     }
 }
@@ -383,11 +390,18 @@ int lf_model_random(const char *preset, lf_dtype dtype, uint64_t seed, lf_model 
         size_t n = (size_t)(specs.v[i].rows ? specs.v[i].rows : 1) * (size_t)specs.v[i].cols;
         total += (n * es + 63) & ~(size_t)63;
     }
-    m->owned = aligned_alloc(64, total ? total : 64);
+    /* 2 MB aligned and marked for transparent huge pages: fewer page faults
+     * while filling and fewer TLB misses while decoding. */
+    const size_t huge = (size_t)2 << 20;
+    size_t alloc = (total + huge - 1) / huge * huge;
+    m->owned = aligned_alloc(huge, alloc ? alloc : huge);
     if (!m->owned) {
         lf_fail(err, "lf_model_random: %s: cannot allocate %.2f GB of weights", preset, (double)total / 1e9);
         goto done;
     }
+#ifdef MADV_HUGEPAGE
+    if (alloc) (void)madvise(m->owned, alloc, MADV_HUGEPAGE);
+#endif
     size_t off = 0;
     for (int i = 0; i < specs.n; i++) {
         const lf_wspec *s = &specs.v[i];

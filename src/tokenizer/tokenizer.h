@@ -21,6 +21,24 @@ enum {
 /* Encode UTF-8 text (invalid UTF-8 is an error). *ids is malloc'd. */
 int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags,
                         int **ids, int *n_ids, lf_error *err);
+/* A span of text that stands for one token (e.g. chat-template markup). */
+typedef struct lf_token_span {
+    size_t start, end;
+    int id;
+} lf_token_span;
+
+/* The added tokens in text, found as the reference matcher finds them
+ * (leftmost-longest; single_word, lstrip and rstrip applied); only tokens
+ * matched on the raw text (normalized=false). *spans is malloc'd. */
+int lf_tokenizer_find_added(const lf_tokenizer *t, const char *text, size_t len, lf_token_span **spans, int *n,
+                            lf_error *err);
+/* Encode text in which the given spans (sorted, not overlapping) are the
+ * given tokens; the text between them is encoded with special tokens taken
+ * as plain text (non-special added tokens still match, as in the reference
+ * with encode_special_tokens). No post-processor tokens are added. */
+int lf_tokenizer_encode_spans(const lf_tokenizer *t, const char *text, size_t len, const lf_token_span *spans,
+                              int n_spans, int **ids, int *n_ids, lf_error *err);
+
 /* Decode ids to a malloc'd NUL-terminated string. */
 int lf_tokenizer_decode(const lf_tokenizer *t, const int *ids, int n, bool skip_special, char **out,
                         size_t *len, lf_error *err);

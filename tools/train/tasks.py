@@ -30,7 +30,7 @@ import sys
 FAMILIES = ("sum", "walk", "prog")
 
 # Ranges of the problem sizes (inclusive), shared by training and test data.
-SUM_N = (40, 60)        # numbers in the list
+SUM_N = (45, 64)        # numbers in the list
 SUM_V = (1, 99)         # value range of each number
 WALK_M = (30, 50)       # nodes in the cycle (two-digit names 10..99)
 WALK_K = (25, 50)       # hops to follow

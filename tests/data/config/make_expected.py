@@ -4,6 +4,12 @@ transformers itself reads from the directory (AutoConfig, GenerationConfig,
 the rope init functions, and the module structure built on the meta device).
 tests/test_config.c compares lf_config_load against these files.
 
+It also creates (once) a few tiny random-weight checkpoints with
+transformers' save_pretrained (hf-*/): for those, expected.json also lists
+every tensor (shape, dtype, sum, first and last element, as the safetensors
+library reads them) and the weight byte counts; tests/test_model_load.c
+loads them with lf_model_load and compares.
+
 Run: python3 tests/data/config/make_expected.py   (needs transformers, torch)
 """
 import json
@@ -86,12 +92,84 @@ def expected(d):
     }
 
 
+def make_checkpoints():
+    import transformers as T
+    torch.manual_seed(1234)
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                 max_position_embeddings=256, rms_norm_eps=1e-6)
+    specs = {
+        # explicit head_dim (16) != hidden/heads (8), GQA 2, tied embeddings
+        "hf-qwen3-tied": (T.Qwen3Config, T.Qwen3ForCausalLM,
+                          dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                               tie_word_embeddings=True, eos_token_id=[3, 4], bos_token_id=2), None),
+        # q/k/v biases, GQA 4, untied
+        "hf-qwen2-bias": (T.Qwen2Config, T.Qwen2ForCausalLM,
+                          dict(num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=False,
+                               eos_token_id=5), None),
+        # llama3 rope, attention_bias, GQA 1, sharded, config.json rewritten in the older form
+        "hf-llama3-sharded": (T.LlamaConfig, T.LlamaForCausalLM,
+                              dict(num_attention_heads=2, num_key_value_heads=2, attention_bias=True,
+                                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                                   rope_parameters={"rope_type": "llama3", "rope_theta": 50000.0,
+                                                    "factor": 8.0, "low_freq_factor": 1.0,
+                                                    "high_freq_factor": 4.0,
+                                                    "original_max_position_embeddings": 64}), "4KB"),
+    }
+    for name, (C, M, kw, shard) in specs.items():
+        d = os.path.join(here, name)
+        if os.path.exists(d):
+            continue
+        model = M(C(**small, **kw)).to(torch.bfloat16)
+        with torch.no_grad():  # make one norm per kind non-trivial
+            for n, p in model.named_parameters():
+                if "norm" in n:
+                    p.add_(torch.randn_like(p) * 0.1)
+        if shard:
+            model.save_pretrained(d, max_shard_size=shard)
+        else:
+            model.save_pretrained(d)
+        if name == "hf-llama3-sharded":  # older config.json form
+            cp = os.path.join(d, "config.json")
+            c = json.load(open(cp))
+            rp = c.pop("rope_parameters")
+            c["rope_theta"] = rp.pop("rope_theta")
+            c["rope_scaling"] = rp
+            c["torch_dtype"] = c.pop("dtype")
+            with open(cp, "w") as f:
+                json.dump(c, f, indent=2)
+                f.write("\n")
+
+
+def tensors_of(d):
+    from safetensors import safe_open
+    files = [f for f in sorted(os.listdir(d)) if f.endswith(".safetensors")]
+    out = {}
+    for fn in files:
+        with safe_open(os.path.join(d, fn), "pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+                flat = t.double().flatten()
+                out[k] = {"file": fn, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+                          "sum": float(flat.sum()), "first": float(flat[0]), "last": float(flat[-1])}
+    return out
+
+
 def main():
+    make_checkpoints()
     for name in sorted(os.listdir(here)):
         d = os.path.join(here, name)
         if not os.path.isfile(os.path.join(d, "config.json")):
             continue
         exp = expected(d)
+        if any(f.endswith(".safetensors") for f in os.listdir(d)):
+            ts = tensors_of(d)
+            exp["tensors"] = ts
+            nb = {k: math.prod(v["shape"]) * 2 for k, v in ts.items()}
+            tied = exp["tie_word_embeddings"]
+            head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+            exp["weight_bytes"] = sum(v for k, v in nb.items() if not (tied and k == "lm_head.weight"))
+            exp["decode_bytes_per_token"] = sum(v for k, v in nb.items()
+                                                if k not in ("model.embed_tokens.weight", "lm_head.weight")) + nb[head]
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(exp, f, indent=2, sort_keys=True)
             f.write("\n")

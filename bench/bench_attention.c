@@ -1,0 +1,212 @@
+/* The fused decode attention + LongFlow scoring kernel, timed three ways on
+ * the same caches in the same run:
+ *   unscored  lf_kv_attend(scores = false): attention only (the baseline)
+ *   scored    lf_kv_attend(scores = true): the same kernel also leaving
+ *             every slot's attention and |v|_1 for the score
+ *   step      lf_kv_decode_layer with --policy longflow: store the new
+ *             token, scored attention, the per-layer score reduction and the
+ *             victim choice (everything LongFlow adds to a decode step)
+ * against the bytes each call must read (K and V of every valid slot)
+ * divided by this machine's read bandwidth, measured in the same run
+ * (src/core/membw.h).
+ *
+ *   bench_attention [--slots 2048,4096,8192] [--heads 16] [--kv-heads 8]
+ *                   [--head-dim 128] [--batch 1] [--threads N] [--rounds 30]
+ *                   [--working-set-mb 512]
+ *
+ * Each configuration cycles through enough layers that the K/V read per
+ * round exceeds the last-level cache many times over (--working-set-mb),
+ * and the three modes alternate round by round so that noise from other
+ * processes hits them alike; the median and best round are reported. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/membw.h"
+#include "core/timer.h"
+#include "kv/cache.h"
+#include "model/config.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t rng = 42;
+static float frand(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 1 << 24) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    int slots[16] = {2048, 4096, 8192}, n_slots = 3;
+    int H = 16, G = 8, hd = 128, batch = 1, threads = 0, rounds = 30, ws_mb = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val) {
+            fprintf(stderr, "bench_attention: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--slots")) {
+            if ((n_slots = parse_list(val, slots, 16)) <= 0) {
+                fprintf(stderr, "bench_attention: bad --slots '%s'\n", val);
+                return 2;
+            }
+        } else if (!strcmp(a, "--heads")) H = atoi(val);
+        else if (!strcmp(a, "--kv-heads")) G = atoi(val);
+        else if (!strcmp(a, "--head-dim")) hd = atoi(val);
+        else if (!strcmp(a, "--batch")) batch = atoi(val);
+        else if (!strcmp(a, "--threads")) threads = atoi(val);
+        else if (!strcmp(a, "--rounds")) rounds = atoi(val);
+        else if (!strcmp(a, "--working-set-mb")) ws_mb = atoi(val);
+        else {
+            fprintf(stderr, "bench_attention: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (H <= 0 || G <= 0 || H % G || hd <= 0 || batch <= 0 || rounds <= 0 || ws_mb <= 0 || threads < 0) {
+        fprintf(stderr, "bench_attention: bad shape or counts\n");
+        return 2;
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    int nt = omp_get_max_threads();
+
+    lf_error err;
+    lf_membw_result bw0, bw1;
+    if (lf_membw_measure((size_t)ws_mb << 20, nt, 5, &bw0, &err)) {
+        fprintf(stderr, "bench_attention: %s\n", err.msg);
+        return 1;
+    }
+    printf("# fused attention + LongFlow scoring, %d query heads / %d KV heads / head_dim %d, batch %d, "
+           "%d threads\n",
+           H, G, hd, batch, nt);
+    printf("# read bandwidth (membw, %d MiB, %d threads): best %.2f GB/s, median %.2f GB/s\n", ws_mb, nt,
+           bw0.gbps, bw0.gbps_median);
+    printf("%-6s %-7s %-9s %10s %10s %10s %8s %8s %8s %8s\n", "slots", "layers", "MB/call", "unscored",
+           "scored", "step", "sc/un", "st/un", "GB/s sc", "%bw sc");
+    double bwbest = bw0.gbps;
+    for (int si = 0; si < n_slots; si++) {
+        const int B = slots[si];
+        size_t per_layer = 2 * (size_t)G * B * hd * sizeof(float) * batch;
+        int n_layers = (int)(((size_t)ws_mb << 20) / per_layer) + 1;
+        if (n_layers < 2) n_layers = 2;
+        lf_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layers = n_layers;
+        cfg.n_heads = H;
+        cfg.n_kv_heads = G;
+        cfg.head_dim = hd;
+        lf_policy_config pc;
+        lf_policy_config_default(&pc);
+        pc.kind = LF_POLICY_LONGFLOW;
+        pc.budget = B;
+        lf_kv_cache *caches = calloc((size_t)batch, sizeof *caches);
+        lf_kv_cache **cp = calloc((size_t)batch, sizeof *cp);
+        float *q = malloc((size_t)batch * H * hd * sizeof *q);
+        float *k = malloc((size_t)batch * G * hd * sizeof *k);
+        float *v = malloc((size_t)batch * G * hd * sizeof *v);
+        float *out = malloc((size_t)batch * H * hd * sizeof *out);
+        int *pos = malloc((size_t)batch * sizeof *pos);
+        if (!caches || !cp || !q || !k || !v || !out || !pos) {
+            fprintf(stderr, "bench_attention: out of memory\n");
+            return 1;
+        }
+        for (int s = 0; s < batch; s++) {
+            if (lf_kv_cache_init(&caches[s], &cfg, &pc, B, &err)) {
+                fprintf(stderr, "bench_attention: %s\n", err.msg);
+                return 1;
+            }
+            cp[s] = &caches[s];
+            lf_kv_cache *c = &caches[s];
+            /* every slot valid, random contents (first touched in parallel) */
+            for (int l = 0; l < n_layers; l++) {
+                lf_kv_layer *L = &c->layers[l];
+                for (int i = 0; i < B; i++) L->pos[i] = i;
+                L->n_valid = L->hw = B;
+                L->next_slot = 0;
+                for (int g = 0; g < G; g++) {
+                    float *K = lf_kv_k(c, l, g), *V = lf_kv_v(c, l, g);
+                    for (size_t i = 0; i < (size_t)B * hd; i++) {
+                        K[i] = frand();
+                        V[i] = frand();
+                    }
+                }
+            }
+            c->total_valid = (long)B * n_layers;
+            pos[s] = B;
+        }
+        for (int i = 0; i < batch * H * hd; i++) q[i] = frand();
+        for (int i = 0; i < batch * G * hd; i++) {
+            k[i] = frand();
+            v[i] = frand();
+        }
+        double *t[3];
+        for (int m = 0; m < 3; m++) t[m] = malloc((size_t)rounds * sizeof(double));
+        /* warm-up round of each mode */
+        for (int l = 0; l < n_layers; l++) {
+            lf_kv_attend(cp, batch, l, q, out, false);
+            lf_kv_attend(cp, batch, l, q, out, true);
+        }
+        for (int r = 0; r < rounds; r++) {
+            for (int m = 0; m < 3; m++) {
+                int mode = (m + r) % 3;
+                double t0 = lf_now_ms();
+                for (int l = 0; l < n_layers; l++) {
+                    if (mode == 2)
+                        lf_kv_decode_layer(cp, batch, l, q, k, v, pos, out);
+                    else
+                        lf_kv_attend(cp, batch, l, q, out, mode == 1);
+                }
+                t[mode][r] = (lf_now_ms() - t0) / n_layers;
+            }
+            for (int s = 0; s < batch; s++) pos[s]++;
+        }
+        double med[3], best[3];
+        for (int m = 0; m < 3; m++) {
+            qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
+            med[m] = t[m][rounds / 2];
+            best[m] = t[m][0];
+        }
+        double mb = per_layer / 1e6;
+        double gbs = per_layer / (med[1] * 1e6);
+        printf("%-6d %-7d %-9.1f %8.3fms %8.3fms %8.3fms %8.3f %8.3f %8.2f %7.0f%%\n", B, n_layers, mb, med[0],
+               med[1], med[2], med[1] / med[0], med[2] / med[0], gbs, 100.0 * gbs / bwbest);
+        printf("#   best rounds: unscored %.3f ms (%.2f GB/s), scored %.3f ms (%.2f GB/s), step %.3f ms "
+               "(%.2f GB/s); best scored/unscored %.3f\n",
+               best[0], per_layer / (best[0] * 1e6), best[1], per_layer / (best[1] * 1e6), best[2],
+               per_layer / (best[2] * 1e6), best[1] / best[0]);
+        for (int m = 0; m < 3; m++) free(t[m]);
+        for (int s = 0; s < batch; s++) lf_kv_cache_free(&caches[s]);
+        free(caches);
+        free(cp);
+        free(q);
+        free(k);
+        free(v);
+        free(out);
+        free(pos);
+    }
+    if (lf_membw_measure((size_t)ws_mb << 20, nt, 5, &bw1, &err) == 0) {
+        printf("# read bandwidth again at the end: best %.2f GB/s, median %.2f GB/s\n", bw1.gbps,
+               bw1.gbps_median);
+        if (bw1.gbps > bwbest) printf("# (the %%bw column used the first measurement, %.2f GB/s)\n", bwbest);
+    }
+    return 0;
+}

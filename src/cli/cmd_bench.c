@@ -1,0 +1,322 @@
+/* longflow bench: prefill and decode speed of the CPU forward, with the
+ * machine's read bandwidth measured in the same run, printed as one JSON
+ * object on stdout.
+ *
+ *   longflow bench (--model DIR | --random-weights --config NAME)
+ *                  [--dtype bf16|f16|f32] [--prompt-len 128] [--gen-len 32]
+ *                  [--batch 1] [--threads N] [--policy P --budget B]
+ *                  [--device cpu] [--seed S] [--membw-mb 1024]
+ *
+ * Prefill: each of the `batch` sequences gets a prompt of random token ids,
+ * prefilled one sequence at a time (timed together). Decode: gen-len steps,
+ * each advancing all sequences by one greedy token in one batched call.
+ * Decode is memory-bound: "decode_weight_gbps" is the weight bytes one step
+ * reads divided by the step time, next to "membw_gbps", the best of several
+ * multi-threaded streaming passes over a buffer much larger than the LLC. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/membw.h"
+#include "core/timer.h"
+#include "cpu/forward.h"
+#include "cpu/kernels.h"
+#include "cpu/simd.h"
+#include "kv/cache.h"
+#include "model/model.h"
+
+static const char *CMD = "bench";
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: longflow bench (--model DIR | --random-weights --config NAME) [options]\n"
+            "\n"
+            "Measures prefill and decode speed of the CPU forward and prints one JSON object.\n"
+            "\n"
+            "  --model DIR          a Hugging Face model directory\n"
+            "  --random-weights     generate weights for a named shape instead (with --config)\n"
+            "  --config NAME        shape: qwen3-0.6b, qwen3-1.7b, qwen3-8b, llama-3.2-1b, ...\n"
+            "  --dtype T            weight dtype for --random-weights: bf16 (default), f16, f32\n"
+            "  --prompt-len N       prompt tokens per sequence (default 128)\n"
+            "  --gen-len N          decode steps (default 32)\n"
+            "  --batch N            sequences decoded together (default 1)\n"
+            "  --threads N          threads (default: all cores)\n"
+            "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
+            "  --device cpu         the device (only cpu here)\n"
+            "  --seed S             seed of the random weights and prompts (default 1)\n"
+            "  --membw-mb N         buffer of the bandwidth probe in MiB (default 1024; 0 = skip)\n");
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static size_t weight_bytes(const lf_weight *w) {
+    return w->data ? (size_t)w->rows * w->cols * lf_dtype_size(w->dtype) : 0;
+}
+
+/* Weight bytes one decode step reads: every layer matrix, vector and bias,
+ * the final norm and lm_head (the embedding rows looked up are negligible). */
+static size_t decode_weight_bytes(const lf_model *m) {
+    size_t b = weight_bytes(&m->final_norm) + weight_bytes(&m->lm_head);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const lf_layer_weights *L = &m->layers[l];
+        const lf_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq, &L->bk,
+                                 &L->bv, &L->bo, &L->q_norm, &L->k_norm, &L->ffn_norm,
+                                 &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) b += weight_bytes(ws[i]);
+    }
+    return b;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* a JSON string (config names and paths: escape quotes, backslashes and
+ * control characters) */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+int lf_cmd_bench(int argc, char **argv) {
+    lf_gen_options o;
+    lf_gen_options_default(&o);
+    o.sampling.seed = 1;
+    bool random_weights = false;
+    const char *preset = NULL, *dtype_name = "bf16";
+    int prompt_len = 128, gen_len = 32, batch = 1, membw_mb = 1024;
+    lf_args a;
+    lf_args_init(&a, CMD, argc, argv);
+    const char *f;
+    while ((f = lf_args_next(&a))) {
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(f, "--random-weights")) {
+            random_weights = true;
+        } else if (!strcmp(f, "--config")) {
+            if (!(preset = lf_arg_value(&a, f))) return 2;
+        } else if (!strcmp(f, "--dtype")) {
+            if (!(dtype_name = lf_arg_value(&a, f))) return 2;
+        } else if (!strcmp(f, "--prompt-len")) {
+            if (!lf_arg_int(&a, f, 1, 1 << 20, &prompt_len)) return 2;
+        } else if (!strcmp(f, "--gen-len")) {
+            if (!lf_arg_int(&a, f, 1, 1 << 20, &gen_len)) return 2;
+        } else if (!strcmp(f, "--batch")) {
+            if (!lf_arg_int(&a, f, 1, 4096, &batch)) return 2;
+        } else if (!strcmp(f, "--membw-mb")) {
+            if (!lf_arg_int(&a, f, 0, 1 << 20, &membw_mb)) return 2;
+        } else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
+                   !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
+                   !strcmp(f, "--evict-every") || !strcmp(f, "--device") || !strcmp(f, "--seed")) {
+            if (lf_gen_options_parse(&o, &a, f) != 1) return 2;
+        } else {
+            lf_cli_error(CMD, "unknown option '%s' (try longflow bench --help)", f);
+            return 2;
+        }
+    }
+    if (a.inline_val) { /* "--random-weights=x" */
+        lf_cli_error(CMD, "a flag that takes no value was given one");
+        return 2;
+    }
+    if (!!o.model_dir == random_weights) {
+        lf_cli_error(CMD, "give either --model DIR or --random-weights --config NAME");
+        return 2;
+    }
+    if (random_weights && !preset) {
+        lf_cli_error(CMD, "--random-weights needs --config NAME (one of: %s, ...)", lf_config_preset_names[0]);
+        return 2;
+    }
+    if (preset && !random_weights) {
+        lf_cli_error(CMD, "--config goes with --random-weights (a --model directory has its own config)");
+        return 2;
+    }
+    lf_dtype dtype;
+    if (!strcmp(dtype_name, "bf16")) dtype = LF_DTYPE_BF16;
+    else if (!strcmp(dtype_name, "f16")) dtype = LF_DTYPE_F16;
+    else if (!strcmp(dtype_name, "f32")) dtype = LF_DTYPE_F32;
+    else {
+        lf_cli_error(CMD, "--dtype: unknown dtype '%s' (bf16, f16 or f32)", dtype_name);
+        return 2;
+    }
+    if (o.device != LF_DEVICE_CPU) {
+        lf_cli_error(CMD, "--device cuda: bench measures the CPU forward only (use --device cpu)");
+        return 2;
+    }
+    bool budgeted = o.policy.kind != LF_POLICY_FULL;
+    if (budgeted && !o.budget_given) {
+        lf_cli_error(CMD, "--policy %s needs --budget N (KV slots per sequence and layer)",
+                     lf_policy_name(o.policy.kind));
+        return 2;
+    }
+    if (!budgeted && o.budget_given) {
+        lf_cli_error(CMD, "--budget applies to budgeted policies; --policy full keeps every token");
+        return 2;
+    }
+
+    lf_cpu_set_threads(o.threads);
+    int threads = lf_cpu_threads();
+    lf_error err = {{0}};
+    int rc = 1;
+    lf_model *m = NULL;
+    lf_cpu_ctx *ctx = NULL;
+    lf_kv_cache *caches = NULL, **cptr = NULL;
+    int *prompts = NULL, *tok = NULL, *pos = NULL;
+    float *logits = NULL;
+    double *step_ms = NULL;
+    int n_init = 0;
+
+    lf_membw_result bw = {0};
+    if (membw_mb > 0 && lf_membw_measure((size_t)membw_mb << 20, threads, 5, &bw, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
+        return 1;
+    }
+
+    double t0 = lf_now_ms();
+    if (random_weights ? lf_model_random(preset, dtype, o.sampling.seed, &m, &err)
+                       : lf_model_load(o.model_dir, &m, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
+        return 1;
+    }
+    double load_ms = lf_now_ms() - t0;
+    const lf_config *cfg = lf_model_config(m);
+    int V = cfg->vocab_size;
+    int budget = budgeted ? o.policy.budget : prompt_len + gen_len;
+
+    caches = calloc((size_t)batch, sizeof *caches);
+    cptr = calloc((size_t)batch, sizeof *cptr);
+    prompts = malloc((size_t)batch * prompt_len * sizeof(int));
+    tok = malloc((size_t)batch * sizeof(int));
+    pos = malloc((size_t)batch * sizeof(int));
+    logits = malloc((size_t)batch * V * sizeof(float));
+    step_ms = malloc((size_t)gen_len * sizeof(double));
+    if (!caches || !cptr || !prompts || !tok || !pos || !logits || !step_ms) {
+        lf_cli_error(CMD, "out of memory for %d sequences", batch);
+        goto out;
+    }
+    if (lf_cpu_ctx_create(m, batch, &ctx, &err)) goto fail;
+    for (; n_init < batch; n_init++) {
+        if (lf_kv_cache_init(&caches[n_init], cfg, &o.policy, budget, &err)) goto fail;
+        cptr[n_init] = &caches[n_init];
+    }
+    uint64_t rs = o.sampling.seed ^ 0x5eedull;
+    for (size_t i = 0; i < (size_t)batch * prompt_len; i++) prompts[i] = (int)(splitmix(&rs) % (uint64_t)V);
+
+    /* warm-up (page in mapped weights, grow scratch): a short prefill and one
+     * decode step in a cache of its own */
+    {
+        lf_kv_cache wc;
+        lf_policy_config full;
+        lf_policy_config_default(&full);
+        int wn = prompt_len < 8 ? prompt_len : 8;
+        if (lf_kv_cache_init(&wc, cfg, &full, wn + 1, &err)) goto fail;
+        lf_kv_cache *wp = &wc;
+        int wt = 0, wpos = wn;
+        int r1 = lf_cpu_prefill(ctx, m, &wc, prompts, wn, logits, &err);
+        int r2 = r1 ? -1 : lf_cpu_decode(ctx, m, &wp, &wt, &wpos, 1, logits, &err);
+        lf_kv_cache_free(&wc);
+        if (r1 || r2) goto fail;
+    }
+
+    t0 = lf_now_ms();
+    for (int s = 0; s < batch; s++) {
+        if (lf_cpu_prefill(ctx, m, &caches[s], prompts + (size_t)s * prompt_len, prompt_len,
+                           logits + (size_t)s * V, &err))
+            goto fail;
+        tok[s] = argmax(logits + (size_t)s * V, V);
+        pos[s] = prompt_len;
+    }
+    double prefill_ms = lf_now_ms() - t0;
+
+    double decode_ms = 0;
+    for (int k = 0; k < gen_len; k++) {
+        t0 = lf_now_ms();
+        if (lf_cpu_decode(ctx, m, cptr, tok, pos, batch, logits, &err)) goto fail;
+        step_ms[k] = lf_now_ms() - t0;
+        decode_ms += step_ms[k];
+        for (int s = 0; s < batch; s++) {
+            tok[s] = argmax(logits + (size_t)s * V, V);
+            pos[s]++;
+        }
+    }
+    qsort(step_ms, (size_t)gen_len, sizeof *step_ms, cmp_double);
+
+    size_t wbytes = m->decode_bytes_per_token ? m->decode_bytes_per_token : decode_weight_bytes(m);
+    size_t kv_bytes = 0, kv_used = 0;
+    for (int s = 0; s < batch; s++) {
+        kv_bytes += caches[s].bytes;
+        kv_used += lf_kv_cache_bytes_in_use(&caches[s]);
+    }
+    double ms_step = decode_ms / gen_len;
+    double prefill_tps = (double)batch * prompt_len / (prefill_ms / 1e3);
+    double decode_tps = (double)batch * gen_len / (decode_ms / 1e3);
+    double gbps = (double)wbytes / (ms_step * 1e6);
+
+    printf("{\"config\":");
+    json_str(random_weights ? preset : o.model_dir);
+    printf(",\"arch\":");
+    json_str(cfg->arch_name);
+    printf(",\"random_weights\":%s,\"dtype\":", random_weights ? "true" : "false");
+    json_str(random_weights ? lf_dtype_name(dtype) : lf_dtype_name(m->lm_head.dtype));
+    printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"threads\":%d", lf_simd_level_name(lf_cpu_simd_level()),
+           threads);
+    printf(",\"policy\":\"%s\",\"budget\":%d,\"batch\":%d,\"prompt_len\":%d,\"gen_len\":%d",
+           lf_policy_name(o.policy.kind), budget, batch, prompt_len, gen_len);
+    printf(",\"load_ms\":%.1f,\"prefill_ms\":%.2f,\"prefill_tokens_per_s\":%.2f", load_ms, prefill_ms,
+           prefill_tps);
+    printf(",\"decode_ms\":%.2f,\"decode_tokens_per_s\":%.3f,\"decode_ms_per_step\":%.3f", decode_ms,
+           decode_tps, ms_step);
+    printf(",\"decode_ms_per_step_median\":%.3f,\"decode_ms_per_step_min\":%.3f",
+           step_ms[gen_len / 2], step_ms[0]);
+    printf(",\"prefill_vs_decode_per_token\":%.3f", prefill_tps / decode_tps);
+    printf(",\"weight_bytes_per_step\":%zu,\"decode_weight_gbps\":%.3f", wbytes, gbps);
+    if (membw_mb > 0)
+        printf(",\"membw_gbps\":%.3f,\"membw_gbps_median\":%.3f,\"membw_buffer_mb\":%d,"
+               "\"decode_bw_ratio\":%.3f",
+               bw.gbps, bw.gbps_median, membw_mb, gbps / bw.gbps);
+    else
+        printf(",\"membw_gbps\":null,\"decode_bw_ratio\":null");
+    printf(",\"kv_bytes\":%zu,\"kv_bytes_in_use\":%zu}\n", kv_bytes, kv_used);
+    rc = 0;
+    goto out;
+fail:
+    lf_cli_error(CMD, "%s", err.msg);
+out:
+    for (int s = 0; s < n_init; s++) lf_kv_cache_free(&caches[s]);
+    free(caches);
+    free(cptr);
+    free(prompts);
+    free(tok);
+    free(pos);
+    free(logits);
+    free(step_ms);
+    lf_cpu_ctx_free(ctx);
+    lf_model_free(m);
+    lf_gen_options_free(&o);
+    return rc;
+}

@@ -1,0 +1,925 @@
+/* Fused decode attention + KV-cache policy score + argmin (see cuda_attention.h
+ * and docs/cuda.md).
+ *
+ * One block = (sequence, KV head, slot block). Its 4 warps take 16 slots each
+ * of a 64-slot tile; tiles stream through shared memory with cp.async
+ * (STAGES deep). Per 16 slots a warp does, on tensor cores (m16n8k16, fp32
+ * accumulation):
+ *   S^T: rows = the G <= 8 query heads of the group (rows 8..15 zero),
+ *        columns = slots, k = head_dim;
+ *   O  += P V with P split into a hi and a lo 16-bit part: rows 0..7 carry
+ *        P_hi, rows 8..15 P_lo of the same heads, so the product keeps ~16
+ *        mantissa bits of the fp32 probabilities at no extra mma.
+ * |v|_1 is summed in fp32 from the V fragments the P V product already loads.
+ * The score needs the final softmax normalisers, which only exist after every
+ * slot block of the (sequence, KV head) is done; so each warp stores, per slot
+ * and query head, E = exp2(s - m_ref) * |v|_1 and, per 16 slots, m_ref (its
+ * running max then). Once the normalisers are final (the block itself when
+ * it covers all slots, else the last slot block to finish), each slot gets
+ * g = sum_h E * exp2(m_ref - m_h) / l_h. The last KV head of a sequence to
+ * finish sums g over KV heads, writes score and next_slot.
+ */
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/error.h"
+}
+#include "cuda/cuda_attention.h"
+
+namespace {
+
+constexpr int WARPS = 4;
+constexpr int THREADS = WARPS * 32;
+constexpr int TILE = 16 * WARPS; /* slots per pipeline stage */
+constexpr int STAGES = 3;
+constexpr int MAXG = 8;          /* query heads per KV head */
+constexpr int MAX_SPLIT = 64;
+constexpr int GCHUNK = 2048;     /* slots per w-table chunk when computing g */
+
+enum Kind { K_NONE = 0, K_ATTN = 1, K_LF = 2, K_VATP = 3 };
+
+struct Params {
+    const void *q, *k, *v;
+    long long kv_seq_stride;
+    const int *pos;
+    long long slot_seq_stride;
+    const int *seq_index;
+    void *out;
+    float *score, *acc;
+    int *next_slot;
+    const int *cur_pos;
+    int sinks, recent;
+    int B, H, Hkv, G, cap, cap_pad, n_split, split_len;
+    float scale_log2, inv_hd, inv_kvd; /* log2(e)*scale, 1/(H*D), 1/(Hkv*D) */
+    int mode, out_f32, e_smem;
+    unsigned *pair_cnt, *seq_cnt;
+    float *part_ml, *part_o, *gE, *gmref, *g, *nb;
+};
+
+/* ---- small PTX wrappers ------------------------------------------------ */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+template <typename T> struct TypeOps;
+template <> struct TypeOps<__half> {
+    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+    /* hi = round(x), lo = round(x - hi), packed pairs (first element low) */
+    __device__ static __forceinline__ void split2(float x, float y, uint32_t &hi, uint32_t &lo) {
+        __half2 h = __floats2half2_rn(x, y);
+        float2 hf = __half22float2(h);
+        __half2 l = __floats2half2_rn(x - hf.x, y - hf.y);
+        hi = *reinterpret_cast<uint32_t *>(&h);
+        lo = *reinterpret_cast<uint32_t *>(&l);
+    }
+    __device__ static __forceinline__ float2 abs2(uint32_t r) {
+        __half2 h = *reinterpret_cast<__half2 *>(&r);
+        float2 f = __half22float2(h);
+        return make_float2(fabsf(f.x), fabsf(f.y));
+    }
+    __device__ static __forceinline__ float to_f(const void *p, size_t i) {
+        return __half2float(static_cast<const __half *>(p)[i]);
+    }
+    __device__ static __forceinline__ void store(void *p, size_t i, float x) {
+        static_cast<__half *>(p)[i] = __float2half_rn(x);
+    }
+};
+template <> struct TypeOps<__nv_bfloat16> {
+    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+            "{%8,%9}, {%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+    __device__ static __forceinline__ void split2(float x, float y, uint32_t &hi, uint32_t &lo) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+        float2 hf = __bfloat1622float2(h);
+        __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
+        hi = *reinterpret_cast<uint32_t *>(&h);
+        lo = *reinterpret_cast<uint32_t *>(&l);
+    }
+    __device__ static __forceinline__ float2 abs2(uint32_t r) {
+        return make_float2(__uint_as_float((r << 16) & 0x7fffffffu), __uint_as_float(r & 0x7fff0000u));
+    }
+    __device__ static __forceinline__ float to_f(const void *p, size_t i) {
+        return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+    }
+    __device__ static __forceinline__ void store(void *p, size_t i, float x) {
+        static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(x);
+    }
+};
+
+__device__ __forceinline__ float ex2(float x) { return exp2f(x); }
+
+/* Byte offset of 16-byte chunk c of row r in a swizzled tile of rows of D
+ * 16-bit elements: chunk c is stored at c ^ (r & 7), so the 8 rows an
+ * ldmatrix reads at one logical chunk hit 8 different bank groups. */
+template <int D> __device__ __forceinline__ uint32_t swz(int r, int c) {
+    return (uint32_t)(r * D * 2 + ((c ^ (r & 7)) << 4));
+}
+
+template <int D> struct Smem {
+    static constexpr int KV_BYTES = TILE * D * 2;                 /* one of K or V */
+    static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4;   /* + pos */
+    static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int OBUF_BYTES = WARPS * MAXG * D * 4;       /* warp O merge */
+    static_assert(OBUF_BYTES + (GCHUNK / 16) * MAXG * 4 <= PIPE_BYTES, "scratch fits the pipeline");
+};
+
+/* Bytes of shared memory after the pipeline: stats + per-slot partials. */
+__host__ __device__ inline int small_bytes() { return 1024; }
+__host__ __device__ inline int e_smem_bytes(int G, int split_len) {
+    return G * split_len * 4 + (split_len / 16) * MAXG * 4;
+}
+
+/* ---- g = sum_h E * w(group, h) over slots [lo, hi) (multiples of 64) ------ */
+__device__ void compute_g(const float *E, long e_stride, const float *mref, bool from_global, int lo,
+                          int hi, int G, const float *m_fin, const float *inv_l, float *g_out,
+                          float *wtab) {
+    const int tid = threadIdx.x;
+    for (int base = lo; base < hi; base += GCHUNK) {
+        const int len = min(GCHUNK, hi - base);
+        const int ngroups = len / 16;
+        for (int idx = tid; idx < ngroups * MAXG; idx += THREADS) {
+            const int grp = idx / MAXG, h = idx % MAXG;
+            float w = 0.f;
+            if (h < G && inv_l[h] > 0.f) {
+                const float *mp = mref + (long)(base / 16 + grp) * MAXG + h;
+                const float m = from_global ? __ldcg(mp) : *mp;
+                w = ex2(fminf(m - m_fin[h], 0.f)) * inv_l[h];
+            }
+            wtab[idx] = w;
+        }
+        __syncthreads();
+        for (int i = tid * 4; i < len; i += THREADS * 4) {
+            const float *wg = wtab + (i / 16) * MAXG;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int h = 0; h < MAXG; h++) {
+                if (h < G) {
+                    const float4 *ep = reinterpret_cast<const float4 *>(E + (long)h * e_stride + base + i);
+                    const float4 e = from_global ? __ldcg(ep) : *ep;
+                    const float w = wg[h];
+                    acc.x += e.x * w;
+                    acc.y += e.y * w;
+                    acc.z += e.z * w;
+                    acc.w += e.w * w;
+                }
+            }
+            *reinterpret_cast<float4 *>(g_out + base + i) = acc;
+        }
+        __syncthreads();
+    }
+}
+
+/* ---- the last KV head of a sequence: score, argmin, next_slot ------------- */
+__device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, int *red_i) {
+    const int tid = threadIdx.x;
+    const float *gs = p.g + (long)seq * p.Hkv * p.cap_pad;
+    const float *nbs = p.nb ? p.nb + (long)seq * p.Hkv * p.cap_pad : nullptr;
+    const int *pos = p.pos + pidx * p.slot_seq_stride;
+    float *acc = p.acc ? p.acc + pidx * p.slot_seq_stride : nullptr;
+    float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
+    const float inv_h = 1.f / (float)p.H;
+    const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    float best_v = INFINITY, fb_v = INFINITY;
+    int best_i = 0x7fffffff, fb_i = 0x7fffffff;
+    for (int i0 = tid * 4; i0 < p.cap; i0 += THREADS * 4) {
+        float4 s4 = make_float4(0.f, 0.f, 0.f, 0.f), n4 = s4;
+#pragma unroll 8
+        for (int kh = 0; kh < p.Hkv; kh++) {
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(gs + (long)kh * p.cap_pad + i0));
+            s4.x += x.x; s4.y += x.y; s4.z += x.z; s4.w += x.w;
+            if (nbs) {
+                const float4 y = __ldcg(reinterpret_cast<const float4 *>(nbs + (long)kh * p.cap_pad + i0));
+                n4.x += y.x; n4.y += y.y; n4.z += y.z; n4.w += y.w;
+            }
+        }
+        const float sv[4] = {s4.x, s4.y, s4.z, s4.w};
+        const float nv[4] = {n4.x, n4.y, n4.z, n4.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = i0 + j;
+            if (i >= p.cap) break;
+            const int ps = pos[i];
+            float sc;
+            if (p.mode == LF_CUDA_SCORE_LONGFLOW) {
+                sc = sv[j] * p.inv_hd;
+            } else if (p.mode == LF_CUDA_SCORE_TOVA) {
+                sc = sv[j] * inv_h;
+            } else {
+                float a = ps >= 0 ? acc[i] + sv[j] * inv_h : 0.f;
+                acc[i] = a;
+                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nv[j] * p.inv_kvd) : a;
+            }
+            if (ps < 0) sc = 0.f;
+            if (score) score[i] = sc;
+            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && p.recent > 0 && ps > cur - p.recent));
+            if (!prot && sc < best_v) { best_v = sc; best_i = i; }
+            if (sc < fb_v) { fb_v = sc; fb_i = i; }
+        }
+    }
+    /* block argmin of (value, index), twice: unprotected, then all */
+    for (int pass = 0; pass < 2; pass++) {
+        float v = pass == 0 ? best_v : fb_v;
+        int ix = pass == 0 ? best_i : fb_i;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
+            if (v2 < v || (v2 == v && i2 < ix)) { v = v2; ix = i2; }
+        }
+        if ((tid & 31) == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
+    }
+    __syncthreads();
+    if (tid == 0) {
+        float bv = INFINITY, fv = INFINITY;
+        int bi = 0x7fffffff, fi = 0x7fffffff;
+        for (int w = 0; w < WARPS; w++) {
+            if (red_v[w] < bv || (red_v[w] == bv && red_i[w] < bi)) { bv = red_v[w]; bi = red_i[w]; }
+            if (red_v[WARPS + w] < fv || (red_v[WARPS + w] == fv && red_i[WARPS + w] < fi)) { fv = red_v[WARPS + w]; fi = red_i[WARPS + w]; }
+        }
+        int ns = bi != 0x7fffffff ? bi : fi;
+        if (ns == 0x7fffffff) ns = 0; /* only with NaN scores everywhere */
+        p.next_slot[seq] = ns;
+        if (acc) acc[ns] = 0.f;
+    }
+}
+
+template <typename T, int D, int KIND>
+__global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
+    using Ops = TypeOps<T>;
+    using SM = Smem<D>;
+    constexpr int NKC = D / 16; /* k-chunks of 16 along head_dim */
+    constexpr int NNT = D / 8;  /* n-tiles of 8 along head_dim */
+    constexpr int CPR = D / 8;  /* 16-byte chunks per row */
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    float *small = reinterpret_cast<float *>(smem + SM::PIPE_BYTES);
+    float *wm = small;                /* [WARPS][MAXG] */
+    float *wl = wm + WARPS * MAXG;    /* [WARPS][MAXG] */
+    float *mfin = wl + WARPS * MAXG;  /* [MAXG] */
+    float *invl = mfin + MAXG;        /* [MAXG] */
+    float *red_v = invl + MAXG;       /* [2*WARPS] */
+    int *red_i = reinterpret_cast<int *>(red_v + 2 * WARPS);
+    int *flag = red_i + 2 * WARPS;
+    float *e_sm = reinterpret_cast<float *>(smem + SM::PIPE_BYTES + small_bytes());
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int gid = lane >> 2, tig = lane & 3;
+    const int split = blockIdx.x % p.n_split;
+    const int pair = blockIdx.x / p.n_split;
+    const int kvh = pair % p.Hkv, seq = pair / p.Hkv;
+    const long pidx = p.seq_index ? p.seq_index[seq] : seq;
+    const int G = p.G;
+    const int lo = split * p.split_len;
+    const int hi = min(lo + p.split_len, p.cap_pad);
+    const int ntiles = (hi - lo) / TILE;
+
+    const T *kb = static_cast<const T *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.cap * D;
+    const T *vb = static_cast<const T *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.cap * D;
+    const int *posb = p.pos + pidx * p.slot_seq_stride;
+
+    /* E destination: shared (range-relative) or global (cap-relative) */
+    const bool e_in_smem = KIND != K_NONE && p.e_smem;
+    float *Ebuf = nullptr, *Mref = nullptr;
+    long e_stride = 0;
+    int e_base = 0;
+    if (KIND != K_NONE) {
+        if (e_in_smem) {
+            Ebuf = e_sm;
+            e_stride = p.split_len;
+            Mref = e_sm + (long)G * p.split_len;
+            e_base = lo;
+        } else {
+            Ebuf = p.gE + (long)pair * G * p.cap_pad;
+            e_stride = p.cap_pad;
+            Mref = p.gmref + (long)pair * (p.cap_pad / 16) * MAXG;
+            e_base = 0;
+        }
+    }
+    float *nbp = (KIND == K_VATP) ? p.nb + (long)pair * p.cap_pad : nullptr;
+
+    /* ---- producer: issue the cp.async of tile t into its stage ---- */
+    auto issue = [&](int t) {
+        unsigned char *st = smem + (t % STAGES) * SM::STAGE_BYTES;
+        const uint32_t ks = smem_u32(st), vs = ks + SM::KV_BYTES;
+        const int base = lo + t * TILE;
+#pragma unroll
+        for (int it = 0; it < TILE * CPR / THREADS; it++) {
+            const int idx = tid + it * THREADS;
+            const int r = idx / CPR, c = idx % CPR;
+            const int slot = base + r;
+            const bool in = slot < p.cap;
+            const long off = in ? (long)slot * D + c * 8 : 0;
+            cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0);
+            cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0);
+        }
+        if (tid < TILE) {
+            const int slot = base + tid;
+            const bool in = slot < p.cap;
+            cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
+        }
+    };
+
+    /* ---- Q fragments (rows = heads of this group; rows 8..15 zero) ---- */
+    uint32_t qa[NKC][2];
+    {
+        const T *qh = static_cast<const T *>(p.q) + ((long)seq * p.H + (long)kvh * G + gid) * D;
+#pragma unroll
+        for (int kc = 0; kc < NKC; kc++) {
+            if (gid < G) {
+                qa[kc][0] = *reinterpret_cast<const uint32_t *>(qh + kc * 16 + 2 * tig);
+                qa[kc][1] = *reinterpret_cast<const uint32_t *>(qh + kc * 16 + 8 + 2 * tig);
+            } else {
+                qa[kc][0] = qa[kc][1] = 0u;
+            }
+        }
+    }
+
+    float o[NNT][4];
+#pragma unroll
+    for (int i = 0; i < NNT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m_run = -INFINITY, l_run = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < ntiles) issue(s);
+        cp_commit();
+    }
+
+    for (int t = 0; t < ntiles; t++) {
+        cp_wait<STAGES - 2>();
+        __syncthreads();
+        if (t + STAGES - 1 < ntiles) issue(t + STAGES - 1);
+        cp_commit();
+
+        const unsigned char *st = smem + (t % STAGES) * SM::STAGE_BYTES;
+        const uint32_t ks = smem_u32(st), vs = ks + SM::KV_BYTES;
+        const int *ps = reinterpret_cast<const int *>(st + 2 * SM::KV_BYTES);
+        const int wrow = warp * 16;
+        const int slot0 = lo + t * TILE + wrow; /* first slot of this warp */
+
+        /* validity of this lane's 4 slots: 2tig, 2tig+1, 2tig+8, 2tig+9 */
+        bool val[4];
+        {
+            const int2 pa = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig);
+            const int2 pb = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig + 8);
+            const int s0 = slot0 + 2 * tig;
+            val[0] = s0 < p.cap && pa.x >= 0;
+            val[1] = s0 + 1 < p.cap && pa.y >= 0;
+            val[2] = s0 + 8 < p.cap && pb.x >= 0;
+            val[3] = s0 + 9 < p.cap && pb.y >= 0;
+        }
+        const bool all_valid = __all_sync(0xffffffffu, val[0] && val[1] && val[2] && val[3]);
+
+        /* S^T = Q K^T for 16 slots (two n-tiles of 8) */
+        float sacc[2][4];
+#pragma unroll
+        for (int j = 0; j < 2; j++) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.f;
+        {
+            const int lr = (lane & 7) + ((lane >> 4) << 3);
+            const int lc = (lane >> 3) & 1;
+#pragma unroll
+            for (int kc = 0; kc < NKC; kc++) {
+                uint32_t b[4];
+                ldsm_x4(b, ks + swz<D>(wrow + lr, 2 * kc + lc));
+                Ops::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, b[0], b[1]);
+                Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, b[2], b[3]);
+            }
+        }
+
+        /* online softmax (row = head gid; lanes of a row: the 4 tig) */
+        float sv[4] = {sacc[0][0], sacc[0][1], sacc[1][0], sacc[1][1]};
+        const bool row_ok = gid < G;
+#pragma unroll
+        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * p.scale_log2 : -INFINITY;
+        float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run, mx);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        const float alpha = row_ok ? ex2(m_run - m_use) : 1.f;
+        float pr[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) pr[j] = ex2(sv[j] - m_use);
+        l_run = l_run * alpha + ((pr[0] + pr[1]) + (pr[2] + pr[3]));
+        m_run = m_new;
+        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int i = 0; i < NNT; i++) {
+                o[i][0] *= alpha; o[i][1] *= alpha; o[i][2] *= alpha; o[i][3] *= alpha;
+            }
+        }
+
+        /* P as an A fragment: rows gid = hi part, rows gid+8 = lo part */
+        uint32_t a0, a1, a2, a3;
+        Ops::split2(pr[0], pr[1], a0, a1);
+        Ops::split2(pr[2], pr[3], a2, a3);
+
+        const uint32_t m01 = (val[0] ? 0x0000ffffu : 0u) | (val[1] ? 0xffff0000u : 0u);
+        const uint32_t m23 = (val[2] ? 0x0000ffffu : 0u) | (val[3] ? 0xffff0000u : 0u);
+        float nacc[4] = {0.f, 0.f, 0.f, 0.f};
+        {
+            const int lr = (lane & 7) + (((lane >> 3) & 1) << 3);
+            const int lc = lane >> 4;
+#pragma unroll
+            for (int tp = 0; tp < NKC; tp++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vs + swz<D>(wrow + lr, 2 * tp + lc));
+                if (!all_valid) {
+                    b[0] &= m01; b[1] &= m23; b[2] &= m01; b[3] &= m23;
+                }
+                if (KIND == K_LF || KIND == K_VATP) {
+                    const float2 x0 = Ops::abs2(b[0]), x1 = Ops::abs2(b[1]);
+                    const float2 x2 = Ops::abs2(b[2]), x3 = Ops::abs2(b[3]);
+                    nacc[0] += x0.x + x2.x;
+                    nacc[1] += x0.y + x2.y;
+                    nacc[2] += x1.x + x3.x;
+                    nacc[3] += x1.y + x3.y;
+                }
+                Ops::mma(o[2 * tp], a0, a1, a2, a3, b[0], b[1]);
+                Ops::mma(o[2 * tp + 1], a0, a1, a2, a3, b[2], b[3]);
+            }
+        }
+
+        if (KIND != K_NONE) {
+            if (KIND == K_LF || KIND == K_VATP) {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 4);
+                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 8);
+                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 16);
+                }
+            }
+            const int es = slot0 - e_base + 2 * tig; /* E index of slot 2tig */
+            if (row_ok) {
+                float e[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float x = pr[j];
+                    if (KIND == K_LF) x *= nacc[j];
+                    e[j] = val[j] ? x : 0.f;
+                }
+                float *ep = Ebuf + (long)gid * e_stride + es;
+                *reinterpret_cast<float2 *>(ep) = make_float2(e[0], e[1]);
+                *reinterpret_cast<float2 *>(ep + 8) = make_float2(e[2], e[3]);
+                if (tig == 0) Mref[(long)((slot0 - e_base) / 16) * MAXG + gid] = m_use;
+            }
+            if (KIND == K_VATP && gid == 0) {
+                float *np = nbp + slot0 + 2 * tig;
+                *reinterpret_cast<float2 *>(np) = make_float2(val[0] ? nacc[0] : 0.f, val[1] ? nacc[1] : 0.f);
+                *reinterpret_cast<float2 *>(np + 8) = make_float2(val[2] ? nacc[2] : 0.f, val[3] ? nacc[3] : 0.f);
+            }
+        }
+    }
+    cp_wait<0>();
+
+    /* ---- merge the 4 warps ---- */
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+    if (tig == 0) {
+        wm[warp * MAXG + gid] = m_run;
+        wl[warp * MAXG + gid] = l_run;
+    }
+    __syncthreads(); /* also: the pipeline buffers are free from here */
+    float *obuf = reinterpret_cast<float *>(smem);                     /* [WARPS][G][D] */
+    float *wtab = reinterpret_cast<float *>(smem + SM::OBUF_BYTES);   /* g w-table */
+    {
+        float mb = -INFINITY;
+        for (int w = 0; w < WARPS; w++) mb = fmaxf(mb, wm[w * MAXG + gid]);
+        const float sc = m_run == -INFINITY ? 0.f : ex2(m_run - mb);
+        if (gid < G) {
+#pragma unroll
+            for (int nt = 0; nt < NNT; nt++) {
+                const int d = nt * 8 + 2 * tig;
+                float *ob = obuf + ((long)warp * G + gid) * D + d;
+                ob[0] = (o[nt][0] + o[nt][2]) * sc;
+                ob[1] = (o[nt][1] + o[nt][3]) * sc;
+            }
+        }
+        if (warp == 0 && tig == 0 && gid < G) {
+            float lb = 0.f;
+            for (int w = 0; w < WARPS; w++) {
+                const float mw = wm[w * MAXG + gid];
+                if (mw != -INFINITY) lb += wl[w * MAXG + gid] * ex2(mw - mb);
+            }
+            mfin[gid] = mb;
+            invl[gid] = lb; /* l for now; inverted below */
+        }
+    }
+    __syncthreads();
+
+    const long out_row = (long)seq * p.H + (long)kvh * G; /* first head of the group */
+    if (p.n_split == 1) {
+        for (int idx = tid; idx < G * D; idx += THREADS) {
+            float acc = 0.f;
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
+            const float l = invl[idx / D];
+            const float v = l > 0.f ? acc / l : 0.f;
+            if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
+            else Ops::store(p.out, out_row * D + idx, v);
+        }
+        __syncthreads();
+        if (KIND == K_NONE) return;
+        if (tid < MAXG) invl[tid] = (tid < G && invl[tid] > 0.f) ? 1.f / invl[tid] : 0.f;
+        __syncthreads();
+        compute_g(Ebuf, e_stride, Mref, !e_in_smem, e_in_smem ? 0 : lo, e_in_smem ? hi - lo : hi, G, mfin,
+                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), wtab);
+    } else {
+        /* partial result of this slot block */
+        float *po = p.part_o + ((long)pair * p.n_split + split) * G * D;
+        for (int idx = tid; idx < G * D; idx += THREADS) {
+            float acc = 0.f;
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
+            po[idx] = acc;
+        }
+        if (tid < G) {
+            float *pm = p.part_ml + ((long)pair * p.n_split + split) * MAXG * 2;
+            pm[2 * tid] = mfin[tid];
+            pm[2 * tid + 1] = invl[tid];
+        }
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) {
+            const unsigned prev = atomicAdd(&p.pair_cnt[pair], 1u);
+            flag[0] = prev == (unsigned)(p.n_split - 1);
+        }
+        __syncthreads();
+        if (!flag[0]) return;
+        __threadfence();
+        /* last slot block of the pair: final normalisers, O, g */
+        float *facs = wtab; /* [n_split][MAXG] */
+        if (tid < G) {
+            const float *pm = p.part_ml + (long)pair * p.n_split * MAXG * 2;
+            float m = -INFINITY;
+            for (int b = 0; b < p.n_split; b++) m = fmaxf(m, __ldcg(pm + b * MAXG * 2 + 2 * tid));
+            float l = 0.f;
+            for (int b = 0; b < p.n_split; b++) {
+                const float mb = __ldcg(pm + b * MAXG * 2 + 2 * tid);
+                const float f = mb == -INFINITY ? 0.f : ex2(mb - m);
+                facs[b * MAXG + tid] = f;
+                l += __ldcg(pm + b * MAXG * 2 + 2 * tid + 1) * f;
+            }
+            mfin[tid] = m;
+            invl[tid] = l > 0.f ? 1.f / l : 0.f;
+        }
+        if (tid == 0) p.pair_cnt[pair] = 0u;
+        __syncthreads();
+        const float *pob = p.part_o + (long)pair * p.n_split * G * D;
+        for (int idx = tid; idx < G * D; idx += THREADS) {
+            const int h = idx / D;
+            float acc = 0.f;
+            for (int b = 0; b < p.n_split; b++) acc += __ldcg(pob + (long)b * G * D + idx) * facs[b * MAXG + h];
+            const float v = acc * invl[h];
+            if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
+            else Ops::store(p.out, out_row * D + idx, v);
+        }
+        __syncthreads();
+        if (KIND == K_NONE) return;
+        compute_g(Ebuf, e_stride, Mref, true, 0, p.cap_pad, G, mfin, invl, p.g + (long)pair * p.cap_pad,
+                  wtab);
+    }
+
+    /* ---- the last KV head of the sequence finishes the step ---- */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
+        flag[1] = prev == (unsigned)(p.Hkv - 1);
+        if (flag[1]) p.seq_cnt[seq] = 0u;
+    }
+    __syncthreads();
+    if (!flag[1]) return;
+    __threadfence();
+    seq_finish(p, seq, pidx, red_v, red_i);
+}
+
+/* ---- host side ------------------------------------------------------------ */
+struct DevInfo {
+    int sms = 0, smem_optin = 0;
+    bool ok = false;
+};
+
+int dev_info(DevInfo *out, lf_error *err) {
+    static DevInfo cache[16];
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return lf_fail(err, "cuda attention: cudaGetDevice: %s", cudaGetErrorString(e));
+    if (dev < 0 || dev >= 16) return lf_fail(err, "cuda attention: device %d out of range", dev);
+    if (!cache[dev].ok) {
+        DevInfo d;
+        e = cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e != cudaSuccess)
+            return lf_fail(err, "cuda attention: device attributes: %s", cudaGetErrorString(e));
+        d.ok = true;
+        cache[dev] = d;
+    }
+    *out = cache[dev];
+    return 0;
+}
+
+int kind_of(int mode) {
+    switch (mode) {
+    case LF_CUDA_SCORE_NONE: return K_NONE;
+    case LF_CUDA_SCORE_LONGFLOW: return K_LF;
+    case LF_CUDA_SCORE_VATP: return K_VATP;
+    default: return K_ATTN;
+    }
+}
+
+using KernelFn = void (*)(Params);
+
+template <typename T, int D> KernelFn pick_kind(int kind) {
+    switch (kind) {
+    case K_NONE: return attn_kernel<T, D, K_NONE>;
+    case K_ATTN: return attn_kernel<T, D, K_ATTN>;
+    case K_LF: return attn_kernel<T, D, K_LF>;
+    default: return attn_kernel<T, D, K_VATP>;
+    }
+}
+
+KernelFn pick(int dtype, int D, int kind) {
+    if (dtype == LF_DTYPE_F16) return D == 64 ? pick_kind<__half, 64>(kind) : pick_kind<__half, 128>(kind);
+    return D == 64 ? pick_kind<__nv_bfloat16, 64>(kind) : pick_kind<__nv_bfloat16, 128>(kind);
+}
+
+int pipe_bytes(int D) { return D == 64 ? Smem<64>::PIPE_BYTES : Smem<128>::PIPE_BYTES; }
+
+struct Plan {
+    int G, cap_pad, kind, n_split, split_len, e_smem, smem, blocks, bps;
+};
+
+int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/* Raise the kernel's dynamic shared-memory cap to the device's opt-in limit
+ * (once per kernel and device), then ask how many blocks fit on an SM. */
+int occupancy(KernelFn fn, int smem, int optin, int *bps, lf_error *err) {
+    static const void *done[64];
+    static int n_done;
+    int dev = 0;
+    cudaGetDevice(&dev);
+    const void *key = (const void *)((uintptr_t)fn + (uintptr_t)dev);
+    bool seen = false;
+    for (int i = 0; i < n_done; i++) seen = seen || done[i] == key;
+    if (!seen) {
+        cudaError_t e = cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
+        if (e != cudaSuccess)
+            return lf_fail(err, "cuda attention: shared memory limit %d: %s", optin, cudaGetErrorString(e));
+        if (n_done < 64) done[n_done++] = key;
+    }
+    int b = 0;
+    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, fn, THREADS, smem);
+    if (e != cudaSuccess) return lf_fail(err, "cuda attention: occupancy: %s", cudaGetErrorString(e));
+    if (b < 1) return lf_fail(err, "cuda attention: %d bytes of shared memory do not fit an SM", smem);
+    *bps = b;
+    return 0;
+}
+
+/* Which split length and where the per-slot partials live. */
+int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *err) {
+    if (lf_cuda_attn_check(d, err)) return -1;
+    DevInfo di;
+    if (dev_info(&di, err)) return -1;
+    Plan P;
+    P.G = d->n_heads / d->n_kv_heads;
+    P.cap_pad = round_up(d->capacity, TILE);
+    P.kind = kind_of(d->mode);
+    KernelFn fn = pick(d->dtype, d->head_dim, P.kind);
+    const int base_smem = pipe_bytes(d->head_dim) + small_bytes();
+    const int pairs = d->n_seq * d->n_kv_heads;
+    const int tiles = P.cap_pad / TILE;
+    int bps = 1;
+    if (occupancy(fn, base_smem, di.smem_optin, &bps, err)) return -1;
+    const int slots = di.sms * bps;
+    int ns = d->n_split;
+    if (ns <= 0) {
+        /* flash-decoding split: the smallest split count whose waves are at
+         * least 85% as full as the best one's (blocks are uniform) */
+        const int max_s = tiles < MAX_SPLIT ? tiles : MAX_SPLIT;
+        double eff[MAX_SPLIT + 1], best = 0;
+        for (int s = 1; s <= max_s; s++) {
+            const int len = (tiles + s - 1) / s;
+            const int real_s = (tiles + len - 1) / len;
+            const double waves = (double)pairs * s / slots;
+            eff[s] = real_s == s ? waves / ceil(waves) : 0.0;
+            if (eff[s] > best) best = eff[s];
+        }
+        ns = 1;
+        if (pairs < slots)
+            for (int s = 1; s <= max_s; s++)
+                if (eff[s] >= 0.85 * best) { ns = s; break; }
+    }
+    if (ns > tiles) ns = tiles;
+    P.split_len = ((tiles + ns - 1) / ns) * TILE;
+    P.n_split = (P.cap_pad + P.split_len - 1) / P.split_len;
+    P.e_smem = 0;
+    P.smem = base_smem;
+    P.bps = bps;
+    if (P.kind != K_NONE && P.n_split == 1 && d->e_smem != 0) {
+        const int need = base_smem + e_smem_bytes(P.G, P.split_len);
+        int b2 = 0;
+        if (need <= di.smem_optin && !occupancy(fn, need, di.smem_optin, &b2, nullptr) &&
+            (d->e_smem > 0 || b2 >= bps)) { /* auto: only when no block per SM is lost */
+            P.e_smem = 1;
+            P.smem = need;
+            P.bps = b2;
+        }
+    }
+    P.blocks = pairs * P.n_split;
+    *pl = P;
+    if (fn_out) *fn_out = fn;
+    return 0;
+}
+
+size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+struct WsLayout {
+    size_t cnt, part_ml, part_o, gE, gmref, g, nb, total;
+};
+
+WsLayout ws_layout(const lf_cuda_attn_desc *d, const Plan &P) {
+    WsLayout L;
+    const size_t pairs = (size_t)d->n_seq * d->n_kv_heads;
+    size_t off = 0;
+    L.cnt = off;
+    off = align256(off + (pairs + d->n_seq) * 4);
+    L.part_ml = off;
+    if (P.n_split > 1) off = align256(off + pairs * P.n_split * MAXG * 2 * 4);
+    L.part_o = off;
+    if (P.n_split > 1) off = align256(off + pairs * P.n_split * P.G * d->head_dim * 4);
+    L.gE = off;
+    L.gmref = off;
+    if (P.kind != K_NONE && !P.e_smem) {
+        off = align256(off + pairs * P.G * P.cap_pad * 4);
+        L.gmref = off;
+        off = align256(off + pairs * (P.cap_pad / 16) * MAXG * 4);
+    }
+    L.g = off;
+    if (P.kind != K_NONE) off = align256(off + pairs * P.cap_pad * 4);
+    L.nb = off;
+    if (P.kind == K_VATP) off = align256(off + pairs * P.cap_pad * 4);
+    L.total = off;
+    return L;
+}
+
+} // namespace
+
+extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
+    if (!d) return lf_fail(err, "cuda attention: no descriptor");
+    if (d->n_seq < 1) return lf_fail(err, "cuda attention: n_seq %d must be >= 1", d->n_seq);
+    if (d->head_dim != 64 && d->head_dim != 128)
+        return lf_fail(err, "cuda attention: head_dim %d not supported (64 or 128)", d->head_dim);
+    if (d->n_kv_heads < 1 || d->n_heads < 1 || d->n_heads % d->n_kv_heads)
+        return lf_fail(err, "cuda attention: %d query heads not a multiple of %d KV heads", d->n_heads,
+                       d->n_kv_heads);
+    if (d->n_heads / d->n_kv_heads > MAXG)
+        return lf_fail(err, "cuda attention: %d query heads per KV head, at most %d supported",
+                       d->n_heads / d->n_kv_heads, MAXG);
+    if (d->capacity < 1 || d->capacity > (1 << 24))
+        return lf_fail(err, "cuda attention: capacity %d out of range", d->capacity);
+    if (d->dtype != LF_DTYPE_F16 && d->dtype != LF_DTYPE_BF16)
+        return lf_fail(err, "cuda attention: cache dtype must be f16 or bf16");
+    if (d->out_dtype != LF_DTYPE_F32 && d->out_dtype != d->dtype)
+        return lf_fail(err, "cuda attention: output dtype must be f32 or the cache dtype");
+    if (d->mode < 0 || d->mode >= LF_CUDA_SCORE_COUNT)
+        return lf_fail(err, "cuda attention: unknown score mode %d", d->mode);
+    if (d->n_split < 0 || d->n_split > MAX_SPLIT)
+        return lf_fail(err, "cuda attention: n_split %d out of range 0..%d", d->n_split, MAX_SPLIT);
+    if ((long long)d->n_seq * d->n_kv_heads * MAX_SPLIT > 0x7fffffffLL)
+        return lf_fail(err, "cuda attention: batch of %d sequences too large", d->n_seq);
+    return 0;
+}
+
+extern "C" int lf_cuda_attn_get_plan(const lf_cuda_attn_desc *d, lf_cuda_attn_plan *plan, lf_error *err) {
+    Plan P;
+    if (make_plan(d, &P, nullptr, err)) return -1;
+    plan->n_split = P.n_split;
+    plan->split_len = P.split_len;
+    plan->e_smem = P.e_smem;
+    plan->smem_bytes = P.smem;
+    plan->blocks = P.blocks;
+    plan->blocks_per_sm = P.bps;
+    return 0;
+}
+
+extern "C" int lf_cuda_attn_workspace_bytes(const lf_cuda_attn_desc *d, size_t *bytes, lf_error *err) {
+    if (lf_cuda_attn_check(d, err)) return -1;
+    size_t mx = 0;
+    lf_cuda_attn_desc e = *d;
+    for (int n = 1; n <= d->n_seq; n++) {
+        e.n_seq = n;
+        Plan P;
+        if (make_plan(&e, &P, nullptr, err)) return -1;
+        const size_t t = ws_layout(&e, P).total;
+        if (t > mx) mx = t;
+    }
+    *bytes = mx;
+    return 0;
+}
+
+extern "C" int lf_cuda_attn_workspace_init(void *ws, size_t bytes, void *stream, lf_error *err) {
+    cudaError_t e = cudaMemsetAsync(ws, 0, bytes, (cudaStream_t)stream);
+    if (e != cudaSuccess) return lf_fail(err, "cuda attention: workspace memset: %s", cudaGetErrorString(e));
+    return 0;
+}
+
+extern "C" int64_t lf_cuda_attn_abi(void) {
+    return (int64_t)sizeof(lf_cuda_attn_desc) * 65536 + (int64_t)sizeof(lf_cuda_attn_args);
+}
+
+extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_attn_args *a, lf_error *err) {
+    Plan P;
+    KernelFn fn = nullptr;
+    if (make_plan(d, &P, &fn, err)) return -1;
+    if (!a || !a->q || !a->k || !a->v || !a->pos || !a->out || !a->workspace)
+        return lf_fail(err, "cuda attention: q, k, v, pos, out and workspace are required");
+    if (d->mode != LF_CUDA_SCORE_NONE && !a->next_slot)
+        return lf_fail(err, "cuda attention: next_slot is required with a score mode");
+    if ((d->mode == LF_CUDA_SCORE_H2O || d->mode == LF_CUDA_SCORE_VATP) && !a->acc)
+        return lf_fail(err, "cuda attention: the %s mode needs an acc array",
+                       d->mode == LF_CUDA_SCORE_H2O ? "H2O" : "VATP");
+    const long long kv_min = (long long)d->n_kv_heads * d->capacity * d->head_dim;
+    if (a->kv_seq_stride < kv_min && d->n_seq > 1)
+        return lf_fail(err, "cuda attention: kv_seq_stride %lld smaller than one entry (%lld)",
+                       (long long)a->kv_seq_stride, kv_min);
+    if (a->slot_seq_stride < d->capacity && d->n_seq > 1)
+        return lf_fail(err, "cuda attention: slot_seq_stride %lld smaller than capacity %d",
+                       (long long)a->slot_seq_stride, d->capacity);
+    if (((uintptr_t)a->k | (uintptr_t)a->v) % 16 || (a->kv_seq_stride * 2) % 16 || ((uintptr_t)a->q) % 4)
+        return lf_fail(err, "cuda attention: k and v must be 16-byte aligned (kv_seq_stride a multiple of 8)");
+    const WsLayout L = ws_layout(d, P);
+    if (a->workspace_bytes < L.total)
+        return lf_fail(err, "cuda attention: workspace of %zu bytes, %zu needed", a->workspace_bytes, L.total);
+
+    Params p;
+    p.q = a->q; p.k = a->k; p.v = a->v;
+    p.kv_seq_stride = a->kv_seq_stride;
+    p.pos = a->pos;
+    p.slot_seq_stride = a->slot_seq_stride;
+    p.seq_index = a->seq_index;
+    p.out = a->out; p.score = a->score; p.acc = a->acc;
+    p.next_slot = a->next_slot;
+    p.cur_pos = a->cur_pos;
+    p.sinks = a->sinks; p.recent = a->recent;
+    p.B = d->n_seq; p.H = d->n_heads; p.Hkv = d->n_kv_heads; p.G = P.G;
+    p.cap = d->capacity; p.cap_pad = P.cap_pad;
+    p.n_split = P.n_split; p.split_len = P.split_len;
+    const float scale = a->scale > 0.f ? a->scale : 1.f / sqrtf((float)d->head_dim);
+    p.scale_log2 = scale * 1.4426950408889634f;
+    p.inv_hd = 1.f / ((float)d->n_heads * (float)d->head_dim);
+    p.inv_kvd = 1.f / ((float)d->n_kv_heads * (float)d->head_dim);
+    p.mode = d->mode;
+    p.out_f32 = d->out_dtype == LF_DTYPE_F32;
+    p.e_smem = P.e_smem;
+    unsigned char *ws = static_cast<unsigned char *>(a->workspace);
+    p.pair_cnt = reinterpret_cast<unsigned *>(ws + L.cnt);
+    p.seq_cnt = p.pair_cnt + (size_t)d->n_seq * d->n_kv_heads;
+    p.part_ml = reinterpret_cast<float *>(ws + L.part_ml);
+    p.part_o = reinterpret_cast<float *>(ws + L.part_o);
+    p.gE = reinterpret_cast<float *>(ws + L.gE);
+    p.gmref = reinterpret_cast<float *>(ws + L.gmref);
+    p.g = reinterpret_cast<float *>(ws + L.g);
+    p.nb = P.kind == K_VATP ? reinterpret_cast<float *>(ws + L.nb) : nullptr;
+
+    fn<<<P.blocks, THREADS, P.smem, (cudaStream_t)a->stream>>>(p);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return lf_fail(err, "cuda attention: launch: %s", cudaGetErrorString(e));
+    return 0;
+}

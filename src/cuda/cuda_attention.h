@@ -1,0 +1,108 @@
+/* The fused CUDA decode kernel: attention over a slot cache for a batch of
+ * sequences (one query token each), the KV-cache policy's per-slot score, the
+ * masked argmin and the write of the next slot, in one launch.
+ *
+ * Plain C11 header: no CUDA types (a stream is a void * holding a
+ * cudaStream_t, 0 = the legacy default stream). docs/cuda.md describes the
+ * algorithm, the workspace and the numbers.
+ *
+ * Layout, per layer (element strides, pool index p = seq_index ? seq_index[s] : s):
+ *   q    [n_seq][n_heads][head_dim]                       dtype (f16 or bf16)
+ *   k, v element (p, kvh, slot, d) at p*kv_seq_stride + (kvh*capacity + slot)*head_dim + d
+ *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty
+ *   out  [n_seq][n_heads][head_dim]                       out_dtype (f32 or dtype)
+ *   score, acc [p*slot_seq_stride + slot]  float (optional / mode-dependent)
+ *   next_slot [n_seq]  int32 out
+ *
+ * The K/V of the current token must already be stored in the cache (its slot
+ * is the next_slot chosen at the previous step). Per slot i of sequence s:
+ *   a_{h,i} = softmax over valid slots of (q_h . k_{kv(h),i}) * scale
+ *   LONGFLOW: score_i = mean_h a_{h,i} * |v_{kv(h),i}|_1 / head_dim
+ *   TOVA:     score_i = mean_h a_{h,i}
+ *   H2O:      acc_i += mean_h a_{h,i}; score_i = acc_i
+ *   VATP:     acc_i += mean_h a_{h,i}; score_i = acc_i * mean_kvh |v_{kvh,i}|_1 / head_dim
+ * Empty slots score 0 (and their acc is set to 0). next_slot = the slot with
+ * the smallest score, lowest index on ties, among slots not protected by
+ * `sinks` (0 <= pos < sinks) or `recent` (pos > cur_pos[s] - recent, needs
+ * cur_pos); if every slot is protected, among all slots. For H2O/VATP the
+ * chosen slot's acc is reset to 0 (the next token's K/V go there).
+ */
+#ifndef LF_CUDA_ATTENTION_H
+#define LF_CUDA_ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "longflow.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lf_cuda_score_mode {
+    LF_CUDA_SCORE_NONE = 0, /* attention only: no score, no next_slot */
+    LF_CUDA_SCORE_LONGFLOW, /* arXiv 2603.11504 */
+    LF_CUDA_SCORE_TOVA,
+    LF_CUDA_SCORE_H2O,
+    LF_CUDA_SCORE_VATP,
+    LF_CUDA_SCORE_COUNT
+} lf_cuda_score_mode;
+
+/* Shape and choices; everything the workspace size depends on. */
+typedef struct lf_cuda_attn_desc {
+    int32_t n_seq, n_heads, n_kv_heads, head_dim, capacity;
+    int32_t dtype;     /* lf_dtype: LF_DTYPE_F16 or LF_DTYPE_BF16 (q, k, v) */
+    int32_t out_dtype; /* lf_dtype: LF_DTYPE_F32 or the same as dtype */
+    int32_t mode;      /* lf_cuda_score_mode */
+    int32_t n_split;   /* slot blocks per (sequence, KV head); 0 = automatic */
+    int32_t e_smem;    /* per-slot partials in shared memory when they fit: -1 auto, 0 never, 1 allow */
+} lf_cuda_attn_desc;
+
+/* Device pointers of one call. */
+typedef struct lf_cuda_attn_args {
+    const void *q, *k, *v;
+    int64_t kv_seq_stride;     /* elements between pool entries of k and v */
+    const int32_t *pos;
+    int64_t slot_seq_stride;   /* elements between pool entries of pos, score, acc */
+    const int32_t *seq_index;  /* [n_seq] pool entry of each sequence, or NULL (= s) */
+    void *out;
+    float *score;              /* optional output (NULL = not written) */
+    float *acc;                /* H2O / VATP accumulator (required in those modes) */
+    int32_t *next_slot;        /* required unless mode is NONE */
+    const int32_t *cur_pos;    /* [n_seq] position of the current token, or NULL */
+    int32_t sinks, recent;     /* protected slots (0 = none) */
+    float scale;               /* softmax scale; 0 = 1/sqrt(head_dim) */
+    void *workspace;           /* zeroed once by lf_cuda_attn_workspace_init */
+    size_t workspace_bytes;
+    void *stream;              /* cudaStream_t */
+} lf_cuda_attn_args;
+
+/* Check a descriptor (head_dim 64 or 128, n_heads/n_kv_heads <= 8, ...). */
+int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err);
+
+/* Workspace bytes for d and for every smaller n_seq with the same other
+ * fields (so one workspace serves a shrinking batch). */
+int lf_cuda_attn_workspace_bytes(const lf_cuda_attn_desc *d, size_t *bytes, lf_error *err);
+
+/* Zero a workspace (asynchronously on stream). Needed once after allocation,
+ * and again after a failed launch. Each launch leaves its counters at zero. */
+int lf_cuda_attn_workspace_init(void *workspace, size_t bytes, void *stream, lf_error *err);
+
+/* Enqueue one fused decode step on a->stream (asynchronous; capturable in a
+ * CUDA graph). */
+int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_attn_args *a, lf_error *err);
+
+/* What the automatic choices resolve to for d on the current device
+ * (for benchmarks and tests). */
+typedef struct lf_cuda_attn_plan {
+    int32_t n_split, split_len, e_smem, smem_bytes, blocks, blocks_per_sm;
+} lf_cuda_attn_plan;
+int lf_cuda_attn_get_plan(const lf_cuda_attn_desc *d, lf_cuda_attn_plan *plan, lf_error *err);
+
+/* sizeof the structs above, for foreign-function callers (ctypes) to check
+ * their mirrors: returns sizeof(desc) * 65536 + sizeof(args). */
+int64_t lf_cuda_attn_abi(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,493 @@
+/* The fused decode attention + scoring kernel (see attention.h).
+ *
+ * AVX2/FMA code is compiled per function with a target attribute and chosen
+ * at run time; the scalar path computes the same thing in portable C. */
+#include "kv/attention.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LF_ATT_X86 1
+#include <immintrin.h>
+#define LF_ATT_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define LF_ATT_X86 0
+#endif
+
+/* ---- workspace layout ----------------------------------------------------- */
+
+static int n_blocks(int cap) { return (cap + LF_ATT_BLOCK - 1) / LF_ATT_BLOCK; }
+static int n_chunks(int cap) { return (cap + LF_ATT_CHUNK - 1) / LF_ATT_CHUNK; }
+
+size_t lf_att_scratch_floats(int n_heads, int n_kv_heads, int head_dim, int capacity) {
+    size_t cap = (size_t)capacity;
+    return 2 * (size_t)n_kv_heads * cap                                /* att, vn */
+           + (size_t)n_heads * cap                                    /* p */
+           + (size_t)n_heads * n_blocks(capacity)                     /* ref */
+           + (size_t)n_heads * n_chunks(capacity) * (head_dim + 2);   /* partials */
+}
+
+static float *scr_p(const lf_kv_cache *c, int h) {
+    return c->scratch + 2 * (size_t)c->n_kv_heads * c->capacity + (size_t)h * c->capacity;
+}
+static float *scr_ref(const lf_kv_cache *c, int h) {
+    return c->scratch + (2 * (size_t)c->n_kv_heads + c->n_heads) * c->capacity +
+           (size_t)h * n_blocks(c->capacity);
+}
+/* Partial (O[hd], M, L) of chunk ch for query head h. */
+static float *scr_part(const lf_kv_cache *c, int h, int ch) {
+    return c->scratch + (2 * (size_t)c->n_kv_heads + c->n_heads) * c->capacity +
+           (size_t)c->n_heads * n_blocks(c->capacity) +
+           ((size_t)h * n_chunks(c->capacity) + ch) * (c->head_dim + 2);
+}
+
+/* ---- dispatch --------------------------------------------------------------- */
+
+static int force_scalar = 0;
+void lf_att_force_scalar(int on) { force_scalar = on; }
+
+static bool use_avx2(void) {
+#if LF_ATT_X86
+    static int level = -1;
+    if (level < 0) {
+        const char *e = getenv("LF_SIMD");
+        int ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        level = (e && strcmp(e, "scalar") == 0) ? 0 : ok;
+    }
+    return level && !force_scalar;
+#else
+    return false;
+#endif
+}
+
+/* ---- one task: a chunk of slots of one (sequence, KV head) ----------------- */
+
+typedef struct att_task {
+    const float *K, *V;    /* [cap][hd] of this layer and KV head */
+    const int32_t *pos;    /* [cap] */
+    const float *q;        /* [rep][hd] the group's query heads */
+    int rep, hd, s0, s1;   /* slots [s0, s1) */
+    float scale;
+    float *p;              /* p + h*p_stride: exp-weights, or NULL without scores */
+    size_t p_stride;
+    float *ref;            /* ref + h*ref_stride: block reference maxima */
+    size_t ref_stride;
+    float *vn;             /* [cap] |v|_1, or NULL */
+    float *part;           /* part + h*part_stride: O[hd], M, L */
+    size_t part_stride;
+} att_task;
+
+/* Online-softmax update of one block for head h: logits s[0..n) (-inf for
+ * empty slots) become exp-weights relative to the new running max, which is
+ * returned through *M (O and L are rescaled when it grows). */
+static void block_softmax_scalar(float *s, int n, float *O, int hd, float *M, float *L) {
+    float mb = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (s[i] > mb) mb = s[i];
+    float mn = mb > *M ? mb : *M;
+    if (mn > *M) {
+        float f = (*M == -INFINITY) ? 0.0f : expf(*M - mn);
+        for (int d = 0; d < hd; d++) O[d] *= f;
+        *L *= f;
+        *M = mn;
+    }
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        s[i] = (s[i] == -INFINITY) ? 0.0f : expf(s[i] - mn);
+        sum += s[i];
+    }
+    *L += sum;
+}
+
+static void task_scalar(const att_task *t) {
+    const int rep = t->rep, hd = t->hd;
+    float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
+    int idx[LF_ATT_BLOCK];
+    for (int h = 0; h < rep; h++) {
+        float *O = t->part + h * t->part_stride;
+        memset(O, 0, (size_t)hd * sizeof(float));
+        O[hd] = -INFINITY;
+        O[hd + 1] = 0;
+    }
+    for (int b0 = t->s0; b0 < t->s1; b0 += LF_ATT_BLOCK) {
+        int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
+        int blk = b0 / LF_ATT_BLOCK;
+        int nv = 0;
+        for (int i = 0; i < n; i++)
+            if (t->pos[b0 + i] >= 0) idx[nv++] = i;
+        if (nv == 0) {
+            for (int h = 0; h < rep; h++) {
+                if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
+                t->ref[h * t->ref_stride + blk] = -INFINITY;
+            }
+            if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            continue;
+        }
+        for (int h = 0; h < rep; h++)
+            for (int i = 0; i < n; i++) sb[h * LF_ATT_BLOCK + i] = -INFINITY;
+        for (int j = 0; j < nv; j++) {
+            const float *kr = t->K + (size_t)(b0 + idx[j]) * hd;
+            for (int h = 0; h < rep; h++) {
+                const float *qh = t->q + (size_t)h * hd;
+                float d = 0;
+                for (int e = 0; e < hd; e++) d += qh[e] * kr[e];
+                sb[h * LF_ATT_BLOCK + idx[j]] = d * t->scale;
+            }
+        }
+        for (int h = 0; h < rep; h++) {
+            float *O = t->part + h * t->part_stride;
+            float *s = sb + h * LF_ATT_BLOCK;
+            block_softmax_scalar(s, n, O, hd, &O[hd], &O[hd + 1]);
+            t->ref[h * t->ref_stride + blk] = O[hd];
+            if (t->p) memcpy(t->p + h * t->p_stride + b0, s, (size_t)n * sizeof(float));
+        }
+        if (t->vn) {
+            memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            for (int j = 0; j < nv; j++) {
+                const float *vr = t->V + (size_t)(b0 + idx[j]) * hd;
+                float a = 0;
+                for (int e = 0; e < hd; e++) a += fabsf(vr[e]);
+                t->vn[b0 + idx[j]] = a;
+            }
+        }
+        for (int j = 0; j < nv; j++) {
+            const float *vr = t->V + (size_t)(b0 + idx[j]) * hd;
+            for (int h = 0; h < rep; h++) {
+                float w = sb[h * LF_ATT_BLOCK + idx[j]];
+                float *O = t->part + h * t->part_stride;
+                for (int e = 0; e < hd; e++) O[e] += w * vr[e];
+            }
+        }
+    }
+}
+
+#if LF_ATT_X86
+/* e^x for a vector, x <= 88; exactly 0 below -87.33 (and for -inf).
+ * Range reduction x = n*ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial
+ * (relative error < 2e-7 before rounding). */
+LF_ATT_AVX2 static inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 pl = _mm256_set1_ps(1.0f / 5040.0f);
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f / 720.0f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f / 120.0f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f / 24.0f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f / 6.0f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(0.5f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f));
+    pl = _mm256_fmadd_ps(pl, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(pl, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+}
+
+LF_ATT_AVX2 static void exp_block_avx2(const float *x, float *y, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp256(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float tx[8], ty[8];
+        for (int j = 0; j < 8; j++) tx[j] = i + j < n ? x[i + j] : -INFINITY;
+        _mm256_storeu_ps(ty, exp256(_mm256_loadu_ps(tx)));
+        for (int j = 0; i + j < n; j++) y[i + j] = ty[j];
+    }
+}
+
+LF_ATT_AVX2 static inline float hsum(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* Logits of one K row against nh (<= 4) query heads; hd % 8 == 0. */
+LF_ATT_AVX2 static inline void dots4(const float *kr, const float *q, int nh, int hd, float *out) {
+    __m256 a0[4], a1[4];
+    for (int h = 0; h < 4; h++) a0[h] = a1[h] = _mm256_setzero_ps();
+    int d = 0;
+    for (; d + 16 <= hd; d += 16) {
+        __m256 k0 = _mm256_loadu_ps(kr + d), k1 = _mm256_loadu_ps(kr + d + 8);
+        for (int h = 0; h < 4; h++) {
+            if (h >= nh) break;
+            a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + d), k0, a0[h]);
+            a1[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + d + 8), k1, a1[h]);
+        }
+    }
+    if (d < hd) {
+        __m256 k0 = _mm256_loadu_ps(kr + d);
+        for (int h = 0; h < nh; h++) a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)h * hd + d), k0, a0[h]);
+    }
+    for (int h = 0; h < nh; h++) out[h] = hsum(_mm256_add_ps(a0[h], a1[h]));
+}
+
+/* O[h] += sum_j w[h][j] * V[row j] for nh (<= 2) heads, W floats (4 vectors)
+ * of the head dimension at a time; hd % 8 == 0. */
+LF_ATT_AVX2 static inline void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride,
+                                     float *O0, float *O1, int nh, int hd) {
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        __m256 x0 = _mm256_loadu_ps(O0 + d), x1 = _mm256_loadu_ps(O0 + d + 8);
+        __m256 x2 = _mm256_loadu_ps(O0 + d + 16), x3 = _mm256_loadu_ps(O0 + d + 24);
+        __m256 y0 = _mm256_setzero_ps(), y1 = y0, y2 = y0, y3 = y0;
+        if (nh > 1) {
+            y0 = _mm256_loadu_ps(O1 + d), y1 = _mm256_loadu_ps(O1 + d + 8);
+            y2 = _mm256_loadu_ps(O1 + d + 16), y3 = _mm256_loadu_ps(O1 + d + 24);
+        }
+        for (int j = 0; j < nr; j++) {
+            const float *vr = V + (size_t)rows[j] * hd + d;
+            __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+            __m256 v2 = _mm256_loadu_ps(vr + 16), v3 = _mm256_loadu_ps(vr + 24);
+            __m256 p0 = _mm256_broadcast_ss(w + j);
+            x0 = _mm256_fmadd_ps(p0, v0, x0);
+            x1 = _mm256_fmadd_ps(p0, v1, x1);
+            x2 = _mm256_fmadd_ps(p0, v2, x2);
+            x3 = _mm256_fmadd_ps(p0, v3, x3);
+            if (nh > 1) {
+                __m256 p1 = _mm256_broadcast_ss(w + wstride + j);
+                y0 = _mm256_fmadd_ps(p1, v0, y0);
+                y1 = _mm256_fmadd_ps(p1, v1, y1);
+                y2 = _mm256_fmadd_ps(p1, v2, y2);
+                y3 = _mm256_fmadd_ps(p1, v3, y3);
+            }
+        }
+        _mm256_storeu_ps(O0 + d, x0);
+        _mm256_storeu_ps(O0 + d + 8, x1);
+        _mm256_storeu_ps(O0 + d + 16, x2);
+        _mm256_storeu_ps(O0 + d + 24, x3);
+        if (nh > 1) {
+            _mm256_storeu_ps(O1 + d, y0);
+            _mm256_storeu_ps(O1 + d + 8, y1);
+            _mm256_storeu_ps(O1 + d + 16, y2);
+            _mm256_storeu_ps(O1 + d + 24, y3);
+        }
+    }
+    for (; d < hd; d += 8) {
+        __m256 x0 = _mm256_loadu_ps(O0 + d), y0 = nh > 1 ? _mm256_loadu_ps(O1 + d) : _mm256_setzero_ps();
+        for (int j = 0; j < nr; j++) {
+            __m256 v0 = _mm256_loadu_ps(V + (size_t)rows[j] * hd + d);
+            x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), v0, x0);
+            if (nh > 1) y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + wstride + j), v0, y0);
+        }
+        _mm256_storeu_ps(O0 + d, x0);
+        if (nh > 1) _mm256_storeu_ps(O1 + d, y0);
+    }
+}
+
+LF_ATT_AVX2 static void task_avx2(const att_task *t) {
+    const int rep = t->rep, hd = t->hd;
+    float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
+    float wb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK]; /* weights of the valid rows, packed */
+    int idx[LF_ATT_BLOCK], rows[LF_ATT_BLOCK];
+    for (int h = 0; h < rep; h++) {
+        float *O = t->part + h * t->part_stride;
+        memset(O, 0, (size_t)hd * sizeof(float));
+        O[hd] = -INFINITY;
+        O[hd + 1] = 0;
+    }
+    for (int b0 = t->s0; b0 < t->s1; b0 += LF_ATT_BLOCK) {
+        int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
+        int blk = b0 / LF_ATT_BLOCK;
+        int nv = 0;
+        for (int i = 0; i < n; i++)
+            if (t->pos[b0 + i] >= 0) {
+                idx[nv] = i;
+                rows[nv++] = b0 + i;
+            }
+        if (nv == 0) {
+            for (int h = 0; h < rep; h++) {
+                if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
+                t->ref[h * t->ref_stride + blk] = -INFINITY;
+            }
+            if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            continue;
+        }
+        /* logits, packed over the valid rows: sb[h][j] */
+        for (int j = 0; j < nv; j++) {
+            const float *kr = t->K + (size_t)rows[j] * hd;
+            float dd[4];
+            for (int h0 = 0; h0 < rep; h0 += 4) {
+                int nh = rep - h0 < 4 ? rep - h0 : 4;
+                dots4(kr, t->q + (size_t)h0 * hd, nh, hd, dd);
+                for (int h = 0; h < nh; h++) sb[(h0 + h) * LF_ATT_BLOCK + j] = dd[h] * t->scale;
+            }
+        }
+        for (int h = 0; h < rep; h++) {
+            float *O = t->part + h * t->part_stride;
+            float *s = sb + h * LF_ATT_BLOCK, *w = wb + h * LF_ATT_BLOCK;
+            float mb = s[0];
+            for (int j = 1; j < nv; j++) mb = s[j] > mb ? s[j] : mb;
+            if (mb > O[hd]) {
+                float f = (O[hd] == -INFINITY) ? 0.0f : expf(O[hd] - mb);
+                if (f != 1.0f) {
+                    __m256 fv = _mm256_set1_ps(f);
+                    for (int d = 0; d < hd; d += 8)
+                        _mm256_storeu_ps(O + d, _mm256_mul_ps(fv, _mm256_loadu_ps(O + d)));
+                }
+                O[hd + 1] *= f;
+                O[hd] = mb;
+            }
+            float m = O[hd];
+            float tmp[LF_ATT_BLOCK];
+            for (int j = 0; j < nv; j++) tmp[j] = s[j] - m;
+            exp_block_avx2(tmp, w, nv);
+            float sum = 0;
+            for (int j = 0; j < nv; j++) sum += w[j];
+            O[hd + 1] += sum;
+            t->ref[h * t->ref_stride + blk] = m;
+            if (t->p) {
+                float *pp = t->p + h * t->p_stride + b0;
+                memset(pp, 0, (size_t)n * sizeof(float));
+                for (int j = 0; j < nv; j++) pp[idx[j]] = w[j];
+            }
+        }
+        if (t->vn) {
+            const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+            if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            for (int j = 0; j < nv; j++) {
+                const float *vr = t->V + (size_t)rows[j] * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+                int d = 0;
+                for (; d + 16 <= hd; d += 16) {
+                    a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+                    a1 = _mm256_add_ps(a1, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d + 8)));
+                }
+                if (d < hd) a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+                t->vn[rows[j]] = hsum(_mm256_add_ps(a0, a1));
+            }
+        }
+        for (int h = 0; h < rep; h += 2) {
+            int nh = rep - h < 2 ? rep - h : 2;
+            vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, t->part + h * t->part_stride,
+                  t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride, nh, hd);
+        }
+    }
+}
+#endif
+
+void lf_att_exp_block(const float *x, float *y, int n) {
+#if LF_ATT_X86
+    if (use_avx2()) {
+        exp_block_avx2(x, y, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) y[i] = x[i] == -INFINITY ? 0.0f : expf(x[i]);
+}
+
+/* ---- combine the chunks of one (sequence, KV head) ------------------------- */
+
+static void combine(const lf_kv_cache *c, int layer, int g, const float *q_unused, float *out, bool scores) {
+    (void)q_unused;
+    const lf_kv_layer *L = &c->layers[layer];
+    int hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
+    int nch = (L->hw + LF_ATT_CHUNK - 1) / LF_ATT_CHUNK;
+    float Mf[LF_ATT_MAX_GROUP], Lf[LF_ATT_MAX_GROUP];
+    for (int hh = 0; hh < rep; hh++) {
+        int h = g * rep + hh;
+        float M = -INFINITY;
+        for (int ch = 0; ch < nch; ch++) {
+            float m = scr_part(c, h, ch)[hd];
+            if (m > M) M = m;
+        }
+        float *o = out + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        float l = 0;
+        if (M != -INFINITY) {
+            for (int ch = 0; ch < nch; ch++) {
+                const float *P = scr_part(c, h, ch);
+                if (P[hd] == -INFINITY) continue;
+                float f = expf(P[hd] - M);
+                l += f * P[hd + 1];
+                for (int d = 0; d < hd; d++) o[d] += f * P[d];
+            }
+            float inv = 1.0f / l;
+            for (int d = 0; d < hd; d++) o[d] *= inv;
+        }
+        Mf[hh] = M;
+        Lf[hh] = l;
+    }
+    if (!scores) return;
+    float *att = lf_att_att(c, g);
+    memset(att, 0, (size_t)L->hw * sizeof(float));
+    int nb = (L->hw + LF_ATT_BLOCK - 1) / LF_ATT_BLOCK;
+    for (int hh = 0; hh < rep; hh++) {
+        int h = g * rep + hh;
+        if (Mf[hh] == -INFINITY) continue;
+        const float *p = scr_p(c, h), *ref = scr_ref(c, h);
+        float invl = 1.0f / Lf[hh];
+        for (int b = 0; b < nb; b++) {
+            if (ref[b] == -INFINITY) continue;
+            float f = expf(ref[b] - Mf[hh]) * invl;
+            int e = (b + 1) * LF_ATT_BLOCK < L->hw ? (b + 1) * LF_ATT_BLOCK : L->hw;
+            for (int i = b * LF_ATT_BLOCK; i < e; i++) att[i] += p[i] * f;
+        }
+    }
+}
+
+/* ---- the layer ------------------------------------------------------------- */
+
+void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float *q, float *out,
+                  bool scores) {
+    if (n_seq <= 0) return;
+    const int nkv = caches[0]->n_kv_heads, nh = caches[0]->n_heads, hd = caches[0]->head_dim;
+    const int rep = nh / nkv;
+    int maxch = 1;
+    for (int s = 0; s < n_seq; s++) {
+        int ch = (caches[s]->layers[layer].hw + LF_ATT_CHUNK - 1) / LF_ATT_CHUNK;
+        if (ch > maxch) maxch = ch;
+    }
+    const long n_tasks = (long)n_seq * nkv * maxch;
+    const bool avx = use_avx2() && hd % 8 == 0;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (long ti = 0; ti < n_tasks; ti++) {
+            int s = (int)(ti / ((long)nkv * maxch));
+            int g = (int)(ti / maxch % nkv);
+            int ch = (int)(ti % maxch);
+            const lf_kv_cache *c = caches[s];
+            const lf_kv_layer *L = &c->layers[layer];
+            int s0 = ch * LF_ATT_CHUNK;
+            if (s0 >= L->hw) continue;
+            int s1 = s0 + LF_ATT_CHUNK < L->hw ? s0 + LF_ATT_CHUNK : L->hw;
+            att_task t = {
+                .K = lf_kv_k(c, layer, g),
+                .V = lf_kv_v(c, layer, g),
+                .pos = L->pos,
+                .q = q + ((size_t)s * nh + (size_t)g * rep) * hd,
+                .rep = rep,
+                .hd = hd,
+                .s0 = s0,
+                .s1 = s1,
+                .scale = scale,
+                .p = scores ? scr_p(c, g * rep) : NULL,
+                .p_stride = (size_t)c->capacity,
+                .ref = scr_ref(c, g * rep),
+                .ref_stride = (size_t)n_blocks(c->capacity),
+                .vn = scores ? lf_att_vn(c, g) : NULL,
+                .part = scr_part(c, g * rep, ch),
+                .part_stride = (size_t)n_chunks(c->capacity) * (hd + 2),
+            };
+#if LF_ATT_X86
+            if (avx)
+                task_avx2(&t);
+            else
+#endif
+                task_scalar(&t);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (long sg = 0; sg < (long)n_seq * nkv; sg++) {
+            int s = (int)(sg / nkv), g = (int)(sg % nkv);
+            combine(caches[s], layer, g, NULL, out + (size_t)s * nh * hd, scores);
+        }
+    }
+    (void)avx;
+}

@@ -1,0 +1,277 @@
+/* Decoders of tokenizer.json: ByteLevel, Metaspace, Replace, ByteFallback,
+ * Fuse, Strip and Sequence, each mapping a list of token strings to a list of
+ * strings as the `tokenizers` library's decode_chain does. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "tokenizer/tok_internal.h"
+
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int one_char(const char *s, const char *what, char *out, size_t *out_len, lf_error *err) {
+    size_t n = strlen(s);
+    uint32_t cp;
+    if (n == 0 || n > 4 || lf_utf8_valid_prefix(s, n) != n || (size_t)lf_utf8_decode(s, n, &cp) != n)
+        return lf_fail(err, "%s must be one character", what);
+    memcpy(out, s, n);
+    out[n] = 0;
+    *out_len = n;
+    return 0;
+}
+
+int lf_decoder_parse(const cJSON *j, lf_decoder *d, lf_error *err) {
+    memset(d, 0, sizeof *d);
+    const char *type = jstr(j, "type");
+    if (!type) return lf_fail(err, "decoder without a \"type\"");
+    if (!strcmp(type, "ByteLevel")) {
+        d->type = LF_DEC_BYTELEVEL;
+    } else if (!strcmp(type, "Metaspace")) {
+        d->type = LF_DEC_METASPACE;
+        const char *r = jstr(j, "replacement");
+        if (one_char(r ? r : "\xe2\x96\x81", "Metaspace decoder \"replacement\"", d->repl, &d->repl_len, err)) return -1;
+        const char *scheme = jstr(j, "prepend_scheme");
+        if (scheme) {
+            if (!strcmp(scheme, "always")) d->prepend = LF_PREPEND_ALWAYS;
+            else if (!strcmp(scheme, "first")) d->prepend = LF_PREPEND_FIRST;
+            else if (!strcmp(scheme, "never")) d->prepend = LF_PREPEND_NEVER;
+            else return lf_fail(err, "Metaspace decoder: unknown prepend_scheme '%s'", scheme);
+        } else {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "add_prefix_space");
+            d->prepend = (!cJSON_IsBool(a) || cJSON_IsTrue(a)) ? LF_PREPEND_ALWAYS : LF_PREPEND_NEVER;
+        }
+    } else if (!strcmp(type, "Replace")) {
+        d->type = LF_DEC_REPLACE;
+        const char *c = jstr(j, "content");
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(j, "pattern");
+        if (!c || !pat) return lf_fail(err, "Replace decoder needs \"pattern\" and \"content\"");
+        if (lf_pattern_parse(pat, "Replace decoder", &d->pat, err)) return -1;
+        d->str = strdup(c);
+        if (!d->str) return lf_fail(err, "out of memory");
+        d->str_len = strlen(c);
+    } else if (!strcmp(type, "ByteFallback")) {
+        d->type = LF_DEC_BYTEFALLBACK;
+    } else if (!strcmp(type, "Fuse")) {
+        d->type = LF_DEC_FUSE;
+    } else if (!strcmp(type, "Strip")) {
+        d->type = LF_DEC_STRIP;
+        const char *c = jstr(j, "content");
+        if (one_char(c ? c : " ", "Strip decoder \"content\"", d->repl, &d->repl_len, err)) return -1;
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "start");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "stop");
+        d->start = cJSON_IsNumber(a) && a->valuedouble > 0 ? (int)a->valuedouble : 0;
+        d->stop = cJSON_IsNumber(b) && b->valuedouble > 0 ? (int)b->valuedouble : 0;
+    } else if (!strcmp(type, "Sequence")) {
+        d->type = LF_DEC_SEQUENCE;
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "decoders");
+        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence decoder without \"decoders\" array");
+        int cnt = cJSON_GetArraySize(arr);
+        d->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *d->kids);
+        if (!d->kids) return lf_fail(err, "out of memory");
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) {
+            if (lf_decoder_parse(c, &d->kids[d->n_kids], err)) {
+                lf_decoder_free(&d->kids[d->n_kids]);
+                return -1;
+            }
+            d->n_kids++;
+        }
+    } else {
+        return lf_fail(err, "unsupported decoder type '%s' (supported: ByteLevel, Metaspace, Replace, "
+                            "ByteFallback, Fuse, Strip, Sequence)", type);
+    }
+    return 0;
+}
+
+void lf_decoder_free(lf_decoder *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_kids; i++) lf_decoder_free(&d->kids[i]);
+    free(d->kids);
+    free(d->str);
+    lf_pattern_free(&d->pat);
+    memset(d, 0, sizeof *d);
+}
+
+#define OOM() lf_fail(err, "out of memory")
+
+static int dec_bytelevel(const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    lf_buf raw = {0};
+    int rc = 0;
+    for (size_t i = 0; i < in->n && !rc; i++) {
+        const char *s = lf_piece_str(in, i);
+        size_t n = in->v[i].len, start = raw.n;
+        bool ok = true;
+        size_t k = 0;
+        if (lf_buf_reserve(&raw, n)) {
+            rc = OOM();
+            break;
+        }
+        while (k < n) {
+            uint32_t cp;
+            k += (size_t)lf_utf8_decode(s + k, n - k, &cp);
+            int b = lf_bytelevel_byte(cp);
+            if (b < 0) {
+                ok = false;
+                break;
+            }
+            raw.p[raw.n++] = (char)b;
+        }
+        if (!ok) {
+            raw.n = start;
+            if (lf_buf_append(&raw, s, n)) rc = OOM();
+        }
+    }
+    if (!rc) {
+        size_t begin = lf_pieces_begin(out);
+        if (lf_utf8_lossy_append(&out->text, raw.p ? raw.p : "", raw.n) || lf_pieces_end(out, begin, false)) rc = OOM();
+    }
+    lf_buf_free(&raw);
+    return rc;
+}
+
+static int dec_metaspace(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    for (size_t i = 0; i < in->n; i++) {
+        const char *s = lf_piece_str(in, i);
+        size_t n = in->v[i].len;
+        size_t begin = lf_pieces_begin(out);
+        bool drop = i == 0 && d->prepend != LF_PREPEND_NEVER;
+        size_t k = 0;
+        while (k < n) {
+            if (n - k >= d->repl_len && !memcmp(s + k, d->repl, d->repl_len)) {
+                if (!drop && lf_buf_append(&out->text, " ", 1)) return OOM();
+                k += d->repl_len;
+            } else {
+                if (lf_buf_append(&out->text, s + k, 1)) return OOM();
+                k++;
+            }
+        }
+        if (lf_pieces_end(out, begin, false)) return OOM();
+    }
+    return 0;
+}
+
+static int dec_replace(const lf_decoder *d, lf_scratch *sc, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    for (size_t i = 0; i < in->n; i++) {
+        const char *s = lf_piece_str(in, i);
+        size_t n = in->v[i].len, pos = 0, ms, me;
+        size_t begin = lf_pieces_begin(out);
+        int r;
+        while ((r = lf_pattern_next(&d->pat, sc->md, s, n, pos, &ms, &me, err)) == 1) {
+            if (lf_buf_append(&out->text, s + pos, ms - pos) || lf_buf_append(&out->text, d->str, d->str_len))
+                return OOM();
+            pos = me;
+        }
+        if (r < 0) return -1;
+        if (lf_buf_append(&out->text, s + pos, n - pos) || lf_pieces_end(out, begin, false)) return OOM();
+    }
+    return 0;
+}
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* "<0xAB>" -> 0xAB; -1 otherwise (u8::from_str_radix also takes "+A") */
+static int byte_token(const char *s, size_t n) {
+    if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
+    if (s[3] == '+') return hexval(s[4]);
+    int a = hexval(s[3]), b = hexval(s[4]);
+    return a < 0 || b < 0 ? -1 : a * 16 + b;
+}
+
+static int flush_bytes(lf_buf *bytes, lf_pieces *out, lf_error *err) {
+    if (!bytes->n) return 0;
+    if (lf_utf8_valid_prefix(bytes->p, bytes->n) == bytes->n) {
+        if (lf_pieces_add(out, bytes->p, bytes->n, false)) return OOM();
+    } else {
+        for (size_t k = 0; k < bytes->n; k++)
+            if (lf_pieces_add(out, "\xef\xbf\xbd", 3, false)) return OOM();
+    }
+    bytes->n = 0;
+    return 0;
+}
+
+static int dec_bytefallback(const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    lf_buf bytes = {0};
+    int rc = 0;
+    for (size_t i = 0; i < in->n && !rc; i++) {
+        const char *s = lf_piece_str(in, i);
+        size_t n = in->v[i].len;
+        int b = byte_token(s, n);
+        if (b >= 0) {
+            char c = (char)b;
+            if (lf_buf_append(&bytes, &c, 1)) rc = OOM();
+            continue;
+        }
+        rc = flush_bytes(&bytes, out, err);
+        if (!rc && lf_pieces_add(out, s, n, false)) rc = OOM();
+    }
+    if (!rc) rc = flush_bytes(&bytes, out, err);
+    lf_buf_free(&bytes);
+    return rc;
+}
+
+static int dec_fuse(const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    size_t begin = lf_pieces_begin(out);
+    for (size_t i = 0; i < in->n; i++)
+        if (lf_buf_append(&out->text, lf_piece_str(in, i), in->v[i].len)) return OOM();
+    return lf_pieces_end(out, begin, false) ? OOM() : 0;
+}
+
+static int dec_strip(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    size_t cl = d->repl_len;
+    for (size_t i = 0; i < in->n; i++) {
+        const char *s = lf_piece_str(in, i);
+        size_t a = 0, b = in->v[i].len;
+        for (int k = 0; k < d->start && b - a >= cl && !memcmp(s + a, d->repl, cl); k++) a += cl;
+        for (int k = 0; k < d->stop && b - a >= cl && !memcmp(s + b - cl, d->repl, cl); k++) b -= cl;
+        if (lf_pieces_add(out, s + a, b - a, false)) return OOM();
+    }
+    return 0;
+}
+
+static int dec_apply(const lf_decoder *d, lf_scratch *sc, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    lf_pieces_clear(out);
+    switch (d->type) {
+    case LF_DEC_BYTELEVEL: return dec_bytelevel(in, out, err);
+    case LF_DEC_METASPACE: return dec_metaspace(d, in, out, err);
+    case LF_DEC_REPLACE: return dec_replace(d, sc, in, out, err);
+    case LF_DEC_BYTEFALLBACK: return dec_bytefallback(in, out, err);
+    case LF_DEC_FUSE: return dec_fuse(in, out, err);
+    case LF_DEC_STRIP: return dec_strip(d, in, out, err);
+    case LF_DEC_SEQUENCE: {
+        lf_pieces tmp[2];
+    memset(tmp, 0, sizeof tmp);
+        const lf_pieces *cur = in;
+        int rc = 0;
+        if (d->n_kids == 0) {
+            for (size_t i = 0; i < in->n && !rc; i++)
+                if (lf_pieces_add(out, lf_piece_str(in, i), in->v[i].len, false)) rc = OOM();
+            return rc;
+        }
+        for (int k = 0; k < d->n_kids && !rc; k++) {
+            lf_pieces *dst = k == d->n_kids - 1 ? out : &tmp[k % 2];
+            rc = dec_apply(&d->kids[k], sc, cur, dst, err);
+            cur = dst;
+        }
+        lf_pieces_free(&tmp[0]);
+        lf_pieces_free(&tmp[1]);
+        return rc;
+    }
+    }
+    return lf_fail(err, "internal error: unknown decoder");
+}
+
+int lf_decoder_apply(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    lf_scratch sc;
+    if (lf_scratch_init(&sc)) return OOM();
+    int rc = dec_apply(d, &sc, in, out, err);
+    lf_scratch_free(&sc);
+    return rc;
+}

@@ -1,0 +1,196 @@
+/* Normalizers of tokenizer.json: NFC/NFD/NFKC/NFKD (utf8proc), Lowercase,
+ * Prepend, Replace, Strip and Sequence. */
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "core/error.h"
+#include "tokenizer/tok_internal.h"
+
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
+    memset(n, 0, sizeof *n);
+    const char *type = jstr(j, "type");
+    if (!type) return lf_fail(err, "normalizer without a \"type\"");
+    if (!strcmp(type, "NFC")) n->type = LF_NORM_NFC;
+    else if (!strcmp(type, "NFD")) n->type = LF_NORM_NFD;
+    else if (!strcmp(type, "NFKC")) n->type = LF_NORM_NFKC;
+    else if (!strcmp(type, "NFKD")) n->type = LF_NORM_NFKD;
+    else if (!strcmp(type, "Lowercase")) n->type = LF_NORM_LOWERCASE;
+    else if (!strcmp(type, "Prepend")) {
+        n->type = LF_NORM_PREPEND;
+        const char *p = jstr(j, "prepend");
+        if (!p) return lf_fail(err, "Prepend normalizer without \"prepend\"");
+        n->str = strdup(p);
+        if (!n->str) return lf_fail(err, "out of memory");
+        n->str_len = strlen(p);
+    } else if (!strcmp(type, "Replace")) {
+        n->type = LF_NORM_REPLACE;
+        const char *c = jstr(j, "content");
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(j, "pattern");
+        if (!c || !pat) return lf_fail(err, "Replace normalizer needs \"pattern\" and \"content\"");
+        if (lf_pattern_parse(pat, "Replace normalizer", &n->pat, err)) return -1;
+        n->str = strdup(c);
+        if (!n->str) return lf_fail(err, "out of memory");
+        n->str_len = strlen(c);
+    } else if (!strcmp(type, "Strip")) {
+        n->type = LF_NORM_STRIP;
+        n->left = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_left"));
+        n->right = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_right"));
+    } else if (!strcmp(type, "Sequence")) {
+        n->type = LF_NORM_SEQUENCE;
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "normalizers");
+        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence normalizer without \"normalizers\" array");
+        int cnt = cJSON_GetArraySize(arr);
+        n->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *n->kids);
+        if (!n->kids) return lf_fail(err, "out of memory");
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) {
+            if (lf_normalizer_parse(c, &n->kids[n->n_kids], err)) {
+                lf_normalizer_free(&n->kids[n->n_kids]);
+                return -1;
+            }
+            n->n_kids++;
+        }
+    } else {
+        return lf_fail(err, "unsupported normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, "
+                            "Prepend, Replace, Strip, Sequence)", type);
+    }
+    return 0;
+}
+
+void lf_normalizer_free(lf_normalizer *n) {
+    if (!n) return;
+    for (int i = 0; i < n->n_kids; i++) lf_normalizer_free(&n->kids[i]);
+    free(n->kids);
+    free(n->str);
+    lf_pattern_free(&n->pat);
+    memset(n, 0, sizeof *n);
+}
+
+static int unicode_norm(lf_norm_type type, const char *s, size_t len, lf_buf *out, lf_error *err) {
+    /* Fast paths: ASCII is invariant under every form; code points below
+     * U+0300 (lead bytes below 0xCC) are already NFC. */
+    bool ascii = true, below300 = true;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) ascii = false;
+        if (c >= 0xCC) {
+            below300 = false;
+            break;
+        }
+    }
+    if (ascii || (type == LF_NORM_NFC && below300)) return lf_buf_append(out, s, len) ? lf_fail(err, "out of memory") : 0;
+    utf8proc_option_t opt = UTF8PROC_STABLE;
+    switch (type) {
+    case LF_NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
+    case LF_NORM_NFD: opt |= UTF8PROC_DECOMPOSE; break;
+    case LF_NORM_NFKC: opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+    default: opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    }
+    utf8proc_uint8_t *dst = NULL;
+    utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &dst, opt);
+    if (r < 0) return lf_fail(err, "Unicode normalization failed: %s", utf8proc_errmsg(r));
+    int rc = lf_buf_append(out, dst, (size_t)r);
+    free(dst);
+    return rc ? lf_fail(err, "out of memory") : 0;
+}
+
+static int lowercase(const char *s, size_t len, lf_buf *out, lf_error *err) {
+    if (lf_buf_reserve(out, len)) return lf_fail(err, "out of memory");
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) {
+            char l = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            if (lf_buf_append(out, &l, 1)) return lf_fail(err, "out of memory");
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        int k = lf_utf8_decode(s + i, len - i, &cp);
+        char enc[4];
+        int m = lf_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
+        if (lf_buf_append(out, enc, (size_t)m)) return lf_fail(err, "out of memory");
+        i += (size_t)k;
+    }
+    return 0;
+}
+
+static int replace(const lf_normalizer *n, lf_scratch *sc, const char *s, size_t len, lf_buf *out, lf_error *err) {
+    size_t pos = 0, ms, me;
+    int r;
+    while ((r = lf_pattern_next(&n->pat, sc->md, s, len, pos, &ms, &me, err)) == 1) {
+        if (lf_buf_append(out, s + pos, ms - pos) || lf_buf_append(out, n->str, n->str_len))
+            return lf_fail(err, "out of memory");
+        pos = me;
+    }
+    if (r < 0) return -1;
+    return lf_buf_append(out, s + pos, len - pos) ? lf_fail(err, "out of memory") : 0;
+}
+
+static int strip(const lf_normalizer *n, const char *s, size_t len, lf_buf *out, lf_error *err) {
+    size_t a = 0, b = len;
+    if (n->left) {
+        while (a < b) {
+            uint32_t cp;
+            int k = lf_utf8_decode(s + a, b - a, &cp);
+            if (!lf_uni_is_space(cp)) break;
+            a += (size_t)k;
+        }
+    }
+    if (n->right) {
+        while (b > a) {
+            size_t p = lf_utf8_prev(s, b);
+            uint32_t cp;
+            lf_utf8_decode(s + p, b - p, &cp);
+            if (!lf_uni_is_space(cp)) break;
+            b = p;
+        }
+    }
+    return lf_buf_append(out, s + a, b - a) ? lf_fail(err, "out of memory") : 0;
+}
+
+int lf_normalizer_apply(const lf_normalizer *n, lf_scratch *sc, const char *s, size_t len, lf_buf *out,
+                        lf_error *err) {
+    out->n = 0;
+    if (lf_buf_reserve(out, len)) return lf_fail(err, "out of memory");
+    out->p[0] = 0;
+    switch (n->type) {
+    case LF_NORM_NFC:
+    case LF_NORM_NFD:
+    case LF_NORM_NFKC:
+    case LF_NORM_NFKD:
+        return unicode_norm(n->type, s, len, out, err);
+    case LF_NORM_LOWERCASE:
+        return lowercase(s, len, out, err);
+    case LF_NORM_PREPEND:
+        if (len && lf_buf_append(out, n->str, n->str_len)) return lf_fail(err, "out of memory");
+        return lf_buf_append(out, s, len) ? lf_fail(err, "out of memory") : 0;
+    case LF_NORM_REPLACE:
+        return replace(n, sc, s, len, out, err);
+    case LF_NORM_STRIP:
+        return strip(n, s, len, out, err);
+    case LF_NORM_SEQUENCE: {
+        if (n->n_kids == 0) return lf_buf_append(out, s, len) ? lf_fail(err, "out of memory") : 0;
+        lf_buf a = {0}, b = {0};
+        const char *cur = s;
+        size_t cur_len = len;
+        int rc = 0;
+        for (int i = 0; i < n->n_kids && !rc; i++) {
+            lf_buf *dst = i == n->n_kids - 1 ? out : (i % 2 ? &b : &a);
+            rc = lf_normalizer_apply(&n->kids[i], sc, cur, cur_len, dst, err);
+            cur = dst->p;
+            cur_len = dst->n;
+        }
+        lf_buf_free(&a);
+        lf_buf_free(&b);
+        return rc;
+    }
+    }
+    return lf_fail(err, "internal error: unknown normalizer");
+}

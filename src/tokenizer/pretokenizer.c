@@ -1,0 +1,364 @@
+/* Pre-tokenizers of tokenizer.json: Split (regex or string, every
+ * SplitDelimiterBehavior, invert), ByteLevel (with and without the GPT-2
+ * regex), Metaspace, Whitespace, WhitespaceSplit and Sequence. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "tokenizer/tok_internal.h"
+
+static const char GPT2_REGEX[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/* UTF-8 of the byte-level character standing for each byte. */
+static char bl_utf8[256][2];
+static unsigned char bl_utf8_len[256];
+static pthread_once_t bl_once = PTHREAD_ONCE_INIT;
+
+static void bl_init(void) {
+    for (unsigned b = 0; b < 256; b++) {
+        char enc[4];
+        int k = lf_utf8_encode(lf_bytelevel_cp((unsigned char)b), enc);
+        memcpy(bl_utf8[b], enc, 2);
+        bl_utf8_len[b] = (unsigned char)k;
+    }
+}
+
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool jbool(const cJSON *o, const char *k, bool dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+static int parse_replacement(const cJSON *j, const char *what, char *out, size_t *out_len, lf_error *err) {
+    const char *r = jstr(j, "replacement");
+    if (!r) r = "\xe2\x96\x81"; /* U+2581 */
+    size_t n = strlen(r);
+    if (n == 0 || n > 4 || lf_utf8_valid_prefix(r, n) != n) return lf_fail(err, "%s: \"replacement\" must be one character", what);
+    uint32_t cp;
+    if ((size_t)lf_utf8_decode(r, n, &cp) != n) return lf_fail(err, "%s: \"replacement\" must be one character", what);
+    memcpy(out, r, n);
+    out[n] = 0;
+    *out_len = n;
+    return 0;
+}
+
+int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
+    memset(p, 0, sizeof *p);
+    const char *type = jstr(j, "type");
+    if (!type) return lf_fail(err, "pre_tokenizer without a \"type\"");
+    if (!strcmp(type, "Split")) {
+        p->type = LF_PRETOK_SPLIT;
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(j, "pattern");
+        if (!pat) return lf_fail(err, "Split pre_tokenizer without \"pattern\"");
+        if (lf_pattern_parse(pat, "Split pre_tokenizer", &p->pat, err)) return -1;
+        p->has_pat = true;
+        const char *b = jstr(j, "behavior");
+        if (!b) b = "Isolated";
+        if (!strcmp(b, "Removed")) p->behavior = LF_SPLIT_REMOVED;
+        else if (!strcmp(b, "Isolated")) p->behavior = LF_SPLIT_ISOLATED;
+        else if (!strcmp(b, "MergedWithPrevious")) p->behavior = LF_SPLIT_MERGED_PREV;
+        else if (!strcmp(b, "MergedWithNext")) p->behavior = LF_SPLIT_MERGED_NEXT;
+        else if (!strcmp(b, "Contiguous")) p->behavior = LF_SPLIT_CONTIGUOUS;
+        else return lf_fail(err, "Split pre_tokenizer: unknown behavior '%s'", b);
+        p->invert = jbool(j, "invert", false);
+    } else if (!strcmp(type, "ByteLevel")) {
+        p->type = LF_PRETOK_BYTELEVEL;
+        p->add_prefix_space = jbool(j, "add_prefix_space", true);
+        if (jbool(j, "use_regex", true)) {
+            if (lf_pattern_from_regex(GPT2_REGEX, "ByteLevel pre_tokenizer", &p->pat, err)) return -1;
+            p->has_pat = true;
+        }
+    } else if (!strcmp(type, "Metaspace")) {
+        p->type = LF_PRETOK_METASPACE;
+        if (parse_replacement(j, "Metaspace pre_tokenizer", p->repl, &p->repl_len, err)) return -1;
+        const char *scheme = jstr(j, "prepend_scheme");
+        if (scheme) {
+            if (!strcmp(scheme, "always")) p->prepend = LF_PREPEND_ALWAYS;
+            else if (!strcmp(scheme, "first")) p->prepend = LF_PREPEND_FIRST;
+            else if (!strcmp(scheme, "never")) p->prepend = LF_PREPEND_NEVER;
+            else return lf_fail(err, "Metaspace pre_tokenizer: unknown prepend_scheme '%s'", scheme);
+        } else {
+            p->prepend = jbool(j, "add_prefix_space", true) ? LF_PREPEND_ALWAYS : LF_PREPEND_NEVER;
+        }
+        p->split = jbool(j, "split", true);
+    } else if (!strcmp(type, "Whitespace")) {
+        p->type = LF_PRETOK_WHITESPACE;
+        if (lf_pattern_from_regex("\\w+|[^\\w\\s]+", "Whitespace pre_tokenizer", &p->pat, err)) return -1;
+        p->has_pat = true;
+    } else if (!strcmp(type, "WhitespaceSplit")) {
+        p->type = LF_PRETOK_WHITESPACE_SPLIT;
+    } else if (!strcmp(type, "Sequence")) {
+        p->type = LF_PRETOK_SEQUENCE;
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
+        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence pre_tokenizer without \"pretokenizers\" array");
+        int cnt = cJSON_GetArraySize(arr);
+        p->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *p->kids);
+        if (!p->kids) return lf_fail(err, "out of memory");
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) {
+            if (lf_pretok_parse(c, &p->kids[p->n_kids], err)) {
+                lf_pretok_free(&p->kids[p->n_kids]);
+                return -1;
+            }
+            p->n_kids++;
+        }
+    } else {
+        return lf_fail(err, "unsupported pre_tokenizer type '%s' (supported: Split, ByteLevel, Metaspace, "
+                            "Whitespace, WhitespaceSplit, Sequence)", type);
+    }
+    return 0;
+}
+
+void lf_pretok_free(lf_pretok *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n_kids; i++) lf_pretok_free(&p->kids[i]);
+    free(p->kids);
+    lf_pattern_free(&p->pat);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- splitting ----------------------------------------------------------- */
+typedef struct seg {
+    size_t a, b;
+    bool match;
+} seg;
+
+typedef struct segs {
+    seg *v;
+    size_t n, cap;
+} segs;
+
+static int segs_push(segs *s, size_t a, size_t b, bool match) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        seg *v = realloc(s->v, cap * sizeof *v);
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = (seg){a, b, match};
+    return 0;
+}
+
+/* Cover s[0..n) with matches and gaps (as tokenizers' Pattern::find_matches). */
+static int find_segments(const lf_pattern *pat, lf_scratch *sc, const char *s, size_t n, segs *out, lf_error *err) {
+    out->n = 0;
+    if (n == 0) return segs_push(out, 0, 0, false) ? lf_fail(err, "out of memory") : 0;
+    size_t prev = 0, ms, me;
+    int r;
+    while ((r = lf_pattern_next(pat, sc->md, s, n, prev, &ms, &me, err)) == 1) {
+        if (ms > prev && segs_push(out, prev, ms, false)) return lf_fail(err, "out of memory");
+        if (segs_push(out, ms, me, true)) return lf_fail(err, "out of memory");
+        prev = me;
+    }
+    if (r < 0) return -1;
+    if (prev < n && segs_push(out, prev, n, false)) return lf_fail(err, "out of memory");
+    return 0;
+}
+
+/* Whitespace (char::is_whitespace) as delimiters. */
+static int find_space_segments(const char *s, size_t n, segs *out, lf_error *err) {
+    out->n = 0;
+    if (n == 0) return segs_push(out, 0, 0, false) ? lf_fail(err, "out of memory") : 0;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int k = lf_utf8_decode(s + i, n - i, &cp);
+        bool sp = lf_uni_is_space(cp);
+        if (segs_push(out, i, i + (size_t)k, sp)) return lf_fail(err, "out of memory");
+        i += (size_t)k;
+    }
+    return 0;
+}
+
+/* Apply a SplitDelimiterBehavior to segments (in place). */
+static void apply_behavior(segs *s, lf_split_behavior b) {
+    size_t w = 0;
+    switch (b) {
+    case LF_SPLIT_ISOLATED:
+        return;
+    case LF_SPLIT_REMOVED:
+        for (size_t i = 0; i < s->n; i++)
+            if (!s->v[i].match) s->v[w++] = s->v[i];
+        s->n = w;
+        return;
+    case LF_SPLIT_MERGED_PREV: {
+        bool prev_match = false;
+        for (size_t i = 0; i < s->n; i++) {
+            seg g = s->v[i];
+            if (g.match && !prev_match && w > 0) {
+                s->v[w - 1].b = g.b;
+            } else {
+                s->v[w++] = g;
+            }
+            prev_match = g.match;
+        }
+        s->n = w;
+        return;
+    }
+    case LF_SPLIT_MERGED_NEXT: {
+        /* walk backwards, merging a delimiter into the piece after it */
+        bool prev_match = false;
+        size_t r = s->n;
+        w = s->n;
+        while (r > 0) {
+            seg g = s->v[--r];
+            if (g.match && !prev_match && w < s->n) {
+                s->v[w].a = g.a;
+            } else {
+                s->v[--w] = g;
+            }
+            prev_match = g.match;
+        }
+        memmove(s->v, s->v + w, (s->n - w) * sizeof *s->v);
+        s->n -= w;
+        return;
+    }
+    case LF_SPLIT_CONTIGUOUS: {
+        bool prev_match = false;
+        for (size_t i = 0; i < s->n; i++) {
+            seg g = s->v[i];
+            if (g.match == prev_match && w > 0) {
+                s->v[w - 1].b = g.b;
+            } else {
+                s->v[w++] = g;
+            }
+            prev_match = g.match;
+        }
+        s->n = w;
+        return;
+    }
+    }
+}
+
+static int emit_segments(const segs *sg, const char *s, bool at_start, lf_pieces *out, lf_error *err) {
+    for (size_t i = 0; i < sg->n; i++) {
+        const seg *g = &sg->v[i];
+        if (g->b <= g->a) continue;
+        if (lf_pieces_add(out, s + g->a, g->b - g->a, at_start && g->a == 0)) return lf_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+/* ---- the pre-tokenizers -------------------------------------------------- */
+static int bytelevel_map(const char *s, size_t n, bool at_start, lf_pieces *out, lf_error *err) {
+    pthread_once(&bl_once, bl_init);
+    if (lf_buf_reserve(&out->text, 2 * n)) return lf_fail(err, "out of memory");
+    size_t begin = lf_pieces_begin(out);
+    char *d = out->text.p + out->text.n;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)s[i];
+        d[0] = bl_utf8[b][0];
+        if (bl_utf8_len[b] == 2) {
+            d[1] = bl_utf8[b][1];
+            d += 2;
+        } else {
+            d += 1;
+        }
+    }
+    out->text.n = (size_t)(d - out->text.p);
+    out->text.p[out->text.n] = 0;
+    return lf_pieces_end(out, begin, at_start) ? lf_fail(err, "out of memory") : 0;
+}
+
+static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n, bool at_start, lf_pieces *out,
+                     segs *sg, lf_error *err) {
+    switch (p->type) {
+    case LF_PRETOK_SPLIT:
+        if (find_segments(&p->pat, sc, s, n, sg, err)) return -1;
+        if (p->invert)
+            for (size_t i = 0; i < sg->n; i++) sg->v[i].match = !sg->v[i].match;
+        apply_behavior(sg, p->behavior);
+        return emit_segments(sg, s, at_start, out, err);
+    case LF_PRETOK_WHITESPACE:
+        if (find_segments(&p->pat, sc, s, n, sg, err)) return -1;
+        for (size_t i = 0; i < sg->n; i++) sg->v[i].match = !sg->v[i].match;
+        apply_behavior(sg, LF_SPLIT_REMOVED);
+        return emit_segments(sg, s, at_start, out, err);
+    case LF_PRETOK_WHITESPACE_SPLIT:
+        if (find_space_segments(s, n, sg, err)) return -1;
+        apply_behavior(sg, LF_SPLIT_CONTIGUOUS);
+        apply_behavior(sg, LF_SPLIT_REMOVED);
+        return emit_segments(sg, s, at_start, out, err);
+    case LF_PRETOK_BYTELEVEL: {
+        const char *src = s;
+        size_t len = n;
+        if (p->add_prefix_space && n > 0 && s[0] != ' ') {
+            sc->tmp.n = 0;
+            if (lf_buf_append(&sc->tmp, " ", 1) || lf_buf_append(&sc->tmp, s, n)) return lf_fail(err, "out of memory");
+            src = sc->tmp.p;
+            len = sc->tmp.n;
+        }
+        if (!p->has_pat) return bytelevel_map(src, len, at_start, out, err);
+        if (find_segments(&p->pat, sc, src, len, sg, err)) return -1;
+        for (size_t i = 0; i < sg->n; i++) {
+            const seg *g = &sg->v[i];
+            if (g->b <= g->a) continue;
+            if (bytelevel_map(src + g->a, g->b - g->a, at_start && g->a == 0, out, err)) return -1;
+        }
+        return 0;
+    }
+    case LF_PRETOK_METASPACE: {
+        /* spaces become the replacement, which may be prepended */
+        lf_buf *t = &sc->tmp;
+        t->n = 0;
+        if (lf_buf_reserve(t, n * p->repl_len + p->repl_len)) return lf_fail(err, "out of memory");
+        bool starts = n >= p->repl_len && !memcmp(s, p->repl, p->repl_len);
+        if (n > 0 && !starts && s[0] == ' ') starts = true; /* the space becomes the replacement */
+        bool prepend = n > 0 && !starts &&
+                       (p->prepend == LF_PREPEND_ALWAYS || (p->prepend == LF_PREPEND_FIRST && at_start));
+        if (prepend) lf_buf_append(t, p->repl, p->repl_len);
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == ' ') lf_buf_append(t, p->repl, p->repl_len);
+            else lf_buf_append(t, s + i, 1);
+        }
+        if (!p->split) return lf_pieces_add(out, t->p, t->n, at_start) ? lf_fail(err, "out of memory") : 0;
+        lf_pattern lit = {.lit = (char *)p->repl, .lit_len = p->repl_len};
+        if (find_segments(&lit, sc, t->p, t->n, sg, err)) return -1;
+        apply_behavior(sg, LF_SPLIT_MERGED_NEXT);
+        return emit_segments(sg, t->p, at_start, out, err);
+    }
+    case LF_PRETOK_SEQUENCE:
+        break;
+    }
+    return lf_fail(err, "internal error: unexpected pre_tokenizer");
+}
+
+static int apply_step(const lf_pretok *p, lf_scratch *sc, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    lf_pieces_clear(out);
+    segs sg = {0};
+    int rc = 0;
+    for (size_t i = 0; i < in->n && !rc; i++)
+        rc = apply_one(p, sc, lf_piece_str(in, i), in->v[i].len, in->v[i].at_start, out, &sg, err);
+    free(sg.v);
+    return rc;
+}
+
+int lf_pretok_apply(const lf_pretok *p, lf_scratch *sc, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    if (p->type != LF_PRETOK_SEQUENCE) return apply_step(p, sc, in, out, err);
+    if (p->n_kids == 0) {
+        lf_pieces_clear(out);
+        for (size_t i = 0; i < in->n; i++)
+            if (lf_pieces_add(out, lf_piece_str(in, i), in->v[i].len, in->v[i].at_start))
+                return lf_fail(err, "out of memory");
+        return 0;
+    }
+    /* ping-pong through two temporaries, the last step writes `out` */
+    lf_pieces tmp[2];
+    memset(tmp, 0, sizeof tmp);
+    const lf_pieces *cur = in;
+    int rc = 0;
+    for (int k = 0; k < p->n_kids && !rc; k++) {
+        lf_pieces *dst = k == p->n_kids - 1 ? out : &tmp[k % 2];
+        rc = lf_pretok_apply(&p->kids[k], sc, cur, dst, err);
+        cur = dst;
+    }
+    lf_pieces_free(&tmp[0]);
+    lf_pieces_free(&tmp[1]);
+    return rc;
+}

@@ -1,0 +1,1164 @@
+/* Loading tokenizer.json / tokenizer_config.json, encoding (added tokens,
+ * normalizer, pre-tokenizer, BPE, post-processor) and decoding. */
+#include "tokenizer/tokenizer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "tokenizer/tok_internal.h"
+
+#define OOM() lf_fail(err, "out of memory")
+
+/* ---- scratch ------------------------------------------------------------- */
+int lf_scratch_init(lf_scratch *s) {
+    memset(s, 0, sizeof *s);
+    s->md = pcre2_match_data_create(16, NULL);
+    return s->md ? 0 : -1;
+}
+
+void lf_scratch_free(lf_scratch *s) {
+    if (s->md) pcre2_match_data_free(s->md);
+    for (int i = 0; i < 3; i++) lf_buf_free(&s->nb[i]);
+    lf_pieces_free(&s->pc[0]);
+    lf_pieces_free(&s->pc[1]);
+    lf_buf_free(&s->tmp);
+    free(s->sc);
+    free(s->sprev);
+    free(s->snext);
+    free(s->slen);
+    free(s->heap);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- string storage ------------------------------------------------------ */
+static char *tok_strdup(lf_tokenizer *t, const char *s, size_t n) {
+    char *p = malloc(n + 1);
+    if (!p) return NULL;
+    char **b = realloc(t->blocks, (size_t)(t->n_blocks + 1) * sizeof *b);
+    if (!b) {
+        free(p);
+        return NULL;
+    }
+    t->blocks = b;
+    t->blocks[t->n_blocks++] = p;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+/* ---- vocabulary map ------------------------------------------------------ */
+int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n) {
+    if (!t->vmap.cap) return -1;
+    size_t mask = t->vmap.cap - 1;
+    size_t i = (size_t)lf_hash_bytes(s, n) & mask;
+    for (;;) {
+        int32_t e = t->vmap.slots[i];
+        if (e < 0) return -1;
+        if (t->e_len[e] == n && !memcmp(t->e_str[e], s, n)) return t->e_id[e];
+        i = (i + 1) & mask;
+    }
+}
+
+static int vmap_build(lf_tokenizer *t, lf_error *err) {
+    size_t cap = 16;
+    while (cap < (size_t)t->n_entries * 2) cap *= 2;
+    t->vmap.slots = malloc(cap * sizeof *t->vmap.slots);
+    if (!t->vmap.slots) return OOM();
+    memset(t->vmap.slots, 0xff, cap * sizeof *t->vmap.slots);
+    t->vmap.cap = cap;
+    size_t mask = cap - 1;
+    for (int e = 0; e < t->n_entries; e++) {
+        size_t i = (size_t)lf_hash_bytes(t->e_str[e], t->e_len[e]) & mask;
+        while (t->vmap.slots[i] >= 0) i = (i + 1) & mask;
+        t->vmap.slots[i] = e;
+    }
+    return 0;
+}
+
+static int ids_grow(lf_tokenizer *t, int n, lf_error *err) {
+    if (n <= t->n_ids) return 0;
+    const char **s = realloc(t->id_str, (size_t)n * sizeof *s);
+    if (!s) return OOM();
+    t->id_str = s;
+    uint32_t *l = realloc(t->id_len, (size_t)n * sizeof *l);
+    if (!l) return OOM();
+    t->id_len = l;
+    uint8_t *f = realloc(t->id_flags, (size_t)n);
+    if (!f) return OOM();
+    t->id_flags = f;
+    for (int i = t->n_ids; i < n; i++) {
+        t->id_str[i] = NULL;
+        t->id_len[i] = 0;
+        t->id_flags[i] = 0;
+    }
+    t->n_ids = n;
+    return 0;
+}
+
+/* ---- merges map ---------------------------------------------------------- */
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDull;
+    x ^= x >> 33;
+    return x;
+}
+
+static void merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    size_t mask = t->mcap - 1;
+    size_t i = (size_t)mix64(key) & mask;
+    while (t->mkey[i] != UINT64_MAX && t->mkey[i] != key) i = (i + 1) & mask;
+    if (t->mkey[i] == UINT64_MAX) t->n_merges++;
+    t->mkey[i] = key;
+    t->mval[i] = ((uint64_t)rank << 32) | (uint32_t)new_id;
+}
+
+/* ---- loading: the model -------------------------------------------------- */
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool jbool(const cJSON *o, const char *k, bool dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+static bool json_id(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (d < 0 || d > 0x7ffffffe || d != (double)(int)d) return false;
+    *out = (int)d;
+    return true;
+}
+
+static int load_merge(lf_tokenizer *t, const char *path, const cJSON *m, uint32_t rank, lf_error *err) {
+    const char *a, *b;
+    size_t la, lb;
+    char *tmp = NULL;
+    if (cJSON_IsString(m)) {
+        const char *s = m->valuestring;
+        const char *sp = strchr(s, ' ');
+        if (!sp || strchr(sp + 1, ' '))
+            return lf_fail(err, "%s: merge %u '%.60s' is not two tokens separated by one space", path, rank, s);
+        a = s;
+        la = (size_t)(sp - s);
+        b = sp + 1;
+        lb = strlen(b);
+    } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
+               cJSON_IsString(m->child->next)) {
+        a = m->child->valuestring;
+        la = strlen(a);
+        b = m->child->next->valuestring;
+        lb = strlen(b);
+    } else {
+        return lf_fail(err, "%s: merge %u is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+    }
+    int ia = lf_tok_vocab_find(t, a, la), ib = lf_tok_vocab_find(t, b, lb);
+    if (ia < 0 || ib < 0)
+        return lf_fail(err, "%s: merge %u: token '%.*s' is not in the vocabulary", path, rank,
+                       (int)(ia < 0 ? la : lb), ia < 0 ? a : b);
+    size_t skip = 0;
+    if (t->cont_prefix) {
+        skip = strlen(t->cont_prefix);
+        if (skip > lb) skip = lb;
+    }
+    char buf[512];
+    char *nw = buf;
+    size_t nl = la + lb - skip;
+    if (nl > sizeof buf) {
+        tmp = malloc(nl);
+        if (!tmp) return OOM();
+        nw = tmp;
+    }
+    memcpy(nw, a, la);
+    memcpy(nw + la, b + skip, lb - skip);
+    int id = lf_tok_vocab_find(t, nw, nl);
+    free(tmp);
+    if (id < 0)
+        return lf_fail(err, "%s: merge %u: the merged token '%.*s%.*s' is not in the vocabulary", path, rank,
+                       (int)la, a, (int)(lb - skip), b + skip);
+    merge_put(t, ia, ib, rank, id);
+    return 0;
+}
+
+static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, lf_error *err) {
+    if (!cJSON_IsObject(model)) return lf_fail(err, "%s: no \"model\" object", path);
+    const char *type = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (type && strcmp(type, "BPE"))
+        return lf_fail(err, "%s: unsupported model type '%s' (only BPE is supported)", path, type);
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return lf_fail(err, "%s: the BPE model needs a \"vocab\" object and a \"merges\" array", path);
+
+    const char *cp = jstr(model, "continuing_subword_prefix");
+    const char *ew = jstr(model, "end_of_word_suffix");
+    if (cp && *cp && !(t->cont_prefix = tok_strdup(t, cp, strlen(cp)))) return OOM();
+    if (ew && *ew && !(t->eow_suffix = tok_strdup(t, ew, strlen(ew)))) return OOM();
+    t->byte_fallback = jbool(model, "byte_fallback", false);
+    t->fuse_unk = jbool(model, "fuse_unk", false);
+    t->ignore_merges = jbool(model, "ignore_merges", false);
+
+    /* vocabulary */
+    int n = cJSON_GetArraySize(vocab);
+    size_t total = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) total += strlen(e->string) + 1;
+    char *arena = malloc(total ? total : 1);
+    if (!arena) return OOM();
+    char **b = realloc(t->blocks, (size_t)(t->n_blocks + 1) * sizeof *b);
+    if (!b) {
+        free(arena);
+        return OOM();
+    }
+    t->blocks = b;
+    t->blocks[t->n_blocks++] = arena;
+    t->e_str = malloc((size_t)(n ? n : 1) * sizeof *t->e_str);
+    t->e_len = malloc((size_t)(n ? n : 1) * sizeof *t->e_len);
+    t->e_id = malloc((size_t)(n ? n : 1) * sizeof *t->e_id);
+    if (!t->e_str || !t->e_len || !t->e_id) return OOM();
+    int max_id = -1;
+    size_t off = 0;
+    cJSON_ArrayForEach(e, vocab) {
+        int id;
+        if (!json_id(e, &id))
+            return lf_fail(err, "%s: vocab entry '%.60s' does not have a valid id", path, e->string);
+        size_t l = strlen(e->string);
+        memcpy(arena + off, e->string, l + 1);
+        t->e_str[t->n_entries] = arena + off;
+        t->e_len[t->n_entries] = (uint32_t)l;
+        t->e_id[t->n_entries] = id;
+        t->n_entries++;
+        off += l + 1;
+        if (id > max_id) max_id = id;
+    }
+    if (vmap_build(t, err)) return -1;
+    if (ids_grow(t, max_id + 1, err)) return -1;
+    for (int i = 0; i < t->n_entries; i++) {
+        t->id_str[t->e_id[i]] = t->e_str[i];
+        t->id_len[t->e_id[i]] = t->e_len[i];
+    }
+
+    /* merges */
+    size_t nm = (size_t)cJSON_GetArraySize(merges);
+    size_t cap = 16;
+    while (cap < nm * 2) cap *= 2;
+    t->mkey = malloc(cap * sizeof *t->mkey);
+    t->mval = malloc(cap * sizeof *t->mval);
+    if (!t->mkey || !t->mval) return OOM();
+    memset(t->mkey, 0xff, cap * sizeof *t->mkey);
+    t->mcap = cap;
+    uint32_t rank = 0;
+    cJSON_ArrayForEach(e, merges) {
+        if (load_merge(t, path, e, rank, err)) return -1;
+        rank++;
+    }
+
+    const char *unk = jstr(model, "unk_token");
+    t->unk_id = unk ? lf_tok_vocab_find(t, unk, strlen(unk)) : -1;
+    for (int i = 0; i < 256; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", i);
+        t->byte_ids[i] = lf_tok_vocab_find(t, name, 6);
+    }
+    t->char_ids = malloc(LF_CHAR_IDS * sizeof *t->char_ids);
+    if (!t->char_ids) return OOM();
+    for (uint32_t c = 0; c < LF_CHAR_IDS; c++) {
+        char enc[4];
+        int k = lf_utf8_encode(c, enc);
+        t->char_ids[c] = lf_tok_vocab_find(t, enc, (size_t)k);
+    }
+    return 0;
+}
+
+/* ---- loading: added tokens ----------------------------------------------- */
+static int find_added(const lf_tokenizer *t, const char *s) {
+    for (int i = 0; i < t->n_added; i++)
+        if (!strcmp(t->added[i].content, s)) return i;
+    return -1;
+}
+
+static int add_token(lf_tokenizer *t, const char *path, const cJSON *a, int id, lf_error *err) {
+    const char *content = jstr(a, "content");
+    if (!content) return lf_fail(err, "%s: added token %d without \"content\"", path, id);
+    if (!*content) return 0; /* ignored, as the reference does */
+    int k = find_added(t, content);
+    lf_added *x;
+    if (k >= 0) {
+        x = &t->added[k];
+    } else {
+        lf_added *v = realloc(t->added, (size_t)(t->n_added + 1) * sizeof *v);
+        if (!v) return OOM();
+        t->added = v;
+        x = &t->added[t->n_added++];
+        memset(x, 0, sizeof *x);
+        x->len = strlen(content);
+        x->content = tok_strdup(t, content, x->len);
+        if (!x->content) return OOM();
+    }
+    x->id = id;
+    x->special = jbool(a, "special", false);
+    x->lstrip = jbool(a, "lstrip", false);
+    x->rstrip = jbool(a, "rstrip", false);
+    x->single_word = jbool(a, "single_word", false);
+    x->normalized = jbool(a, "normalized", !x->special);
+    if (ids_grow(t, id + 1, err)) return -1;
+    t->id_str[id] = x->content;
+    t->id_len[id] = (uint32_t)x->len;
+    t->id_flags[id] = LF_IDF_ADDED | (x->special ? LF_IDF_SPECIAL : 0);
+    return 0;
+}
+
+static int load_added(lf_tokenizer *t, const char *path, const cJSON *arr, lf_error *err) {
+    if (!arr || cJSON_IsNull(arr)) return 0;
+    if (!cJSON_IsArray(arr)) return lf_fail(err, "%s: \"added_tokens\" is not an array", path);
+    const cJSON *a;
+    cJSON_ArrayForEach(a, arr) {
+        int id;
+        if (!json_id(cJSON_GetObjectItemCaseSensitive(a, "id"), &id))
+            return lf_fail(err, "%s: added token without a valid \"id\"", path);
+        if (add_token(t, path, a, id, err)) return -1;
+    }
+    return 0;
+}
+
+typedef struct mentry {
+    int idx;
+    const char *p;
+    size_t n;
+} mentry;
+
+static int mentry_cmp(const void *a, const void *b) {
+    const mentry *x = a, *y = b;
+    unsigned char cx = (unsigned char)x->p[0], cy = (unsigned char)y->p[0];
+    if (cx != cy) return cx < cy ? -1 : 1;
+    if (x->n != y->n) return x->n > y->n ? -1 : 1;
+    return x->idx - y->idx;
+}
+
+static int build_matcher(lf_tokenizer *t, bool normalized, lf_matcher *m, lf_error *err) {
+    memset(m, 0, sizeof *m);
+    mentry *v = calloc((size_t)(t->n_added ? t->n_added : 1), sizeof *v);
+    if (!v) return OOM();
+    int n = 0;
+    for (int i = 0; i < t->n_added; i++) {
+        const lf_added *a = &t->added[i];
+        if (a->normalized != normalized) continue;
+        const char *p = normalized ? a->norm : a->content;
+        size_t l = normalized ? a->norm_len : a->len;
+        if (!p || !l) continue;
+        v[n++] = (mentry){i, p, l};
+    }
+    qsort(v, (size_t)n, sizeof *v, mentry_cmp);
+    m->idx = malloc((size_t)(n ? n : 1) * sizeof *m->idx);
+    m->pat = malloc((size_t)(n ? n : 1) * sizeof *m->pat);
+    m->pat_len = malloc((size_t)(n ? n : 1) * sizeof *m->pat_len);
+    if (!m->idx || !m->pat || !m->pat_len) {
+        free(v);
+        return OOM();
+    }
+    for (int i = 0; i < n; i++) {
+        m->idx[i] = v[i].idx;
+        m->pat[i] = v[i].p;
+        m->pat_len[i] = v[i].n;
+    }
+    m->n = n;
+    int k = 0;
+    for (int b = 0; b <= 256; b++) {
+        while (k < n && (unsigned char)v[k].p[0] < b) k++;
+        m->first[b] = k;
+    }
+    free(v);
+    return 0;
+}
+
+static void free_matcher(lf_matcher *m) {
+    free(m->idx);
+    free(m->pat);
+    free(m->pat_len);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- loading: post-processor --------------------------------------------- */
+static int ivec_from_json_ids(const cJSON *arr, int **out, int *n) {
+    int cnt = cJSON_GetArraySize(arr);
+    int *v = malloc((size_t)(cnt ? cnt : 1) * sizeof *v);
+    if (!v) return -1;
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        int id;
+        if (!json_id(e, &id)) {
+            free(v);
+            return -2;
+        }
+        v[k++] = id;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int ids_append(int **v, int *n, const int *x, int k) {
+    int *p = realloc(*v, (size_t)(*n + k + 1) * sizeof *p);
+    if (!p) return -1;
+    memcpy(p + *n, x, (size_t)k * sizeof *p);
+    *v = p;
+    *n += k;
+    return 0;
+}
+
+static int ids_prepend(int **v, int *n, const int *x, int k) {
+    int *p = malloc((size_t)(*n + k + 1) * sizeof *p);
+    if (!p) return -1;
+    memcpy(p, x, (size_t)k * sizeof *p);
+    if (*n) memcpy(p + k, *v, (size_t)*n * sizeof *p);
+    free(*v);
+    *v = p;
+    *n += k;
+    return 0;
+}
+
+/* Wrap the current prefix/suffix with one processor's (single sequence). */
+static int load_postproc(lf_tokenizer *t, const char *path, const cJSON *pp, lf_error *err) {
+    if (!pp || cJSON_IsNull(pp)) return 0;
+    const char *type = jstr(pp, "type");
+    if (!type) return lf_fail(err, "%s: post_processor without a \"type\"", path);
+    if (!strcmp(type, "ByteLevel")) return 0;
+    if (!strcmp(type, "Sequence")) {
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(pp, "processors");
+        if (!cJSON_IsArray(arr)) return lf_fail(err, "%s: Sequence post_processor without \"processors\"", path);
+        const cJSON *c;
+        cJSON_ArrayForEach(c, arr) if (load_postproc(t, path, c, err)) return -1;
+        return 0;
+    }
+    if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
+        const cJSON *cls = cJSON_GetObjectItemCaseSensitive(pp, "cls");
+        const cJSON *sep = cJSON_GetObjectItemCaseSensitive(pp, "sep");
+        int ci, si;
+        if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep) || !json_id(cJSON_GetArrayItem(cls, 1), &ci) ||
+            !json_id(cJSON_GetArrayItem(sep, 1), &si))
+            return lf_fail(err, "%s: %s post_processor needs \"cls\" and \"sep\" as [token, id]", path, type);
+        if (ids_prepend(&t->pp_prefix, &t->n_pp_prefix, &ci, 1) || ids_append(&t->pp_suffix, &t->n_pp_suffix, &si, 1))
+            return OOM();
+        return 0;
+    }
+    if (strcmp(type, "TemplateProcessing"))
+        return lf_fail(err, "%s: unsupported post_processor type '%s' (supported: TemplateProcessing, ByteLevel, "
+                            "Sequence, RobertaProcessing, BertProcessing)", path, type);
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
+    if (!cJSON_IsArray(single)) return lf_fail(err, "%s: TemplateProcessing without a \"single\" template", path);
+    int *pre = NULL, npre = 0, *suf = NULL, nsuf = 0;
+    bool seen_a = false;
+    const cJSON *item;
+    int rc = 0;
+    cJSON_ArrayForEach(item, single) {
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(item, "SpecialToken");
+        const cJSON *sq = cJSON_GetObjectItemCaseSensitive(item, "Sequence");
+        if (sq) {
+            const char *sid = jstr(sq, "id");
+            if (!sid || strcmp(sid, "A")) {
+                rc = lf_fail(err, "%s: TemplateProcessing: the single template may only use sequence A", path);
+                break;
+            }
+            if (seen_a) {
+                rc = lf_fail(err, "%s: TemplateProcessing: sequence A appears twice", path);
+                break;
+            }
+            seen_a = true;
+            continue;
+        }
+        const char *name = st ? jstr(st, "id") : NULL;
+        if (!name) {
+            rc = lf_fail(err, "%s: TemplateProcessing: bad item in the single template", path);
+            break;
+        }
+        const cJSON *spec = cJSON_GetObjectItemCaseSensitive(specials, name);
+        const cJSON *ids = spec ? cJSON_GetObjectItemCaseSensitive(spec, "ids") : NULL;
+        int *v = NULL, nv = 0;
+        if (!cJSON_IsArray(ids) || ivec_from_json_ids(ids, &v, &nv)) {
+            rc = lf_fail(err, "%s: TemplateProcessing: special token '%s' has no ids", path, name);
+            break;
+        }
+        if (seen_a ? ids_append(&suf, &nsuf, v, nv) : ids_append(&pre, &npre, v, nv)) rc = OOM();
+        free(v);
+        if (rc) break;
+    }
+    if (!rc && !seen_a) rc = lf_fail(err, "%s: TemplateProcessing: the single template has no $A", path);
+    if (!rc && (ids_prepend(&t->pp_prefix, &t->n_pp_prefix, pre, npre) ||
+                ids_append(&t->pp_suffix, &t->n_pp_suffix, suf, nsuf)))
+        rc = OOM();
+    free(pre);
+    free(suf);
+    return rc;
+}
+
+/* ---- loading: tokenizer_config.json -------------------------------------- */
+static const char *token_content(const cJSON *v) {
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (cJSON_IsObject(v)) return jstr(v, "content");
+    return NULL;
+}
+
+typedef struct cfg_flags {
+    bool override, add_bos, add_eos;
+} cfg_flags;
+
+static int load_config(lf_tokenizer *t, const char *dir, cfg_flags *fl, lf_error *err) {
+    char *path = lf_path_join(dir, "tokenizer_config.json");
+    if (!path) return OOM();
+    memset(fl, 0, sizeof *fl);
+    if (!lf_file_exists(path)) {
+        free(path);
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        if (lf_read_file(path, &text, &len, err)) {
+            free(path);
+            return -1;
+        }
+        const char *end = NULL;
+        cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+        if (!j || !cJSON_IsObject(j)) {
+            lf_fail(err, "%s: invalid JSON near byte %zu", path, end ? (size_t)(end - text) : (size_t)0);
+            cJSON_Delete(j);
+            free(text);
+            free(path);
+            return -1;
+        }
+        int rc = 0;
+        /* added_tokens_decoder entries missing from tokenizer.json */
+        const cJSON *atd = cJSON_GetObjectItemCaseSensitive(j, "added_tokens_decoder");
+        const cJSON *a;
+        if (cJSON_IsObject(atd)) {
+            cJSON_ArrayForEach(a, atd) {
+                char *endp;
+                errno = 0;
+                long id = strtol(a->string, &endp, 10);
+                const char *content = jstr(a, "content");
+                if (errno || *endp || id < 0 || id > 0x7ffffffe || !content) {
+                    rc = lf_fail(err, "%s: bad added_tokens_decoder entry '%s'", path, a->string);
+                    break;
+                }
+                if (find_added(t, content) < 0 && (rc = add_token(t, path, a, (int)id, err))) break;
+            }
+        }
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+        const char *tmpl = NULL;
+        if (cJSON_IsString(ct)) {
+            tmpl = ct->valuestring;
+        } else if (cJSON_IsArray(ct)) {
+            cJSON_ArrayForEach(a, ct) {
+                const char *name = jstr(a, "name");
+                if (!tmpl || (name && !strcmp(name, "default"))) tmpl = jstr(a, "template");
+            }
+        }
+        if (!rc && tmpl && !(t->chat_template = tok_strdup(t, tmpl, strlen(tmpl)))) rc = OOM();
+        const char *bos = token_content(cJSON_GetObjectItemCaseSensitive(j, "bos_token"));
+        const char *eos = token_content(cJSON_GetObjectItemCaseSensitive(j, "eos_token"));
+        if (!rc && bos && !(t->bos_str = tok_strdup(t, bos, strlen(bos)))) rc = OOM();
+        if (!rc && eos && !(t->eos_str = tok_strdup(t, eos, strlen(eos)))) rc = OOM();
+        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "add_bos_token");
+        const cJSON *ae = cJSON_GetObjectItemCaseSensitive(j, "add_eos_token");
+        if (cJSON_IsBool(ab) || cJSON_IsBool(ae)) {
+            /* transformers rebuilds the post-processor from these flags */
+            fl->override = true;
+            fl->add_bos = cJSON_IsTrue(ab);
+            fl->add_eos = cJSON_IsTrue(ae);
+        }
+        cJSON_Delete(j);
+        free(text);
+        free(path);
+        if (rc) return -1;
+    }
+    if (!t->chat_template) {
+        /* newer checkpoints keep the template in its own file */
+        char *jp = lf_path_join(dir, "chat_template.jinja");
+        if (!jp) return OOM();
+        if (lf_file_exists(jp)) {
+            char *text = NULL;
+            size_t len = 0;
+            if (lf_read_file(jp, &text, &len, err)) {
+                free(jp);
+                return -1;
+            }
+            t->chat_template = tok_strdup(t, text, len);
+            free(text);
+            if (!t->chat_template) {
+                free(jp);
+                return OOM();
+            }
+        }
+        free(jp);
+    }
+    return 0;
+}
+
+/* ---- load ---------------------------------------------------------------- */
+int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
+    *out = NULL;
+    lf_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return OOM();
+    pthread_mutex_init(&t->cache_mu, NULL);
+    t->unk_id = t->bos_id = t->eos_id = -1;
+    char *path = lf_path_join(dir, "tokenizer.json");
+    char *text = NULL;
+    cJSON *j = NULL;
+    size_t len = 0;
+    if (!path || !(t->dir = strdup(dir))) {
+        OOM();
+        goto fail;
+    }
+    if (lf_read_file(path, &text, &len, err)) goto fail;
+    const char *end = NULL;
+    j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!j || !cJSON_IsObject(j)) {
+        lf_fail(err, "%s: invalid JSON near byte %zu", path, end ? (size_t)(end - text) : (size_t)0);
+        goto fail;
+    }
+    free(text);
+    text = NULL;
+    if (load_model(t, path, cJSON_GetObjectItemCaseSensitive(j, "model"), err)) goto fail;
+    if (load_added(t, path, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), err)) goto fail;
+
+    const cJSON *nj = cJSON_GetObjectItemCaseSensitive(j, "normalizer");
+    if (nj && !cJSON_IsNull(nj)) {
+        if (!(t->norm = calloc(1, sizeof *t->norm))) {
+            OOM();
+            goto fail;
+        }
+        if (lf_normalizer_parse(nj, t->norm, err)) {
+            lf_fail_prefix(err, "%s", path);
+            goto fail;
+        }
+    }
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer");
+    if (pj && !cJSON_IsNull(pj)) {
+        if (!(t->pretok = calloc(1, sizeof *t->pretok))) {
+            OOM();
+            goto fail;
+        }
+        if (lf_pretok_parse(pj, t->pretok, err)) {
+            lf_fail_prefix(err, "%s", path);
+            goto fail;
+        }
+    }
+    const cJSON *dj = cJSON_GetObjectItemCaseSensitive(j, "decoder");
+    if (dj && !cJSON_IsNull(dj)) {
+        if (!(t->dec = calloc(1, sizeof *t->dec))) {
+            OOM();
+            goto fail;
+        }
+        if (lf_decoder_parse(dj, t->dec, err)) {
+            lf_fail_prefix(err, "%s", path);
+            goto fail;
+        }
+    }
+    if (load_postproc(t, path, cJSON_GetObjectItemCaseSensitive(j, "post_processor"), err)) goto fail;
+    cJSON_Delete(j);
+    j = NULL;
+
+    cfg_flags fl;
+    if (load_config(t, dir, &fl, err)) goto fail;
+    t->bos_id = t->bos_str ? lf_tokenizer_token_to_id(t, t->bos_str) : -1;
+    t->eos_id = t->eos_str ? lf_tokenizer_token_to_id(t, t->eos_str) : -1;
+    if (fl.override) {
+        /* transformers rebuilds the post-processor from add_bos_token /
+         * add_eos_token when tokenizer_config.json sets them */
+        t->n_pp_prefix = t->n_pp_suffix = 0;
+        if (fl.add_bos && t->bos_id >= 0 && ids_append(&t->pp_prefix, &t->n_pp_prefix, &t->bos_id, 1)) {
+            OOM();
+            goto fail;
+        }
+        if (fl.add_eos && t->eos_id >= 0 && ids_append(&t->pp_suffix, &t->n_pp_suffix, &t->eos_id, 1)) {
+            OOM();
+            goto fail;
+        }
+    }
+    for (int i = 0; i < t->n_pp_prefix; i++)
+        if (t->pp_prefix[i] < 0 || t->pp_prefix[i] >= t->n_ids) {
+            lf_fail(err, "%s: post_processor token id %d is out of range", path, t->pp_prefix[i]);
+            goto fail;
+        }
+    for (int i = 0; i < t->n_pp_suffix; i++)
+        if (t->pp_suffix[i] < 0 || t->pp_suffix[i] >= t->n_ids) {
+            lf_fail(err, "%s: post_processor token id %d is out of range", path, t->pp_suffix[i]);
+            goto fail;
+        }
+
+    /* normalized forms of the normalized added tokens, then the matchers */
+    if (t->n_added) {
+        lf_scratch sc;
+        if (lf_scratch_init(&sc)) {
+            OOM();
+            goto fail;
+        }
+        int rc = 0;
+        for (int i = 0; i < t->n_added && !rc; i++) {
+            lf_added *a = &t->added[i];
+            if (!a->normalized) continue;
+            if (t->norm) {
+                lf_buf nb = {0};
+                rc = lf_normalizer_apply(t->norm, &sc, a->content, a->len, &nb, err);
+                if (!rc && !(a->norm = tok_strdup(t, nb.p ? nb.p : "", nb.n))) rc = OOM();
+                a->norm_len = nb.n;
+                lf_buf_free(&nb);
+            } else {
+                a->norm = a->content;
+                a->norm_len = a->len;
+            }
+        }
+        lf_scratch_free(&sc);
+        if (rc) goto fail;
+    }
+    if (build_matcher(t, false, &t->m_raw, err) || build_matcher(t, true, &t->m_norm, err)) goto fail;
+    free(path);
+    *out = t;
+    return 0;
+fail:
+    cJSON_Delete(j);
+    free(text);
+    free(path);
+    lf_tokenizer_free(t);
+    return -1;
+}
+
+void lf_tokenizer_free(lf_tokenizer *t) {
+    if (!t) return;
+    if (t->norm) lf_normalizer_free(t->norm);
+    free(t->norm);
+    if (t->pretok) lf_pretok_free(t->pretok);
+    free(t->pretok);
+    if (t->dec) lf_decoder_free(t->dec);
+    free(t->dec);
+    free_matcher(&t->m_raw);
+    free_matcher(&t->m_norm);
+    for (int i = 0; i < t->n_blocks; i++) free(t->blocks[i]);
+    free(t->blocks);
+    free(t->e_str);
+    free(t->e_len);
+    free(t->e_id);
+    free(t->vmap.slots);
+    free(t->id_str);
+    free(t->id_len);
+    free(t->id_flags);
+    free(t->mkey);
+    free(t->mval);
+    free(t->char_ids);
+    free(t->added);
+    free(t->pp_prefix);
+    free(t->pp_suffix);
+    free(t->cache);
+    lf_buf_free(&t->cache_keys);
+    free(t->cache_ids.p);
+    pthread_mutex_destroy(&t->cache_mu);
+    free(t->dir);
+    free(t);
+}
+
+/* ---- queries ------------------------------------------------------------- */
+int lf_tokenizer_vocab_size(const lf_tokenizer *t) { return t->n_ids; }
+
+int lf_tokenizer_token_to_id(const lf_tokenizer *t, const char *token) {
+    for (int i = 0; i < t->n_added; i++)
+        if (!strcmp(t->added[i].content, token)) return t->added[i].id;
+    return lf_tok_vocab_find(t, token, strlen(token));
+}
+
+const char *lf_tokenizer_id_to_token(const lf_tokenizer *t, int id) {
+    if (id < 0 || id >= t->n_ids) return NULL;
+    return t->id_str[id];
+}
+
+bool lf_tokenizer_is_special(const lf_tokenizer *t, int id) {
+    return id >= 0 && id < t->n_ids && (t->id_flags[id] & LF_IDF_SPECIAL);
+}
+
+const char *lf_tokenizer_chat_template(const lf_tokenizer *t) { return t->chat_template; }
+int lf_tokenizer_eos_id(const lf_tokenizer *t) { return t->eos_id; }
+int lf_tokenizer_bos_id(const lf_tokenizer *t) { return t->bos_id; }
+
+/* ---- encoding ------------------------------------------------------------ */
+typedef struct enc_ctx {
+    const lf_tokenizer *t;
+    lf_scratch sc;
+    lf_ivec out;
+    bool parse_special;
+    lf_error *err;
+} enc_ctx;
+
+typedef int (*chunk_fn)(enc_ctx *c, const char *s, size_t n, bool at_start);
+
+static int model_chunk(enc_ctx *c, const char *s, size_t n, bool at_start) {
+    if (!n) return 0;
+    const lf_tokenizer *t = c->t;
+    if (!t->pretok) return lf_bpe_word(t, &c->sc, s, n, &c->out, c->err);
+    lf_pieces *in = &c->sc.pc[0], *pt = &c->sc.pc[1];
+    lf_pieces_clear(in);
+    if (lf_pieces_add(in, s, n, at_start)) return lf_fail(c->err, "out of memory");
+    if (lf_pretok_apply(t->pretok, &c->sc, in, pt, c->err)) return -1;
+    for (size_t i = 0; i < pt->n; i++)
+        if (pt->v[i].len && lf_bpe_word(t, &c->sc, lf_piece_str(pt, i), pt->v[i].len, &c->out, c->err)) return -1;
+    return 0;
+}
+
+static bool space_at(const char *s, size_t n, size_t i, size_t *k) {
+    uint32_t cp;
+    *k = (size_t)lf_utf8_decode(s + i, n - i, &cp);
+    return lf_uni_is_space(cp);
+}
+
+/* single_word: no word character right before or right after the match */
+static bool single_word_ok(const char *s, size_t n, size_t ms, size_t me) {
+    uint32_t cp;
+    if (ms > 0) {
+        size_t p = lf_utf8_prev(s, ms);
+        lf_utf8_decode(s + p, ms - p, &cp);
+        if (lf_uni_is_word(cp)) return false;
+    }
+    if (me < n) {
+        lf_utf8_decode(s + me, n - me, &cp);
+        if (lf_uni_is_word(cp)) return false;
+    }
+    return true;
+}
+
+/* Cut the added tokens of matcher m out of s (leftmost-longest, with
+ * single_word / lstrip / rstrip), passing the text between them to next. */
+static int split_added(enc_ctx *c, const lf_matcher *m, const char *s, size_t n, bool at_start, chunk_fn next,
+                       const bool *skip_specials) {
+    const lf_tokenizer *t = c->t;
+    if (m->n == 0) return next(c, s, n, at_start);
+    size_t pos = 0, i = 0;
+    while (i < n) {
+        unsigned char b = (unsigned char)s[i];
+        int lo = m->first[b], hi = m->first[b + 1];
+        int hit = -1;
+        for (int k = lo; k < hi; k++) {
+            if (m->pat_len[k] <= n - i && !memcmp(s + i, m->pat[k], m->pat_len[k])) {
+                hit = k;
+                break;
+            }
+        }
+        if (hit < 0) {
+            i++;
+            continue;
+        }
+        const lf_added *a = &t->added[m->idx[hit]];
+        size_t ms = i, me = i + m->pat_len[hit];
+        i = me;
+        if (a->special && skip_specials && *skip_specials) continue;
+        if (a->single_word && !single_word_ok(s, n, ms, me)) continue;
+        if (a->lstrip) {
+            size_t st = ms;
+            while (st > pos) {
+                size_t p = lf_utf8_prev(s, st), k;
+                if (!space_at(s, n, p, &k)) break;
+                st = p;
+            }
+            ms = st;
+        }
+        if (a->rstrip) {
+            size_t k;
+            while (me < n && space_at(s, n, me, &k)) me += k;
+            i = me;
+        }
+        if (ms > pos && next(c, s + pos, ms - pos, at_start && pos == 0)) return -1;
+        if (lf_ivec_push(&c->out, a->id)) return lf_fail(c->err, "out of memory");
+        pos = me;
+    }
+    if (pos < n) return next(c, s + pos, n - pos, at_start && pos == 0);
+    return 0;
+}
+
+static int norm_chunk(enc_ctx *c, const char *s, size_t n, bool at_start) {
+    if (!n) return 0;
+    const lf_tokenizer *t = c->t;
+    const char *ns = s;
+    size_t nn = n;
+    lf_buf nb = {0};
+    if (t->norm) {
+        if (lf_normalizer_apply(t->norm, &c->sc, s, n, &nb, c->err)) {
+            lf_buf_free(&nb);
+            return -1;
+        }
+        ns = nb.p;
+        nn = nb.n;
+    }
+    bool skip = !c->parse_special;
+    int rc = split_added(c, &t->m_norm, ns, nn, at_start, model_chunk, &skip);
+    lf_buf_free(&nb);
+    return rc;
+}
+
+/* Encode with the added-token matching of the reference; `skip_specials`
+ * makes special tokens plain text (encode_special_tokens). */
+static int encode_text(enc_ctx *c, const char *text, size_t len, bool at_start) {
+    bool skip = !c->parse_special;
+    return split_added(c, &c->t->m_raw, text, len, at_start, norm_chunk, &skip);
+}
+
+int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags, int **ids, int *n_ids,
+                        lf_error *err) {
+    *ids = NULL;
+    *n_ids = 0;
+    size_t ok = lf_utf8_valid_prefix(text, len);
+    if (ok != len) return lf_fail(err, "input text is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                                  (unsigned char)text[ok], ok);
+    enc_ctx c = {.t = t, .parse_special = (flags & LF_TOK_PARSE_SPECIAL) != 0, .err = err};
+    if (lf_scratch_init(&c.sc)) return OOM();
+    int rc = 0;
+    if (flags & LF_TOK_ADD_SPECIAL)
+        for (int i = 0; i < t->n_pp_prefix && !rc; i++)
+            if (lf_ivec_push(&c.out, t->pp_prefix[i])) rc = OOM();
+    if (!rc) rc = encode_text(&c, text, len, true);
+    if (!rc && (flags & LF_TOK_ADD_SPECIAL))
+        for (int i = 0; i < t->n_pp_suffix && !rc; i++)
+            if (lf_ivec_push(&c.out, t->pp_suffix[i])) rc = OOM();
+    lf_scratch_free(&c.sc);
+    if (rc) {
+        free(c.out.p);
+        return -1;
+    }
+    if (!c.out.p && !(c.out.p = malloc(sizeof(int)))) return OOM();
+    *ids = c.out.p;
+    *n_ids = (int)c.out.n;
+    return 0;
+}
+
+int lf_tokenizer_encode_spans(const lf_tokenizer *t, const char *text, size_t len, const lf_token_span *spans,
+                              int n_spans, int **ids, int *n_ids, lf_error *err) {
+    *ids = NULL;
+    *n_ids = 0;
+    size_t ok = lf_utf8_valid_prefix(text, len);
+    if (ok != len) return lf_fail(err, "input text is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                                  (unsigned char)text[ok], ok);
+    enc_ctx c = {.t = t, .parse_special = false, .err = err};
+    if (lf_scratch_init(&c.sc)) return OOM();
+    int rc = 0;
+    size_t pos = 0;
+    for (int k = 0; k < n_spans && !rc; k++) {
+        const lf_token_span *sp = &spans[k];
+        if (sp->start < pos || sp->end < sp->start || sp->end > len || sp->id < 0 || sp->id >= t->n_ids) {
+            rc = lf_fail(err, "internal error: bad token span");
+            break;
+        }
+        if (sp->start > pos) rc = encode_text(&c, text + pos, sp->start - pos, pos == 0);
+        if (!rc && lf_ivec_push(&c.out, sp->id)) rc = OOM();
+        pos = sp->end;
+    }
+    if (!rc && pos < len) rc = encode_text(&c, text + pos, len - pos, pos == 0);
+    lf_scratch_free(&c.sc);
+    if (rc) {
+        free(c.out.p);
+        return -1;
+    }
+    if (!c.out.p && !(c.out.p = malloc(sizeof(int)))) return OOM();
+    *ids = c.out.p;
+    *n_ids = (int)c.out.n;
+    return 0;
+}
+
+int lf_tokenizer_find_added(const lf_tokenizer *t, const char *text, size_t len, lf_token_span **spans, int *n,
+                            lf_error *err) {
+    *spans = NULL;
+    *n = 0;
+    lf_token_span *v = NULL;
+    int cnt = 0, cap = 0;
+    size_t i = 0, pos = 0;
+    const lf_matcher *m = &t->m_raw;
+    while (i < len && m->n) {
+        unsigned char b = (unsigned char)text[i];
+        int hit = -1;
+        for (int k = m->first[b]; k < m->first[b + 1]; k++)
+            if (m->pat_len[k] <= len - i && !memcmp(text + i, m->pat[k], m->pat_len[k])) {
+                hit = k;
+                break;
+            }
+        if (hit < 0) {
+            i++;
+            continue;
+        }
+        const lf_added *a = &t->added[m->idx[hit]];
+        size_t ms = i, me = i + m->pat_len[hit];
+        i = me;
+        if (a->single_word && !single_word_ok(text, len, ms, me)) continue;
+        if (a->lstrip)
+            while (ms > pos) {
+                size_t p = lf_utf8_prev(text, ms), k;
+                if (!space_at(text, len, p, &k)) break;
+                ms = p;
+            }
+        if (a->rstrip) {
+            size_t k;
+            while (me < len && space_at(text, len, me, &k)) me += k;
+            i = me;
+        }
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            lf_token_span *nv = realloc(v, (size_t)cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                return OOM();
+            }
+            v = nv;
+        }
+        v[cnt++] = (lf_token_span){ms, me, a->id};
+        pos = me;
+    }
+    *spans = v;
+    *n = cnt;
+    return 0;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+static int decode_pieces(const lf_tokenizer *t, const int *ids, int n, bool skip_special, lf_buf *out, lf_error *err) {
+    lf_pieces toks = {0}, res = {0};
+    int rc = 0;
+    out->n = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int id = ids[i];
+        if (id < 0 || id >= t->n_ids || !t->id_str[id]) {
+            rc = lf_fail(err, "token id %d is not in the vocabulary (%d ids)", id, t->n_ids);
+            break;
+        }
+        if (skip_special && (t->id_flags[id] & LF_IDF_SPECIAL)) continue;
+        if (lf_pieces_add(&toks, t->id_str[id], t->id_len[id], false)) rc = OOM();
+    }
+    if (!rc) {
+        if (t->dec) {
+            rc = lf_decoder_apply(t->dec, &toks, &res, err);
+            for (size_t i = 0; i < res.n && !rc; i++)
+                if (lf_buf_append(out, lf_piece_str(&res, i), res.v[i].len)) rc = OOM();
+        } else {
+            for (size_t i = 0; i < toks.n && !rc; i++)
+                if ((i && lf_buf_append(out, " ", 1)) || lf_buf_append(out, lf_piece_str(&toks, i), toks.v[i].len))
+                    rc = OOM();
+        }
+    }
+    if (!rc && lf_buf_append(out, "", 0)) rc = OOM();
+    lf_pieces_free(&toks);
+    lf_pieces_free(&res);
+    return rc;
+}
+
+int lf_tokenizer_decode(const lf_tokenizer *t, const int *ids, int n, bool skip_special, char **out, size_t *len,
+                        lf_error *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    lf_buf b = {0};
+    if (decode_pieces(t, ids, n, skip_special, &b, err)) {
+        lf_buf_free(&b);
+        return -1;
+    }
+    *out = b.p;
+    if (len) *len = b.n;
+    return 0;
+}
+
+/* ---- streaming decode ---------------------------------------------------- */
+/* A window of recent ids is re-decoded after each push; what the window's
+ * text gained since the last emission goes out once it no longer ends in
+ * U+FFFD (an unfinished character). The window is cut back now and then,
+ * keeping a few ids of context so that decoders that treat the first token
+ * specially (Metaspace, Strip) see the same thing as a full decode. */
+#define STREAM_KEEP 4
+#define STREAM_MAX 24
+
+struct lf_detok_stream {
+    const lf_tokenizer *t;
+    bool skip_special;
+    lf_ivec ids;
+    lf_buf cur;   /* decode of the window */
+    size_t done;  /* bytes of cur already emitted */
+    lf_buf out;
+};
+
+lf_detok_stream *lf_detok_stream_new(const lf_tokenizer *t, bool skip_special) {
+    lf_detok_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->t = t;
+    s->skip_special = skip_special;
+    return s;
+}
+
+void lf_detok_stream_free(lf_detok_stream *s) {
+    if (!s) return;
+    free(s->ids.p);
+    lf_buf_free(&s->cur);
+    lf_buf_free(&s->out);
+    free(s);
+}
+
+static bool ends_with_fffd(const lf_buf *b) {
+    return b->n >= 3 && !memcmp(b->p + b->n - 3, "\xef\xbf\xbd", 3);
+}
+
+int lf_detok_stream_push(lf_detok_stream *s, int id, const char **text, size_t *len, lf_error *err) {
+    const lf_tokenizer *t = s->t;
+    *text = "";
+    *len = 0;
+    if (id < 0 || id >= t->n_ids || !t->id_str[id])
+        return lf_fail(err, "token id %d is not in the vocabulary (%d ids)", id, t->n_ids);
+    if (s->skip_special && (t->id_flags[id] & LF_IDF_SPECIAL)) return 0;
+    if (lf_ivec_push(&s->ids, id)) return OOM();
+    lf_buf nb = {0};
+    if (decode_pieces(t, s->ids.p, (int)s->ids.n, s->skip_special, &nb, err)) {
+        lf_buf_free(&nb);
+        return -1;
+    }
+    if (nb.n <= s->done || ends_with_fffd(&nb)) {
+        lf_buf_free(&s->cur);
+        s->cur = nb;
+        return 0;
+    }
+    size_t from = s->done;
+    if (s->cur.n < s->done || memcmp(nb.p, s->cur.p, s->done)) {
+        /* the window's earlier text changed (an invalid byte run was
+         * reinterpreted): continue after the emitted length */
+        while (from < nb.n && ((unsigned char)nb.p[from] & 0xC0) == 0x80) from++;
+    }
+    s->out.n = 0;
+    if (lf_buf_append(&s->out, nb.p + from, nb.n - from)) {
+        lf_buf_free(&nb);
+        return OOM();
+    }
+    lf_buf_free(&s->cur);
+    s->cur = nb;
+    s->done = nb.n;
+    if (s->ids.n > STREAM_MAX) {
+        memmove(s->ids.p, s->ids.p + s->ids.n - STREAM_KEEP, STREAM_KEEP * sizeof *s->ids.p);
+        s->ids.n = STREAM_KEEP;
+        lf_buf kb = {0};
+        if (decode_pieces(t, s->ids.p, (int)s->ids.n, s->skip_special, &kb, err)) {
+            lf_buf_free(&kb);
+            return -1;
+        }
+        lf_buf_free(&s->cur);
+        s->cur = kb;
+        s->done = kb.n;
+    }
+    *text = s->out.p;
+    *len = s->out.n;
+    return 0;
+}
+
+int lf_detok_stream_flush(lf_detok_stream *s, const char **text, size_t *len) {
+    *text = "";
+    *len = 0;
+    s->out.n = 0;
+    if (s->cur.n > s->done && !lf_buf_append(&s->out, s->cur.p + s->done, s->cur.n - s->done)) {
+        *text = s->out.p;
+        *len = s->out.n;
+    }
+    s->ids.n = 0;
+    lf_buf_free(&s->cur);
+    s->done = 0;
+    return 0;
+}

@@ -1,0 +1,427 @@
+/* The fused decode attention + scoring kernel (lf_kv_decode_layer) on random
+ * cache states, for every policy, against a straightforward double-precision
+ * reference written here: the output of every query head, every slot's
+ * score, the victim slot, and the store of the new token. Both the AVX2 and
+ * the scalar path, GQA groups of 1 to 32 heads, head dims that are and are
+ * not multiples of the vector width, caches spanning several chunks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/attention.h"
+#include "kv/cache.h"
+#include "kv/policy.h"
+#include "model/config.h"
+
+/* ---- random numbers ---------------------------------------------------------- */
+
+static uint64_t rng = 1;
+static uint64_t next_u64(void) {
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
+static int irand(int n) { return (int)(urand() * n); }
+
+static lf_config shape(int n_layers, int H, int G, int hd) {
+    lf_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = n_layers;
+    c.n_heads = H;
+    c.n_kv_heads = G;
+    c.head_dim = hd;
+    c.hidden_size = H * hd;
+    return c;
+}
+
+/* ---- the reference ------------------------------------------------------------ */
+
+typedef struct step_case {
+    lf_policy_kind kind;
+    int H, G, hd, cap;
+    int n_seq;
+    double empty_frac;  /* fraction of empty slots */
+    int tail_empty;     /* slots at the end never written (hw = cap - tail) */
+    int sinks, recent;  /* -1 = policy default */
+    float qscale;       /* query magnitude (large: sharp softmax) */
+    int scalar;         /* force the scalar kernel */
+} step_case;
+
+/* Snapshot of one sequence's layer before the step. */
+typedef struct snap {
+    float *K, *V; /* [G][cap][hd] */
+    int *pos;
+    float *acc;
+    int next, hw;
+} snap;
+
+static bool ref_evictable(const lf_policy_config *P, int p, int pnow) {
+    return p >= P->sinks && p <= pnow - P->recent;
+}
+
+/* Check one sequence after the step against the reference. */
+static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, const float *q,
+                      const float *k, const float *v, int pnow, const float *out) {
+    const int H = tc->H, G = tc->G, hd = tc->hd, cap = c->capacity, rep = H / G;
+    const lf_kv_layer *L = &c->layers[layer];
+    /* the store */
+    int slot = S->next;
+    int *pos = malloc((size_t)cap * sizeof *pos);
+    memcpy(pos, S->pos, (size_t)cap * sizeof *pos);
+    double *K = malloc((size_t)G * cap * hd * sizeof *K), *V = malloc((size_t)G * cap * hd * sizeof *V);
+    for (size_t i = 0; i < (size_t)G * cap * hd; i++) {
+        K[i] = S->K[i];
+        V[i] = S->V[i];
+    }
+    if (slot >= 0) {
+        pos[slot] = pnow;
+        for (int g = 0; g < G; g++)
+            for (int d = 0; d < hd; d++) {
+                K[((size_t)g * cap + slot) * hd + d] = k[g * hd + d];
+                V[((size_t)g * cap + slot) * hd + d] = v[g * hd + d];
+            }
+        assert_int_equal(L->pos[slot], pnow);
+    }
+    for (int i = 0; i < cap; i++) assert_int_equal(L->pos[i], pos[i]);
+    int nvalid = 0;
+    for (int i = 0; i < cap; i++) nvalid += pos[i] >= 0;
+    assert_int_equal(L->n_valid, nvalid);
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < cap; i++)
+            if (pos[i] >= 0)
+                for (int d = 0; d < hd; d++) {
+                    assert_true(lf_kv_k(c, layer, g)[(size_t)i * hd + d] == (float)K[((size_t)g * cap + i) * hd + d]);
+                    assert_true(lf_kv_v(c, layer, g)[(size_t)i * hd + d] == (float)V[((size_t)g * cap + i) * hd + d]);
+                }
+
+    /* attention in double */
+    double *alpha = calloc((size_t)H * cap, sizeof *alpha);
+    double *vn = calloc((size_t)G * cap, sizeof *vn);
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < cap; i++)
+            if (pos[i] >= 0)
+                for (int d = 0; d < hd; d++) vn[(size_t)g * cap + i] += fabs(V[((size_t)g * cap + i) * hd + d]);
+    for (int h = 0; h < H; h++) {
+        int g = h / rep;
+        double mx = -INFINITY;
+        double *a = alpha + (size_t)h * cap;
+        for (int i = 0; i < cap; i++) {
+            if (pos[i] < 0) continue;
+            double s = 0;
+            for (int d = 0; d < hd; d++) s += (double)q[h * hd + d] * K[((size_t)g * cap + i) * hd + d];
+            a[i] = s / sqrt((double)hd);
+            if (a[i] > mx) mx = a[i];
+        }
+        double sum = 0;
+        for (int i = 0; i < cap; i++)
+            if (pos[i] >= 0) sum += (a[i] = exp(a[i] - mx));
+        for (int i = 0; i < cap; i++)
+            if (pos[i] >= 0) a[i] /= sum;
+        for (int d = 0; d < hd; d++) {
+            double o = 0;
+            for (int i = 0; i < cap; i++)
+                if (pos[i] >= 0) o += a[i] * V[((size_t)g * cap + i) * hd + d];
+            double got = out[h * hd + d];
+            if (fabs(got - o) > 2e-5 + 1e-4 * fabs(o))
+                fail_msg("output head %d dim %d: got %.9g, reference %.9g", h, d, got, o);
+        }
+    }
+
+    /* scores and victim */
+    const lf_policy_config *P = &c->policy;
+    double *ref = calloc((size_t)cap, sizeof *ref);
+    bool scored = tc->kind == LF_POLICY_LONGFLOW || tc->kind == LF_POLICY_TOVA || tc->kind == LF_POLICY_H2O ||
+                  tc->kind == LF_POLICY_VATP;
+    for (int i = 0; i < cap; i++) {
+        if (pos[i] < 0) {
+            ref[i] = (tc->kind == LF_POLICY_H2O || tc->kind == LF_POLICY_VATP) ? -INFINITY : 0.0;
+            continue;
+        }
+        double att = 0, lf = 0, vbar = 0;
+        for (int h = 0; h < H; h++) {
+            att += alpha[(size_t)h * cap + i];
+            lf += alpha[(size_t)h * cap + i] * vn[(size_t)(h / rep) * cap + i];
+        }
+        for (int g = 0; g < G; g++) vbar += vn[(size_t)g * cap + i];
+        att /= H;
+        lf /= (double)H * hd;
+        vbar /= G;
+        double acc0 = (i == slot) ? 0.0 : (S->acc ? S->acc[i] : 0.0);
+        switch (tc->kind) {
+        case LF_POLICY_LONGFLOW: ref[i] = lf; break;
+        case LF_POLICY_TOVA: ref[i] = att; break;
+        case LF_POLICY_H2O: ref[i] = acc0 + att; break;
+        case LF_POLICY_VATP: ref[i] = (acc0 + att) * vbar; break;
+        default: break;
+        }
+        if (tc->kind == LF_POLICY_H2O || tc->kind == LF_POLICY_VATP) {
+            double ga = L->acc[i];
+            if (fabs(ga - (acc0 + att)) > 1e-6 + 1e-4 * fabs(acc0 + att))
+                fail_msg("accumulated attention of slot %d: got %.9g, reference %.9g", i, ga, acc0 + att);
+        }
+    }
+    double maxabs = 0;
+    for (int i = 0; i < cap; i++)
+        if (isfinite(ref[i]) && fabs(ref[i]) > maxabs) maxabs = fabs(ref[i]);
+    if (scored)
+        for (int i = 0; i < cap; i++) {
+            double got = L->score[i];
+            if (isinf(ref[i])) {
+                assert_true(isinf(got) && got < 0);
+                continue;
+            }
+            if (fabs(got - ref[i]) > 1e-4 * fabs(ref[i]) + 1e-7 * maxabs)
+                fail_msg("score of slot %d: got %.9g, reference %.9g", i, got, ref[i]);
+        }
+
+    int want = -1;
+    if (tc->kind == LF_POLICY_FULL) {
+        int hw = S->hw > slot + 1 ? S->hw : slot + 1;
+        want = hw < cap ? hw : -1;
+        assert_int_equal(L->next_slot, want);
+    } else if (tc->kind == LF_POLICY_STREAMING) {
+        for (int i = 0; i < cap && want < 0; i++)
+            if (pos[i] < 0) want = i;
+        if (want < 0)
+            for (int i = 0; i < cap; i++)
+                if (ref_evictable(P, pos[i], pnow) && (want < 0 || pos[i] < pos[want])) want = i;
+        assert_int_equal(L->next_slot, want);
+    } else {
+        double mn = INFINITY;
+        for (int i = 0; i < cap; i++)
+            if ((pos[i] < 0 || ref_evictable(P, pos[i], pnow)) && ref[i] < mn) mn = ref[i];
+        double tol = 1e-5 * maxabs;
+        int got = L->next_slot;
+        assert_true(got >= 0 && got < cap);
+        assert_true(pos[got] < 0 || ref_evictable(P, pos[got], pnow));
+        bool all_equal = true;
+        int lowest = -1;
+        for (int i = 0; i < cap; i++) {
+            if (!(pos[i] < 0 || ref_evictable(P, pos[i], pnow))) continue;
+            if (ref[i] <= mn + tol) {
+                if (lowest < 0) lowest = i;
+                if (ref[i] != mn) all_equal = false;
+            }
+        }
+        if (!(ref[got] <= mn + tol))
+            fail_msg("victim %d has reference score %.9g, the smallest is %.9g", got, ref[got], mn);
+        if (all_equal) assert_int_equal(got, lowest);
+    }
+    free(pos);
+    free(K);
+    free(V);
+    free(alpha);
+    free(vn);
+    free(ref);
+}
+
+static void run_case(const step_case *tc) {
+    lf_att_force_scalar(tc->scalar);
+    const int layer = 1;
+    lf_config cfg = shape(2, tc->H, tc->G, tc->hd);
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = tc->kind;
+    pc.sinks = tc->sinks;
+    pc.recent = tc->recent;
+    const int n_seq = tc->n_seq, H = tc->H, G = tc->G, hd = tc->hd;
+    lf_kv_cache *cs = calloc((size_t)n_seq, sizeof *cs);
+    lf_kv_cache **cp = calloc((size_t)n_seq, sizeof *cp);
+    snap *S = calloc((size_t)n_seq, sizeof *S);
+    int *pnow = calloc((size_t)n_seq, sizeof *pnow);
+    for (int s = 0; s < n_seq; s++) {
+        lf_error err;
+        pc.budget = tc->kind == LF_POLICY_FULL ? 0 : tc->cap;
+        int rc = lf_kv_cache_init(&cs[s], &cfg, &pc, tc->cap, &err);
+        if (rc) fail_msg("init: %s", err.msg);
+        cp[s] = &cs[s];
+        lf_kv_cache *c = &cs[s];
+        lf_kv_layer *L = &c->layers[layer];
+        int cap = c->capacity;
+        int hw = cap - tc->tail_empty;
+        /* distinct positions in random order */
+        int base = 0;
+        for (int i = 0; i < cap; i++) {
+            bool empty = i >= hw || (tc->kind != LF_POLICY_FULL && urand() < tc->empty_frac);
+            L->pos[i] = empty ? -1 : 0;
+        }
+        for (int i = 0; i < cap; i++)
+            if (L->pos[i] == 0) L->pos[i] = (base += 1 + irand(3));
+        for (int i = 0; i < cap; i++) {
+            int j = irand(hw > 0 ? hw : 1);
+            if (tc->kind != LF_POLICY_FULL && i < hw && j < hw) {
+                int32_t t = L->pos[i];
+                L->pos[i] = L->pos[j];
+                L->pos[j] = t;
+            }
+        }
+        L->n_valid = 0;
+        for (int i = 0; i < cap; i++) L->n_valid += L->pos[i] >= 0;
+        c->total_valid = L->n_valid;
+        L->hw = hw;
+        for (int g = 0; g < G; g++)
+            for (size_t i = 0; i < (size_t)cap * hd; i++) {
+                lf_kv_k(c, layer, g)[i] = frand(-1, 1);
+                lf_kv_v(c, layer, g)[i] = frand(-1, 1);
+            }
+        if (L->acc)
+            for (int i = 0; i < cap; i++) L->acc[i] = L->pos[i] >= 0 ? frand(0, 2) : 0;
+        if (tc->kind == LF_POLICY_FULL)
+            L->next_slot = hw < cap ? hw : -1;
+        else
+            L->next_slot = irand(cap);
+        pnow[s] = base + 1 + irand(5);
+        S[s].K = malloc((size_t)G * cap * hd * sizeof(float));
+        S[s].V = malloc((size_t)G * cap * hd * sizeof(float));
+        memcpy(S[s].K, lf_kv_k(c, layer, 0), (size_t)G * cap * hd * sizeof(float));
+        memcpy(S[s].V, lf_kv_v(c, layer, 0), (size_t)G * cap * hd * sizeof(float));
+        S[s].pos = malloc((size_t)cap * sizeof(int));
+        for (int i = 0; i < cap; i++) S[s].pos[i] = L->pos[i];
+        if (L->acc) {
+            S[s].acc = malloc((size_t)cap * sizeof(float));
+            memcpy(S[s].acc, L->acc, (size_t)cap * sizeof(float));
+        }
+        S[s].next = L->next_slot;
+        S[s].hw = hw;
+    }
+    float *q = malloc((size_t)n_seq * H * hd * sizeof *q);
+    float *k = malloc((size_t)n_seq * G * hd * sizeof *k);
+    float *v = malloc((size_t)n_seq * G * hd * sizeof *v);
+    float *out = malloc((size_t)n_seq * H * hd * sizeof *out);
+    for (int i = 0; i < n_seq * H * hd; i++) q[i] = frand(-1, 1) * tc->qscale;
+    for (int i = 0; i < n_seq * G * hd; i++) {
+        k[i] = frand(-1, 1);
+        v[i] = frand(-1, 1);
+    }
+    lf_kv_decode_layer(cp, n_seq, layer, q, k, v, pnow, out);
+    for (int s = 0; s < n_seq; s++)
+        check_seq(tc, &cs[s], layer, &S[s], q + (size_t)s * H * hd, k + (size_t)s * G * hd,
+                  v + (size_t)s * G * hd, pnow[s], out + (size_t)s * H * hd);
+
+    /* scoring does not change the output: the same kernel without scores */
+    float *out2 = malloc((size_t)n_seq * H * hd * sizeof *out2);
+    lf_kv_attend(cp, n_seq, layer, q, out2, false);
+    assert_memory_equal(out, out2, (size_t)n_seq * H * hd * sizeof *out);
+    free(out2);
+
+    for (int s = 0; s < n_seq; s++) {
+        lf_kv_cache_free(&cs[s]);
+        free(S[s].K);
+        free(S[s].V);
+        free(S[s].pos);
+        free(S[s].acc);
+    }
+    free(cs);
+    free(cp);
+    free(S);
+    free(pnow);
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    lf_att_force_scalar(0);
+}
+
+static void run_both(step_case tc) {
+    for (int sc = 0; sc < 2; sc++) {
+        tc.scalar = sc;
+        run_case(&tc);
+    }
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+static const lf_policy_kind scored_kinds[] = {LF_POLICY_LONGFLOW, LF_POLICY_TOVA, LF_POLICY_H2O, LF_POLICY_VATP};
+
+static void test_qwen_shape_every_policy(void **state) {
+    (void)state;
+    rng = 11;
+    lf_policy_kind kinds[] = {LF_POLICY_LONGFLOW, LF_POLICY_TOVA, LF_POLICY_H2O, LF_POLICY_VATP,
+                              LF_POLICY_STREAMING, LF_POLICY_FULL};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        /* full cache, and one with holes and an unwritten tail */
+        run_both((step_case){kinds[i], 16, 8, 128, 600, 2, 0.0, 0, -1, -1, 1.0f, 0});
+        run_both((step_case){kinds[i], 16, 8, 128, 300, 1, 0.1, 37, -1, -1, 1.0f, 0});
+    }
+}
+
+static void test_group_sizes_and_head_dims(void **state) {
+    (void)state;
+    rng = 12;
+    const int shapes[][3] = {{6, 2, 24}, {3, 3, 20}, {8, 1, 64}, {32, 1, 16}, {4, 2, 8}, {5, 1, 40}, {2, 2, 136}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t i = 0; i < 4; i++)
+            run_both((step_case){scored_kinds[i], shapes[s][0], shapes[s][1], shapes[s][2], 77, 3, 0.2, 5, -1, -1,
+                                 1.5f, 0});
+}
+
+static void test_long_cache_many_chunks(void **state) {
+    (void)state;
+    rng = 13;
+    run_both((step_case){LF_POLICY_LONGFLOW, 4, 2, 64, 3000, 1, 0.01, 3, -1, -1, 2.0f, 0});
+    run_both((step_case){LF_POLICY_H2O, 4, 2, 64, 1100, 2, 0.0, 0, -1, -1, 2.0f, 0});
+}
+
+static void test_protected_slots(void **state) {
+    (void)state;
+    rng = 14;
+    for (size_t i = 0; i < 4; i++) {
+        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 3, 5, 1.0f, 0});
+        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 0, 20, 1.0f, 0});
+    }
+    run_both((step_case){LF_POLICY_STREAMING, 8, 4, 32, 64, 2, 0.0, 0, 6, -1, 1.0f, 0});
+}
+
+static void test_sharp_softmax_and_empty_cache(void **state) {
+    (void)state;
+    rng = 15;
+    /* large logits: many weights underflow in fp32 */
+    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 200, 2, 0.05, 0, -1, -1, 40.0f, 0});
+    /* a fresh layer: only the new token, written into slot `next` */
+    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 50, 1, 1.0, 0, -1, -1, 1.0f, 0});
+}
+
+static void test_exp_block(void **state) {
+    (void)state;
+    enum { N = 4001 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    for (int sc = 0; sc < 2; sc++) {
+        lf_att_force_scalar(sc);
+        for (int i = 0; i < N; i++) x[i] = -90.0f * (float)i / (N - 1);
+        x[N - 1] = -INFINITY;
+        lf_att_exp_block(x, y, N);
+        for (int i = 0; i < N - 1; i++) {
+            double want = exp((double)x[i]);
+            if (x[i] < -87.4f)
+                assert_true(y[i] == 0.0f || fabs(y[i] - want) <= 1e-38);
+            else if (x[i] > -87.0f && fabs(y[i] - want) > 4e-7 * want)
+                fail_msg("exp(%.9g): got %.9g, want %.9g", x[i], y[i], want);
+        }
+        assert_true(y[N - 1] == 0.0f);
+    }
+    lf_att_force_scalar(0);
+    free(x);
+    free(y);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exp_block),
+        cmocka_unit_test(test_qwen_shape_every_policy),
+        cmocka_unit_test(test_group_sizes_and_head_dims),
+        cmocka_unit_test(test_long_cache_many_chunks),
+        cmocka_unit_test(test_protected_slots),
+        cmocka_unit_test(test_sharp_softmax_and_empty_cache),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
