@@ -41,16 +41,10 @@ def gen_json(model, prompt_ids, n, *extra):
 
 
 def peak_rss_kb(args):
-    """Peak resident memory of one longflow run (this child only)."""
-    pid = os.fork()
-    if pid == 0:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.execv(BIN, [BIN] + args)
-    _, status, ru = os.wait4(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, args
-    return ru.ru_maxrss
+    """Peak resident memory of one longflow run, as it reports it (VmHWM:
+    getrusage of a child would include this Python process's memory)."""
+    out = json.loads(run(args).stdout)
+    return out["stats"]["peak_rss_bytes"] / 1024
 
 
 class Generate(unittest.TestCase):
@@ -89,7 +83,9 @@ class Generate(unittest.TestCase):
                 with self.subTest(policy=pol, budget=budget):
                     out = gen_json(name, pr["prompt"], 200, "--policy", pol, "--budget", str(budget))
                     self.assertEqual(len(out["tokens"]), 200)
-                    self.assertLessEqual(out["stats"]["kv_tokens_peak"], budget)
+                    # R-KV holds the budget plus its buffer of 128 new tokens
+                    limit = budget + 128 if pol == "rkv" else budget
+                    self.assertLessEqual(out["stats"]["kv_tokens_peak"], limit)
                     if pol != "rkv":  # R-KV also holds its 128-token buffer of new tokens
                         self.assertEqual(out["stats"]["kv_bytes"], per_slot * budget)
                     self.assertGreater(out["stats"]["kv_bytes_full"], out["stats"]["kv_bytes"])

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/file.h"
+#include "core/memstat.h"
 #include "longflow.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -147,7 +148,8 @@ int lf_cmd_generate(int argc, char **argv) {
         goto done;
     }
     double tps = st.decode_ms > 0 ? (double)st.decode_tokens / (st.decode_ms / 1e3) : 0.0;
-    size_t kv_full = lf_gen_kv_bytes_full(model, g->n_prompt + g->n_tokens);
+    /* what --policy full allocates for the same request */
+    size_t kv_full = lf_gen_kv_bytes_full(model, g->n_prompt + ec.max_tokens);
 
     if (o.json) {
         root = cJSON_CreateObject();
@@ -173,6 +175,7 @@ int lf_cmd_generate(int argc, char **argv) {
         cJSON_AddNumberToObject(js, "kv_aux_bytes", (double)g->kv_aux_bytes);
         cJSON_AddNumberToObject(js, "kv_bytes_full", (double)kv_full);
         cJSON_AddNumberToObject(js, "kv_tokens_peak", (double)g->kv_tokens_peak);
+        cJSON_AddNumberToObject(js, "peak_rss_bytes", (double)lf_peak_rss_bytes());
         cJSON_AddStringToObject(js, "policy", lf_policy_name(ec.policy.kind));
         cJSON_AddNumberToObject(js, "budget", ec.policy.kind == LF_POLICY_FULL ? 0 : ec.policy.budget);
         char *s = cJSON_PrintUnformatted(root);
