@@ -297,8 +297,9 @@ int lf_cmd_bench(int argc, char **argv) {
     printf(",\"weight_bytes_per_step\":%zu,\"decode_weight_gbps\":%.3f", wbytes, gbps);
     if (membw_mb > 0)
         printf(",\"membw_gbps\":%.3f,\"membw_gbps_median\":%.3f,\"membw_buffer_mb\":%d,"
-               "\"decode_bw_ratio\":%.3f",
-               bw.gbps, bw.gbps_median, membw_mb, gbps / bw.gbps);
+               "\"decode_bw_ratio\":%.3f,\"decode_bw_ratio_best\":%.3f",
+               bw.gbps, bw.gbps_median, membw_mb, gbps / bw.gbps,
+               (double)wbytes / (step_ms[0] * 1e6) / bw.gbps);
     else
         printf(",\"membw_gbps\":null,\"decode_bw_ratio\":null");
     printf(",\"kv_bytes\":%zu,\"kv_bytes_in_use\":%zu}\n", kv_bytes, kv_used);

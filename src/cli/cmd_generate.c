@@ -143,7 +143,7 @@ int lf_cmd_generate(int argc, char **argv) {
     lf_engine_stats_get(eng, &st);
     int n_text = g->n_tokens;
     if (n_text > 0 && !ec.ignore_eos && lf_config_is_eos(ss.cfg, g->tokens[n_text - 1])) n_text--;
-    if (tok && lf_tokenizer_decode(tok, g->tokens, n_text, false, &gen_text, NULL, &err)) {
+    if (o.json && tok && lf_tokenizer_decode(tok, g->tokens, n_text, false, &gen_text, NULL, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         goto done;
     }
@@ -188,10 +188,11 @@ int lf_cmd_generate(int argc, char **argv) {
     } else {
         fprintf(stderr,
                 "[longflow] prompt %d tokens, generated %d (%s); prefill %.1f ms (%.1f tok/s), "
-                "decode %.1f ms (%.2f tok/s); KV cache %s: %.2f MB (full cache would be %.2f MB)\n",
+                "decode %.1f ms (%.2f tok/s); KV cache %s: %.2f MB (full cache would be %.2f MB); "
+                "peak RSS %.1f MB\n",
                 g->n_prompt, g->n_tokens, g->finish_reason ? g->finish_reason : "?", st.prefill_ms,
                 st.prefill_ms > 0 ? g->n_prompt / (st.prefill_ms / 1e3) : 0.0, st.decode_ms, tps,
-                lf_policy_name(ec.policy.kind), g->kv_bytes / 1e6, kv_full / 1e6);
+                lf_policy_name(ec.policy.kind), g->kv_bytes / 1e6, kv_full / 1e6, lf_peak_rss_bytes() / 1e6);
     }
     rc = 0;
 done:

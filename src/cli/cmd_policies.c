@@ -1,0 +1,65 @@
+/* longflow policies: one line per KV-cache policy with its paper, what it
+ * evicts and the auxiliary memory it keeps per slot (--json for tools). */
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "kv/policy.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: longflow policies [--json]\n"
+            "\n"
+            "List the KV-cache policies --policy accepts: name, paper, what is evicted, and the\n"
+            "auxiliary memory per slot and layer beside K and V. Every budgeted policy compresses\n"
+            "a prompt longer than budget-1 with SnapKV (last 32 queries, pool 5), which needs a\n"
+            "budget above 33. Extensions for longflow: --sinks N, --recent N, --evict-every K.\n");
+}
+
+int lf_cmd_policies(int argc, char **argv) {
+    lf_args a;
+    lf_args_init(&a, "policies", argc, argv);
+    bool json = false;
+    const char *flag;
+    while ((flag = lf_args_next(&a))) {
+        if (!strcmp(flag, "--json")) {
+            json = true;
+        } else if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            lf_cli_error("policies", "unknown option '%s' (try 'longflow policies --help')", flag);
+            return 2;
+        }
+    }
+    if (a.inline_val) return 2; /* --flag=value on a flag without one (reported) */
+    if (json) {
+        cJSON *arr = cJSON_CreateArray();
+        for (int k = 0; k < LF_POLICY_COUNT; k++) {
+            const lf_policy_info *p = lf_policy_info_get((lf_policy_kind)k);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", p->name);
+            cJSON_AddStringToObject(o, "paper", p->paper);
+            cJSON_AddStringToObject(o, "rule", p->rule);
+            cJSON_AddStringToObject(o, "aux_memory_per_slot", p->aux);
+            cJSON_AddItemToArray(arr, o);
+        }
+        char *s = cJSON_PrintUnformatted(arr);
+        cJSON_Delete(arr);
+        if (!s) {
+            lf_cli_error("policies", "out of memory");
+            return 1;
+        }
+        printf("%s\n", s);
+        cJSON_free(s);
+        return 0;
+    }
+    for (int k = 0; k < LF_POLICY_COUNT; k++) {
+        const lf_policy_info *p = lf_policy_info_get((lf_policy_kind)k);
+        printf("%-10s %s | %s | aux memory per slot: %s\n", p->name, p->paper, p->rule, p->aux);
+    }
+    return 0;
+}
