@@ -7,8 +7,10 @@
  *             token, scored attention, the per-layer score reduction and the
  *             victim choice (everything LongFlow adds to a decode step)
  * against the bytes each call must read (K and V of every valid slot)
- * divided by this machine's read bandwidth, measured in the same run
- * (src/core/membw.h).
+ * divided by this machine's read bandwidth, measured in the same run: in
+ * every round a plain read pass streams exactly those bytes (the same
+ * arrays, the same split over threads) and each mode's time is compared
+ * with it; src/core/membw.h's probe is also reported, at the start and end.
  *
  *   bench_attention [--slots 2048,4096,8192] [--heads 16] [--kv-heads 8]
  *                   [--head-dim 128] [--batch 1] [--threads N] [--rounds 30]
@@ -16,8 +18,9 @@
  *
  * Each configuration cycles through enough layers that the K/V read per
  * round exceeds the last-level cache many times over (--working-set-mb),
- * and the three modes alternate round by round so that noise from other
- * processes hits them alike; the median and best round are reported. */
+ * and the read pass and the three modes alternate within each round so
+ * that noise from other processes hits them alike; medians of the per-round
+ * ratios and the best rounds are reported. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -29,6 +32,55 @@
 #include "core/timer.h"
 #include "kv/cache.h"
 #include "model/config.h"
+
+/* The read roofline of the same bytes: stream every K and V row the kernel
+ * reads (all layers, sequences and KV heads, split the same way over the
+ * threads) and sum them. Timed in every round beside the kernel, so load
+ * from other processes hits both alike. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t n) {
+    __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(p + i));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(p + i + 8));
+        c = _mm256_add_ps(c, _mm256_loadu_ps(p + i + 16));
+        d = _mm256_add_ps(d, _mm256_loadu_ps(p + i + 24));
+    }
+    a = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
+    float l[8];
+    _mm256_storeu_ps(l, a);
+    float s = l[0] + l[1] + l[2] + l[3] + l[4] + l[5] + l[6] + l[7];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+#define SUM sum_avx2
+#else
+static float sum_scalar(const float *p, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += p[i];
+    return s;
+}
+#define SUM sum_scalar
+#endif
+
+static double read_pass(lf_kv_cache *caches, int batch, int n_layers) {
+    const int G = caches[0].n_kv_heads;
+    const size_t per = (size_t)caches[0].capacity * caches[0].head_dim;
+    float total = 0;
+    double t0 = lf_now_ms();
+    for (int l = 0; l < n_layers; l++) {
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
+        for (int sg = 0; sg < batch * G; sg++) {
+            lf_kv_cache *c = &caches[sg / G];
+            total += SUM(lf_kv_k(c, l, sg % G), per) + SUM(lf_kv_v(c, l, sg % G), per);
+        }
+    }
+    double t = lf_now_ms() - t0;
+    if (total == 12345.0f) printf("#\n"); /* keep the sums alive */
+    return t / n_layers;
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -100,8 +152,12 @@ int main(int argc, char **argv) {
            H, G, hd, batch, nt);
     printf("# read bandwidth (membw, %d MiB, %d threads): best %.2f GB/s, median %.2f GB/s\n", ws_mb, nt,
            bw0.gbps, bw0.gbps_median);
-    printf("%-6s %-7s %-9s %10s %10s %10s %8s %8s %8s %8s\n", "slots", "layers", "MB/call", "unscored",
-           "scored", "step", "sc/un", "st/un", "GB/s sc", "%bw sc");
+    printf("# per call (one layer), medians over rounds; sc/un and st/un are medians of the per-round ratios;\n"
+           "# %%read = read time / kernel time in the same round (the fraction of the read roofline reached)\n");
+    printf("%-6s %-7s %-8s %11s %11s %11s %11s %7s %7s %7s %7s %7s %7s\n", "slots", "layers", "MB/call", "read",
+           "unscored", "scored", "step", "sc/un", "st/un", "GB/s", "%read", "%read", "%read");
+    printf("%-6s %-7s %-8s %11s %11s %11s %11s %7s %7s %7s %7s %7s %7s\n", "", "", "", "", "", "", "", "", "",
+           "scored", "unsc", "scored", "step");
     double bwbest = bw0.gbps;
     for (int si = 0; si < n_slots; si++) {
         const int B = slots[si];
@@ -158,16 +214,21 @@ int main(int argc, char **argv) {
             k[i] = frand();
             v[i] = frand();
         }
-        double *t[3];
-        for (int m = 0; m < 3; m++) t[m] = malloc((size_t)rounds * sizeof(double));
+        double *t[4], *ratio[3];
+        for (int m = 0; m < 4; m++) t[m] = malloc((size_t)rounds * sizeof(double));
+        for (int m = 0; m < 3; m++) ratio[m] = malloc((size_t)rounds * sizeof(double));
         /* warm-up round of each mode */
         for (int l = 0; l < n_layers; l++) {
             lf_kv_attend(cp, batch, l, q, out, false);
             lf_kv_attend(cp, batch, l, q, out, true);
         }
         for (int r = 0; r < rounds; r++) {
-            for (int m = 0; m < 3; m++) {
-                int mode = (m + r) % 3;
+            for (int m = 0; m < 4; m++) {
+                int mode = (m + r) % 4;
+                if (mode == 3) {
+                    t[3][r] = read_pass(caches, batch, n_layers);
+                    continue;
+                }
                 double t0 = lf_now_ms();
                 for (int l = 0; l < n_layers; l++) {
                     if (mode == 2)
@@ -178,22 +239,43 @@ int main(int argc, char **argv) {
                 t[mode][r] = (lf_now_ms() - t0) / n_layers;
             }
             for (int s = 0; s < batch; s++) pos[s]++;
+            for (int m = 0; m < 3; m++) ratio[m][r] = t[3][r] / t[m][r]; /* fraction of the roofline */
         }
-        double med[3], best[3];
-        for (int m = 0; m < 3; m++) {
+        double med[4], best[4], rmed[3];
+        double sc_un[2]; /* median of per-round scored/unscored, step/unscored */
+        {
+            double *x = malloc((size_t)rounds * sizeof(double)), *y = malloc((size_t)rounds * sizeof(double));
+            for (int r = 0; r < rounds; r++) {
+                x[r] = t[1][r] / t[0][r];
+                y[r] = t[2][r] / t[0][r];
+            }
+            qsort(x, (size_t)rounds, sizeof(double), cmp_double);
+            qsort(y, (size_t)rounds, sizeof(double), cmp_double);
+            sc_un[0] = x[rounds / 2];
+            sc_un[1] = y[rounds / 2];
+            free(x);
+            free(y);
+        }
+        for (int m = 0; m < 4; m++) {
             qsort(t[m], (size_t)rounds, sizeof(double), cmp_double);
             med[m] = t[m][rounds / 2];
             best[m] = t[m][0];
         }
+        for (int m = 0; m < 3; m++) {
+            qsort(ratio[m], (size_t)rounds, sizeof(double), cmp_double);
+            rmed[m] = ratio[m][rounds / 2];
+        }
         double mb = per_layer / 1e6;
-        double gbs = per_layer / (med[1] * 1e6);
-        printf("%-6d %-7d %-9.1f %8.3fms %8.3fms %8.3fms %8.3f %8.3f %8.2f %7.0f%%\n", B, n_layers, mb, med[0],
-               med[1], med[2], med[1] / med[0], med[2] / med[0], gbs, 100.0 * gbs / bwbest);
-        printf("#   best rounds: unscored %.3f ms (%.2f GB/s), scored %.3f ms (%.2f GB/s), step %.3f ms "
-               "(%.2f GB/s); best scored/unscored %.3f\n",
-               best[0], per_layer / (best[0] * 1e6), best[1], per_layer / (best[1] * 1e6), best[2],
-               per_layer / (best[2] * 1e6), best[1] / best[0]);
-        for (int m = 0; m < 3; m++) free(t[m]);
+        printf("%-6d %-7d %-8.1f %9.3fms %9.3fms %9.3fms %9.3fms %7.3f %7.3f %7.2f %6.0f%% %6.0f%% %6.0f%%\n", B,
+               n_layers, mb, med[3], med[0], med[1], med[2], sc_un[0], sc_un[1], per_layer / (med[1] * 1e6),
+               100 * rmed[0], 100 * rmed[1], 100 * rmed[2]);
+        printf("#   best rounds: read %.3f ms (%.2f GB/s), unscored %.3f ms (%.2f GB/s), scored %.3f ms (%.2f GB/s), "
+               "step %.3f ms (%.2f GB/s); scored GB/s over membw's best: %.0f%%\n",
+               best[3], per_layer / (best[3] * 1e6), best[0], per_layer / (best[0] * 1e6), best[1],
+               per_layer / (best[1] * 1e6), best[2], per_layer / (best[2] * 1e6),
+               100.0 * per_layer / (best[1] * 1e6) / bwbest);
+        for (int m = 0; m < 4; m++) free(t[m]);
+        for (int m = 0; m < 3; m++) free(ratio[m]);
         for (int s = 0; s < batch; s++) lf_kv_cache_free(&caches[s]);
         free(caches);
         free(cp);

@@ -324,11 +324,13 @@ static void random_tokens(int *t, int n, int vocab) {
 static void run_arch(arch_t arch, lf_dtype dt, bool tied) {
     tmodel t;
     build_model(&t, arch, dt, tied);
-    int seq[48];
-    random_tokens(seq, 48, t.m.cfg.vocab_size);
+    int seq[300];
+    random_tokens(seq, 300, t.m.cfg.vocab_size);
     check_sequence(&t.m, seq, 1, 3);   /* one-token prompt */
-    check_sequence(&t.m, seq, 7, 4);   /* odd lengths: token tiles of 4 + 3 */
-    check_sequence(&t.m, seq, 41, 5);  /* multi-block, threaded attention */
+    check_sequence(&t.m, seq, 4, 2);   /* below the GEMM threshold */
+    check_sequence(&t.m, seq, 7, 4);   /* odd lengths: token blocks of 8 lanes */
+    check_sequence(&t.m, seq, 41, 5);  /* several token blocks, threaded attention */
+    check_sequence(&t.m, seq, 297, 3); /* more than one MLP chunk of 256 tokens */
     free_model(&t);
 }
 

@@ -73,8 +73,11 @@ static int ensure_cap(lf_cpu_ctx *c, int n, bool prefill, lf_error *err) {
         c->up = malloc(M * c->inter * sizeof(float));
         c->cos_ = malloc(N * (c->hd / 2) * sizeof(float));
         c->sin_ = malloc(N * (c->hd / 2) * sizeof(float));
-        size_t widest = max_sz(max_sz((size_t)c->hidden, (size_t)c->q_dim), (size_t)c->inter);
-        c->pack_floats = lf_matmul_scratch_floats(n, (int)widest);
+        /* products over hidden or q_dim columns run on all n tokens, the
+         * down projection (inter columns) on MLP chunks of at most M */
+        int widest = c->hidden > c->q_dim ? c->hidden : c->q_dim;
+        c->pack_floats = max_sz(lf_matmul_scratch_floats(n, widest),
+                                lf_matmul_scratch_floats((int)M, c->inter));
         c->pack = malloc(c->pack_floats * sizeof(float));
         if (!c->x || !c->h || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
             !c->cos_ || !c->sin_ || !c->pack) {

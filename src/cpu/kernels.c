@@ -1,17 +1,21 @@
 /* CPU kernels: fused matrix products over bf16/f16/f32 weights, RMSNorm,
  * SiLU, the causal prompt attention. See kernels.h.
  *
- * Matrix products (the hot path). y[t][r] = sum_c x[t][c] w[r][c].
- * AVX2 path: x is packed once per call into tiles of up to 4 tokens x 16
- * columns ([tile][chunk][token][16]); rows are processed 4 at a time (split
- * into 2 x 2 for tiles of 3-4 tokens) so each 16-column chunk of a weight
- * row is loaded and converted once per token tile and multiplied into up to
- * 4 tokens with FMA, all accumulators in registers. bf16 is widened without
- * shuffles: a 32-bit lane holds two bf16 values; (lane << 16) is the even
- * element and (lane & 0xffff0000) the odd one, so x is packed with the even
- * elements of each chunk first and the odd ones after. Threads split the
- * rows (of all jobs of a fused product) evenly, so each weight byte is read
- * from memory once per call whatever the number of tokens. */
+ * Matrix products (the hot path): y[t][r] = sum_c x[t][c] w[r][c], fp32
+ * accumulation, weights converted in registers, never copied whole.
+ *  - GEMV path (fewer than 5 tokens: decode): memory-bound. x is packed into
+ *    tiles of up to 4 tokens x 16 columns; each 16-column chunk of a weight
+ *    row is loaded and widened once and multiplied into every token of the
+ *    tile (dot-product form, horizontal sum at the end of the row). bf16 is
+ *    widened without shuffles (see load_w16), the rows are prefetched ahead.
+ *  - GEMM path (5 tokens or more: prefill, large batches): compute-bound. x is
+ *    transposed into blocks of 16 tokens ([col][token]); a panel of 6 weight
+ *    rows is widened to fp32 once and each of its elements is broadcast and
+ *    multiplied into 16 tokens (two vectors) with 12 accumulators in
+ *    registers, so a weight element costs one conversion per call.
+ * Threads take row groups (of all jobs of a fused product) dynamically, so
+ * each weight byte is read from memory once per call whatever the number of
+ * tokens, and a thread the OS preempts does not hold the others up. */
 #include "cpu/kernels.h"
 
 #include <math.h>
@@ -31,7 +35,14 @@
 static atomic_int g_threads = 0;
 static atomic_int g_simd = -1; /* -1: not chosen yet */
 
-void lf_cpu_set_threads(int n) { atomic_store(&g_threads, n > 0 ? n : 0); }
+/* Also the calling thread's OpenMP default, so that parallel regions
+ * elsewhere in the library (the KV-cache attention) use the same count. */
+void lf_cpu_set_threads(int n) {
+    static int omp_default = 0;
+    if (omp_default == 0) omp_default = omp_get_max_threads();
+    atomic_store(&g_threads, n > 0 ? n : 0);
+    omp_set_num_threads(n > 0 ? n : omp_default);
+}
 
 int lf_cpu_threads(void) {
     int n = atomic_load(&g_threads);
@@ -100,6 +111,8 @@ void lf_weight_row_f32(const lf_weight *w, int row, float *out) {
     convert_span(w->dtype, w->data, (size_t)row * w->cols, (size_t)w->cols, out);
 }
 
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
 /* ---- matrix products: scalar path ----------------------------------------- */
 
 #define LF_SCALAR_SPAN 256
@@ -132,18 +145,33 @@ static void mm_rows_scalar(const float *x, int n, int cols, const lf_weight *w, 
 
 /* ---- matrix products: AVX2 path ------------------------------------------- */
 
-#define LF_TT 4  /* tokens per tile */
-#define LF_CH 16 /* columns per chunk */
-#define LF_RG 4  /* rows per group */
+/* GEMV path (n < LF_GEMM_MIN tokens: decode). */
+#define LF_TT 4     /* tokens per tile */
+#define LF_CH 16    /* columns per chunk */
+#define LF_RG 4     /* rows per group */
+#define LF_PF 4096  /* software prefetch distance along a weight row, bytes */
+/* GEMM path (n >= LF_GEMM_MIN: prefill, large batches). */
+#define LF_GEMM_MIN 5
+#define LF_MR 6     /* weight rows per panel */
+#define LF_NB 16    /* tokens per block: two vectors of 8 */
 
-size_t lf_matmul_scratch_floats(int n, int cols) {
-    size_t nt = ((size_t)(n > 0 ? n : 1) + LF_TT - 1) / LF_TT * LF_TT;
-    size_t nch = (size_t)(cols > 0 ? cols : 0) / LF_CH;
-    return nt * nch * LF_CH + LF_CH;
+static size_t gemv_pack_floats(int n, int cols) {
+    return ((size_t)n + LF_TT - 1) / LF_TT * LF_TT * (size_t)(cols / LF_CH) * LF_CH;
+}
+static size_t gemm_pack_floats(int n, int cols) {
+    return ((size_t)n + LF_NB - 1) / LF_NB * LF_NB * (size_t)cols;
 }
 
-/* Pack x [n][cols] into [tile][chunk][token][16] (token tiles of LF_TT; the
- * last tile has the remaining tokens, with a chunk stride of that count). */
+size_t lf_matmul_scratch_floats(int n, int cols) {
+    if (n < 1) n = 1;
+    if (cols < 0) cols = 0;
+    return max_size(gemv_pack_floats(n, cols), gemm_pack_floats(n, cols)) + LF_CH;
+}
+
+/* GEMV packing: x [n][cols] -> [tile][chunk][token][16] (token tiles of
+ * LF_TT; the last tile has the remaining tokens, with a chunk stride of that
+ * count). For bf16 weights each chunk holds its even elements, then its odd
+ * ones (see load_w16). Columns past the last full chunk stay in x. */
 static void pack_x(const float *x, int n, int cols, bool bf16_order, float *xp) {
     int nch = cols / LF_CH;
     for (int t0 = 0; t0 < n; t0 += LF_TT) {
@@ -164,12 +192,23 @@ static void pack_x(const float *x, int n, int cols, bool bf16_order, float *xp) 
     }
 }
 
+/* GEMM packing of block b: tokens b*16.. as [cols][w] with w = 8 when the
+ * block has at most 8 tokens, else 16; missing tokens are zero. */
+static void pack_block(const float *x, int n, int cols, int b, float *xt) {
+    int t0 = b * LF_NB, nb = n - t0 < LF_NB ? n - t0 : LF_NB, w = nb <= 8 ? 8 : 16;
+    float *dst = xt + (size_t)t0 * cols;
+    for (int k = 0; k < cols; k++)
+        for (int l = 0; l < w; l++) dst[(size_t)k * w + l] = l < nb ? x[(size_t)(t0 + l) * cols + k] : 0.0f;
+}
+
 #if LF_X86
 
 #define LF_AI __attribute__((always_inline)) inline
 
-/* The weight chunk c of row pointer w (16 elements) as two fp32 vectors in
- * the order pack_x used for this dtype. */
+/* The weight chunk at element offset `off` (16 elements) as two fp32 vectors
+ * in the order pack_x used for this dtype. bf16 is widened without
+ * shuffles: a 32-bit lane holds two bf16 values, (lane << 16) is the even
+ * element and (lane & 0xffff0000) the odd one. */
 static LF_AI LF_TARGET_AVX2 void load_w16(lf_dtype dt, const void *w, size_t off, __m256 *wa,
                                           __m256 *wb) {
     if (dt == LF_DTYPE_BF16) {
@@ -187,11 +226,13 @@ static LF_AI LF_TARGET_AVX2 void load_w16(lf_dtype dt, const void *w, size_t off
     }
 }
 
-/* R rows x T tokens over nch chunks; out[r*T + t]. With T == 1 each row has
- * two accumulators so the FMA chains are long enough to hide latency. */
-static LF_AI LF_TARGET_AVX2 void tile_kernel(lf_dtype dt, const void *w, size_t row0, size_t ldw,
-                                             const float *xt, int nch, int R, int T,
-                                             float *out) {
+/* GEMV tile: R rows x T tokens over nch chunks; out[r*T + t]. With T == 1
+ * each row has two accumulators so the FMA chains hide their latency. The
+ * weight rows are prefetched LF_PF bytes ahead (several short row streams
+ * defeat the hardware prefetcher). */
+static LF_AI LF_TARGET_AVX2 void gemv_tile(lf_dtype dt, const void *w, size_t row0, size_t ldw,
+                                           const float *xt, int nch, int R, int T, float *out) {
+    size_t esz = dt == LF_DTYPE_F32 ? 4 : 2;
     __m256 a[LF_RG][LF_TT], b[LF_RG][LF_TT];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) {
@@ -201,8 +242,10 @@ static LF_AI LF_TARGET_AVX2 void tile_kernel(lf_dtype dt, const void *w, size_t 
     for (int c = 0; c < nch; c++) {
         const float *xc = xt + (size_t)c * T * LF_CH;
         for (int r = 0; r < R; r++) {
+            size_t off = (row0 + (size_t)r) * ldw + (size_t)c * LF_CH;
+            _mm_prefetch((const char *)w + off * esz + LF_PF, _MM_HINT_T0);
             __m256 wa, wb;
-            load_w16(dt, w, (row0 + (size_t)r) * ldw + (size_t)c * LF_CH, &wa, &wb);
+            load_w16(dt, w, off, &wa, &wb);
             for (int t = 0; t < T; t++) {
                 a[r][t] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(xc + t * LF_CH), a[r][t]);
                 if (T == 1)
@@ -217,44 +260,44 @@ static LF_AI LF_TARGET_AVX2 void tile_kernel(lf_dtype dt, const void *w, size_t 
             out[r * T + t] = lf_hsum256(T == 1 ? _mm256_add_ps(a[r][t], b[r][t]) : a[r][t]);
 }
 
-#define LF_TILE_CASE(DT, R, T)                                                                     \
-    case (R) * 8 + (T): tile_kernel(DT, w, row0, ldw, xt, nch, R, T, out); break;
-#define LF_TILE_ALL(DT)                                                                            \
+#define LF_GEMV_CASE(DT, R, T)                                                                     \
+    case (R) * 8 + (T): gemv_tile(DT, w, row0, ldw, xt, nch, R, T, out); break;
+#define LF_GEMV_ALL(DT)                                                                            \
     switch (R * 8 + T) {                                                                           \
-        LF_TILE_CASE(DT, 1, 1) LF_TILE_CASE(DT, 1, 2) LF_TILE_CASE(DT, 1, 3) LF_TILE_CASE(DT, 1, 4) \
-        LF_TILE_CASE(DT, 2, 1) LF_TILE_CASE(DT, 2, 2) LF_TILE_CASE(DT, 2, 3) LF_TILE_CASE(DT, 2, 4) \
-        LF_TILE_CASE(DT, 3, 1) LF_TILE_CASE(DT, 3, 2) LF_TILE_CASE(DT, 3, 3) LF_TILE_CASE(DT, 3, 4) \
-        LF_TILE_CASE(DT, 4, 1) LF_TILE_CASE(DT, 4, 2) LF_TILE_CASE(DT, 4, 3) LF_TILE_CASE(DT, 4, 4) \
+        LF_GEMV_CASE(DT, 1, 1) LF_GEMV_CASE(DT, 1, 2) LF_GEMV_CASE(DT, 1, 3) LF_GEMV_CASE(DT, 1, 4) \
+        LF_GEMV_CASE(DT, 2, 1) LF_GEMV_CASE(DT, 2, 2) LF_GEMV_CASE(DT, 2, 3) LF_GEMV_CASE(DT, 2, 4) \
+        LF_GEMV_CASE(DT, 3, 2) LF_GEMV_CASE(DT, 4, 2)                                              \
     default: break;                                                                                \
     }
 
-static LF_TARGET_AVX2 void tile_bf16(const void *w, size_t row0, size_t ldw, const float *xt,
+static LF_TARGET_AVX2 void gemv_bf16(const void *w, size_t row0, size_t ldw, const float *xt,
                                      int nch, int R, int T, float *out) {
-    LF_TILE_ALL(LF_DTYPE_BF16)
+    LF_GEMV_ALL(LF_DTYPE_BF16)
 }
-static LF_TARGET_AVX2 void tile_f16(const void *w, size_t row0, size_t ldw, const float *xt,
+static LF_TARGET_AVX2 void gemv_f16(const void *w, size_t row0, size_t ldw, const float *xt,
                                     int nch, int R, int T, float *out) {
-    LF_TILE_ALL(LF_DTYPE_F16)
+    LF_GEMV_ALL(LF_DTYPE_F16)
 }
-static LF_TARGET_AVX2 void tile_f32(const void *w, size_t row0, size_t ldw, const float *xt,
+static LF_TARGET_AVX2 void gemv_f32(const void *w, size_t row0, size_t ldw, const float *xt,
                                     int nch, int R, int T, float *out) {
-    LF_TILE_ALL(LF_DTYPE_F32)
+    LF_GEMV_ALL(LF_DTYPE_F32)
 }
 
-/* Rows [r0, r0+nr) (nr <= LF_RG) of one job, all tokens. */
-static LF_TARGET_AVX2 void mm_group_avx2(const float *x, const float *xp, int n, int cols,
-                                         const lf_matmul_job *job, int r0, int nr) {
+/* Rows [r0, r0+nr) (nr <= LF_RG) of one job, all n (< LF_GEMM_MIN) tokens. */
+static LF_TARGET_AVX2 void gemv_group(const float *x, const float *xp, int n, int cols,
+                                      const lf_matmul_job *job, int r0, int nr) {
     const lf_weight *w = job->w;
     int nch = cols / LF_CH, tail = cols - nch * LF_CH;
     int ldy = w->rows;
     void (*tile)(const void *, size_t, size_t, const float *, int, int, int, float *) =
-        w->dtype == LF_DTYPE_BF16 ? tile_bf16 : w->dtype == LF_DTYPE_F16 ? tile_f16 : tile_f32;
+        w->dtype == LF_DTYPE_BF16 ? gemv_bf16 : w->dtype == LF_DTYPE_F16 ? gemv_f16 : gemv_f32;
     float out[LF_RG * LF_TT];
     for (int t0 = 0; t0 < n; t0 += LF_TT) {
         int T = n - t0 < LF_TT ? n - t0 : LF_TT;
         const float *xt = xp + (size_t)t0 * nch * LF_CH;
-        /* 4 rows x 1-2 tokens, or 2 rows x 3-4 tokens: at most 8 accumulators */
-        int rstep = T <= 2 ? LF_RG : 2;
+        /* one row (one prefetched stream) for a single token; 4 rows x 2
+         * tokens or 2 rows x 3-4 tokens: at most 8 accumulators */
+        int rstep = T == 1 ? 1 : T == 2 ? LF_RG : 2;
         for (int rr = 0; rr < nr; rr += rstep) {
             int R = nr - rr < rstep ? nr - rr : rstep;
             tile(w->data, (size_t)(r0 + rr), (size_t)cols, xt, nch, R, T, out);
@@ -275,19 +318,118 @@ static LF_TARGET_AVX2 void mm_group_avx2(const float *x, const float *xp, int n,
     }
 }
 
+/* GEMM tile: R (<= 6) fp32 weight rows (stride ldw) x one block of 8*TV
+ * tokens packed [K][8*TV]: tokens in the vector lanes, each weight element
+ * broadcast, 12 accumulators. out[r*16 + token]. */
+static LF_AI LF_TARGET_AVX2 void gemm_tile(const float *wp, size_t ldw, const float *xb, int K,
+                                           int R, int TV, float *out) {
+    /* named accumulators: GCC keeps an array of them in memory */
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float *w0 = wp, *w1 = wp + ldw, *w2 = wp + 2 * ldw, *w3 = wp + 3 * ldw;
+    const float *w4 = wp + 4 * ldw, *w5 = wp + 5 * ldw;
+    for (int k = 0; k < K; k++) {
+        __m256 x0 = _mm256_loadu_ps(xb + (size_t)k * 8 * TV);
+        __m256 x1 = TV == 2 ? _mm256_loadu_ps(xb + (size_t)k * 16 + 8) : x0;
+        __m256 wv;
+#define LF_GEMM_STEP(r, a0, a1)                                                                    \
+    if (R > r) {                                                                                   \
+        wv = _mm256_broadcast_ss(w##r + k);                                                        \
+        a0 = _mm256_fmadd_ps(wv, x0, a0);                                                          \
+        if (TV == 2) a1 = _mm256_fmadd_ps(wv, x1, a1);                                             \
+    }
+        LF_GEMM_STEP(0, c00, c01)
+        LF_GEMM_STEP(1, c10, c11)
+        LF_GEMM_STEP(2, c20, c21)
+        LF_GEMM_STEP(3, c30, c31)
+        LF_GEMM_STEP(4, c40, c41)
+        LF_GEMM_STEP(5, c50, c51)
+#undef LF_GEMM_STEP
+    }
+#define LF_GEMM_OUT(r, a0, a1)                                                                     \
+    if (R > r) {                                                                                   \
+        _mm256_storeu_ps(out + r * 16, a0);                                                        \
+        if (TV == 2) _mm256_storeu_ps(out + r * 16 + 8, a1);                                       \
+    }
+    LF_GEMM_OUT(0, c00, c01)
+    LF_GEMM_OUT(1, c10, c11)
+    LF_GEMM_OUT(2, c20, c21)
+    LF_GEMM_OUT(3, c30, c31)
+    LF_GEMM_OUT(4, c40, c41)
+    LF_GEMM_OUT(5, c50, c51)
+#undef LF_GEMM_OUT
+}
+
+#define LF_GEMM_CASE(R, TV)                                                                        \
+    case (R) * 4 + (TV): gemm_tile(wp, ldw, xb, K, R, TV, out); break;
+
+static LF_TARGET_AVX2 void gemm_tile_any(const float *wp, size_t ldw, const float *xb, int K, int R,
+                                         int TV, float *out) {
+    switch (R * 4 + TV) {
+        LF_GEMM_CASE(1, 1) LF_GEMM_CASE(2, 1) LF_GEMM_CASE(3, 1) LF_GEMM_CASE(4, 1)
+        LF_GEMM_CASE(5, 1) LF_GEMM_CASE(6, 1) LF_GEMM_CASE(1, 2) LF_GEMM_CASE(2, 2)
+        LF_GEMM_CASE(3, 2) LF_GEMM_CASE(4, 2) LF_GEMM_CASE(5, 2) LF_GEMM_CASE(6, 2)
+    default: break;
+    }
+}
+
+/* Rows [r0, r0+R) (R <= 6) of one job for all n tokens (packed in xt):
+ * the rows are converted to fp32 once (into wbuf) and reused by every token
+ * block. */
+static LF_TARGET_AVX2 void gemm_panel(const float *xt, int n, int K, const lf_matmul_job *job, int r0,
+                                      int R, float *wbuf) {
+    const lf_weight *w = job->w;
+    const float *wp;
+    if (w->dtype == LF_DTYPE_F32) {
+        wp = (const float *)w->data + (size_t)r0 * K;
+    } else {
+        const uint16_t *src = (const uint16_t *)w->data + (size_t)r0 * K;
+        size_t total = (size_t)R * K, i = 0;
+        if (w->dtype == LF_DTYPE_BF16)
+            for (; i + 8 <= total; i += 8) _mm256_storeu_ps(wbuf + i, lf_load_bf16x8(src + i));
+        else
+            for (; i + 8 <= total; i += 8) _mm256_storeu_ps(wbuf + i, lf_load_f16x8(src + i));
+        for (; i < total; i++) wbuf[i] = wconv(w->dtype, src, i);
+        wp = wbuf;
+    }
+    float bias[LF_MR];
+    for (int r = 0; r < R; r++)
+        bias[r] = (job->bias && job->bias->data) ? lf_weight_at(job->bias, (size_t)(r0 + r)) : 0.0f;
+    float out[LF_MR * 16];
+    int ldy = w->rows;
+    for (int t0 = 0; t0 < n; t0 += LF_NB) {
+        int nb = n - t0 < LF_NB ? n - t0 : LF_NB, TV = nb <= 8 ? 1 : 2;
+        gemm_tile_any(wp, (size_t)K, xt + (size_t)t0 * K, K, R, TV, out);
+        for (int t = 0; t < nb; t++)
+            for (int r = 0; r < R; r++) job->y[(size_t)(t0 + t) * ldy + r0 + r] = out[r * 16 + t] + bias[r];
+    }
+}
+
 #endif /* LF_X86 */
 
 #define LF_MAX_JOBS 8
 
-/* Jobs of one dtype: pack x once, split row groups across threads. */
+static void scalar_group(const float *x, int n, int cols, const lf_matmul_job *job, int r0, int nr) {
+    mm_rows_scalar(x, n, cols, job->w, r0, r0 + nr, job->y);
+    if (job->bias && job->bias->data)
+        for (int r = r0; r < r0 + nr; r++) {
+            float bv = lf_weight_at(job->bias, (size_t)r);
+            for (int t = 0; t < n; t++) job->y[(size_t)t * job->w->rows + r] += bv;
+        }
+}
+
+typedef enum { MM_SCALAR, MM_GEMV, MM_GEMM } mm_path;
+
+/* Jobs of one dtype: pack x once, hand out row groups to the threads. */
 static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
                    float *scratch, bool simd) {
+    mm_path path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
+    int rg = path == MM_GEMM ? LF_MR : path == MM_GEMV ? LF_RG : 16;
     int gstart[LF_MAX_JOBS + 1];
     int total = 0;
     double work = 0;
     for (int j = 0; j < n_jobs; j++) {
         gstart[j] = total;
-        int rg = simd ? LF_RG : 16;
         total += (jobs[j].w->rows + rg - 1) / rg;
         work += (double)jobs[j].w->rows * cols * n;
     }
@@ -295,35 +437,37 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
     int nt = lf_cpu_threads();
     if (work < 65536.0) nt = 1;
     if (nt > total) nt = total > 0 ? total : 1;
-#if LF_X86
-    if (simd) pack_x(x, n, cols, jobs[0].w->dtype == LF_DTYPE_BF16, scratch);
-#else
-    (void)scratch;
-#endif
+    int nblocks = (n + LF_NB - 1) / LF_NB;
+    if (path == MM_GEMV) pack_x(x, n, cols, jobs[0].w->dtype == LF_DTYPE_BF16, scratch);
+    bool need_wbuf = path == MM_GEMM && jobs[0].w->dtype != LF_DTYPE_F32;
 #pragma omp parallel num_threads(nt)
     {
-        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        int g0 = (int)((long)total * tid / nth), g1 = (int)((long)total * (tid + 1) / nth);
-        int j = 0;
-        for (int g = g0; g < g1; g++) {
+        if (path == MM_GEMM) {
+#pragma omp for schedule(static)
+            for (int b = 0; b < nblocks; b++) pack_block(x, n, cols, b, scratch);
+        }
+        float *wbuf = need_wbuf ? malloc((size_t)LF_MR * cols * sizeof(float)) : NULL;
+        /* dynamic: a thread the OS preempts does not hold up the others */
+#pragma omp for schedule(dynamic, path == MM_GEMM ? 1 : 8)
+        for (int g = 0; g < total; g++) {
+            int j = 0;
             while (g >= gstart[j + 1]) j++;
             const lf_matmul_job *job = &jobs[j];
-            int rg = simd ? LF_RG : 16;
             int r0 = (g - gstart[j]) * rg;
             int nr = job->w->rows - r0 < rg ? job->w->rows - r0 : rg;
 #if LF_X86
-            if (simd) {
-                mm_group_avx2(x, scratch, n, cols, job, r0, nr);
+            if (path == MM_GEMV) {
+                gemv_group(x, scratch, n, cols, job, r0, nr);
+                continue;
+            }
+            if (path == MM_GEMM && (wbuf || !need_wbuf)) {
+                gemm_panel(scratch, n, cols, job, r0, nr, wbuf);
                 continue;
             }
 #endif
-            mm_rows_scalar(x, n, cols, job->w, r0, r0 + nr, job->y);
-            if (job->bias && job->bias->data)
-                for (int r = r0; r < r0 + nr; r++) {
-                    float bv = lf_weight_at(job->bias, (size_t)r);
-                    for (int t = 0; t < n; t++) job->y[(size_t)t * job->w->rows + r] += bv;
-                }
+            scalar_group(x, n, cols, job, r0, nr); /* also: no memory for wbuf */
         }
+        free(wbuf);
     }
 }
 

@@ -35,10 +35,13 @@ namespace {
 constexpr int WARPS = 4;
 constexpr int THREADS = WARPS * 32;
 constexpr int TILE = 16 * WARPS; /* slots per pipeline stage */
-constexpr int STAGES = 3;
+#ifndef LF_ATTN_STAGES
+#define LF_ATTN_STAGES 3
+#endif
+constexpr int STAGES = LF_ATTN_STAGES; /* pipeline depth (build knob for the benchmark) */
+static_assert(STAGES >= 2 && STAGES <= 4, "2..4 stages");
 constexpr int MAXG = 8;          /* query heads per KV head */
 constexpr int MAX_SPLIT = 64;
-constexpr int GCHUNK = 2048;     /* slots per w-table chunk when computing g */
 
 enum Kind { K_NONE = 0, K_ATTN = 1, K_LF = 2, K_VATP = 3 };
 
@@ -55,7 +58,7 @@ struct Params {
     int sinks, recent;
     int B, H, Hkv, G, cap, cap_pad, n_split, split_len;
     float scale_log2, inv_hd, inv_kvd; /* log2(e)*scale, 1/(H*D), 1/(Hkv*D) */
-    int mode, out_f32, e_smem;
+    int mode, out_f32, e_smem, l2_hints;
     unsigned *pair_cnt, *seq_cnt;
     float *part_ml, *part_o, *gE, *gmref, *g, *nb;
 };
@@ -64,8 +67,26 @@ struct Params {
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes, uint64_t pol) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                 "r"(bytes), "l"(pol));
+}
+/* L2 policy for the K/V stream: read once, so first to go (keeps the scratch
+ * this kernel re-reads in L2); evict_normal when hints are off. */
+__device__ __forceinline__ uint64_t stream_policy(bool first) {
+    uint64_t pol;
+    if (first) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+    else asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(pol));
+    return pol;
+}
+/* Drop a consumed 128-byte scratch line from L2 without writing it back. */
+__device__ __forceinline__ void l2_discard(const void *p) {
+    asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(p) : "memory");
+}
+/* Discard the 128-byte lines of [p, p + bytes) (p 128-aligned), all threads. */
+__device__ __forceinline__ void discard_range(const void *p, long bytes) {
+    const char *c = static_cast<const char *>(p);
+    for (long o = (long)threadIdx.x * 128; o + 128 <= bytes; o += (long)blockDim.x * 128) l2_discard(c + o);
 }
 __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
@@ -156,7 +177,7 @@ template <int D> struct Smem {
     static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4;   /* + pos */
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     static constexpr int OBUF_BYTES = WARPS * MAXG * D * 4;       /* warp O merge */
-    static_assert(OBUF_BYTES + (GCHUNK / 16) * MAXG * 4 <= PIPE_BYTES, "scratch fits the pipeline");
+    static_assert(OBUF_BYTES + 3 * MAX_SPLIT * MAXG * 4 <= PIPE_BYTES, "scratch fits the pipeline");
 };
 
 /* Bytes of shared memory after the pipeline: stats + per-slot partials. */
@@ -165,92 +186,138 @@ __host__ __device__ inline int e_smem_bytes(int G, int split_len) {
     return G * split_len * 4 + (split_len / 16) * MAXG * 4;
 }
 
-/* ---- g = sum_h E * w(group, h) over slots [lo, hi) (multiples of 64) ------ */
+/* ---- epilogue helpers ------------------------------------------------------
+ * The epilogues (g per KV head, then the per-sequence score and argmin) read
+ * scratch written moments before (L2 hits). They were latency-bound loops
+ * (one L2 round trip per iteration: bench/NOTES.md); now each round stages
+ * up to the whole pipeline buffer with cp.async, waits once, and works from
+ * shared memory. */
+__device__ __forceinline__ void cp_async16_plain(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+/* rows x n floats (n % 4 == 0, 16-byte aligned rows) from global to shared */
+__device__ __forceinline__ void stage_rows(float *dst, int dst_stride, const float *src, long src_stride,
+                                           int rows, int n) {
+    const int q = n / 4;
+    for (int x = threadIdx.x; x < rows * q; x += THREADS) {
+        const int r = x / q, c = x % q;
+        cp_async16_plain(smem_u32(dst + (long)r * dst_stride + 4 * c), src + r * src_stride + 4 * c);
+    }
+}
+/* n 32-bit words, any alignment */
+__device__ __forceinline__ void stage_words(void *dst, const void *src, int n) {
+    for (int x = threadIdx.x; x < n; x += THREADS)
+        cp_async4(smem_u32(static_cast<uint32_t *>(dst) + x), static_cast<const uint32_t *>(src) + x, 4);
+}
+
+/* g[i] = sum_h E[h][i] * exp2(min(m_ref[i/16][h] - m_h, 0)) / l_h for i in
+ * [lo, hi) (multiples of 64); E, m_ref and g_out indexed alike. E in global
+ * memory is staged through `stage` (stage_bytes of shared memory). */
 __device__ void compute_g(const float *E, long e_stride, const float *mref, bool from_global, int lo,
-                          int hi, int G, const float *m_fin, const float *inv_l, float *g_out,
-                          float *wtab) {
+                          int hi, int G, const float *m_fin, const float *inv_l, float *g_out, bool discard,
+                          float *stage, int stage_bytes) {
     const int tid = threadIdx.x;
-    for (int base = lo; base < hi; base += GCHUNK) {
-        const int len = min(GCHUNK, hi - base);
-        const int ngroups = len / 16;
-        for (int idx = tid; idx < ngroups * MAXG; idx += THREADS) {
-            const int grp = idx / MAXG, h = idx % MAXG;
-            float w = 0.f;
-            if (h < G && inv_l[h] > 0.f) {
-                const float *mp = mref + (long)(base / 16 + grp) * MAXG + h;
-                const float m = from_global ? __ldcg(mp) : *mp;
-                w = ex2(fminf(m - m_fin[h], 0.f)) * inv_l[h];
-            }
-            wtab[idx] = w;
+    int ch = hi - lo;
+    if (from_global) { /* E rows [G][ch] + m_ref [ch/2] + weights [ch/2] per round */
+        ch = stage_bytes / (4 * (G + 1)) / 64 * 64;
+        if (ch > hi - lo) ch = hi - lo;
+    }
+    for (int base = lo; base < hi; base += ch) {
+        const int n = min(ch, hi - base);
+        const float *Eb = E + base, *Mb = mref + (long)(base / 16) * MAXG;
+        long es = e_stride;
+        float *wt = stage; /* [n/16][MAXG] weights */
+        if (from_global) {
+            float *sm = stage + (long)G * ch;
+            stage_rows(stage, ch, Eb, e_stride, G, n);
+            stage_rows(sm, 0, Mb, 0, 1, n / 16 * MAXG);
+            cp_commit();
+            cp_wait<0>();
+            __syncthreads();
+            Eb = stage;
+            es = ch;
+            Mb = sm;
+            wt = sm + ch / 2;
+        }
+        for (int x = tid; x < (n / 16) * MAXG; x += THREADS) {
+            const int h = x % MAXG;
+            wt[x] = (h < G && inv_l[h] > 0.f) ? ex2(fminf(Mb[x] - m_fin[h], 0.f)) * inv_l[h] : 0.f;
         }
         __syncthreads();
-        for (int i = tid * 4; i < len; i += THREADS * 4) {
-            const float *wg = wtab + (i / 16) * MAXG;
-            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-            for (int h = 0; h < MAXG; h++) {
-                if (h < G) {
-                    const float4 *ep = reinterpret_cast<const float4 *>(E + (long)h * e_stride + base + i);
-                    const float4 e = from_global ? __ldcg(ep) : *ep;
-                    const float w = wg[h];
-                    acc.x += e.x * w;
-                    acc.y += e.y * w;
-                    acc.z += e.z * w;
-                    acc.w += e.w * w;
-                }
+        for (int i = tid * 4; i < n; i += THREADS * 4) {
+            const float *w = wt + (i / 16) * MAXG;
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int h = 0; h < G; h++) {
+                const float4 e = *reinterpret_cast<const float4 *>(Eb + (long)h * es + i);
+                const float wh = w[h];
+                a.x += e.x * wh; a.y += e.y * wh; a.z += e.z * wh; a.w += e.w * wh;
             }
-            *reinterpret_cast<float4 *>(g_out + base + i) = acc;
+            *reinterpret_cast<float4 *>(g_out + base + i) = a;
         }
         __syncthreads();
+    }
+    if (discard) { /* E and m_ref of [lo, hi) are consumed */
+        for (int h = 0; h < G; h++) discard_range(E + (long)h * e_stride + lo, (long)(hi - lo) * 4);
+        discard_range(mref + (long)(lo / 16) * MAXG, (long)(hi - lo) / 16 * MAXG * 4);
     }
 }
 
 /* ---- the last KV head of a sequence: score, argmin, next_slot ------------- */
-__device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, int *red_i) {
+__device__ __forceinline__ void argmin_upd(float &bv, int &bi, float v, int i) {
+    if (v < bv) { bv = v; bi = i; } /* slots visited in increasing order: lowest index wins ties */
+}
+
+__device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, int *red_i, float *stage,
+                           int stage_bytes) {
     const int tid = threadIdx.x;
     const float *gs = p.g + (long)seq * p.Hkv * p.cap_pad;
     const float *nbs = p.nb ? p.nb + (long)seq * p.Hkv * p.cap_pad : nullptr;
     const int *pos = p.pos + pidx * p.slot_seq_stride;
-    float *acc = p.acc ? p.acc + pidx * p.slot_seq_stride : nullptr;
+    const bool accum = p.mode == LF_CUDA_SCORE_H2O || p.mode == LF_CUDA_SCORE_VATP;
+    float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
     float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
     const float inv_h = 1.f / (float)p.H;
     const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    const int per_slot = 4 * (p.Hkv * (nbs ? 2 : 1) + 1 + (accum ? 1 : 0));
+    int ch = stage_bytes / per_slot / 64 * 64;
+    if (ch > p.cap_pad) ch = p.cap_pad;
+    float *sg = stage, *sn = stage + (long)p.Hkv * ch;
+    int *sp = reinterpret_cast<int *>(sn + (nbs ? (long)p.Hkv * ch : 0));
+    float *sa = reinterpret_cast<float *>(sp + ch);
     float best_v = INFINITY, fb_v = INFINITY;
     int best_i = 0x7fffffff, fb_i = 0x7fffffff;
-    for (int i0 = tid * 4; i0 < p.cap; i0 += THREADS * 4) {
-        float4 s4 = make_float4(0.f, 0.f, 0.f, 0.f), n4 = s4;
-#pragma unroll 8
-        for (int kh = 0; kh < p.Hkv; kh++) {
-            const float4 x = __ldcg(reinterpret_cast<const float4 *>(gs + (long)kh * p.cap_pad + i0));
-            s4.x += x.x; s4.y += x.y; s4.z += x.z; s4.w += x.w;
-            if (nbs) {
-                const float4 y = __ldcg(reinterpret_cast<const float4 *>(nbs + (long)kh * p.cap_pad + i0));
-                n4.x += y.x; n4.y += y.y; n4.z += y.z; n4.w += y.w;
-            }
-        }
-        const float sv[4] = {s4.x, s4.y, s4.z, s4.w};
-        const float nv[4] = {n4.x, n4.y, n4.z, n4.w};
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int i = i0 + j;
-            if (i >= p.cap) break;
-            const int ps = pos[i];
+    for (int base = 0; base < p.cap; base += ch) {
+        const int n = min(ch, p.cap_pad - base), nv = min(ch, p.cap - base);
+        stage_rows(sg, ch, gs + base, p.cap_pad, p.Hkv, n);
+        if (nbs) stage_rows(sn, ch, nbs + base, p.cap_pad, p.Hkv, n);
+        stage_words(sp, pos + base, nv);
+        if (accum) stage_words(sa, acc + base, nv);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+        for (int i = tid; i < nv; i += THREADS) {
+            float sv = 0.f, nsum = 0.f;
+            for (int k = 0; k < p.Hkv; k++) sv += sg[(long)k * ch + i];
+            if (nbs)
+                for (int k = 0; k < p.Hkv; k++) nsum += sn[(long)k * ch + i];
+            const int ps = sp[i];
             float sc;
             if (p.mode == LF_CUDA_SCORE_LONGFLOW) {
-                sc = sv[j] * p.inv_hd;
+                sc = sv * p.inv_hd;
             } else if (p.mode == LF_CUDA_SCORE_TOVA) {
-                sc = sv[j] * inv_h;
+                sc = sv * inv_h;
             } else {
-                float a = ps >= 0 ? acc[i] + sv[j] * inv_h : 0.f;
-                acc[i] = a;
-                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nv[j] * p.inv_kvd) : a;
+                const float a = ps >= 0 ? sa[i] + sv * inv_h : 0.f;
+                acc[base + i] = a;
+                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nsum * p.inv_kvd) : a;
             }
             if (ps < 0) sc = 0.f;
-            if (score) score[i] = sc;
+            if (score) score[base + i] = sc;
             const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && p.recent > 0 && ps > cur - p.recent));
-            if (!prot && sc < best_v) { best_v = sc; best_i = i; }
-            if (sc < fb_v) { fb_v = sc; fb_i = i; }
+            if (!prot) argmin_upd(best_v, best_i, sc, base + i);
+            argmin_upd(fb_v, fb_i, sc, base + i);
         }
+        __syncthreads();
     }
     /* block argmin of (value, index), twice: unprotected, then all */
     for (int pass = 0; pass < 2; pass++) {
@@ -264,6 +331,10 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         if ((tid & 31) == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
     }
     __syncthreads();
+    if (p.l2_hints) { /* g (and |v|_1) of this sequence are consumed */
+        discard_range(gs, (long)p.Hkv * p.cap_pad * 4);
+        if (nbs) discard_range(nbs, (long)p.Hkv * p.cap_pad * 4);
+    }
     if (tid == 0) {
         float bv = INFINITY, fv = INFINITY;
         int bi = 0x7fffffff, fi = 0x7fffffff;
@@ -274,7 +345,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         int ns = bi != 0x7fffffff ? bi : fi;
         if (ns == 0x7fffffff) ns = 0; /* only with NaN scores everywhere */
         p.next_slot[seq] = ns;
-        if (acc) acc[ns] = 0.f;
+        if (accum) acc[ns] = 0.f;
     }
 }
 
@@ -332,6 +403,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     }
     float *nbp = (KIND == K_VATP) ? p.nb + (long)pair * p.cap_pad : nullptr;
 
+    const uint64_t pol = stream_policy(p.l2_hints != 0);
     /* ---- producer: issue the cp.async of tile t into its stage ---- */
     auto issue = [&](int t) {
         unsigned char *st = smem + (t % STAGES) * SM::STAGE_BYTES;
@@ -344,8 +416,8 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
             const int slot = base + r;
             const bool in = slot < p.cap;
             const long off = in ? (long)slot * D + c * 8 : 0;
-            cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0);
-            cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0);
+            cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0, pol);
+            cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0, pol);
         }
         if (tid < TILE) {
             const int slot = base + tid;
@@ -516,7 +588,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     }
     __syncthreads(); /* also: the pipeline buffers are free from here */
     float *obuf = reinterpret_cast<float *>(smem);                     /* [WARPS][G][D] */
-    float *wtab = reinterpret_cast<float *>(smem + SM::OBUF_BYTES);   /* g w-table */
+    float *wtab = reinterpret_cast<float *>(smem + SM::OBUF_BYTES);   /* split-combine scratch */
     {
         float mb = -INFINITY;
         for (int w = 0; w < WARPS; w++) mb = fmaxf(mb, wm[w * MAXG + gid]);
@@ -557,8 +629,10 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         if (KIND == K_NONE) return;
         if (tid < MAXG) invl[tid] = (tid < G && invl[tid] > 0.f) ? 1.f / invl[tid] : 0.f;
         __syncthreads();
+        /* smem E is range-relative: shift g_out by lo so that indices agree */
         compute_g(Ebuf, e_stride, Mref, !e_in_smem, e_in_smem ? 0 : lo, e_in_smem ? hi - lo : hi, G, mfin,
-                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), wtab);
+                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), !e_in_smem && p.l2_hints,
+                  reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
     } else {
         /* partial result of this slot block */
         float *po = p.part_o + ((long)pair * p.n_split + split) * G * D;
@@ -583,36 +657,52 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         if (!flag[0]) return;
         __threadfence();
         /* last slot block of the pair: final normalisers, O, g */
-        float *facs = wtab; /* [n_split][MAXG] */
+        const int ns = p.n_split;
+        float2 *ml = reinterpret_cast<float2 *>(wtab); /* [n_split][MAXG] (m, l) */
+        float *facs = wtab + 2 * MAX_SPLIT * MAXG;     /* [n_split][MAXG] */
+        {
+            const float2 *pm = reinterpret_cast<const float2 *>(p.part_ml + (long)pair * ns * MAXG * 2);
+            for (int x = tid; x < ns * MAXG; x += THREADS)
+                ml[x] = (x % MAXG) < G ? __ldcg(pm + x) : make_float2(-INFINITY, 0.f);
+        }
+        __syncthreads();
         if (tid < G) {
-            const float *pm = p.part_ml + (long)pair * p.n_split * MAXG * 2;
             float m = -INFINITY;
-            for (int b = 0; b < p.n_split; b++) m = fmaxf(m, __ldcg(pm + b * MAXG * 2 + 2 * tid));
+            for (int b = 0; b < ns; b++) m = fmaxf(m, ml[b * MAXG + tid].x);
             float l = 0.f;
-            for (int b = 0; b < p.n_split; b++) {
-                const float mb = __ldcg(pm + b * MAXG * 2 + 2 * tid);
-                const float f = mb == -INFINITY ? 0.f : ex2(mb - m);
+            for (int b = 0; b < ns; b++) {
+                const float2 v = ml[b * MAXG + tid];
+                const float f = v.x == -INFINITY ? 0.f : ex2(v.x - m);
                 facs[b * MAXG + tid] = f;
-                l += __ldcg(pm + b * MAXG * 2 + 2 * tid + 1) * f;
+                l += v.y * f;
             }
             mfin[tid] = m;
             invl[tid] = l > 0.f ? 1.f / l : 0.f;
         }
         if (tid == 0) p.pair_cnt[pair] = 0u;
         __syncthreads();
-        const float *pob = p.part_o + (long)pair * p.n_split * G * D;
-        for (int idx = tid; idx < G * D; idx += THREADS) {
-            const int h = idx / D;
-            float acc = 0.f;
-            for (int b = 0; b < p.n_split; b++) acc += __ldcg(pob + (long)b * G * D + idx) * facs[b * MAXG + h];
-            const float v = acc * invl[h];
-            if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
-            else Ops::store(p.out, out_row * D + idx, v);
+        const float *pob = p.part_o + (long)pair * ns * G * D;
+        for (int i4 = tid * 4; i4 < G * D; i4 += THREADS * 4) {
+            const int h = i4 / D;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+            for (int b = 0; b < ns; b++) {
+                const float4 x = __ldcg(reinterpret_cast<const float4 *>(pob + (long)b * G * D + i4));
+                const float f = facs[b * MAXG + h];
+                acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
+            }
+            const float il = invl[h];
+            const float v[4] = {acc.x * il, acc.y * il, acc.z * il, acc.w * il};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if (p.out_f32) static_cast<float *>(p.out)[out_row * D + i4 + j] = v[j];
+                else Ops::store(p.out, out_row * D + i4 + j, v[j]);
+            }
         }
         __syncthreads();
         if (KIND == K_NONE) return;
         compute_g(Ebuf, e_stride, Mref, true, 0, p.cap_pad, G, mfin, invl, p.g + (long)pair * p.cap_pad,
-                  wtab);
+                  p.l2_hints != 0, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
     }
 
     /* ---- the last KV head of the sequence finishes the step ---- */
@@ -626,7 +716,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     __syncthreads();
     if (!flag[1]) return;
     __threadfence();
-    seq_finish(p, seq, pidx, red_v, red_i);
+    seq_finish(p, seq, pidx, red_v, red_i, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
 }
 
 /* ---- host side ------------------------------------------------------------ */
@@ -752,7 +842,7 @@ int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *
     P.e_smem = 0;
     P.smem = base_smem;
     P.bps = bps;
-    if (P.kind != K_NONE && P.n_split == 1 && d->e_smem != 0) {
+    if (P.kind != K_NONE && P.n_split == 1 && d->e_smem >= 0) {
         const int need = base_smem + e_smem_bytes(P.G, P.split_len);
         int b2 = 0;
         if (need <= di.smem_optin && !occupancy(fn, need, di.smem_optin, &b2, nullptr) &&
@@ -809,6 +899,8 @@ extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
     if (d->n_kv_heads < 1 || d->n_heads < 1 || d->n_heads % d->n_kv_heads)
         return lf_fail(err, "cuda attention: %d query heads not a multiple of %d KV heads", d->n_heads,
                        d->n_kv_heads);
+    if (d->n_kv_heads > 64)
+        return lf_fail(err, "cuda attention: %d KV heads, at most 64 supported", d->n_kv_heads);
     if (d->n_heads / d->n_kv_heads > MAXG)
         return lf_fail(err, "cuda attention: %d query heads per KV head, at most %d supported",
                        d->n_heads / d->n_kv_heads, MAXG);
@@ -820,6 +912,9 @@ extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
         return lf_fail(err, "cuda attention: output dtype must be f32 or the cache dtype");
     if (d->mode < 0 || d->mode >= LF_CUDA_SCORE_COUNT)
         return lf_fail(err, "cuda attention: unknown score mode %d", d->mode);
+    if (d->e_smem < -1 || d->e_smem > 1 || d->no_l2_hints < 0 || d->no_l2_hints > 1)
+        return lf_fail(err, "cuda attention: e_smem %d or no_l2_hints %d out of range", d->e_smem,
+                       d->no_l2_hints);
     if (d->n_split < 0 || d->n_split > MAX_SPLIT)
         return lf_fail(err, "cuda attention: n_split %d out of range 0..%d", d->n_split, MAX_SPLIT);
     if ((long long)d->n_seq * d->n_kv_heads * MAX_SPLIT > 0x7fffffffLL)
@@ -908,6 +1003,7 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.mode = d->mode;
     p.out_f32 = d->out_dtype == LF_DTYPE_F32;
     p.e_smem = P.e_smem;
+    p.l2_hints = !d->no_l2_hints;
     unsigned char *ws = static_cast<unsigned char *>(a->workspace);
     p.pair_cnt = reinterpret_cast<unsigned *>(ws + L.cnt);
     p.seq_cnt = p.pair_cnt + (size_t)d->n_seq * d->n_kv_heads;

@@ -47,14 +47,16 @@ typedef enum lf_cuda_score_mode {
     LF_CUDA_SCORE_COUNT
 } lf_cuda_score_mode;
 
-/* Shape and choices; everything the workspace size depends on. */
+/* Shape and choices; everything the workspace size depends on. Zero the
+ * optional fields (n_split, e_smem, no_l2_hints) for the defaults. */
 typedef struct lf_cuda_attn_desc {
     int32_t n_seq, n_heads, n_kv_heads, head_dim, capacity;
     int32_t dtype;     /* lf_dtype: LF_DTYPE_F16 or LF_DTYPE_BF16 (q, k, v) */
     int32_t out_dtype; /* lf_dtype: LF_DTYPE_F32 or the same as dtype */
     int32_t mode;      /* lf_cuda_score_mode */
     int32_t n_split;   /* slot blocks per (sequence, KV head); 0 = automatic */
-    int32_t e_smem;    /* per-slot partials in shared memory when they fit: -1 auto, 0 never, 1 allow */
+    int32_t e_smem;    /* per-slot partials in shared memory: 0 auto, 1 whenever they fit, -1 never */
+    int32_t no_l2_hints; /* 0: stream K/V with L2 evict_first and discard consumed scratch; 1: off */
 } lf_cuda_attn_desc;
 
 /* Device pointers of one call. */

@@ -17,6 +17,16 @@
 #define LF_ATT_X86 0
 #endif
 
+#ifndef LF_ATT_PF_MODE
+#define LF_ATT_PF_MODE 2 /* 0 none, 1 whole next block at once, 2 spread over the logits loop */
+#endif
+#ifndef LF_ATT_PF_DIST
+#define LF_ATT_PF_DIST 2
+#endif
+#ifndef LF_ATT_PF_HINT
+#define LF_ATT_PF_HINT _MM_HINT_T1
+#endif
+
 /* ---- workspace layout ----------------------------------------------------- */
 
 static int n_blocks(int cap) { return (cap + LF_ATT_BLOCK - 1) / LF_ATT_BLOCK; }
@@ -227,10 +237,72 @@ LF_ATT_AVX2 static inline void dots4(const float *kr, const float *q, int nh, in
     for (int h = 0; h < nh; h++) out[h] = hsum(_mm256_add_ps(a0[h], a1[h]));
 }
 
-/* O[h] += sum_j w[h][j] * V[row j] for nh (<= 2) heads, W floats (4 vectors)
- * of the head dimension at a time; hd % 8 == 0. */
-LF_ATT_AVX2 static inline void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride,
-                                     float *O0, float *O1, int nh, int hd) {
+/* 8 horizontal sums at once: lane i of the result is the sum of a[i]. */
+LF_ATT_AVX2 static inline __m256 hsum8(const __m256 *a) {
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* Logits of four K rows against two query heads (q0, q1 = q0 + hd):
+ * out[h][r] for h < 2, r < 4, scaled. Each q vector is loaded once for the
+ * four rows; eight independent accumulators. hd % 8 == 0. */
+LF_ATT_AVX2 static inline void dots_4x2(const float *k0, const float *k1, const float *k2, const float *k3,
+                                        const float *q, int hd, float scale, float *out0, float *out1,
+                                        uintptr_t pf, uintptr_t pfv) {
+    __m256 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d += 8) {
+        if (LF_ATT_PF_MODE == 2 && pf && (d & 15) == 0) {
+            /* the same rows LF_ATT_PF_DIST blocks ahead, spread over the loop */
+            uintptr_t o = (uintptr_t)d * sizeof(float);
+            _mm_prefetch((const char *)((uintptr_t)k0 + pf + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k1 + pf + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k2 + pf + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k3 + pf + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k0 + pfv + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k1 + pfv + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k2 + pfv + o), LF_ATT_PF_HINT);
+            _mm_prefetch((const char *)((uintptr_t)k3 + pfv + o), LF_ATT_PF_HINT);
+        }
+        __m256 x0 = _mm256_loadu_ps(q + d), x1 = _mm256_loadu_ps(q + hd + d);
+        __m256 r0 = _mm256_loadu_ps(k0 + d), r1 = _mm256_loadu_ps(k1 + d);
+        __m256 r2 = _mm256_loadu_ps(k2 + d), r3 = _mm256_loadu_ps(k3 + d);
+        a[0] = _mm256_fmadd_ps(x0, r0, a[0]);
+        a[1] = _mm256_fmadd_ps(x0, r1, a[1]);
+        a[2] = _mm256_fmadd_ps(x0, r2, a[2]);
+        a[3] = _mm256_fmadd_ps(x0, r3, a[3]);
+        a[4] = _mm256_fmadd_ps(x1, r0, a[4]);
+        a[5] = _mm256_fmadd_ps(x1, r1, a[5]);
+        a[6] = _mm256_fmadd_ps(x1, r2, a[6]);
+        a[7] = _mm256_fmadd_ps(x1, r3, a[7]);
+    }
+    __m256 s = _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale));
+    _mm_storeu_ps(out0, _mm256_castps256_ps128(s));
+    _mm_storeu_ps(out1, _mm256_extractf128_ps(s, 1));
+}
+
+/* The same for one query head and eight rows. */
+LF_ATT_AVX2 static inline void dots_8x1(const float *const *k, const float *q, int hd, float scale, float *out) {
+    __m256 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d += 8) {
+        __m256 x0 = _mm256_loadu_ps(q + d);
+        for (int r = 0; r < 8; r++) a[r] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k[r] + d), a[r]);
+    }
+    _mm256_storeu_ps(out, _mm256_mul_ps(hsum8(a), _mm256_set1_ps(scale)));
+}
+
+/* O[h] += sum_j w[h][j] * V[row j] for nh (<= 2) heads, 32 floats of the
+ * head dimension at a time (hd % 8 == 0). With want_vn (a constant at each
+ * call site), the |v|_1 of each row is summed from the same loaded vectors
+ * into vn[j]. */
+LF_ATT_AVX2 static inline __attribute__((always_inline)) void
+vacc2_impl(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0, float *O1, int nh,
+           int hd, const int want_vn, float *vn) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vacc[LF_ATT_BLOCK];
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
         __m256 x0 = _mm256_loadu_ps(O0 + d), x1 = _mm256_loadu_ps(O0 + d + 8);
@@ -256,6 +328,11 @@ LF_ATT_AVX2 static inline void vacc2(const float *V, const int *rows, int nr, co
                 y2 = _mm256_fmadd_ps(p1, v2, y2);
                 y3 = _mm256_fmadd_ps(p1, v3, y3);
             }
+            if (want_vn) {
+                __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(absmask, v0), _mm256_and_ps(absmask, v1)),
+                                         _mm256_add_ps(_mm256_and_ps(absmask, v2), _mm256_and_ps(absmask, v3)));
+                vacc[j] = d == 0 ? a : _mm256_add_ps(vacc[j], a);
+            }
         }
         _mm256_storeu_ps(O0 + d, x0);
         _mm256_storeu_ps(O0 + d + 8, x1);
@@ -274,10 +351,29 @@ LF_ATT_AVX2 static inline void vacc2(const float *V, const int *rows, int nr, co
             __m256 v0 = _mm256_loadu_ps(V + (size_t)rows[j] * hd + d);
             x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), v0, x0);
             if (nh > 1) y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + wstride + j), v0, y0);
+            if (want_vn) {
+                __m256 a = _mm256_and_ps(absmask, v0);
+                vacc[j] = d == 0 ? a : _mm256_add_ps(vacc[j], a);
+            }
         }
         _mm256_storeu_ps(O0 + d, x0);
         if (nh > 1) _mm256_storeu_ps(O1 + d, y0);
     }
+    if (want_vn) {
+        int j = 0;
+        for (; j + 8 <= nr; j += 8) _mm256_storeu_ps(vn + j, hsum8(vacc + j));
+        for (; j < nr; j++) vn[j] = hsum(vacc[j]);
+    }
+}
+
+LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
+                              float *O1, int nh, int hd) {
+    vacc2_impl(V, rows, nr, w, wstride, O0, O1, nh, hd, 0, NULL);
+}
+
+LF_ATT_AVX2 static void vacc2_vn(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
+                                 float *O1, int nh, int hd, float *vn) {
+    vacc2_impl(V, rows, nr, w, wstride, O0, O1, nh, hd, 1, vn);
 }
 
 LF_ATT_AVX2 static void task_avx2(const att_task *t) {
@@ -308,8 +404,42 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             continue;
         }
-        /* logits, packed over the valid rows: sb[h][j] */
-        for (int j = 0; j < nv; j++) {
+        /* bring the next block's rows in while this one computes */
+        {
+            int p0 = b0 + LF_ATT_BLOCK, p1 = p0 + LF_ATT_BLOCK < t->s1 ? p0 + LF_ATT_BLOCK : t->s1;
+            if (LF_ATT_PF_MODE == 1 && p0 < p1) {
+                const char *pk = (const char *)(t->K + (size_t)p0 * hd);
+                const char *pv = (const char *)(t->V + (size_t)p0 * hd);
+                size_t nbytes = (size_t)(p1 - p0) * hd * sizeof(float);
+                for (size_t o = 0; o < nbytes; o += 64) {
+                    _mm_prefetch(pk + o, LF_ATT_PF_HINT);
+                    _mm_prefetch(pv + o, LF_ATT_PF_HINT);
+                }
+            }
+        }
+        /* logits, packed over the valid rows: sb[h][j]; four rows and two
+         * heads (or eight rows and one head) at a time */
+        int j0 = 0;
+        /* prefetch distance in bytes, and from a K row to the V row LF_ATT_PF_DIST blocks ahead */
+        uintptr_t pf = b0 + LF_ATT_PF_DIST * LF_ATT_BLOCK < t->s1
+                           ? (uintptr_t)LF_ATT_PF_DIST * LF_ATT_BLOCK * hd * sizeof(float) : 0;
+        uintptr_t pfv = pf ? (uintptr_t)t->V - (uintptr_t)t->K + pf : 0;
+        if (rep == 1) {
+            for (; j0 + 8 <= nv; j0 += 8) {
+                const float *kr[8];
+                for (int r = 0; r < 8; r++) kr[r] = t->K + (size_t)rows[j0 + r] * hd;
+                dots_8x1(kr, t->q, hd, t->scale, sb + j0);
+            }
+        } else if (rep % 2 == 0) {
+            for (; j0 + 4 <= nv; j0 += 4) {
+                const float *k0 = t->K + (size_t)rows[j0] * hd, *k1 = t->K + (size_t)rows[j0 + 1] * hd;
+                const float *k2 = t->K + (size_t)rows[j0 + 2] * hd, *k3 = t->K + (size_t)rows[j0 + 3] * hd;
+                for (int h = 0; h < rep; h += 2)
+                    dots_4x2(k0, k1, k2, k3, t->q + (size_t)h * hd, hd, t->scale, sb + h * LF_ATT_BLOCK + j0,
+                             sb + (h + 1) * LF_ATT_BLOCK + j0, h == 0 ? pf : 0, pfv);
+            }
+        }
+        for (int j = j0; j < nv; j++) {
             const float *kr = t->K + (size_t)rows[j] * hd;
             float dd[4];
             for (int h0 = 0; h0 < rep; h0 += 4) {
@@ -347,25 +477,17 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
                 for (int j = 0; j < nv; j++) pp[idx[j]] = w[j];
             }
         }
-        if (t->vn) {
-            const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-            if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
-            for (int j = 0; j < nv; j++) {
-                const float *vr = t->V + (size_t)rows[j] * hd;
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-                int d = 0;
-                for (; d + 16 <= hd; d += 16) {
-                    a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
-                    a1 = _mm256_add_ps(a1, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d + 8)));
-                }
-                if (d < hd) a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
-                t->vn[rows[j]] = hsum(_mm256_add_ps(a0, a1));
-            }
-        }
         for (int h = 0; h < rep; h += 2) {
             int nh = rep - h < 2 ? rep - h : 2;
-            vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, t->part + h * t->part_stride,
-                  t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride, nh, hd);
+            float *O0 = t->part + h * t->part_stride, *O1 = t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride;
+            if (h == 0 && t->vn) {
+                float vb[LF_ATT_BLOCK];
+                vacc2_vn(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd, vb);
+                if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+                for (int j = 0; j < nv; j++) t->vn[rows[j]] = vb[j];
+            } else {
+                vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd);
+            }
         }
     }
 }

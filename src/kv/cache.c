@@ -65,6 +65,7 @@ int lf_kv_cache_init(lf_kv_cache *c, const lf_config *cfg, const lf_policy_confi
     if (res.kind == LF_POLICY_RKV && budget <= LF_RKV_WINDOW)
         return lf_fail(err, "KV cache: --policy rkv needs more than %d slots (got %d)", LF_RKV_WINDOW, budget);
     c->policy = res;
+    c->sinks_default = p->sinks < 0;
     c->n_layers = cfg->n_layers;
     c->n_heads = cfg->n_heads;
     c->n_kv_heads = cfg->n_kv_heads;
@@ -183,8 +184,10 @@ int lf_kv_prefill_layer(lf_kv_cache *c, int layer, const float *q, const float *
                            "budget must be more than %d",
                            B, n, lf_policy_name(kind), LF_SNAPKV_WINDOW, LF_SNAPKV_MIN_BUDGET - 1);
         nk = B - 1;
+        int sinks = c->policy.sinks;
+        if (c->sinks_default && sinks > nk - LF_SNAPKV_WINDOW - 1) sinks = nk - LF_SNAPKV_WINDOW - 1;
         if (!(kept = malloc((size_t)nk * sizeof *kept))) return lf_fail(err, "KV cache: out of memory");
-        if (lf_snapkv_select(q, k, n, c->n_heads, nkv, hd, nk, c->policy.sinks, kept, err)) {
+        if (lf_snapkv_select(q, k, n, c->n_heads, nkv, hd, nk, sinks, kept, err)) {
             free(kept);
             return -1;
         }
@@ -242,6 +245,7 @@ static void store(lf_kv_cache *c, int layer, const float *k, const float *v, con
     if (L->pos[slot] < 0) {
         L->n_valid++;
         c->total_valid++;
+        note_peaks(c, L);
     }
     L->pos[slot] = p;
     if (slot >= L->hw) L->hw = slot + 1;

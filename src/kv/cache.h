@@ -48,6 +48,8 @@ typedef struct lf_kv_cache {
     long total_valid;  /* sum over layers of n_valid */
     long peak_total_valid; /* most total_valid so far */
     bool overflow;     /* `full`: a token arrived with no free slot (it was not stored) */
+    bool sinks_default;/* policy.sinks is the policy's default, not --sinks: SnapKV may
+                          keep fewer of them when the budget has no room */
     float *scratch;    /* per-step workspace of the fused kernel (see attention.h) */
     size_t scratch_floats;
 } lf_kv_cache;

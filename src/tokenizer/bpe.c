@@ -23,9 +23,9 @@ static inline bool merge_find(const lf_tokenizer *t, int32_t a, int32_t b, uint3
     size_t mask = t->mcap - 1;
     size_t i = (size_t)mix64(key) & mask;
     for (;;) {
-        uint64_t k = t->mkey[i];
+        uint64_t k = t->merges[i].key;
         if (k == key) {
-            uint64_t v = t->mval[i];
+            uint64_t v = t->merges[i].val;
             *rank = (uint32_t)(v >> 32);
             *new_id = (int32_t)(uint32_t)v;
             return true;

@@ -220,9 +220,19 @@ int lf_scratch_init(lf_scratch *s);
 void lf_scratch_free(lf_scratch *s);
 
 /* ---- the tokenizer ------------------------------------------------------- */
+typedef struct lf_vocab_slot {
+    const char *s; /* NULL = empty */
+    uint32_t len, tag;
+    int32_t id;
+} lf_vocab_slot;
+
+typedef struct lf_merge_slot {
+    uint64_t key, val; /* key UINT64_MAX = empty */
+} lf_merge_slot;
+
 typedef struct lf_vocab_map {
-    int32_t *slots; /* entry index or -1 */
-    size_t cap;     /* power of two */
+    lf_vocab_slot *slots;
+    size_t cap; /* power of two */
 } lf_vocab_map;
 
 /* Pre-token cache entry (results of the model for one pre-token). */
@@ -245,8 +255,8 @@ struct lf_tokenizer {
     const char **id_str;
     uint32_t *id_len;
     uint8_t *id_flags; /* LF_IDF_* */
-    /* merges: (left << 32 | right) -> (rank << 32 | new id) */
-    uint64_t *mkey, *mval;
+    /* merges: key (left << 32 | right) -> val (rank << 32 | new id) */
+    lf_merge_slot *merges;
     size_t mcap;
     size_t n_merges;
     /* BPE options */
@@ -281,6 +291,24 @@ struct lf_tokenizer {
 
 enum { LF_IDF_ADDED = 1, LF_IDF_SPECIAL = 2 };
 #define LF_CHAR_IDS 0x800
+
+/* ---- fast scanning of model.vocab / model.merges ------------------------- */
+typedef struct lf_json_span {
+    const char *p;
+    size_t n;
+} lf_json_span;
+
+typedef int (*lf_vocab_cb)(void *ctx, const char *s, size_t n, int id);
+typedef int (*lf_merge_cb)(void *ctx, const char *a, size_t la, const char *b, size_t lb, uint32_t rank);
+/* Find the raw text of model.vocab and model.merges; -1 when the layout is
+ * not the usual one (the caller then uses cJSON for everything). */
+int lf_json_find_model_parts(const char *text, size_t len, lf_json_span *vocab, lf_json_span *merges);
+/* Decode the vocab object into arena (vocab->n + 1 bytes), calling cb for each
+ * entry. Returns 0, -1 when cb failed, -2 on malformed input. */
+int lf_json_scan_vocab(const lf_json_span *vocab, char *arena, lf_vocab_cb cb, void *ctx);
+/* The merges ("a b" strings or ["a", "b"] pairs); on malformed input returns
+ * -2 with *bad set to the merge's index. */
+int lf_json_scan_merges(const lf_json_span *merges, lf_merge_cb cb, void *ctx, uint32_t *bad);
 
 /* Model vocabulary lookup (not added tokens): id or -1. */
 int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n);

@@ -12,6 +12,7 @@
 #include "tokenizer/tok_internal.h"
 
 #define OOM() lf_fail(err, "out of memory")
+#define OOM_CTX(c) lf_fail((c)->err, "out of memory")
 
 /* ---- scratch ------------------------------------------------------------- */
 int lf_scratch_init(lf_scratch *s) {
@@ -51,30 +52,46 @@ static char *tok_strdup(lf_tokenizer *t, const char *s, size_t n) {
 }
 
 /* ---- vocabulary map ------------------------------------------------------ */
-int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n) {
+/* Open addressing; each slot holds the string, its length, a hash tag and
+ * the id, so that a lookup costs the slot and the string. */
+static int vocab_find_h(const lf_tokenizer *t, const char *s, size_t n, uint64_t h) {
     if (!t->vmap.cap) return -1;
     size_t mask = t->vmap.cap - 1;
-    size_t i = (size_t)lf_hash_bytes(s, n) & mask;
+    uint32_t tag = (uint32_t)(h >> 32);
+    size_t i = (size_t)h & mask;
     for (;;) {
-        int32_t e = t->vmap.slots[i];
-        if (e < 0) return -1;
-        if (t->e_len[e] == n && !memcmp(t->e_str[e], s, n)) return t->e_id[e];
+        const lf_vocab_slot *v = &t->vmap.slots[i];
+        if (!v->s) return -1;
+        if (v->tag == tag && v->len == n && !memcmp(v->s, s, n)) return v->id;
         i = (i + 1) & mask;
     }
 }
 
+int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n) {
+    return vocab_find_h(t, s, n, lf_hash_bytes(s, n));
+}
+
+static inline void vocab_prefetch(const lf_tokenizer *t, uint64_t h) {
+#if defined(__GNUC__)
+    __builtin_prefetch(&t->vmap.slots[(size_t)h & (t->vmap.cap - 1)]);
+#else
+    (void)t;
+    (void)h;
+#endif
+}
+
 static int vmap_build(lf_tokenizer *t, lf_error *err) {
     size_t cap = 16;
-    while (cap < (size_t)t->n_entries * 2) cap *= 2;
-    t->vmap.slots = malloc(cap * sizeof *t->vmap.slots);
+    while (cap < (size_t)t->n_entries + (size_t)t->n_entries / 2) cap *= 2;
+    t->vmap.slots = calloc(cap, sizeof *t->vmap.slots);
     if (!t->vmap.slots) return OOM();
-    memset(t->vmap.slots, 0xff, cap * sizeof *t->vmap.slots);
     t->vmap.cap = cap;
     size_t mask = cap - 1;
     for (int e = 0; e < t->n_entries; e++) {
-        size_t i = (size_t)lf_hash_bytes(t->e_str[e], t->e_len[e]) & mask;
-        while (t->vmap.slots[i] >= 0) i = (i + 1) & mask;
-        t->vmap.slots[i] = e;
+        uint64_t h = lf_hash_bytes(t->e_str[e], t->e_len[e]);
+        size_t i = (size_t)h & mask;
+        while (t->vmap.slots[i].s) i = (i + 1) & mask;
+        t->vmap.slots[i] = (lf_vocab_slot){t->e_str[e], t->e_len[e], (uint32_t)(h >> 32), t->e_id[e]};
     }
     return 0;
 }
@@ -107,14 +124,31 @@ static inline uint64_t mix64(uint64_t x) {
     return x;
 }
 
-static void merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
-    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    size_t mask = t->mcap - 1;
+static void merge_put_raw(lf_merge_slot *m, size_t cap, uint64_t key, uint64_t val, size_t *count) {
+    size_t mask = cap - 1;
     size_t i = (size_t)mix64(key) & mask;
-    while (t->mkey[i] != UINT64_MAX && t->mkey[i] != key) i = (i + 1) & mask;
-    if (t->mkey[i] == UINT64_MAX) t->n_merges++;
-    t->mkey[i] = key;
-    t->mval[i] = ((uint64_t)rank << 32) | (uint32_t)new_id;
+    while (m[i].key != UINT64_MAX && m[i].key != key) i = (i + 1) & mask;
+    if (m[i].key == UINT64_MAX) (*count)++;
+    m[i].key = key;
+    m[i].val = val; /* a later duplicate replaces the earlier one, as in the reference */
+}
+
+static int merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
+    if ((t->n_merges + 1) * 2 > t->mcap) {
+        size_t cap = t->mcap ? t->mcap * 2 : 1024;
+        lf_merge_slot *m = malloc(cap * sizeof *m);
+        if (!m) return -1;
+        memset(m, 0xff, cap * sizeof *m);
+        size_t cnt = 0;
+        for (size_t i = 0; i < t->mcap; i++)
+            if (t->merges[i].key != UINT64_MAX) merge_put_raw(m, cap, t->merges[i].key, t->merges[i].val, &cnt);
+        free(t->merges);
+        t->merges = m;
+        t->mcap = cap;
+    }
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    merge_put_raw(t->merges, t->mcap, key, ((uint64_t)rank << 32) | (uint32_t)new_id, &t->n_merges);
+    return 0;
 }
 
 /* ---- loading: the model -------------------------------------------------- */
@@ -136,57 +170,149 @@ static bool json_id(const cJSON *v, int *out) {
     return true;
 }
 
-static int load_merge(lf_tokenizer *t, const char *path, const cJSON *m, uint32_t rank, lf_error *err) {
-    const char *a, *b;
-    size_t la, lb;
-    char *tmp = NULL;
-    if (cJSON_IsString(m)) {
-        const char *s = m->valuestring;
-        const char *sp = strchr(s, ' ');
-        if (!sp || strchr(sp + 1, ' '))
-            return lf_fail(err, "%s: merge %u '%.60s' is not two tokens separated by one space", path, rank, s);
-        a = s;
-        la = (size_t)(sp - s);
-        b = sp + 1;
-        lb = strlen(b);
-    } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
-               cJSON_IsString(m->child->next)) {
-        a = m->child->valuestring;
-        la = strlen(a);
-        b = m->child->next->valuestring;
-        lb = strlen(b);
-    } else {
-        return lf_fail(err, "%s: merge %u is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+static int block_add(lf_tokenizer *t, char *p) {
+    char **b = realloc(t->blocks, (size_t)(t->n_blocks + 1) * sizeof *b);
+    if (!b) return -1;
+    t->blocks = b;
+    t->blocks[t->n_blocks++] = p;
+    return 0;
+}
+
+typedef struct load_ctx {
+    lf_tokenizer *t;
+    const char *path;
+    lf_error *err;
+    int cap;
+    int max_id;
+} load_ctx;
+
+/* One vocab entry; s must stay valid (it points into a block). */
+static int vocab_add(void *vctx, const char *s, size_t n, int id) {
+    load_ctx *c = vctx;
+    lf_tokenizer *t = c->t;
+    if (lf_utf8_valid_prefix(s, n) != n)
+        return lf_fail(c->err, "%s: vocab entry %d (id %d) is not valid UTF-8", c->path, t->n_entries, id);
+    if (t->n_entries == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 1024;
+        const char **es = realloc(t->e_str, (size_t)cap * sizeof *es);
+        if (!es) return OOM_CTX(c);
+        t->e_str = es;
+        uint32_t *el = realloc(t->e_len, (size_t)cap * sizeof *el);
+        if (!el) return OOM_CTX(c);
+        t->e_len = el;
+        int32_t *ei = realloc(t->e_id, (size_t)cap * sizeof *ei);
+        if (!ei) return OOM_CTX(c);
+        t->e_id = ei;
+        c->cap = cap;
     }
-    int ia = lf_tok_vocab_find(t, a, la), ib = lf_tok_vocab_find(t, b, lb);
-    if (ia < 0 || ib < 0)
-        return lf_fail(err, "%s: merge %u: token '%.*s' is not in the vocabulary", path, rank,
-                       (int)(ia < 0 ? la : lb), ia < 0 ? a : b);
+    t->e_str[t->n_entries] = s;
+    t->e_len[t->n_entries] = (uint32_t)n;
+    t->e_id[t->n_entries] = id;
+    t->n_entries++;
+    if (id > c->max_id) c->max_id = id;
+    return 0;
+}
+
+/* Merges are resolved in batches: the hash slots of a batch's tokens are
+ * prefetched before they are looked up, which hides most of the memory
+ * latency of ~3 random lookups per merge. */
+#define MERGE_BATCH 64
+
+typedef struct merge_batch {
+    load_ctx *c;
+    lf_buf text; /* a, b and the merged string of each pending merge */
+    size_t a_off[MERGE_BATCH], b_off[MERGE_BATCH], m_off[MERGE_BATCH];
+    uint32_t a_len[MERGE_BATCH], b_len[MERGE_BATCH], m_len[MERGE_BATCH], rank[MERGE_BATCH];
+    int n;
+} merge_batch;
+
+static int merge_flush(merge_batch *mb) {
+    load_ctx *c = mb->c;
+    lf_tokenizer *t = c->t;
+    lf_error *err = c->err;
+    const char *base = mb->text.p;
+    uint64_t ha[MERGE_BATCH], hb[MERGE_BATCH], hm[MERGE_BATCH];
+    int ia[MERGE_BATCH], ib[MERGE_BATCH];
+    for (int i = 0; i < mb->n; i++) {
+        ha[i] = lf_hash_bytes(base + mb->a_off[i], mb->a_len[i]);
+        hb[i] = lf_hash_bytes(base + mb->b_off[i], mb->b_len[i]);
+        hm[i] = lf_hash_bytes(base + mb->m_off[i], mb->m_len[i]);
+        vocab_prefetch(t, ha[i]);
+        vocab_prefetch(t, hb[i]);
+        vocab_prefetch(t, hm[i]);
+    }
+    for (int i = 0; i < mb->n; i++) {
+        ia[i] = vocab_find_h(t, base + mb->a_off[i], mb->a_len[i], ha[i]);
+        ib[i] = vocab_find_h(t, base + mb->b_off[i], mb->b_len[i], hb[i]);
+        if (ia[i] < 0 || ib[i] < 0) {
+            bool a_bad = ia[i] < 0;
+            return lf_fail(err, "%s: merge %u: token '%.*s' is not in the vocabulary", c->path, mb->rank[i],
+                           (int)(a_bad ? mb->a_len[i] : mb->b_len[i]), base + (a_bad ? mb->a_off[i] : mb->b_off[i]));
+        }
+#if defined(__GNUC__)
+        if (t->mcap) {
+            uint64_t key = ((uint64_t)(uint32_t)ia[i] << 32) | (uint32_t)ib[i];
+            __builtin_prefetch(&t->merges[(size_t)mix64(key) & (t->mcap - 1)], 1);
+        }
+#endif
+    }
+    for (int i = 0; i < mb->n; i++) {
+        int id = vocab_find_h(t, base + mb->m_off[i], mb->m_len[i], hm[i]);
+        if (id < 0)
+            return lf_fail(err, "%s: merge %u: the merged token '%.*s' is not in the vocabulary", c->path,
+                           mb->rank[i], (int)mb->m_len[i], base + mb->m_off[i]);
+        if (merge_put(t, ia[i], ib[i], mb->rank[i], id)) return OOM();
+    }
+    mb->n = 0;
+    mb->text.n = 0;
+    return 0;
+}
+
+static int merge_add(void *vctx, const char *a, size_t la, const char *b, size_t lb, uint32_t rank) {
+    merge_batch *mb = vctx;
+    lf_tokenizer *t = mb->c->t;
+    lf_error *err = mb->c->err;
     size_t skip = 0;
     if (t->cont_prefix) {
         skip = strlen(t->cont_prefix);
         if (skip > lb) skip = lb;
     }
-    char buf[512];
-    char *nw = buf;
-    size_t nl = la + lb - skip;
-    if (nl > sizeof buf) {
-        tmp = malloc(nl);
-        if (!tmp) return OOM();
-        nw = tmp;
-    }
-    memcpy(nw, a, la);
-    memcpy(nw + la, b + skip, lb - skip);
-    int id = lf_tok_vocab_find(t, nw, nl);
-    free(tmp);
-    if (id < 0)
-        return lf_fail(err, "%s: merge %u: the merged token '%.*s%.*s' is not in the vocabulary", path, rank,
-                       (int)la, a, (int)(lb - skip), b + skip);
-    merge_put(t, ia, ib, rank, id);
+    int i = mb->n;
+    lf_buf *x = &mb->text;
+    mb->a_off[i] = x->n;
+    mb->a_len[i] = (uint32_t)la;
+    if (lf_buf_append(x, a, la)) return OOM();
+    mb->b_off[i] = x->n;
+    mb->b_len[i] = (uint32_t)lb;
+    if (lf_buf_append(x, b, lb)) return OOM();
+    mb->m_off[i] = x->n;
+    mb->m_len[i] = (uint32_t)(la + lb - skip);
+    if (lf_buf_append(x, a, la) || lf_buf_append(x, b + skip, lb - skip)) return OOM();
+    mb->rank[i] = rank;
+    if (++mb->n == MERGE_BATCH) return merge_flush(mb);
     return 0;
 }
 
-static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, lf_error *err) {
+/* cJSON form of a merge: "a b" or ["a", "b"] */
+static int merge_add_json(merge_batch *mb, const cJSON *m, uint32_t rank) {
+    load_ctx *c = mb->c;
+    if (cJSON_IsString(m)) {
+        const char *s = m->valuestring;
+        const char *sp = strchr(s, ' ');
+        if (!sp || strchr(sp + 1, ' '))
+            return lf_fail(c->err, "%s: merge %u '%.60s' is not two tokens separated by one space", c->path, rank, s);
+        return merge_add(mb, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), rank);
+    }
+    if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) && cJSON_IsString(m->child->next))
+        return merge_add(mb, m->child->valuestring, strlen(m->child->valuestring), m->child->next->valuestring,
+                         strlen(m->child->next->valuestring), rank);
+    return lf_fail(c->err, "%s: merge %u is neither \"a b\" nor [\"a\", \"b\"]", c->path, rank);
+}
+
+/* The model; vocab/merges come from the fast scanner when their spans are
+ * given, else from the cJSON tree. */
+static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, const lf_json_span *vs,
+                      const lf_json_span *ms, lf_error *err) {
     if (!cJSON_IsObject(model)) return lf_fail(err, "%s: no \"model\" object", path);
     const char *type = jstr(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -204,60 +330,72 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, lf_
     t->fuse_unk = jbool(model, "fuse_unk", false);
     t->ignore_merges = jbool(model, "ignore_merges", false);
 
+    load_ctx c = {t, path, err, 0, -1};
     /* vocabulary */
-    int n = cJSON_GetArraySize(vocab);
-    size_t total = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) total += strlen(e->string) + 1;
-    char *arena = malloc(total ? total : 1);
-    if (!arena) return OOM();
-    char **b = realloc(t->blocks, (size_t)(t->n_blocks + 1) * sizeof *b);
-    if (!b) {
-        free(arena);
-        return OOM();
+    if (vs) {
+        char *arena = malloc(vs->n + 1);
+        if (!arena || block_add(t, arena)) {
+            free(arena);
+            return OOM();
+        }
+        int r = lf_json_scan_vocab(vs, arena, vocab_add, &c);
+        if (r == -2) return lf_fail(err, "%s: model.vocab: entry %d is not a string with a valid id", path, t->n_entries);
+        if (r) return -1;
+    } else {
+        size_t total = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, vocab) total += strlen(e->string) + 1;
+        char *arena = malloc(total ? total : 1);
+        if (!arena || block_add(t, arena)) {
+            free(arena);
+            return OOM();
+        }
+        size_t off = 0;
+        cJSON_ArrayForEach(e, vocab) {
+            int id;
+            if (!json_id(e, &id))
+                return lf_fail(err, "%s: vocab entry '%.60s' does not have a valid id", path, e->string);
+            size_t l = strlen(e->string);
+            memcpy(arena + off, e->string, l + 1);
+            if (vocab_add(&c, arena + off, l, id)) return -1;
+            off += l + 1;
+        }
     }
-    t->blocks = b;
-    t->blocks[t->n_blocks++] = arena;
-    t->e_str = malloc((size_t)(n ? n : 1) * sizeof *t->e_str);
-    t->e_len = malloc((size_t)(n ? n : 1) * sizeof *t->e_len);
-    t->e_id = malloc((size_t)(n ? n : 1) * sizeof *t->e_id);
-    if (!t->e_str || !t->e_len || !t->e_id) return OOM();
-    int max_id = -1;
-    size_t off = 0;
-    cJSON_ArrayForEach(e, vocab) {
-        int id;
-        if (!json_id(e, &id))
-            return lf_fail(err, "%s: vocab entry '%.60s' does not have a valid id", path, e->string);
-        size_t l = strlen(e->string);
-        memcpy(arena + off, e->string, l + 1);
-        t->e_str[t->n_entries] = arena + off;
-        t->e_len[t->n_entries] = (uint32_t)l;
-        t->e_id[t->n_entries] = id;
-        t->n_entries++;
-        off += l + 1;
-        if (id > max_id) max_id = id;
-    }
+    if (c.max_id >= (1 << 24) && c.max_id / 8 > t->n_entries)
+        return lf_fail(err, "%s: vocab ids go up to %d for %d entries", path, c.max_id, t->n_entries);
     if (vmap_build(t, err)) return -1;
-    if (ids_grow(t, max_id + 1, err)) return -1;
+    if (ids_grow(t, c.max_id + 1, err)) return -1;
     for (int i = 0; i < t->n_entries; i++) {
         t->id_str[t->e_id[i]] = t->e_str[i];
         t->id_len[t->e_id[i]] = t->e_len[i];
     }
 
-    /* merges */
-    size_t nm = (size_t)cJSON_GetArraySize(merges);
-    size_t cap = 16;
-    while (cap < nm * 2) cap *= 2;
-    t->mkey = malloc(cap * sizeof *t->mkey);
-    t->mval = malloc(cap * sizeof *t->mval);
-    if (!t->mkey || !t->mval) return OOM();
-    memset(t->mkey, 0xff, cap * sizeof *t->mkey);
-    t->mcap = cap;
-    uint32_t rank = 0;
-    cJSON_ArrayForEach(e, merges) {
-        if (load_merge(t, path, e, rank, err)) return -1;
-        rank++;
+    /* merges (about as many as vocab entries: size the table for that) */
+    size_t mcap = 1024;
+    while (mcap < 2 * (size_t)t->n_entries + 2) mcap *= 2;
+    if (!(t->merges = malloc(mcap * sizeof *t->merges))) return OOM();
+    memset(t->merges, 0xff, mcap * sizeof *t->merges);
+    t->mcap = mcap;
+    merge_batch *mb = calloc(1, sizeof *mb);
+    if (!mb) return OOM();
+    mb->c = &c;
+    int mr = 0;
+    if (ms) {
+        uint32_t bad = 0;
+        mr = lf_json_scan_merges(ms, merge_add, mb, &bad);
+        if (mr == -2) lf_fail(err, "%s: merge %u is neither \"a b\" nor [\"a\", \"b\"]", path, bad);
+    } else {
+        uint32_t rank = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, merges) {
+            if ((mr = merge_add_json(mb, e, rank))) break;
+            rank++;
+        }
     }
+    if (!mr) mr = merge_flush(mb);
+    lf_buf_free(&mb->text);
+    free(mb);
+    if (mr) return -1;
 
     const char *unk = jstr(model, "unk_token");
     t->unk_id = unk ? lf_tok_vocab_find(t, unk, strlen(unk)) : -1;
@@ -268,10 +406,10 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, lf_
     }
     t->char_ids = malloc(LF_CHAR_IDS * sizeof *t->char_ids);
     if (!t->char_ids) return OOM();
-    for (uint32_t c = 0; c < LF_CHAR_IDS; c++) {
+    for (uint32_t ch = 0; ch < LF_CHAR_IDS; ch++) {
         char enc[4];
-        int k = lf_utf8_encode(c, enc);
-        t->char_ids[c] = lf_tok_vocab_find(t, enc, (size_t)k);
+        int k = lf_utf8_encode(ch, enc);
+        t->char_ids[ch] = lf_tok_vocab_find(t, enc, (size_t)k);
     }
     return 0;
 }
@@ -286,6 +424,9 @@ static int find_added(const lf_tokenizer *t, const char *s) {
 static int add_token(lf_tokenizer *t, const char *path, const cJSON *a, int id, lf_error *err) {
     const char *content = jstr(a, "content");
     if (!content) return lf_fail(err, "%s: added token %d without \"content\"", path, id);
+    if (lf_utf8_valid_prefix(content, strlen(content)) != strlen(content))
+        return lf_fail(err, "%s: added token %d is not valid UTF-8", path, id);
+    if (id >= (1 << 24) && id / 8 > t->n_ids) return lf_fail(err, "%s: added token id %d is out of range", path, id);
     if (!*content) return 0; /* ignored, as the reference does */
     int k = find_added(t, content);
     lf_added *x;
@@ -407,7 +548,7 @@ static int ivec_from_json_ids(const cJSON *arr, int **out, int *n) {
 static int ids_append(int **v, int *n, const int *x, int k) {
     int *p = realloc(*v, (size_t)(*n + k + 1) * sizeof *p);
     if (!p) return -1;
-    memcpy(p + *n, x, (size_t)k * sizeof *p);
+    if (k) memcpy(p + *n, x, (size_t)k * sizeof *p);
     *v = p;
     *n += k;
     return 0;
@@ -416,7 +557,7 @@ static int ids_append(int **v, int *n, const int *x, int k) {
 static int ids_prepend(int **v, int *n, const int *x, int k) {
     int *p = malloc((size_t)(*n + k + 1) * sizeof *p);
     if (!p) return -1;
-    memcpy(p, x, (size_t)k * sizeof *p);
+    if (k) memcpy(p, x, (size_t)k * sizeof *p);
     if (*n) memcpy(p + k, *v, (size_t)*n * sizeof *p);
     free(*v);
     *v = p;
@@ -506,14 +647,9 @@ static const char *token_content(const cJSON *v) {
     return NULL;
 }
 
-typedef struct cfg_flags {
-    bool override, add_bos, add_eos;
-} cfg_flags;
-
-static int load_config(lf_tokenizer *t, const char *dir, cfg_flags *fl, lf_error *err) {
+static int load_config(lf_tokenizer *t, const char *dir, lf_error *err) {
     char *path = lf_path_join(dir, "tokenizer_config.json");
     if (!path) return OOM();
-    memset(fl, 0, sizeof *fl);
     if (!lf_file_exists(path)) {
         free(path);
     } else {
@@ -564,14 +700,6 @@ static int load_config(lf_tokenizer *t, const char *dir, cfg_flags *fl, lf_error
         const char *eos = token_content(cJSON_GetObjectItemCaseSensitive(j, "eos_token"));
         if (!rc && bos && !(t->bos_str = tok_strdup(t, bos, strlen(bos)))) rc = OOM();
         if (!rc && eos && !(t->eos_str = tok_strdup(t, eos, strlen(eos)))) rc = OOM();
-        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "add_bos_token");
-        const cJSON *ae = cJSON_GetObjectItemCaseSensitive(j, "add_eos_token");
-        if (cJSON_IsBool(ab) || cJSON_IsBool(ae)) {
-            /* transformers rebuilds the post-processor from these flags */
-            fl->override = true;
-            fl->add_bos = cJSON_IsTrue(ab);
-            fl->add_eos = cJSON_IsTrue(ae);
-        }
         cJSON_Delete(j);
         free(text);
         free(path);
@@ -616,15 +744,39 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
         goto fail;
     }
     if (lf_read_file(path, &text, &len, err)) goto fail;
+    /* model.vocab and model.merges are read by the fast scanner, the rest of
+     * the file (with those two emptied) by cJSON */
+    lf_json_span vs, ms;
+    bool fast = lf_json_find_model_parts(text, len, &vs, &ms) == 0;
     const char *end = NULL;
-    j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (fast) {
+        const lf_json_span *first = vs.p < ms.p ? &vs : &ms, *second = vs.p < ms.p ? &ms : &vs;
+        lf_buf rest = {0};
+        int r = lf_buf_append(&rest, text, (size_t)(first->p - text)) ||
+                lf_buf_append(&rest, first == &vs ? "{}" : "[]", 2) ||
+                lf_buf_append(&rest, first->p + first->n, (size_t)(second->p - (first->p + first->n))) ||
+                lf_buf_append(&rest, second == &vs ? "{}" : "[]", 2) ||
+                lf_buf_append(&rest, second->p + second->n, (size_t)(text + len - (second->p + second->n)));
+        if (r) {
+            lf_buf_free(&rest);
+            OOM();
+            goto fail;
+        }
+        j = cJSON_ParseWithLengthOpts(rest.p, rest.n, &end, 0);
+        lf_buf_free(&rest);
+        if (!j) fast = false; /* report the error from the whole file */
+    }
+    if (!j) j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!j || !cJSON_IsObject(j)) {
-        lf_fail(err, "%s: invalid JSON near byte %zu", path, end ? (size_t)(end - text) : (size_t)0);
+        lf_fail(err, "%s: invalid JSON near byte %zu", path,
+                end && !fast && end >= text && end <= text + len ? (size_t)(end - text) : (size_t)0);
         goto fail;
     }
+    if (load_model(t, path, cJSON_GetObjectItemCaseSensitive(j, "model"), fast ? &vs : NULL, fast ? &ms : NULL,
+                   err))
+        goto fail;
     free(text);
     text = NULL;
-    if (load_model(t, path, cJSON_GetObjectItemCaseSensitive(j, "model"), err)) goto fail;
     if (load_added(t, path, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), err)) goto fail;
 
     const cJSON *nj = cJSON_GetObjectItemCaseSensitive(j, "normalizer");
@@ -660,27 +812,16 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
             goto fail;
         }
     }
+    /* BOS/EOS come from the post-processor alone: transformers 5 drops
+     * tokenizer_config.json's add_bos_token / add_eos_token when a
+     * tokenizer.json is present */
     if (load_postproc(t, path, cJSON_GetObjectItemCaseSensitive(j, "post_processor"), err)) goto fail;
     cJSON_Delete(j);
     j = NULL;
 
-    cfg_flags fl;
-    if (load_config(t, dir, &fl, err)) goto fail;
+    if (load_config(t, dir, err)) goto fail;
     t->bos_id = t->bos_str ? lf_tokenizer_token_to_id(t, t->bos_str) : -1;
     t->eos_id = t->eos_str ? lf_tokenizer_token_to_id(t, t->eos_str) : -1;
-    if (fl.override) {
-        /* transformers rebuilds the post-processor from add_bos_token /
-         * add_eos_token when tokenizer_config.json sets them */
-        t->n_pp_prefix = t->n_pp_suffix = 0;
-        if (fl.add_bos && t->bos_id >= 0 && ids_append(&t->pp_prefix, &t->n_pp_prefix, &t->bos_id, 1)) {
-            OOM();
-            goto fail;
-        }
-        if (fl.add_eos && t->eos_id >= 0 && ids_append(&t->pp_suffix, &t->n_pp_suffix, &t->eos_id, 1)) {
-            OOM();
-            goto fail;
-        }
-    }
     for (int i = 0; i < t->n_pp_prefix; i++)
         if (t->pp_prefix[i] < 0 || t->pp_prefix[i] >= t->n_ids) {
             lf_fail(err, "%s: post_processor token id %d is out of range", path, t->pp_prefix[i]);
@@ -716,6 +857,15 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
         }
         lf_scratch_free(&sc);
         if (rc) goto fail;
+        /* the reference decodes (and names) a normalized added token by its
+         * normalized form */
+        for (int i = 0; i < t->n_added; i++) {
+            const lf_added *a = &t->added[i];
+            if (a->normalized && a->norm && a->norm_len) {
+                t->id_str[a->id] = a->norm;
+                t->id_len[a->id] = (uint32_t)a->norm_len;
+            }
+        }
     }
     if (build_matcher(t, false, &t->m_raw, err) || build_matcher(t, true, &t->m_norm, err)) goto fail;
     free(path);
@@ -748,8 +898,7 @@ void lf_tokenizer_free(lf_tokenizer *t) {
     free(t->id_str);
     free(t->id_len);
     free(t->id_flags);
-    free(t->mkey);
-    free(t->mval);
+    free(t->merges);
     free(t->char_ids);
     free(t->added);
     free(t->pp_prefix);
@@ -783,6 +932,8 @@ bool lf_tokenizer_is_special(const lf_tokenizer *t, int id) {
 const char *lf_tokenizer_chat_template(const lf_tokenizer *t) { return t->chat_template; }
 int lf_tokenizer_eos_id(const lf_tokenizer *t) { return t->eos_id; }
 int lf_tokenizer_bos_id(const lf_tokenizer *t) { return t->bos_id; }
+const char *lf_tokenizer_bos_token(const lf_tokenizer *t) { return t->bos_str; }
+const char *lf_tokenizer_eos_token(const lf_tokenizer *t) { return t->eos_str; }
 
 /* ---- encoding ------------------------------------------------------------ */
 typedef struct enc_ctx {
@@ -795,16 +946,95 @@ typedef struct enc_ctx {
 
 typedef int (*chunk_fn)(enc_ctx *c, const char *s, size_t n, bool at_start);
 
+/* ---- pre-token cache ----------------------------------------------------- */
+/* The model's ids for recent pre-tokens (words repeat a lot), shared by all
+ * calls on a tokenizer and guarded by its mutex; emptied when half full. */
+#define CACHE_MAX_KEY 48
+#define CACHE_SLOTS (1u << 16)
+
+static bool cache_get(const lf_tokenizer *tc, const char *s, size_t n, uint64_t h, lf_ivec *out) {
+    lf_tokenizer *t = (lf_tokenizer *)tc; /* the cache is the only mutable state */
+    bool hit = false;
+    pthread_mutex_lock(&t->cache_mu);
+    if (t->cache) {
+        size_t mask = t->cache_cap - 1, i = (size_t)h & mask;
+        for (;;) {
+            const lf_cache_entry *e = &t->cache[i];
+            if (!e->key_len) break;
+            if (e->hash == h && e->key_len == n && !memcmp(t->cache_keys.p + e->key_off, s, n)) {
+                if (!lf_ivec_reserve(out, e->n_ids)) {
+                    memcpy(out->p + out->n, t->cache_ids.p + e->ids_off, e->n_ids * sizeof *out->p);
+                    out->n += e->n_ids;
+                    hit = true;
+                }
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    pthread_mutex_unlock(&t->cache_mu);
+    return hit;
+}
+
+static void cache_put(const lf_tokenizer *tc, const char *s, size_t n, uint64_t h, const int *ids, size_t k) {
+    lf_tokenizer *t = (lf_tokenizer *)tc;
+    pthread_mutex_lock(&t->cache_mu);
+    if (!t->cache) {
+        t->cache = calloc(CACHE_SLOTS, sizeof *t->cache);
+        t->cache_cap = t->cache ? CACHE_SLOTS : 0;
+    }
+    if (t->cache && (t->cache_n + 1) * 2 > t->cache_cap) {
+        memset(t->cache, 0, t->cache_cap * sizeof *t->cache);
+        t->cache_n = 0;
+        t->cache_keys.n = 0;
+        t->cache_ids.n = 0;
+    }
+    if (t->cache && !lf_ivec_reserve(&t->cache_ids, k) && !lf_buf_reserve(&t->cache_keys, n)) {
+        size_t mask = t->cache_cap - 1, i = (size_t)h & mask;
+        bool present = false;
+        while (t->cache[i].key_len) {
+            const lf_cache_entry *e = &t->cache[i];
+            if (e->hash == h && e->key_len == n && !memcmp(t->cache_keys.p + e->key_off, s, n)) {
+                present = true; /* another thread put it meanwhile */
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        if (!present) {
+            t->cache[i] = (lf_cache_entry){h, (uint32_t)t->cache_keys.n, (uint32_t)n, (uint32_t)t->cache_ids.n,
+                                           (uint32_t)k};
+            memcpy(t->cache_keys.p + t->cache_keys.n, s, n);
+            t->cache_keys.n += n;
+            memcpy(t->cache_ids.p + t->cache_ids.n, ids, k * sizeof *ids);
+            t->cache_ids.n += k;
+            t->cache_n++;
+        }
+    }
+    pthread_mutex_unlock(&t->cache_mu);
+}
+
+/* The model on one pre-token, through the cache. */
+static int model_word(enc_ctx *c, const char *s, size_t n) {
+    if (n == 0) return 0;
+    if (n > CACHE_MAX_KEY) return lf_bpe_word(c->t, &c->sc, s, n, &c->out, c->err);
+    uint64_t h = lf_hash_bytes(s, n);
+    if (cache_get(c->t, s, n, h, &c->out)) return 0;
+    size_t before = c->out.n;
+    if (lf_bpe_word(c->t, &c->sc, s, n, &c->out, c->err)) return -1;
+    cache_put(c->t, s, n, h, c->out.p + before, c->out.n - before);
+    return 0;
+}
+
 static int model_chunk(enc_ctx *c, const char *s, size_t n, bool at_start) {
     if (!n) return 0;
     const lf_tokenizer *t = c->t;
-    if (!t->pretok) return lf_bpe_word(t, &c->sc, s, n, &c->out, c->err);
+    if (!t->pretok) return model_word(c, s, n);
     lf_pieces *in = &c->sc.pc[0], *pt = &c->sc.pc[1];
     lf_pieces_clear(in);
     if (lf_pieces_add(in, s, n, at_start)) return lf_fail(c->err, "out of memory");
     if (lf_pretok_apply(t->pretok, &c->sc, in, pt, c->err)) return -1;
     for (size_t i = 0; i < pt->n; i++)
-        if (pt->v[i].len && lf_bpe_word(t, &c->sc, lf_piece_str(pt, i), pt->v[i].len, &c->out, c->err)) return -1;
+        if (model_word(c, lf_piece_str(pt, i), pt->v[i].len)) return -1;
     return 0;
 }
 
@@ -1096,6 +1326,11 @@ void lf_detok_stream_free(lf_detok_stream *s) {
     free(s);
 }
 
+static bool is_byte_token(const lf_tokenizer *t, int id) {
+    const char *s = t->id_str[id];
+    return t->id_len[id] == 6 && !memcmp(s, "<0x", 3) && s[5] == '>';
+}
+
 static bool ends_with_fffd(const lf_buf *b) {
     return b->n >= 3 && !memcmp(b->p + b->n - 3, "\xef\xbf\xbd", 3);
 }
@@ -1119,7 +1354,7 @@ int lf_detok_stream_push(lf_detok_stream *s, int id, const char **text, size_t *
         return 0;
     }
     size_t from = s->done;
-    if (s->cur.n < s->done || memcmp(nb.p, s->cur.p, s->done)) {
+    if (s->done && (s->cur.n < s->done || memcmp(nb.p, s->cur.p, s->done))) {
         /* the window's earlier text changed (an invalid byte run was
          * reinterpreted): continue after the emitted length */
         while (from < nb.n && ((unsigned char)nb.p[from] & 0xC0) == 0x80) from++;
@@ -1133,16 +1368,23 @@ int lf_detok_stream_push(lf_detok_stream *s, int id, const char **text, size_t *
     s->cur = nb;
     s->done = nb.n;
     if (s->ids.n > STREAM_MAX) {
-        memmove(s->ids.p, s->ids.p + s->ids.n - STREAM_KEEP, STREAM_KEEP * sizeof *s->ids.p);
-        s->ids.n = STREAM_KEEP;
-        lf_buf kb = {0};
-        if (decode_pieces(t, s->ids.p, (int)s->ids.n, s->skip_special, &kb, err)) {
-            lf_buf_free(&kb);
-            return -1;
+        /* keep at least STREAM_KEEP ids, cutting before a token that does not
+         * continue a byte-fallback run (ByteFallback judges a run of <0xXX>
+         * tokens as a whole) */
+        size_t k = s->ids.n - STREAM_KEEP;
+        while (k > 0 && is_byte_token(t, s->ids.p[k])) k--;
+        if (k > 0) {
+            memmove(s->ids.p, s->ids.p + k, (s->ids.n - k) * sizeof *s->ids.p);
+            s->ids.n -= k;
+            lf_buf kb = {0};
+            if (decode_pieces(t, s->ids.p, (int)s->ids.n, s->skip_special, &kb, err)) {
+                lf_buf_free(&kb);
+                return -1;
+            }
+            lf_buf_free(&s->cur);
+            s->cur = kb;
+            s->done = kb.n;
         }
-        lf_buf_free(&s->cur);
-        s->cur = kb;
-        s->done = kb.n;
     }
     *text = s->out.p;
     *len = s->out.n;

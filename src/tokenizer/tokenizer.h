@@ -14,11 +14,14 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err);
 void lf_tokenizer_free(lf_tokenizer *t);
 
 enum {
-    LF_TOK_ADD_SPECIAL = 1,   /* post-processor BOS/EOS (add_bos_token, TemplateProcessing) */
+    LF_TOK_ADD_SPECIAL = 1,   /* the post-processor's BOS/EOS (tokenizer.json's TemplateProcessing;
+                               * add_bos_token in tokenizer_config.json is not used, as in
+                               * transformers 5) */
     LF_TOK_PARSE_SPECIAL = 2, /* match added/special tokens in the text (reference default) */
 };
 
-/* Encode UTF-8 text (invalid UTF-8 is an error). *ids is malloc'd. */
+/* Encode UTF-8 text (invalid UTF-8 is an error). *ids is malloc'd.
+ * Thread-safe: calls on one tokenizer may run at once. */
 int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags,
                         int **ids, int *n_ids, lf_error *err);
 /* A span of text that stands for one token (e.g. chat-template markup). */
@@ -43,6 +46,7 @@ int lf_tokenizer_encode_spans(const lf_tokenizer *t, const char *text, size_t le
 int lf_tokenizer_decode(const lf_tokenizer *t, const int *ids, int n, bool skip_special, char **out,
                         size_t *len, lf_error *err);
 
+/* Largest token id (model vocabulary or added token) + 1. */
 int lf_tokenizer_vocab_size(const lf_tokenizer *t);
 int lf_tokenizer_token_to_id(const lf_tokenizer *t, const char *token); /* -1 if none */
 const char *lf_tokenizer_id_to_token(const lf_tokenizer *t, int id);   /* NULL if none */
@@ -52,6 +56,9 @@ const char *lf_tokenizer_chat_template(const lf_tokenizer *t);
 /* eos_token / bos_token from tokenizer_config.json as ids, or -1. */
 int lf_tokenizer_eos_id(const lf_tokenizer *t);
 int lf_tokenizer_bos_id(const lf_tokenizer *t);
+/* The same tokens as text, or NULL. */
+const char *lf_tokenizer_bos_token(const lf_tokenizer *t);
+const char *lf_tokenizer_eos_token(const lf_tokenizer *t);
 
 /* Streaming decode: text comes out only in whole UTF-8 characters, and none
  * is lost when a token ends inside a multi-byte character. */

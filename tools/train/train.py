@@ -78,46 +78,48 @@ def gen_chunk(arg):
     return out
 
 
-def batches(args, tok_path, test_questions, start_chunk=0):
-    """Endless stream of (input_ids, labels) CPU tensors."""
-    ctx = mp.get_context("fork")
-    pool = ctx.Pool(args.workers, initializer=_worker_init, initargs=(tok_path, test_questions))
+def start_pool(args, tok_path, test_questions):
+    """Worker processes for gen_chunk (forked before CUDA is initialised)."""
+    return mp.get_context("fork").Pool(args.workers, initializer=_worker_init, initargs=(tok_path, test_questions))
+
+
+def batches(args, pool, start_chunk=0, window=64):
+    """Endless stream of (input_ids, labels, family index per row) CPU tensors. At most `window`
+    chunks are in flight; results are taken in chunk order (reproducible)."""
+    import collections
     rng = random.Random("batches-%d" % args.seed)
-
-    def chunk_ids():
-        i = start_chunk
-        while True:
-            yield (args.seed, i)
-            i += 1
-
-    it = pool.imap(gen_chunk, chunk_ids(), chunksize=1)
-    try:
-        while True:
-            ex = []
-            for _ in range(POOL_CHUNKS):
-                ex.extend(next(it))
-            ex.sort(key=lambda e: len(e[0]))
-            groups, cur = [], []
-            for e in ex:
-                if cur and (len(cur) + 1) * len(e[0]) > args.batch_tokens:
-                    groups.append(cur)
-                    cur = []
-                cur.append(e)
-            if cur:
+    pending = collections.deque()
+    nxt = start_chunk
+    while True:
+        while len(pending) < window:
+            pending.append(pool.apply_async(gen_chunk, ((args.seed, nxt),)))
+            nxt += 1
+        ex = []
+        for _ in range(POOL_CHUNKS):
+            ex.extend(pending.popleft().get())
+            pending.append(pool.apply_async(gen_chunk, ((args.seed, nxt),)))
+            nxt += 1
+        ex.sort(key=lambda e: len(e[0]))
+        groups, cur = [], []
+        for e in ex:
+            if cur and (len(cur) + 1) * len(e[0]) > args.batch_tokens:
                 groups.append(cur)
-            rng.shuffle(groups)
-            for g in groups:
-                width = max(len(e[0]) for e in g)
-                x = torch.full((len(g), width), args.pad_id, dtype=torch.long)
-                y = torch.full((len(g), width), -100, dtype=torch.long)
-                for r, (ids, plen, _) in enumerate(g):
-                    t = torch.from_numpy(ids.astype(np.int64))
-                    x[r, :len(t)] = t
-                    # predict token j+1 from position j; only the assistant turn
-                    y[r, plen - 1:len(t) - 1] = t[plen:]
-                yield x, y
-    finally:
-        pool.terminate()
+                cur = []
+            cur.append(e)
+        if cur:
+            groups.append(cur)
+        rng.shuffle(groups)
+        for g in groups:
+            width = max(len(e[0]) for e in g)
+            x = torch.full((len(g), width), args.pad_id, dtype=torch.long)
+            y = torch.full((len(g), width), -100, dtype=torch.long)
+            fam = torch.tensor([tasks.FAMILIES.index(e[2]) for e in g], dtype=torch.long)
+            for r, (ids, plen, _) in enumerate(g):
+                t = torch.from_numpy(ids.astype(np.int64))
+                x[r, :len(t)] = t
+                # predict token j+1 from position j; only the assistant turn
+                y[r, plen - 1:len(t) - 1] = t[plen:]
+            yield x, y, fam
 
 
 def make_config(args, tok):
@@ -146,9 +148,9 @@ def export(model, tok, tok_dir, out_dir, extra=None):
     """Save a bf16 copy as transformers saves Qwen3ForCausalLM, plus the
     tokenizer files and generation_config.json."""
     import copy
+    import tempfile
     from transformers import GenerationConfig
-    tmp = out_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix="tiny-export-")
     m = copy.deepcopy(model).to(torch.bfloat16)
     m.config.use_cache = True
     m.generation_config = GenerationConfig(
@@ -187,7 +189,7 @@ def main():
     ap.add_argument("--train-seconds", type=float, default=None, help="or: pick steps to fill this time")
     ap.add_argument("--measure-steps", type=int, default=40)
     ap.add_argument("--batch-tokens", type=int, default=96 * 1024)
-    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--layers", type=int, default=8)
@@ -198,6 +200,7 @@ def main():
     ap.add_argument("--ffn", type=int, default=1024)
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--max-position", type=int, default=4096)
+    ap.add_argument("--init", default=None, help="start from the weights of an exported checkpoint dir")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model for smoke tests")
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--ckpt-seconds", type=float, default=90.0)
@@ -245,8 +248,17 @@ def main():
     for p in test_files:
         test_questions.update(r["question"] for r in evaluate.load_jsonl(p))
 
+    pool = start_pool(args, tok_path, test_questions)
     cfg = make_config(args, tok)
     model = Qwen3ForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).to(dev)
+    if args.init:
+        from safetensors.torch import load_file
+        sd = load_file(os.path.join(args.init, "model.safetensors"))
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+        if unexpected or [k for k in missing if k != "lm_head.weight"]:
+            raise SystemExit("--init %s: missing %s unexpected %s" % (args.init, missing, unexpected))
+        model.tie_weights()
+        log("initialised from", args.init)
     n_params = sum(p.numel() for p in model.parameters())
     log("model: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d: %.2fM parameters" %
         (args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.ffn, cfg.vocab_size, n_params / 1e6))
@@ -267,7 +279,7 @@ def main():
         model.train()
         log("smoke: generate + export ok (%.1f s)" % (time.time() - t0))
 
-    data = batches(args, tok_path, test_questions)
+    data = batches(args, pool)
     total = args.steps
     model.train()
     step, t_train0, t_wait = 0, time.time(), 0.0
@@ -275,24 +287,36 @@ def main():
     tokens_seen, resp_tokens, loss_acc, loss_n = 0, 0, 0.0, 0
     losses = []
     meas_t0 = None
+    fam_stats = torch.zeros((len(tasks.FAMILIES), 3), device=dev)
     while total is None or step < total:
         tw = time.time()
-        x, y = next(data)
+        x, y, fam = next(data)
         t_wait += time.time() - tw
+        n_resp = int((y != -100).sum())
         x = x.to(dev, non_blocking=True)
         y = y.to(dev, non_blocking=True)
+        fam = fam.to(dev, non_blocking=True)
         lr = lr_at(step, args, total)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=(dev.type == "cuda")):
             logits = model(input_ids=x, use_cache=False).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-100)
+        lg = logits.float()
+        tok_loss = F.cross_entropy(lg.view(-1, lg.size(-1)), y.view(-1), ignore_index=-100,
+                                   reduction="none").view(y.shape)
+        valid = y != -100
+        loss = tok_loss.sum() / valid.sum()
+        with torch.no_grad():
+            # per family: summed loss, wrong argmax tokens, tokens
+            wrong = (lg.argmax(-1) != y) & valid
+            fam_stats.index_add_(0, fam, torch.stack([tok_loss.sum(1), wrong.sum(1).float(),
+                                                      valid.sum(1).float()], 1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens_seen += x.numel()
-        resp_tokens += int((y != -100).sum())
+        resp_tokens += n_resp
         loss_acc += loss.detach()
         loss_n += 1
         step += 1
@@ -302,25 +326,30 @@ def main():
         if total is None and step == args.measure_steps:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            per = (time.time() - (meas_t0 or t_train0)) / (step - (5 if meas_t0 else 0))
+            sec_per_step = (time.time() - (meas_t0 or t_train0)) / (step - (5 if meas_t0 else 0))
             left = args.train_seconds - (time.time() - t_train0)
-            total = step + max(0, int(left / per))
-            log("measured %.1f ms/step -> --steps %d" % (per * 1e3, total))
+            total = step + max(0, int(left / sec_per_step))
+            log("measured %.1f ms/step -> --steps %d" % (sec_per_step * 1e3, total))
         if step % 50 == 0 or step == total:
             l_avg = float(loss_acc) / loss_n
-            losses.append((step, l_avg))
+            fs = fam_stats.tolist()
+            per = {f: (a / max(n, 1), w / max(n, 1)) for f, (a, w, n) in zip(tasks.FAMILIES, fs)}
+            losses.append({"step": step, "loss": l_avg, "families": per})
             el = time.time() - t_train0
-            log("step %5d/%s  loss %.4f  lr %.2e  %.0fk tok/s (padded)  data wait %.1f s  %.0f s" %
-                (step, total, l_avg, lr, tokens_seen / el / 1e3, t_wait, el))
+            log("step %5d/%s  loss %.4f  lr %.2e  %.0fk tok/s (padded)  data wait %.1f s  %.0f s | %s" %
+                (step, total, l_avg, lr, tokens_seen / el / 1e3, t_wait, el,
+                 "  ".join("%s %.4f err %.1e" % (f, a, w) for f, (a, w) in per.items())))
             loss_acc, loss_n = 0.0, 0
+            fam_stats.zero_()
         if args.ckpt_seconds and time.time() - t_ckpt > args.ckpt_seconds and step != total:
             export(model, tok, args.tokenizer, args.out)
             t_ckpt = time.time()
             log("checkpoint at step %d" % step)
     train_secs = time.time() - t_train0
     data.close()
+    pool.terminate()
     log("trained %d steps in %.1f s: %.1fM tokens (%.1fM assistant tokens), final loss %.4f" %
-        (step, train_secs, tokens_seen / 1e6, resp_tokens / 1e6, losses[-1][1] if losses else float("nan")))
+        (step, train_secs, tokens_seen / 1e6, resp_tokens / 1e6, losses[-1]["loss"] if losses else float("nan")))
     export(model, tok, args.tokenizer, args.out)
     log("exported to", args.out)
 

@@ -1,0 +1,22 @@
+#!/bin/bash
+# Train, export and evaluate the tiny model on one GPU (an H200 here), from
+# the repository root, in one process. Writes at most 8 files to $OUT:
+#   model/{config.json,generation_config.json,model.safetensors,
+#          tokenizer.json,tokenizer_config.json}   (also at each checkpoint)
+#   train.log  metrics.json  eval.jsonl
+# The tokenizer and the test sets are the committed ones in models/tiny-reasoner.
+# Usage: OUT=/some/dir TRAIN_SECONDS=330 tools/train/device_run.sh [extra train.py flags]
+set -uo pipefail
+OUT=${OUT:-/tmp/tiny-reasoner-out}
+TRAIN_SECONDS=${TRAIN_SECONDS:-330}
+EVAL_SECONDS=${EVAL_SECONDS:-100}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+       HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error \
+       PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader || true
+python3 -c 'import torch, transformers, tokenizers; print("torch", torch.__version__, "transformers", transformers.__version__, "tokenizers", tokenizers.__version__)'
+python3 tools/train/train.py --tokenizer models/tiny-reasoner --out "$OUT/model" \
+    --log "$OUT/train.log" --metrics "$OUT/metrics.json" \
+    --train-seconds "$TRAIN_SECONDS" --smoke-first \
+    --eval-dir models/tiny-reasoner/data --eval-out "$OUT/eval.jsonl" --eval-seconds "$EVAL_SECONDS" "$@"
