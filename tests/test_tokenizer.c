@@ -262,16 +262,30 @@ static void fixture_dir_test(const char *name) {
     free(exp);
 }
 
-static void test_qwen3(void **state) {
+/* The Qwen3 directory (decompressed once for the group). */
+static char *qwen3_dir;
+
+static int group_setup(void **state) {
     (void)state;
     char *tj = fmt("%s/tokenizers/qwen3/tokenizer.json.xz", data_dir());
     char *cfg = fmt("%s/tokenizers/qwen3/tokenizer_config.json", data_dir());
-    char *exp = fmt("%s/tokenizers/qwen3/expected.jsonl", data_dir());
-    char *dir = make_dir(tj, cfg);
-    run_fixture("qwen3", dir, exp);
-    remove_dir(dir);
+    qwen3_dir = make_dir(tj, cfg);
     free(tj);
     free(cfg);
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    if (qwen3_dir) remove_dir(qwen3_dir);
+    qwen3_dir = NULL;
+    return 0;
+}
+
+static void test_qwen3(void **state) {
+    (void)state;
+    char *exp = fmt("%s/tokenizers/qwen3/expected.jsonl", data_dir());
+    run_fixture("qwen3", qwen3_dir, exp);
     free(exp);
 }
 
@@ -414,15 +428,11 @@ static void stream_random(const char *name, const lf_tokenizer *t, bool byte_lev
 
 static void test_stream_random(void **state) {
     (void)state;
-    char *tj = fmt("%s/tokenizers/qwen3/tokenizer.json.xz", data_dir());
-    char *dir = make_dir(tj, NULL);
     lf_error err = {{0}};
     lf_tokenizer *t = NULL;
-    assert_int_equal(lf_tokenizer_load(dir, &t, &err), 0);
+    assert_int_equal(lf_tokenizer_load(qwen3_dir, &t, &err), 0);
     stream_random("qwen3", t, true);
     lf_tokenizer_free(t);
-    remove_dir(dir);
-    free(tj);
     const char *others[] = {"spm_bf", "spm_meta", "bl_llama3"};
     for (int k = 0; k < 3; k++) {
         char *d = fmt("%s/tokenizers/%s", data_dir(), others[k]);
@@ -563,5 +573,5 @@ int main(void) {
         cmocka_unit_test(test_stream_random),
         cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_bad_files),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

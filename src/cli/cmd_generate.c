@@ -104,7 +104,8 @@ int lf_cmd_generate(int argc, char **argv) {
     stream_state ss = {0};
     cJSON *root = NULL;
 
-    if (lf_gen_prepare_prompt(&o, cmd, &model, &tok, &prompt, &n_prompt, &rendered)) goto done;
+    bool think_open = false;
+    if (lf_gen_prepare_prompt(&o, cmd, &model, &tok, &prompt, &n_prompt, &rendered, &think_open)) goto done;
 
     lf_engine_config ec;
     if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done;
@@ -159,7 +160,7 @@ int lf_cmd_generate(int argc, char **argv) {
         if (rendered) cJSON_AddStringToObject(root, "prompt_text", rendered);
         if (o.split_think && gen_text) {
             char *reasoning = NULL, *answer = NULL;
-            if (lf_chat_split_think(gen_text, &reasoning, &answer) == 0) {
+            if (lf_chat_split_think_ex(gen_text, think_open, &reasoning, &answer) == 0) {
                 cJSON_AddStringToObject(root, "reasoning", reasoning ? reasoning : "");
                 cJSON_AddStringToObject(root, "answer", answer ? answer : "");
             }

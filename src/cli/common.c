@@ -116,7 +116,7 @@ const char *lf_gen_model_dir(const lf_gen_options *o) {
 }
 
 static int build_chat_prompt(const lf_gen_options *o, const char *cmd, lf_tokenizer *tok, const char *user_text,
-                             int **prompt, int *n_prompt, char **rendered) {
+                             int **prompt, int *n_prompt, char **rendered, bool *think_open) {
     lf_error err = {{0}};
     lf_chat_message *msgs = NULL;
     int n = 0;
@@ -144,6 +144,7 @@ static int build_chat_prompt(const lf_gen_options *o, const char *cmd, lf_tokeni
         goto out;
     }
     lf_chat_options copt = {.add_generation_prompt = true, .enable_thinking = !o->no_think};
+    *think_open = lf_chat_opens_think(fam, &copt);
     if (lf_chat_apply(fam, tok, msgs, n, &copt, rendered, prompt, n_prompt, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         goto out;
@@ -156,8 +157,9 @@ out:
 }
 
 int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **model, lf_tokenizer **tok,
-                          int **prompt, int *n_prompt, char **rendered) {
+                          int **prompt, int *n_prompt, char **rendered, bool *think_open) {
     lf_error err = {{0}};
+    *think_open = false;
     *model = NULL;
     *tok = NULL;
     *prompt = NULL;
@@ -212,7 +214,7 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
     }
     int rc;
     if (chat) {
-        rc = build_chat_prompt(o, cmd, *tok, text, prompt, n_prompt, rendered);
+        rc = build_chat_prompt(o, cmd, *tok, text, prompt, n_prompt, rendered, think_open);
     } else {
         rc = lf_tokenizer_encode(*tok, text, strlen(text), LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, prompt, n_prompt,
                                  &err);

@@ -34,9 +34,11 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *flag);
 const char *lf_gen_model_dir(const lf_gen_options *o);
 
 /* Load the model (and the tokenizer when the directory has one or the prompt
- * is text) and build the prompt ids. Prints errors; returns -1 on failure. */
+ * is text) and build the prompt ids. think_open: the chat prompt already
+ * opens <think> (DeepSeek-R1, QwQ), so the output starts inside it. Prints
+ * errors; returns -1 on failure. */
 int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **model, lf_tokenizer **tok,
-                          int **prompt, int *n_prompt, char **rendered);
+                          int **prompt, int *n_prompt, char **rendered, bool *think_open);
 
 /* Engine configuration from the options; validates policy flags. */
 int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_model *m, lf_engine_config *ec);

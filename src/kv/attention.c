@@ -17,11 +17,10 @@
 #define LF_ATT_X86 0
 #endif
 
-#ifndef LF_ATT_PF_MODE
-#define LF_ATT_PF_MODE 2 /* 0 none, 1 whole next block at once, 2 spread over the logits loop */
-#endif
+/* Software prefetch: the K and V rows LF_ATT_PF_DIST blocks ahead go to L2
+ * (0 = rely on the hardware prefetchers alone). */
 #ifndef LF_ATT_PF_DIST
-#define LF_ATT_PF_DIST 2
+#define LF_ATT_PF_DIST 4
 #endif
 #ifndef LF_ATT_PF_HINT
 #define LF_ATT_PF_HINT _MM_HINT_T1
@@ -249,23 +248,10 @@ LF_ATT_AVX2 static inline __m256 hsum8(const __m256 *a) {
  * out[h][r] for h < 2, r < 4, scaled. Each q vector is loaded once for the
  * four rows; eight independent accumulators. hd % 8 == 0. */
 LF_ATT_AVX2 static inline void dots_4x2(const float *k0, const float *k1, const float *k2, const float *k3,
-                                        const float *q, int hd, float scale, float *out0, float *out1,
-                                        uintptr_t pf, uintptr_t pfv) {
+                                        const float *q, int hd, float scale, float *out0, float *out1) {
     __m256 a[8];
     for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d += 8) {
-        if (LF_ATT_PF_MODE == 2 && pf && (d & 15) == 0) {
-            /* the same rows LF_ATT_PF_DIST blocks ahead, spread over the loop */
-            uintptr_t o = (uintptr_t)d * sizeof(float);
-            _mm_prefetch((const char *)((uintptr_t)k0 + pf + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k1 + pf + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k2 + pf + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k3 + pf + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k0 + pfv + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k1 + pfv + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k2 + pfv + o), LF_ATT_PF_HINT);
-            _mm_prefetch((const char *)((uintptr_t)k3 + pfv + o), LF_ATT_PF_HINT);
-        }
         __m256 x0 = _mm256_loadu_ps(q + d), x1 = _mm256_loadu_ps(q + hd + d);
         __m256 r0 = _mm256_loadu_ps(k0 + d), r1 = _mm256_loadu_ps(k1 + d);
         __m256 r2 = _mm256_loadu_ps(k2 + d), r3 = _mm256_loadu_ps(k3 + d);
@@ -376,6 +362,19 @@ LF_ATT_AVX2 static void vacc2_vn(const float *V, const int *rows, int nr, const 
     vacc2_impl(V, rows, nr, w, wstride, O0, O1, nh, hd, 1, vn);
 }
 
+/* Prefetch the K and V rows r0..r0+n-1 (those inside the task). */
+LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, int r0, int n) {
+    if (LF_ATT_PF_DIST <= 0) return;
+    int r1 = r0 + n < t->s1 ? r0 + n : t->s1;
+    if (r0 >= r1) return;
+    const char *k = (const char *)(t->K + (size_t)r0 * t->hd), *v = (const char *)(t->V + (size_t)r0 * t->hd);
+    size_t bytes = (size_t)(r1 - r0) * t->hd * sizeof(float);
+    for (size_t o = 0; o < bytes; o += 64) {
+        _mm_prefetch(k + o, LF_ATT_PF_HINT);
+        _mm_prefetch(v + o, LF_ATT_PF_HINT);
+    }
+}
+
 LF_ATT_AVX2 static void task_avx2(const att_task *t) {
     const int rep = t->rep, hd = t->hd;
     float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
@@ -404,41 +403,32 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             continue;
         }
-        /* bring the next block's rows in while this one computes */
-        {
-            int p0 = b0 + LF_ATT_BLOCK, p1 = p0 + LF_ATT_BLOCK < t->s1 ? p0 + LF_ATT_BLOCK : t->s1;
-            if (LF_ATT_PF_MODE == 1 && p0 < p1) {
-                const char *pk = (const char *)(t->K + (size_t)p0 * hd);
-                const char *pv = (const char *)(t->V + (size_t)p0 * hd);
-                size_t nbytes = (size_t)(p1 - p0) * hd * sizeof(float);
-                for (size_t o = 0; o < nbytes; o += 64) {
-                    _mm_prefetch(pk + o, LF_ATT_PF_HINT);
-                    _mm_prefetch(pv + o, LF_ATT_PF_HINT);
-                }
-            }
-        }
         /* logits, packed over the valid rows: sb[h][j]; four rows and two
          * heads (or eight rows and one head) at a time */
         int j0 = 0;
-        /* prefetch distance in bytes, and from a K row to the V row LF_ATT_PF_DIST blocks ahead */
-        uintptr_t pf = b0 + LF_ATT_PF_DIST * LF_ATT_BLOCK < t->s1
-                           ? (uintptr_t)LF_ATT_PF_DIST * LF_ATT_BLOCK * hd * sizeof(float) : 0;
-        uintptr_t pfv = pf ? (uintptr_t)t->V - (uintptr_t)t->K + pf : 0;
+        /* prefetch the K and V rows LF_ATT_PF_DIST blocks ahead, a quarter of
+         * a block at a time between the logits passes */
+        const int pf0 = b0 + LF_ATT_PF_DIST * LF_ATT_BLOCK;
         if (rep == 1) {
             for (; j0 + 8 <= nv; j0 += 8) {
+                prefetch_rows(t, pf0 + j0 / 4 * 4, 4);
+                prefetch_rows(t, pf0 + j0 / 4 * 4 + 4, 4);
                 const float *kr[8];
                 for (int r = 0; r < 8; r++) kr[r] = t->K + (size_t)rows[j0 + r] * hd;
                 dots_8x1(kr, t->q, hd, t->scale, sb + j0);
             }
         } else if (rep % 2 == 0) {
             for (; j0 + 4 <= nv; j0 += 4) {
+                prefetch_rows(t, pf0 + j0, 4);
                 const float *k0 = t->K + (size_t)rows[j0] * hd, *k1 = t->K + (size_t)rows[j0 + 1] * hd;
                 const float *k2 = t->K + (size_t)rows[j0 + 2] * hd, *k3 = t->K + (size_t)rows[j0 + 3] * hd;
                 for (int h = 0; h < rep; h += 2)
                     dots_4x2(k0, k1, k2, k3, t->q + (size_t)h * hd, hd, t->scale, sb + h * LF_ATT_BLOCK + j0,
-                             sb + (h + 1) * LF_ATT_BLOCK + j0, h == 0 ? pf : 0, pfv);
+                             sb + (h + 1) * LF_ATT_BLOCK + j0);
             }
         }
+        /* rows not covered above (a block with empty slots prefetches less) */
+        if (j0 < LF_ATT_BLOCK) prefetch_rows(t, pf0 + j0, LF_ATT_BLOCK - j0);
         for (int j = j0; j < nv; j++) {
             const float *kr = t->K + (size_t)rows[j] * hd;
             float dd[4];
