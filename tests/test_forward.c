@@ -94,12 +94,12 @@ static void build_model(tmodel *t, arch_t arch, lf_dtype dt, bool tied) {
     c->arch = arch == A_QWEN3 ? LF_ARCH_QWEN3 : arch == A_QWEN2 ? LF_ARCH_QWEN2 : LF_ARCH_LLAMA;
     snprintf(c->arch_name, sizeof c->arch_name, "test");
     c->vocab_size = 97;
-    c->hidden_size = 48;
+    c->hidden_size = arch == A_QWEN3 ? 48 : 64;
     c->intermediate_size = 80;
     c->n_layers = 2;
     c->n_heads = 4;
     c->n_kv_heads = arch == A_LLAMA ? 1 : 2;
-    c->head_dim = arch == A_QWEN3 ? 24 : 12; /* Qwen3: head_dim != hidden / heads */
+    c->head_dim = arch == A_QWEN3 ? 24 : 16; /* Qwen3: head_dim != hidden / heads */
     c->max_position = 4096;
     c->rms_norm_eps = 1e-6;
     c->rope.type = LF_ROPE_DEFAULT;

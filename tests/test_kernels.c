@@ -286,7 +286,7 @@ static void check_attention(int n, int nh, int nkv, int hd) {
     fill(q, qn, 2.0);
     fill(k, kn, 2.0);
     fill(v, kn, 1.0);
-    float *scratch = malloc(lf_attention_scratch_floats(n) * sizeof(float));
+    float *scratch = malloc(lf_attention_scratch_floats(n, nkv, hd) * sizeof(float));
     lf_attention_causal(q, k, v, n, nh, nkv, hd, o, scratch);
     double *p = malloc((size_t)n * sizeof(double));
     for (int i = 0; i < n; i++)
@@ -322,9 +322,12 @@ static void test_attention(void **state) {
     for (int lv = 0; lv <= 1; lv++) {
         if (!use_level((lf_simd_level)lv)) continue;
         check_attention(1, 2, 1, 8);
-        check_attention(37, 4, 2, 24);
-        check_attention(50, 4, 1, 128); /* GQA 4, threaded */
-        check_attention(19, 3, 3, 20);  /* no GQA, odd head_dim */
+        check_attention(37, 4, 2, 24);   /* head_dim not a multiple of 16: row path */
+        check_attention(50, 4, 1, 128);  /* GQA 4, threaded, blocked path */
+        check_attention(19, 3, 3, 20);   /* no GQA, odd head_dim */
+        check_attention(16, 2, 1, 32);   /* one full query block */
+        check_attention(77, 6, 2, 64);   /* partial last block, 4-query tiles with tails */
+        check_attention(3, 2, 2, 16);
     }
     lf_cpu_set_simd(LF_SIMD_AVX2);
 }

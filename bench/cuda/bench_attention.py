@@ -35,7 +35,7 @@ F16, BF16, F32 = 1, 2, 0
 class Desc(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in (
         "n_seq", "n_heads", "n_kv_heads", "head_dim", "capacity", "dtype", "out_dtype", "mode",
-        "n_split", "e_smem", "no_l2_hints")]
+        "n_split", "e_smem", "l2_hints", "launches")]
 
 
 class Args(ctypes.Structure):
@@ -53,7 +53,8 @@ class Args(ctypes.Structure):
 
 class Plan(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in (
-        "n_split", "split_len", "e_smem", "smem_bytes", "blocks", "blocks_per_sm")]
+        "n_split", "split_len", "e_smem", "smem_bytes", "blocks", "blocks_per_sm", "launches", "n_chunks",
+        "chunk_len")]
 
 
 class Err(ctypes.Structure):
@@ -98,9 +99,9 @@ class Kernel:
         self._check(self.lib.lf_cuda_attn_decode(ctypes.byref(desc), ctypes.byref(args), ctypes.byref(err)), err)
 
 
-def make_desc(B, S, dtype, mode="longflow", n_split=0, e_smem=0, out_dtype=None, no_l2_hints=0):
+def make_desc(B, S, dtype, mode="longflow", n_split=0, e_smem=0, out_dtype=None, hints=0, launches=0):
     return Desc(B, H, HKV, D, S, dtype, dtype if out_dtype is None else out_dtype, MODES[mode], n_split, e_smem,
-                no_l2_hints)
+                hints, launches)
 
 
 def time_graph(calls, n_per_graph, reps=15):
@@ -223,27 +224,32 @@ def bench_shape(kern, B, S, dtype_id, args_cli, results):
     nxt = torch.empty(B, device="cuda", dtype=torch.int32)
     score = torch.empty(B, S, device="cuda", dtype=torch.float32)
     acc = torch.zeros(B, S, device="cuda", dtype=torch.float32)
-    # (name, mode, n_split, e_smem, no_l2_hints)
-    configs = [("longflow", "longflow", 0, 0, 0), ("attn_only", "none", 0, 0, 0)]
+    # (name, mode, n_split, e_smem, l2_hints, launches); hints 1 evict_first+discard, 2 evict_first, 3 none
+    configs = [("longflow", "longflow", 0, 0, 0, 0), ("attn_only", "none", 0, 0, 0, 0)]
     if not args_cli.quick:
-        configs += [("longflow_smemE", "longflow", 0, 1, 0), ("longflow_gmemE", "longflow", 0, -1, 0),
-                    ("longflow_nohints", "longflow", 0, -1, 1), ("attn_only_nohints", "none", 0, 0, 1),
-                    ("tova", "tova", 0, 0, 0), ("h2o", "h2o", 0, 0, 0)]
+        configs += [("longflow_1L", "longflow", 0, -1, 2, 1), ("longflow_1L_discard", "longflow", 0, -1, 1, 1),
+                    ("longflow_2L", "longflow", 0, 0, 2, 2), ("longflow_2L_discard", "longflow", 0, 0, 1, 2),
+                    ("longflow_2L_nohints", "longflow", 0, 0, 3, 2), ("attn_only_1L", "none", 0, 0, 2, 1),
+                    ("attn_only_nohints", "none", 0, 0, 3, 0), ("tova", "tova", 0, 0, 0, 0), ("h2o", "h2o", 0, 0, 0, 0),
+                    ("vatp", "vatp", 0, 0, 0, 0)]
         if B <= 16:
             for ns in (1, 2, 4, 8, 16, 32, 64):
                 if ns * 64 <= S:
-                    configs.append((f"longflow_split{ns}", "longflow", ns, 0, 0))
+                    configs.append((f"longflow_2L_split{ns}", "longflow", ns, 0, 2, 2))
+            for ns in (8, 16, 32):
+                if ns * 64 <= S:
+                    configs.append((f"longflow_1L_split{ns}", "longflow", ns, -1, 2, 1))
     fused = {}
     plans = {}
-    for name, mode, ns, es, nh in configs:
-        desc = make_desc(B, S, dtype_id, mode, ns, es, no_l2_hints=nh)
+    for name, mode, ns, es, nh, nl in configs:
+        desc = make_desc(B, S, dtype_id, mode, ns, es, hints=nh, launches=nl)
         try:
             plan = kern.plan(desc)
         except RuntimeError as e:
             fused[name] = None
             row.setdefault("fused_errors", {})[name] = str(e)
             continue
-        if name.startswith("longflow_split") and plan["n_split"] != ns:
+        if "_split" in name and plan["n_split"] != ns:
             continue
         ws = kern.workspace(desc)
         arglist = []
@@ -378,16 +384,18 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": results}, f, indent=1)
     print(f"\n{meta['device']}  copy {meta['copy_GBs_read_plus_write']:.0f} GB/s (read+write)")
-    hdr = ("dtype", "B", "S", "sdpa us", "best", "fused us", "GB/s", "ratio", "attn-only us", "bestcfg", "ratio*",
-           "victims", "out err")
-    print("%-5s %4s %5s %9s %-13s %9s %6s %6s %12s %-20s %6s %14s %8s" % hdr)
+    hdr = ("dtype", "B", "S", "sdpa us", "fused us", "GB/s", "ratio", "1L us", "2L us", "attn us", "bestcfg",
+           "ratio*", "victims", "out err")
+    print("%-5s %4s %5s %8s %8s %6s %6s %8s %8s %8s %-22s %6s %12s %8s" % hdr)
     for r in results:
         v = r["victims"]
-        print("%-5s %4d %5d %9.1f %-13s %9.1f %6.0f %6.3f %12.1f %-20s %6.3f %14s %8.1e" % (
-            r["dtype"], r["B"], r["S"], 1e3 * r["sdpa_ms"][r["sdpa_best"]], r["sdpa_best"],
-            1e3 * r["fused_ms"]["longflow"], r["fused_GBs"], r["ratio_to_sdpa"],
-            1e3 * r["fused_ms"]["attn_only"], r["best_longflow_config"], r["best_ratio_to_sdpa"],
-            f"{v['agree']}/{v['total'] - v['ties_excluded']}({v['ties_excluded']}t)", r["out_rel_l2"]))
+        fm = r["fused_ms"]
+        g = lambda k: 1e3 * fm[k] if fm.get(k) else float("nan")
+        print("%-5s %4d %5d %8.1f %8.1f %6.0f %6.3f %8.1f %8.1f %8.1f %-22s %6.3f %12s %8.1e" % (
+            r["dtype"], r["B"], r["S"], 1e3 * r["sdpa_ms"][r["sdpa_best"]], g("longflow"), r["fused_GBs"],
+            r["ratio_to_sdpa"], g("longflow_1L"), g("longflow_2L"), g("attn_only"), r["best_longflow_config"],
+            r["best_ratio_to_sdpa"], f"{v['agree']}/{v['total'] - v['ties_excluded']}({v['ties_excluded']}t)",
+            r["out_rel_l2"]))
 
 
 if __name__ == "__main__":

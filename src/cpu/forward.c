@@ -87,7 +87,7 @@ static int ensure_cap(lf_cpu_ctx *c, int n, bool prefill, lf_error *err) {
         c->cap = n;
     }
     if (prefill) {
-        size_t need = lf_attention_scratch_floats(n);
+        size_t need = lf_attention_scratch_floats(n, c->kv_dim / c->hd, c->hd);
         if (need > c->attn_floats) {
             free(c->attn_scratch);
             c->attn_scratch = malloc(need * sizeof(float));

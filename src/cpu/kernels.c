@@ -575,10 +575,20 @@ float lf_dot_f32(const float *a, const float *b, int n) {
 
 /* ---- causal prompt attention --------------------------------------------- */
 
+/* Work items are (query head, block of LF_QBLOCK queries). AVX2 path, for
+ * head_dim a multiple of 16: K of each KV head is first transposed into
+ * blocks of 16 keys, [block][head_dim][16] (keys padded with zeros); per item the
+ * scores of 4 queries x 16 keys are computed with broadcast FMAs into 8
+ * accumulators, masked and soft-maxed row by row, then P V for 4 queries x 16
+ * dims, again 8 accumulators. Other head_dims (and the scalar path) take one
+ * query at a time with dot products. */
 #define LF_QBLOCK 16
 
-size_t lf_attention_scratch_floats(int n) {
-    return (size_t)lf_cpu_threads() * (size_t)(n > 0 ? n : 1);
+static size_t attn_keys_padded(int n) { return ((size_t)(n > 0 ? n : 1) + 15) / 16 * 16; }
+
+size_t lf_attention_scratch_floats(int n, int n_kv, int hd) {
+    size_t np = attn_keys_padded(n);
+    return (size_t)lf_cpu_threads() * LF_QBLOCK * np + (size_t)n_kv * hd * np;
 }
 
 /* One query row: scores over keys 0..i, softmax, weighted sum of values. */
@@ -620,6 +630,138 @@ static LF_TARGET_AVX2 void attn_rows_avx2(const float *q, const float *k, const 
         LF_ATTN_ROW(dot_avx2, axpy_avx2);
     }
 }
+
+/* Scores of R (<= 4) queries (rows of stride ldq) x 16 keys: kt is the
+ * transposed K of the 16 keys, [hd][ldk = 16]. */
+static LF_AI LF_TARGET_AVX2 void attn_qk_tile(const float *qr, size_t ldq, const float *kt,
+                                              size_t ldk, int hd, int R, float *s, size_t lds) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00;
+    for (int d = 0; d < hd; d++) {
+        __m256 k0 = _mm256_loadu_ps(kt + (size_t)d * ldk), k1 = _mm256_loadu_ps(kt + (size_t)d * ldk + 8);
+        __m256 qv;
+#define LF_QK_STEP(r, x0, x1)                                                                      \
+    if (R > r) {                                                                                   \
+        qv = _mm256_broadcast_ss(qr + r * ldq + d);                                                \
+        x0 = _mm256_fmadd_ps(qv, k0, x0);                                                          \
+        x1 = _mm256_fmadd_ps(qv, k1, x1);                                                          \
+    }
+        LF_QK_STEP(0, a00, a01)
+        LF_QK_STEP(1, a10, a11)
+        LF_QK_STEP(2, a20, a21)
+        LF_QK_STEP(3, a30, a31)
+#undef LF_QK_STEP
+    }
+#define LF_QK_OUT(r, x0, x1)                                                                       \
+    if (R > r) {                                                                                   \
+        _mm256_storeu_ps(s + r * lds, x0);                                                         \
+        _mm256_storeu_ps(s + r * lds + 8, x1);                                                     \
+    }
+    LF_QK_OUT(0, a00, a01)
+    LF_QK_OUT(1, a10, a11)
+    LF_QK_OUT(2, a20, a21)
+    LF_QK_OUT(3, a30, a31)
+#undef LF_QK_OUT
+}
+
+/* out rows (stride ldo) of R (<= 4) queries, dims d0..d0+16:
+ * sum_j p[r][j] v[j][d0..], j < nk; v rows of stride ldv. */
+static LF_AI LF_TARGET_AVX2 void attn_pv_tile(const float *p, size_t ldp, const float *v, size_t ldv,
+                                              int nk, int R, float *o, size_t ldo) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00;
+    for (int j = 0; j < nk; j++) {
+        __m256 v0 = _mm256_loadu_ps(v + (size_t)j * ldv), v1 = _mm256_loadu_ps(v + (size_t)j * ldv + 8);
+        __m256 pv;
+#define LF_PV_STEP(r, x0, x1)                                                                      \
+    if (R > r) {                                                                                   \
+        pv = _mm256_broadcast_ss(p + r * ldp + j);                                                 \
+        x0 = _mm256_fmadd_ps(pv, v0, x0);                                                          \
+        x1 = _mm256_fmadd_ps(pv, v1, x1);                                                          \
+    }
+        LF_PV_STEP(0, a00, a01)
+        LF_PV_STEP(1, a10, a11)
+        LF_PV_STEP(2, a20, a21)
+        LF_PV_STEP(3, a30, a31)
+#undef LF_PV_STEP
+    }
+#define LF_PV_OUT(r, x0, x1)                                                                       \
+    if (R > r) {                                                                                   \
+        _mm256_storeu_ps(o + r * ldo, x0);                                                         \
+        _mm256_storeu_ps(o + r * ldo + 8, x1);                                                     \
+    }
+    LF_PV_OUT(0, a00, a01)
+    LF_PV_OUT(1, a10, a11)
+    LF_PV_OUT(2, a20, a21)
+    LF_PV_OUT(3, a30, a31)
+#undef LF_PV_OUT
+}
+
+static LF_TARGET_AVX2 void attn_qk_any(const float *qr, size_t ldq, const float *kt, size_t ldk,
+                                       int hd, int R, float *s, size_t lds) {
+    switch (R) {
+    case 1: attn_qk_tile(qr, ldq, kt, ldk, hd, 1, s, lds); break;
+    case 2: attn_qk_tile(qr, ldq, kt, ldk, hd, 2, s, lds); break;
+    case 3: attn_qk_tile(qr, ldq, kt, ldk, hd, 3, s, lds); break;
+    default: attn_qk_tile(qr, ldq, kt, ldk, hd, 4, s, lds); break;
+    }
+}
+
+static LF_TARGET_AVX2 void attn_pv_any(const float *p, size_t ldp, const float *v, size_t ldv, int nk,
+                                       int R, float *o, size_t ldo) {
+    switch (R) {
+    case 1: attn_pv_tile(p, ldp, v, ldv, nk, 1, o, ldo); break;
+    case 2: attn_pv_tile(p, ldp, v, ldv, nk, 2, o, ldo); break;
+    case 3: attn_pv_tile(p, ldp, v, ldv, nk, 3, o, ldo); break;
+    default: attn_pv_tile(p, ldp, v, ldv, nk, 4, o, ldo); break;
+    }
+}
+
+/* Queries i0..i1 of head h; kt = transposed K of its KV head
+ * ([np/16][hd][16]);
+ * s = LF_QBLOCK x np scores. */
+static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, const float *v, int n_heads,
+                                           int n_kv, int hd, int h, int i0, int i1, size_t np,
+                                           float *out, float *s) {
+    int kvh = h / (n_heads / n_kv);
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int nq = i1 - i0, nk = i1; /* keys 0..i1-1 */
+    size_t ldq = (size_t)n_heads * hd;
+    const float *q0 = q + ((size_t)i0 * n_heads + h) * hd;
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        int R = nq - r0 < 4 ? nq - r0 : 4;
+        for (int j0 = 0; j0 < nk; j0 += 16)
+            attn_qk_any(q0 + (size_t)r0 * ldq, ldq, kt + (size_t)j0 * hd, 16, hd, R,
+                        s + (size_t)r0 * np + j0, np);
+    }
+    float inv[LF_QBLOCK];
+    for (int r = 0; r < nq; r++) {
+        float *sr = s + (size_t)r * np;
+        int last = i0 + r; /* causal: keys 0..last */
+        float mx = -INFINITY;
+        for (int j = 0; j <= last; j++) {
+            sr[j] *= scale;
+            if (sr[j] > mx) mx = sr[j];
+        }
+        float sum = 0;
+        for (int j = 0; j <= last; j++) sum += (sr[j] = expf(sr[j] - mx));
+        for (int j = last + 1; j < nk; j++) sr[j] = 0.0f;
+        inv[r] = 1.0f / sum;
+    }
+    const float *vh = v + (size_t)kvh * hd;
+    size_t ldv = (size_t)n_kv * hd;
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        int R = nq - r0 < 4 ? nq - r0 : 4;
+        float *o0 = out + ((size_t)(i0 + r0) * n_heads + h) * hd;
+        for (int d0 = 0; d0 < hd; d0 += 16)
+            attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
+        for (int r = 0; r < R; r++) {
+            float *o = o0 + (size_t)r * ldq;
+            __m256 iv = _mm256_set1_ps(inv[r0 + r]);
+            for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), iv));
+        }
+    }
+}
 #endif
 
 void lf_attention_causal(const float *q, const float *k, const float *v, int n, int n_heads,
@@ -627,20 +769,43 @@ void lf_attention_causal(const float *q, const float *k, const float *v, int n, 
     int nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
     int items = n_heads * nqb;
     bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
+    bool blocked = simd && hd % 16 == 0;
+    size_t np = attn_keys_padded(n);
     int nt = lf_cpu_threads();
-    /* later query blocks see more keys: hand them out first, dynamically */
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (items > 1 && (long)n * n * hd > 32768)
-    for (int it = 0; it < items; it++) {
-        int qb = nqb - 1 - it / n_heads, h = it % n_heads;
-        int i0 = qb * LF_QBLOCK, i1 = i0 + LF_QBLOCK < n ? i0 + LF_QBLOCK : n;
-        float *sc = scratch + (size_t)omp_get_thread_num() * n;
-#if LF_X86
-        if (simd) {
-            attn_rows_avx2(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
-            continue;
+    bool par = items > 1 && (long)n * n * hd > 32768;
+    float *kt = scratch + (size_t)nt * LF_QBLOCK * np; /* [n_kv][np/16][hd][16] */
+#pragma omp parallel num_threads(nt) if (par)
+    {
+        if (blocked) {
+#pragma omp for schedule(static)
+            for (int g = 0; g < n_kv; g++) {
+                /* blocks of 16 keys, each [hd][16] (contiguous per tile) */
+                float *dst = kt + (size_t)g * hd * np;
+                for (size_t j = 0; j < np; j++) {
+                    float *blk = dst + j / 16 * 16 * (size_t)hd + j % 16;
+                    const float *src = k + (j * n_kv + g) * hd;
+                    for (int d = 0; d < hd; d++) blk[(size_t)d * 16] = j < (size_t)n ? src[d] : 0.0f;
+                }
+            }
         }
+        float *sc = scratch + (size_t)omp_get_thread_num() * LF_QBLOCK * np;
+        /* later query blocks see more keys: hand them out first, dynamically */
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < items; it++) {
+            int qb = nqb - 1 - it / n_heads, h = it % n_heads;
+            int i0 = qb * LF_QBLOCK, i1 = i0 + LF_QBLOCK < n ? i0 + LF_QBLOCK : n;
+#if LF_X86
+            if (blocked) {
+                int g = h / (n_heads / n_kv);
+                attn_block_avx2(q, kt + (size_t)g * hd * np, v, n_heads, n_kv, hd, h, i0, i1, np, out, sc);
+                continue;
+            }
+            if (simd) {
+                attn_rows_avx2(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
+                continue;
+            }
 #endif
-        attn_rows_scalar(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
+            attn_rows_scalar(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
+        }
     }
-    (void)simd;
 }

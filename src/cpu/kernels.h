@@ -81,9 +81,10 @@ void lf_rope_apply(float *x, int n_heads, int head_dim, const float *cos_, const
 /* Causal softmax attention of n prompt tokens, exact, fp32:
  *   q [n][n_heads][hd], k, v [n][n_kv][hd] -> out [n][n_heads][hd],
  * query head h uses KV head h / (n_heads / n_kv), scale 1/sqrt(hd).
- * Multi-threaded over heads and blocks of queries. `scratch` has
- * lf_attention_scratch_floats(n) floats. */
-size_t lf_attention_scratch_floats(int n);
+ * Multi-threaded over heads and blocks of 16 queries. `scratch` has
+ * lf_attention_scratch_floats(n, n_kv, hd) floats (it depends on
+ * lf_cpu_threads(): size it after setting the threads). */
+size_t lf_attention_scratch_floats(int n, int n_kv, int hd);
 void lf_attention_causal(const float *q, const float *k, const float *v, int n, int n_heads,
                          int n_kv, int hd, float *out, float *scratch);
 

@@ -58,9 +58,11 @@ struct Params {
     int sinks, recent;
     int B, H, Hkv, G, cap, cap_pad, n_split, split_len;
     float scale_log2, inv_hd, inv_kvd; /* log2(e)*scale, 1/(H*D), 1/(Hkv*D) */
-    int mode, out_f32, e_smem, l2_hints;
+    int mode, out_f32, e_smem, l2_hints, discard;
+    int defer;                      /* two launches: attn_kernel stops after writing partials */
+    int n_chunks, chunk_len, sub_len; /* combine_kernel: slot chunks per sequence, staging rounds */
     unsigned *pair_cnt, *seq_cnt;
-    float *part_ml, *part_o, *gE, *gmref, *g, *nb;
+    float *part_ml, *part_o, *gE, *gmref, *g, *nb, *cpart;
 };
 
 /* ---- small PTX wrappers ------------------------------------------------ */
@@ -331,7 +333,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         if ((tid & 31) == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
     }
     __syncthreads();
-    if (p.l2_hints) { /* g (and |v|_1) of this sequence are consumed */
+    if (p.discard) { /* g (and |v|_1) of this sequence are consumed */
         discard_range(gs, (long)p.Hkv * p.cap_pad * 4);
         if (nbs) discard_range(nbs, (long)p.Hkv * p.cap_pad * 4);
     }
@@ -625,13 +627,18 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
             if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
             else Ops::store(p.out, out_row * D + idx, v);
         }
+        if (KIND != K_NONE && p.defer && tid < G) { /* (m, l) for combine_kernel */
+            float *pm = p.part_ml + (long)pair * MAXG * 2;
+            pm[2 * tid] = mfin[tid];
+            pm[2 * tid + 1] = invl[tid];
+        }
         __syncthreads();
-        if (KIND == K_NONE) return;
+        if (KIND == K_NONE || p.defer) return;
         if (tid < MAXG) invl[tid] = (tid < G && invl[tid] > 0.f) ? 1.f / invl[tid] : 0.f;
         __syncthreads();
         /* smem E is range-relative: shift g_out by lo so that indices agree */
         compute_g(Ebuf, e_stride, Mref, !e_in_smem, e_in_smem ? 0 : lo, e_in_smem ? hi - lo : hi, G, mfin,
-                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), !e_in_smem && p.l2_hints,
+                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), !e_in_smem && p.discard,
                   reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
     } else {
         /* partial result of this slot block */
@@ -647,6 +654,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
             pm[2 * tid] = mfin[tid];
             pm[2 * tid + 1] = invl[tid];
         }
+        if (p.defer) return; /* combine_kernel merges the splits */
         __threadfence();
         __syncthreads();
         if (tid == 0) {
@@ -702,7 +710,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         __syncthreads();
         if (KIND == K_NONE) return;
         compute_g(Ebuf, e_stride, Mref, true, 0, p.cap_pad, G, mfin, invl, p.g + (long)pair * p.cap_pad,
-                  p.l2_hints != 0, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
+                  p.discard != 0, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
     }
 
     /* ---- the last KV head of the sequence finishes the step ---- */
@@ -717,6 +725,217 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     if (!flag[1]) return;
     __threadfence();
     seq_finish(p, seq, pidx, red_v, red_i, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
+}
+
+
+/* ---- second launch: the combine, spread over (slot chunk, sequence) -------
+ * Used with defer: attn_kernel left, per (sequence, KV head, slot block), the
+ * unnormalised O and (m, l), and per slot and query head E and per 16 slots
+ * m_ref. Block (c, s): final (m, l) of every head of sequence s, its share of
+ * the split merge of O, the scores of slot chunk c (all heads at once: the sum
+ * over heads is done here, no g), the chunk's argmin; the last chunk of the
+ * sequence to finish picks next_slot. */
+template <typename T, int D, int KIND>
+__global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
+    using Ops = TypeOps<T>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int c = blockIdx.x, seq = blockIdx.y;
+    const int H = p.H, G = p.G, Hkv = p.Hkv, ns = p.n_split;
+    float *mf = reinterpret_cast<float *>(smem); /* [H] final max (log2 units) */
+    float *il = mf + H;                          /* [H] 1 / final sum */
+    float *red_v = il + H;                       /* [2 * WARPS] */
+    int *red_i = reinterpret_cast<int *>(red_v + 2 * WARPS);
+    int *flag = red_i + 2 * WARPS;
+    float *stage = reinterpret_cast<float *>(smem + (((2 * H + 4 * WARPS + 4) * 4 + 15) / 16) * 16);
+    const float2 *pml = reinterpret_cast<const float2 *>(p.part_ml) + (long)seq * Hkv * ns * MAXG;
+
+    /* 1. final (m, l) per head: 4 lanes per head, splits interleaved */
+    for (int h0 = 0; h0 < H; h0 += THREADS / 4) {
+        const int h = h0 + tid / 4, part = tid % 4;
+        float m = -INFINITY, l = 0.f;
+        if (h < H) {
+            const float2 *pm = pml + (long)(h / G) * ns * MAXG + (h % G);
+#pragma unroll 4
+            for (int b = part; b < ns; b += 4) {
+                const float2 v = __ldcg(pm + (long)b * MAXG);
+                if (v.x != -INFINITY) {
+                    const float mn = fmaxf(m, v.x);
+                    l = l * ex2(m - mn) + v.y * ex2(v.x - mn);
+                    m = mn;
+                }
+            }
+        }
+#pragma unroll
+        for (int o = 1; o <= 2; o <<= 1) {
+            const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+            const float mn = fmaxf(m, m2);
+            if (mn != -INFINITY) {
+                l = (m == -INFINITY ? 0.f : l * ex2(m - mn)) + (m2 == -INFINITY ? 0.f : l2 * ex2(m2 - mn));
+                m = mn;
+            }
+        }
+        if (h < H && part == 0) {
+            mf[h] = m;
+            il[h] = l > 0.f ? 1.f / l : 0.f;
+        }
+    }
+    __syncthreads();
+
+    /* 2. this block's share of the split merge of O (attn_kernel wrote O itself when ns == 1) */
+    if (ns > 1) {
+        const int total4 = H * D / 4;
+        const int per = (total4 + p.n_chunks - 1) / p.n_chunks;
+        const int q_end = min(total4, (c + 1) * per);
+        for (int q = c * per + tid; q < q_end; q += THREADS) {
+            const int h = q * 4 / D, d = q * 4 % D, kvh = h / G, g = h % G;
+            const float *po = p.part_o + ((long)(seq * Hkv + kvh) * ns * G + g) * D + d;
+            const float2 *pm = pml + (long)kvh * ns * MAXG + g;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+            for (int b = 0; b < ns; b++) {
+                const float4 x = __ldcg(reinterpret_cast<const float4 *>(po + (long)b * G * D));
+                const float mb = __ldcg(pm + (long)b * MAXG).x;
+                const float f = mb == -INFINITY ? 0.f : ex2(mb - mf[h]);
+                acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
+            }
+            const float w = il[h];
+            const float v[4] = {acc.x * w, acc.y * w, acc.z * w, acc.w * w};
+            const long o = ((long)seq * H + h) * D + d;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if (p.out_f32) static_cast<float *>(p.out)[o + j] = v[j];
+                else Ops::store(p.out, o + j, v[j]);
+            }
+        }
+    }
+    if (KIND == K_NONE) return;
+
+    /* 3. scores of slots [lo, hi), staged `sub` slots at a time */
+    const long pidx = p.seq_index ? p.seq_index[seq] : seq;
+    const int *pos = p.pos + pidx * p.slot_seq_stride;
+    const bool accum = p.mode == LF_CUDA_SCORE_H2O || p.mode == LF_CUDA_SCORE_VATP;
+    float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
+    float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
+    const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    const float inv_h = 1.f / (float)H;
+    const int sub = p.sub_len, HG = Hkv * G;
+    float *sE = stage;                               /* [Hkv*G][sub] */
+    float *sW = sE + (long)HG * sub;                 /* [Hkv][sub/16][MAXG]: m_ref, then weights */
+    float *sN = sW + (long)Hkv * (sub / 16) * MAXG;  /* [Hkv][sub] (VATP) */
+    int *sP = reinterpret_cast<int *>(sN + (KIND == K_VATP ? (long)Hkv * sub : 0));
+    float *sA = reinterpret_cast<float *>(sP + sub);
+    const float *Eseq = p.gE + (long)seq * HG * p.cap_pad;
+    const float *Mseq = p.gmref + (long)seq * Hkv * (p.cap_pad / 16) * MAXG;
+    const float *Nseq = KIND == K_VATP ? p.nb + (long)seq * Hkv * p.cap_pad : nullptr;
+    const int lo = c * p.chunk_len, hi = min(lo + p.chunk_len, p.cap_pad);
+    float best_v = INFINITY, fb_v = INFINITY;
+    int best_i = 0x7fffffff, fb_i = 0x7fffffff;
+    for (int base = lo; base < hi; base += sub) {
+        const int n = min(sub, hi - base), nv = min(n, p.cap - base);
+        if (nv <= 0) break;
+        stage_rows(sE, sub, Eseq + base, p.cap_pad, HG, n);
+        stage_rows(sW, (sub / 16) * MAXG, Mseq + (long)(base / 16) * MAXG, (long)(p.cap_pad / 16) * MAXG, Hkv,
+                   n / 16 * MAXG);
+        if (KIND == K_VATP) stage_rows(sN, sub, Nseq + base, p.cap_pad, Hkv, n);
+        stage_words(sP, pos + base, nv);
+        if (accum) stage_words(sA, acc + base, nv);
+        cp_commit();
+        cp_wait<0>();
+        __syncthreads();
+        for (int x = tid; x < Hkv * (n / 16) * MAXG; x += THREADS) { /* m_ref -> weights, in place */
+            const int g = x % MAXG, kvh = x / ((n / 16) * MAXG), r = x % ((n / 16) * MAXG);
+            float *w = sW + (long)kvh * (sub / 16) * MAXG + r;
+            const int h = kvh * G + g;
+            *w = (g < G && il[min(h, H - 1)] > 0.f) ? ex2(fminf(*w - mf[h], 0.f)) * il[h] : 0.f;
+        }
+        __syncthreads();
+        for (int i = tid; i < nv; i += THREADS) {
+            float sv = 0.f, nsum = 0.f;
+            for (int kvh = 0; kvh < Hkv; kvh++) {
+                const float *w = sW + ((long)kvh * (sub / 16) + i / 16) * MAXG;
+                const float *e = sE + (long)kvh * G * sub + i;
+                for (int g = 0; g < G; g++) sv += e[(long)g * sub] * w[g];
+                if (KIND == K_VATP) nsum += sN[(long)kvh * sub + i];
+            }
+            const int ps = sP[i];
+            float sc;
+            if (p.mode == LF_CUDA_SCORE_LONGFLOW) {
+                sc = sv * p.inv_hd;
+            } else if (p.mode == LF_CUDA_SCORE_TOVA) {
+                sc = sv * inv_h;
+            } else {
+                const float a = ps >= 0 ? sA[i] + sv * inv_h : 0.f;
+                acc[base + i] = a;
+                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nsum * p.inv_kvd) : a;
+            }
+            if (ps < 0) sc = 0.f;
+            if (score) score[base + i] = sc;
+            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && p.recent > 0 && ps > cur - p.recent));
+            if (!prot) argmin_upd(best_v, best_i, sc, base + i);
+            argmin_upd(fb_v, fb_i, sc, base + i);
+        }
+        __syncthreads();
+    }
+
+    /* 4. chunk argmin; the last chunk of the sequence picks next_slot (after
+     * every thread's acc writes are visible: it may reset acc[next_slot]) */
+    __threadfence();
+    for (int pass = 0; pass < 2; pass++) {
+        float v = pass == 0 ? best_v : fb_v;
+        int ix = pass == 0 ? best_i : fb_i;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
+            if (v2 < v || (v2 == v && i2 < ix)) { v = v2; ix = i2; }
+        }
+        if (lane == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
+    }
+    __syncthreads();
+    if (tid == 0) {
+        float bv = INFINITY, fv = INFINITY;
+        int bi = 0x7fffffff, fi = 0x7fffffff;
+        for (int w = 0; w < WARPS; w++) {
+            if (red_v[w] < bv || (red_v[w] == bv && red_i[w] < bi)) { bv = red_v[w]; bi = red_i[w]; }
+            if (red_v[WARPS + w] < fv || (red_v[WARPS + w] == fv && red_i[WARPS + w] < fi)) { fv = red_v[WARPS + w]; fi = red_i[WARPS + w]; }
+        }
+        float4 *cp = reinterpret_cast<float4 *>(p.cpart) + (long)seq * p.n_chunks + c;
+        *cp = make_float4(bv, __int_as_float(bi), fv, __int_as_float(fi));
+        __threadfence();
+        const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
+        flag[0] = prev == (unsigned)(p.n_chunks - 1);
+    }
+    __syncthreads();
+    if (!flag[0]) return;
+    __threadfence();
+    if (tid < 32) {
+        float bv = INFINITY, fv = INFINITY;
+        int bi = 0x7fffffff, fi = 0x7fffffff;
+        for (int k = lane; k < p.n_chunks; k += 32) { /* chunks in slot order: ties keep the lower index */
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(p.cpart) + (long)seq * p.n_chunks + k);
+            const int xb = __float_as_int(x.y), xf = __float_as_int(x.w);
+            if (x.x < bv || (x.x == bv && xb < bi)) { bv = x.x; bi = xb; }
+            if (x.z < fv || (x.z == fv && xf < fi)) { fv = x.z; fi = xf; }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, bv, o), f2 = __shfl_xor_sync(0xffffffffu, fv, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, bi, o), j2 = __shfl_xor_sync(0xffffffffu, fi, o);
+            if (v2 < bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
+            if (f2 < fv || (f2 == fv && j2 < fi)) { fv = f2; fi = j2; }
+        }
+        if (lane == 0) {
+            int nsl = bi != 0x7fffffff ? bi : fi;
+            if (nsl == 0x7fffffff) nsl = 0;
+            p.next_slot[seq] = nsl;
+            if (accum) acc[nsl] = 0.f;
+            p.seq_cnt[seq] = 0u;
+        }
+    }
+    if (p.discard) { /* the scratch of this sequence is consumed */
+        __syncthreads();
+        discard_range(Eseq, (long)HG * p.cap_pad * 4);
+        discard_range(Mseq, (long)Hkv * (p.cap_pad / 16) * MAXG * 4);
+    }
 }
 
 /* ---- host side ------------------------------------------------------------ */
@@ -756,25 +975,31 @@ int kind_of(int mode) {
 
 using KernelFn = void (*)(Params);
 
-template <typename T, int D> KernelFn pick_kind(int kind) {
+template <typename T, int D> KernelFn pick_kind(int kind, bool combine) {
     switch (kind) {
-    case K_NONE: return attn_kernel<T, D, K_NONE>;
-    case K_ATTN: return attn_kernel<T, D, K_ATTN>;
-    case K_LF: return attn_kernel<T, D, K_LF>;
-    default: return attn_kernel<T, D, K_VATP>;
+    case K_NONE: return combine ? combine_kernel<T, D, K_NONE> : attn_kernel<T, D, K_NONE>;
+    case K_ATTN: return combine ? combine_kernel<T, D, K_ATTN> : attn_kernel<T, D, K_ATTN>;
+    case K_LF: return combine ? combine_kernel<T, D, K_LF> : attn_kernel<T, D, K_LF>;
+    default: return combine ? combine_kernel<T, D, K_VATP> : attn_kernel<T, D, K_VATP>;
     }
 }
 
-KernelFn pick(int dtype, int D, int kind) {
-    if (dtype == LF_DTYPE_F16) return D == 64 ? pick_kind<__half, 64>(kind) : pick_kind<__half, 128>(kind);
-    return D == 64 ? pick_kind<__nv_bfloat16, 64>(kind) : pick_kind<__nv_bfloat16, 128>(kind);
+KernelFn pick(int dtype, int D, int kind, bool combine = false) {
+    if (dtype == LF_DTYPE_F16)
+        return D == 64 ? pick_kind<__half, 64>(kind, combine) : pick_kind<__half, 128>(kind, combine);
+    return D == 64 ? pick_kind<__nv_bfloat16, 64>(kind, combine) : pick_kind<__nv_bfloat16, 128>(kind, combine);
 }
 
 int pipe_bytes(int D) { return D == 64 ? Smem<64>::PIPE_BYTES : Smem<128>::PIPE_BYTES; }
 
 struct Plan {
     int G, cap_pad, kind, n_split, split_len, e_smem, smem, blocks, bps;
+    int two, n_chunks, chunk_len, sub_len, smem2; /* second launch (combine_kernel) */
 };
+
+constexpr int COMBINE_SMEM = 64 * 1024;
+
+int combine_header_bytes(int H) { return ((2 * H + 4 * WARPS + 4) * 4 + 15) / 16 * 16; }
 
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -821,8 +1046,11 @@ int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *
     int ns = d->n_split;
     if (ns <= 0) {
         /* flash-decoding split: the smallest split count whose waves are at
-         * least 85% as full as the best one's (blocks are uniform) */
-        const int max_s = tiles < MAX_SPLIT ? tiles : MAX_SPLIT;
+         * least 85% as full as the best one's (blocks are uniform), with at
+         * least 2 tiles per split (measured: 1-tile splits lose to 2-tile ones
+         * at B=1, 17.5 vs 16.0 us; bench/NOTES.md v3) */
+        int max_s = tiles / 2 < MAX_SPLIT ? tiles / 2 : MAX_SPLIT;
+        if (max_s < 1) max_s = 1;
         double eff[MAX_SPLIT + 1], best = 0;
         for (int s = 1; s <= max_s; s++) {
             const int len = (tiles + s - 1) / s;
@@ -852,6 +1080,33 @@ int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *
             P.bps = b2;
         }
     }
+    /* one launch or two (attention + partials, then combine_kernel) */
+    P.two = 0;
+    P.n_chunks = P.chunk_len = P.sub_len = P.smem2 = 0;
+    /* auto (measured, bench/NOTES.md v3): scored modes take two launches unless
+     * the grid is >= 4 waves deep (there one launch + discard wins: B=256:
+     * 531 vs 618 us); attention-only takes one launch */
+    const bool want_two = d->launches == 2 || (d->launches == 0 && P.kind != K_NONE && pairs < 4 * slots);
+    if (want_two && (P.kind != K_NONE || P.n_split > 1)) {
+        const int HG = d->n_heads;
+        const int per_slot = 4 * HG + 2 * d->n_kv_heads + (P.kind == K_VATP ? 4 * d->n_kv_heads : 0) + 8;
+        const int sub = (COMBINE_SMEM - combine_header_bytes(d->n_heads)) / per_slot / 64 * 64;
+        if (sub >= 64 || P.kind == K_NONE) {
+            P.two = 1;
+            P.e_smem = 0;
+            P.smem = base_smem;
+            P.bps = bps;
+            int nc = (2 * di.sms + d->n_seq - 1) / d->n_seq;
+            if (nc > tiles) nc = tiles;
+            if (nc < 1) nc = 1;
+            P.chunk_len = ((tiles + nc - 1) / nc) * TILE;
+            P.n_chunks = (P.cap_pad + P.chunk_len - 1) / P.chunk_len;
+            P.sub_len = sub < 64 ? 64 : sub;
+            P.smem2 = COMBINE_SMEM;
+            int b2 = 0;
+            if (occupancy(pick(d->dtype, d->head_dim, P.kind, true), P.smem2, di.smem_optin, &b2, err)) return -1;
+        }
+    }
     P.blocks = pairs * P.n_split;
     *pl = P;
     if (fn_out) *fn_out = fn;
@@ -861,7 +1116,7 @@ int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *
 size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 struct WsLayout {
-    size_t cnt, part_ml, part_o, gE, gmref, g, nb, total;
+    size_t cnt, part_ml, part_o, gE, gmref, g, nb, cpart, total;
 };
 
 WsLayout ws_layout(const lf_cuda_attn_desc *d, const Plan &P) {
@@ -871,7 +1126,7 @@ WsLayout ws_layout(const lf_cuda_attn_desc *d, const Plan &P) {
     L.cnt = off;
     off = align256(off + (pairs + d->n_seq) * 4);
     L.part_ml = off;
-    if (P.n_split > 1) off = align256(off + pairs * P.n_split * MAXG * 2 * 4);
+    if (P.n_split > 1 || P.two) off = align256(off + pairs * P.n_split * MAXG * 2 * 4);
     L.part_o = off;
     if (P.n_split > 1) off = align256(off + pairs * P.n_split * P.G * d->head_dim * 4);
     L.gE = off;
@@ -882,9 +1137,11 @@ WsLayout ws_layout(const lf_cuda_attn_desc *d, const Plan &P) {
         off = align256(off + pairs * (P.cap_pad / 16) * MAXG * 4);
     }
     L.g = off;
-    if (P.kind != K_NONE) off = align256(off + pairs * P.cap_pad * 4);
+    if (P.kind != K_NONE && !P.two) off = align256(off + pairs * P.cap_pad * 4);
     L.nb = off;
     if (P.kind == K_VATP) off = align256(off + pairs * P.cap_pad * 4);
+    L.cpart = off;
+    if (P.two && P.kind != K_NONE) off = align256(off + (size_t)d->n_seq * P.n_chunks * 16);
     L.total = off;
     return L;
 }
@@ -912,9 +1169,10 @@ extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
         return lf_fail(err, "cuda attention: output dtype must be f32 or the cache dtype");
     if (d->mode < 0 || d->mode >= LF_CUDA_SCORE_COUNT)
         return lf_fail(err, "cuda attention: unknown score mode %d", d->mode);
-    if (d->e_smem < -1 || d->e_smem > 1 || d->no_l2_hints < 0 || d->no_l2_hints > 1)
-        return lf_fail(err, "cuda attention: e_smem %d or no_l2_hints %d out of range", d->e_smem,
-                       d->no_l2_hints);
+    if (d->e_smem < -1 || d->e_smem > 1 || d->l2_hints < 0 || d->l2_hints > 3 || d->launches < 0 ||
+        d->launches > 2)
+        return lf_fail(err, "cuda attention: e_smem %d, l2_hints %d or launches %d out of range", d->e_smem,
+                       d->l2_hints, d->launches);
     if (d->n_split < 0 || d->n_split > MAX_SPLIT)
         return lf_fail(err, "cuda attention: n_split %d out of range 0..%d", d->n_split, MAX_SPLIT);
     if ((long long)d->n_seq * d->n_kv_heads * MAX_SPLIT > 0x7fffffffLL)
@@ -931,6 +1189,9 @@ extern "C" int lf_cuda_attn_get_plan(const lf_cuda_attn_desc *d, lf_cuda_attn_pl
     plan->smem_bytes = P.smem;
     plan->blocks = P.blocks;
     plan->blocks_per_sm = P.bps;
+    plan->launches = P.two ? 2 : 1;
+    plan->n_chunks = P.n_chunks;
+    plan->chunk_len = P.chunk_len;
     return 0;
 }
 
@@ -1003,7 +1264,14 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.mode = d->mode;
     p.out_f32 = d->out_dtype == LF_DTYPE_F32;
     p.e_smem = P.e_smem;
-    p.l2_hints = !d->no_l2_hints;
+    /* l2_hints: 0 = default, 1 = evict_first + discard, 2 = evict_first only, 3 = none */
+    const int hints = d->l2_hints != 0 ? d->l2_hints : P.two ? 2 : 1; /* measured defaults (NOTES.md v3) */
+    p.l2_hints = hints != 3;
+    p.discard = hints == 1;
+    p.defer = P.two;
+    p.n_chunks = P.n_chunks;
+    p.chunk_len = P.chunk_len;
+    p.sub_len = P.sub_len;
     unsigned char *ws = static_cast<unsigned char *>(a->workspace);
     p.pair_cnt = reinterpret_cast<unsigned *>(ws + L.cnt);
     p.seq_cnt = p.pair_cnt + (size_t)d->n_seq * d->n_kv_heads;
@@ -1013,9 +1281,16 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.gmref = reinterpret_cast<float *>(ws + L.gmref);
     p.g = reinterpret_cast<float *>(ws + L.g);
     p.nb = P.kind == K_VATP ? reinterpret_cast<float *>(ws + L.nb) : nullptr;
+    p.cpart = reinterpret_cast<float *>(ws + L.cpart);
 
     fn<<<P.blocks, THREADS, P.smem, (cudaStream_t)a->stream>>>(p);
-    const cudaError_t e = cudaGetLastError();
+    cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return lf_fail(err, "cuda attention: launch: %s", cudaGetErrorString(e));
+    if (P.two) {
+        KernelFn fn2 = pick(d->dtype, d->head_dim, P.kind, true);
+        fn2<<<dim3(P.n_chunks, d->n_seq), THREADS, P.smem2, (cudaStream_t)a->stream>>>(p);
+        e = cudaGetLastError();
+        if (e != cudaSuccess) return lf_fail(err, "cuda attention: combine launch: %s", cudaGetErrorString(e));
+    }
     return 0;
 }

@@ -48,7 +48,7 @@ typedef enum lf_cuda_score_mode {
 } lf_cuda_score_mode;
 
 /* Shape and choices; everything the workspace size depends on. Zero the
- * optional fields (n_split, e_smem, no_l2_hints) for the defaults. */
+ * optional fields (n_split, e_smem, l2_hints, launches) for the defaults. */
 typedef struct lf_cuda_attn_desc {
     int32_t n_seq, n_heads, n_kv_heads, head_dim, capacity;
     int32_t dtype;     /* lf_dtype: LF_DTYPE_F16 or LF_DTYPE_BF16 (q, k, v) */
@@ -56,7 +56,10 @@ typedef struct lf_cuda_attn_desc {
     int32_t mode;      /* lf_cuda_score_mode */
     int32_t n_split;   /* slot blocks per (sequence, KV head); 0 = automatic */
     int32_t e_smem;    /* per-slot partials in shared memory: 0 auto, 1 whenever they fit, -1 never */
-    int32_t no_l2_hints; /* 0: stream K/V with L2 evict_first and discard consumed scratch; 1: off */
+    int32_t l2_hints;  /* 0 auto (1 with one launch, 2 with two); 1 K/V evict_first + discard consumed
+                          scratch; 2 evict_first only; 3 none */
+    int32_t launches;  /* 0 auto (two for scored modes below 4 waves of blocks, else one); 1 one launch
+                          (last blocks combine); 2 attention kernel + combine kernel */
 } lf_cuda_attn_desc;
 
 /* Device pointers of one call. */
@@ -97,6 +100,7 @@ int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_attn_args *a, 
  * (for benchmarks and tests). */
 typedef struct lf_cuda_attn_plan {
     int32_t n_split, split_len, e_smem, smem_bytes, blocks, blocks_per_sm;
+    int32_t launches, n_chunks, chunk_len;
 } lf_cuda_attn_plan;
 int lf_cuda_attn_get_plan(const lf_cuda_attn_desc *d, lf_cuda_attn_plan *plan, lf_error *err);
 

@@ -29,6 +29,7 @@
 
 static int g_failures;
 static int g_have_gpu;
+static int g_launches = 1; /* each suite runs with one launch, then with two */
 
 #define CHECK(cond, ...)                                                                   \
     do {                                                                                   \
@@ -74,7 +75,7 @@ typedef struct tcase {
     const char *name;
     int B, H, Hkv, D, cap;
     lf_dtype dtype, out_dtype;
-    int mode, n_split, e_smem, no_l2_hints;
+    int mode, n_split, e_smem, l2_hints, launches; /* launches 0: the suite's current mode */
     double empty_frac; /* fraction of empty slots (NaN garbage in their K/V) */
     int pool;          /* use seq_index into a larger, padded pool */
     int sinks, recent; /* protection (recent uses cur_pos) */
@@ -152,7 +153,7 @@ static int run_case(const tcase *c) {
             }
 
     lf_cuda_attn_desc desc = {B, H, Hkv, D, cap, c->dtype, c->out_dtype, c->mode, c->n_split, c->e_smem,
-                             c->no_l2_hints};
+                              c->l2_hints, c->launches ? c->launches : g_launches};
     if (lf_cuda_attn_workspace_bytes(&desc, &ws_bytes, &err)) {
         CHECK(0, "%s: workspace_bytes: %s", c->name, err.msg);
         goto done;
@@ -345,7 +346,8 @@ static int run_case(const tcase *c) {
         CHECK(bad_score == 0, "%s step %d: %d slot scores off by more than 1e-4 relative", c->name, step, bad_score);
         CHECK(bad_victim == 0, "%s step %d: %d wrong victims", c->name, step, bad_victim);
         CHECK(bad_acc == 0, "%s step %d: %d accumulator values wrong", c->name, step, bad_acc);
-        printf("  %-28s step %d: out rel err %.2e, next_slot[0] %d\n", c->name, step, rel, hnext[0]);
+        printf("  %-40s %dL step %d: out rel err %.2e, next_slot[0] %d\n", c->name, desc.launches, step, rel,
+               hnext[0]);
     }
 
 done:
@@ -392,7 +394,7 @@ static void test_longflow_splits(void **state) {
         c = base_case("");
         c.n_split = splits[i];
         c.e_smem = -1;
-        c.no_l2_hints = i == 2;
+        c.l2_hints = i + 1 <= 3 ? i + 1 : 0; /* discard, evict_first only, none, default */
         snprintf(name, sizeof name, "longflow split %d gmem", splits[i]);
         c.name = name;
         run_case(&c);
@@ -546,7 +548,7 @@ static void test_bad_input(void **state) {
     (void)state;
     lf_error err;
     size_t bytes;
-    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_CUDA_SCORE_LONGFLOW, 0, 0, 0};
+    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_CUDA_SCORE_LONGFLOW, 0, 0, 0, 0};
     CHECK(lf_cuda_attn_check(&d, &err) == -1 && strstr(err.msg, "head_dim"), "head_dim 96 accepted");
     d.head_dim = 128;
     d.n_heads = 32;
@@ -590,22 +592,37 @@ static void test_bad_input(void **state) {
 #endif
 }
 
+#ifndef LF_TEST_STANDALONE
+static void set_two_launches(void **state) {
+    (void)state;
+    g_launches = 2;
+}
+#endif
+
 int main(void) {
     int n = 0;
     g_have_gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
     if (!g_have_gpu) printf("no CUDA device: GPU cases skipped\n");
 #ifdef LF_TEST_STANDALONE
     test_bad_input(NULL);
-    test_longflow_splits(NULL);
-    test_group_shapes(NULL);
-    test_modes(NULL);
-    test_pool_protect_empty(NULL);
-    test_large(NULL);
+    for (g_launches = 1; g_launches <= 2; g_launches++) {
+        test_longflow_splits(NULL);
+        test_group_shapes(NULL);
+        test_modes(NULL);
+        test_pool_protect_empty(NULL);
+        test_large(NULL);
+    }
     printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
     return g_failures ? 1 : 0;
 #else
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_longflow_splits),
+        cmocka_unit_test(test_group_shapes),
+        cmocka_unit_test(test_modes),
+        cmocka_unit_test(test_pool_protect_empty),
+        cmocka_unit_test(test_large),
+        cmocka_unit_test(set_two_launches),
         cmocka_unit_test(test_longflow_splits),
         cmocka_unit_test(test_group_shapes),
         cmocka_unit_test(test_modes),

@@ -5,11 +5,12 @@
 #          tokenizer.json,tokenizer_config.json}   (also at each checkpoint)
 #   train.log  metrics.json  eval.jsonl
 # The tokenizer and the test sets are the committed ones in models/tiny-reasoner.
-# Usage: OUT=/some/dir TRAIN_SECONDS=330 tools/train/device_run.sh [extra train.py flags]
+# Usage: OUT=/some/dir TRAIN_SECONDS=125 EVAL_SECONDS=20 tools/train/device_run.sh [extra train.py flags]
+# (continue the shipped model: add --init models/tiny-reasoner)
 set -uo pipefail
 OUT=${OUT:-/tmp/tiny-reasoner-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-330}
-EVAL_SECONDS=${EVAL_SECONDS:-100}
+TRAIN_SECONDS=${TRAIN_SECONDS:-120}
+EVAL_SECONDS=${EVAL_SECONDS:-30}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
        HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error \
        PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True

@@ -3,19 +3,25 @@
 
 Every family writes a question, a chain of small explicit steps (the
 reasoning that goes between <think> and </think>) and the answer. Each step
-needs a token that lies far back: a number or a link given in the prompt, or
-a value written early in the reasoning. A KV policy that evicts those tokens
-makes the model fail, which is what the accuracy sweep measures.
+needs a token that lies far back: a number or an arrow given in the prompt,
+or a line written a lap earlier in the reasoning. A KV policy that evicts
+those tokens makes the model fail, which is what the accuracy sweep measures.
+
+The formats are built for a small model trained in minutes: every look-up is
+keyed by ONE token that sits right before the value it points to (a bare
+letter at the start of a line, e.g. "K7" or "K Q"), so a plain induction
+head finds it; digits are single tokens (the tokenizer splits numbers into
+digits), and each step does at most one small addition.
 
 Families:
-  sum   running sum over a labelled list given in the prompt; each line copies
-        the next number from the prompt and adds it to the previous total
-        (the long family: about 1,100 output tokens on average).
-  walk  follow the arrows of a cyclic permutation given as an edge list in the
-        prompt, one hop a line (a graph traversal).
-  prog  evaluate a straight-line program modulo 10; each line copies the
-        definition from the prompt and looks up operand values computed many
-        lines earlier (the nested-expression family, flattened).
+  sum   running sum over a list of one-digit numbers labelled by letters in
+        the prompt; each line copies the next number from the prompt and adds
+        it to the previous total.
+  walk  follow the arrows of a cycle given as an edge list in the prompt for
+        k hops (several laps), one hop a line with its count (the long
+        family: about 1,100 output tokens on average).
+  path  a weighted cycle: follow the arrows from a start node to a target
+        node, adding up the arrow lengths (graph search with arithmetic).
 
 Usage:
   tasks.py testsets OUTDIR [--n 200]   write OUTDIR/<family>.jsonl (fixed seeds)
@@ -27,93 +33,77 @@ import os
 import random
 import sys
 
-FAMILIES = ("sum", "walk", "prog")
+FAMILIES = ("sum", "walk", "path")
+
+LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 # Ranges of the problem sizes (inclusive), shared by training and test data.
-SUM_N = (45, 64)        # numbers in the list
-SUM_V = (1, 99)         # value range of each number
-WALK_M = (30, 50)       # nodes in the cycle (two-digit names 10..99)
-WALK_K = (25, 50)       # hops to follow
-PROG_N = (14, 24)       # variables
-PROG_C = (2, 4)         # of which constants
-PROG_OPS = ("+", "-", "*")
-PROG_OP_WEIGHTS = (4, 4, 2)  # few products: they drive values to 0
+SUM_N = (30, 52)        # numbers in the list (one label letter each)
+SUM_V = (1, 9)          # value range of each number
+WALK_M = (26, 52)       # nodes in the cycle
+WALK_K = (140, 200)     # hops to follow
+PATH_M = (20, 52)       # nodes in the cycle
+PATH_W = (1, 9)         # arrow lengths
 
-TEST_SEED = {"sum": 9101, "walk": 9202, "prog": 9303}
+TEST_SEED = {"sum": 9101, "walk": 9202, "path": 9303}
 
 
 def gen_sum(rng):
     n = rng.randint(*SUM_N)
     vals = [rng.randint(*SUM_V) for _ in range(n)]
     q = ["Add up these %d numbers." % n]
-    q += ["#%d: %d" % (i + 1, v) for i, v in enumerate(vals)]
-    q.append("What is their sum?")
+    q += ["%s%d" % (LETTERS[i], v) for i, v in enumerate(vals)]
+    q.append("What is the total?")
     steps, s = [], 0
     for i, v in enumerate(vals):
-        steps.append("#%d: %d, %d+%d=%d" % (i + 1, v, s, v, s + v))
+        steps.append("%s%d %d+%d=%d" % (LETTERS[i], v, s, v, s + v))
         s += v
     return "\n".join(q), "\n".join(steps), str(s)
+
+
+def _cycle(rng, m):
+    nodes = rng.sample(LETTERS, m)  # order = the cycle
+    return nodes, {nodes[i]: nodes[(i + 1) % m] for i in range(m)}
 
 
 def gen_walk(rng):
     m = rng.randint(*WALK_M)
     k = rng.randint(*WALK_K)
-    nodes = rng.sample(range(10, 100), m)  # order = the cycle
-    nxt = {nodes[i]: nodes[(i + 1) % m] for i in range(m)}
+    nodes, nxt = _cycle(rng, m)
     listed = nodes[:]
     rng.shuffle(listed)
     start = rng.choice(nodes)
-    q = ["Each node points to one other node:"]
-    q += ["%d->%d" % (a, nxt[a]) for a in listed]
-    q.append("Start at %d and follow the arrows %d times. Where do you end up?" % (start, k))
+    q = ["Each line X Y is an arrow from node X to node Y."]
+    q += ["%s %s" % (a, nxt[a]) for a in listed]
+    q.append("Start at %s and follow %d arrows. Where do you end up?" % (start, k))
     steps, cur = [], start
     for i in range(k):
-        steps.append("%d: %d->%d" % (i + 1, cur, nxt[cur]))
+        steps.append("%s %s %d" % (cur, nxt[cur], i + 1))
         cur = nxt[cur]
-    return "\n".join(q), "\n".join(steps), str(cur)
+    return "\n".join(q), "\n".join(steps), cur
 
 
-def _apply(op, a, b):
-    if op == "+":
-        return (a + b) % 10
-    if op == "-":
-        return (a - b) % 10
-    return (a * b) % 10
+def gen_path(rng):
+    m = rng.randint(*PATH_M)
+    nodes, nxt = _cycle(rng, m)
+    w = {a: rng.randint(*PATH_W) for a in nodes}
+    listed = nodes[:]
+    rng.shuffle(listed)
+    i0 = rng.randrange(m)
+    hops = rng.randint(max(2, m // 2), m - 1)
+    start, target = nodes[i0], nodes[(i0 + hops) % m]
+    q = ["Each line X Yw is an arrow from node X to node Y of length w."]
+    q += ["%s %s%d" % (a, nxt[a], w[a]) for a in listed]
+    q.append("How long is the way from %s to %s along the arrows?" % (start, target))
+    steps, cur, s = [], start, 0
+    while cur != target:
+        steps.append("%s %s%d %d+%d=%d" % (cur, nxt[cur], w[cur], s, w[cur], s + w[cur]))
+        s += w[cur]
+        cur = nxt[cur]
+    return "\n".join(q), "\n".join(steps), str(s)
 
 
-def gen_prog(rng):
-    n = rng.randint(*PROG_N)
-    c = rng.randint(*PROG_C)
-    defs, vals = [], []
-    for i in range(n):
-        if i < c:
-            v = rng.randint(1, 9)
-            defs.append((None, v, None))
-            vals.append(v)
-        else:
-            a = rng.randint(0, i - 1)
-            b = rng.randint(0, i - 1)
-            op = rng.choices(PROG_OPS, PROG_OP_WEIGHTS)[0]
-            defs.append((a, op, b))
-            vals.append(_apply(op, vals[a], vals[b]))
-    q = ["Every variable is a digit and all arithmetic is modulo 10."]
-    for i, (a, op, b) in enumerate(defs):
-        if a is None:
-            q.append("x%d = %d" % (i + 1, op))
-        else:
-            q.append("x%d = x%d %s x%d" % (i + 1, a + 1, op, b + 1))
-    q.append("What is x%d?" % n)
-    steps = []
-    for i, (a, op, b) in enumerate(defs):
-        if a is None:
-            steps.append("x%d is %d" % (i + 1, vals[i]))
-        else:
-            steps.append("x%d = x%d %s x%d = %d %s %d = %d; x%d is %d" %
-                         (i + 1, a + 1, op, b + 1, vals[a], op, vals[b], vals[i], i + 1, vals[i]))
-    return "\n".join(q), "\n".join(steps), str(vals[-1])
-
-
-GENERATORS = {"sum": gen_sum, "walk": gen_walk, "prog": gen_prog}
+GENERATORS = {"sum": gen_sum, "walk": gen_walk, "path": gen_path}
 
 
 def generate(family, rng):

@@ -10,12 +10,12 @@ about --batch-tokens tokens (padding included; right padding, so causal
 attention needs no mask). Loss on the assistant turn only. AdamW, linear
 warm-up, cosine decay to 10%, bf16 autocast over fp32 weights.
 
---train-seconds fixes the number of steps from the measured speed of the
-first steps (the chosen --steps is printed and saved, so a run can be
-repeated with --steps N).
+--train-seconds trains for that much wall time instead of a number of
+steps: the cosine schedule then runs on elapsed time (the step count reached
+is printed and saved).
 
 Usage (GPU; see device_run.sh):
-  train.py --tokenizer models/tiny-reasoner --out OUTDIR --train-seconds 330 \
+  train.py --tokenizer models/tiny-reasoner --out OUTDIR --train-seconds 125 \
            --eval-dir models/tiny-reasoner/data --eval-out OUT/eval.jsonl
 Smoke test on the CPU:
   train.py --tokenizer models/tiny-reasoner --out /tmp/m --steps 3 --tiny --eval-limit 2 \
@@ -144,7 +144,7 @@ def make_config(args, tok):
     )
 
 
-def export(model, tok, tok_dir, out_dir, extra=None):
+def export(model, tok, tok_dir, out_dir, max_shard_size=None):
     """Save a bf16 copy as transformers saves Qwen3ForCausalLM, plus the
     tokenizer files and generation_config.json."""
     import copy
@@ -159,7 +159,10 @@ def export(model, tok, tok_dir, out_dir, extra=None):
         pad_token_id=tok.token_to_id("<|endoftext|>"),
         do_sample=False,
     )
-    m.save_pretrained(tmp)
+    if max_shard_size:
+        m.save_pretrained(tmp, max_shard_size=max_shard_size)
+    else:
+        m.save_pretrained(tmp)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tok_dir, f), os.path.join(tmp, f))
     os.makedirs(out_dir, exist_ok=True)
@@ -169,13 +172,11 @@ def export(model, tok, tok_dir, out_dir, extra=None):
     del m
 
 
-def lr_at(step, args, total):
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    if total is None or total <= args.warmup:
-        return args.lr
-    p = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+def lr_at(step, progress, args):
+    """Linear warm-up over --warmup steps, times a cosine from 1 to 0.1 over
+    the run's progress (fraction of --steps, or of --train-seconds)."""
+    warm = min(1.0, (step + 1) / args.warmup)
+    return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def main():
@@ -187,23 +188,24 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=None, help="total optimizer steps")
     ap.add_argument("--train-seconds", type=float, default=None, help="or: pick steps to fill this time")
-    ap.add_argument("--measure-steps", type=int, default=40)
-    ap.add_argument("--batch-tokens", type=int, default=96 * 1024)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--batch-tokens", type=int, default=64 * 1024)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--hidden", type=int, default=384)
-    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--head-dim", type=int, default=64)
-    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--ffn", type=int, default=768)
     ap.add_argument("--rope-theta", type=float, default=10000.0)
     ap.add_argument("--max-position", type=int, default=4096)
     ap.add_argument("--init", default=None, help="start from the weights of an exported checkpoint dir")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model for smoke tests")
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--ckpt-seconds", type=float, default=90.0)
+    ap.add_argument("--max-shard-size", default=None,
+                    help='e.g. "15MB": split model.safetensors (the device returns files of at most 16 MiB)')
     ap.add_argument("--smoke-first", action="store_true",
                     help="before training, run one generate and one export to fail fast")
     ap.add_argument("--eval-dir", default=None, help="dir of <family>.jsonl test sets")
@@ -275,20 +277,20 @@ def main():
         t0 = time.time()
         model.eval()
         evaluate.greedy_generate(model, tok, [tasks.prompt_text("What is x1?")] * 2, 4, log=log)
-        export(model, tok, args.tokenizer, args.out)
+        export(model, tok, args.tokenizer, args.out, args.max_shard_size)
         model.train()
         log("smoke: generate + export ok (%.1f s)" % (time.time() - t0))
 
     data = batches(args, pool)
     total = args.steps
+    sec = args.train_seconds
     model.train()
     step, t_train0, t_wait = 0, time.time(), 0.0
     t_ckpt = time.time()
     tokens_seen, resp_tokens, loss_acc, loss_n = 0, 0, 0.0, 0
     losses = []
-    meas_t0 = None
     fam_stats = torch.zeros((len(tasks.FAMILIES), 3), device=dev)
-    while total is None or step < total:
+    while (step < total) if total else (time.time() - t_train0 < sec):
         tw = time.time()
         x, y, fam = next(data)
         t_wait += time.time() - tw
@@ -296,7 +298,7 @@ def main():
         x = x.to(dev, non_blocking=True)
         y = y.to(dev, non_blocking=True)
         fam = fam.to(dev, non_blocking=True)
-        lr = lr_at(step, args, total)
+        lr = lr_at(step, step / total if total else (time.time() - t_train0) / sec, args)
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=(dev.type == "cuda")):
@@ -320,16 +322,6 @@ def main():
         loss_acc += loss.detach()
         loss_n += 1
         step += 1
-        if step == 5 and dev.type == "cuda":
-            torch.cuda.synchronize()
-            meas_t0 = time.time()
-        if total is None and step == args.measure_steps:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            sec_per_step = (time.time() - (meas_t0 or t_train0)) / (step - (5 if meas_t0 else 0))
-            left = args.train_seconds - (time.time() - t_train0)
-            total = step + max(0, int(left / sec_per_step))
-            log("measured %.1f ms/step -> --steps %d" % (sec_per_step * 1e3, total))
         if step % 50 == 0 or step == total:
             l_avg = float(loss_acc) / loss_n
             fs = fam_stats.tolist()
@@ -342,15 +334,25 @@ def main():
             loss_acc, loss_n = 0.0, 0
             fam_stats.zero_()
         if args.ckpt_seconds and time.time() - t_ckpt > args.ckpt_seconds and step != total:
-            export(model, tok, args.tokenizer, args.out)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            export(model, tok, args.tokenizer, args.out, args.max_shard_size)
             t_ckpt = time.time()
             log("checkpoint at step %d" % step)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     train_secs = time.time() - t_train0
+    if loss_n:
+        fs = fam_stats.tolist()
+        per = {f: (a / max(n, 1), w / max(n, 1)) for f, (a, w, n) in zip(tasks.FAMILIES, fs)}
+        losses.append({"step": step, "loss": float(loss_acc) / loss_n, "families": per})
+        log("step %5d (last %d steps)  loss %.4f | %s" % (step, loss_n, losses[-1]["loss"],
+            "  ".join("%s %.4f err %.1e" % (f, a, w) for f, (a, w) in per.items())))
     data.close()
     pool.terminate()
     log("trained %d steps in %.1f s: %.1fM tokens (%.1fM assistant tokens), final loss %.4f" %
         (step, train_secs, tokens_seen / 1e6, resp_tokens / 1e6, losses[-1]["loss"] if losses else float("nan")))
-    export(model, tok, args.tokenizer, args.out)
+    export(model, tok, args.tokenizer, args.out, args.max_shard_size)
     log("exported to", args.out)
 
     metrics = {"steps": step, "train_seconds": train_secs, "tokens": tokens_seen, "assistant_tokens": resp_tokens,
