@@ -94,6 +94,7 @@ class Generate(unittest.TestCase):
                         self.assertEqual(out["stats"]["kv_bytes"], per_slot * budget)
                     self.assertGreater(out["stats"]["kv_bytes_full"], out["stats"]["kv_bytes"])
 
+    @unittest.skipIf(os.environ.get("LF_SANITIZED"), "ASan's quarantine keeps freed memory resident")
     def test_memory_flat_in_max_tokens(self):
         """Once the budget is full, peak memory does not grow with --max-tokens (full's does)."""
         name = fixtures()[0]
