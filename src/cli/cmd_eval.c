@@ -371,10 +371,15 @@ int lf_cmd_eval(int argc, char **argv) {
     st.progress = true;
     if (!fresh) read_existing(out_path, probs, n_probs, &st);
     if (st.n_done > 0) fprintf(stderr, "[eval] resuming: %d of %d problems already in %s\n", st.n_done, n_probs, out_path);
-    out = fopen(out_path, fresh ? "w" : "a");
+    out = fopen(out_path, fresh ? "w" : "a+");
     if (!out) {
         lf_cli_error(cmd, "%s: cannot open for writing: %s", out_path, strerror(errno));
         goto done;
+    }
+    if (!fresh && fseek(out, -1, SEEK_END) == 0 && fgetc(out) != '\n') {
+        /* an interrupted run left half a line: start the next result on its own line */
+        fseek(out, 0, SEEK_END);
+        fputc('\n', out);
     }
     if (lf_engine_create(model, &ec, &eng, &err)) {
         lf_cli_error(cmd, "%s", err.msg);

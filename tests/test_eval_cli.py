@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""`longflow eval`: batched problems give the same generations as one-by-one
+`longflow generate --chat` runs, results are written per problem and a run
+resumes from them, percentage budgets come from a full-cache reference run,
+and bad input fails clearly. (Answer extraction itself: tests/test_answer.c.)
+"""
+import json
+import math
+import os
+import subprocess
+import tempfile
+import unittest
+
+SRC = os.environ.get("LF_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("LF_BIN", os.path.join(SRC, "build", "longflow"))
+MODEL = os.path.join(SRC, "tests", "data", "models", "qwen3_tied_hd")
+QUESTIONS = ["What is 12 + 30?", "Compute 7 * 8.", "Find $x$ if $2x = 10$.", "Simplify \\frac{6}{8}.",
+             "How many primes are below 20?", "What is 2^10?"]
+
+
+def run(args, check=True):
+    p = subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"longflow {' '.join(args)} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def read_results(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return out
+
+
+class Eval(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.data = os.path.join(cls.tmp.name, "toy.jsonl")
+        with open(cls.data, "w") as f:
+            for i, q in enumerate(QUESTIONS):
+                f.write(json.dumps({"index": 100 + i, "question": q, "true_answer": str(i)}) + "\n")
+
+    def eval(self, out, *extra):
+        p = run(["eval", "--model", MODEL, "--data", self.data, "--max-tokens", "24", "--instruction", "",
+                 "--output", out, "--json", "--threads", "2", *extra])
+        return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
+
+    def test_batched_equals_generate(self):
+        out = os.path.join(self.tmp.name, "full.jsonl")
+        summary, _ = self.eval(out, "--batch", "4", "--fresh")
+        res = read_results(out)
+        self.assertEqual(sorted(r["index"] for r in res), [100 + i for i in range(len(QUESTIONS))])
+        self.assertEqual(summary["problems"], len(QUESTIONS))
+        self.assertEqual(summary["correct"], sum(r["correct"] for r in res))
+        self.assertAlmostEqual(summary["accuracy"], summary["correct"] / len(QUESTIONS), places=5)
+        for r in res:
+            q = QUESTIONS[r["index"] - 100]
+            g = json.loads(run(["generate", "--model", MODEL, "--chat", "--prompt", q, "--max-tokens", "24",
+                                "--json"]).stdout)
+            self.assertEqual(r["n_tokens"], len(g["tokens"]), q)
+            self.assertEqual(r["text"], g["text"], q)
+            self.assertEqual(r["n_prompt"], len(g["prompt_tokens"]))
+
+    def test_resume(self):
+        out = os.path.join(self.tmp.name, "resume.jsonl")
+        self.eval(out, "--fresh")
+        first = {r["index"]: r for r in read_results(out)}
+        with open(out) as f:
+            lines = f.readlines()
+        with open(out, "w") as f:  # an interrupted run: 3 results and half a line
+            f.writelines(lines[:3])
+            f.write(lines[3][: len(lines[3]) // 2])
+        summary, err = self.eval(out)
+        self.assertIn("resuming: 3 of 6", err)
+        again = {r["index"]: r for r in read_results(out)}
+        self.assertEqual(set(again), set(first))
+        for i in again:
+            self.assertEqual(again[i]["text"], first[i]["text"])
+        self.assertEqual(summary["problems"], 6)
+
+    def test_percent_budget(self):
+        ref = os.path.join(self.tmp.name, "ref.jsonl")
+        self.eval(ref, "--fresh", "--ignore-eos")
+        out = os.path.join(self.tmp.name, "lf.jsonl")
+        summary, _ = self.eval(out, "--fresh", "--ignore-eos", "--policy", "longflow", "--budget", "50%",
+                               "--reference", ref)
+        refs = {r["index"]: r for r in read_results(ref)}
+        for r in read_results(out):
+            want = max(34, math.ceil(0.5 * refs[r["index"]]["n_tokens"]))
+            self.assertEqual(r["budget"], want)
+            self.assertLessEqual(r["kv_tokens_peak"], want)
+        self.assertEqual(summary["policy"], "longflow")
+
+    def test_errors(self):
+        def bad(args, phrase):
+            p = run(["eval", "--model", MODEL] + args, check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertLess(p.returncode, 128, p.stderr)
+            self.assertIn(phrase, p.stderr)
+
+        bad([], "--data")
+        bad(["--data", "/nonexistent.jsonl"], "/nonexistent.jsonl")
+        broken = os.path.join(self.tmp.name, "broken.jsonl")
+        with open(broken, "w") as f:
+            f.write('{"index": 0, "question": "ok", "true_answer": "1"}\n{"index": 1, "question": \n')
+        bad(["--data", broken], "broken.jsonl:2")
+        bad(["--data", self.data, "--policy", "longflow", "--budget", "20%"], "--reference")
+        bad(["--data", self.data, "--policy", "longflow", "--budget", "abc"], "--budget")
+        bad(["--data", self.data, "--prompt", "x"], "--prompt")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
