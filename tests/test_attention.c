@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,48 @@ static void test_exp_block(void **state) {
     free(y);
 }
 
+/* Results do not depend on the thread count (the slots are split in fixed
+ * chunks, combined in a fixed order). */
+static void test_thread_count_invariance(void **state) {
+    (void)state;
+    rng = 16;
+    const int H = 8, G = 2, hd = 64, cap = 1100;
+    lf_config cfg = shape(1, H, G, hd);
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = LF_POLICY_LONGFLOW;
+    pc.budget = cap;
+    lf_kv_cache c;
+    lf_error err;
+    assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, cap, &err), 0);
+    lf_kv_layer *L = &c.layers[0];
+    for (int i = 0; i < cap; i++) L->pos[i] = urand() < 0.05 ? -1 : i;
+    L->hw = cap;
+    for (int g = 0; g < G; g++)
+        for (size_t i = 0; i < (size_t)cap * hd; i++) {
+            lf_kv_k(&c, 0, g)[i] = frand(-1, 1);
+            lf_kv_v(&c, 0, g)[i] = frand(-1, 1);
+        }
+    float *q = malloc((size_t)H * hd * sizeof *q), *o1 = malloc((size_t)H * hd * sizeof *o1);
+    float *o2 = malloc((size_t)H * hd * sizeof *o2), *a1 = malloc((size_t)G * cap * sizeof *a1);
+    for (int i = 0; i < H * hd; i++) q[i] = frand(-2, 2);
+    lf_kv_cache *cp = &c;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    lf_kv_attend(&cp, 1, 0, q, o1, true);
+    for (int g = 0; g < G; g++) memcpy(a1 + (size_t)g * cap, lf_att_att(&c, g), (size_t)cap * sizeof(float));
+    omp_set_num_threads(3);
+    lf_kv_attend(&cp, 1, 0, q, o2, true);
+    omp_set_num_threads(saved);
+    assert_memory_equal(o1, o2, (size_t)H * hd * sizeof *o1);
+    for (int g = 0; g < G; g++) assert_memory_equal(a1 + (size_t)g * cap, lf_att_att(&c, g), (size_t)cap * sizeof(float));
+    free(q);
+    free(o1);
+    free(o2);
+    free(a1);
+    lf_kv_cache_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exp_block),
@@ -422,6 +465,7 @@ int main(void) {
         cmocka_unit_test(test_long_cache_many_chunks),
         cmocka_unit_test(test_protected_slots),
         cmocka_unit_test(test_sharp_softmax_and_empty_cache),
+        cmocka_unit_test(test_thread_count_invariance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,16 +54,19 @@ static const char *data_dir(void) {
 
 /* ---- worked examples ------------------------------------------------------------ */
 
+/* An array of integers times the file's "scale" (exact in float32). */
 static float *json_floats(const cJSON *obj, const char *key, int want) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(obj, "scale");
     assert_non_null(a);
+    assert_non_null(sc);
     assert_true(cJSON_IsArray(a));
     int n = cJSON_GetArraySize(a);
     if (want >= 0) assert_int_equal(n, want);
     float *f = malloc((size_t)(n > 0 ? n : 1) * sizeof *f);
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, a) f[i++] = (float)e->valuedouble;
+    cJSON_ArrayForEach(e, a) f[i++] = (float)(e->valuedouble * sc->valuedouble);
     return f;
 }
 

@@ -19,8 +19,8 @@ The algorithm, from the LongFlow paper (arXiv 2603.11504) and the issue text:
   --evict-every K the K smallest are queued every K steps and refilled in
   slot order.
 
-Inputs are random float32 values (stored in the JSON so the C side uses the
-same numbers); a case is regenerated with the next seed until every victim
+Inputs are random multiples of 1/128 (stored in the JSON as integers with
+their "scale", exact in float32, so the C side uses the same numbers); a case is regenerated with the next seed until every victim
 choice wins by a relative margin of at least 1e-4, so that the float32
 kernel cannot legitimately choose differently.
 
@@ -37,8 +37,17 @@ POOL = 5    # SnapKV average pool width
 MARGIN = 1e-4
 
 
-def f32(a):
-    return np.asarray(a, dtype=np.float32)
+SCALE = 1.0 / 128  # inputs are integers times SCALE: exact in float32, short in JSON
+
+
+def qrand(rng, shape, hi):
+    """Random integers in [-hi, hi] (the stored form) and their values."""
+    ints = rng.integers(-hi, hi + 1, size=shape)
+    return ints, (ints * SCALE).astype(np.float32)
+
+
+def g9(x):
+    return float(f"{x:.9g}")
 
 
 def snapkv_keep(q, k, keep, sinks, H, G):
@@ -65,12 +74,12 @@ def snapkv_keep(q, k, keep, sinks, H, G):
 
 def run_case(seed, H, G, d, B, P, steps, sinks=0, recent=0, every=1):
     rng = np.random.default_rng(seed)
-    pq = f32(rng.uniform(-1, 1, (P, H, d)))
-    pk = f32(rng.uniform(-1, 1, (P, G, d)))
-    pv = f32(rng.uniform(-1, 1, (P, G, d)))
-    dq = f32(rng.uniform(-1, 1, (steps, H, d)) * 2)
-    dk = f32(rng.uniform(-1, 1, (steps, G, d)))
-    dv = f32(rng.uniform(-1, 1, (steps, G, d)))
+    ipq, pq = qrand(rng, (P, H, d), 128)
+    ipk, pk = qrand(rng, (P, G, d), 128)
+    ipv, pv = qrand(rng, (P, G, d), 128)
+    idq, dq = qrand(rng, (steps, H, d), 256)
+    idk, dk = qrand(rng, (steps, G, d), 128)
+    idv, dv = qrand(rng, (steps, G, d), 128)
     rep = H // G
 
     K = np.zeros((G, B, d))
@@ -109,7 +118,7 @@ def run_case(seed, H, G, d, B, P, steps, sinks=0, recent=0, every=1):
             out[h] = a @ V[g]
             score += a * vn[g]
         score /= H * d
-        outputs.append(out.reshape(-1).tolist())
+        outputs.append([g9(x) for x in out.reshape(-1)])
         ok = [(pos[i] < 0) or (pos[i] >= sinks and pos[i] <= pnow - recent) for i in range(B)]
         cand = sorted([i for i in range(B) if ok[i]], key=lambda i: (score[i], i))
         if every == 1:
@@ -132,15 +141,16 @@ def run_case(seed, H, G, d, B, P, steps, sinks=0, recent=0, every=1):
     case = {
         "n_heads": H, "n_kv_heads": G, "head_dim": d, "budget": B, "prompt_len": P, "steps": steps,
         "sinks": sinks, "recent": recent, "evict_every": every, "seed": seed,
-        "prompt_q": pq.reshape(-1).tolist(), "prompt_k": pk.reshape(-1).tolist(),
-        "prompt_v": pv.reshape(-1).tolist(),
-        "decode_q": dq.reshape(-1).tolist(), "decode_k": dk.reshape(-1).tolist(),
-        "decode_v": dv.reshape(-1).tolist(),
+        "scale": SCALE,
+        "prompt_q": ipq.reshape(-1).tolist(), "prompt_k": ipk.reshape(-1).tolist(),
+        "prompt_v": ipv.reshape(-1).tolist(),
+        "decode_q": idq.reshape(-1).tolist(), "decode_k": idk.reshape(-1).tolist(),
+        "decode_v": idv.reshape(-1).tolist(),
         "expected_kept_positions": [int(t) for t in kept],
         "expected_slots": slots,
         "expected_next_slot": int(nxt),
         "expected_outputs": outputs,
-        "expected_last_scores": score.tolist(),
+        "expected_last_scores": [g9(x) for x in score],
     }
     return case, min(margins) if margins else 1.0
 

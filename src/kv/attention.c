@@ -17,13 +17,15 @@
 #define LF_ATT_X86 0
 #endif
 
-/* Software prefetch: the K and V rows LF_ATT_PF_DIST blocks ahead go to L2
- * (0 = rely on the hardware prefetchers alone). */
-#ifndef LF_ATT_PF_DIST
-#define LF_ATT_PF_DIST 4
+/* Software prefetch distance of the K rows, in rows (a multiple of 4; -1
+ * turns software prefetch off). */
+#ifndef LF_ATT_PF_AHEAD
+#define LF_ATT_PF_AHEAD 8
 #endif
-#ifndef LF_ATT_PF_HINT
-#define LF_ATT_PF_HINT _MM_HINT_T1
+
+/* Below this many K/V bytes per call the kernel runs on the calling thread. */
+#ifndef LF_ATT_PARALLEL_BYTES
+#define LF_ATT_PARALLEL_BYTES (256 * 1024)
 #endif
 
 /* ---- workspace layout ----------------------------------------------------- */
@@ -281,14 +283,9 @@ LF_ATT_AVX2 static inline void dots_8x1(const float *const *k, const float *q, i
 }
 
 /* O[h] += sum_j w[h][j] * V[row j] for nh (<= 2) heads, 32 floats of the
- * head dimension at a time (hd % 8 == 0). With want_vn (a constant at each
- * call site), the |v|_1 of each row is summed from the same loaded vectors
- * into vn[j]. */
-LF_ATT_AVX2 static inline __attribute__((always_inline)) void
-vacc2_impl(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0, float *O1, int nh,
-           int hd, const int want_vn, float *vn) {
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 vacc[LF_ATT_BLOCK];
+ * head dimension at a time (hd % 8 == 0). */
+LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
+                              float *O1, int nh, int hd) {
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
         __m256 x0 = _mm256_loadu_ps(O0 + d), x1 = _mm256_loadu_ps(O0 + d + 8);
@@ -314,11 +311,6 @@ vacc2_impl(const float *V, const int *rows, int nr, const float *w, int wstride,
                 y2 = _mm256_fmadd_ps(p1, v2, y2);
                 y3 = _mm256_fmadd_ps(p1, v3, y3);
             }
-            if (want_vn) {
-                __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_and_ps(absmask, v0), _mm256_and_ps(absmask, v1)),
-                                         _mm256_add_ps(_mm256_and_ps(absmask, v2), _mm256_and_ps(absmask, v3)));
-                vacc[j] = d == 0 ? a : _mm256_add_ps(vacc[j], a);
-            }
         }
         _mm256_storeu_ps(O0 + d, x0);
         _mm256_storeu_ps(O0 + d + 8, x1);
@@ -337,42 +329,20 @@ vacc2_impl(const float *V, const int *rows, int nr, const float *w, int wstride,
             __m256 v0 = _mm256_loadu_ps(V + (size_t)rows[j] * hd + d);
             x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), v0, x0);
             if (nh > 1) y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + wstride + j), v0, y0);
-            if (want_vn) {
-                __m256 a = _mm256_and_ps(absmask, v0);
-                vacc[j] = d == 0 ? a : _mm256_add_ps(vacc[j], a);
-            }
         }
         _mm256_storeu_ps(O0 + d, x0);
         if (nh > 1) _mm256_storeu_ps(O1 + d, y0);
     }
-    if (want_vn) {
-        int j = 0;
-        for (; j + 8 <= nr; j += 8) _mm256_storeu_ps(vn + j, hsum8(vacc + j));
-        for (; j < nr; j++) vn[j] = hsum(vacc[j]);
-    }
 }
 
-LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
-                              float *O1, int nh, int hd) {
-    vacc2_impl(V, rows, nr, w, wstride, O0, O1, nh, hd, 0, NULL);
-}
-
-LF_ATT_AVX2 static void vacc2_vn(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
-                                 float *O1, int nh, int hd, float *vn) {
-    vacc2_impl(V, rows, nr, w, wstride, O0, O1, nh, hd, 1, vn);
-}
-
-/* Prefetch the K and V rows r0..r0+n-1 (those inside the task). */
-LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, int r0, int n) {
-    if (LF_ATT_PF_DIST <= 0) return;
+/* Prefetch rows r0..r0+n-1 (those inside the task) of X (K or V). */
+LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, const float *X, int r0, int n) {
+    if (LF_ATT_PF_AHEAD < 0) return;
     int r1 = r0 + n < t->s1 ? r0 + n : t->s1;
     if (r0 >= r1) return;
-    const char *k = (const char *)(t->K + (size_t)r0 * t->hd), *v = (const char *)(t->V + (size_t)r0 * t->hd);
+    const char *p = (const char *)(X + (size_t)r0 * t->hd);
     size_t bytes = (size_t)(r1 - r0) * t->hd * sizeof(float);
-    for (size_t o = 0; o < bytes; o += 64) {
-        _mm_prefetch(k + o, LF_ATT_PF_HINT);
-        _mm_prefetch(v + o, LF_ATT_PF_HINT);
-    }
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
 
 LF_ATT_AVX2 static void task_avx2(const att_task *t) {
@@ -406,20 +376,21 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
         /* logits, packed over the valid rows: sb[h][j]; four rows and two
          * heads (or eight rows and one head) at a time */
         int j0 = 0;
-        /* prefetch the K and V rows LF_ATT_PF_DIST blocks ahead, a quarter of
-         * a block at a time between the logits passes */
-        const int pf0 = b0 + LF_ATT_PF_DIST * LF_ATT_BLOCK;
+        /* software prefetch, spread between the logits passes: the K rows
+         * LF_ATT_PF_AHEAD rows ahead, and this block's V rows for the pass
+         * that follows (all into L1, which holds a block of K and V) */
         if (rep == 1) {
             for (; j0 + 8 <= nv; j0 += 8) {
-                prefetch_rows(t, pf0 + j0 / 4 * 4, 4);
-                prefetch_rows(t, pf0 + j0 / 4 * 4 + 4, 4);
+                prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 8);
+                prefetch_rows(t, t->V, b0 + j0, 8);
                 const float *kr[8];
                 for (int r = 0; r < 8; r++) kr[r] = t->K + (size_t)rows[j0 + r] * hd;
                 dots_8x1(kr, t->q, hd, t->scale, sb + j0);
             }
         } else if (rep % 2 == 0) {
             for (; j0 + 4 <= nv; j0 += 4) {
-                prefetch_rows(t, pf0 + j0, 4);
+                prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 4);
+                prefetch_rows(t, t->V, b0 + j0, 4);
                 const float *k0 = t->K + (size_t)rows[j0] * hd, *k1 = t->K + (size_t)rows[j0 + 1] * hd;
                 const float *k2 = t->K + (size_t)rows[j0 + 2] * hd, *k3 = t->K + (size_t)rows[j0 + 3] * hd;
                 for (int h = 0; h < rep; h += 2)
@@ -427,8 +398,12 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
                              sb + (h + 1) * LF_ATT_BLOCK + j0);
             }
         }
-        /* rows not covered above (a block with empty slots prefetches less) */
-        if (j0 < LF_ATT_BLOCK) prefetch_rows(t, pf0 + j0, LF_ATT_BLOCK - j0);
+        /* rows not covered above (rows of a block with empty slots are
+         * counted as if packed: the prefetch is only a hint) */
+        if (j0 < LF_ATT_BLOCK) {
+            prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, LF_ATT_BLOCK - j0);
+            prefetch_rows(t, t->V, b0 + j0, LF_ATT_BLOCK - j0);
+        }
         for (int j = j0; j < nv; j++) {
             const float *kr = t->K + (size_t)rows[j] * hd;
             float dd[4];
@@ -467,17 +442,27 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
                 for (int j = 0; j < nv; j++) pp[idx[j]] = w[j];
             }
         }
+        /* with scores, each valid row's |v|_1, reading the block's V rows in
+         * order (which also brings them in for the V pass below) */
+        if (t->vn) {
+            const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+            if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            for (int j = 0; j < nv; j++) {
+                const float *vr = t->V + (size_t)rows[j] * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+                int d = 0;
+                for (; d + 16 <= hd; d += 16) {
+                    a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+                    a1 = _mm256_add_ps(a1, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d + 8)));
+                }
+                if (d < hd) a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+                t->vn[rows[j]] = hsum(_mm256_add_ps(a0, a1));
+            }
+        }
         for (int h = 0; h < rep; h += 2) {
             int nh = rep - h < 2 ? rep - h : 2;
             float *O0 = t->part + h * t->part_stride, *O1 = t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride;
-            if (h == 0 && t->vn) {
-                float vb[LF_ATT_BLOCK];
-                vacc2_vn(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd, vb);
-                if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
-                for (int j = 0; j < nv; j++) t->vn[rows[j]] = vb[j];
-            } else {
-                vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd);
-            }
+            vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd);
         }
     }
 }
@@ -495,8 +480,7 @@ void lf_att_exp_block(const float *x, float *y, int n) {
 
 /* ---- combine the chunks of one (sequence, KV head) ------------------------- */
 
-static void combine(const lf_kv_cache *c, int layer, int g, const float *q_unused, float *out, bool scores) {
-    (void)q_unused;
+static void combine(const lf_kv_cache *c, int layer, int g, float *out, bool scores) {
     const lf_kv_layer *L = &c->layers[layer];
     int hd = c->head_dim, rep = c->n_heads / c->n_kv_heads;
     int nch = (L->hw + LF_ATT_CHUNK - 1) / LF_ATT_CHUNK;
@@ -558,7 +542,11 @@ void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float 
     const long n_tasks = (long)n_seq * nkv * maxch;
     const bool avx = use_avx2() && hd % 8 == 0;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
+    /* threads only when there is enough to read to pay for waking them */
+    size_t bytes = 0;
+    for (int s = 0; s < n_seq; s++) bytes += (size_t)caches[s]->layers[layer].hw * nkv * hd * 2 * sizeof(float);
+    const int par = bytes >= LF_ATT_PARALLEL_BYTES;
+#pragma omp parallel if (par)
     {
 #pragma omp for schedule(dynamic, 1)
         for (long ti = 0; ti < n_tasks; ti++) {
@@ -598,7 +586,7 @@ void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float 
 #pragma omp for schedule(dynamic, 1)
         for (long sg = 0; sg < (long)n_seq * nkv; sg++) {
             int s = (int)(sg / nkv), g = (int)(sg % nkv);
-            combine(caches[s], layer, g, NULL, out + (size_t)s * nh * hd, scores);
+            combine(caches[s], layer, g, out + (size_t)s * nh * hd, scores);
         }
     }
     (void)avx;

@@ -448,12 +448,12 @@ void lf_kv_decode_layer(lf_kv_cache *const *caches, int n_seq, int layer, const 
         if (uses_scores(c->policy.kind)) scores = true;
     }
     lf_kv_attend(caches, n_seq, layer, q, out, scores);
-    if (n_seq == 1) {
-        policy_step(caches[0], layer, pos[0]);
-    } else {
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int s = 0; s < n_seq; s++) policy_step(caches[s], layer, pos[s]);
-    }
+    /* the policy step reads a few bytes per slot: threads only for many
+     * sequences with long caches (R-KV's compressions parallelise inside) */
+    long slots = 0;
+    for (int s = 0; s < n_seq; s++) slots += caches[s]->layers[layer].hw;
+#pragma omp parallel for schedule(dynamic, 1) if (n_seq > 1 && slots >= 16384)
+    for (int s = 0; s < n_seq; s++) policy_step(caches[s], layer, pos[s]);
 }
 
 /* ---- accounting -------------------------------------------------------------- */

@@ -65,7 +65,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
 
     if (nc > 0) {
         const int nq = L->rkv_nq;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if ((long)nc * (H * nq + G) * hd >= (1L << 20))
         for (int h = 0; h < H + G; h++) {
             if (h < H) {
                 /* importance of query head h */

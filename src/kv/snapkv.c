@@ -31,7 +31,8 @@ static int window_softmax_sum(const float *q, const float *k, int n, int nh, int
     const float scale = 1.0f / sqrtf((float)hd);
     int failed = 0;
     memset(acc, 0, (size_t)n * sizeof(float));
-#pragma omp parallel
+    const long work = (long)(n - t0) * n * nh * hd; /* multiply-adds, roughly */
+#pragma omp parallel if (work >= (1L << 20))
     {
         float *row = malloc((size_t)n * sizeof(float));
         float *mine = calloc((size_t)n, sizeof(float));
