@@ -113,6 +113,7 @@ typedef struct lf_generation {
     const char *finish_reason; /* "eos", "length" or NULL while running */
     size_t kv_bytes;           /* bytes of the K and V tensors of this sequence's cache */
     size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
+    size_t kv_bytes_in_use_peak; /* most bytes of K/V in valid slots at any step */
     size_t kv_tokens_peak;     /* most tokens the cache held (max over layers) */
 } lf_generation;
 

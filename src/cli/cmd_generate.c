@@ -174,6 +174,7 @@ int lf_cmd_generate(int argc, char **argv) {
         cJSON_AddNumberToObject(js, "tokens_per_s", tps);
         cJSON_AddNumberToObject(js, "kv_bytes", (double)g->kv_bytes);
         cJSON_AddNumberToObject(js, "kv_aux_bytes", (double)g->kv_aux_bytes);
+        cJSON_AddNumberToObject(js, "kv_bytes_in_use_peak", (double)g->kv_bytes_in_use_peak);
         cJSON_AddNumberToObject(js, "kv_bytes_full", (double)kv_full);
         cJSON_AddNumberToObject(js, "kv_tokens_peak", (double)g->kv_tokens_peak);
         cJSON_AddNumberToObject(js, "peak_rss_bytes", (double)lf_peak_rss_bytes());

@@ -180,8 +180,10 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
         r->g.done = true;
         r->g.finish_reason = "length";
     }
-    int held = r->has_cache ? r->cache.peak_valid : 0;
-    if ((size_t)held > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)held;
+    if (r->has_cache) {
+        if ((size_t)r->cache.peak_valid > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)r->cache.peak_valid;
+        r->g.kv_bytes_in_use_peak = lf_kv_cache_peak_bytes_in_use(&r->cache);
+    }
     if (cb) cb(user, &r->g, tok);
     return r->g.done;
 }
@@ -238,6 +240,10 @@ int lf_engine_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err)
             e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
             e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
             e->step_caches[i] = &r->cache;
+            if (lf_kv_cache_room(&r->cache) <= 0) { /* never by the sizing above: refuse, do not drop tokens */
+                for (int j = 0; j < n_active; j++) retire(e, active[j]);
+                return lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, r->cache.capacity);
+            }
         }
         double t0 = lf_now_ms();
         if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n_active, e->logits,
