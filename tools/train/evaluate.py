@@ -85,16 +85,22 @@ def greedy_generate(model, tok, prompts, max_new_tokens, batch=0, max_time=None,
     return out
 
 
-def evaluate(model, tok, files, limit=None, max_new_tokens=2200, batch=0, max_time=None, out_path=None, log=print):
-    """Accuracy per file; returns {name: {...}} and writes per-problem rows."""
+def evaluate(model, tok, files, limit=None, max_new_tokens=2200, batch=0, max_time=None, out_path=None, log=print,
+             gen_fn=None):
+    """Accuracy per file; returns {name: {...}} and writes per-problem rows.
+    gen_fn(model, tok, prompts, max_new_tokens, max_time=..., log=...) replaces
+    transformers' generate (train.py passes fastqwen.greedy_generate)."""
     probs = []
     for path in files:
         name = os.path.splitext(os.path.basename(path))[0]
         for row in load_jsonl(path, limit):
             probs.append((name, row))
     t0 = time.time()
-    res = greedy_generate(model, tok, [tasks.prompt_text(r["question"]) for _, r in probs], max_new_tokens,
-                          batch=batch, max_time=max_time, log=log)
+    prompts = [tasks.prompt_text(r["question"]) for _, r in probs]
+    if gen_fn is not None:
+        res = gen_fn(model, tok, prompts, max_new_tokens, max_time=max_time, log=log)
+    else:
+        res = greedy_generate(model, tok, prompts, max_new_tokens, batch=batch, max_time=max_time, log=log)
     secs = time.time() - t0
     summary, rows = {}, []
     for (name, row), (text, n, fin) in zip(probs, res):

@@ -14,6 +14,16 @@ warm-up, cosine decay to 10%, bf16 autocast over fp32 weights.
 steps: the cosine schedule then runs on elapsed time (the step count reached
 is printed and saved).
 
+--engine fast (tools/train/fastqwen.py) trains a lean copy of the same
+Qwen3 math instead of transformers' module: batches of fixed shapes (one per
+length bucket of --bucket-step tokens), each training step (zero grads,
+forward, loss, backward, clipping) captured once per shape in a CUDA graph
+and replayed, AdamW (fused) applied eagerly after it; the test-set decoding
+uses a static KV cache and a CUDA-graphed decode step. If the data workers
+fall behind the GPU, --reuse lets a step take a random recent batch again
+instead of waiting (counted in the log). The exported checkpoint is the same
+transformers Qwen3 checkpoint.
+
 Usage (GPU; see device_run.sh):
   train.py --tokenizer models/tiny-reasoner --out OUTDIR --train-seconds 125 \
            --eval-dir models/tiny-reasoner/data --eval-out OUT/eval.jsonl
@@ -49,12 +59,60 @@ _tok = None
 _test_questions = None
 
 
-def _worker_init(tok_path, test_questions):
-    global _tok, _test_questions
+_line_cache = None   # reasoning line -> token ids (None: encode whole responses)
+_LINE_CACHE_MAX = 3_000_000
+
+
+def _response_ids_cached(responses):
+    """Token ids of response_text(r, a) for [(r, a)], with the reasoning lines
+    encoded one by one through a cache. Exact because every reasoning line
+    starts with a letter and ends with a letter or digit, so the byte-level
+    pre-tokenizer splits at each newline (checked in _worker_init against
+    encoding the whole text; if it differs, the cache is not used)."""
+    global _line_cache
+    missing = set()
+    split = []
+    for r, a in responses:
+        lines = r.split("\n")
+        split.append(lines)
+        missing.update(ln for ln in lines if ln not in _line_cache)
+    if missing:
+        if len(_line_cache) + len(missing) > _LINE_CACHE_MAX:
+            _line_cache = {}
+        missing = list(missing)
+        for ln, e in zip(missing, _tok.encode_batch(missing, add_special_tokens=False)):
+            _line_cache[ln] = e.ids
+    tails = _tok.encode_batch(["\n</think>\n\n\\boxed{" + a + "}<|im_end|>" for _, a in responses],
+                              add_special_tokens=False)
+    head = _tok.encode("<think>\n", add_special_tokens=False).ids
+    nl = _tok.encode("\n", add_special_tokens=False).ids
+    out = []
+    for lines, tail in zip(split, tails):
+        ids = list(head)
+        for i, ln in enumerate(lines):
+            if i:
+                ids.extend(nl)
+            ids.extend(_line_cache[ln])
+        ids.extend(tail.ids)
+        out.append(ids)
+    return out
+
+
+def _worker_init(tok_path, test_questions, line_cache=True):
+    global _tok, _test_questions, _line_cache
     from tokenizers import Tokenizer
     _tok = Tokenizer.from_file(tok_path)
     _test_questions = test_questions
     torch.set_num_threads(1)
+    _line_cache = {} if line_cache else None
+    if _line_cache is not None:
+        rng = random.Random("line-cache-check")
+        probs = [tasks.generate(f, rng) for f in tasks.FAMILIES for _ in range(20)]
+        got = _response_ids_cached([(r, a) for _, r, a in probs])
+        ref = [e.ids for e in _tok.encode_batch([tasks.response_text(r, a) for _, r, a in probs])]
+        if got != ref:
+            _line_cache = None
+            sys.stderr.write("train.py worker: cached line encoding differs from the tokenizer; not used\n")
 
 
 def gen_chunk(arg):
@@ -68,19 +126,23 @@ def gen_chunk(arg):
         if q in _test_questions:
             continue
         prompts.append(tasks.prompt_text(q))
-        resps.append(tasks.response_text(r, a))
+        resps.append((r, a))
         fams.append(fam)
     pe = _tok.encode_batch(prompts)
-    re_ = _tok.encode_batch(resps)
+    if _line_cache is not None:
+        re_ = _response_ids_cached(resps)
+    else:
+        re_ = [e.ids for e in _tok.encode_batch([tasks.response_text(r, a) for r, a in resps])]
     for p, r, fam in zip(pe, re_, fams):
-        ids = np.asarray(p.ids + r.ids, dtype=np.int16)
+        ids = np.asarray(p.ids + r, dtype=np.int16)
         out.append((ids, len(p.ids), fam))
     return out
 
 
 def start_pool(args, tok_path, test_questions):
     """Worker processes for gen_chunk (forked before CUDA is initialised)."""
-    return mp.get_context("fork").Pool(args.workers, initializer=_worker_init, initargs=(tok_path, test_questions))
+    return mp.get_context("fork").Pool(args.workers, initializer=_worker_init,
+                                       initargs=(tok_path, test_questions, getattr(args, "line_cache", True)))
 
 
 def batches(args, pool, start_chunk=0, window=64):
@@ -178,6 +240,388 @@ def lr_at(step, progress, args):
     warm = min(1.0, (step + 1) / args.warmup)
     return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
+# ---- --engine fast ----------------------------------------------------------
+
+class BucketStream:
+    """Batches of fixed shapes: each example goes to the narrowest bucket
+    width that holds it; a bucket of width W is emitted when it has
+    batch_tokens // W rows. Chunks are consumed in order (reproducible,
+    except for --reuse, which depends on timing)."""
+
+    def __init__(self, args, pool, widths, window=96, recent=512):
+        import bisect
+        import collections
+        self._bisect = bisect.bisect_left
+        self.args, self.pool = args, pool
+        self.widths = sorted(widths)
+        self.rows = {w: max(1, args.batch_tokens // w) for w in self.widths}
+        self.buckets = {w: [] for w in self.widths}
+        self.pending = collections.deque()
+        self.ready = collections.deque()
+        self.recent = collections.deque(maxlen=recent)
+        self.rng = random.Random("reuse-%d" % args.seed)
+        self.nxt = 0
+        self.fresh = self.reused = self.dropped = 0
+        self.wait = 0.0
+        for _ in range(window):
+            self._submit()
+
+    def _submit(self):
+        self.pending.append(self.pool.apply_async(gen_chunk, ((self.args.seed, self.nxt),)))
+        self.nxt += 1
+
+    def _take(self, block):
+        if not block and not self.pending[0].ready():
+            return False
+        ex = self.pending.popleft().get()
+        self._submit()
+        for e in ex:
+            n = len(e[0])
+            i = self._bisect(self.widths, n)
+            if i == len(self.widths):
+                self.dropped += 1
+                continue
+            w = self.widths[i]
+            b = self.buckets[w]
+            b.append(e)
+            if len(b) == self.rows[w]:
+                self.ready.append(self._collate(w, b))
+                self.buckets[w] = []
+        return True
+
+    def _collate(self, w, ex):
+        R = self.rows[w]
+        x = np.full((R, w), self.args.pad_id, dtype=np.int64)
+        y = np.full((R, w), -100, dtype=np.int64)
+        fam = np.zeros(R, dtype=np.int64)
+        nresp = 0
+        for r, (ids, plen, f) in enumerate(ex):
+            n = len(ids)
+            x[r, :n] = ids
+            y[r, plen - 1:n - 1] = ids[plen:]
+            fam[r] = tasks.FAMILIES.index(f)
+            nresp += n - plen
+        return w, torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(fam), nresp
+
+    def next(self, allow_reuse=False, min_recent=64):
+        for _ in range(8):
+            if len(self.ready) >= 64 or not self._take(False):
+                break
+        if not self.ready:
+            if allow_reuse and len(self.recent) >= min_recent:
+                self.reused += 1
+                return self.recent[self.rng.randrange(len(self.recent))]
+            t = time.time()
+            while not self.ready:
+                self._take(True)
+            self.wait += time.time() - t
+        b = self.ready.popleft()
+        self.fresh += 1
+        self.recent.append(b)
+        return b
+
+
+class _EmbedFn(torch.autograd.Function):
+    """Embedding gather whose backward is a one-hot matrix product (no
+    sorting, atomics or host syncs, so it can be captured in a CUDA graph)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x)
+        ctx.vocab = weight.shape[0]
+        return F.embedding(x, weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        xf = x.reshape(-1, 1)
+        oh = (xf == torch.arange(ctx.vocab, device=x.device)[None, :]).to(g.dtype)
+        return None, oh.t() @ g.reshape(-1, g.shape[-1])
+
+
+def train_fast(args, log, tok, tok_path, test_questions, t_start, write_metrics):
+    import fastqwen
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    cd = torch.bfloat16 if (cuda or args.compute_dtype == "bfloat16") else torch.float32
+    if args.compute_dtype == "float32":
+        cd = torch.float32
+    pool = start_pool(args, tok_path, test_questions)
+    cfg = make_config(args, tok)
+    model = fastqwen.Lite(fastqwen.Lite.config_from_hf(cfg), cd)
+    if args.init:
+        from safetensors.torch import load_file
+        model.load_hf_state_dict(load_file(os.path.join(args.init, "model.safetensors")))
+        log("initialised from", args.init)
+    else:
+        ref = make_hf_model(cfg)
+        model.load_hf_state_dict(ref.state_dict())
+        del ref
+    model = model.to(dev).train()
+    # graph-safe embedding backward
+    model_embed_fn = lambda x: _EmbedFn.apply(x, model.embed)  # noqa: E731
+    params = list(model.parameters())
+    n_params = sum(p.numel() for p in params)
+    log("model (fast engine, compute %s): %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d: %.2fM parameters" %
+        (str(cd).replace("torch.", ""), args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.ffn,
+         cfg.vocab_size, n_params / 1e6))
+    import tokenizers
+    import transformers
+    log("device", dev, torch.cuda.get_device_name(0) if cuda else "", "torch", torch.__version__,
+        "transformers", transformers.__version__, "tokenizers", tokenizers.__version__, "workers", args.workers)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=cuda, foreach=(None if cuda else True))
+
+    # start the data workers now (they fill the queue during the set-up)
+    widths = list(range(args.bucket_min, args.bucket_max + 1, args.bucket_step))
+    if widths[-1] != args.bucket_max:
+        widths.append(args.bucket_max)
+    stream = BucketStream(args, pool, widths)
+
+    def do_export():
+        if cuda:
+            torch.cuda.synchronize()
+        export(model.to_hf(cfg), tok, args.tokenizer, args.out, args.max_shard_size)
+
+    if args.smoke_first:
+        t0 = time.time()
+        model.eval()
+        fastqwen.greedy_generate(model, tok, [tasks.prompt_text("What is x1?")] * 2, 8, log=log)
+        do_export()
+        model.train()
+        log("smoke: generate + export ok (%.1f s)" % (time.time() - t0))
+
+    V = cfg.vocab_size
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    grad_ptrs = [g.data_ptr() for g in grads]
+    fam_stats = torch.zeros((len(tasks.FAMILIES), 3), device=dev)
+    loss_acc = torch.zeros((), device=dev)
+    gnorm_acc = torch.zeros((), device=dev)
+
+    def forward_logits(x):
+        T = x.shape[1]
+        cos, sin = model.cos[:T, None, :], model.sin[:T, None, :]
+        h = model_embed_fn(x)
+        for blk in model.layers:
+            h = blk(h, cos, sin, cd)
+        return model.logits(h)
+
+    def make_step(xs, ys, fs):
+        def fn():
+            torch._foreach_zero_(grads)
+            lg = forward_logits(xs).float()
+            tl = F.cross_entropy(lg.view(-1, V), ys.view(-1), ignore_index=-100, reduction="none").view(ys.shape)
+            valid = ys != -100
+            loss = tl.sum() / valid.sum().clamp(min=1)
+            loss.backward()
+            norms = torch._foreach_norm(grads)
+            total = torch.linalg.vector_norm(torch.stack(norms))
+            torch._foreach_mul_(grads, torch.clamp(1.0 / (total + 1e-6), max=1.0))
+            with torch.no_grad():
+                wrong = (lg.argmax(-1) != ys) & valid
+                fam_stats.index_add_(0, fs, torch.stack([tl.sum(1), wrong.sum(1).float(), valid.sum(1).float()], 1))
+                loss_acc.add_(loss.detach())
+                gnorm_acc.add_(total.detach())
+        return fn
+
+    statics, steps_fn, graphs = {}, {}, {}
+    gen = torch.Generator().manual_seed(args.seed)
+    for w in widths:
+        R = stream.rows[w]
+        xs = torch.full((R, w), args.pad_id, dtype=torch.long, device=dev)
+        ys = torch.full((R, w), -100, dtype=torch.long, device=dev)
+        fs = torch.zeros(R, dtype=torch.long, device=dev)
+        statics[w] = (xs, ys, fs)
+        steps_fn[w] = make_step(xs, ys, fs)
+
+    use_graphs = cuda and args.cuda_graphs
+    if use_graphs:
+        t0 = time.time()
+        try:
+            pool_h = torch.cuda.graph_pool_handle()
+            side = torch.cuda.Stream()
+            for k, w in enumerate(widths):
+                xs, ys, fs = statics[w]
+                # random tokens and labels for warm-up and the check
+                xr = torch.randint(3, V, xs.shape, generator=gen)
+                yr = torch.where(torch.rand(xs.shape, generator=gen) < 0.5, torch.randint(3, V, xs.shape, generator=gen),
+                                 torch.full(xs.shape, -100))
+                xs.copy_(xr)
+                ys.copy_(yr)
+                fs.copy_(torch.randint(0, len(tasks.FAMILIES), fs.shape, generator=gen))
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3 if k == 0 else 1):
+                        steps_fn[w]()
+                torch.cuda.current_stream().wait_stream(side)
+                torch.cuda.synchronize()
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool_h):
+                    steps_fn[w]()
+                graphs[w] = g
+                if [p.grad.data_ptr() for p in params] != grad_ptrs:
+                    raise RuntimeError("gradient tensors moved during capture")
+                # check: the graph's loss equals an eager forward's on the same batch
+                with torch.no_grad():
+                    lg = forward_logits(xs).float()
+                    le = float(F.cross_entropy(lg.view(-1, V), ys.view(-1), ignore_index=-100))
+                loss_acc.zero_()
+                g.replay()
+                lgph = float(loss_acc)
+                if not (math.isfinite(lgph) and abs(lgph - le) <= 1e-3 * max(1.0, abs(le))):
+                    raise RuntimeError("graph check failed at width %d: graph loss %.6f, eager %.6f" % (w, lgph, le))
+            log("captured %d CUDA graphs (widths %d..%d step %d) in %.1f s; graph losses match eager" %
+                (len(graphs), widths[0], widths[-1], args.bucket_step, time.time() - t0))
+        except Exception as e:  # noqa: BLE001
+            import traceback
+            log("CUDA graph capture FAILED, training eagerly: %s: %s" % (type(e).__name__, str(e)[:500]))
+            log(traceback.format_exc()[-1500:])
+            graphs = {}
+            use_graphs = False
+            torch.cuda.synchronize()
+    for p, g in zip(params, grads):  # (eager steps accumulate into the same tensors)
+        p.grad = g
+    torch._foreach_zero_(grads)
+    fam_stats.zero_()
+    loss_acc.zero_()
+    gnorm_acc.zero_()
+    write_metrics({"phase": "training", "setup_seconds": time.time() - t_start})
+
+    sec = args.train_seconds
+    t_train0 = time.time()
+    t_end = t_train0 + sec if sec else None
+    if args.train_until:
+        t_end = min(t_end or 1e18, t_start + args.train_until)
+    total = args.steps
+    step, tokens_seen, resp_tokens, nlog = 0, 0, 0, 0
+    t_ckpt = time.time()
+    losses = []
+    last_log_t, last_log_tok = t_train0, 0
+
+    def progress():
+        if total:
+            return step / total
+        return (time.time() - t_train0) / max(1e-9, t_end - t_train0)
+
+    def log_point(final=False):
+        nonlocal last_log_t, last_log_tok, nlog
+        fs = fam_stats.tolist()
+        l_avg = float(loss_acc) / max(nlog, 1)
+        gn = float(gnorm_acc) / max(nlog, 1)
+        per = {f: (a / max(n, 1), wr / max(n, 1)) for f, (a, wr, n) in zip(tasks.FAMILIES, fs)}
+        losses.append({"step": step, "loss": l_avg, "grad_norm": gn, "families": per,
+                       "seconds": time.time() - t_train0})
+        el = time.time() - t_train0
+        rate = (tokens_seen - last_log_tok) / max(1e-9, time.time() - last_log_t)
+        log("step %6d%s  loss %.4f  gnorm %.2f  lr %.2e  %.0fk tok/s (padded, last %d)  fresh %d reused %d  data wait %.1f s  %.0f s | %s" %
+            (step, " (last %d)" % nlog if final else "", l_avg, gn, lr, rate / 1e3, nlog, stream.fresh, stream.reused,
+             stream.wait, el, "  ".join("%s %.4f err %.1e" % (f, a, wr) for f, (a, wr) in per.items())))
+        last_log_t, last_log_tok = time.time(), tokens_seen
+        fam_stats.zero_()
+        loss_acc.zero_()
+        gnorm_acc.zero_()
+        nlog = 0
+
+    lr = args.lr
+    while (step < total) if total else (time.time() < t_end):
+        w, x, y, fm, nresp = stream.next(allow_reuse=args.reuse)
+        xs, ys, fs = statics[w]
+        if cuda:
+            xs.copy_(x.pin_memory(), non_blocking=True)
+            ys.copy_(y.pin_memory(), non_blocking=True)
+            fs.copy_(fm.pin_memory(), non_blocking=True)
+        else:
+            xs.copy_(x)
+            ys.copy_(y)
+            fs.copy_(fm)
+        if use_graphs:
+            graphs[w].replay()
+        else:
+            steps_fn[w]()
+        lr = lr_at(step, progress(), args)
+        for g_ in opt.param_groups:
+            g_["lr"] = lr
+        opt.step()
+        tokens_seen += x.numel()
+        resp_tokens += nresp
+        step += 1
+        nlog += 1
+        if step % args.log_every == 0:
+            log_point()
+        if args.ckpt_seconds and time.time() - t_ckpt > args.ckpt_seconds:
+            do_export()
+            t_ckpt = time.time()
+            log("checkpoint at step %d" % step)
+            write_metrics({"phase": "training", "steps": step, "losses": losses})
+    if cuda:
+        torch.cuda.synchronize()
+    train_secs = time.time() - t_train0
+    if nlog:
+        log_point(final=True)
+    pool.terminate()
+    log("trained %d steps in %.1f s (%s): %.1fM tokens padded (%.1fM assistant tokens), %d fresh batches, %d reused, "
+        "%d examples over the widest bucket dropped, final loss %.4f" %
+        (step, train_secs, "CUDA graphs" if use_graphs else "eager", tokens_seen / 1e6, resp_tokens / 1e6,
+         stream.fresh, stream.reused, stream.dropped, losses[-1]["loss"] if losses else float("nan")))
+    do_export()
+    log("exported to", args.out)
+    return {"steps": step, "train_seconds": train_secs, "tokens": tokens_seen, "assistant_tokens": resp_tokens,
+            "params": n_params, "losses": losses, "cuda_graphs": use_graphs, "fresh_batches": stream.fresh,
+            "reused_batches": stream.reused, "dropped_examples": stream.dropped}
+
+
+def make_hf_model(cfg):
+    from transformers import Qwen3ForCausalLM
+    return Qwen3ForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def eval_fast(args, tok, test_files, model_dir, out_path, max_time, log):
+    import fastqwen
+    dev = torch.device(args.device)
+    cd = torch.bfloat16 if (dev.type == "cuda" or args.compute_dtype == "bfloat16") else torch.float32
+    if args.compute_dtype == "float32":
+        cd = torch.float32
+    m = fastqwen.load_lite(model_dir, dev, cd)
+    return evaluate.evaluate(m, tok, test_files, args.eval_limit, args.eval_max_new_tokens, max_time=max_time,
+                             out_path=out_path, log=log, gen_fn=fastqwen.greedy_generate)
+
+
+
+def main_fast(args, log, tok, tok_path, test_files, test_questions, t_start):
+    """--engine fast: train, export, then evaluate (new checkpoint first, then
+    the --eval-baseline one); metrics.json is rewritten after every phase."""
+    metrics = {"args": {k: v for k, v in vars(args).items()}}
+
+    def write_metrics(update=None):
+        if update:
+            metrics.update(update)
+        metrics["wall_seconds"] = time.time() - t_start
+        if args.metrics:
+            with open(args.metrics + ".tmp", "w") as f:
+                json.dump(metrics, f, indent=1)
+            os.replace(args.metrics + ".tmp", args.metrics)
+
+    write_metrics({"phase": "setup"})
+    res = train_fast(args, log, tok, tok_path, test_questions, t_start, write_metrics)
+    metrics.pop("phase", None)
+    write_metrics(res)
+    if test_files:
+        log("eval of %s (greedy, full cache, fastqwen decoder)" % args.out)
+        metrics["eval"] = eval_fast(args, tok, test_files, args.out, args.eval_out, args.eval_seconds, log)
+        write_metrics()
+        if args.eval_baseline:
+            log("eval of the baseline %s" % args.eval_baseline)
+            # (no per-problem file: the device returns at most 8 files)
+            metrics["eval_baseline"] = eval_fast(args, tok, test_files, args.eval_baseline, None,
+                                                 args.eval_baseline_seconds, log)
+            write_metrics()
+    log("total %.1f s" % (time.time() - t_start))
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,7 +658,28 @@ def main():
     ap.add_argument("--eval-max-new-tokens", type=int, default=2200)
     ap.add_argument("--eval-seconds", type=float, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--engine", default="hf", choices=["hf", "fast"],
+                    help="hf: transformers' Qwen3ForCausalLM; fast: fastqwen.py with CUDA graphs")
+    ap.add_argument("--eval-engine", default=None, choices=["hf", "fast"],
+                    help="test-set decoding: transformers' generate or fastqwen (default: as --engine)")
+    ap.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
+    ap.add_argument("--compute-dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                    help="fast engine: auto = bf16 on CUDA, fp32 on the CPU")
+    ap.add_argument("--bucket-min", type=int, default=256)
+    ap.add_argument("--bucket-max", type=int, default=1600)
+    ap.add_argument("--bucket-step", type=int, default=64)
+    ap.add_argument("--reuse", action="store_true", help="fast engine: reuse a recent batch when data is late")
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--no-line-cache", dest="line_cache", action="store_false",
+                    help="data workers: encode whole responses instead of caching line encodings")
+    ap.add_argument("--train-until", type=float, default=None,
+                    help="stop training at most this many seconds after the process started")
+    ap.add_argument("--eval-baseline", default=None,
+                    help="also evaluate this checkpoint dir (fast engine), with --eval-baseline-seconds")
+    ap.add_argument("--eval-baseline-seconds", type=float, default=None)
     args = ap.parse_args()
+    if args.eval_engine is None:
+        args.eval_engine = args.engine
     if args.tiny:
         args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.ffn = 2, 64, 4, 2, 16, 128
     if args.steps is None and args.train_seconds is None:
@@ -249,6 +714,9 @@ def main():
     test_questions = set()
     for p in test_files:
         test_questions.update(r["question"] for r in evaluate.load_jsonl(p))
+
+    if args.engine == "fast":
+        return main_fast(args, log, tok, tok_path, test_files, test_questions, t_start)
 
     pool = start_pool(args, tok_path, test_questions)
     cfg = make_config(args, tok)
@@ -357,7 +825,9 @@ def main():
 
     metrics = {"steps": step, "train_seconds": train_secs, "tokens": tokens_seen, "assistant_tokens": resp_tokens,
                "params": n_params, "losses": losses, "args": {k: v for k, v in vars(args).items()}}
-    if test_files:
+    if test_files and args.eval_engine == "fast":
+        metrics["eval"] = eval_fast(args, tok, test_files, args.out, args.eval_out, args.eval_seconds, log)
+    elif test_files:
         from transformers import AutoModelForCausalLM
         dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
         em = AutoModelForCausalLM.from_pretrained(args.out, dtype=dt, attn_implementation="sdpa").to(dev).eval()
