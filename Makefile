@@ -13,9 +13,11 @@ build:
 test: build
 	ctest --test-dir $(BUILD) -LE cuda --output-on-failure -j$(JOBS)
 
+# One problem of the bundled tiny reasoner's "sum" family (the true answer is
+# 146): the reasoning streams to stdout, the KV statistics go to stderr.
 demo: build
-	./$(BUILD)/longflow generate --chat --policy longflow --budget 256 --max-tokens 256 \
-	  --prompt "What is 17 * 23?"
+	$(BUILD)/longflow generate --chat --prompt-file models/tiny-reasoner/demo_prompt.txt \
+	  --policy longflow --budget 320 --max-tokens 600
 
 clean:
 	rm -rf $(BUILD)

@@ -23,7 +23,6 @@ from tokenizers import Tokenizer
 SRC = os.environ.get("LF_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.environ.get("LF_TEST_DATA", os.path.join(SRC, "tests", "data"))
 MODELS = os.path.join(DATA, "models")
-DEFAULT = os.path.join(SRC, "models", "default")
 
 NEW_KEYS = ("rope_parameters", "dtype")
 OLD_KEYS = ("rope_theta", "rope_scaling", "torch_dtype")
@@ -197,15 +196,6 @@ class Fixtures(unittest.TestCase):
                 "rope:linear:old", "form:old", "form:new", "eos:list", "eos:int",
                 "explicit_head_dim:Qwen3ForCausalLM", "sharded"}
         self.assertEqual(need - seen, set())
-
-    def test_default_model_is_the_qwen3_fixture(self):
-        """models/default is a byte copy of the qwen3_tied_hd fixture's model files."""
-        src = os.path.join(MODELS, "qwen3_tied_hd")
-        files = sorted(f for f in os.listdir(src) if f not in ("expected.json", "logits.bin"))
-        self.assertEqual(sorted(os.listdir(DEFAULT)), files)
-        for fn in files:
-            with open(os.path.join(src, fn), "rb") as a, open(os.path.join(DEFAULT, fn), "rb") as b:
-                self.assertEqual(a.read(), b.read(), fn)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ loads the rewritten file to bit-identical logits.
 Usage (CPU is fine, about a minute; needs torch, transformers>=5, tokenizers,
 safetensors, numpy):
 
-  python3 tools/make_fixtures.py [--out tests/data/models] [--default models/default]
+  python3 tools/make_fixtures.py [--out tests/data/models] [--default DIR]
 
 Deterministic: fixed seeds everywhere, and the tokenizer is trained on a
 fixed built-in text, so a rerun reproduces the committed files (up to the
@@ -428,8 +428,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--out", default=os.path.join(here, "tests", "data", "models"))
-    ap.add_argument("--default", default=os.path.join(here, "models", "default"),
-                    help="copy the Qwen3 fixture here as the bundled default model ('' = skip)")
+    ap.add_argument("--default", default="",
+                    help="also copy the Qwen3 fixture here as a model directory ('' = skip)")
     ap.add_argument("--only", default=None, help="build only this fixture")
     args = ap.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))

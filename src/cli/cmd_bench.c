@@ -192,7 +192,7 @@ int lf_cmd_bench(int argc, char **argv) {
     int n_init = 0;
 
     lf_membw_result bw = {0};
-    if (membw_mb > 0 && lf_membw_measure((size_t)membw_mb << 20, threads, 5, &bw, &err)) {
+    if (membw_mb > 0 && lf_membw_measure((size_t)membw_mb << 20, threads, 6, &bw, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         return 1;
     }
@@ -296,9 +296,10 @@ int lf_cmd_bench(int argc, char **argv) {
     printf(",\"prefill_vs_decode_per_token\":%.3f", prefill_tps / decode_tps);
     printf(",\"weight_bytes_per_step\":%zu,\"decode_weight_gbps\":%.3f", wbytes, gbps);
     if (membw_mb > 0)
-        printf(",\"membw_gbps\":%.3f,\"membw_gbps_median\":%.3f,\"membw_buffer_mb\":%d,"
+        printf(",\"membw_gbps\":%.3f,\"membw_gbps_median\":%.3f,\"membw_gbps_plain\":%.3f,"
+               "\"membw_gbps_prefetch\":%.3f,\"membw_buffer_mb\":%d,"
                "\"decode_bw_ratio\":%.3f,\"decode_bw_ratio_best\":%.3f",
-               bw.gbps, bw.gbps_median, membw_mb, gbps / bw.gbps,
+               bw.gbps, bw.gbps_median, bw.gbps_plain, bw.gbps_prefetch, membw_mb, gbps / bw.gbps,
                (double)wbytes / (step_ms[0] * 1e6) / bw.gbps);
     else
         printf(",\"membw_gbps\":null,\"decode_bw_ratio\":null");

@@ -12,7 +12,7 @@
 #include "tokenizer/tokenizer.h"
 
 #ifndef LF_DEFAULT_MODEL_DIR
-#define LF_DEFAULT_MODEL_DIR "models/default"
+#define LF_DEFAULT_MODEL_DIR "models/tiny-reasoner"
 #endif
 
 static const char *model_dir(const char *flag_value) {

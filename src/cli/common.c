@@ -10,7 +10,7 @@
 #include "model/model.h"
 
 #ifndef LF_DEFAULT_MODEL_DIR
-#define LF_DEFAULT_MODEL_DIR "models/default"
+#define LF_DEFAULT_MODEL_DIR "models/tiny-reasoner"
 #endif
 
 void lf_gen_options_default(lf_gen_options *o) {
