@@ -433,6 +433,11 @@ static void test_bad_calls(void **st) {
     pos[0] = -1;
     assert_int_equal(lf_cpu_decode(ctx, m, cs, big, pos, 1, logits, &err), -1);
     assert_non_null(strstr(err.msg, "negative position"));
+    /* a full cache with no room left */
+    assert_int_equal(lf_cpu_prefill(ctx, m, &c, big, 8, logits, &err), 0);
+    pos[0] = 8;
+    assert_int_equal(lf_cpu_decode(ctx, m, cs, big, pos, 1, logits, &err), -1);
+    assert_non_null(strstr(err.msg, "is full"));
     /* a cache made for another shape */
     tmodel t2;
     build_model(&t2, A_QWEN3, LF_DTYPE_BF16, true);

@@ -4,6 +4,7 @@
  * RMSNorm, SiLU, the causal prompt attention, and RoPE of every type against
  * the transformers formulas (default, linear, llama3, yarn). */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 
 #include "cpu/forward.h"
 #include "cpu/kernels.h"
+#include "cpu/pool.h"
 #include "cpu/simd.h"
 
 /* ---- helpers independent of the code under test ------------------------- */
@@ -219,7 +221,9 @@ static void test_matmul_mixed_dtypes(void **state) {
 static void test_rmsnorm(void **state) {
     (void)state;
     static const lf_dtype dts[3] = {LF_DTYPE_BF16, LF_DTYPE_F16, LF_DTYPE_F32};
+    for (int lv = 0; lv <= 1; lv++)
     for (int d = 0; d < 3; d++) {
+        if (!use_level((lf_simd_level)lv)) continue;
         int n = 70, dim = 37; /* n >= 64: the threaded loop */
         tweight w;
         make_weight(&w, dts[d], 1, dim, 2.0);
@@ -242,23 +246,37 @@ static void test_rmsnorm(void **state) {
         free(y);
         free_weight(&w);
     }
+    lf_cpu_set_simd(LF_SIMD_AVX2);
 }
 
-static void test_silu_mul(void **state) {
-    (void)state;
-    size_t n = 1001;
+static void check_silu(double range) {
+    size_t n = 1001; /* not a multiple of 8 */
     float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float)), *g0 = malloc(n * sizeof(float));
-    fill(g, n, 12.0);
+    fill(g, n, range);
     fill(u, n, 2.0);
+    g[5] = NAN;
     memcpy(g0, g, n * sizeof(float));
     lf_silu_mul(g, u, n);
+    assert_true(isnan(g[5]));
     for (size_t i = 0; i < n; i++) {
+        if (i == 5) continue;
         double want = (double)g0[i] / (1.0 + exp(-(double)g0[i])) * u[i];
-        assert_true(fabs(g[i] - want) <= 1e-6 * fabs(want) + 1e-7);
+        if (!(fabs(g[i] - want) <= 1e-6 * fabs(want) + 1e-30))
+            fail_msg("silu(%.9g) * %.9g: got %.9g want %.9g", g0[i], u[i], g[i], want);
     }
     free(g);
     free(u);
     free(g0);
+}
+
+static void test_silu_mul(void **state) {
+    (void)state;
+    for (int lv = 0; lv <= 1; lv++) {
+        if (!use_level((lf_simd_level)lv)) continue;
+        check_silu(12.0);
+        check_silu(100.0); /* the vector exp clamps its argument: still right */
+    }
+    lf_cpu_set_simd(LF_SIMD_AVX2);
 }
 
 static void test_weight_row(void **state) {
@@ -279,12 +297,14 @@ static void test_weight_row(void **state) {
 
 /* ---- prompt attention ------------------------------------------------------- */
 
+static double attn_scale = 2.0;
+
 static void check_attention(int n, int nh, int nkv, int hd) {
     size_t qn = (size_t)n * nh * hd, kn = (size_t)n * nkv * hd;
     float *q = malloc(qn * sizeof(float)), *k = malloc(kn * sizeof(float)),
           *v = malloc(kn * sizeof(float)), *o = malloc(qn * sizeof(float));
-    fill(q, qn, 2.0);
-    fill(k, kn, 2.0);
+    fill(q, qn, attn_scale);
+    fill(k, kn, attn_scale);
     fill(v, kn, 1.0);
     float *scratch = malloc(lf_attention_scratch_floats(n, nkv, hd) * sizeof(float));
     lf_attention_causal(q, k, v, n, nh, nkv, hd, o, scratch);
@@ -328,6 +348,9 @@ static void test_attention(void **state) {
         check_attention(16, 2, 1, 32);   /* one full query block */
         check_attention(77, 6, 2, 64);   /* partial last block, 4-query tiles with tails */
         check_attention(3, 2, 2, 16);
+        attn_scale = 8.0; /* scores spread over ~100: exp of very negative numbers */
+        check_attention(40, 2, 1, 32);
+        attn_scale = 2.0;
     }
     lf_cpu_set_simd(LF_SIMD_AVX2);
 }
@@ -493,6 +516,60 @@ static void test_rope_bad(void **state) {
     assert_non_null(strstr(err.msg, "factor"));
 }
 
+/* ---- thread pool -------------------------------------------------------------- */
+
+typedef struct {
+    int *count;  /* per task: times run */
+    int nthreads;
+    int bad_worker;
+    int nested_sum;
+    int nested_other_thread; /* nested tasks that ran on another thread */
+} pool_probe;
+
+typedef struct {
+    int sum;
+    int other;
+    pthread_t caller;
+} nested_probe;
+
+static void nested_task(void *p, int task, int worker) {
+    (void)worker;
+    nested_probe *a = p;
+    __atomic_fetch_add(&a->sum, task + 1, __ATOMIC_RELAXED);
+    if (!pthread_equal(pthread_self(), a->caller)) __atomic_fetch_add(&a->other, 1, __ATOMIC_RELAXED);
+}
+
+static void probe_task(void *p, int task, int worker) {
+    pool_probe *a = p;
+    __atomic_fetch_add(&a->count[task], 1, __ATOMIC_RELAXED);
+    if (worker < 0 || worker >= a->nthreads) __atomic_store_n(&a->bad_worker, 1, __ATOMIC_RELAXED);
+    if (task == 0) { /* a call from inside a task runs inline on this thread */
+        nested_probe np = {0, 0, pthread_self()};
+        lf_pool_run(4, nested_task, &np, a->nthreads);
+        a->nested_sum = np.sum;
+        a->nested_other_thread = np.other;
+    }
+}
+
+/* every task runs exactly once, on a worker id below nthreads, job after job */
+static void test_pool(void **state) {
+    (void)state;
+    static const int sizes[] = {1, 2, 3, 7, 64, 1000};
+    for (int nth = 1; nth <= 4; nth++)
+        for (int rep = 0; rep < 3000; rep++) {
+            int n = sizes[rep % 6];
+            pool_probe a = {calloc((size_t)n, sizeof(int)), nth, 0, -1, 0};
+            lf_pool_run(n, probe_task, &a, nth);
+            for (int t = 0; t < n; t++)
+                if (a.count[t] != 1) fail_msg("nthreads %d job %d: task %d ran %d times", nth, rep, t, a.count[t]);
+            assert_int_equal(a.bad_worker, 0);
+            assert_int_equal(a.nested_sum, 1 + 2 + 3 + 4);
+            if (n > 1 && nth > 1) assert_int_equal(a.nested_other_thread, 0);
+            free(a.count);
+        }
+    lf_pool_run(0, probe_task, NULL, 2); /* no tasks: nothing runs */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_avx2),   cmocka_unit_test(test_matmul_scalar),
@@ -501,6 +578,7 @@ int main(void) {
         cmocka_unit_test(test_attention),     cmocka_unit_test(test_rope_default),
         cmocka_unit_test(test_rope_linear),   cmocka_unit_test(test_rope_llama3),
         cmocka_unit_test(test_rope_yarn),     cmocka_unit_test(test_rope_bad),
+        cmocka_unit_test(test_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

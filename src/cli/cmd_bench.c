@@ -253,8 +253,13 @@ int lf_cmd_bench(int argc, char **argv) {
     }
     double prefill_ms = lf_now_ms() - t0;
 
-    double decode_ms = 0;
+    double decode_ms = 0, kv_read = 0;
+    size_t kv_row = (size_t)cfg->n_kv_heads * cfg->head_dim * 2 * sizeof(float); /* K + V of a slot */
     for (int k = 0; k < gen_len; k++) {
+        /* K and V this step's attention reads: the valid slots of every layer
+         * plus the token being added */
+        for (int s = 0; s < batch; s++)
+            for (int l = 0; l < cfg->n_layers; l++) kv_read += (double)(caches[s].layers[l].n_valid + 1) * kv_row;
         t0 = lf_now_ms();
         if (lf_cpu_decode(ctx, m, cptr, tok, pos, batch, logits, &err)) goto fail;
         step_ms[k] = lf_now_ms() - t0;
@@ -295,6 +300,8 @@ int lf_cmd_bench(int argc, char **argv) {
            step_ms[gen_len / 2], step_ms[0]);
     printf(",\"prefill_vs_decode_per_token\":%.3f", prefill_tps / decode_tps);
     printf(",\"weight_bytes_per_step\":%zu,\"decode_weight_gbps\":%.3f", wbytes, gbps);
+    printf(",\"kv_bytes_read_per_step\":%.0f,\"decode_total_gbps\":%.3f", kv_read / gen_len,
+           ((double)wbytes + kv_read / gen_len) / (ms_step * 1e6));
     if (membw_mb > 0)
         printf(",\"membw_gbps\":%.3f,\"membw_gbps_median\":%.3f,\"membw_gbps_plain\":%.3f,"
                "\"membw_gbps_prefetch\":%.3f,\"membw_buffer_mb\":%d,"

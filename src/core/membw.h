@@ -1,6 +1,7 @@
 /* Memory read bandwidth of this machine, measured: several threads sum a
  * buffer much larger than the last-level cache; the best of several passes
- * is reported. The benchmark uses it as the ceiling for memory-bound decode. */
+ * (plain loads and software-prefetched loads, alternating) is reported. The
+ * benchmark uses it as the ceiling for memory-bound decode. */
 #ifndef LF_CORE_MEMBW_H
 #define LF_CORE_MEMBW_H
 
@@ -10,6 +11,8 @@
 typedef struct lf_membw_result {
     double gbps;         /* best pass, 1e9 bytes per second */
     double gbps_median;  /* median pass */
+    double gbps_plain;   /* best pass with plain loads */
+    double gbps_prefetch;/* best pass with software prefetch (0 with 1 pass) */
     size_t bytes;        /* buffer size */
     int threads;
     int passes;

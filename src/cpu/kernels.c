@@ -13,9 +13,10 @@
  *    rows is widened to fp32 once and each of its elements is broadcast and
  *    multiplied into 16 tokens (two vectors) with 12 accumulators in
  *    registers, so a weight element costs one conversion per call.
- * Threads take row groups (of all jobs of a fused product) dynamically, so
- * each weight byte is read from memory once per call whatever the number of
- * tokens, and a thread the OS preempts does not hold the others up. */
+ * The pool's threads (src/cpu/pool.h) claim row groups (of all jobs of a
+ * fused product) one task at a time, so each weight byte is read from memory
+ * once per call whatever the number of tokens, and a thread the OS has not
+ * scheduled does not hold the others up. */
 #include "cpu/kernels.h"
 
 #include <math.h>
@@ -28,6 +29,7 @@
 #include "core/error.h"
 #include "core/fp.h"
 #include "cpu/forward.h"
+#include "cpu/pool.h"
 #include "cpu/simd.h"
 
 /* ---- threads and SIMD level ---------------------------------------------- */
@@ -420,55 +422,76 @@ static void scalar_group(const float *x, int n, int cols, const lf_matmul_job *j
 
 typedef enum { MM_SCALAR, MM_GEMV, MM_GEMM } mm_path;
 
+typedef struct {
+    const float *x;
+    int n, cols;
+    const lf_matmul_job *jobs;
+    const int *gstart; /* first row group of each job, [n_jobs + 1] */
+    int rg;            /* rows per group */
+    int gper;          /* groups per task */
+    int total;         /* groups */
+    mm_path path;
+    float *scratch;    /* packed x */
+    float *wbufs;      /* GEMM: LF_MR * cols floats per worker, or NULL */
+} mm_args;
+
+static void mm_pack_task(void *p, int b, int worker) {
+    (void)worker;
+    const mm_args *a = p;
+    pack_block(a->x, a->n, a->cols, b, a->scratch);
+}
+
+static void mm_task(void *p, int task, int worker) {
+    const mm_args *a = p;
+    int g0 = task * a->gper, g1 = g0 + a->gper < a->total ? g0 + a->gper : a->total;
+    int j = 0;
+    for (int g = g0; g < g1; g++) {
+        while (g >= a->gstart[j + 1]) j++;
+        const lf_matmul_job *job = &a->jobs[j];
+        int r0 = (g - a->gstart[j]) * a->rg;
+        int nr = job->w->rows - r0 < a->rg ? job->w->rows - r0 : a->rg;
+#if LF_X86
+        if (a->path == MM_GEMV) {
+            gemv_group(a->x, a->scratch, a->n, a->cols, job, r0, nr);
+            continue;
+        }
+        if (a->path == MM_GEMM && (a->wbufs || job->w->dtype == LF_DTYPE_F32)) {
+            float *wb = a->wbufs ? a->wbufs + (size_t)worker * LF_MR * a->cols : NULL;
+            gemm_panel(a->scratch, a->n, a->cols, job, r0, nr, wb);
+            continue;
+        }
+#endif
+        (void)worker;
+        scalar_group(a->x, a->n, a->cols, job, r0, nr); /* also: no memory for the panels */
+    }
+}
+
 /* Jobs of one dtype: pack x once, hand out row groups to the threads. */
 static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
                    float *scratch, bool simd) {
-    mm_path path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
-    int rg = path == MM_GEMM ? LF_MR : path == MM_GEMV ? LF_RG : 16;
+    mm_args a = {.x = x, .n = n, .cols = cols, .jobs = jobs, .scratch = scratch};
+    a.path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
+    a.rg = a.path == MM_GEMM ? LF_MR : a.path == MM_GEMV ? LF_RG : 16;
+    a.gper = a.path == MM_GEMV ? 8 : 1;
     int gstart[LF_MAX_JOBS + 1];
-    int total = 0;
     double work = 0;
     for (int j = 0; j < n_jobs; j++) {
-        gstart[j] = total;
-        total += (jobs[j].w->rows + rg - 1) / rg;
+        gstart[j] = a.total;
+        a.total += (jobs[j].w->rows + a.rg - 1) / a.rg;
         work += (double)jobs[j].w->rows * cols * n;
     }
-    gstart[n_jobs] = total;
-    int nt = lf_cpu_threads();
-    if (work < 65536.0) nt = 1;
-    if (nt > total) nt = total > 0 ? total : 1;
-    int nblocks = (n + LF_NB - 1) / LF_NB;
-    if (path == MM_GEMV) pack_x(x, n, cols, jobs[0].w->dtype == LF_DTYPE_BF16, scratch);
-    bool need_wbuf = path == MM_GEMM && jobs[0].w->dtype != LF_DTYPE_F32;
-#pragma omp parallel num_threads(nt)
-    {
-        if (path == MM_GEMM) {
-#pragma omp for schedule(static)
-            for (int b = 0; b < nblocks; b++) pack_block(x, n, cols, b, scratch);
-        }
-        float *wbuf = need_wbuf ? malloc((size_t)LF_MR * cols * sizeof(float)) : NULL;
-        /* dynamic: a thread the OS preempts does not hold up the others */
-#pragma omp for schedule(dynamic, path == MM_GEMM ? 1 : 8)
-        for (int g = 0; g < total; g++) {
-            int j = 0;
-            while (g >= gstart[j + 1]) j++;
-            const lf_matmul_job *job = &jobs[j];
-            int r0 = (g - gstart[j]) * rg;
-            int nr = job->w->rows - r0 < rg ? job->w->rows - r0 : rg;
-#if LF_X86
-            if (path == MM_GEMV) {
-                gemv_group(x, scratch, n, cols, job, r0, nr);
-                continue;
-            }
-            if (path == MM_GEMM && (wbuf || !need_wbuf)) {
-                gemm_panel(scratch, n, cols, job, r0, nr, wbuf);
-                continue;
-            }
-#endif
-            scalar_group(x, n, cols, job, r0, nr); /* also: no memory for wbuf */
-        }
-        free(wbuf);
+    gstart[n_jobs] = a.total;
+    a.gstart = gstart;
+    int ntasks = (a.total + a.gper - 1) / a.gper;
+    int nt = work < 65536.0 ? 1 : lf_cpu_threads();
+    if (a.path == MM_GEMV) pack_x(x, n, cols, jobs[0].w->dtype == LF_DTYPE_BF16, scratch);
+    if (a.path == MM_GEMM) {
+        lf_pool_run((n + LF_NB - 1) / LF_NB, mm_pack_task, &a, nt);
+        if (jobs[0].w->dtype != LF_DTYPE_F32)
+            a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * LF_MR * cols * sizeof(float));
     }
+    lf_pool_run(ntasks, mm_task, &a, nt);
+    free(a.wbufs);
 }
 
 void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
@@ -500,19 +523,112 @@ void lf_matmul(const float *x, int n, const lf_weight *w, const lf_weight *bias,
 
 /* ---- elementwise ------------------------------------------------------------ */
 
-void lf_rmsnorm(float *out, const float *x, const lf_weight *w, int n, int dim, float eps) {
-#pragma omp parallel for num_threads(lf_cpu_threads()) if (n >= 64) schedule(static)
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * dim;
-        float *ot = out + (size_t)t * dim;
+typedef struct {
+    float *out;
+    const float *x;
+    const lf_weight *w;
+    int n, dim;
+    float eps;
+} norm_args;
+
+#define LF_NORM_ROWS 16
+
+#if LF_X86
+/* One row: the sum of squares in double (4 x 2 lanes), the weight widened
+ * 8 at a time. */
+static LF_TARGET_AVX2 void norm_row_avx2(float *ot, const float *xt, const lf_weight *w, int dim,
+                                         float eps) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = s0;
+    int i = 0;
+    for (; i + 8 <= dim; i += 8) {
+        __m256 x = _mm256_loadu_ps(xt + i);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+        s0 = _mm256_fmadd_pd(lo, lo, s0);
+        s1 = _mm256_fmadd_pd(hi, hi, s1);
+    }
+    double lanes[4];
+    _mm256_storeu_pd(lanes, _mm256_add_pd(s0, s1));
+    double ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    for (int j = i; j < dim; j++) ss += (double)xt[j] * xt[j];
+    float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
+    __m256 vinv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= dim; i += 8) {
+        __m256 wv = w->dtype == LF_DTYPE_BF16  ? lf_load_bf16x8((const uint16_t *)w->data + i)
+                    : w->dtype == LF_DTYPE_F16 ? lf_load_f16x8((const uint16_t *)w->data + i)
+                                               : _mm256_loadu_ps((const float *)w->data + i);
+        _mm256_storeu_ps(ot + i, _mm256_mul_ps(wv, _mm256_mul_ps(_mm256_loadu_ps(xt + i), vinv)));
+    }
+    for (; i < dim; i++) ot[i] = lf_weight_at(w, (size_t)i) * (xt[i] * inv);
+}
+#endif
+
+static void norm_task(void *p, int task, int worker) {
+    (void)worker;
+    const norm_args *a = p;
+    int t1 = (task + 1) * LF_NORM_ROWS < a->n ? (task + 1) * LF_NORM_ROWS : a->n;
+#if LF_X86
+    if (lf_cpu_simd_level() == LF_SIMD_AVX2) {
+        for (int t = task * LF_NORM_ROWS; t < t1; t++)
+            norm_row_avx2(a->out + (size_t)t * a->dim, a->x + (size_t)t * a->dim, a->w, a->dim, a->eps);
+        return;
+    }
+#endif
+    for (int t = task * LF_NORM_ROWS; t < t1; t++) {
+        const float *xt = a->x + (size_t)t * a->dim;
+        float *ot = a->out + (size_t)t * a->dim;
         double ss = 0;
-        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
-        float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
-        for (int i = 0; i < dim; i++) ot[i] = lf_weight_at(w, (size_t)i) * (xt[i] * inv);
+        for (int i = 0; i < a->dim; i++) ss += (double)xt[i] * xt[i];
+        float inv = (float)(1.0 / sqrt(ss / a->dim + (double)a->eps));
+        for (int i = 0; i < a->dim; i++) ot[i] = lf_weight_at(a->w, (size_t)i) * (xt[i] * inv);
     }
 }
 
+void lf_rmsnorm(float *out, const float *x, const lf_weight *w, int n, int dim, float eps) {
+    norm_args a = {out, x, w, n, dim, eps};
+    int ntasks = (n + LF_NORM_ROWS - 1) / LF_NORM_ROWS;
+    lf_pool_run(ntasks, norm_task, &a, (long)n * dim >= 65536 ? lf_cpu_threads() : 1);
+}
+
+#if LF_X86
+/* exp of 8 floats: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6
+ * polynomial (least-squares fit on Chebyshev nodes, relative error 4e-9
+ * before float rounding, about 1e-7 after), times 2^n built in the exponent
+ * bits. x is clamped to [-87, 88] (results stay normal); NaN gives NaN. */
+static LF_AI LF_TARGET_AVX2 __m256 exp256(__m256 x) {
+    __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x); /* ln2 = hi + lo */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 q = _mm256_set1_ps(0.0013751407896352846f);
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.008368916341382092f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.04166953310921448f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.16666518459980284f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.4999998859511284f));
+    __m256 p = _mm256_fmadd_ps(_mm256_mul_ps(r, r), q, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_or_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), nan_mask);
+}
+
+static LF_TARGET_AVX2 void silu_mul_avx2(float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), exp256(_mm256_sub_ps(_mm256_setzero_ps(), x)));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, d), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+#endif
+
 void lf_silu_mul(float *g, const float *u, size_t n) {
+#if LF_X86
+    if (lf_cpu_simd_level() == LF_SIMD_AVX2) {
+        silu_mul_avx2(g, u, n);
+        return;
+    }
+#endif
     for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
@@ -735,17 +851,31 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
                         s + (size_t)r0 * np + j0, np);
     }
     float inv[LF_QBLOCK];
+    __m256 vscale = _mm256_set1_ps(scale);
     for (int r = 0; r < nq; r++) {
         float *sr = s + (size_t)r * np;
-        int last = i0 + r; /* causal: keys 0..last */
-        float mx = -INFINITY;
-        for (int j = 0; j <= last; j++) {
+        int cnt = i0 + r + 1; /* causal: keys 0..i0+r */
+        int j = 0;
+        __m256 vmx = _mm256_set1_ps(-INFINITY);
+        for (; j + 8 <= cnt; j += 8) {
+            __m256 x = _mm256_mul_ps(_mm256_loadu_ps(sr + j), vscale);
+            _mm256_storeu_ps(sr + j, x);
+            vmx = _mm256_max_ps(vmx, x);
+        }
+        float mx = lf_hmax256(vmx);
+        for (; j < cnt; j++) {
             sr[j] *= scale;
             if (sr[j] > mx) mx = sr[j];
         }
-        float sum = 0;
-        for (int j = 0; j <= last; j++) sum += (sr[j] = expf(sr[j] - mx));
-        for (int j = last + 1; j < nk; j++) sr[j] = 0.0f;
+        __m256 vsum = _mm256_setzero_ps(), vm = _mm256_set1_ps(mx);
+        for (j = 0; j + 8 <= cnt; j += 8) {
+            __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vm));
+            _mm256_storeu_ps(sr + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = lf_hsum256(vsum);
+        for (; j < cnt; j++) sum += (sr[j] = expf(sr[j] - mx));
+        for (j = cnt; j < nk; j++) sr[j] = 0.0f;
         inv[r] = 1.0f / sum;
     }
     const float *vh = v + (size_t)kvh * hd;
@@ -764,48 +894,58 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
 }
 #endif
 
+typedef struct {
+    const float *q, *k, *v;
+    int n, n_heads, n_kv, hd, nqb;
+    size_t np;
+    bool simd, blocked;
+    float *out, *scratch, *kt;
+} attn_args;
+
+/* K of one KV head into blocks of 16 keys, each [hd][16] (keys past n: 0) */
+static void attn_pack_task(void *p, int g, int worker) {
+    (void)worker;
+    const attn_args *a = p;
+    float *dst = a->kt + (size_t)g * a->hd * a->np;
+    for (size_t j = 0; j < a->np; j++) {
+        float *blk = dst + j / 16 * 16 * (size_t)a->hd + j % 16;
+        const float *src = a->k + (j * a->n_kv + g) * a->hd;
+        for (int d = 0; d < a->hd; d++) blk[(size_t)d * 16] = j < (size_t)a->n ? src[d] : 0.0f;
+    }
+}
+
+static void attn_task(void *p, int it, int worker) {
+    const attn_args *a = p;
+    /* later query blocks see more keys: they come first */
+    int qb = a->nqb - 1 - it / a->n_heads, h = it % a->n_heads;
+    int i0 = qb * LF_QBLOCK, i1 = i0 + LF_QBLOCK < a->n ? i0 + LF_QBLOCK : a->n;
+    float *sc = a->scratch + (size_t)worker * LF_QBLOCK * a->np;
+#if LF_X86
+    if (a->blocked) {
+        int g = h / (a->n_heads / a->n_kv);
+        attn_block_avx2(a->q, a->kt + (size_t)g * a->hd * a->np, a->v, a->n_heads, a->n_kv, a->hd, h,
+                        i0, i1, a->np, a->out, sc);
+        return;
+    }
+    if (a->simd) {
+        attn_rows_avx2(a->q, a->k, a->v, a->n_heads, a->n_kv, a->hd, h, i0, i1, a->out, sc);
+        return;
+    }
+#endif
+    attn_rows_scalar(a->q, a->k, a->v, a->n_heads, a->n_kv, a->hd, h, i0, i1, a->out, sc);
+}
+
 void lf_attention_causal(const float *q, const float *k, const float *v, int n, int n_heads,
                          int n_kv, int hd, float *out, float *scratch) {
-    int nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
-    int items = n_heads * nqb;
-    bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
-    bool blocked = simd && hd % 16 == 0;
-    size_t np = attn_keys_padded(n);
+    attn_args a = {.q = q, .k = k, .v = v, .n = n, .n_heads = n_heads, .n_kv = n_kv, .hd = hd,
+                   .out = out, .scratch = scratch};
+    a.nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
+    a.simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
+    a.blocked = a.simd && hd % 16 == 0;
+    a.np = attn_keys_padded(n);
     int nt = lf_cpu_threads();
-    bool par = items > 1 && (long)n * n * hd > 32768;
-    float *kt = scratch + (size_t)nt * LF_QBLOCK * np; /* [n_kv][np/16][hd][16] */
-#pragma omp parallel num_threads(nt) if (par)
-    {
-        if (blocked) {
-#pragma omp for schedule(static)
-            for (int g = 0; g < n_kv; g++) {
-                /* blocks of 16 keys, each [hd][16] (contiguous per tile) */
-                float *dst = kt + (size_t)g * hd * np;
-                for (size_t j = 0; j < np; j++) {
-                    float *blk = dst + j / 16 * 16 * (size_t)hd + j % 16;
-                    const float *src = k + (j * n_kv + g) * hd;
-                    for (int d = 0; d < hd; d++) blk[(size_t)d * 16] = j < (size_t)n ? src[d] : 0.0f;
-                }
-            }
-        }
-        float *sc = scratch + (size_t)omp_get_thread_num() * LF_QBLOCK * np;
-        /* later query blocks see more keys: hand them out first, dynamically */
-#pragma omp for schedule(dynamic, 1)
-        for (int it = 0; it < items; it++) {
-            int qb = nqb - 1 - it / n_heads, h = it % n_heads;
-            int i0 = qb * LF_QBLOCK, i1 = i0 + LF_QBLOCK < n ? i0 + LF_QBLOCK : n;
-#if LF_X86
-            if (blocked) {
-                int g = h / (n_heads / n_kv);
-                attn_block_avx2(q, kt + (size_t)g * hd * np, v, n_heads, n_kv, hd, h, i0, i1, np, out, sc);
-                continue;
-            }
-            if (simd) {
-                attn_rows_avx2(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
-                continue;
-            }
-#endif
-            attn_rows_scalar(q, k, v, n_heads, n_kv, hd, h, i0, i1, out, sc);
-        }
-    }
+    a.kt = scratch + (size_t)nt * LF_QBLOCK * a.np; /* [n_kv][np/16][hd][16] */
+    int run = (long)n * n * hd > 32768 ? nt : 1;
+    if (a.blocked) lf_pool_run(n_kv, attn_pack_task, &a, run);
+    lf_pool_run(n_heads * a.nqb, attn_task, &a, run);
 }

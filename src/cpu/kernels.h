@@ -1,8 +1,9 @@
 /* CPU kernels: matrix products over weights in their stored dtype (bf16, f16,
  * f32) with fp32 accumulation, RMSNorm, SiLU, RoPE and the causal prompt
  * attention. Every kernel has an AVX2/FMA/F16C version and a portable scalar
- * version, chosen at run time (src/cpu/simd.h). The matrix products and the
- * attention are multi-threaded with OpenMP (lf_cpu_set_threads). */
+ * version, chosen at run time (src/cpu/simd.h). The matrix products, the
+ * norms of many rows and the attention run on the thread pool of
+ * src/cpu/pool.h with lf_cpu_threads() threads. */
 #ifndef LF_CPU_KERNELS_H
 #define LF_CPU_KERNELS_H
 
@@ -31,8 +32,9 @@ size_t lf_matmul_scratch_floats(int n, int cols);
 /* x is [n][cols] (row stride cols); every job's weight has `cols` columns.
  * The weights are read once for all n rows of x: n = 1 is a GEMV, small n a
  * batched GEMV (decode of a batch), large n a GEMM (prefill). `scratch` has
- * lf_matmul_scratch_floats(n, cols) floats. Jobs run in one parallel region,
- * split by rows across threads. */
+ * lf_matmul_scratch_floats(n, cols) floats. The jobs' rows are handed out
+ * together to the pool's threads (jobs of different weight dtypes run one
+ * dtype after the other). */
 void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
                      float *scratch);
 /* A single product: y[n][w->rows] = x[n][w->cols] w^T (+ bias). */
@@ -43,7 +45,8 @@ void lf_matmul(const float *x, int n, const lf_weight *w, const lf_weight *bias,
  * (out may equal x). Computed in fp32 with a double sum of squares. */
 void lf_rmsnorm(float *out, const float *x, const lf_weight *w, int n, int dim, float eps);
 
-/* g[i] = silu(g[i]) * u[i] for i < n. */
+/* g[i] = silu(g[i]) * u[i] for i < n (AVX2: a vectorised exp, ~1e-7
+ * relative error). */
 void lf_silu_mul(float *g, const float *u, size_t n);
 
 /* y[i] += x[i] for i < n. */
@@ -88,7 +91,8 @@ size_t lf_attention_scratch_floats(int n, int n_kv, int hd);
 void lf_attention_causal(const float *q, const float *k, const float *v, int n, int n_heads,
                          int n_kv, int hd, float *out, float *scratch);
 
-/* Threads the kernels use (what lf_cpu_set_threads set, or all cores). */
+/* Threads the kernels use (what lf_cpu_set_threads set, or the OpenMP
+ * default: all cores or OMP_NUM_THREADS). */
 int lf_cpu_threads(void);
 
 #endif

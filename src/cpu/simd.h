@@ -45,6 +45,14 @@ LF_TARGET_AVX2 static inline float lf_hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+/* Horizontal max of 8 floats. */
+LF_TARGET_AVX2 static inline float lf_hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 /* 8 bf16 -> 8 floats (unaligned load of 16 bytes). */
 LF_TARGET_AVX2 static inline __m256 lf_load_bf16x8(const uint16_t *p) {
     __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
