@@ -21,18 +21,10 @@
 #include "kv/policy.h"
 #include "model/config.h"
 
+#include "test_util.h"
+
 /* ---- random numbers ---------------------------------------------------------- */
 
-static uint64_t rng = 1;
-static uint64_t next_u64(void) {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
-static int irand(int n) { return (int)(urand() * n); }
 
 static lf_config shape(int n_layers, int H, int G, int hd) {
     lf_config c;

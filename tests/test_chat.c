@@ -20,22 +20,9 @@
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("LF_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
+#include "test_util.h"
 
-static char *fmt(const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(NULL, 0, f, ap);
-    va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    va_start(ap, f);
-    vsnprintf(s, (size_t)n + 1, f, ap);
-    va_end(ap);
-    return s;
-}
+
 
 static void copy_file(const char *from, const char *to) {
     char *text;

@@ -20,23 +20,9 @@
 
 #include "model/config.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("LF_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
+#include "test_util.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    return b;
-}
+
 
 static double jnum(const cJSON *o, const char *k) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);

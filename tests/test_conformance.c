@@ -28,6 +28,8 @@
 #include "kv/cache.h"
 #include "model/model.h"
 
+#include "test_util.h"
+
 #define LF_CONF_TOL 1e-3
 
 typedef struct conf_prompt {
@@ -54,10 +56,6 @@ typedef struct conf_stats {
     int checked_rows;
 } conf_stats;
 
-static const char *data_dir(void) {
-    const char *d = getenv("LF_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
 
 static void fixture_free(conf_fixture *f) {
     for (int i = 0; i < f->n_prompts; i++) {

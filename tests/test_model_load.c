@@ -18,23 +18,9 @@
 
 #include "model/model.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("LF_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
+#include "test_util.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    return b;
-}
+
 
 /* Independent element decoding (not the library's fp.h). */
 static double elem(const void *data, lf_dtype dt, size_t i) {

@@ -18,22 +18,9 @@
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"
 
-static const char *data_dir(void) {
-    const char *d = getenv("LF_TEST_DATA");
-    return d && *d ? d : "tests/data";
-}
+#include "test_util.h"
 
-static char *fmt(const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(NULL, 0, f, ap);
-    va_end(ap);
-    char *s = malloc((size_t)n + 1);
-    va_start(ap, f);
-    vsnprintf(s, (size_t)n + 1, f, ap);
-    va_end(ap);
-    return s;
-}
+
 
 static void write_file(const char *path, const char *text, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -366,17 +353,17 @@ static void test_accessors(void **state) {
 /* Streaming random ids (including tokens that hold parts of characters):
  * every chunk is whole UTF-8 and the chunks add up to the full decode. */
 static void stream_random(const char *name, const lf_tokenizer *t, bool byte_level) {
-    uint64_t rng = 88172645463325252ull;
+    uint64_t xs = 88172645463325252ull;
     int vocab = lf_tokenizer_vocab_size(t);
     int checked = 0;
     for (int round = 0; round < 300; round++) {
-        int n = 1 + (int)(rng % 60);
+        int n = 1 + (int)(xs % 60);
         int ids[64];
         for (int i = 0; i < n; i++) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            int id = (int)(rng % (uint64_t)vocab);
+            xs ^= xs << 13;
+            xs ^= xs >> 7;
+            xs ^= xs << 17;
+            int id = (int)(xs % (uint64_t)vocab);
             const char *tok = lf_tokenizer_id_to_token(t, id);
             /* byte-fallback tokens: only the bytes of whole characters,
              * since the reference judges an invalid run as a whole */
