@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "core/timer.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(LF_NO_X86)
 #include <immintrin.h>
 #define LF_MEMBW_X86 1
 __attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *p, size_t n, bool prefetch) {

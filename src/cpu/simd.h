@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* LF_NO_X86 builds only the portable code (to check it compiles and passes
+ * on an x86 machine as it would on another architecture). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(LF_NO_X86)
 #define LF_X86 1
 #include <immintrin.h>
 #define LF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
