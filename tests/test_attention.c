@@ -26,16 +26,6 @@
 /* ---- random numbers ---------------------------------------------------------- */
 
 
-static lf_config shape(int n_layers, int H, int G, int hd) {
-    lf_config c;
-    memset(&c, 0, sizeof c);
-    c.n_layers = n_layers;
-    c.n_heads = H;
-    c.n_kv_heads = G;
-    c.head_dim = hd;
-    c.hidden_size = H * hd;
-    return c;
-}
 
 /* ---- the reference ------------------------------------------------------------ */
 

@@ -133,16 +133,6 @@ static void check_keep(const rstate *s, const int32_t *keep, int nk) {
     free(in);
 }
 
-static lf_config shape(int n_layers, int H, int G, int hd) {
-    lf_config c;
-    memset(&c, 0, sizeof c);
-    c.n_layers = n_layers;
-    c.n_heads = H;
-    c.n_kv_heads = G;
-    c.head_dim = hd;
-    return c;
-}
-
 static void test_select_random_states(void **state) {
     (void)state;
     rng = 41;

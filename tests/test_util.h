@@ -8,6 +8,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "model/config.h"
 
 /* tests/data, or $LF_TEST_DATA (set by CTest). */
 static inline const char *data_dir(void) {
@@ -53,5 +56,17 @@ static inline uint64_t next_u64(void) {
 static inline double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
 static inline float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
 static inline int irand(int n) { return (int)(urand() * n); }
+
+/* A model shape for KV-cache tests: n_layers, H query heads, G KV heads of hd. */
+static inline lf_config shape(int n_layers, int H, int G, int hd) {
+    lf_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layers = n_layers;
+    c.n_heads = H;
+    c.n_kv_heads = G;
+    c.head_dim = hd;
+    c.hidden_size = H * hd;
+    return c;
+}
 
 #endif
