@@ -346,7 +346,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         }
         int ns = bi != 0x7fffffff ? bi : fi;
         if (ns == 0x7fffffff) ns = 0; /* only with NaN scores everywhere */
-        p.next_slot[seq] = ns;
+        p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = ns;
         if (accum) acc[ns] = 0.f;
     }
 }
@@ -926,7 +926,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
         if (lane == 0) {
             int nsl = bi != 0x7fffffff ? bi : fi;
             if (nsl == 0x7fffffff) nsl = 0;
-            p.next_slot[seq] = nsl;
+            p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = nsl;
             if (accum) acc[nsl] = 0.f;
             p.seq_cnt[seq] = 0u;
         }

@@ -12,7 +12,7 @@
  *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty
  *   out  [n_seq][n_heads][head_dim]                       out_dtype (f32 or dtype)
  *   score, acc [p*slot_seq_stride + slot]  float (optional / mode-dependent)
- *   next_slot [n_seq]  int32 out
+ *   next_slot [p]  int32 out, indexed by pool entry (= s without seq_index)
  *
  * The K/V of the current token must already be stored in the cache (its slot
  * is the next_slot chosen at the previous step). Per slot i of sequence s:
@@ -72,7 +72,7 @@ typedef struct lf_cuda_attn_args {
     void *out;
     float *score;              /* optional output (NULL = not written) */
     float *acc;                /* H2O / VATP accumulator (required in those modes) */
-    int32_t *next_slot;        /* required unless mode is NONE */
+    int32_t *next_slot;        /* [pool entry] required unless mode is NONE */
     const int32_t *cur_pos;    /* [n_seq] position of the current token, or NULL */
     int32_t sinks, recent;     /* protected slots (0 = none) */
     float scale;               /* softmax scale; 0 = 1/sqrt(head_dim) */

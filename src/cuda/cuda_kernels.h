@@ -1,0 +1,120 @@
+/* The small kernels of the CUDA forward (everything except the matrix
+ * products, cuda_gemm.h, and the fused decode attention, cuda_attention.h):
+ * embedding, RMSNorm, bias, q/k-norm + RoPE + K/V store, SwiGLU, prefill
+ * attention, K/V gather, and sampling.
+ *
+ * Plain C11 header, no CUDA types: a stream is a void * holding a
+ * cudaStream_t (NULL = legacy default stream). "bf16" below means the
+ * cache/activation dtype `dt` where a dtype is passed (LF_DTYPE_BF16 or
+ * LF_DTYPE_F16), bf16 otherwise. All pointers are device pointers unless
+ * said otherwise. Every entry point is asynchronous, allocates nothing, and
+ * may be captured in a CUDA graph; it returns 0, or -1 with err naming the
+ * kernel and the bad argument / CUDA error. */
+#ifndef LF_CUDA_KERNELS_H
+#define LF_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "longflow.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x[r][:] = table[tokens[r]][:] as fp32. table bf16 [vocab][hidden]. A token
+ * outside [0, vocab) gives a zero row (the engine checks tokens first). */
+int lf_cuda_embed(const void *table, int vocab, int hidden, const int32_t *tokens, int n, float *x,
+                  void *stream, lf_error *err);
+
+/* y[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w, computed in fp32, stored
+ * bf16. x fp32 [n][dim], w bf16 [dim], y bf16 [n][dim]. */
+int lf_cuda_rmsnorm(const float *x, const void *w, int n, int dim, float eps, void *y, void *stream,
+                    lf_error *err);
+
+/* y[r][c] += b[c]: y fp32 [n][cols], b bf16 [cols]. */
+int lf_cuda_add_bias(float *y, const void *b, int n, int cols, void *stream, lf_error *err);
+
+/* out[r][j] = silu(gu[r][j]) * gu[r][inter + j]: gu fp32 [n][2*inter] (the
+ * gate and up projections side by side), out bf16 [n][inter]. */
+int lf_cuda_swiglu(const float *gu, int n, int inter, void *out, void *stream, lf_error *err);
+
+/* After the fused QKV projection of n rows (tokens):
+ *   qkv fp32 [n][(nh + 2*nkv) * hd]: q heads, then k heads, then v heads.
+ * For each row r: add bias (if any), apply q_norm / k_norm (RMSNorm over
+ * head_dim, Qwen3; if given), rotate q and k by RoPE at position pos[r]
+ * (rotate-half convention as transformers: pairs (i, i + hd/2), angle
+ * pos * inv_freq[i], cos and sin multiplied by attention_factor), then
+ *   - write q (dtype dt) to q_out: [n][nh][hd], or [nh][n][hd] if q_head_major;
+ *   - optionally write the rotated q and k in fp32 to q_f32 [n][nh][hd] and
+ *     k_f32 [n][nkv][hd] (NULL = not written);
+ *   - store k and v (dtype dt) into the cache:
+ *       entry e = row_entry ? row_entry[r] : 0
+ *       slot  s = slot_by_entry ? slot_by_entry[e] : (row_slot ? row_slot[r] : r)
+ *       element (e, kvh, s, d) at e*kv_entry_stride + kvh*kvh_stride + s*hd + d
+ *     and cache_pos[e*slot_entry_stride + s] = pos[r] (if cache_pos given).
+ *     A slot < 0 means no room: the row's K/V are not stored (the engine
+ *     never lets this happen; the kernel just does not write out of range). */
+typedef struct lf_cuda_rope_store_args {
+    int32_t n, n_heads, n_kv_heads, head_dim;
+    int32_t dt;                   /* lf_dtype of q_out and the cache: BF16 or F16 */
+    const float *qkv;
+    const void *bias;             /* bf16 [(nh+2nkv)*hd] or NULL */
+    const void *q_norm, *k_norm;  /* bf16 [hd] or NULL */
+    float eps;
+    const float *inv_freq;        /* fp32 [hd/2] */
+    float attention_factor;       /* 1 unless yarn */
+    const int32_t *pos;           /* [n] */
+    void *q_out;
+    int32_t q_head_major;
+    float *q_f32, *k_f32;         /* optional */
+    void *k_dst, *v_dst;          /* layer base of the cache (or a scratch) */
+    int64_t kv_entry_stride, kvh_stride;
+    const int32_t *row_entry;     /* [n] or NULL */
+    const int32_t *slot_by_entry; /* [entries] or NULL */
+    const int32_t *row_slot;      /* [n] or NULL */
+    int32_t *cache_pos;           /* layer base of the slot positions, or NULL */
+    int64_t slot_entry_stride;
+} lf_cuda_rope_store_args;
+int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream, lf_error *err);
+
+/* Causal attention of one prompt of n tokens (positions 0..n-1), for the
+ * prefill, on tensor cores:
+ *   q   dt [nh][n][hd] (head-major, as lf_cuda_rope_store writes it)
+ *   k,v dt element (kvh, t, d) at kvh*kvh_stride + t*hd + d
+ *   out dt [n][nh][hd] (token-major: the input of the o projection)
+ * softmax in fp32 with scale (0 = 1/sqrt(hd)); query head h uses KV head
+ * h / (nh / nkv). The context owns its workspace (sized for max_n, bounded by
+ * processing queries in chunks). */
+typedef struct lf_cuda_prefill lf_cuda_prefill;
+int lf_cuda_prefill_create(int max_n, int n_heads, int n_kv_heads, int head_dim, lf_dtype dt,
+                           lf_cuda_prefill **out, lf_error *err);
+void lf_cuda_prefill_free(lf_cuda_prefill *p);
+size_t lf_cuda_prefill_bytes(const lf_cuda_prefill *p); /* device memory it holds */
+int lf_cuda_prefill_attention(lf_cuda_prefill *p, const void *q, const void *k, const void *v,
+                              int64_t kvh_stride, int n, float scale, void *out, void *stream,
+                              lf_error *err);
+
+/* Copy rows of K or V: for i < nk and every KV head,
+ *   dst[kvh*dst_kvh_stride + i*hd + d] = src[kvh*src_kvh_stride + index[i]*hd + d]
+ * (dtype dt). Used to keep SnapKV's selection of a long prompt. */
+int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int64_t dst_kvh_stride,
+                        int n_kv_heads, int head_dim, lf_dtype dt, const int32_t *index, int nk,
+                        void *stream, lf_error *err);
+
+/* Sampling on the GPU, one token per row of logits fp32 [n][vocab] (the
+ * logits may be overwritten). params (host struct) applies to every row:
+ * temperature 0 = greedy (argmax, lowest index on ties); otherwise logits /
+ * temperature, then top-k, top-p, min-p as transformers orders them, and a
+ * draw from the renormalised distribution. repetition_penalty must be 1
+ * (the engine refuses it on the GPU). Row r draws with the counter-based
+ * generator keyed by (row_seed[r], row_step[r]) so a sequence's draws do
+ * not depend on which batch it is in. out int32 [n]. */
+size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab);
+int lf_cuda_sample(float *logits, int n, int vocab, const lf_sampling *params, const uint64_t *row_seed,
+                   const int32_t *row_step, int32_t *out, void *workspace, size_t workspace_bytes,
+                   void *stream, lf_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
