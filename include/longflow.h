@@ -91,11 +91,12 @@ typedef enum lf_device { LF_DEVICE_CPU = 0, LF_DEVICE_CUDA = 1 } lf_device;
 typedef struct lf_engine_config {
     lf_device device;
     int threads;    /* 0 = all cores */
-    int max_seqs;   /* sequences in flight at once */
+    int max_seqs;   /* sequences in flight at once (>= 1); CUDA: 0 = as many as fit on the GPU */
     int max_tokens; /* generated tokens per sequence */
     bool ignore_eos;
     lf_policy_config policy;
     lf_sampling sampling;
+    double gpu_mem_fraction; /* CUDA: share of the free GPU memory the plan may use (0 = backend default) */
 } lf_engine_config;
 
 void lf_engine_config_default(lf_engine_config *c);
@@ -120,6 +121,8 @@ typedef struct lf_generation {
 /* Bytes of K and V tensors for `slots` slots per layer (as the CPU cache
  * stores them, fp32). */
 size_t lf_kv_bytes_for(const lf_model *m, int slots);
+/* The same as `device` stores them: fp32 on the CPU, bf16 on CUDA. */
+size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device);
 
 typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token);
 
@@ -135,6 +138,12 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
  * for every generated token. Sequences are admitted as slots free up. */
 int lf_engine_run(lf_engine *e, lf_token_callback on_token, void *user, lf_error *err);
 const lf_generation *lf_engine_result(const lf_engine *e, int id);
+/* Plan the device now for prompts of up to max_prompt tokens (CUDA: uploads
+ * the weights and sizes the pool, which lf_engine_run otherwise does on its
+ * first call from the queued prompts; CPU: nothing). Afterwards
+ * lf_engine_stats reports max_batch, so a caller can submit exactly as many
+ * requests as run at once. */
+int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err);
 
 typedef struct lf_engine_stats {
     double prefill_ms;
@@ -144,6 +153,15 @@ typedef struct lf_engine_stats {
     long decode_tokens;    /* tokens produced by decode steps (timed by decode_ms) */
     long decode_steps;
     size_t kv_bytes_peak;  /* most KV-cache bytes held at once, all sequences */
+    /* device plan (CUDA: filled once the backend exists, see lf_engine_reserve) */
+    int max_batch;         /* sequences that can run at once: GPU entries on CUDA, max_seqs on the CPU */
+    int capacity;          /* CUDA: KV slots per sequence and layer of every entry (0 on the CPU) */
+    size_t gpu_peak_bytes; /* CUDA: peak device memory the backend allocated (0 on the CPU) */
+    size_t gpu_weight_bytes;      /* CUDA: weights on the GPU */
+    size_t gpu_kv_bytes_per_seq;  /* CUDA: K+V bytes of one entry, all layers (bf16) */
+    size_t gpu_aux_bytes_per_seq; /* CUDA: slot positions and policy state of one entry */
+    char device_name[128];        /* "cpu", or the GPU's name */
+    char gpu_plan[256];           /* CUDA: one line, how max_batch was chosen */
 } lf_engine_stats;
 void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s);
 

@@ -181,5 +181,76 @@ class BadInput(unittest.TestCase):
         self.expect_error(["nonsense-command"], "nonsense-command")
 
 
+class DeviceFlags(unittest.TestCase):
+    """--device cuda, --batch/--max-seqs max and --gpu-mem-fraction on a
+    machine without a GPU (or a build without CUDA): clean one-line errors,
+    never a crash; the CPU bench keeps its JSON."""
+
+    expect_error = BadInput.expect_error
+
+    def cuda_refused_or_ran(self, args):
+        """A --device cuda run: without a CUDA build or without a GPU it must
+        fail with a message naming cuda (exit 1, no crash); with a GPU it runs."""
+        p = run(args, check=False)
+        self.assertLess(p.returncode, 128, f"{args} crashed: {p.stderr}")
+        if p.returncode == 0:
+            self.skipTest("a GPU is present: --device cuda ran")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("cuda", p.stderr.lower())
+        lines = p.stderr.strip().splitlines()
+        self.assertTrue(lines and all(line.startswith("longflow ") for line in lines), p.stderr)
+        return p
+
+    def test_generate_device_cuda(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        p = self.cuda_refused_or_ran(["generate", "--model", m, "--prompt-ids", "1,2", "--max-tokens", "2",
+                                      "--device", "cuda"])
+        if "-DLF_CUDA=ON" in p.stderr:  # a build without the backend says how to get one
+            self.assertIn("this build has no CUDA backend", p.stderr)
+
+    def test_bench_device_cuda(self):
+        self.cuda_refused_or_ran(["bench", "--device", "cuda", "--random-weights", "--config", "test-tiny",
+                                  "--prompt-len", "8", "--gen-len", "4", "--membw-mb", "0", "--batch", "2"])
+
+    def test_batch_max_is_cuda_only(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        self.expect_error(["generate", "--model", m, "--prompt-ids", "1", "--max-seqs", "max"], "max", "--device cuda")
+        self.expect_error(["bench", "--random-weights", "--config", "test-tiny", "--batch", "max"], "--device cuda")
+        self.expect_error(["eval", "--model", m, "--data", "/nonexistent.jsonl", "--batch", "max"], "--device cuda")
+        self.expect_error(["bench", "--random-weights", "--config", "test-tiny", "--batch", "0"], "--batch", "range")
+        self.expect_error(["bench", "--random-weights", "--config", "test-tiny", "--batch", "lots"], "--batch", "lots")
+
+    def test_gpu_mem_fraction(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        g = ["generate", "--model", m, "--prompt-ids", "1"]
+        for bad in ("0", "1.5", "-0.2", "abc"):
+            self.expect_error(g + ["--device", "cuda", "--gpu-mem-fraction", bad], "--gpu-mem-fraction")
+        self.expect_error(g + ["--gpu-mem-fraction", "0.5"], "--gpu-mem-fraction", "--device cuda")
+
+    def test_cuda_only_bench_flags_on_cpu(self):
+        b = ["bench", "--random-weights", "--config", "test-tiny", "--membw-mb", "0"]
+        self.expect_error(b + ["--mode", "real"], "--mode", "--device cuda")
+        self.expect_error(b + ["--lengths", "10,20"], "--lengths", "--device cuda")
+        self.expect_error(b + ["--device", "cuda", "--mode", "bogus"], "--mode", "bogus")
+
+    def test_eval_percent_budget_refused_on_cuda(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        self.expect_error(["eval", "--model", m, "--data", "/nonexistent.jsonl", "--device", "cuda", "--policy",
+                           "longflow", "--budget", "20%", "--reference", "/nonexistent.full.jsonl"],
+                          "20%", "--device cuda", "--budget N")
+
+    def test_cpu_bench_json_unchanged(self):
+        """The CPU bench still prints its one JSON object (with or without --json) for the batch it was given."""
+        for extra in ([], ["--json"]):
+            p = run(["bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "16", "--gen-len", "4",
+                     "--batch", "3", "--threads", "2", "--membw-mb", "64", *extra])
+            out = json.loads(p.stdout)
+            self.assertEqual((out["device"], out["batch"], out["prompt_len"], out["gen_len"]), ("cpu", 3, 16, 4))
+            for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "decode_ms_per_step", "weight_bytes_per_step",
+                      "kv_bytes_read_per_step", "membw_gbps", "decode_bw_ratio", "kv_bytes", "kv_bytes_in_use"):
+                self.assertIn(k, out)
+            self.assertGreater(out["decode_tokens_per_s"], 0)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -48,7 +48,8 @@ class Args(ctypes.Structure):
         ("next_slot", ctypes.c_void_p), ("cur_pos", ctypes.c_void_p),
         ("sinks", ctypes.c_int32), ("recent", ctypes.c_int32), ("scale", ctypes.c_float),
         ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_size_t),
-        ("stream", ctypes.c_void_p)]
+        ("stream", ctypes.c_void_p),
+        ("kvh_slots", ctypes.c_int32)]
 
 
 class Plan(ctypes.Structure):

@@ -1,6 +1,7 @@
 /* longflow bench: prefill and decode speed of the CPU forward, with the
  * machine's read bandwidth measured in the same run, printed as one JSON
- * object on stdout.
+ * object on stdout. --device cuda: the throughput benchmark of the GPU
+ * engine (src/cli/bench_cuda.c).
  *
  *   longflow bench (--model DIR | --random-weights --config NAME)
  *                  [--dtype bf16|f16|f32] [--prompt-len 128] [--gen-len 32]
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "cli/args.h"
+#include "cli/bench_cuda.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
@@ -37,7 +39,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: longflow bench (--model DIR | --random-weights --config NAME) [options]\n"
             "\n"
-            "Measures prefill and decode speed of the CPU forward and prints one JSON object.\n"
+            "Measures prefill and decode speed of the CPU forward and prints one JSON object;\n"
+            "with --device cuda, the throughput of the GPU engine (see below).\n"
             "\n"
             "  --model DIR          a Hugging Face model directory\n"
             "  --random-weights     generate weights for a named shape instead (with --config)\n"
@@ -48,9 +51,19 @@ static void usage(FILE *f) {
             "  --batch N            sequences decoded together (default 1)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
-            "  --device cpu         the device (only cpu here)\n"
+            "  --device cpu|cuda    the device (default cpu)\n"
             "  --seed S             seed of the random weights and prompts (default 1)\n"
-            "  --membw-mb N         buffer of the bandwidth probe in MiB (default 1024; 0 = skip)\n");
+            "  --membw-mb N         buffer of the bandwidth probe in MiB (default 1024 on the CPU,\n"
+            "                       2048 copied device-to-device on cuda; 0 = skip)\n"
+            "  --json               (cpu: always JSON) cuda: one JSON object instead of text\n"
+            "--device cuda only:\n"
+            "  --batch N|max        sequences at once; max = as many as fit in GPU memory (default max)\n"
+            "  --mode sampled|real  sampled: time decode steps at sampled cache lengths (lf_cuda_bench_fill)\n"
+            "                       and integrate over the generation; real: generate --gen-len tokens\n"
+            "                       through the engine (default: sampled when --gen-len > 2048)\n"
+            "  --lengths L1,L2,..   cache lengths to sample (default: prompt+1, 8 points up to\n"
+            "                       prompt+gen, and the budget)\n"
+            "  --gpu-mem-fraction F share of the free GPU memory to plan with (0 < F <= 0.98)\n");
 }
 
 static uint64_t splitmix(uint64_t *s) {
@@ -108,8 +121,9 @@ int lf_cmd_bench(int argc, char **argv) {
     lf_gen_options_default(&o);
     o.sampling.seed = 1;
     bool random_weights = false;
-    const char *preset = NULL, *dtype_name = "bf16";
-    int prompt_len = 128, gen_len = 32, batch = 1, membw_mb = 1024;
+    const char *preset = NULL, *dtype_name = "bf16", *mode = NULL, *lengths = NULL;
+    int prompt_len = 128, gen_len = 32, batch = -1, membw_mb = -1;
+    bool json = false;
     lf_args a;
     lf_args_init(&a, CMD, argc, argv);
     const char *f;
@@ -128,12 +142,23 @@ int lf_cmd_bench(int argc, char **argv) {
         } else if (!strcmp(f, "--gen-len")) {
             if (!lf_arg_int(&a, f, 1, 1 << 20, &gen_len)) return 2;
         } else if (!strcmp(f, "--batch")) {
-            if (!lf_arg_int(&a, f, 1, 4096, &batch)) return 2;
+            if (!lf_gen_parse_batch(&a, f, &batch)) return 2;
         } else if (!strcmp(f, "--membw-mb")) {
             if (!lf_arg_int(&a, f, 0, 1 << 20, &membw_mb)) return 2;
+        } else if (!strcmp(f, "--json")) {
+            json = true;
+        } else if (!strcmp(f, "--mode")) {
+            if (!(mode = lf_arg_value(&a, f))) return 2;
+            if (strcmp(mode, "sampled") && strcmp(mode, "real")) {
+                lf_cli_error(CMD, "--mode: unknown mode '%s' (sampled or real)", mode);
+                return 2;
+            }
+        } else if (!strcmp(f, "--lengths")) {
+            if (!(lengths = lf_arg_value(&a, f))) return 2;
         } else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
                    !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
-                   !strcmp(f, "--evict-every") || !strcmp(f, "--device") || !strcmp(f, "--seed")) {
+                   !strcmp(f, "--evict-every") || !strcmp(f, "--device") || !strcmp(f, "--seed") ||
+                   !strcmp(f, "--gpu-mem-fraction")) {
             if (lf_gen_options_parse(&o, &a, f) != 1) return 2;
         } else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow bench --help)", f);
@@ -164,8 +189,10 @@ int lf_cmd_bench(int argc, char **argv) {
         lf_cli_error(CMD, "--dtype: unknown dtype '%s' (bf16, f16 or f32)", dtype_name);
         return 2;
     }
-    if (o.device != LF_DEVICE_CPU) {
-        lf_cli_error(CMD, "--device cuda: bench measures the CPU forward only (use --device cpu)");
+    o.max_seqs = batch;
+    if (lf_gen_check_device(&o, CMD)) return 2;
+    if (o.device == LF_DEVICE_CPU && (mode || lengths)) {
+        lf_cli_error(CMD, "--mode and --lengths apply to --device cuda only");
         return 2;
     }
     bool budgeted = o.policy.kind != LF_POLICY_FULL;
@@ -178,6 +205,23 @@ int lf_cmd_bench(int argc, char **argv) {
         lf_cli_error(CMD, "--budget applies to budgeted policies; --policy full keeps every token");
         return 2;
     }
+    if (o.device == LF_DEVICE_CUDA) {
+        lf_bench_cuda_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.o = &o;
+        ca.preset = random_weights ? preset : NULL;
+        ca.dtype = dtype;
+        ca.prompt_len = prompt_len;
+        ca.gen_len = gen_len;
+        ca.batch = batch < 0 ? 0 : batch;
+        ca.json = json;
+        ca.mode = mode;
+        ca.lengths = lengths;
+        ca.membw_mb = membw_mb < 0 ? 2048 : membw_mb;
+        return lf_bench_cuda(&ca);
+    }
+    if (batch < 0) batch = 1;
+    if (membw_mb < 0) membw_mb = 1024;
 
     lf_cpu_set_threads(o.threads);
     int threads = lf_cpu_threads();

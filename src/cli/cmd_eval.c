@@ -26,7 +26,7 @@ static void eval_usage(FILE *f) {
             "\n"
             "  --data FILE            JSONL with {\"index\", \"question\", \"true_answer\"} per line\n"
             "  --limit N              first N problems only\n"
-            "  --batch N              problems in flight at once (default 8)\n"
+            "  --batch N|max          problems in flight at once (default 8; max = as many as fit, --device cuda)\n"
             "  --output FILE          per-problem results JSONL (default: <data>.<policy>[-<budget>].jsonl in .)\n"
             "  --fresh                overwrite the results file instead of resuming from it\n"
             "  --budget N             KV slots per sequence and layer\n"
@@ -36,7 +36,9 @@ static void eval_usage(FILE *f) {
             "                         instruction \"" LF_R1_INSTRUCTION "\"; \"\" for none)\n"
             "  --max-tokens N         per problem (default 8192)\n"
             "  --json                 print the summary as one JSON object\n"
-            "and the model, chat-template, sampling, policy and --threads flags of longflow generate.\n");
+            "  --device cpu|cuda      (default cpu); on cuda every problem runs with one --budget N (no N%%)\n"
+            "and the model, chat-template, sampling, policy, --threads and --gpu-mem-fraction flags of\n"
+            "longflow generate.\n");
 }
 
 typedef struct problem {
@@ -287,7 +289,7 @@ int lf_cmd_eval(int argc, char **argv) {
         } else if (!strcmp(flag, "--limit")) {
             if (!lf_arg_int(&a, flag, 1, 100000000, &limit)) return 2;
         } else if (!strcmp(flag, "--batch")) {
-            if (!lf_arg_int(&a, flag, 1, 65536, &batch)) return 2;
+            if (!lf_gen_parse_batch(&a, flag, &batch)) return 2;
         } else if (!strcmp(flag, "--fresh")) {
             fresh = true;
         } else if (!strcmp(flag, "--budget")) {
@@ -329,6 +331,15 @@ int lf_cmd_eval(int argc, char **argv) {
         lf_cli_error(cmd, "the prompts come from --data; --prompt, --prompt-file, --prompt-ids and --messages do not apply");
         return 2;
     }
+    if (o.max_seqs >= 0) batch = o.max_seqs; /* --max-seqs, the generate spelling of --batch */
+    o.max_seqs = batch;
+    if (lf_gen_check_device(&o, cmd)) return 2;
+    if (budget_pct > 0 && o.device == LF_DEVICE_CUDA) {
+        lf_cli_error(cmd, "--budget %s gives each problem its own budget, which --device cuda does not support "
+                          "(every GPU entry has the same number of slots): use --budget N (slots) or --device cpu",
+                     budget_str);
+        return 2;
+    }
     if (budget_pct > 0 && !reference) {
         lf_cli_error(cmd, "--budget %s needs --reference FILE: the results of a --policy full run on the same data",
                      budget_str);
@@ -355,8 +366,7 @@ int lf_cmd_eval(int argc, char **argv) {
         lf_cli_error(cmd, "%s", err.msg);
         goto done;
     }
-    if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done;
-    ec.max_seqs = batch;
+    if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done; /* max_seqs = batch */
     lf_chat_family fam;
     if (lf_chat_select(tok, o.chat_template, &fam, &err)) {
         lf_cli_error(cmd, "%s", err.msg);

@@ -44,7 +44,8 @@ static void generate_usage(FILE *f) {
             "  --json                   print one JSON object on stdout\n"
             "  --split-think            with --json: add \"reasoning\" and \"answer\"\n"
             "  --threads N              CPU threads (default: all cores)\n"
-            "  --device cpu|cuda        (default cpu)\n");
+            "  --device cpu|cuda        (default cpu; cuda needs a build with -DLF_CUDA=ON and a GPU)\n"
+            "  --gpu-mem-fraction F     cuda: share of the free GPU memory to plan with (0 < F <= 0.98)\n");
 }
 
 typedef struct stream_state {
@@ -149,8 +150,9 @@ int lf_cmd_generate(int argc, char **argv) {
         goto done;
     }
     double tps = st.decode_ms > 0 ? (double)st.decode_tokens / (st.decode_ms / 1e3) : 0.0;
-    /* what --policy full allocates for the same request */
-    size_t kv_full = lf_gen_kv_bytes_full(model, g->n_prompt + ec.max_tokens);
+    /* what --policy full allocates for the same request (on the same device: fp32 on the CPU, bf16 on the GPU) */
+    size_t kv_full = ec.device == LF_DEVICE_CPU ? lf_gen_kv_bytes_full(model, g->n_prompt + ec.max_tokens)
+                                                : lf_kv_bytes_for_device(model, g->n_prompt + ec.max_tokens, ec.device);
 
     if (o.json) {
         root = cJSON_CreateObject();
@@ -180,6 +182,13 @@ int lf_cmd_generate(int argc, char **argv) {
         cJSON_AddNumberToObject(js, "peak_rss_bytes", (double)lf_peak_rss_bytes());
         cJSON_AddStringToObject(js, "policy", lf_policy_name(ec.policy.kind));
         cJSON_AddNumberToObject(js, "budget", ec.policy.kind == LF_POLICY_FULL ? 0 : ec.policy.budget);
+        cJSON_AddStringToObject(js, "device", ec.device == LF_DEVICE_CUDA ? "cuda" : "cpu");
+        if (ec.device == LF_DEVICE_CUDA) {
+            cJSON_AddStringToObject(js, "device_name", st.device_name);
+            cJSON_AddNumberToObject(js, "gpu_peak_bytes", (double)st.gpu_peak_bytes);
+            cJSON_AddNumberToObject(js, "gpu_weight_bytes", (double)st.gpu_weight_bytes);
+            cJSON_AddNumberToObject(js, "capacity", st.capacity);
+        }
         char *s = cJSON_PrintUnformatted(root);
         if (!s) {
             lf_cli_error(cmd, "out of memory writing JSON");
@@ -195,6 +204,9 @@ int lf_cmd_generate(int argc, char **argv) {
                 g->n_prompt, g->n_tokens, g->finish_reason ? g->finish_reason : "?", st.prefill_ms,
                 st.prefill_ms > 0 ? g->n_prompt / (st.prefill_ms / 1e3) : 0.0, st.decode_ms, tps,
                 lf_policy_name(ec.policy.kind), g->kv_bytes / 1e6, kv_full / 1e6, lf_peak_rss_bytes() / 1e6);
+        if (ec.device == LF_DEVICE_CUDA)
+            fprintf(stderr, "[longflow] device %s: %d slots per layer, peak GPU memory %.1f MB\n", st.device_name,
+                    st.capacity, st.gpu_peak_bytes / 1e6);
     }
     rc = 0;
 done:

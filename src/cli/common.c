@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +18,47 @@ void lf_gen_options_default(lf_gen_options *o) {
     memset(o, 0, sizeof *o);
     o->max_tokens = 256;
     o->device = LF_DEVICE_CPU;
+    o->max_seqs = -1;
     lf_sampling_default(&o->sampling);
     lf_policy_config_default(&o->policy);
 }
 
 void lf_gen_options_free(lf_gen_options *o) { (void)o; }
+
+bool lf_gen_parse_batch(lf_args *a, const char *flag, int *out) {
+    const char *v = lf_arg_value(a, flag);
+    if (!v) return false;
+    if (!strcmp(v, "max")) {
+        *out = 0;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end) {
+        lf_cli_error(a->cmd, "%s: '%s' is not a number of sequences or \"max\"", flag, v);
+        return false;
+    }
+    if (x < 1 || x > 1 << 20) {
+        lf_cli_error(a->cmd, "%s: %ld is out of range [1, %d] (or \"max\" with --device cuda)", flag, x, 1 << 20);
+        return false;
+    }
+    *out = (int)x;
+    return true;
+}
+
+int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
+    if (o->device != LF_DEVICE_CUDA && o->max_seqs == 0) {
+        lf_cli_error(cmd, "--batch/--max-seqs max (as many sequences as fit in GPU memory) needs --device cuda; "
+                          "on the CPU give a number");
+        return -1;
+    }
+    if (o->device != LF_DEVICE_CUDA && o->gpu_mem_fraction > 0) {
+        lf_cli_error(cmd, "--gpu-mem-fraction applies to --device cuda only");
+        return -1;
+    }
+    return 0;
+}
 
 int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
 #define STR(name, field)                                  \
@@ -94,6 +131,15 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
     if (!strcmp(f, "--sinks")) return lf_arg_int(a, f, 0, 100000000, &o->policy.sinks) ? 1 : -1;
     if (!strcmp(f, "--recent")) return lf_arg_int(a, f, 0, 100000000, &o->policy.recent) ? 1 : -1;
     if (!strcmp(f, "--evict-every")) return lf_arg_int(a, f, 1, 100000000, &o->policy.evict_every) ? 1 : -1;
+    if (!strcmp(f, "--max-seqs")) return lf_gen_parse_batch(a, f, &o->max_seqs) ? 1 : -1;
+    if (!strcmp(f, "--gpu-mem-fraction")) {
+        if (!lf_arg_float(a, f, -1e30, 1e30, &o->gpu_mem_fraction)) return -1;
+        if (!(o->gpu_mem_fraction > 0 && o->gpu_mem_fraction <= 0.98f)) {
+            lf_cli_error(a->cmd, "--gpu-mem-fraction: %g is out of range (0, 0.98]", (double)o->gpu_mem_fraction);
+            return -1;
+        }
+        return 1;
+    }
     if (!strcmp(f, "--device")) {
         const char *v = lf_arg_value(a, f);
         if (!v) return -1;
@@ -244,7 +290,9 @@ int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_mode
     lf_engine_config_default(ec);
     ec->device = o->device;
     ec->threads = o->threads;
-    ec->max_seqs = 1;
+    if (lf_gen_check_device(o, cmd)) return -1;
+    ec->max_seqs = o->max_seqs >= 0 ? o->max_seqs : 1;
+    ec->gpu_mem_fraction = o->gpu_mem_fraction;
     ec->max_tokens = o->max_tokens;
     ec->ignore_eos = o->ignore_eos;
     ec->sampling = o->sampling;

@@ -57,6 +57,7 @@ struct Params {
     const int *cur_pos;
     int sinks, recent;
     int B, H, Hkv, G, cap, cap_pad, n_split, split_len;
+    int kvh_slots;                  /* slots between the KV heads of an entry (>= cap) */
     float scale_log2, inv_hd, inv_kvd; /* log2(e)*scale, 1/(H*D), 1/(Hkv*D) */
     int mode, out_f32, e_smem, l2_hints, discard;
     int defer;                      /* two launches: attn_kernel stops after writing partials */
@@ -381,8 +382,8 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     const int hi = min(lo + p.split_len, p.cap_pad);
     const int ntiles = (hi - lo) / TILE;
 
-    const T *kb = static_cast<const T *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.cap * D;
-    const T *vb = static_cast<const T *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.cap * D;
+    const T *kb = static_cast<const T *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
+    const T *vb = static_cast<const T *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
     const int *posb = p.pos + pidx * p.slot_seq_stride;
 
     /* E destination: shared (range-relative) or global (cap-relative) */
@@ -1231,7 +1232,10 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     if ((d->mode == LF_CUDA_SCORE_H2O || d->mode == LF_CUDA_SCORE_VATP) && !a->acc)
         return lf_fail(err, "cuda attention: the %s mode needs an acc array",
                        d->mode == LF_CUDA_SCORE_H2O ? "H2O" : "VATP");
-    const long long kv_min = (long long)d->n_kv_heads * d->capacity * d->head_dim;
+    const int kvh_slots = a->kvh_slots > 0 ? a->kvh_slots : d->capacity;
+    if (kvh_slots < d->capacity)
+        return lf_fail(err, "cuda attention: kvh_slots %d smaller than capacity %d", kvh_slots, d->capacity);
+    const long long kv_min = (long long)d->n_kv_heads * kvh_slots * d->head_dim;
     if (a->kv_seq_stride < kv_min && d->n_seq > 1)
         return lf_fail(err, "cuda attention: kv_seq_stride %lld smaller than one entry (%lld)",
                        (long long)a->kv_seq_stride, kv_min);
@@ -1256,6 +1260,7 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.sinks = a->sinks; p.recent = a->recent;
     p.B = d->n_seq; p.H = d->n_heads; p.Hkv = d->n_kv_heads; p.G = P.G;
     p.cap = d->capacity; p.cap_pad = P.cap_pad;
+    p.kvh_slots = kvh_slots;
     p.n_split = P.n_split; p.split_len = P.split_len;
     const float scale = a->scale > 0.f ? a->scale : 1.f / sqrtf((float)d->head_dim);
     p.scale_log2 = scale * 1.4426950408889634f;

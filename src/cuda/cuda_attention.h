@@ -8,7 +8,8 @@
  *
  * Layout, per layer (element strides, pool index p = seq_index ? seq_index[s] : s):
  *   q    [n_seq][n_heads][head_dim]                       dtype (f16 or bf16)
- *   k, v element (p, kvh, slot, d) at p*kv_seq_stride + (kvh*capacity + slot)*head_dim + d
+ *   k, v element (p, kvh, slot, d) at p*kv_seq_stride + (kvh*kvh_slots + slot)*head_dim + d
+ *        (kvh_slots = capacity unless the args say otherwise)
  *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty
  *   out  [n_seq][n_heads][head_dim]                       out_dtype (f32 or dtype)
  *   score, acc [p*slot_seq_stride + slot]  float (optional / mode-dependent)
@@ -79,6 +80,13 @@ typedef struct lf_cuda_attn_args {
     void *workspace;           /* zeroed once by lf_cuda_attn_workspace_init */
     size_t workspace_bytes;
     void *stream;              /* cudaStream_t */
+    int32_t kvh_slots;         /* slots between the KV heads of one entry in k/v (0 = capacity).
+                                  With kvh_slots > capacity the kernel looks at slots
+                                  0..capacity-1 of a cache laid out for kvh_slots: an engine
+                                  whose entries hold fewer tokens than they have room for
+                                  passes capacity = the slots in use (rounded up), so
+                                  attention reads only those. pos/score/acc strides are
+                                  unaffected (slot_seq_stride). */
 } lf_cuda_attn_args;
 
 /* Check a descriptor (head_dim 64 or 128, n_heads/n_kv_heads <= 8, ...). */

@@ -85,18 +85,22 @@ int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream, lf_error 
  * softmax in fp32 with scale (0 = 1/sqrt(hd)); query head h uses KV head
  * h / (nh / nkv). The context owns its workspace (sized for max_n, bounded by
  * processing queries in chunks). */
-typedef struct lf_cuda_prefill lf_cuda_prefill;
+typedef struct lf_cuda_prefill_attn lf_cuda_prefill_attn;
 int lf_cuda_prefill_create(int max_n, int n_heads, int n_kv_heads, int head_dim, lf_dtype dt,
-                           lf_cuda_prefill **out, lf_error *err);
-void lf_cuda_prefill_free(lf_cuda_prefill *p);
-size_t lf_cuda_prefill_bytes(const lf_cuda_prefill *p); /* device memory it holds */
-int lf_cuda_prefill_attention(lf_cuda_prefill *p, const void *q, const void *k, const void *v,
+                           lf_cuda_prefill_attn **out, lf_error *err);
+void lf_cuda_prefill_free(lf_cuda_prefill_attn *p);
+size_t lf_cuda_prefill_bytes(const lf_cuda_prefill_attn *p); /* device memory it holds */
+int lf_cuda_prefill_attention(lf_cuda_prefill_attn *p, const void *q, const void *k, const void *v,
                               int64_t kvh_stride, int n, float scale, void *out, void *stream,
                               lf_error *err);
+/* At most max_rows query rows per chunk (clamped to what the context was
+ * sized for; >= 1). For tests that exercise the chunking on short prompts. */
+int lf_cuda_prefill_set_chunk(lf_cuda_prefill_attn *p, int max_rows, lf_error *err);
 
 /* Copy rows of K or V: for i < nk and every KV head,
  *   dst[kvh*dst_kvh_stride + i*hd + d] = src[kvh*src_kvh_stride + index[i]*hd + d]
- * (dtype dt). Used to keep SnapKV's selection of a long prompt. */
+ * (dtype dt). Used to keep SnapKV's selection of a long prompt. An index < 0
+ * writes a zero row; src and dst must not overlap (src == dst is refused). */
 int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int64_t dst_kvh_stride,
                         int n_kv_heads, int head_dim, lf_dtype dt, const int32_t *index, int nk,
                         void *stream, lf_error *err);
@@ -108,7 +112,8 @@ int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int6
  * draw from the renormalised distribution. repetition_penalty must be 1
  * (the engine refuses it on the GPU). Row r draws with the counter-based
  * generator keyed by (row_seed[r], row_step[r]) so a sequence's draws do
- * not depend on which batch it is in. out int32 [n]. */
+ * not depend on which batch it is in. out int32 [n]. Ties at the top-k or
+ * top-p threshold value are all kept; greedy ignores NaN (all NaN -> 0). */
 size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab);
 int lf_cuda_sample(float *logits, int n, int vocab, const lf_sampling *params, const uint64_t *row_seed,
                    const int32_t *row_step, int32_t *out, void *workspace, size_t workspace_bytes,

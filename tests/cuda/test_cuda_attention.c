@@ -104,7 +104,7 @@ static int run_case(const tcase *c) {
     double *racc = calloc((size_t)n_pool * slot_stride, sizeof(double));
     unsigned char *hout = malloc(out_es * B * H * D);
     float *hscore = malloc(sizeof(float) * n_pool * slot_stride);
-    int32_t *hnext = malloc(sizeof(int32_t) * B);
+    int32_t *hnext = malloc(sizeof(int32_t) * n_pool); /* next_slot is indexed by pool entry */
     double *ref_out = malloc(sizeof(double) * B * H * D);
     double *ref_score = malloc(sizeof(double) * cap);
     double *alpha = malloc(sizeof(double) * H * cap);
@@ -164,7 +164,7 @@ static int run_case(const tcase *c) {
     CUDA_OK(cudaMalloc((void **)&dpos, sizeof(int32_t) * n_pool * slot_stride));
     CUDA_OK(cudaMalloc((void **)&didx, sizeof(int32_t) * B));
     CUDA_OK(cudaMalloc((void **)&dcur, sizeof(int32_t) * B));
-    CUDA_OK(cudaMalloc((void **)&dnext, sizeof(int32_t) * B));
+    CUDA_OK(cudaMalloc((void **)&dnext, sizeof(int32_t) * n_pool));
     CUDA_OK(cudaMalloc(&dout, out_es * B * H * D));
     CUDA_OK(cudaMalloc((void **)&dscore, sizeof(float) * n_pool * slot_stride));
     CUDA_OK(cudaMalloc((void **)&dacc, sizeof(float) * n_pool * slot_stride));
@@ -203,7 +203,7 @@ static int run_case(const tcase *c) {
         /* poison every output */
         CUDA_OK(cudaMemset(dout, 0xff, out_es * B * H * D));
         CUDA_OK(cudaMemset(dscore, 0xff, sizeof(float) * n_pool * slot_stride));
-        CUDA_OK(cudaMemset(dnext, 0xaa, sizeof(int32_t) * B));
+        CUDA_OK(cudaMemset(dnext, 0xaa, sizeof(int32_t) * n_pool));
         if (lf_cuda_attn_decode(&desc, &a, &err)) {
             CHECK(0, "%s: decode: %s", c->name, err.msg);
             goto done;
@@ -211,7 +211,7 @@ static int run_case(const tcase *c) {
         CUDA_OK(cudaDeviceSynchronize());
         CUDA_OK(cudaMemcpy(hout, dout, out_es * B * H * D, cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(hscore, dscore, sizeof(float) * n_pool * slot_stride, cudaMemcpyDeviceToHost));
-        CUDA_OK(cudaMemcpy(hnext, dnext, sizeof(int32_t) * B, cudaMemcpyDeviceToHost));
+        CUDA_OK(cudaMemcpy(hnext, dnext, sizeof(int32_t) * n_pool, cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(hacc, dacc, sizeof(float) * n_pool * slot_stride, cudaMemcpyDeviceToHost));
 
         double num = 0, den = 0;
@@ -316,7 +316,7 @@ static int run_case(const tcase *c) {
                 if (fb < 0 || ref_score[i] < ref_score[fb]) fb = i;
             }
             if (best < 0) best = fb;
-            const int got = hnext[s];
+            const int got = hnext[e];
             bool ok = got == best;
             if (!ok && got >= 0 && got < cap) {
                 /* accept a near tie (reference scores within 1e-6 relative) */

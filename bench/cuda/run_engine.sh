@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The GPU engine on the device machine, from prebuilt binaries:
+#   tools/stage_devbin.sh BUILD_DIR        (here, after a -DLF_CUDA=ON build)
+#   PARTS="tests gemm" bench/cuda/run_engine.sh      (on the GPU machine, carrying .devbin)
+# Parts (PARTS, space-separated; default all, in this order):
+#   tests    the GPU tests (test_cuda_attention/kernels/gemm/forward, each with a
+#            timeout, continuing on failure) and compute-sanitizer memcheck on
+#            test_cuda_kernels (LF_CUDA_TEST_SMALL=1)
+#   gemm     bench_cuda_gemm
+#   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
+#            budget 3200, --batch max, sampled: longflow full h2o tova streaming
+#   bench8b  the same for qwen3-8b and deepseek-r1-distill-llama-8b: longflow, full
+#   bench1   batch 1, full, qwen3-1.7b and qwen3-8b (the weight-bandwidth target)
+#   agree    --mode real vs --mode sampled at --gen-len 1024 (qwen3-1.7b; longflow
+#            at budget 1024 so that it evicts, and full)
+#   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
+# All parts in one call take more than one call's 10 minutes: split them, e.g.
+#   PARTS="tests gemm", PARTS="bench", PARTS="bench8b agree", PARTS="hf".
+# Every command has its own timeout, and no new command starts once
+# LF_BUDGET_S seconds (default 540) have passed since the script started.
+# Files under $OUT (at most 8): run_engine.log (everything, combined),
+# engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
+# engine_agree.jsonl (agree), hf_baseline.json (hf), summary.txt.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+OUTD=${OUT:-/tmp/lf-out}
+mkdir -p "$OUTD"
+BIN=${LF_DEVBIN:-$ROOT/.devbin}
+PARTS=${PARTS:-"tests gemm bench bench8b agree hf"}
+BUDGET_S=${LF_BUDGET_S:-540}
+LOG="$OUTD/run_engine.log"
+SUMMARY="$OUTD/summary.txt"
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+# our programs find the staged libraries first (python/torch keeps the original path, see hf)
+export LD_LIBRARY_PATH="$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LF_SOURCE_DIR="$ROOT" LF_TEST_DATA="$ROOT/tests/data" LF_SHARED_DIR="$ROOT/../shared"
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+: > "$SUMMARY"
+: > "$LOG"
+
+log() { echo "$*" | tee -a "$LOG"; }
+sum() { echo "$*" | tee -a "$SUMMARY" >> "$LOG"; }
+left() { echo $((BUDGET_S - ($(date +%s) - T0))); }
+# run NAME TIMEOUT CMD...: output appended to the log (stdout to $RUN_STDOUT
+# instead when set, then copied to the log); the status line to the summary
+run() {
+  local name=$1 limit=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -le 10 ]; then sum "SKIP  $name (time budget of ${BUDGET_S}s spent)"; return 0; fi
+  [ "$limit" -gt "$l" ] && limit=$l
+  log "== $name (timeout ${limit}s): $*"
+  local t=$(date +%s)
+  local rc
+  if [ -n "${RUN_STDOUT:-}" ]; then
+    timeout --kill-after=10 "$limit" "$@" > "$RUN_STDOUT" 2>> "$LOG"; rc=$?
+    cat "$RUN_STDOUT" >> "$LOG"
+  else
+    timeout --kill-after=10 "$limit" "$@" >> "$LOG" 2>&1; rc=$?
+  fi
+  local what=ok; [ $rc -ne 0 ] && what="FAIL rc=$rc"; [ $rc -eq 124 ] && what="TIMEOUT"
+  sum "$(printf '%-7s %-58s %4ss' "$what" "$name" $(( $(date +%s) - t )))"
+  return 0
+}
+
+# tools/stage_devbin.sh packs the programs (each embeds the CUDA fatbin)
+PROG=$BIN
+if [ -f "$BIN/bin.tar.gz" ]; then
+  PROG=$(mktemp -d /tmp/lf-devbin.XXXXXX)
+  trap 'rm -rf "$PROG"' EXIT
+  tar xzf "$BIN/bin.tar.gz" -C "$PROG" || { echo "cannot unpack $BIN/bin.tar.gz" | tee -a "$SUMMARY"; exit 1; }
+fi
+export LF_BIN="$PROG/longflow"
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
+  echo "PARTS=$PARTS"; ls -l "$PROG" "$BIN/lib" 2>&1; } >> "$LOG"
+if [ ! -x "$PROG/longflow" ]; then
+  sum "no $PROG/longflow: stage it with tools/stage_devbin.sh BUILD_DIR and carry .devbin"
+  cat "$SUMMARY"; exit 1
+fi
+ldd "$PROG/longflow" 2>&1 | grep "not found" | sed 's/^/missing library: /' | tee -a "$SUMMARY" >> "$LOG"
+
+BENCH_JSON="$OUTD/engine_bench.jsonl"
+AGREE_JSON="$OUTD/engine_agree.jsonl"
+# bench_json FILE TIMEOUT NAME ARGS...: one longflow bench --json run, its JSON line appended to FILE
+bench_json() {
+  local file=$1 limit=$2 name=$3; shift 3
+  local tmp; tmp=$(mktemp)
+  RUN_STDOUT=$tmp run "$name" "$limit" "$PROG/longflow" bench --device cuda --json "$@"
+  # the JSON line (the bench prints exactly one on success)
+  grep '^{' "$tmp" 2>/dev/null | tail -1 >> "$file"
+  rm -f "$tmp"
+}
+
+for part in $PARTS; do
+  case $part in
+  tests)
+    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward; do
+      if [ -x "$PROG/$t" ]; then run "$t" 150 "$PROG/$t"; else sum "MISSING $t (not in $PROG)"; fi
+    done
+    if command -v compute-sanitizer > /dev/null && [ -x "$PROG/test_cuda_kernels" ]; then
+      run "memcheck test_cuda_kernels (LF_CUDA_TEST_SMALL=1)" 150 env LF_CUDA_TEST_SMALL=1 \
+          compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 "$PROG/test_cuda_kernels"
+    else
+      sum "SKIP  memcheck (no compute-sanitizer or no test_cuda_kernels)"
+    fi
+    ;;
+  gemm)
+    if [ -x "$PROG/bench_cuda_gemm" ]; then run "bench_cuda_gemm" 120 "$PROG/bench_cuda_gemm" ${LF_GEMM_ARGS:-}
+    else sum "MISSING bench_cuda_gemm (not in $PROG)"; fi
+    ;;
+  bench)
+    COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
+    for pol in longflow full h2o tova streaming; do
+      if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
+      bench_json "$BENCH_JSON" 150 "bench qwen3-1.7b $pol" "${COMMON[@]}" "${P[@]}"
+    done
+    ;;
+  bench8b)
+    for cfg in qwen3-8b deepseek-r1-distill-llama-8b; do
+      COMMON=(--random-weights --config $cfg --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
+      bench_json "$BENCH_JSON" 200 "bench $cfg longflow" "${COMMON[@]}" --policy longflow --budget 3200
+      bench_json "$BENCH_JSON" 200 "bench $cfg full" "${COMMON[@]}" --policy full
+    done
+    ;;
+  agree)
+    COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 1024 --batch max)
+    for P in "--policy longflow --budget 1024" "--policy full"; do
+      # shellcheck disable=SC2086
+      bench_json "$AGREE_JSON" 90 "agree sampled $P" "${COMMON[@]}" $P --mode sampled
+      # shellcheck disable=SC2086
+      bench_json "$AGREE_JSON" 200 "agree real $P" "${COMMON[@]}" $P --mode real
+    done
+    ;;
+  bench1)
+    # batch 1: decode is bound by reading the weights (issue target: >= 80% of the measured bandwidth)
+    for cfg in qwen3-1.7b qwen3-8b; do
+      bench_json "$BENCH_JSON" 120 "bench $cfg full batch 1" --random-weights --config $cfg --prompt-len 512 \
+          --gen-len 1024 --batch 1 --mode sampled --policy full
+    done
+    ;;
+  hf)
+    run "bench_hf_baseline.py" 280 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 bench/cuda/bench_hf_baseline.py --time-limit 240 \
+        --json "$OUTD/hf_baseline.json"
+    ;;
+  *)
+    sum "unknown part '$part' (tests gemm bench bench8b agree hf)"
+    ;;
+  esac
+done
+
+# the figures of this call, one line per run, and the ratios the issue asks for
+LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 - "$BENCH_JSON" "$AGREE_JSON" "$OUTD/hf_baseline.json" >> "$SUMMARY" 2>> "$LOG" <<'PY'
+import json, os, sys
+def lines(p):
+    if not os.path.exists(p): return []
+    out = []
+    for l in open(p):
+        try: out.append(json.loads(l))
+        except ValueError: pass
+    return out
+bench, agree = lines(sys.argv[1]), lines(sys.argv[2])
+hf = json.load(open(sys.argv[3])) if os.path.exists(sys.argv[3]) else None
+def row(r):
+    last = r["points"][-1]
+    return ("%-30s %-9s %-7s B=%-4d steady %9.1f tok/s  avg %9.1f tok/s  roofline@L=%d %.2f  peak %.1f GB"
+            % (r["config"], r["policy"], r["mode"], r["max_batch"], r["steady_tokens_per_s"], r["avg_tokens_per_s"],
+               last["L"], last.get("roofline_fraction") or 0, r["gpu_peak_bytes"] / 1e9))
+for r in bench: print(row(r))
+by = {(r["config"], r["policy"]): r for r in bench if r.get("batch_requested", 0) == 0}  # the --batch max runs
+for cfg in sorted({r["config"] for r in bench}):
+    lf, full = by.get((cfg, "longflow")), by.get((cfg, "full"))
+    if lf and full:
+        print("%s: longflow / full average tokens/s = %.2f x (issue target >= 2.5 x)"
+              % (cfg, lf["avg_tokens_per_s"] / full["avg_tokens_per_s"]))
+    for r in [x for x in bench if x["config"] == cfg]:
+        rf = [p.get("roofline_fraction") or 0 for p in r["points"]]
+        print("%s %s: roofline fraction %.2f .. %.2f over the sampled lengths (target >= 0.80)"
+              % (cfg, r["policy"], min(rf), max(rf)))
+if hf:
+    print("transformers baseline: best average %s tok/s at batch %s; largest batch fitting 16896 tokens: %s"
+          % (hf.get("best_avg_tokens_per_s"), hf.get("best_batch"), hf.get("largest_batch_fitting")))
+    lf = by.get(("qwen3-1.7b", "longflow"))
+    if lf and hf.get("best_avg_tokens_per_s"):
+        print("qwen3-1.7b longflow / transformers average tokens/s = %.2f x (issue target >= 12 x)"
+              % (lf["avg_tokens_per_s"] / hf["best_avg_tokens_per_s"]))
+pairs = {}
+for r in agree: pairs.setdefault(r["policy"], {})[r["mode"]] = r
+for pol, d in pairs.items():
+    if "real" in d and "sampled" in d:
+        re_, sa = d["real"], d["sampled"]
+        print("agree %s: real measured %.1f tok/s, real integrated %.1f, sampled integrated %.1f: sampled/real %.3f"
+              % (pol, re_["measured_avg_tokens_per_s"], re_["avg_tokens_per_s"], sa["avg_tokens_per_s"],
+                 sa["avg_tokens_per_s"] / re_["measured_avg_tokens_per_s"]))
+PY
+log "== summary ($(( $(date +%s) - T0 ))s)"
+cat "$SUMMARY"

@@ -1,0 +1,1532 @@
+/* The CUDA forward: the whole GPU backend of cuda_forward.h in one file, read
+ * top to bottom.
+ *
+ *   1. options check (what the GPU does not do is refused, naming the option)
+ *   2. weights: bf16 on the GPU, wq|wk|wv and w_gate|w_up concatenated, so a
+ *      layer is 4 GEMMs (qkv, o, gate_up, down); lm_head padded to a multiple
+ *      of 8 rows (padded logits get -inf through a bias)
+ *   3. memory plan and the entry pool (one cudaMalloc)
+ *   4. prefill of one prompt into an entry (SnapKV / H2O windows on the host,
+ *      exactly as src/kv/cache.c's lf_kv_prefill_layer)
+ *   5. the decode step of a batch of entries (one upload, then kernels that a
+ *      CUDA graph per batch size replays)
+ *   6. tests and benchmarks: entry slots, bench fill, profiled step, info
+ *
+ * Everything runs on one stream. All failures are lf_fail messages starting
+ * with "cuda"; nothing exits or aborts.
+ *
+ * Policy state, and why it equals src/kv/cache.c:
+ *   full       the token goes to slot `filled` (the number of tokens stored:
+ *              cache.c's hw, since full fills slots 0, 1, 2, ... in order);
+ *              host counter, passed as the per-row slot.
+ *   streaming  host state per entry: filled, s0, ring (see streaming_slot).
+ *   longflow, tova, h2o, vatp
+ *              next_slot[layer][entry] lives on the GPU: the prefill sets it
+ *              to the number of prompt tokens kept, the fused attention
+ *              kernel (cuda_attention.h) writes the next one every step with
+ *              the rule of cache.c's argmin_score (smallest score among the
+ *              unprotected slots, lowest index on ties; empty slots score 0;
+ *              H2O/VATP reset the chosen slot's accumulator).
+ */
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "core/error.h"
+#include "core/fp.h"
+#include "cpu/kernels.h"
+#include "kv/policy.h"
+#include "cuda/cuda_attention.h"
+#include "cuda/cuda_forward.h"
+#include "cuda/cuda_gemm.h"
+#include "cuda/cuda_kernels.h"
+}
+
+/* Upper bound of the pool's entry count when --max-seqs is 0. */
+#define LF_CUDA_MAX_ENTRIES 4096
+/* Prefill runs the MLP over at most this many rows at a time (bounds the
+ * fp32 gate/up scratch for long prompts). Decode never splits: the MLP
+ * scratch holds max(entries, this) rows. */
+#define LF_CUDA_MLP_CHUNK 1024
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- small kernels of this file ----------------------------------------- */
+
+/* base[l*layer_stride + i] = value for l < n_layers, i < count. */
+template <typename T>
+__global__ void fill_strided_kernel(T *base, long long layer_stride, int n_layers, int count, T value) {
+    const long long total = (long long)n_layers * count;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long l = t / count, i = t % count;
+        base[l * layer_stride + i] = value;
+    }
+}
+
+__device__ __forceinline__ unsigned long long mix64(unsigned long long x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Benchmark state of one entry: K/V of slots < n_valid of every layer hold
+ * uniform values in [-0.5, 0.5) from a hash of (seed, element), positions as
+ * bench_position() says, empty slots -1. kbase/vbase/pbase point at the
+ * entry in layer 0. */
+__global__ void bench_fill_kernel(bf16 *kbase, bf16 *vbase, int32_t *pbase, int n_layers, int nkv, int cap,
+                                  int hd, long long kv_layer_stride, long long slot_layer_stride, int n_valid,
+                                  int sinks, int length, unsigned long long seed) {
+    const long long per_layer = (long long)nkv * n_valid * hd;
+    const long long total = (long long)n_layers * per_layer;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += stride) {
+        const long long l = t / per_layer;
+        long long r = t % per_layer;
+        const long long kvh = r / ((long long)n_valid * hd);
+        r %= (long long)n_valid * hd;
+        const long long s = r / hd, d = r % hd;
+        const long long off = l * kv_layer_stride + (kvh * cap + s) * hd + d;
+        const unsigned long long h = mix64(seed ^ mix64((unsigned long long)t));
+        const float a = (float)(h & 0xffffu) * (1.0f / 65536.0f) - 0.5f;
+        const float b = (float)((h >> 16) & 0xffffu) * (1.0f / 65536.0f) - 0.5f;
+        kbase[off] = __float2bfloat16(a);
+        vbase[off] = __float2bfloat16(b);
+    }
+    const long long ptotal = (long long)n_layers * cap;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < ptotal; t += stride) {
+        const long long l = t / cap;
+        const int s = (int)(t % cap);
+        int p = -1;
+        if (s < n_valid) p = (length <= cap || s < sinks) ? s : length - cap + s;
+        pbase[l * slot_layer_stride + s] = p;
+    }
+}
+
+/* ---- the backend --------------------------------------------------------- */
+
+typedef struct gpu_layer {
+    bf16 *attn_norm, *wqkv, *bqkv, *q_norm, *k_norm, *wo, *ffn_norm, *wgu, *wdown;
+} gpu_layer;
+
+/* Host state of one entry. */
+typedef struct entry_state {
+    bool live;     /* prefilled (or bench-filled) */
+    uint64_t seed; /* sampling stream */
+    int32_t step;  /* draws so far (the prefill's is step 0) */
+    int filled;    /* tokens stored: slots 0..filled-1 were written (capped at capacity) */
+    int s0;        /* streaming: slots 0..s0-1 hold positions < sinks */
+    int ring;      /* streaming: next victim is slot s0 + ring once the cache is full */
+} entry_state;
+
+enum { CAT_GEMM = 0, CAT_ATTN = 1, CAT_OTHER = 2 };
+
+/* Event marks of a profiled step: interval i (between mark i and i+1) is of
+ * category cat[i]. */
+typedef struct prof {
+    cudaEvent_t *ev;
+    int *cat;
+    int n, cap;
+} prof;
+
+struct lf_cuda_backend {
+    lf_cuda_options o;
+    lf_policy_config pol; /* resolved as lf_kv_cache_init resolves it */
+    int mode;             /* lf_cuda_score_mode */
+    bool scored, uses_acc;
+
+    /* shape */
+    int L, H, KV, HD, hidden, inter, vocab, vocab_pad, qdim, kvdim, qkvdim;
+    float eps;
+    int cap, P, E; /* slots per entry and layer, longest prompt, entries */
+    /* Attention reads only the slots in use: each step looks at the first
+     * `scan` slots, the batch's largest (filled + 2) rounded up to a bucket
+     * (the +2 keeps an empty slot in view so a budgeted policy that is not
+     * full yet still picks it). One decode graph per (rows, scan bucket). */
+    int scan_bucket, n_buckets, cur_scan;
+    int mlp_rows;  /* rows of the MLP scratch */
+
+    cudaStream_t stream;
+    struct lf_cuda_gemm *gemm;
+    lf_cuda_prefill_attn *pf;
+
+    /* weights (one allocation) */
+    void *wblock;
+    size_t weight_bytes, gemm_weight_bytes;
+    gpu_layer *layers;
+    bf16 *embed, *final_norm, *lm_head, *vocab_bias; /* vocab_bias: -inf on padded rows, or NULL */
+    float *inv_freq;
+    float attention_factor;
+
+    /* pool (one allocation) */
+    void *pool;
+    size_t pool_bytes, kv_per_entry, aux_per_entry;
+    bf16 *K, *V;
+    int32_t *cpos, *next_slot;
+    float *score, *acc;
+    long long kv_seq_stride, kv_layer_stride, slot_layer_stride;
+
+    /* workspace (one allocation) */
+    void *ws;
+    size_t ws_bytes;
+    float *x, *qkv, *gu, *logits, *logits_copy, *q32, *k32;
+    bf16 *h, *q, *att, *mlp, *pk, *pv;
+    uint64_t *d_seeds;
+    int32_t *d_tokens, *d_pos, *d_entries, *d_row_slot, *d_steps, *d_out;
+    int32_t *d_ptok, *d_ppos, *d_kept, *d_slotpos;
+    float *d_slotacc;
+    void *attn_ws, *samp_ws;
+    size_t attn_ws_bytes, samp_ws_bytes, in_bytes;
+
+    /* pinned host mirror of the decode inputs (same layout as d_seeds...) and
+     * the prefill staging */
+    void *h_in;
+    uint64_t *h_seeds;
+    int32_t *h_tokens, *h_pos, *h_entries, *h_row_slot, *h_steps, *h_out;
+    int32_t *h_ptok, *h_kept, *h_slotpos;
+    float *h_slotacc;
+    size_t h_in_bytes;
+
+    /* host scratch for SnapKV / window attention */
+    float *hq32, *hk32, *hwin;
+
+    entry_state *st;
+    int *mark; /* [E] duplicate check */
+
+    cudaGraphExec_t *graphs; /* [2][E + 1]: without / with the logits copy */
+
+    size_t free_at_start, gpu_total, gpu_free_plan, peak, tracked;
+    char device_name[128];
+    char plan[256];
+};
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int ck(cudaError_t e, lf_error *err, const char *what) {
+    if (e == cudaSuccess) return 0;
+    return lf_fail(err, "cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+static void note_peak(lf_cuda_backend *b) {
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && b->free_at_start > fr) {
+        size_t used = b->free_at_start - fr;
+        if (used > b->peak) b->peak = used;
+    }
+    if (b->tracked > b->peak) b->peak = b->tracked;
+}
+
+static int dmalloc(lf_cuda_backend *b, void **p, size_t bytes, lf_error *err, const char *what) {
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        return lf_fail(err, "cuda: cudaMalloc of %zu bytes for %s: %s", bytes, what, cudaGetErrorString(e));
+    }
+    b->tracked += bytes;
+    note_peak(b);
+    return 0;
+}
+
+static int launch_fill_i32(lf_cuda_backend *b, int32_t *base, long long layer_stride, int n_layers, int count,
+                           int32_t value, lf_error *err) {
+    long long total = (long long)n_layers * count;
+    int blocks = (int)((total + 255) / 256);
+    if (blocks > 1024) blocks = 1024;
+    if (blocks < 1) blocks = 1;
+    fill_strided_kernel<int32_t><<<blocks, 256, 0, b->stream>>>(base, layer_stride, n_layers, count, value);
+    return ck(cudaGetLastError(), err, "fill kernel launch");
+}
+
+static int launch_fill_f32(lf_cuda_backend *b, float *base, long long layer_stride, int n_layers, int count,
+                           float value, lf_error *err) {
+    long long total = (long long)n_layers * count;
+    int blocks = (int)((total + 255) / 256);
+    if (blocks > 1024) blocks = 1024;
+    if (blocks < 1) blocks = 1;
+    fill_strided_kernel<float><<<blocks, 256, 0, b->stream>>>(base, layer_stride, n_layers, count, value);
+    return ck(cudaGetLastError(), err, "fill kernel launch");
+}
+
+/* ---- 1. options ----------------------------------------------------------- */
+
+static int check_options(const lf_model *m, const lf_cuda_options *o, lf_policy_config *pol, lf_error *err) {
+    const lf_config *c = &m->cfg;
+    if (o->policy.kind == LF_POLICY_RKV)
+        return lf_fail(err, "--policy rkv runs on the CPU only (use --device cpu)");
+    if (o->policy.kind == LF_POLICY_LONGFLOW && o->policy.evict_every > 1)
+        return lf_fail(err, "--evict-every %d: the GPU runs --policy longflow with --evict-every 1 only",
+                       o->policy.evict_every);
+    if (o->sampling.repetition_penalty != 1.0f)
+        return lf_fail(err, "--repetition-penalty %g is not supported on the GPU (use --device cpu)",
+                       (double)o->sampling.repetition_penalty);
+    if (c->head_dim != 64 && c->head_dim != 128)
+        return lf_fail(err, "cuda: head_dim %d is not supported on the GPU (64 or 128); use --device cpu",
+                       c->head_dim);
+    if (c->n_heads <= 0 || c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+        return lf_fail(err, "cuda: %d attention heads are not a multiple of %d KV heads", c->n_heads,
+                       c->n_kv_heads);
+    if (c->n_heads / c->n_kv_heads > 8)
+        return lf_fail(err, "cuda: %d query heads per KV head; the GPU takes at most 8 (use --device cpu)",
+                       c->n_heads / c->n_kv_heads);
+    if (c->o_bias) return lf_fail(err, "cuda: %s with an o_proj bias (attention_bias) is not supported on the GPU",
+                                  c->arch_name);
+    if (c->mlp_bias) return lf_fail(err, "cuda: %s with mlp_bias is not supported on the GPU", c->arch_name);
+    if (c->hidden_size <= 0 || c->hidden_size % 8 || c->intermediate_size <= 0 || c->intermediate_size % 8)
+        return lf_fail(err, "cuda: hidden_size %d and intermediate_size %d must be positive multiples of 8",
+                       c->hidden_size, c->intermediate_size);
+    if (c->vocab_size <= 0 || c->n_layers <= 0) return lf_fail(err, "cuda: model has no layers or no vocabulary");
+    if (o->capacity <= 0) return lf_fail(err, "cuda: capacity %d must be positive", o->capacity);
+    if (o->max_prompt <= 0) return lf_fail(err, "cuda: max_prompt %d must be positive", o->max_prompt);
+    if (o->max_seqs < 0) return lf_fail(err, "--max-seqs %d must be >= 0", o->max_seqs);
+    if (o->mem_fraction < 0 || o->mem_fraction > 1)
+        return lf_fail(err, "cuda: mem_fraction %g must be in (0, 1] (0 = default 0.92)", o->mem_fraction);
+    if (o->capacity > (1 << 24)) return lf_fail(err, "cuda: capacity %d is too large", o->capacity);
+    if (o->policy.kind == LF_POLICY_FULL && o->max_prompt > o->capacity) {
+        /* a longer prompt would be refused at prefill; not an error here */
+    }
+    /* Resolve exactly as lf_kv_cache_init does (the budget checks are made
+     * against the user's budget when it is larger than the slots given). */
+    const int cap = o->capacity;
+    const int vb = o->policy.budget > cap ? o->policy.budget : cap;
+    lf_policy_config res;
+    if (lf_policy_resolve(&o->policy, vb, &res, err)) return -1;
+    res.budget = cap;
+    if (res.kind != LF_POLICY_FULL) {
+        if (res.sinks >= cap) res.sinks = cap - 1;
+        if (res.sinks + res.recent >= cap) res.recent = cap - 1 - res.sinks;
+        if (res.evict_every > cap - res.sinks - res.recent) res.evict_every = cap - res.sinks - res.recent;
+    }
+    *pol = res;
+    return 0;
+}
+
+/* ---- 2. weights ----------------------------------------------------------- */
+
+/* Copy weight w (any dtype) as bf16 into dst + row_off rows, or zeros when
+ * absent (expected elements: `elems`). stage holds max elements. */
+static int upload_weight(const lf_weight *w, size_t elems, bf16 *dst, uint16_t *stage, const char *what,
+                         lf_error *err) {
+    if (!w->data) {
+        return ck(cudaMemset(dst, 0, elems * 2), err, what);
+    }
+    size_t n = (size_t)w->rows * (size_t)w->cols;
+    if (n != elems)
+        return lf_fail(err, "cuda: weight %s has %zu elements, %zu expected", what, n, elems);
+    const void *src = w->data;
+    if (w->dtype == LF_DTYPE_F32) {
+        const float *f = (const float *)w->data;
+        for (size_t i = 0; i < n; i++) stage[i] = lf_f32_to_bf16(f[i]);
+        src = stage;
+    } else if (w->dtype == LF_DTYPE_F16) {
+        const uint16_t *h = (const uint16_t *)w->data;
+        for (size_t i = 0; i < n; i++) stage[i] = lf_f32_to_bf16(lf_f16_to_f32(h[i]));
+        src = stage;
+    } else if (w->dtype != LF_DTYPE_BF16) {
+        return lf_fail(err, "cuda: weight %s has unsupported dtype %d", what, (int)w->dtype);
+    }
+    return ck(cudaMemcpy(dst, src, n * 2, cudaMemcpyHostToDevice), err, what);
+}
+
+/* Element offset of the next weight in the one device block (each 256-byte
+ * aligned). */
+static size_t wtake(size_t *off, size_t elems) {
+    size_t at = *off;
+    *off += align256(elems * 2) / 2;
+    return at;
+}
+
+static int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) {
+    const lf_config *c = &m->cfg;
+    const size_t hid = (size_t)b->hidden;
+    /* layout */
+    size_t off = 0;
+    size_t *lo = (size_t *)calloc((size_t)b->L * 9, sizeof(size_t));
+    if (!lo) return lf_fail(err, "cuda: out of host memory");
+    const bool has_qkv_bias = c->qkv_bias || m->layers[0].bq.data || m->layers[0].bk.data || m->layers[0].bv.data;
+    for (int l = 0; l < b->L; l++) {
+        size_t *s = lo + (size_t)l * 9;
+        s[0] = wtake(&off, hid);                              /* attn_norm */
+        s[1] = wtake(&off, (size_t)b->qkvdim * hid);          /* wqkv */
+        s[2] = has_qkv_bias ? wtake(&off, (size_t)b->qkvdim) : SIZE_MAX;
+        s[3] = c->qk_norm ? wtake(&off, (size_t)b->HD) : SIZE_MAX;
+        s[4] = c->qk_norm ? wtake(&off, (size_t)b->HD) : SIZE_MAX;
+        s[5] = wtake(&off, hid * (size_t)b->qdim);            /* wo */
+        s[6] = wtake(&off, hid);                              /* ffn_norm */
+        s[7] = wtake(&off, (size_t)2 * b->inter * hid);       /* w_gate | w_up */
+        s[8] = wtake(&off, hid * (size_t)b->inter);           /* w_down */
+    }
+    const size_t o_embed = wtake(&off, (size_t)b->vocab_pad * hid);
+    const size_t o_fnorm = wtake(&off, hid);
+    const bool tied = m->lm_head.data == m->embed.data;
+    const size_t o_head = tied ? o_embed : wtake(&off, (size_t)b->vocab_pad * hid);
+    const size_t o_vbias = b->vocab_pad != b->vocab ? wtake(&off, (size_t)b->vocab_pad) : SIZE_MAX;
+    const size_t total_bytes = off * 2;
+    if (dmalloc(b, &b->wblock, total_bytes, err, "the weights")) {
+        free(lo);
+        return lf_fail_prefix(err, "cuda: %.2f GB of bf16 weights do not fit", (double)total_bytes / 1e9);
+    }
+    b->weight_bytes = total_bytes;
+    bf16 *W = (bf16 *)b->wblock;
+    b->layers = (gpu_layer *)calloc((size_t)b->L, sizeof(gpu_layer));
+    if (!b->layers) {
+        free(lo);
+        return lf_fail(err, "cuda: out of host memory");
+    }
+    /* staging for conversions: the largest weight */
+    size_t maxe = (size_t)b->vocab_pad * hid;
+    size_t cand[] = {(size_t)b->qdim * hid, (size_t)b->inter * hid};
+    for (size_t i = 0; i < 2; i++)
+        if (cand[i] > maxe) maxe = cand[i];
+    uint16_t *stage = (uint16_t *)malloc(maxe * 2);
+    if (!stage) {
+        free(lo);
+        return lf_fail(err, "cuda: out of host memory for a %zu-element weight", maxe);
+    }
+    int rc = 0;
+    char what[96];
+    const size_t qr = (size_t)b->qdim, kr = (size_t)b->kvdim;
+    for (int l = 0; l < b->L && !rc; l++) {
+        const lf_layer_weights *w = &m->layers[l];
+        const size_t *s = lo + (size_t)l * 9;
+        gpu_layer *g = &b->layers[l];
+        g->attn_norm = W + s[0];
+        g->wqkv = W + s[1];
+        g->bqkv = s[2] != SIZE_MAX ? W + s[2] : NULL;
+        g->q_norm = s[3] != SIZE_MAX ? W + s[3] : NULL;
+        g->k_norm = s[4] != SIZE_MAX ? W + s[4] : NULL;
+        g->wo = W + s[5];
+        g->ffn_norm = W + s[6];
+        g->wgu = W + s[7];
+        g->wdown = W + s[8];
+        snprintf(what, sizeof what, "layer %d input_layernorm", l);
+        rc = rc || upload_weight(&w->attn_norm, hid, g->attn_norm, stage, what, err);
+        snprintf(what, sizeof what, "layer %d q_proj", l);
+        rc = rc || upload_weight(&w->wq, qr * hid, g->wqkv, stage, what, err);
+        snprintf(what, sizeof what, "layer %d k_proj", l);
+        rc = rc || upload_weight(&w->wk, kr * hid, g->wqkv + qr * hid, stage, what, err);
+        snprintf(what, sizeof what, "layer %d v_proj", l);
+        rc = rc || upload_weight(&w->wv, kr * hid, g->wqkv + (qr + kr) * hid, stage, what, err);
+        if (g->bqkv) {
+            snprintf(what, sizeof what, "layer %d q/k/v biases", l);
+            rc = rc || upload_weight(&w->bq, qr, g->bqkv, stage, what, err);
+            rc = rc || upload_weight(&w->bk, kr, g->bqkv + qr, stage, what, err);
+            rc = rc || upload_weight(&w->bv, kr, g->bqkv + qr + kr, stage, what, err);
+        }
+        if (g->q_norm) {
+            snprintf(what, sizeof what, "layer %d q_norm/k_norm", l);
+            rc = rc || upload_weight(&w->q_norm, (size_t)b->HD, g->q_norm, stage, what, err);
+            rc = rc || upload_weight(&w->k_norm, (size_t)b->HD, g->k_norm, stage, what, err);
+        }
+        snprintf(what, sizeof what, "layer %d o_proj", l);
+        rc = rc || upload_weight(&w->wo, hid * qr, g->wo, stage, what, err);
+        snprintf(what, sizeof what, "layer %d post_attention_layernorm", l);
+        rc = rc || upload_weight(&w->ffn_norm, hid, g->ffn_norm, stage, what, err);
+        snprintf(what, sizeof what, "layer %d gate_proj", l);
+        rc = rc || upload_weight(&w->w_gate, (size_t)b->inter * hid, g->wgu, stage, what, err);
+        snprintf(what, sizeof what, "layer %d up_proj", l);
+        rc = rc || upload_weight(&w->w_up, (size_t)b->inter * hid, g->wgu + (size_t)b->inter * hid, stage, what,
+                                 err);
+        snprintf(what, sizeof what, "layer %d down_proj", l);
+        rc = rc || upload_weight(&w->w_down, hid * (size_t)b->inter, g->wdown, stage, what, err);
+    }
+    b->embed = W + o_embed;
+    b->final_norm = W + o_fnorm;
+    b->lm_head = W + o_head;
+    b->vocab_bias = o_vbias != SIZE_MAX ? W + o_vbias : NULL;
+    const size_t vh = (size_t)b->vocab * hid, pad = (size_t)(b->vocab_pad - b->vocab) * hid;
+    rc = rc || upload_weight(&m->embed, vh, b->embed, stage, "embed_tokens", err);
+    if (!rc && pad) rc = ck(cudaMemset(b->embed + vh, 0, pad * 2), err, "embedding padding");
+    rc = rc || upload_weight(&m->final_norm, hid, b->final_norm, stage, "final norm", err);
+    if (!tied) {
+        rc = rc || upload_weight(&m->lm_head, vh, b->lm_head, stage, "lm_head", err);
+        if (!rc && pad) rc = ck(cudaMemset(b->lm_head + vh, 0, pad * 2), err, "lm_head padding");
+    }
+    if (!rc && b->vocab_bias) {
+        /* 0 for real tokens, -inf for the padding rows: they are never sampled */
+        for (int i = 0; i < b->vocab_pad; i++) stage[i] = i < b->vocab ? 0 : 0xff80u;
+        rc = ck(cudaMemcpy(b->vocab_bias, stage, (size_t)b->vocab_pad * 2, cudaMemcpyHostToDevice), err,
+                "vocabulary padding bias");
+    }
+    free(stage);
+    free(lo);
+    /* cudaMemset on the legacy stream is asynchronous and the backend's stream
+     * does not wait for it: finish the uploads here */
+    if (!rc) rc = ck(cudaDeviceSynchronize(), err, "weight upload");
+    if (rc) return -1;
+    /* bytes one decode step's GEMMs read: every weight but the embedding table
+     * (the lm_head counted even when tied) */
+    size_t gb = 0;
+    for (int l = 0; l < b->L; l++)
+        gb += ((size_t)b->qkvdim * hid + hid * qr + (size_t)2 * b->inter * hid + hid * (size_t)b->inter) * 2;
+    gb += (size_t)b->vocab_pad * hid * 2;
+    b->gemm_weight_bytes = gb;
+    /* RoPE tables (host code of the CPU path) */
+    lf_rope rope;
+    if (lf_rope_init(&rope, c, err)) return lf_fail_prefix(err, "cuda");
+    b->attention_factor = rope.attention_factor;
+    int r2 = dmalloc(b, (void **)&b->inv_freq, (size_t)(b->HD / 2) * sizeof(float), err, "RoPE frequencies");
+    if (!r2)
+        r2 = ck(cudaMemcpy(b->inv_freq, rope.inv_freq, (size_t)(b->HD / 2) * sizeof(float),
+                           cudaMemcpyHostToDevice),
+                err, "RoPE frequencies upload");
+    lf_rope_free(&rope);
+    return r2;
+}
+
+/* ---- 3. memory plan --------------------------------------------------------- */
+
+/* Workspace bytes for E entries (every buffer that depends on the entry
+ * count, plus the prefill buffers). Fills the offsets when `b` is set. */
+typedef struct ws_layout {
+    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv;
+    size_t in, ptok, ppos, kept, slotpos, slotacc, attn, samp, total;
+    size_t in_bytes, attn_bytes, samp_bytes;
+    int rows, mlp_rows;
+} ws_layout;
+
+static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err) {
+    memset(w, 0, sizeof *w);
+    const size_t R = (size_t)(b->P > E ? b->P : E);
+    int mr = b->P < LF_CUDA_MLP_CHUNK ? b->P : LF_CUDA_MLP_CHUNK;
+    if (E > mr) mr = E;
+    const size_t M = (size_t)mr;
+    const size_t P = (size_t)b->P;
+    const bool budgeted = b->pol.kind != LF_POLICY_FULL;
+    const bool may_compress = budgeted && b->P > b->cap - 1;
+    const bool need_f32 = may_compress || b->uses_acc;
+    size_t off = 0;
+#define TAKE(field, bytes)        \
+    do {                          \
+        w->field = off;           \
+        off += align256(bytes);   \
+    } while (0)
+    TAKE(x, R * b->hidden * 4);
+    TAKE(h, R * b->hidden * 2);
+    TAKE(qkv, R * b->qkvdim * 4);
+    TAKE(q, R * b->qdim * 2);
+    TAKE(att, R * b->qdim * 2);
+    TAKE(gu, M * 2 * b->inter * 4);
+    TAKE(mlp, M * b->inter * 2);
+    TAKE(logits, (size_t)E * b->vocab_pad * 4);
+    TAKE(logits_copy, (size_t)E * b->vocab_pad * 4);
+    TAKE(q32, need_f32 ? P * b->qdim * 4 : 0);
+    TAKE(k32, need_f32 ? P * b->kvdim * 4 : 0);
+    TAKE(pk, may_compress ? P * b->kvdim * 2 : 0);
+    TAKE(pv, may_compress ? P * b->kvdim * 2 : 0);
+    /* decode inputs: seeds (u64), tokens, pos, entries, row_slot, steps, out */
+    w->in_bytes = (size_t)E * (8 + 6 * 4);
+    TAKE(in, w->in_bytes);
+    TAKE(ptok, P * 4);
+    TAKE(ppos, P * 4);
+    TAKE(kept, (size_t)b->cap * 4);
+    TAKE(slotpos, (size_t)b->cap * 4);
+    TAKE(slotacc, (size_t)b->cap * 4);
+    lf_cuda_attn_desc d;
+    memset(&d, 0, sizeof d);
+    d.n_seq = E;
+    d.n_heads = b->H;
+    d.n_kv_heads = b->KV;
+    d.head_dim = b->HD;
+    d.capacity = b->cap;
+    d.dtype = LF_DTYPE_BF16;
+    d.out_dtype = LF_DTYPE_BF16;
+    d.mode = b->mode;
+    if (lf_cuda_attn_workspace_bytes(&d, &w->attn_bytes, err)) return lf_fail_prefix(err, "cuda: plan");
+    TAKE(attn, w->attn_bytes);
+    w->samp_bytes = lf_cuda_sample_workspace_bytes(E, b->vocab_pad);
+    TAKE(samp, w->samp_bytes);
+#undef TAKE
+    w->total = off;
+    w->rows = (int)R;
+    w->mlp_rows = mr;
+    return 0;
+}
+
+/* Entries: the largest E <= cap_e with E * per_entry + ws(E) <= avail. */
+static int plan_entries(lf_cuda_backend *b, size_t avail, size_t per_entry, int cap_e, int *out, ws_layout *wl,
+                        lf_error *err) {
+    ws_layout w1;
+    if (ws_plan(b, 1, &w1, err)) return -1;
+    if (per_entry + w1.total > avail)
+        return lf_fail(err,
+                       "cuda: not even one sequence fits: one entry needs %zu bytes (K/V %zu + slot state %zu) "
+                       "plus %zu bytes of workspace, but only %zu of the %zu free bytes may be used "
+                       "(mem_fraction %.3g); lower --budget/--max-tokens or the prompt length",
+                       per_entry, b->kv_per_entry, b->aux_per_entry, w1.total, avail, b->gpu_free_plan,
+                       b->o.mem_fraction > 0 ? b->o.mem_fraction : 0.92);
+    size_t e0 = (avail - w1.total) / per_entry;
+    int hi = e0 > (size_t)cap_e ? cap_e : (int)e0;
+    if (hi < 1) hi = 1;
+    ws_layout w;
+    if (ws_plan(b, hi, &w, err)) return -1;
+    if ((size_t)hi * per_entry + w.total <= avail) {
+        *out = hi;
+        *wl = w;
+        return 0;
+    }
+    /* binary search: lo fits, hi does not */
+    int lo = 1;
+    ws_layout wlo = w1;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (ws_plan(b, mid, &w, err)) return -1;
+        if ((size_t)mid * per_entry + w.total <= avail) {
+            lo = mid;
+            wlo = w;
+        } else {
+            hi = mid;
+        }
+    }
+    *out = lo;
+    *wl = wlo;
+    return 0;
+}
+
+static void score_mode(lf_policy_kind k, int *mode) {
+    switch (k) {
+    case LF_POLICY_LONGFLOW: *mode = LF_CUDA_SCORE_LONGFLOW; break;
+    case LF_POLICY_TOVA: *mode = LF_CUDA_SCORE_TOVA; break;
+    case LF_POLICY_H2O: *mode = LF_CUDA_SCORE_H2O; break;
+    case LF_POLICY_VATP: *mode = LF_CUDA_SCORE_VATP; break;
+    default: *mode = LF_CUDA_SCORE_NONE; break;
+    }
+}
+
+extern "C" void lf_cuda_backend_free(lf_cuda_backend *b) {
+    if (!b) return;
+    if (b->stream) cudaStreamSynchronize(b->stream);
+    if (b->graphs) {
+        for (int i = 0; i < 2 * (b->E + 1) * b->n_buckets; i++)
+            if (b->graphs[i]) cudaGraphExecDestroy(b->graphs[i]);
+        free(b->graphs);
+    }
+    if (b->pf) lf_cuda_prefill_free(b->pf);
+    if (b->gemm) lf_cuda_gemm_free(b->gemm);
+    cudaFree(b->wblock);
+    cudaFree(b->inv_freq);
+    cudaFree(b->pool);
+    cudaFree(b->ws);
+    if (b->h_in) cudaFreeHost(b->h_in);
+    if (b->stream) cudaStreamDestroy(b->stream);
+    free(b->layers);
+    free(b->hq32);
+    free(b->hk32);
+    free(b->hwin);
+    free(b->st);
+    free(b->mark);
+    free(b);
+}
+
+extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *o, lf_cuda_backend **out,
+                                      lf_error *err) {
+    *out = NULL;
+    if (!m || !o) return lf_fail(err, "cuda: no model or no options");
+    lf_policy_config pol;
+    if (check_options(m, o, &pol, err)) return -1;
+    const lf_config *c = &m->cfg;
+
+    lf_cuda_backend *b = (lf_cuda_backend *)calloc(1, sizeof *b);
+    if (!b) return lf_fail(err, "cuda: out of host memory");
+    b->o = *o;
+    b->pol = pol;
+    score_mode(pol.kind, &b->mode);
+    b->scored = b->mode != LF_CUDA_SCORE_NONE;
+    b->uses_acc = b->mode == LF_CUDA_SCORE_H2O || b->mode == LF_CUDA_SCORE_VATP;
+    b->L = c->n_layers;
+    b->H = c->n_heads;
+    b->KV = c->n_kv_heads;
+    b->HD = c->head_dim;
+    b->hidden = c->hidden_size;
+    b->inter = c->intermediate_size;
+    b->vocab = c->vocab_size;
+    b->vocab_pad = (c->vocab_size + 7) / 8 * 8;
+    b->qdim = b->H * b->HD;
+    b->kvdim = b->KV * b->HD;
+    b->qkvdim = b->qdim + 2 * b->kvdim;
+    b->eps = (float)c->rms_norm_eps;
+    b->cap = o->capacity;
+    b->P = o->max_prompt;
+
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev < 1) {
+        free(b);
+        return lf_fail(err, "cuda: no CUDA device (%s); use --device cpu",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    }
+    if (ck(cudaSetDevice(0), err, "cudaSetDevice(0)")) {
+        free(b);
+        return -1;
+    }
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        snprintf(b->device_name, sizeof b->device_name, "%.127s", prop.name);
+    size_t fr = 0, tot = 0;
+    if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) {
+        free(b);
+        return -1;
+    }
+    b->free_at_start = fr;
+    b->gpu_total = tot;
+    if (ck(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking), err, "stream creation")) goto fail;
+    if (lf_cuda_gemm_create(&b->gemm, err)) goto fail;
+    if (lf_cuda_prefill_create(b->P, b->H, b->KV, b->HD, LF_DTYPE_BF16, &b->pf, err)) {
+        lf_fail_prefix(err, "cuda: prefill attention for --max-prompt %d", b->P);
+        goto fail;
+    }
+    note_peak(b);
+    if (upload_weights(b, m, err)) goto fail;
+
+    {
+        /* ---- the plan ---- */
+        b->kv_per_entry = (size_t)2 * b->L * b->KV * (size_t)b->cap * b->HD * 2;
+        b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0)) +
+                           (size_t)b->L * 4;
+        const size_t per_entry = b->kv_per_entry + align256(b->aux_per_entry) + 256;
+        if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) goto fail;
+        b->gpu_free_plan = fr;
+        const double frac = o->mem_fraction > 0 ? o->mem_fraction : 0.92;
+        const size_t avail = (size_t)(frac * (double)fr);
+        const int cap_e = o->max_seqs > 0 ? o->max_seqs : LF_CUDA_MAX_ENTRIES;
+        ws_layout wl;
+        int E = 0;
+        if (plan_entries(b, avail, per_entry, cap_e, &E, &wl, err)) goto fail;
+        b->E = E;
+        b->mlp_rows = wl.mlp_rows;
+        size_t fit_e = (avail > wl.total) ? (avail - wl.total) / per_entry : 0;
+        snprintf(b->plan, sizeof b->plan,
+                 "entries = min(%s %d, fit %zu) = %d: %.3g of %.3g free bytes (mem_fraction %.2f) minus %.3g "
+                 "workspace, %zu bytes per entry",
+                 o->max_seqs > 0 ? "--max-seqs" : "limit", cap_e, fit_e, E, (double)avail, (double)fr, frac,
+                 (double)wl.total, per_entry);
+
+        /* pool: K [layer][entry][kvh][cap][hd], V same, pos/score/acc
+         * [layer][entry][cap], next_slot [layer][entry] */
+        const size_t kv_elems = (size_t)b->L * E * b->KV * (size_t)b->cap * b->HD;
+        const size_t slots = (size_t)b->L * E * b->cap;
+        size_t off = 0;
+        const size_t oK = off;
+        off += align256(kv_elems * 2);
+        const size_t oV = off;
+        off += align256(kv_elems * 2);
+        const size_t oP = off;
+        off += align256(slots * 4);
+        const size_t oS = off;
+        off += b->scored ? align256(slots * 4) : 0;
+        const size_t oA = off;
+        off += b->uses_acc ? align256(slots * 4) : 0;
+        const size_t oN = off;
+        off += align256((size_t)b->L * E * 4);
+        if (dmalloc(b, &b->pool, off, err, "the KV pool")) goto fail;
+        b->pool_bytes = off;
+        char *pb = (char *)b->pool;
+        b->K = (bf16 *)(pb + oK);
+        b->V = (bf16 *)(pb + oV);
+        b->cpos = (int32_t *)(pb + oP);
+        b->score = b->scored ? (float *)(pb + oS) : NULL;
+        b->acc = b->uses_acc ? (float *)(pb + oA) : NULL;
+        b->next_slot = (int32_t *)(pb + oN);
+        b->kv_seq_stride = (long long)b->KV * b->cap * b->HD;
+        b->kv_layer_stride = (long long)E * b->kv_seq_stride;
+        b->slot_layer_stride = (long long)E * b->cap;
+        /* every slot empty */
+        if (ck(cudaMemsetAsync(b->cpos, 0xff, slots * 4, b->stream), err, "pool init")) goto fail;
+        if (b->scored && ck(cudaMemsetAsync(b->score, 0, slots * 4, b->stream), err, "pool init")) goto fail;
+        if (b->uses_acc && ck(cudaMemsetAsync(b->acc, 0, slots * 4, b->stream), err, "pool init")) goto fail;
+        if (ck(cudaMemsetAsync(b->next_slot, 0, (size_t)b->L * E * 4, b->stream), err, "pool init")) goto fail;
+
+        /* workspace */
+        if (dmalloc(b, &b->ws, wl.total, err, "the activations")) goto fail;
+        b->ws_bytes = wl.total;
+        char *w = (char *)b->ws;
+        b->x = (float *)(w + wl.x);
+        b->h = (bf16 *)(w + wl.h);
+        b->qkv = (float *)(w + wl.qkv);
+        b->q = (bf16 *)(w + wl.q);
+        b->att = (bf16 *)(w + wl.att);
+        b->gu = (float *)(w + wl.gu);
+        b->mlp = (bf16 *)(w + wl.mlp);
+        b->logits = (float *)(w + wl.logits);
+        b->logits_copy = (float *)(w + wl.logits_copy);
+        b->q32 = (float *)(w + wl.q32);
+        b->k32 = (float *)(w + wl.k32);
+        b->pk = (bf16 *)(w + wl.pk);
+        b->pv = (bf16 *)(w + wl.pv);
+        b->in_bytes = wl.in_bytes;
+        char *in = w + wl.in;
+        b->d_seeds = (uint64_t *)in;
+        b->d_tokens = (int32_t *)(in + (size_t)E * 8);
+        b->d_pos = b->d_tokens + E;
+        b->d_entries = b->d_pos + E;
+        b->d_row_slot = b->d_entries + E;
+        b->d_steps = b->d_row_slot + E;
+        b->d_out = b->d_steps + E;
+        b->d_ptok = (int32_t *)(w + wl.ptok);
+        b->d_ppos = (int32_t *)(w + wl.ppos);
+        b->d_kept = (int32_t *)(w + wl.kept);
+        b->d_slotpos = (int32_t *)(w + wl.slotpos);
+        b->d_slotacc = (float *)(w + wl.slotacc);
+        b->attn_ws = w + wl.attn;
+        b->attn_ws_bytes = wl.attn_bytes;
+        b->samp_ws = w + wl.samp;
+        b->samp_ws_bytes = wl.samp_bytes;
+        if (lf_cuda_attn_workspace_init(b->attn_ws, b->attn_ws_bytes, b->stream, err)) goto fail;
+
+        /* pinned host mirror: decode inputs, then prefill tokens, kept, slot pos, slot acc */
+        b->h_in_bytes = wl.in_bytes + (size_t)b->P * 4 + (size_t)b->cap * 12 + 64;
+        if (ck(cudaMallocHost(&b->h_in, b->h_in_bytes), err, "pinned host buffer")) goto fail;
+        char *hi = (char *)b->h_in;
+        b->h_seeds = (uint64_t *)hi;
+        b->h_tokens = (int32_t *)(hi + (size_t)E * 8);
+        b->h_pos = b->h_tokens + E;
+        b->h_entries = b->h_pos + E;
+        b->h_row_slot = b->h_entries + E;
+        b->h_steps = b->h_row_slot + E;
+        b->h_out = b->h_steps + E;
+        b->h_ptok = b->h_out + E;
+        b->h_kept = b->h_ptok + b->P;
+        b->h_slotpos = b->h_kept + b->cap;
+        b->h_slotacc = (float *)(b->h_slotpos + b->cap);
+        memset(b->h_in, 0, b->h_in_bytes);
+
+        /* prefill positions 0..P-1 */
+        for (int i = 0; i < b->P; i++) b->h_ptok[i] = i;
+        if (ck(cudaMemcpyAsync(b->d_ppos, b->h_ptok, (size_t)b->P * 4, cudaMemcpyHostToDevice, b->stream), err,
+               "prefill positions upload"))
+            goto fail;
+        if (ck(cudaStreamSynchronize(b->stream), err, "pool initialisation")) goto fail;
+
+        const bool need_f32 = (pol.kind != LF_POLICY_FULL && b->P > b->cap - 1) || b->uses_acc;
+        if (need_f32) {
+            b->hq32 = (float *)malloc((size_t)b->P * b->qdim * sizeof(float));
+            b->hk32 = (float *)malloc((size_t)b->P * b->kvdim * sizeof(float));
+            b->hwin = (float *)malloc((size_t)b->P * sizeof(float));
+            if (!b->hq32 || !b->hk32 || !b->hwin) {
+                lf_fail(err, "cuda: out of host memory for the prefill q/k of %d tokens", b->P);
+                goto fail;
+            }
+        }
+        b->st = (entry_state *)calloc((size_t)E, sizeof(entry_state));
+        b->mark = (int *)calloc((size_t)E, sizeof(int));
+        b->scan_bucket = ((b->cap / 32 + 63) / 64) * 64;
+        if (b->scan_bucket < 64) b->scan_bucket = 64;
+        b->n_buckets = (b->cap + b->scan_bucket - 1) / b->scan_bucket;
+        b->cur_scan = b->cap;
+        b->graphs = (cudaGraphExec_t *)calloc((size_t)2 * (E + 1) * b->n_buckets, sizeof(cudaGraphExec_t));
+        if (!b->st || !b->mark || !b->graphs) {
+            lf_fail(err, "cuda: out of host memory");
+            goto fail;
+        }
+    }
+    note_peak(b);
+    *out = b;
+    return 0;
+fail:
+    if (b->stream) cudaStreamSynchronize(b->stream);
+    lf_cuda_backend_free(b);
+    return -1;
+}
+
+/* ---- shared pieces of the forward ---------------------------------------- */
+
+static void prof_mark(prof *p, cudaStream_t s, int cat) {
+    if (!p || p->n >= p->cap) return;
+    cudaEventRecord(p->ev[p->n], s);
+    p->cat[p->n] = cat;
+    p->n++;
+}
+
+/* x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x), rows r0..r0+n-1 */
+static int mlp_rows(lf_cuda_backend *b, const gpu_layer *g, int r0, int n, prof *pr, lf_error *err) {
+    void *s = b->stream;
+    float *x = b->x + (size_t)r0 * b->hidden;
+    bf16 *h = b->h + (size_t)r0 * b->hidden;
+    prof_mark(pr, b->stream, CAT_OTHER);
+    if (lf_cuda_rmsnorm(x, g->ffn_norm, n, b->hidden, b->eps, h, s, err)) return -1;
+    prof_mark(pr, b->stream, CAT_GEMM);
+    if (lf_cuda_gemm(b->gemm, g->wgu, 2 * b->inter, b->hidden, h, n, b->gu, LF_DTYPE_F32, 0.f, s, err)) return -1;
+    prof_mark(pr, b->stream, CAT_OTHER);
+    if (lf_cuda_swiglu(b->gu, n, b->inter, b->mlp, s, err)) return -1;
+    prof_mark(pr, b->stream, CAT_GEMM);
+    if (lf_cuda_gemm(b->gemm, g->wdown, b->hidden, b->inter, b->mlp, n, x, LF_DTYPE_F32, 1.f, s, err)) return -1;
+    return 0;
+}
+
+/* ---- 4. prefill ------------------------------------------------------------- */
+
+/* Host part of a compressed / accumulated prefill layer, as
+ * lf_kv_prefill_layer: kept positions (SnapKV) and the H2O/VATP window
+ * attention. Returns nk. */
+static int prefill_host_layer(lf_cuda_backend *b, int n, bool compress, int *nk_out, lf_error *err) {
+    const int cap = b->cap;
+    int nk = n;
+    if (compress) {
+        nk = cap - 1;
+        int sinks = b->pol.sinks;
+        if (b->o.policy.sinks < 0 && sinks > nk - LF_SNAPKV_WINDOW - 1) sinks = nk - LF_SNAPKV_WINDOW - 1;
+        if (lf_snapkv_select(b->hq32, b->hk32, n, b->H, b->KV, b->HD, nk, sinks, b->h_kept, err))
+            return lf_fail_prefix(err, "cuda prefill: SnapKV");
+    }
+    if (b->uses_acc) {
+        if (lf_window_attention(b->hq32, b->hk32, n, b->H, b->KV, b->HD, LF_SNAPKV_WINDOW, b->hwin, err))
+            return lf_fail_prefix(err, "cuda prefill: window attention");
+        for (int i = 0; i < cap; i++) b->h_slotacc[i] = i < nk ? b->hwin[compress ? b->h_kept[i] : i] : 0.f;
+    }
+    for (int i = 0; i < cap; i++) b->h_slotpos[i] = i < nk ? (compress ? b->h_kept[i] : i) : -1;
+    *nk_out = nk;
+    return 0;
+}
+
+static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, uint64_t seed, int *first_token,
+                       float *logits, lf_error *err) {
+    cudaStream_t s = b->stream;
+    void *vs = (void *)s;
+    const int cap = b->cap;
+    const bool budgeted = b->pol.kind != LF_POLICY_FULL;
+    const bool compress = budgeted && n > cap - 1;
+    const bool need_f32 = compress || b->uses_acc;
+    int nk = compress ? cap - 1 : n;
+
+    for (int i = 0; i < n; i++) b->h_ptok[i] = tokens[i];
+    if (ck(cudaMemcpyAsync(b->d_ptok, b->h_ptok, (size_t)n * 4, cudaMemcpyHostToDevice, s), err,
+           "prefill token upload"))
+        return -1;
+    /* the entry's slots: empty, scores and accumulators 0 */
+    int32_t *pos_e = b->cpos + (size_t)entry * cap;
+    if (launch_fill_i32(b, pos_e, b->slot_layer_stride, b->L, cap, -1, err)) return -1;
+    if (b->scored && launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+        return -1;
+    if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+        return -1;
+
+    if (lf_cuda_embed(b->embed, b->vocab, b->hidden, b->d_ptok, n, b->x, vs, err)) return -1;
+    for (int l = 0; l < b->L; l++) {
+        const gpu_layer *g = &b->layers[l];
+        bf16 *Kl = b->K + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride;
+        bf16 *Vl = b->V + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride;
+        int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride + (size_t)entry * cap;
+        if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) goto layer_fail;
+        if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
+            goto layer_fail;
+        {
+            lf_cuda_rope_store_args a;
+            memset(&a, 0, sizeof a);
+            a.n = n;
+            a.n_heads = b->H;
+            a.n_kv_heads = b->KV;
+            a.head_dim = b->HD;
+            a.dt = LF_DTYPE_BF16;
+            a.qkv = b->qkv;
+            a.bias = g->bqkv;
+            a.q_norm = g->q_norm;
+            a.k_norm = g->k_norm;
+            a.eps = b->eps;
+            a.inv_freq = b->inv_freq;
+            a.attention_factor = b->attention_factor;
+            a.pos = b->d_ppos;
+            a.q_out = b->q;
+            a.q_head_major = 1;
+            a.q_f32 = need_f32 ? b->q32 : NULL;
+            a.k_f32 = need_f32 ? b->k32 : NULL;
+            if (compress) { /* into the prefill scratch [kvh][n][hd]; SnapKV picks later */
+                a.k_dst = b->pk;
+                a.v_dst = b->pv;
+                a.kvh_stride = (int64_t)n * b->HD;
+                a.cache_pos = NULL;
+            } else { /* straight into the entry's slots 0..n-1 */
+                a.k_dst = Kl;
+                a.v_dst = Vl;
+                a.kvh_stride = (int64_t)cap * b->HD;
+                a.cache_pos = pos_l;
+            }
+            a.kv_entry_stride = 0;
+            a.slot_entry_stride = 0;
+            if (lf_cuda_rope_store(&a, vs, err)) goto layer_fail;
+        }
+        {
+            const void *kk = compress ? (const void *)b->pk : (const void *)Kl;
+            const void *vv = compress ? (const void *)b->pv : (const void *)Vl;
+            const int64_t kst = compress ? (int64_t)n * b->HD : (int64_t)cap * b->HD;
+            if (lf_cuda_prefill_attention(b->pf, b->q, kk, vv, kst, n, 0.f, b->att, vs, err)) goto layer_fail;
+        }
+        if (need_f32) {
+            if (ck(cudaMemcpyAsync(b->hq32, b->q32, (size_t)n * b->qdim * 4, cudaMemcpyDeviceToHost, s), err,
+                   "prefill q download") ||
+                ck(cudaMemcpyAsync(b->hk32, b->k32, (size_t)n * b->kvdim * 4, cudaMemcpyDeviceToHost, s), err,
+                   "prefill k download") ||
+                ck(cudaStreamSynchronize(s), err, "prefill layer"))
+                goto layer_fail;
+            if (prefill_host_layer(b, n, compress, &nk, err)) goto layer_fail;
+            if (compress) {
+                if (ck(cudaMemcpyAsync(b->d_kept, b->h_kept, (size_t)nk * 4, cudaMemcpyHostToDevice, s), err,
+                       "SnapKV indices upload"))
+                    goto layer_fail;
+                if (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
+                                        LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
+                    lf_cuda_gather_rows(b->pv, (int64_t)n * b->HD, Vl, (int64_t)cap * b->HD, b->KV, b->HD,
+                                        LF_DTYPE_BF16, b->d_kept, nk, vs, err))
+                    goto layer_fail;
+                if (ck(cudaMemcpyAsync(pos_l, b->h_slotpos, (size_t)cap * 4, cudaMemcpyHostToDevice, s), err,
+                       "slot positions upload"))
+                    goto layer_fail;
+            }
+            if (b->uses_acc) {
+                float *acc_l = b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap;
+                if (ck(cudaMemcpyAsync(acc_l, b->h_slotacc, (size_t)cap * 4, cudaMemcpyHostToDevice, s), err,
+                       "accumulator upload"))
+                    goto layer_fail;
+            }
+        }
+        if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->qdim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err))
+            goto layer_fail;
+        for (int r0 = 0; r0 < n; r0 += b->mlp_rows) {
+            int nt = n - r0 < b->mlp_rows ? n - r0 : b->mlp_rows;
+            if (mlp_rows(b, g, r0, nt, NULL, err)) goto layer_fail;
+        }
+        continue;
+    layer_fail:
+        return lf_fail_prefix(err, "cuda prefill of %d tokens into entry %d, layer %d", n, entry, l);
+    }
+    if (b->scored && launch_fill_i32(b, b->next_slot + entry, b->E, b->L, 1, nk, err)) return -1;
+
+    /* the last row: final norm, lm_head, first token */
+    if (lf_cuda_rmsnorm(b->x + (size_t)(n - 1) * b->hidden, b->final_norm, 1, b->hidden, b->eps, b->h, vs, err) ||
+        lf_cuda_gemm(b->gemm, b->lm_head, b->vocab_pad, b->hidden, b->h, 1, b->logits, LF_DTYPE_F32, 0.f, vs,
+                     err))
+        return lf_fail_prefix(err, "cuda prefill: logits");
+    if (b->vocab_bias && lf_cuda_add_bias(b->logits, b->vocab_bias, 1, b->vocab_pad, vs, err))
+        return lf_fail_prefix(err, "cuda prefill: logits");
+    if (logits &&
+        ck(cudaMemcpyAsync(logits, b->logits, (size_t)b->vocab * 4, cudaMemcpyDeviceToHost, s), err,
+           "prefill logits download"))
+        return -1;
+    b->h_seeds[0] = seed;
+    b->h_steps[0] = 0;
+    if (ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, 8, cudaMemcpyHostToDevice, s), err, "seed upload") ||
+        ck(cudaMemcpyAsync(b->d_steps, b->h_steps, 4, cudaMemcpyHostToDevice, s), err, "seed upload"))
+        return -1;
+    if (lf_cuda_sample(b->logits, 1, b->vocab_pad, &b->o.sampling, b->d_seeds, b->d_steps, b->d_out, b->samp_ws,
+                       b->samp_ws_bytes, vs, err))
+        return lf_fail_prefix(err, "cuda prefill: sampling");
+    if (ck(cudaMemcpyAsync(b->h_out, b->d_out, 4, cudaMemcpyDeviceToHost, s), err, "token download") ||
+        ck(cudaStreamSynchronize(s), err, "prefill"))
+        return -1;
+    *first_token = b->h_out[0];
+
+    entry_state *st = &b->st[entry];
+    st->live = true;
+    st->seed = seed;
+    st->step = 1;
+    st->filled = nk;
+    st->ring = 0;
+    st->s0 = 0;
+    for (int i = 0; i < nk; i++) {
+        int p = compress ? b->h_kept[i] : i;
+        if (p < b->pol.sinks) st->s0++;
+    }
+    return 0;
+}
+
+extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, uint64_t seed,
+                               int *first_token, float *logits, lf_error *err) {
+    if (!b || !tokens || !first_token) return lf_fail(err, "cuda prefill: missing argument");
+    if (entry < 0 || entry >= b->E)
+        return lf_fail(err, "cuda prefill: entry %d out of range (the pool has %d)", entry, b->E);
+    if (n <= 0) return lf_fail(err, "cuda prefill: the prompt is empty");
+    if (n > b->P)
+        return lf_fail(err, "cuda prefill: a prompt of %d tokens is longer than the %d the backend was sized for "
+                            "(max_prompt)", n, b->P);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= b->vocab)
+            return lf_fail(err, "cuda prefill: token id %d at index %d is outside the vocabulary [0, %d)",
+                           tokens[i], i, b->vocab);
+    if (b->pol.kind == LF_POLICY_FULL && n > b->cap)
+        return lf_fail(err, "cuda prefill: a prompt of %d tokens does not fit the %d slots of --policy full", n,
+                       b->cap);
+    if (b->pol.kind != LF_POLICY_FULL && n > b->cap - 1 && b->cap < LF_SNAPKV_MIN_BUDGET)
+        return lf_fail(err,
+                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
+                       "longer than budget-1 with SnapKV, which keeps the last %d prompt tokens, so the "
+                       "budget must be more than %d",
+                       b->cap, n, lf_policy_name(b->pol.kind), LF_SNAPKV_WINDOW, LF_SNAPKV_MIN_BUDGET - 1);
+    b->st[entry].live = false;
+    if (prefill_run(b, entry, tokens, n, seed, first_token, logits, err)) {
+        cudaStreamSynchronize(b->stream);
+        b->st[entry].live = false;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- 5. decode ---------------------------------------------------------------- */
+
+/* Streaming's slot for the next token of an entry, equal to cache.c's rule
+ * (first empty slot; once full, the evictable slot with the smallest
+ * position; sinks = positions < --sinks are never evicted, recent is 0).
+ *
+ * Claim: with positions stored in increasing order, the slots always hold
+ * increasing positions in slot order while filling, and once full the
+ * non-sink slots s0..cap-1 read cyclically from s0 + ring hold increasing
+ * positions; so the smallest evictable position is in slot s0 + ring.
+ * Proof: the prefill leaves slots 0..nk-1 with ascending positions (all of
+ * the prompt, or SnapKV's kept positions, which it writes ascending); cache.c
+ * fills the empty slots nk, nk+1, ... in order (first_empty, and every slot
+ * below `filled` is valid) with ever larger positions, so at the moment the
+ * cache is full slot order = position order, the positions < sinks are the
+ * prefix 0..s0-1 (s0 counted as they were stored), and the oldest non-sink
+ * is slot s0 (ring = 0). Every later token has a larger position than all
+ * held (and >= sinks: cap > sinks distinct positions were stored before it),
+ * so overwriting the oldest non-sink slot s0 + ring with it makes it the
+ * newest, and the cyclic order starting at s0 + ring + 1 is again increasing:
+ * ring advances by one modulo cap - s0. The current token is evictable too
+ * (recent = 0), but it is the newest, so it is the minimum only when it is
+ * the only non-sink slot (cap - s0 = 1), where the ring stays on it as well.
+ * s0 < cap because cap > sinks (lf_policy_resolve). */
+static int streaming_slot(const lf_cuda_backend *b, const entry_state *st) {
+    if (st->filled < b->cap) return st->filled;
+    return st->s0 + st->ring;
+}
+
+static int next_host_slot(const lf_cuda_backend *b, const entry_state *st) {
+    if (b->pol.kind == LF_POLICY_FULL) return st->filled < b->cap ? st->filled : -1;
+    return streaming_slot(b, st);
+}
+
+static int prepare_shapes(lf_cuda_backend *b, int n, lf_error *err) {
+    const int hd = b->hidden;
+    if (lf_cuda_gemm_prepare(b->gemm, b->qkvdim, hd, n, LF_DTYPE_F32, 0.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, hd, b->qdim, n, LF_DTYPE_F32, 1.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, 2 * b->inter, hd, n, LF_DTYPE_F32, 0.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, hd, b->inter, n, LF_DTYPE_F32, 1.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, b->vocab_pad, hd, n, LF_DTYPE_F32, 0.f, err))
+        return lf_fail_prefix(err, "cuda decode: GEMM shapes for %d rows", n);
+    return 0;
+}
+
+static void attn_desc(const lf_cuda_backend *b, int n, lf_cuda_attn_desc *d) {
+    memset(d, 0, sizeof *d);
+    d->n_seq = n;
+    d->n_heads = b->H;
+    d->n_kv_heads = b->KV;
+    d->head_dim = b->HD;
+    d->capacity = b->cur_scan > 0 ? b->cur_scan : b->cap;
+    d->dtype = LF_DTYPE_BF16;
+    d->out_dtype = LF_DTYPE_BF16;
+    d->mode = b->mode;
+}
+
+/* The decode kernels of n rows, reading the inputs from the fixed device
+ * arrays (d_tokens, d_pos, d_entries, d_row_slot, d_seeds, d_steps); the
+ * sampled tokens go to d_out; with copy_logits the raw logits are copied to
+ * logits_copy before sampling. Captured in a graph unless no_graphs/pr. */
+static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr, lf_error *err) {
+    cudaStream_t s = b->stream;
+    void *vs = (void *)s;
+    const int cap = b->cap;
+    prof_mark(pr, s, CAT_OTHER);
+    if (lf_cuda_embed(b->embed, b->vocab, b->hidden, b->d_tokens, n, b->x, vs, err)) return -1;
+    lf_cuda_attn_desc d;
+    attn_desc(b, n, &d);
+    for (int l = 0; l < b->L; l++) {
+        const gpu_layer *g = &b->layers[l];
+        bf16 *Kl = b->K + (size_t)l * b->kv_layer_stride;
+        bf16 *Vl = b->V + (size_t)l * b->kv_layer_stride;
+        int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride;
+        int32_t *next_l = b->next_slot + (size_t)l * b->E;
+        prof_mark(pr, s, CAT_OTHER);
+        if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) goto layer_fail;
+        prof_mark(pr, s, CAT_GEMM);
+        if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
+            goto layer_fail;
+        prof_mark(pr, s, CAT_OTHER);
+        {
+            lf_cuda_rope_store_args a;
+            memset(&a, 0, sizeof a);
+            a.n = n;
+            a.n_heads = b->H;
+            a.n_kv_heads = b->KV;
+            a.head_dim = b->HD;
+            a.dt = LF_DTYPE_BF16;
+            a.qkv = b->qkv;
+            a.bias = g->bqkv;
+            a.q_norm = g->q_norm;
+            a.k_norm = g->k_norm;
+            a.eps = b->eps;
+            a.inv_freq = b->inv_freq;
+            a.attention_factor = b->attention_factor;
+            a.pos = b->d_pos;
+            a.q_out = b->q;
+            a.q_head_major = 0;
+            a.k_dst = Kl;
+            a.v_dst = Vl;
+            a.kv_entry_stride = b->kv_seq_stride;
+            a.kvh_stride = (int64_t)cap * b->HD;
+            a.row_entry = b->d_entries;
+            a.slot_by_entry = b->scored ? next_l : NULL;
+            a.row_slot = b->scored ? NULL : b->d_row_slot;
+            a.cache_pos = pos_l;
+            a.slot_entry_stride = cap;
+            if (lf_cuda_rope_store(&a, vs, err)) goto layer_fail;
+        }
+        prof_mark(pr, s, CAT_ATTN);
+        {
+            lf_cuda_attn_args a;
+            memset(&a, 0, sizeof a);
+            a.q = b->q;
+            a.k = Kl;
+            a.v = Vl;
+            a.kv_seq_stride = b->kv_seq_stride;
+            a.kvh_slots = cap;
+            a.pos = pos_l;
+            a.slot_seq_stride = cap;
+            a.seq_index = b->d_entries;
+            a.out = b->att;
+            a.score = b->scored ? b->score + (size_t)l * b->slot_layer_stride : NULL;
+            a.acc = b->uses_acc ? b->acc + (size_t)l * b->slot_layer_stride : NULL;
+            a.next_slot = b->scored ? next_l : NULL;
+            a.cur_pos = b->d_pos;
+            a.sinks = b->pol.sinks;
+            a.recent = b->pol.recent;
+            a.scale = 0.f;
+            a.workspace = b->attn_ws;
+            a.workspace_bytes = b->attn_ws_bytes;
+            a.stream = vs;
+            if (lf_cuda_attn_decode(&d, &a, err)) goto layer_fail;
+        }
+        prof_mark(pr, s, CAT_GEMM);
+        if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->qdim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err))
+            goto layer_fail;
+        if (mlp_rows(b, g, 0, n, pr, err)) goto layer_fail;
+        continue;
+    layer_fail:
+        return lf_fail_prefix(err, "cuda decode of %d sequences, layer %d", n, l);
+    }
+    prof_mark(pr, s, CAT_OTHER);
+    if (lf_cuda_rmsnorm(b->x, b->final_norm, n, b->hidden, b->eps, b->h, vs, err))
+        return lf_fail_prefix(err, "cuda decode: final norm");
+    prof_mark(pr, s, CAT_GEMM);
+    if (lf_cuda_gemm(b->gemm, b->lm_head, b->vocab_pad, b->hidden, b->h, n, b->logits, LF_DTYPE_F32, 0.f, vs, err))
+        return lf_fail_prefix(err, "cuda decode: lm_head");
+    prof_mark(pr, s, CAT_OTHER);
+    if (b->vocab_bias && lf_cuda_add_bias(b->logits, b->vocab_bias, n, b->vocab_pad, vs, err))
+        return lf_fail_prefix(err, "cuda decode: logits padding");
+    if (copy_logits && ck(cudaMemcpyAsync(b->logits_copy, b->logits, (size_t)n * b->vocab_pad * 4,
+                                          cudaMemcpyDeviceToDevice, s),
+                          err, "logits copy"))
+        return -1;
+    if (lf_cuda_sample(b->logits, n, b->vocab_pad, &b->o.sampling, b->d_seeds, b->d_steps, b->d_out, b->samp_ws,
+                       b->samp_ws_bytes, vs, err))
+        return lf_fail_prefix(err, "cuda decode: sampling");
+    prof_mark(pr, s, CAT_OTHER);
+    return 0;
+}
+
+/* Check a batch and fill the pinned inputs (row slots from the host state
+ * for full/streaming). */
+static int decode_inputs(lf_cuda_backend *b, int n, const int *entries, const int *tokens, const int *pos,
+                         lf_error *err) {
+    if (n < 1 || n > b->E)
+        return lf_fail(err, "cuda decode: %d sequences for a pool of %d entries", n, b->E);
+    if (!entries || !tokens || !pos) return lf_fail(err, "cuda decode: missing argument");
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const int e = entries[i];
+        if (e < 0 || e >= b->E) {
+            rc = lf_fail(err, "cuda decode: row %d: entry %d out of range (the pool has %d)", i, e, b->E);
+            break;
+        }
+        if (!b->st[e].live) {
+            rc = lf_fail(err, "cuda decode: row %d: entry %d holds no sequence (prefill it first)", i, e);
+            break;
+        }
+        if (b->mark[e]) {
+            rc = lf_fail(err, "cuda decode: entry %d appears twice in one batch", e);
+            break;
+        }
+        b->mark[e] = 1;
+        if (tokens[i] < 0 || tokens[i] >= b->vocab) {
+            rc = lf_fail(err, "cuda decode: row %d: token id %d is outside the vocabulary [0, %d)", i, tokens[i],
+                         b->vocab);
+            break;
+        }
+        if (pos[i] < 0) {
+            rc = lf_fail(err, "cuda decode: row %d has negative position %d", i, pos[i]);
+            break;
+        }
+        if (b->pol.kind == LF_POLICY_FULL && b->st[e].filled >= b->cap) {
+            rc = lf_fail(err, "cuda decode: entry %d: its KV cache (policy full, %d slots) is full", e, b->cap);
+            break;
+        }
+        b->h_tokens[i] = tokens[i];
+        b->h_pos[i] = pos[i];
+        b->h_entries[i] = e;
+        b->h_row_slot[i] = b->scored ? -1 : next_host_slot(b, &b->st[e]);
+        b->h_seeds[i] = b->st[e].seed;
+        b->h_steps[i] = b->st[e].step;
+    }
+    for (int i = 0; i < n; i++)
+        if (entries[i] >= 0 && entries[i] < b->E) b->mark[entries[i]] = 0;
+    if (!rc) {
+        int need = 1;
+        for (int i = 0; i < n; i++) {
+            const int f = b->st[entries[i]].filled + 2;
+            if (f > need) need = f;
+        }
+        int scan = ((need + b->scan_bucket - 1) / b->scan_bucket) * b->scan_bucket;
+        b->cur_scan = scan < b->cap ? scan : b->cap;
+    }
+    return rc;
+}
+
+/* After a successful step: the host state of the rows' entries. */
+static void decode_advance(lf_cuda_backend *b, int n, const int *entries, const int *pos) {
+    for (int i = 0; i < n; i++) {
+        entry_state *st = &b->st[entries[i]];
+        st->step++;
+        if (st->filled < b->cap) {
+            if (pos[i] < b->pol.sinks) st->s0++;
+            st->filled++;
+        } else if (b->pol.kind == LF_POLICY_STREAMING) {
+            st->ring = (st->ring + 1) % (b->cap - st->s0);
+        }
+    }
+}
+
+static int graph_for(lf_cuda_backend *b, int n, bool copy_logits, cudaGraphExec_t *out, lf_error *err) {
+    const int bucket = (b->cur_scan + b->scan_bucket - 1) / b->scan_bucket - 1;
+    cudaGraphExec_t *slot = &b->graphs[((size_t)(copy_logits ? 1 : 0) * (b->E + 1) + n) * b->n_buckets + bucket];
+    if (*slot) {
+        *out = *slot;
+        return 0;
+    }
+    if (prepare_shapes(b, n, err)) return -1;
+    /* resolve the attention kernel's launch plan (function attributes,
+     * occupancy) outside the capture */
+    lf_cuda_attn_desc d;
+    attn_desc(b, n, &d);
+    lf_cuda_attn_plan plan;
+    if (lf_cuda_attn_get_plan(&d, &plan, err)) return lf_fail_prefix(err, "cuda decode");
+    cudaGraph_t graph = NULL;
+    if (ck(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed), err, "graph capture begin")) return -1;
+    int rc = decode_kernels(b, n, copy_logits, NULL, err);
+    cudaError_t e = cudaStreamEndCapture(b->stream, &graph);
+    if (rc) {
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        return lf_fail_prefix(err, "cuda: capturing the decode graph of %d sequences", n);
+    }
+    if (e != cudaSuccess || !graph) {
+        if (graph) cudaGraphDestroy(graph);
+        return lf_fail(err, "cuda: capturing the decode graph of %d sequences: %s", n, cudaGetErrorString(e));
+    }
+    cudaGraphExec_t exec = NULL;
+    e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess)
+        return lf_fail(err, "cuda: instantiating the decode graph of %d sequences: %s", n, cudaGetErrorString(e));
+    *slot = exec;
+    *out = exec;
+    note_peak(b);
+    return 0;
+}
+
+/* After a failed step: drain the stream, clear a sticky launch error, reset
+ * the attention workspace's counters. */
+static void decode_recover(lf_cuda_backend *b) {
+    cudaStreamSynchronize(b->stream);
+    cudaGetLastError();
+    lf_error e2;
+    if (lf_cuda_attn_workspace_init(b->attn_ws, b->attn_ws_bytes, b->stream, &e2) == 0)
+        cudaStreamSynchronize(b->stream);
+}
+
+extern "C" int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, const int *tokens, const int *pos,
+                              int *out, float *logits, lf_error *err) {
+    if (!b || !out) return lf_fail(err, "cuda decode: missing argument");
+    if (decode_inputs(b, n, entries, tokens, pos, err)) return -1;
+    cudaStream_t s = b->stream;
+    const bool copy_logits = logits != NULL;
+    if (ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, b->in_bytes - (size_t)b->E * 4, cudaMemcpyHostToDevice, s), err,
+           "decode input upload"))
+        return -1;
+    int rc;
+    if (b->o.no_graphs) {
+        rc = prepare_shapes(b, n, err) || decode_kernels(b, n, copy_logits, NULL, err);
+    } else {
+        cudaGraphExec_t g = NULL;
+        rc = graph_for(b, n, copy_logits, &g, err);
+        if (!rc) rc = ck(cudaGraphLaunch(g, s), err, "decode graph launch");
+    }
+    if (!rc) rc = ck(cudaMemcpyAsync(b->h_out, b->d_out, (size_t)n * 4, cudaMemcpyDeviceToHost, s), err,
+                     "token download");
+    if (!rc && copy_logits)
+        rc = ck(cudaMemcpy2DAsync(logits, (size_t)b->vocab * 4, b->logits_copy, (size_t)b->vocab_pad * 4,
+                                  (size_t)b->vocab * 4, (size_t)n, cudaMemcpyDeviceToHost, s),
+                err, "logits download");
+    if (!rc) rc = ck(cudaStreamSynchronize(s), err, "decode step");
+    if (rc) {
+        decode_recover(b);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        out[i] = b->h_out[i];
+        if (out[i] < 0 || out[i] >= b->vocab) {
+            decode_advance(b, n, entries, pos); /* the K/V were stored */
+            return lf_fail(err, "cuda decode: row %d sampled token %d outside the vocabulary [0, %d)", i, out[i],
+                           b->vocab);
+        }
+    }
+    decode_advance(b, n, entries, pos);
+    return 0;
+}
+
+/* ---- 6. tests, benchmarks, info ------------------------------------------------ */
+
+extern "C" int lf_cuda_entry_slots(lf_cuda_backend *b, int entry, int layer, int32_t *pos, int32_t *next_slot,
+                                   lf_error *err) {
+    if (!b) return lf_fail(err, "cuda: no backend");
+    if (entry < 0 || entry >= b->E) return lf_fail(err, "cuda: entry %d out of range (pool of %d)", entry, b->E);
+    if (layer < 0 || layer >= b->L) return lf_fail(err, "cuda: layer %d out of range (%d layers)", layer, b->L);
+    cudaStream_t s = b->stream;
+    if (pos && ck(cudaMemcpyAsync(pos, b->cpos + (size_t)layer * b->slot_layer_stride + (size_t)entry * b->cap,
+                                  (size_t)b->cap * 4, cudaMemcpyDeviceToHost, s),
+                  err, "slot positions download"))
+        return -1;
+    int32_t ns = -1;
+    if (b->scored) {
+        if (ck(cudaMemcpyAsync(b->h_out, b->next_slot + (size_t)layer * b->E + entry, 4, cudaMemcpyDeviceToHost, s),
+               err, "next slot download"))
+            return -1;
+    } else {
+        ns = next_host_slot(b, &b->st[entry]);
+    }
+    if (ck(cudaStreamSynchronize(s), err, "slot download")) return -1;
+    if (b->scored) ns = b->h_out[0];
+    if (next_slot) *next_slot = ns;
+    return 0;
+}
+
+/* The state after `length` tokens. Positions held (see bench_fill_kernel):
+ * length <= capacity: 0..length-1 in slots 0..length-1 (nothing evicted yet);
+ * length > capacity (budgeted): the first `sinks` positions in slots
+ * 0..sinks-1 and the newest capacity-sinks positions (length-capacity+sinks
+ * .. length-1) in the other slots, ascending: exactly what streaming holds,
+ * and a plausible state for the score policies. The next slot: the first
+ * empty one, else slot `sinks` (the oldest non-sink token: streaming's
+ * choice, and as good a guess as any for the others). */
+extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_error *err) {
+    if (!b) return lf_fail(err, "cuda: no backend");
+    if (entry < 0 || entry >= b->E) return lf_fail(err, "cuda bench fill: entry %d out of range (pool of %d)",
+                                                   entry, b->E);
+    if (length < 0) return lf_fail(err, "cuda bench fill: negative length %d", length);
+    if (b->pol.kind == LF_POLICY_FULL && length >= b->cap)
+        return lf_fail(err, "cuda bench fill: %d tokens leave no free slot in the %d slots of --policy full", length,
+                       b->cap);
+    const int cap = b->cap;
+    const int nv = length < cap ? length : cap;
+    const int sinks = b->pol.sinks;
+    long long total = (long long)b->L * b->KV * nv * b->HD;
+    int blocks = (int)((total + 255) / 256);
+    if (blocks > 4096) blocks = 4096;
+    if (blocks < 1) blocks = 1;
+    bench_fill_kernel<<<blocks, 256, 0, b->stream>>>(
+        b->K + (size_t)entry * b->kv_seq_stride, b->V + (size_t)entry * b->kv_seq_stride,
+        b->cpos + (size_t)entry * cap, b->L, b->KV, cap, b->HD, b->kv_layer_stride, b->slot_layer_stride, nv,
+        sinks, length, 0x5eedull + (unsigned long long)entry);
+    if (ck(cudaGetLastError(), err, "bench fill kernel launch")) return -1;
+    const int next = length < cap ? length : sinks;
+    if (b->scored) {
+        if (launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err) ||
+            launch_fill_i32(b, b->next_slot + entry, b->E, b->L, 1, next, err))
+            return -1;
+    }
+    if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+        return -1;
+    if (ck(cudaStreamSynchronize(b->stream), err, "bench fill")) return -1;
+    entry_state *st = &b->st[entry];
+    st->live = true;
+    st->seed = b->o.sampling.seed + (uint64_t)entry;
+    st->step = 1;
+    st->filled = nv;
+    st->s0 = length <= cap ? (nv < sinks ? nv : sinks) : sinks;
+    st->ring = 0;
+    return 0;
+}
+
+extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entries, const int *tokens,
+                                    const int *pos, lf_cuda_step_profile *p, lf_error *err) {
+    if (!b || !p) return lf_fail(err, "cuda profile: missing argument");
+    memset(p, 0, sizeof *p);
+    if (decode_inputs(b, n, entries, tokens, pos, err)) return -1;
+    /* K/V bytes of the valid slots this step reads (after storing the token) */
+    double kvb = 0;
+    for (int i = 0; i < n; i++) {
+        const entry_state *st = &b->st[entries[i]];
+        int valid = st->filled < b->cap ? st->filled + 1 : b->cap;
+        kvb += (double)valid * b->L * b->KV * b->HD * 2.0 * 2.0;
+    }
+    cudaStream_t s = b->stream;
+    prof pr;
+    pr.cap = b->L * 16 + 32;
+    pr.n = 0;
+    pr.ev = (cudaEvent_t *)calloc((size_t)pr.cap, sizeof(cudaEvent_t));
+    pr.cat = (int *)calloc((size_t)pr.cap, sizeof(int));
+    int rc = 0, made = 0;
+    if (!pr.ev || !pr.cat) rc = lf_fail(err, "cuda profile: out of host memory");
+    for (; !rc && made < pr.cap; made++) rc = ck(cudaEventCreate(&pr.ev[made]), err, "event creation");
+    if (!rc) rc = prepare_shapes(b, n, err);
+    if (!rc)
+        rc = ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, b->in_bytes - (size_t)b->E * 4, cudaMemcpyHostToDevice, s),
+                err, "decode input upload");
+    if (!rc) rc = decode_kernels(b, n, false, &pr, err);
+    if (!rc) rc = ck(cudaStreamSynchronize(s), err, "profiled step");
+    if (!rc) {
+        for (int i = 0; i + 1 < pr.n; i++) {
+            float ms = 0;
+            if (cudaEventElapsedTime(&ms, pr.ev[i], pr.ev[i + 1]) != cudaSuccess) continue;
+            if (pr.cat[i] == CAT_GEMM) p->gemm_ms += ms;
+            else if (pr.cat[i] == CAT_ATTN) p->attention_ms += ms;
+            else p->other_ms += ms;
+        }
+        float tot = 0;
+        if (pr.n >= 2 && cudaEventElapsedTime(&tot, pr.ev[0], pr.ev[pr.n - 1]) == cudaSuccess) p->total_ms = tot;
+        p->bytes_read = (double)b->gemm_weight_bytes + kvb;
+    }
+    if (rc) decode_recover(b);
+    else decode_advance(b, n, entries, pos);
+    for (int i = 0; i < made; i++)
+        if (pr.ev[i]) cudaEventDestroy(pr.ev[i]);
+    free(pr.ev);
+    free(pr.cat);
+    return rc ? -1 : 0;
+}
+
+extern "C" size_t lf_cuda_backend_peak_bytes(const lf_cuda_backend *b) {
+    if (!b) return 0;
+    return b->peak;
+}
+
+extern "C" void lf_cuda_backend_info(const lf_cuda_backend *b, lf_cuda_info *info) {
+    memset(info, 0, sizeof *info);
+    if (!b) return;
+    snprintf(info->device_name, sizeof info->device_name, "%s", b->device_name);
+    info->entries = b->E;
+    info->capacity = b->cap;
+    info->weight_bytes = b->weight_bytes;
+    info->kv_bytes_per_entry = b->kv_per_entry;
+    info->aux_bytes_per_entry = b->aux_per_entry;
+    info->workspace_bytes = b->ws_bytes + (b->pf ? lf_cuda_prefill_bytes(b->pf) : 0);
+    info->gpu_free_bytes = b->gpu_free_plan;
+    info->gpu_total_bytes = b->gpu_total;
+    snprintf(info->plan, sizeof info->plan, "%s", b->plan);
+}
