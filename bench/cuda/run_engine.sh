@@ -13,6 +13,8 @@
 #   bench1   batch 1, full, qwen3-1.7b and qwen3-8b (the weight-bandwidth target)
 #   agree    --mode real vs --mode sampled at --gen-len 1024 (qwen3-1.7b; longflow
 #            at budget 1024 so that it evicts, and full)
+#   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
+#   eval     longflow eval --device cuda on the tiny reasoner's three test sets
 #   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
 # All parts in one call take more than one call's 10 minutes: split them, e.g.
 #   PARTS="tests gemm", PARTS="bench", PARTS="bench8b agree", PARTS="hf".
@@ -111,7 +113,7 @@ for part in $PARTS; do
     ;;
   bench)
     COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
-    for pol in longflow full h2o tova streaming; do
+    for pol in ${LF_BENCH_POLICIES:-longflow full h2o tova streaming}; do
       if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
       bench_json "$BENCH_JSON" 150 "bench qwen3-1.7b $pol" "${COMMON[@]}" "${P[@]}"
     done
@@ -139,12 +141,30 @@ for part in $PARTS; do
           --gen-len 1024 --batch 1 --mode sampled --policy full
     done
     ;;
+  pdl)
+    # the same GPU tests and batch-1 benches with programmatic dependent launch on
+    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward; do
+      if [ -x "$PROG/$t" ]; then run "PDL $t" 150 env LF_CUDA_PDL=1 "$PROG/$t"; else sum "MISSING $t"; fi
+    done
+    for cfg in qwen3-1.7b qwen3-8b; do
+      LF_CUDA_PDL=1 bench_json "$BENCH_JSON" 120 "bench $cfg full batch 1 PDL" --random-weights --config $cfg \
+          --prompt-len 512 --gen-len 1024 --batch 1 --mode sampled --policy full
+    done
+    ;;
+  eval)
+    # the tiny reasoner's test sets through the GPU engine (continuous batching, full cache, greedy)
+    for fam in sum walk path; do
+      run "eval tiny-reasoner $fam (cuda, full)" 120 "$PROG/longflow" eval --device cuda --batch max \
+          --model models/tiny-reasoner --data models/tiny-reasoner/data/$fam.jsonl --policy full \
+          --output /tmp/lf-eval-$fam.jsonl
+    done
+    ;;
   hf)
     run "bench_hf_baseline.py" 280 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 bench/cuda/bench_hf_baseline.py --time-limit 240 \
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench8b agree hf)"
+    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval hf)"
     ;;
   esac
 done

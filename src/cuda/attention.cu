@@ -29,6 +29,7 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_attention.h"
+#include "cuda/cuda_pdl.h"
 
 namespace {
 
@@ -354,6 +355,9 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
 
 template <typename T, int D, int KIND>
 __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
+    /* First, before any global access (the workspace counters and the
+     * last-block-combines protocol included): PDL wait, cuda_pdl.h. */
+    lf_pdl_wait();
     using Ops = TypeOps<T>;
     using SM = Smem<D>;
     constexpr int NKC = D / 16; /* k-chunks of 16 along head_dim */
@@ -738,6 +742,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
  * sequence to finish picks next_slot. */
 template <typename T, int D, int KIND>
 __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
+    lf_pdl_wait(); /* first, before any global access (cuda_pdl.h) */
     using Ops = TypeOps<T>;
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31;
@@ -1288,13 +1293,12 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.nb = P.kind == K_VATP ? reinterpret_cast<float *>(ws + L.nb) : nullptr;
     p.cpart = reinterpret_cast<float *>(ws + L.cpart);
 
-    fn<<<P.blocks, THREADS, P.smem, (cudaStream_t)a->stream>>>(p);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = lf_launch(fn, dim3((unsigned)P.blocks), dim3(THREADS), (size_t)P.smem, (cudaStream_t)a->stream, p);
     if (e != cudaSuccess) return lf_fail(err, "cuda attention: launch: %s", cudaGetErrorString(e));
     if (P.two) {
         KernelFn fn2 = pick(d->dtype, d->head_dim, P.kind, true);
-        fn2<<<dim3(P.n_chunks, d->n_seq), THREADS, P.smem2, (cudaStream_t)a->stream>>>(p);
-        e = cudaGetLastError();
+        e = lf_launch(fn2, dim3((unsigned)P.n_chunks, (unsigned)d->n_seq), dim3(THREADS), (size_t)P.smem2,
+                      (cudaStream_t)a->stream, p);
         if (e != cudaSuccess) return lf_fail(err, "cuda attention: combine launch: %s", cudaGetErrorString(e));
     }
     return 0;

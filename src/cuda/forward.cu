@@ -47,6 +47,7 @@ extern "C" {
 #include "cuda/cuda_gemm.h"
 #include "cuda/cuda_kernels.h"
 }
+#include "cuda/cuda_pdl.h"
 
 /* Upper bound of the pool's entry count when --max-seqs is 0. */
 #define LF_CUDA_MAX_ENTRIES 4096
@@ -147,10 +148,13 @@ struct lf_cuda_backend {
     float eps;
     int cap, P, E; /* slots per entry and layer, longest prompt, entries */
     /* Attention reads only the slots in use: each step looks at the first
-     * `scan` slots, the batch's largest (filled + 2) rounded up to a bucket
-     * (the +2 keeps an empty slot in view so a budgeted policy that is not
-     * full yet still picks it). One decode graph per (rows, scan bucket). */
+     * `scan` slots, the batch's largest (filled + 2) rounded up to a multiple
+     * of max(64, about 1/16 of it) so that at most ~6% more slots are read
+     * than hold tokens (the +2 keeps an empty slot in view so a budgeted
+     * policy that is not full yet still picks it). One decode graph per
+     * (rows, scan); scan_bucket = 64 is the unit of the graph table. */
     int scan_bucket, n_buckets, cur_scan;
+    bool full_scan; /* LF_CUDA_FULL_SCAN=1: always scan every slot (diagnostics) */
     int mlp_rows;  /* rows of the MLP scratch */
 
     cudaStream_t stream;
@@ -537,11 +541,19 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     d.n_heads = b->H;
     d.n_kv_heads = b->KV;
     d.head_dim = b->HD;
-    d.capacity = b->cap;
     d.dtype = LF_DTYPE_BF16;
     d.out_dtype = LF_DTYPE_BF16;
     d.mode = b->mode;
-    if (lf_cuda_attn_workspace_bytes(&d, &w->attn_bytes, err)) return lf_fail_prefix(err, "cuda: plan");
+    /* every scan a step may use (multiples of 64, and cap): the kernel's plan,
+     * and with it the workspace, is not monotonic in the slots scanned */
+    w->attn_bytes = 0;
+    for (int sc = 64;; sc += 64) {
+        d.capacity = sc < b->cap ? sc : b->cap;
+        size_t t = 0;
+        if (lf_cuda_attn_workspace_bytes(&d, &t, err)) return lf_fail_prefix(err, "cuda: plan");
+        if (t > w->attn_bytes) w->attn_bytes = t;
+        if (d.capacity == b->cap) break;
+    }
     TAKE(attn, w->attn_bytes);
     w->samp_bytes = lf_cuda_sample_workspace_bytes(E, b->vocab_pad);
     TAKE(samp, w->samp_bytes);
@@ -706,9 +718,9 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         size_t fit_e = (avail > wl.total) ? (avail - wl.total) / per_entry : 0;
         snprintf(b->plan, sizeof b->plan,
                  "entries = min(%s %d, fit %zu) = %d: %.3g of %.3g free bytes (mem_fraction %.2f) minus %.3g "
-                 "workspace, %zu bytes per entry",
+                 "workspace, %zu bytes per entry; PDL %s",
                  o->max_seqs > 0 ? "--max-seqs" : "limit", cap_e, fit_e, E, (double)avail, (double)fr, frac,
-                 (double)wl.total, per_entry);
+                 (double)wl.total, per_entry, lf_cuda_pdl_enabled() ? "on (LF_CUDA_PDL=1)" : "off");
 
         /* pool: K [layer][entry][kvh][cap][hd], V same, pos/score/acc
          * [layer][entry][cap], next_slot [layer][entry] */
@@ -818,8 +830,12 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         }
         b->st = (entry_state *)calloc((size_t)E, sizeof(entry_state));
         b->mark = (int *)calloc((size_t)E, sizeof(int));
-        b->scan_bucket = ((b->cap / 32 + 63) / 64) * 64;
-        if (b->scan_bucket < 64) b->scan_bucket = 64;
+        b->scan_bucket = 64;
+        {
+            const char *fs = getenv("LF_CUDA_FULL_SCAN"), *ng = getenv("LF_CUDA_NO_GRAPHS");
+            b->full_scan = fs && strcmp(fs, "1") == 0;
+            if (ng && strcmp(ng, "1") == 0) b->o.no_graphs = true; /* diagnostics */
+        }
         b->n_buckets = (b->cap + b->scan_bucket - 1) / b->scan_bucket;
         b->cur_scan = b->cap;
         b->graphs = (cudaGraphExec_t *)calloc((size_t)2 * (E + 1) * b->n_buckets, sizeof(cudaGraphExec_t));
@@ -867,6 +883,26 @@ static int mlp_rows(lf_cuda_backend *b, const gpu_layer *g, int r0, int n, prof 
 /* Host part of a compressed / accumulated prefill layer, as
  * lf_kv_prefill_layer: kept positions (SnapKV) and the H2O/VATP window
  * attention. Returns nk. */
+/* The fields of a rope_store call that prefill and decode share: the layer's
+ * q/k/v from b->qkv, its bias and q/k norms, RoPE at positions pos. */
+static void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const int32_t *pos,
+                      lf_cuda_rope_store_args *a) {
+    memset(a, 0, sizeof *a);
+    a->n = n;
+    a->n_heads = b->H;
+    a->n_kv_heads = b->KV;
+    a->head_dim = b->HD;
+    a->dt = LF_DTYPE_BF16;
+    a->qkv = b->qkv;
+    a->bias = g->bqkv;
+    a->q_norm = g->q_norm;
+    a->k_norm = g->k_norm;
+    a->eps = b->eps;
+    a->inv_freq = b->inv_freq;
+    a->attention_factor = b->attention_factor;
+    a->pos = pos;
+}
+
 static int prefill_host_layer(lf_cuda_backend *b, int n, bool compress, int *nk_out, lf_error *err) {
     const int cap = b->cap;
     int nk = n;
@@ -920,20 +956,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
             goto layer_fail;
         {
             lf_cuda_rope_store_args a;
-            memset(&a, 0, sizeof a);
-            a.n = n;
-            a.n_heads = b->H;
-            a.n_kv_heads = b->KV;
-            a.head_dim = b->HD;
-            a.dt = LF_DTYPE_BF16;
-            a.qkv = b->qkv;
-            a.bias = g->bqkv;
-            a.q_norm = g->q_norm;
-            a.k_norm = g->k_norm;
-            a.eps = b->eps;
-            a.inv_freq = b->inv_freq;
-            a.attention_factor = b->attention_factor;
-            a.pos = b->d_ppos;
+            rope_args(b, g, n, b->d_ppos, &a);
             a.q_out = b->q;
             a.q_head_major = 1;
             a.q_f32 = need_f32 ? b->q32 : NULL;
@@ -1151,20 +1174,7 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
         prof_mark(pr, s, CAT_OTHER);
         {
             lf_cuda_rope_store_args a;
-            memset(&a, 0, sizeof a);
-            a.n = n;
-            a.n_heads = b->H;
-            a.n_kv_heads = b->KV;
-            a.head_dim = b->HD;
-            a.dt = LF_DTYPE_BF16;
-            a.qkv = b->qkv;
-            a.bias = g->bqkv;
-            a.q_norm = g->q_norm;
-            a.k_norm = g->k_norm;
-            a.eps = b->eps;
-            a.inv_freq = b->inv_freq;
-            a.attention_factor = b->attention_factor;
-            a.pos = b->d_pos;
+            rope_args(b, g, n, b->d_pos, &a);
             a.q_out = b->q;
             a.q_head_major = 0;
             a.k_dst = Kl;
@@ -1282,7 +1292,10 @@ static int decode_inputs(lf_cuda_backend *b, int n, const int *entries, const in
             const int f = b->st[entries[i]].filled + 2;
             if (f > need) need = f;
         }
-        int scan = ((need + b->scan_bucket - 1) / b->scan_bucket) * b->scan_bucket;
+        if (b->full_scan) need = b->cap;
+        int q = (need / 16 / b->scan_bucket) * b->scan_bucket;
+        if (q < b->scan_bucket) q = b->scan_bucket;
+        int scan = ((need + q - 1) / q) * q;
         b->cur_scan = scan < b->cap ? scan : b->cap;
     }
     return rc;

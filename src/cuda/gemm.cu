@@ -39,6 +39,7 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_gemm.h"
+#include "cuda/cuda_pdl.h"
 
 namespace {
 
@@ -91,6 +92,7 @@ template <int R, bool BIG, bool YBF>
 __global__ void __launch_bounds__(GEMV_THREADS, 2)
     gemv_kernel(const uint16_t *__restrict__ W, const uint16_t *__restrict__ X, void *__restrict__ Y,
                 int rows, int cols, int n, float beta) {
+    lf_pdl_wait(); /* first: the previous kernel's writes (X, and Y when beta != 0) are visible */
     constexpr int U = 8 / R; /* 32-column chunks per loop iteration: 8 W loads in flight per lane */
     __shared__ __align__(16) float red[GEMV_WARPS][R * 128];
 
@@ -180,10 +182,8 @@ cudaError_t launch_gemv(const void *W, int rows, int cols, const void *X, int n,
                         cudaStream_t st) {
     const int rpb = 8 * R;
     const unsigned blocks = (unsigned)((rows + rpb - 1) / rpb);
-    gemv_kernel<R, BIG, YBF><<<blocks, GEMV_THREADS, 0, st>>>(static_cast<const uint16_t *>(W),
-                                                              static_cast<const uint16_t *>(X), Y, rows,
-                                                              cols, n, beta);
-    return cudaGetLastError();
+    return lf_launch(gemv_kernel<R, BIG, YBF>, dim3(blocks), dim3(GEMV_THREADS), 0, st,
+                     static_cast<const uint16_t *>(W), static_cast<const uint16_t *>(X), Y, rows, cols, n, beta);
 }
 
 template <int R>

@@ -19,6 +19,7 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_kernels.h"
+#include "cuda/cuda_pdl.h"
 
 namespace {
 
@@ -85,12 +86,19 @@ static int launched(lf_error *err, const char *what) {
     return 0;
 }
 
+/* The status lf_launch returned (cuda_pdl.h). */
+static int launched(cudaError_t e, lf_error *err, const char *what) {
+    if (e != cudaSuccess) return lf_fail(err, "cuda %s: launch: %s", what, cudaGetErrorString(e));
+    return 0;
+}
+
 static bool dt_ok(int dt) { return dt == LF_DTYPE_BF16 || dt == LF_DTYPE_F16; }
 
 /* ============================================================================
  * embed
  * ========================================================================== */
 __global__ void k_embed(const bf16 *table, int vocab, int hidden, const int32_t *tokens, float *x, int vec) {
+    lf_pdl_wait();
     const int64_t r = blockIdx.x;
     const int tok = tokens[r];
     float *xr = x + r * hidden;
@@ -119,6 +127,7 @@ constexpr int NORM_THREADS = 256;
 
 __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const float *x, const bf16 *w, int dim, float eps,
                                                          bf16 *y, int vec) {
+    lf_pdl_wait();
     __shared__ float sh[32];
     const int64_t r = blockIdx.x;
     const float *xr = x + r * dim;
@@ -159,11 +168,13 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const float *x, const 
  * bias, SwiGLU: element-wise, grid-stride
  * ========================================================================== */
 __global__ void k_add_bias(float *y, const bf16 *b, int64_t total, int cols) {
+    lf_pdl_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
         y[i] += __bfloat162float(b[i % cols]);
 }
 
 __global__ void k_swiglu(const float *gu, int64_t total, int inter, bf16 *out) {
+    lf_pdl_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / inter, j = i % inter;
         const float g = gu[r * 2 * inter + j], u = gu[r * 2 * inter + inter + j];
@@ -185,6 +196,7 @@ constexpr int ROPE_PAIRS = 4; /* head_dim <= 256: at most 4 pairs (i, i + hd/2) 
 
 template <typename T>
 __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_args a) {
+    lf_pdl_wait();
     const int r = blockIdx.x;
     const int nh = a.n_heads, nkv = a.n_kv_heads, hd = a.head_dim, half = hd / 2;
     const int total = nh + 2 * nkv;
@@ -435,6 +447,7 @@ __device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, 
 __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, int V, float T, int top_k,
                                                            float top_p, float min_p, const uint64_t *row_seed,
                                                            const int32_t *row_step, int32_t *out) {
+    lf_pdl_wait();
     __shared__ sample_smem sm;
     const int64_t r = blockIdx.x;
     const float *x = logits + r * V;
@@ -767,8 +780,9 @@ extern "C" int lf_cuda_embed(const void *table, int vocab, int hidden, const int
     if (n == 0) return 0;
     if (!table || !tokens || !x) return lf_fail(err, "cuda embed: table, tokens and x are required");
     const int vec = hidden % 8 == 0 && aligned(table, 16) && aligned(x, 16);
-    k_embed<<<n, 256, 0, (cudaStream_t)stream>>>(static_cast<const bf16 *>(table), vocab, hidden, tokens, x, vec);
-    return launched(err, "embed");
+    return launched(lf_launch(k_embed, dim3((unsigned)n), dim3(256), 0, (cudaStream_t)stream,
+                              static_cast<const bf16 *>(table), vocab, hidden, tokens, x, vec),
+                    err, "embed");
 }
 
 extern "C" int lf_cuda_rmsnorm(const float *x, const void *w, int n, int dim, float eps, void *y, void *stream,
@@ -778,9 +792,9 @@ extern "C" int lf_cuda_rmsnorm(const float *x, const void *w, int n, int dim, fl
     if (n == 0) return 0;
     if (!x || !w || !y) return lf_fail(err, "cuda rmsnorm: x, w and y are required");
     const int vec = dim % 4 == 0 && aligned(x, 16) && aligned(w, 8) && aligned(y, 8);
-    k_rmsnorm<<<n, NORM_THREADS, 0, (cudaStream_t)stream>>>(x, static_cast<const bf16 *>(w), dim, eps,
-                                                             static_cast<bf16 *>(y), vec);
-    return launched(err, "rmsnorm");
+    return launched(lf_launch(k_rmsnorm, dim3((unsigned)n), dim3(NORM_THREADS), 0, (cudaStream_t)stream, x,
+                              static_cast<const bf16 *>(w), dim, eps, static_cast<bf16 *>(y), vec),
+                    err, "rmsnorm");
 }
 
 extern "C" int lf_cuda_add_bias(float *y, const void *b, int n, int cols, void *stream, lf_error *err) {
@@ -788,9 +802,9 @@ extern "C" int lf_cuda_add_bias(float *y, const void *b, int n, int cols, void *
     if (n == 0) return 0;
     if (!y || !b) return lf_fail(err, "cuda add_bias: y and b are required");
     const int64_t total = (int64_t)n * cols;
-    k_add_bias<<<elementwise_blocks(total), 256, 0, (cudaStream_t)stream>>>(y, static_cast<const bf16 *>(b), total,
-                                                                           cols);
-    return launched(err, "add_bias");
+    return launched(lf_launch(k_add_bias, dim3(elementwise_blocks(total)), dim3(256), 0, (cudaStream_t)stream, y,
+                              static_cast<const bf16 *>(b), total, cols),
+                    err, "add_bias");
 }
 
 extern "C" int lf_cuda_swiglu(const float *gu, int n, int inter, void *out, void *stream, lf_error *err) {
@@ -798,8 +812,9 @@ extern "C" int lf_cuda_swiglu(const float *gu, int n, int inter, void *out, void
     if (n == 0) return 0;
     if (!gu || !out) return lf_fail(err, "cuda swiglu: gu and out are required");
     const int64_t total = (int64_t)n * inter;
-    k_swiglu<<<elementwise_blocks(total), 256, 0, (cudaStream_t)stream>>>(gu, total, inter, static_cast<bf16 *>(out));
-    return launched(err, "swiglu");
+    return launched(lf_launch(k_swiglu, dim3(elementwise_blocks(total)), dim3(256), 0, (cudaStream_t)stream, gu,
+                              total, inter, static_cast<bf16 *>(out)),
+                    err, "swiglu");
 }
 
 extern "C" int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream, lf_error *err) {
@@ -821,9 +836,10 @@ extern "C" int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream
     if (!a->qkv || !a->inv_freq || !a->pos || !a->q_out || !a->k_dst || !a->v_dst)
         return lf_fail(err, "cuda rope_store: qkv, inv_freq, pos, q_out, k_dst and v_dst are required");
     const cudaStream_t st = (cudaStream_t)stream;
-    if (a->dt == LF_DTYPE_BF16) k_rope_store<__nv_bfloat16><<<a->n, ROPE_THREADS, 0, st>>>(*a);
-    else k_rope_store<__half><<<a->n, ROPE_THREADS, 0, st>>>(*a);
-    return launched(err, "rope_store");
+    const dim3 grid((unsigned)a->n), block(ROPE_THREADS);
+    const cudaError_t e = a->dt == LF_DTYPE_BF16 ? lf_launch(k_rope_store<__nv_bfloat16>, grid, block, 0, st, *a)
+                                                 : lf_launch(k_rope_store<__half>, grid, block, 0, st, *a);
+    return launched(e, err, "rope_store");
 }
 
 extern "C" int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int64_t dst_kvh_stride,
@@ -881,9 +897,9 @@ extern "C" int lf_cuda_sample(float *logits, int n, int vocab, const lf_sampling
     if (!logits || !out) return lf_fail(err, "cuda sample: logits and out are required");
     if (p->temperature > 0.f && (!row_seed || !row_step))
         return lf_fail(err, "cuda sample: row_seed and row_step are required when temperature > 0");
-    k_sample<<<n, SAMPLE_THREADS, 0, (cudaStream_t)stream>>>(logits, vocab, p->temperature, p->top_k, p->top_p,
-                                                             p->min_p, row_seed, row_step, out);
-    return launched(err, "sample");
+    return launched(lf_launch(k_sample, dim3((unsigned)n), dim3(SAMPLE_THREADS), 0, (cudaStream_t)stream, logits,
+                              vocab, p->temperature, p->top_k, p->top_p, p->min_p, row_seed, row_step, out),
+                    err, "sample");
 }
 
 /* ---- prefill attention ------------------------------------------------------- */

@@ -45,6 +45,7 @@
 #include "core/fp.h"
 #include "cpu/forward.h"
 #include "cuda/cuda_forward.h"
+#include "eval/answer.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
 #include "model/model.h"
@@ -787,6 +788,129 @@ static void test_tiny_reasoner(void **state) {
     free(dir);
 }
 
+/* ---- the engine on the GPU against the engine on the CPU ------------------------- */
+
+typedef struct engine_out {
+    int n_right;
+    int *len;      /* [n] tokens generated per problem */
+    int **tokens;  /* [n] copies */
+} engine_out;
+
+/* Run the first n problems of `file` (chat-templated, greedy, full cache,
+ * max_seqs sequences at once, up to max_tokens each) through lf_engine on
+ * `device`; count the right \boxed answers. */
+static void run_engine(lf_model *m, lf_tokenizer *tk, const char *file, int n, lf_device device, int max_seqs,
+                       int max_tokens, engine_out *o) {
+    lf_error err = {{0}};
+    char *text = slurp(file);
+    if (!text) fail_msg("cannot read %s", file);
+    lf_chat_family fam;
+    if (lf_chat_select(tk, NULL, &fam, &err)) fail_msg("chat: %s", err.msg);
+    lf_engine_config ec;
+    lf_engine_config_default(&ec);
+    ec.device = device;
+    ec.max_seqs = max_seqs;
+    ec.max_tokens = max_tokens;
+    ec.gpu_mem_fraction = 0.5;
+    lf_engine *e = NULL;
+    if (lf_engine_create(m, &ec, &e, &err)) fail_msg("engine: %s", err.msg);
+    char **truth = calloc((size_t)n, sizeof(char *));
+    assert_non_null(truth);
+    char *line = text;
+    for (int i = 0; i < n; i++) {
+        char *nl = strchr(line, '\n');
+        if (!nl) fail_msg("%s has fewer than %d lines", file, n);
+        *nl = 0;
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(j, "question");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "true_answer");
+        if (!cJSON_IsString(q) || !a) fail_msg("%s line %d: no question/true_answer", file, i + 1);
+        truth[i] = cJSON_IsString(a) ? strdup(a->valuestring) : fmt("%g", a->valuedouble);
+        lf_chat_message msg = {"user", q->valuestring};
+        lf_chat_options copt = {true, true};
+        char *rendered = NULL;
+        int *ids = NULL, n_ids = 0;
+        if (lf_chat_apply(fam, tk, &msg, 1, &copt, &rendered, &ids, &n_ids, &err)) fail_msg("chat: %s", err.msg);
+        if (lf_engine_submit(e, ids, n_ids, &err) != i) fail_msg("submit: %s", err.msg);
+        free(ids);
+        free(rendered);
+        cJSON_Delete(j);
+        line = nl + 1;
+    }
+    if (lf_engine_run(e, NULL, NULL, &err)) fail_msg("engine run (%s): %s", device == LF_DEVICE_CUDA ? "cuda" : "cpu",
+                                                  err.msg);
+    o->n_right = 0;
+    o->len = calloc((size_t)n, sizeof(int));
+    o->tokens = calloc((size_t)n, sizeof(int *));
+    assert_true(o->len && o->tokens);
+    for (int i = 0; i < n; i++) {
+        const lf_generation *g = lf_engine_result(e, i);
+        o->len[i] = g->n_tokens;
+        o->tokens[i] = xmalloc((size_t)(g->n_tokens + 1) * sizeof(int));
+        memcpy(o->tokens[i], g->tokens, (size_t)g->n_tokens * sizeof(int));
+        char *out = NULL;
+        if (lf_tokenizer_decode(tk, g->tokens, g->n_tokens, true, &out, NULL, &err)) out = strdup("");
+        char *pred = lf_extract_boxed(out);
+        if (pred && lf_answers_match(pred, truth[i])) o->n_right++;
+        free(pred);
+        free(out);
+        free(truth[i]);
+    }
+    free(truth);
+    lf_engine_free(e);
+    free(text);
+}
+
+static void engine_out_free(engine_out *o, int n) {
+    for (int i = 0; i < n; i++) free(o->tokens[i]);
+    free(o->tokens);
+    free(o->len);
+}
+
+/* Continuous batching through lf_engine, 16 rows per step, hundreds of steps:
+ * what `longflow eval --device cuda` does. The GPU must solve what the CPU
+ * solves (up to one problem, for a bf16 near tie). The first divergence of
+ * each problem is printed; the runs with LF_CUDA_NO_GRAPHS=1 and
+ * LF_CUDA_FULL_SCAN=1 are printed too, to localise a failure. */
+static void test_engine_batched(void **state) {
+    (void)state;
+    enum { N = 16, MAXTOK = 700 };
+    char *dir = tiny_dir();
+    lf_error err = {{0}};
+    lf_model *m = NULL;
+    lf_tokenizer *tk = NULL;
+    if (lf_model_load(dir, &m, &err) || lf_tokenizer_load(dir, &tk, &err)) fail_msg("%s: %s", dir, err.msg);
+    char *file = fmt("%s/data/sum.jsonl", dir);
+    engine_out cpu, gpu;
+    run_engine(m, tk, file, N, LF_DEVICE_CPU, N, MAXTOK, &cpu);
+    const char *variants[][2] = {{"LF_CUDA_NO_GRAPHS", "1"}, {"LF_CUDA_FULL_SCAN", "1"}};
+    for (int v = 0; v < 2; v++) {
+        setenv(variants[v][0], variants[v][1], 1);
+        engine_out x;
+        run_engine(m, tk, file, N, LF_DEVICE_CUDA, N, MAXTOK, &x);
+        printf("[ engine   ] diagnostic %s=1: GPU %d/%d right (CPU %d/%d)\n", variants[v][0], x.n_right, N,
+               cpu.n_right, N);
+        engine_out_free(&x, N);
+        unsetenv(variants[v][0]);
+    }
+    run_engine(m, tk, file, N, LF_DEVICE_CUDA, N, MAXTOK, &gpu);
+    for (int i = 0; i < N; i++) {
+        int same = 0;
+        while (same < cpu.len[i] && same < gpu.len[i] && cpu.tokens[i][same] == gpu.tokens[i][same]) same++;
+        printf("[ engine   ] problem %2d: CPU %4d tokens, GPU %4d tokens, equal for the first %d\n", i, cpu.len[i],
+               gpu.len[i], same);
+    }
+    printf("[ engine   ] 16 rows per step: GPU %d/%d right, CPU %d/%d\n", gpu.n_right, N, cpu.n_right, N);
+    if (gpu.n_right < cpu.n_right - 1)
+        fail_msg("engine on the GPU solves %d of %d problems, the CPU %d", gpu.n_right, N, cpu.n_right);
+    engine_out_free(&cpu, N);
+    engine_out_free(&gpu, N);
+    free(file);
+    lf_tokenizer_free(tk);
+    lf_model_free(m);
+    free(dir);
+}
+
 static void test_errors(void **state) {
     (void)state;
     char *dir = tiny_dir();
@@ -836,6 +960,7 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_tiny_reasoner),
+        cmocka_unit_test(test_engine_batched),
         cmocka_unit_test(test_qwen2_like),
         cmocka_unit_test(test_llama_like),
     };
