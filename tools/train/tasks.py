@@ -11,7 +11,11 @@ The formats are built for a small model trained in minutes: every look-up is
 keyed by ONE token that sits right before the value it points to (a bare
 letter at the start of a line, e.g. "K7" or "K Q"), so a plain induction
 head finds it; digits are single tokens (the tokenizer splits numbers into
-digits), and each step does at most one small addition.
+digits), and each step does at most one small addition. The nodes of walk
+and path are the first m labels and their edge lists are written in label
+order, one arrow per source, like sum's list: every look-up from the
+reasoning into the prompt is one into an ordered table (run 3 of the model
+did not learn the look-up into a shuffled edge list in 24k steps).
 
 Families:
   sum   running sum over a list of one-digit numbers labelled by letters in
@@ -62,16 +66,23 @@ def gen_sum(rng):
 
 
 def _cycle(rng, m):
-    nodes = rng.sample(LETTERS, m)  # order = the cycle
+    """A random cycle through the first m labels (the labels of a sum list of
+    m numbers). Returns the nodes in cycle order and the arrow map."""
+    nodes = rng.sample(LETTERS[:m], m)  # order = the cycle
     return nodes, {nodes[i]: nodes[(i + 1) % m] for i in range(m)}
+
+
+def _table(nodes):
+    """The sources of the edge list in label order (A..Z a..z, as sum lists
+    its numbers), so that every look-up is one into an ordered table."""
+    return sorted(nodes, key=LETTERS.index)
 
 
 def gen_walk(rng):
     m = rng.randint(*WALK_M)
     k = rng.randint(*WALK_K)
     nodes, nxt = _cycle(rng, m)
-    listed = nodes[:]
-    rng.shuffle(listed)
+    listed = _table(nodes)
     start = rng.choice(nodes)
     q = ["Each line X Y is an arrow from node X to node Y."]
     q += ["%s %s" % (a, nxt[a]) for a in listed]
@@ -87,8 +98,7 @@ def gen_path(rng):
     m = rng.randint(*PATH_M)
     nodes, nxt = _cycle(rng, m)
     w = {a: rng.randint(*PATH_W) for a in nodes}
-    listed = nodes[:]
-    rng.shuffle(listed)
+    listed = _table(nodes)
     i0 = rng.randrange(m)
     hops = rng.randint(max(2, m // 2), m - 1)
     start, target = nodes[i0], nodes[(i0 + hops) % m]

@@ -57,6 +57,7 @@ POOL_CHUNKS = 16     # chunks sorted together into length buckets
 
 _tok = None
 _test_questions = None
+_family_weights = None  # None: the families are drawn with equal probability
 
 
 _line_cache = None   # reasoning line -> token ids (None: encode whole responses)
@@ -98,9 +99,10 @@ def _response_ids_cached(responses):
     return out
 
 
-def _worker_init(tok_path, test_questions, line_cache=True):
-    global _tok, _test_questions, _line_cache
+def _worker_init(tok_path, test_questions, line_cache=True, family_weights=None):
+    global _tok, _test_questions, _line_cache, _family_weights
     from tokenizers import Tokenizer
+    _family_weights = family_weights
     _tok = Tokenizer.from_file(tok_path)
     _test_questions = test_questions
     torch.set_num_threads(1)
@@ -121,7 +123,10 @@ def gen_chunk(arg):
     rng = random.Random("%d-%d" % (seed, i))
     out, prompts, resps, fams = [], [], [], []
     while len(prompts) < CHUNK:
-        fam = tasks.FAMILIES[rng.randrange(len(tasks.FAMILIES))]
+        if _family_weights is None:
+            fam = tasks.FAMILIES[rng.randrange(len(tasks.FAMILIES))]
+        else:
+            fam = rng.choices(tasks.FAMILIES, weights=_family_weights)[0]
         q, r, a = tasks.generate(fam, rng)
         if q in _test_questions:
             continue
@@ -139,10 +144,22 @@ def gen_chunk(arg):
     return out
 
 
+def parse_family_weights(text):
+    """--family-weights "1,2,2" (one weight per family, in tasks.FAMILIES order) -> list, or None."""
+    if not text:
+        return None
+    w = [float(x) for x in text.split(",")]
+    if len(w) != len(tasks.FAMILIES) or min(w) < 0 or sum(w) <= 0:
+        raise SystemExit("train.py: --family-weights %r: want %d non-negative weights (%s)"
+                         % (text, len(tasks.FAMILIES), ",".join(tasks.FAMILIES)))
+    return w
+
+
 def start_pool(args, tok_path, test_questions):
     """Worker processes for gen_chunk (forked before CUDA is initialised)."""
     return mp.get_context("fork").Pool(args.workers, initializer=_worker_init,
-                                       initargs=(tok_path, test_questions, getattr(args, "line_cache", True)))
+                                       initargs=(tok_path, test_questions, getattr(args, "line_cache", True),
+                                                 parse_family_weights(getattr(args, "family_weights", None))))
 
 
 def batches(args, pool, start_chunk=0, window=64):
@@ -670,6 +687,9 @@ def main():
     ap.add_argument("--bucket-step", type=int, default=64)
     ap.add_argument("--reuse", action="store_true", help="fast engine: reuse a recent batch when data is late")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--family-weights", default=None,
+                    help="relative frequency of each family in the training stream, e.g. 1,2,2 for sum,walk,path "
+                         "(default: equal)")
     ap.add_argument("--no-line-cache", dest="line_cache", action="store_false",
                     help="data workers: encode whole responses instead of caching line encodings")
     ap.add_argument("--train-until", type=float, default=None,
@@ -684,6 +704,7 @@ def main():
         args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.ffn = 2, 64, 4, 2, 16, 128
     if args.steps is None and args.train_seconds is None:
         ap.error("give --steps or --train-seconds")
+    parse_family_weights(args.family_weights)  # fail here, not in a worker
 
     t_start = time.time()
     for path in (args.log, args.metrics, args.eval_out):
