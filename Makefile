@@ -17,7 +17,7 @@ test: build
 # 146): the reasoning streams to stdout, the KV statistics go to stderr.
 demo: build
 	$(BUILD)/longflow generate --chat --prompt-file models/tiny-reasoner/demo_prompt.txt \
-	  --policy longflow --budget 320 --max-tokens 600
+	  --policy longflow --budget 448 --max-tokens 600
 
 clean:
 	rm -rf $(BUILD)
