@@ -155,6 +155,13 @@ struct lf_cuda_backend {
      * (rows, scan); scan_bucket = 64 is the unit of the graph table. */
     int scan_bucket, n_buckets, cur_scan;
     bool full_scan; /* LF_CUDA_FULL_SCAN=1: always scan every slot (diagnostics) */
+    /* The attention kernel keeps its per-launch counters at the start of its
+     * workspace, (pairs + n) ints, and its scratch right after them, so the
+     * scratch of a launch with few rows overlaps where a launch with more rows
+     * keeps counters. Each launch leaves its own counters zero; a step with
+     * more rows than the fewest any step had since the workspace was last
+     * zeroed zeroes it again first. */
+    int attn_ws_rows; /* fewest rows of a step since the last zeroing (INT_MAX: none) */
     int mlp_rows;  /* rows of the MLP scratch */
 
     cudaStream_t stream;
@@ -793,6 +800,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->samp_ws = w + wl.samp;
         b->samp_ws_bytes = wl.samp_bytes;
         if (lf_cuda_attn_workspace_init(b->attn_ws, b->attn_ws_bytes, b->stream, err)) goto fail;
+        b->attn_ws_rows = INT_MAX;
 
         /* pinned host mirror: decode inputs, then prefill tokens, kept, slot pos, slot acc */
         b->h_in_bytes = wl.in_bytes + (size_t)b->P * 4 + (size_t)b->cap * 12 + 64;
@@ -1353,6 +1361,19 @@ static int graph_for(lf_cuda_backend *b, int n, bool copy_logits, cudaGraphExec_
     return 0;
 }
 
+/* Zero the attention workspace when this step has more rows than the
+ * fewest of any step since it was last zeroed (see attn_ws_rows).
+ * Stream-ordered, outside any graph capture. */
+static int attn_ws_for_rows(lf_cuda_backend *b, int n, lf_error *err) {
+    if (n > b->attn_ws_rows) {
+        if (lf_cuda_attn_workspace_init(b->attn_ws, b->attn_ws_bytes, b->stream, err))
+            return lf_fail_prefix(err, "cuda decode");
+        b->attn_ws_rows = INT_MAX;
+    }
+    if (n < b->attn_ws_rows) b->attn_ws_rows = n;
+    return 0;
+}
+
 /* After a failed step: drain the stream, clear a sticky launch error, reset
  * the attention workspace's counters. */
 static void decode_recover(lf_cuda_backend *b) {
@@ -1361,6 +1382,7 @@ static void decode_recover(lf_cuda_backend *b) {
     lf_error e2;
     if (lf_cuda_attn_workspace_init(b->attn_ws, b->attn_ws_bytes, b->stream, &e2) == 0)
         cudaStreamSynchronize(b->stream);
+    b->attn_ws_rows = INT_MAX;
 }
 
 extern "C" int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, const int *tokens, const int *pos,
@@ -1372,6 +1394,7 @@ extern "C" int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, con
     if (ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, b->in_bytes - (size_t)b->E * 4, cudaMemcpyHostToDevice, s), err,
            "decode input upload"))
         return -1;
+    if (attn_ws_for_rows(b, n, err)) return -1;
     int rc;
     if (b->o.no_graphs) {
         rc = prepare_shapes(b, n, err) || decode_kernels(b, n, copy_logits, NULL, err);
@@ -1498,6 +1521,7 @@ extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entrie
     if (!pr.ev || !pr.cat) rc = lf_fail(err, "cuda profile: out of host memory");
     for (; !rc && made < pr.cap; made++) rc = ck(cudaEventCreate(&pr.ev[made]), err, "event creation");
     if (!rc) rc = prepare_shapes(b, n, err);
+    if (!rc) rc = attn_ws_for_rows(b, n, err);
     if (!rc)
         rc = ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, b->in_bytes - (size_t)b->E * 4, cudaMemcpyHostToDevice, s),
                 err, "decode input upload");
