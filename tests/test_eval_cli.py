@@ -98,7 +98,9 @@ class Eval(unittest.TestCase):
 
     def test_tiny_reasoner_solves_each_family(self):
         """The bundled model answers the first problems of each of its three test sets
-        right with the full cache, after reasoning one line per step (docs/tiny-model.md)."""
+        right with the full cache, after reasoning one line per step (docs/tiny-model.md).
+        No --instruction: the model's longflow.json says it was trained without one (with
+        the R1 default instruction appended the model fails)."""
         model = os.path.join(SRC, "models", "tiny-reasoner")
         # under ASan (LF_SANITIZED=1) generation is several times slower: one problem per family
         n = 1 if os.environ.get("LF_SANITIZED") else 3
@@ -109,7 +111,7 @@ class Eval(unittest.TestCase):
             with self.subTest(family=fam):
                 out = os.path.join(self.tmp.name, "tiny-%s.jsonl" % fam)
                 p = run(["eval", "--model", model, "--data", os.path.join(model, "data", fam + ".jsonl"),
-                         "--limit", str(n), "--batch", str(n), "--max-tokens", "1500", "--instruction", "",
+                         "--limit", str(n), "--batch", str(n), "--max-tokens", "1500",
                          "--output", out, "--fresh", "--json", "--threads", "2"])
                 summary = json.loads(p.stdout.strip().splitlines()[-1])
                 with open(os.path.join(model, "data", fam + ".jsonl")) as f:
@@ -123,6 +125,35 @@ class Eval(unittest.TestCase):
                     self.assertGreater(r["n_tokens"], min_tokens[fam])
                     self.assertIn("</think>", r["text"])
                 self.assertEqual(summary["accuracy"], 1.0)
+
+    def test_model_eval_instruction_file(self):
+        """longflow.json beside a model sets the default --instruction; a malformed one is
+        an error naming the file."""
+        model = os.path.join(SRC, "models", "tiny-reasoner")
+        d = os.path.join(self.tmp.name, "model-bad-json")
+        os.mkdir(d)
+        for f in os.listdir(model):
+            if f != "longflow.json" and os.path.isfile(os.path.join(model, f)):
+                os.symlink(os.path.join(model, f), os.path.join(d, f))
+        data = os.path.join(model, "data", "sum.jsonl")
+        for text, phrase in (('{"eval_instruction": 3}', "must be a string"), ("{oops", "not valid JSON")):
+            with open(os.path.join(d, "longflow.json"), "w") as f:
+                f.write(text)
+            p = run(["eval", "--model", d, "--data", data, "--limit", "1", "--max-tokens", "8",
+                     "--output", os.path.join(self.tmp.name, "x.jsonl"), "--fresh"], check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("longflow.json", p.stderr)
+            self.assertIn(phrase, p.stderr)
+        # an explicit --instruction wins over the file: the prompt grows by the instruction's tokens
+        with open(os.path.join(d, "longflow.json"), "w") as f:
+            f.write('{"eval_instruction": ""}')
+        outs = []
+        for extra in ([], ["--instruction", "Please reason step by step."]):
+            out = os.path.join(self.tmp.name, "y%d.jsonl" % len(outs))
+            run(["eval", "--model", d, "--data", data, "--limit", "1", "--max-tokens", "4",
+                 "--output", out, "--fresh"] + extra)
+            outs.append(read_results(out)[0]["n_prompt"])
+        self.assertGreater(outs[1], outs[0])
 
     def test_errors(self):
         def bad(args, phrase):

@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/error.h"
 #include "core/file.h"
 #include "core/timer.h"
 #include "eval/answer.h"
@@ -32,7 +33,8 @@ static void eval_usage(FILE *f) {
             "  --budget N             KV slots per sequence and layer\n"
             "  --budget P%%            P percent of each problem's full-cache output length, read from\n"
             "                         --reference FILE (the results of a --policy full run)\n"
-            "  --instruction TEXT     appended to each question on a new line (default: the R1 eval\n"
+            "  --instruction TEXT     appended to each question on a new line (default: the model's\n"
+            "                         longflow.json \"eval_instruction\" if any, else the R1 eval\n"
             "                         instruction \"" LF_R1_INSTRUCTION "\"; \"\" for none)\n"
             "  --max-tokens N         per problem (default 8192)\n"
             "  --json                 print the summary as one JSON object\n"
@@ -260,12 +262,46 @@ static char *default_output(const char *data, const lf_policy_config *pc, const 
     return strdup(buf);
 }
 
+/* A model directory may carry longflow.json with {"eval_instruction": "..."}:
+ * the instruction its problems were trained with (the bundled tiny reasoner:
+ * none). *out = NULL when there is no such file or key. */
+static int model_eval_instruction(const char *dir, char **out, lf_error *err) {
+    *out = NULL;
+    char *path = lf_path_join(dir, "longflow.json");
+    if (!path) return lf_fail(err, "eval: out of memory");
+    if (!lf_file_exists(path)) {
+        free(path);
+        return 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (lf_read_file(path, &text, &len, err)) {
+        free(path);
+        return -1;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!j) {
+        lf_fail(err, "%s: not valid JSON", path);
+        free(path);
+        return -1;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "eval_instruction");
+    int rc = 0;
+    if (v && !cJSON_IsString(v)) rc = lf_fail(err, "%s: \"eval_instruction\" must be a string", path);
+    else if (v && !(*out = strdup(v->valuestring))) rc = lf_fail(err, "eval: out of memory");
+    cJSON_Delete(j);
+    free(path);
+    return rc;
+}
+
 int lf_cmd_eval(int argc, char **argv) {
     const char *cmd = "eval";
     lf_gen_options o;
     lf_gen_options_default(&o);
     o.max_tokens = 8192;
-    const char *data = NULL, *output = NULL, *reference = NULL, *instruction = LF_R1_INSTRUCTION;
+    const char *data = NULL, *output = NULL, *reference = NULL, *instruction = NULL; /* NULL: model's or R1's */
+    char *model_instruction = NULL;
     const char *budget_str = NULL;
     double budget_pct = 0;
     int limit = 0, batch = 8;
@@ -366,6 +402,13 @@ int lf_cmd_eval(int argc, char **argv) {
         lf_cli_error(cmd, "%s", err.msg);
         goto done;
     }
+    if (!instruction) {
+        if (model_eval_instruction(dir, &model_instruction, &err)) {
+            lf_cli_error(cmd, "%s", err.msg);
+            goto done;
+        }
+        instruction = model_instruction ? model_instruction : LF_R1_INSTRUCTION;
+    }
     if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done; /* max_seqs = batch */
     lf_chat_family fam;
     if (lf_chat_select(tok, o.chat_template, &fam, &err)) {
@@ -456,6 +499,7 @@ int lf_cmd_eval(int argc, char **argv) {
     }
     rc = 0;
 done:
+    free(model_instruction);
     if (out) fclose(out);
     free(out_path);
     free(req_to_prob);

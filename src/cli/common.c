@@ -57,13 +57,6 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
         lf_cli_error(cmd, "--gpu-mem-fraction applies to --device cuda only");
         return -1;
     }
-    if (o->device == LF_DEVICE_CUDA && strcmp(cmd, "bench") != 0)
-        fprintf(stderr,
-                "longflow %s: warning: --device cuda generation is not verified: on the H200 run of 2026-11-28 "
-                "batched generation (16-200 sequences, hundreds of tokens) gave wrong answers on the tiny "
-                "reasoner (0-4%% right; 100%% on the CPU) while single sequences matched the CPU; check "
-                "results against --device cpu (docs/cuda.md, \"Known problems\")\n",
-                cmd);
     return 0;
 }
 
