@@ -97,7 +97,11 @@ int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err);
 int lf_cuda_attn_workspace_bytes(const lf_cuda_attn_desc *d, size_t *bytes, lf_error *err);
 
 /* Zero a workspace (asynchronously on stream). Needed once after allocation,
- * and again after a failed launch. Each launch leaves its counters at zero. */
+ * and again after a failed launch. Each launch leaves its counters at zero,
+ * but the counters of a launch with n sequences occupy the workspace's first
+ * (n * n_kv_heads + n) ints and its scratch follows them, so after a launch
+ * with fewer sequences a launch with more needs the workspace zeroed again
+ * (the engine does, src/cuda/forward.cu: attn_ws_for_rows). */
 int lf_cuda_attn_workspace_init(void *workspace, size_t bytes, void *stream, lf_error *err);
 
 /* Enqueue one fused decode step on a->stream (asynchronous; capturable in a

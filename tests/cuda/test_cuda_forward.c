@@ -788,6 +788,69 @@ static void test_tiny_reasoner(void **state) {
     free(dir);
 }
 
+/* Row counts that shrink and grow from step to step on one backend (8, 4, 40,
+ * 3, 40 rows; prompts of 5-904 tokens; the attention splits its slots over
+ * several blocks, so it uses its workspace's counters): every row's logits
+ * equal decoding that sequence alone. The fused kernel's counters sit at the
+ * start of its workspace, its scratch after them at an offset that grows
+ * with the row count; forward.cu zeroes the workspace when a step has more
+ * rows than an earlier one. */
+static void test_rows_grow(void **state) {
+    (void)state;
+    char *dir = tiny_dir();
+    lf_error err = {{0}};
+    lf_model *m = NULL;
+    if (lf_model_load(dir, &m, &err)) fail_msg("%s: %s", dir, err.msg);
+    const int V = m->cfg.vocab_size;
+    enum { NS = 40, T = 5 };
+    const int rows[T] = {8, 4, NS, 3, NS};
+    prompt ps[NS];
+    /* prompts of 5-904 tokens: several 64-slot tiles, so the attention splits
+     * each sequence's slots over blocks and merges them through its counters */
+    for (int i = 0; i < NS; i++) ps[i] = random_prompt(5 + (i * 373) % 900, V, 500 + (uint64_t)i);
+    lf_cuda_options o = gpu_options(LF_POLICY_FULL, 1024, 904, NS);
+    lf_cuda_backend *alone = gpu_create(m, &o, "rows alone"), *b = gpu_create(m, &o, "rows batched");
+    int tok[NS], pos[NS], ent[NS], out[NS], first;
+    float *lb = xmalloc((size_t)NS * V * sizeof(float)), *la = xmalloc((size_t)V * sizeof(float));
+    for (int i = 0; i < NS; i++) {
+        if (lf_cuda_prefill(b, i, ps[i].ids, ps[i].n, 3, &first, NULL, &err) ||
+            lf_cuda_prefill(alone, i, ps[i].ids, ps[i].n, 3, &first, NULL, &err))
+            fail_msg("prefill %d: %s", i, err.msg);
+        tok[i] = first;
+        pos[i] = ps[i].n;
+    }
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        const int n = rows[t];
+        for (int i = 0; i < n; i++) ent[i] = (i * 7 + t) % NS; /* n distinct entries (7 and 40 coprime) */
+        int bt[NS], bp[NS];
+        for (int i = 0; i < n; i++) {
+            bt[i] = tok[ent[i]];
+            bp[i] = pos[ent[i]];
+        }
+        if (lf_cuda_decode(b, n, ent, bt, bp, out, lb, &err)) fail_msg("step %d (%d rows): %s", t, n, err.msg);
+        for (int i = 0; i < n; i++) {
+            int e = ent[i], o1;
+            if (lf_cuda_decode(alone, 1, &e, &bt[i], &bp[i], &o1, la, &err)) fail_msg("alone: %s", err.msg);
+            double d = rel_l2(lb + (size_t)i * V, la, V);
+            if (d > worst) worst = d;
+            if (d > BATCH_TOL)
+                fail_msg("step %d (%d rows): row %d (entry %d) logits differ from decoding alone: rel-L2 %.3e", t,
+                         n, i, e, d);
+            tok[e] = out[i];
+            pos[e]++;
+        }
+    }
+    printf("[ rows     ] 8, 4, 40, 3, 40 rows per step: worst logits rel-L2 vs alone %.2e\n", worst);
+    lf_cuda_backend_free(alone);
+    lf_cuda_backend_free(b);
+    for (int i = 0; i < NS; i++) free(ps[i].ids);
+    free(lb);
+    free(la);
+    lf_model_free(m);
+    free(dir);
+}
+
 /* ---- the engine on the GPU against the engine on the CPU ------------------------- */
 
 typedef struct engine_out {
@@ -960,6 +1023,7 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_tiny_reasoner),
+        cmocka_unit_test(test_rows_grow),
         cmocka_unit_test(test_engine_batched),
         cmocka_unit_test(test_qwen2_like),
         cmocka_unit_test(test_llama_like),
