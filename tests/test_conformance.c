@@ -142,24 +142,6 @@ static void fixture_read(const char *dir, const char *name, conf_fixture *f) {
     cJSON_Delete(root);
 }
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static double rel_l2(const float *got, const float *ref, int n) {
-    double d = 0, r = 0;
-    for (int i = 0; i < n; i++) {
-        double e = (double)got[i] - (double)ref[i];
-        d += e * e;
-        r += (double)ref[i] * ref[i];
-    }
-    if (!(r > 0)) return isnan(d) ? INFINITY : sqrt(d);
-    return sqrt(d / r);
-}
-
 /* Check one logits row of prompt p at step `step` and return the engine's
  * greedy token. Fails the test with the fixture, prompt, step and error. */
 static int check_row(const conf_fixture *f, const conf_prompt *p, int step, const float *logits,

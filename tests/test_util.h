@@ -4,6 +4,7 @@
 #ifndef LF_TEST_UTIL_H
 #define LF_TEST_UTIL_H
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,6 +68,26 @@ static inline lf_config shape(int n_layers, int H, int G, int hd) {
     c.head_dim = hd;
     c.hidden_size = H * hd;
     return c;
+}
+
+/* Index of the largest value (the first on ties). */
+static inline int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* ||got - ref|| / ||ref|| in double (||got - ref|| when ref is 0; inf on NaN). */
+static inline double rel_l2(const float *got, const float *ref, int n) {
+    double d = 0, r = 0;
+    for (int i = 0; i < n; i++) {
+        double e = (double)got[i] - (double)ref[i];
+        d += e * e;
+        r += (double)ref[i] * ref[i];
+    }
+    if (isnan(d)) return INFINITY;
+    return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
 #endif

@@ -17,40 +17,9 @@
 #include "core/fp.h"
 #include "cuda/cuda_attention.h"
 
-#ifdef LF_TEST_STANDALONE
-#define SKIP_TEST() return
-#else
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <cmocka.h>
-#define SKIP_TEST() skip()
-#endif
+#include "cuda_test.h"
 
-static int g_failures;
-static int g_have_gpu;
 static int g_launches = 1; /* each suite runs with one launch, then with two */
-
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-            g_failures++;                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define CUDA_OK(x)                                                                         \
-    do {                                                                                   \
-        cudaError_t e_ = (x);                                                              \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x,                 \
-                    cudaGetErrorString(e_));                                               \
-            g_failures++;                                                                  \
-            goto done;                                                                     \
-        }                                                                                  \
-    } while (0)
 
 /* ---- random numbers ------------------------------------------------------ */
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;

@@ -63,24 +63,6 @@
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static double rel_l2(const float *got, const float *ref, int n) {
-    double d = 0, r = 0;
-    for (int i = 0; i < n; i++) {
-        double e = (double)got[i] - (double)ref[i];
-        d += e * e;
-        r += (double)ref[i] * ref[i];
-    }
-    if (!(r > 0)) return isnan(d) ? INFINITY : sqrt(d);
-    return isnan(d) ? INFINITY : sqrt(d / r);
-}
-
 /* top-1 minus top-2, and the standard deviation of the row */
 static void margin_std(const float *x, int n, double *margin, double *sd) {
     double m1 = -INFINITY, m2 = -INFINITY, s = 0, s2 = 0;

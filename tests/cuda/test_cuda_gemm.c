@@ -28,42 +28,9 @@
 #include "core/fp.h"
 #include "cuda/cuda_gemm.h"
 
-#ifdef LF_TEST_STANDALONE
-#define SKIP_TEST() return
-#define END_TEST(f0) (void)(f0)
-#else
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <cmocka.h>
-#define SKIP_TEST() skip()
-#define END_TEST(f0) assert_int_equal(g_failures, (f0))
-#endif
+#include "cuda_test.h"
 
-static int g_failures;
-static int g_have_gpu;
 static struct lf_cuda_gemm *g_gemm;
-
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-            g_failures++;                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define CUDA_OK(x)                                                                         \
-    do {                                                                                   \
-        cudaError_t e_ = (x);                                                              \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x,                 \
-                    cudaGetErrorString(e_));                                               \
-            g_failures++;                                                                  \
-            goto done;                                                                     \
-        }                                                                                  \
-    } while (0)
 
 /* ---- random numbers ------------------------------------------------------ */
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;

@@ -22,19 +22,8 @@
 
 #include "core/fp.h"
 #include "cuda/cuda_kernels.h"
+#include "cuda_test.h"
 
-static int g_failures;
-static int g_have_gpu;
-
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                           \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fputc('\n', stderr);                                                           \
-            g_failures++;                                                                  \
-        }                                                                                  \
-    } while (0)
 
 #define TOL_F32 1e-5
 #define TOL_16 8e-3
