@@ -13,7 +13,6 @@
 #include "cpu/forward.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,16 +22,6 @@
 /* Prefill runs the MLP over at most this many tokens at a time, which bounds
  * the gate/up scratch for long prompts. */
 #define LF_MLP_CHUNK 256
-
-/* The KV cache's decode attention (src/kv) runs OpenMP regions. Below this
- * many bytes of K and V to read in a layer (all sequences) it gets one
- * OpenMP thread: a woken OpenMP thread spins on the second core after each
- * region while the pool's thread wants that core for the next matrix
- * product, which costs more than a second attention thread gains until the
- * layer's K and V are tens of MB (measured on the 2-vCPU VM, Qwen3-0.6B
- * bf16: 48 tokens, 63 ms/step with one attention thread, 105 with two; 520
- * tokens (4.3 MB per layer), 115 ms/step with two). */
-#define LF_ATTN_PARALLEL_BYTES ((size_t)16 << 20)
 
 struct lf_cpu_ctx {
     lf_rope rope;
@@ -266,13 +255,7 @@ int lf_cpu_decode(lf_cpu_ctx *c, const lf_model *m, lf_kv_cache *const *caches, 
         const lf_layer_weights *L = &m->layers[l];
         lf_rmsnorm(c->h, c->x, &L->attn_norm, n_seq, c->hidden, eps);
         qkv_proj(c, m, L, n_seq);
-        size_t kv_bytes = 0;
-        for (int s = 0; s < n_seq; s++)
-            kv_bytes += ((size_t)caches[s]->layers[l].n_valid + 1) * c->kv_dim * 2 * sizeof(float);
-        int prev = omp_get_max_threads();
-        if (kv_bytes < LF_ATTN_PARALLEL_BYTES && prev > 1) omp_set_num_threads(1);
         lf_kv_decode_layer(caches, n_seq, l, c->q, c->k, c->v, pos, c->att);
-        if (omp_get_max_threads() != prev) omp_set_num_threads(prev);
         out_proj(c, L, n_seq);
         mlp(c, m, L, n_seq);
     }

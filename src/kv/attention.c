@@ -3,6 +3,8 @@
  * AVX2/FMA code is compiled per function with a target attribute and chosen
  * at run time; the scalar path computes the same thing in portable C. */
 #include "kv/attention.h"
+#include "cpu/kernels.h"
+#include "cpu/pool.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -529,65 +531,82 @@ static void combine(const lf_kv_cache *c, int layer, int g, float *out, bool sco
 
 /* ---- the layer ------------------------------------------------------------- */
 
+/* One lf_kv_attend call, shared by its tasks (run on the CPU thread pool). */
+typedef struct attend_job {
+    lf_kv_cache *const *caches;
+    int layer, nkv, nh, hd, rep, maxch;
+    const float *q;
+    float *out;
+    bool scores, avx;
+    float scale;
+} attend_job;
+
+/* Task ti: chunk ti % maxch of KV head (ti / maxch) % nkv of sequence
+ * ti / (nkv * maxch). */
+static void attend_chunk(void *arg, int ti, int worker) {
+    (void)worker;
+    const attend_job *j = arg;
+    const int s = ti / (j->nkv * j->maxch), g = ti / j->maxch % j->nkv, ch = ti % j->maxch;
+    const lf_kv_cache *c = j->caches[s];
+    const lf_kv_layer *L = &c->layers[j->layer];
+    const int s0 = ch * LF_ATT_CHUNK;
+    if (s0 >= L->hw) return;
+    const int s1 = s0 + LF_ATT_CHUNK < L->hw ? s0 + LF_ATT_CHUNK : L->hw;
+    att_task t = {
+        .K = lf_kv_k(c, j->layer, g),
+        .V = lf_kv_v(c, j->layer, g),
+        .pos = L->pos,
+        .q = j->q + ((size_t)s * j->nh + (size_t)g * j->rep) * j->hd,
+        .rep = j->rep,
+        .hd = j->hd,
+        .s0 = s0,
+        .s1 = s1,
+        .scale = j->scale,
+        .p = j->scores ? scr_p(c, g * j->rep) : NULL,
+        .p_stride = (size_t)c->capacity,
+        .ref = scr_ref(c, g * j->rep),
+        .ref_stride = (size_t)n_blocks(c->capacity),
+        .vn = j->scores ? lf_att_vn(c, g) : NULL,
+        .part = scr_part(c, g * j->rep, ch),
+        .part_stride = (size_t)n_chunks(c->capacity) * (j->hd + 2),
+    };
+#if LF_ATT_X86
+    if (j->avx)
+        task_avx2(&t);
+    else
+#endif
+        task_scalar(&t);
+}
+
+/* Task sg: merge the chunks of KV head sg % nkv of sequence sg / nkv. */
+static void attend_combine(void *arg, int sg, int worker) {
+    (void)worker;
+    const attend_job *j = arg;
+    const int s = sg / j->nkv, g = sg % j->nkv;
+    combine(j->caches[s], j->layer, g, j->out + (size_t)s * j->nh * j->hd, j->scores);
+}
+
 void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float *q, float *out,
                   bool scores) {
     if (n_seq <= 0) return;
-    const int nkv = caches[0]->n_kv_heads, nh = caches[0]->n_heads, hd = caches[0]->head_dim;
-    const int rep = nh / nkv;
-    int maxch = 1;
+    attend_job j = {.caches = caches, .layer = layer, .q = q, .out = out, .scores = scores};
+    j.nkv = caches[0]->n_kv_heads;
+    j.nh = caches[0]->n_heads;
+    j.hd = caches[0]->head_dim;
+    j.rep = j.nh / j.nkv;
+    j.maxch = 1;
     for (int s = 0; s < n_seq; s++) {
         int ch = (caches[s]->layers[layer].hw + LF_ATT_CHUNK - 1) / LF_ATT_CHUNK;
-        if (ch > maxch) maxch = ch;
+        if (ch > j.maxch) j.maxch = ch;
     }
-    const long n_tasks = (long)n_seq * nkv * maxch;
-    const bool avx = use_avx2() && hd % 8 == 0;
-    const float scale = 1.0f / sqrtf((float)hd);
-    /* threads only when there is enough to read to pay for waking them */
+    j.avx = use_avx2() && j.hd % 8 == 0;
+    j.scale = 1.0f / sqrtf((float)j.hd);
+    /* threads only when there is enough to read to pay for waking them; the
+     * same pool as the matrix products, so the two never compete for cores */
     size_t bytes = 0;
-    for (int s = 0; s < n_seq; s++) bytes += (size_t)caches[s]->layers[layer].hw * nkv * hd * 2 * sizeof(float);
-    const int par = bytes >= LF_ATT_PARALLEL_BYTES;
-#pragma omp parallel if (par)
-    {
-#pragma omp for schedule(dynamic, 1)
-        for (long ti = 0; ti < n_tasks; ti++) {
-            int s = (int)(ti / ((long)nkv * maxch));
-            int g = (int)(ti / maxch % nkv);
-            int ch = (int)(ti % maxch);
-            const lf_kv_cache *c = caches[s];
-            const lf_kv_layer *L = &c->layers[layer];
-            int s0 = ch * LF_ATT_CHUNK;
-            if (s0 >= L->hw) continue;
-            int s1 = s0 + LF_ATT_CHUNK < L->hw ? s0 + LF_ATT_CHUNK : L->hw;
-            att_task t = {
-                .K = lf_kv_k(c, layer, g),
-                .V = lf_kv_v(c, layer, g),
-                .pos = L->pos,
-                .q = q + ((size_t)s * nh + (size_t)g * rep) * hd,
-                .rep = rep,
-                .hd = hd,
-                .s0 = s0,
-                .s1 = s1,
-                .scale = scale,
-                .p = scores ? scr_p(c, g * rep) : NULL,
-                .p_stride = (size_t)c->capacity,
-                .ref = scr_ref(c, g * rep),
-                .ref_stride = (size_t)n_blocks(c->capacity),
-                .vn = scores ? lf_att_vn(c, g) : NULL,
-                .part = scr_part(c, g * rep, ch),
-                .part_stride = (size_t)n_chunks(c->capacity) * (hd + 2),
-            };
-#if LF_ATT_X86
-            if (avx)
-                task_avx2(&t);
-            else
-#endif
-                task_scalar(&t);
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (long sg = 0; sg < (long)n_seq * nkv; sg++) {
-            int s = (int)(sg / nkv), g = (int)(sg % nkv);
-            combine(caches[s], layer, g, out + (size_t)s * nh * hd, scores);
-        }
-    }
-    (void)avx;
+    for (int s = 0; s < n_seq; s++)
+        bytes += (size_t)caches[s]->layers[layer].hw * j.nkv * j.hd * 2 * sizeof(float);
+    const int nth = bytes >= LF_ATT_PARALLEL_BYTES ? lf_cpu_threads() : 1;
+    lf_pool_run(n_seq * j.nkv * j.maxch, attend_chunk, &j, nth);
+    lf_pool_run(n_seq * j.nkv, attend_combine, &j, nth);
 }
