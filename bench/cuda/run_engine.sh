@@ -14,7 +14,8 @@
 #   agree    --mode real vs --mode sampled at --gen-len 1024 (qwen3-1.7b; longflow
 #            at budget 1024 so that it evicts, and full)
 #   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
-#   eval     longflow eval --device cuda on the tiny reasoner's three test sets
+#   eval     longflow eval --device cuda on the tiny reasoner's three test sets: full, and
+#            LF_EVAL_POLICIES at --budget LF_EVAL_BUDGET (eval.jsonl, eval_results.tar.gz)
 #   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
 # All parts in one call take more than one call's 10 minutes: split them, e.g.
 #   PARTS="tests gemm", PARTS="bench", PARTS="bench8b agree", PARTS="hf".
@@ -22,7 +23,8 @@
 # LF_BUDGET_S seconds (default 540) have passed since the script started.
 # Files under $OUT (at most 8): run_engine.log (everything, combined),
 # engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
-# engine_agree.jsonl (agree), hf_baseline.json (hf), summary.txt.
+# engine_agree.jsonl (agree), hf_baseline.json (hf), eval.jsonl and eval_results.tar.gz (eval),
+# summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -89,8 +91,8 @@ bench_json() {
   local file=$1 limit=$2 name=$3; shift 3
   local tmp; tmp=$(mktemp)
   RUN_STDOUT=$tmp run "$name" "$limit" "$PROG/longflow" bench --device cuda --json "$@"
-  # the JSON line (the bench prints exactly one on success)
-  grep '^{' "$tmp" 2>/dev/null | tail -1 >> "$file"
+  # the JSON line (the bench prints exactly one on success), tagged with LF_JSON_TAG if set
+  grep '^{' "$tmp" 2>/dev/null | tail -1 | sed "s/^{/{${LF_JSON_TAG:+\"tag\":\"$LF_JSON_TAG\",}/" >> "$file"
   rm -f "$tmp"
 }
 
@@ -152,12 +154,20 @@ for part in $PARTS; do
     done
     ;;
   eval)
-    # the tiny reasoner's test sets through the GPU engine (continuous batching, full cache, greedy)
-    for fam in sum walk path; do
-      run "eval tiny-reasoner $fam (cuda, full)" 120 "$PROG/longflow" eval --device cuda --batch max \
-          --model models/tiny-reasoner --data models/tiny-reasoner/data/$fam.jsonl --policy full \
-          --output /tmp/lf-eval-$fam.jsonl
+    # the tiny reasoner's test sets through the GPU engine (continuous batching, greedy): the full
+    # cache, then each policy of LF_EVAL_POLICIES at the fixed budget LF_EVAL_BUDGET (default 448),
+    # --max-tokens 1500; summaries to eval.jsonl, per-problem results packed in eval_results.tar.gz
+    EV=$(mktemp -d /tmp/lf-eval.XXXXXX)
+    for pol in full ${LF_EVAL_POLICIES:-longflow tova h2o vatp streaming}; do
+      B=(); [ $pol = full ] || B=(--budget ${LF_EVAL_BUDGET:-448})
+      for fam in sum walk path; do
+        RUN_STDOUT=$EV/stdout run "eval tiny-reasoner $fam (cuda, $pol ${B[*]})" 120 "$PROG/longflow" eval \
+            --device cuda --batch max --model models/tiny-reasoner --data models/tiny-reasoner/data/$fam.jsonl \
+            --policy $pol "${B[@]}" --max-tokens 1500 --json --fresh --output $EV/$fam-$pol.jsonl
+        grep '^{' $EV/stdout | tail -1 >> "$OUTD/eval.jsonl"
+      done
     done
+    tar czf "$OUTD/eval_results.tar.gz" -C "$EV" . 2>> "$LOG"
     ;;
   hf)
     run "bench_hf_baseline.py" 280 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 bench/cuda/bench_hf_baseline.py --time-limit 240 \
@@ -183,8 +193,8 @@ bench, agree = lines(sys.argv[1]), lines(sys.argv[2])
 hf = json.load(open(sys.argv[3])) if os.path.exists(sys.argv[3]) else None
 def row(r):
     last = r["points"][-1]
-    return ("%-30s %-9s %-7s B=%-4d steady %9.1f tok/s  avg %9.1f tok/s  roofline@L=%d %.2f  peak %.1f GB"
-            % (r["config"], r["policy"], r["mode"], r["max_batch"], r["steady_tokens_per_s"], r["avg_tokens_per_s"],
+    return ("%-14s %-30s %-9s %-7s B=%-4d steady %9.1f tok/s  avg %9.1f tok/s  roofline@L=%d %.2f  peak %.1f GB"
+            % (r.get("tag", ""), r["config"], r["policy"], r["mode"], r["max_batch"], r["steady_tokens_per_s"], r["avg_tokens_per_s"],
                last["L"], last.get("roofline_fraction") or 0, r["gpu_peak_bytes"] / 1e9))
 for r in bench: print(row(r))
 by = {(r["config"], r["policy"]): r for r in bench if r.get("batch_requested", 0) == 0}  # the --batch max runs

@@ -45,6 +45,7 @@
 #include "core/fp.h"
 #include "cpu/forward.h"
 #include "cuda/cuda_forward.h"
+#include "cuda/cuda_gemm.h"
 #include "eval/answer.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
@@ -816,9 +817,15 @@ static void test_rows_grow(void **state) {
             if (lf_cuda_decode(alone, 1, &e, &bt[i], &bp[i], &o1, la, &err)) fail_msg("alone: %s", err.msg);
             double d = rel_l2(lb + (size_t)i * V, la, V);
             if (d > worst) worst = d;
-            if (d > BATCH_TOL)
-                fail_msg("step %d (%d rows): row %d (entry %d) logits differ from decoding alone: rel-L2 %.3e", t,
-                         n, i, e, d);
+            /* Up to lf_cuda_gemv_max_n() rows the matrix products take the
+             * GEMV kernel, whose rows do not interact: equal to alone. Above
+             * it cuBLASLt sums in another order, and the bf16 rounding of the
+             * activations turns that into ~1e-3 at the logits (measured 1.1e-3
+             * on the H200); a counter overlap in the attention gives O(1). */
+            const double tol = n > lf_cuda_gemv_max_n() ? LOGITS_TOL : BATCH_TOL;
+            if (d > tol)
+                fail_msg("step %d (%d rows): row %d (entry %d) logits differ from decoding alone: rel-L2 %.3e "
+                         "(allowed %.0e)", t, n, i, e, d, tol);
             tok[e] = out[i];
             pos[e]++;
         }
