@@ -13,7 +13,6 @@
 #   bench1   batch 1, full, qwen3-1.7b and qwen3-8b (the weight-bandwidth target)
 #   agree    --mode real vs --mode sampled at --gen-len 1024 (qwen3-1.7b; longflow
 #            at budget 1024 so that it evicts, and full)
-#   bench1x  batch 1 again for PDL off/on x fused GEMV on/off (LF_CUDA_PDL, LF_CUDA_NO_FUSE), twice each
 #   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
 #   eval     longflow eval --device cuda on the tiny reasoner's three test sets: full, and
 #            LF_EVAL_POLICIES at --budget LF_EVAL_BUDGET (eval.jsonl, eval_results.tar.gz)
@@ -144,19 +143,6 @@ for part in $PARTS; do
           --gen-len 1024 --batch 1 --mode sampled --policy full
     done
     ;;
-  bench1x)
-    # batch 1 with programmatic dependent launch off/on and the fused GEMV on/off, interleaved in one process
-    # series per model (LF_CUDA_PDL, LF_CUDA_NO_FUSE are read once per process, so one process per variant)
-    for cfg in qwen3-1.7b qwen3-8b; do
-      for rep in 1 2; do
-        for v in "0 1" "0 0" "1 1" "1 0"; do
-          set -- $v
-          LF_JSON_TAG="PDL=$1 NO_FUSE=$2" LF_CUDA_PDL=$1 LF_CUDA_NO_FUSE=$2 bench_json "$BENCH_JSON" 120 "bench $cfg full batch 1 PDL=$1 NO_FUSE=$2 (rep $rep)" \
-              --random-weights --config $cfg --prompt-len 512 --gen-len 1024 --batch 1 --mode sampled --policy full
-        done
-      done
-    done
-    ;;
   pdl)
     # the same GPU tests and batch-1 benches with programmatic dependent launch on
     for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward; do
@@ -188,7 +174,7 @@ for part in $PARTS; do
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench1x bench8b agree pdl eval hf)"
+    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval hf)"
     ;;
   esac
 done

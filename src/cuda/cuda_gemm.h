@@ -59,20 +59,6 @@ int lf_cuda_gemv_max_n(void);
 int lf_cuda_gemv(const void *W, int rows, int cols, const void *X, int n, void *Y, lf_dtype y_dtype, float beta,
                  int variant, void *stream, lf_error *err);
 
-/* The GEMV with its neighbours of the decode chain fused in (1 <= n <=
- * lf_cuda_gemv_max_n(); capturable; no handle):
- *   norm_w == NULL: X is bf16 [n][cols], as lf_cuda_gemv.
- *   norm_w != NULL: X is fp32 [n][cols] and the product takes the RMSNorm
- *     bf16(X * rsqrt(mean(X^2) + eps) * norm_w) (norm_w bf16 [cols], 16-byte
- *     aligned), equal to the bit to lf_cuda_rmsnorm followed by the GEMV.
- *   swiglu != 0: W holds the gate rows over the up rows (rows = 2 * inter,
- *     inter a multiple of 8) and Y is bf16 [n][inter] = silu(gate) * up,
- *     equal to the bit to the fp32 GEMV followed by lf_cuda_swiglu;
- *     y_dtype must be bf16 and beta 0.
- * The automatic variant of lf_cuda_gemv otherwise; same errors. */
-int lf_cuda_gemv_fused(const void *W, int rows, int cols, const void *X, const void *norm_w, float eps, int n,
-                       void *Y, lf_dtype y_dtype, float beta, int swiglu, void *stream, lf_error *err);
-
 /* cuBLASLt for any n (lf_cuda_gemm uses it only above lf_cuda_gemv_max_n());
  * prepares an unprepared shape first (not capturable: call
  * lf_cuda_gemm_lt_prepare before capturing). */

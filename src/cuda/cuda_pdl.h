@@ -8,18 +8,13 @@
  * launch it and schedule its blocks while the previous kernel of the stream
  * drains; when off, it is a plain <<<>>> launch.
  *
- * Every kernel launched through lf_launch must execute lf_pdl_wait() before
- * it reads or writes any global memory that another kernel of the stream
- * writes or reads: that waits until the previous kernel has completed and
- * its writes are visible, so every read-after-write and write-after-read
- * ordering of the stream is kept exactly. lf_pdl_wait() first lets this
- * kernel's dependents be scheduled (griddepcontrol.launch_dependents), so
- * the next kernel's blocks can become resident and wait while this one
- * works, instead of starting only as its blocks exit. A kernel may do work
- * that touches no such memory before the wait: the GEMV (gemm.cu) issues
- * its first weight loads there, since no kernel of the forward writes
- * weights. Dependents cannot starve a kernel: they are scheduled only once
- * every block of it has started. */
+ * Every kernel launched through lf_launch must execute lf_pdl_wait() as its
+ * first statement, before it reads or writes any global memory: that waits
+ * until the previous kernel has completed and its writes are visible, so
+ * every read-after-write and write-after-read ordering of the stream is kept
+ * exactly; only the launch and the block scheduling overlap. No kernel here
+ * triggers its dependents early (griddepcontrol.launch_dependents), so the
+ * next kernel still starts its blocks only as this one's blocks exit. */
 #ifndef LF_CUDA_PDL_H
 #define LF_CUDA_PDL_H
 
@@ -71,23 +66,11 @@ inline cudaError_t lf_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, si
     return cudaGetLastError();
 }
 
-/* Let the next kernel of the stream be scheduled now (it still waits for
- * this one's completion in its own lf_pdl_wait). A no-op below sm_90 and
- * without the launch attribute; repeated calls are harmless. */
-__device__ __forceinline__ void lf_pdl_trigger(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-/* In every kernel launched through lf_launch, before its first access to
- * memory that other kernels of the stream write or read: trigger the
- * dependents, then wait for the previous kernel of the stream
- * (griddepcontrol.wait). Immediate below sm_90 and when the kernel was
- * launched without the attribute. */
+/* First statement of every kernel launched through lf_launch: wait for the
+ * previous kernel of the stream (griddepcontrol.wait). A no-op below sm_90,
+ * and immediate when the kernel was launched without the attribute. */
 __device__ __forceinline__ void lf_pdl_wait(void) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    lf_pdl_trigger();
     cudaGridDependencySynchronize();
 #endif
 }

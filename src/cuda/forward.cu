@@ -155,7 +155,6 @@ struct lf_cuda_backend {
      * (rows, scan); scan_bucket = 64 is the unit of the graph table. */
     int scan_bucket, n_buckets, cur_scan;
     bool full_scan; /* LF_CUDA_FULL_SCAN=1: always scan every slot (diagnostics) */
-    bool no_fuse;   /* LF_CUDA_NO_FUSE=1: separate RMSNorm/SwiGLU kernels at every n (diagnostics) */
     /* The attention kernel keeps its per-launch counters at the start of its
      * workspace, (pairs + n) ints, and its scratch right after them, so the
      * scratch of a launch with few rows overlaps where a launch with more rows
@@ -842,9 +841,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->scan_bucket = 64;
         {
             const char *fs = getenv("LF_CUDA_FULL_SCAN"), *ng = getenv("LF_CUDA_NO_GRAPHS");
-            const char *nf = getenv("LF_CUDA_NO_FUSE");
             b->full_scan = fs && strcmp(fs, "1") == 0;
-            b->no_fuse = nf && strcmp(nf, "1") == 0;
             if (ng && strcmp(ng, "1") == 0) b->o.no_graphs = true; /* diagnostics */
         }
         b->n_buckets = (b->cap + b->scan_bucket - 1) / b->scan_bucket;
@@ -873,27 +870,11 @@ static void prof_mark(prof *p, cudaStream_t s, int cat) {
     p->n++;
 }
 
-/* Decode steps of at most this many rows take the GEMV with the RMSNorm of
- * its input and the SwiGLU of its output fused in (lf_cuda_gemv_fused: equal
- * to the bit to the separate kernels). Each GEMV block then recomputes the
- * norm of the n rows it reads, which is cheap for a few rows only. */
-#define FUSE_MAX_ROWS 4
-
-static bool fused(const lf_cuda_backend *b, int n) { return !b->no_fuse && n <= FUSE_MAX_ROWS; }
-
 /* x += down(silu(gate(h)) * up(h)) with h = rmsnorm(x), rows r0..r0+n-1 */
 static int mlp_rows(lf_cuda_backend *b, const gpu_layer *g, int r0, int n, prof *pr, lf_error *err) {
     void *s = b->stream;
     float *x = b->x + (size_t)r0 * b->hidden;
     bf16 *h = b->h + (size_t)r0 * b->hidden;
-    if (fused(b, n)) {
-        prof_mark(pr, b->stream, CAT_GEMM);
-        if (lf_cuda_gemv_fused(g->wgu, 2 * b->inter, b->hidden, x, g->ffn_norm, b->eps, n, b->mlp, LF_DTYPE_BF16,
-                               0.f, 1, s, err) ||
-            lf_cuda_gemm(b->gemm, g->wdown, b->hidden, b->inter, b->mlp, n, x, LF_DTYPE_F32, 1.f, s, err))
-            return -1;
-        return 0;
-    }
     prof_mark(pr, b->stream, CAT_OTHER);
     if (lf_cuda_rmsnorm(x, g->ffn_norm, n, b->hidden, b->eps, h, s, err)) return -1;
     prof_mark(pr, b->stream, CAT_GEMM);
@@ -1193,18 +1174,11 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
         bf16 *Vl = b->V + (size_t)l * b->kv_layer_stride;
         int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride;
         int32_t *next_l = b->next_slot + (size_t)l * b->E;
-        if (fused(b, n)) {
-            prof_mark(pr, s, CAT_GEMM);
-            if (lf_cuda_gemv_fused(g->wqkv, b->qkvdim, b->hidden, b->x, g->attn_norm, b->eps, n, b->qkv,
-                                   LF_DTYPE_F32, 0.f, 0, vs, err))
-                goto layer_fail;
-        } else {
-            prof_mark(pr, s, CAT_OTHER);
-            if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) goto layer_fail;
-            prof_mark(pr, s, CAT_GEMM);
-            if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
-                goto layer_fail;
-        }
+        prof_mark(pr, s, CAT_OTHER);
+        if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) goto layer_fail;
+        prof_mark(pr, s, CAT_GEMM);
+        if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
+            goto layer_fail;
         prof_mark(pr, s, CAT_OTHER);
         {
             lf_cuda_rope_store_args a;
@@ -1255,20 +1229,12 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
     layer_fail:
         return lf_fail_prefix(err, "cuda decode of %d sequences, layer %d", n, l);
     }
-    if (fused(b, n)) {
-        prof_mark(pr, s, CAT_GEMM);
-        if (lf_cuda_gemv_fused(b->lm_head, b->vocab_pad, b->hidden, b->x, b->final_norm, b->eps, n, b->logits,
-                               LF_DTYPE_F32, 0.f, 0, vs, err))
-            return lf_fail_prefix(err, "cuda decode: final norm and lm_head");
-    } else {
-        prof_mark(pr, s, CAT_OTHER);
-        if (lf_cuda_rmsnorm(b->x, b->final_norm, n, b->hidden, b->eps, b->h, vs, err))
-            return lf_fail_prefix(err, "cuda decode: final norm");
-        prof_mark(pr, s, CAT_GEMM);
-        if (lf_cuda_gemm(b->gemm, b->lm_head, b->vocab_pad, b->hidden, b->h, n, b->logits, LF_DTYPE_F32, 0.f, vs,
-                         err))
-            return lf_fail_prefix(err, "cuda decode: lm_head");
-    }
+    prof_mark(pr, s, CAT_OTHER);
+    if (lf_cuda_rmsnorm(b->x, b->final_norm, n, b->hidden, b->eps, b->h, vs, err))
+        return lf_fail_prefix(err, "cuda decode: final norm");
+    prof_mark(pr, s, CAT_GEMM);
+    if (lf_cuda_gemm(b->gemm, b->lm_head, b->vocab_pad, b->hidden, b->h, n, b->logits, LF_DTYPE_F32, 0.f, vs, err))
+        return lf_fail_prefix(err, "cuda decode: lm_head");
     prof_mark(pr, s, CAT_OTHER);
     if (b->vocab_bias && lf_cuda_add_bias(b->logits, b->vocab_bias, n, b->vocab_pad, vs, err))
         return lf_fail_prefix(err, "cuda decode: logits padding");

@@ -39,7 +39,6 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_gemm.h"
-#include "cuda/cuda_device.cuh"
 #include "cuda/cuda_pdl.h"
 
 namespace {
@@ -87,52 +86,47 @@ __device__ __forceinline__ void mma_bf16(float d[4], uint32_t a0, uint32_t a1, u
 
 /* R: 8-row tiles of W per block (each warp does all R over its column
  * slice). BIG: n > 8 (X rows g+8 are loaded). YBF: Y is bf16 (else fp32).
- * RMS: X is fp32 and normalised here (lf_rms_factor / lf_rms_pack, the same
- * float operations as lf_cuda_rmsnorm, so the bf16 operands are equal to the
- * bit) with the weights norm_w. SWIGLU (R == 2): tile 0 of block b is gate
- * rows 8b..8b+7, tile 1 the up rows rows/2 + 8b..; Y bf16 [n][rows/2] =
- * silu(gate) * up from the same fp32 sums the plain kernel would store.
  * rows % 8 == 0, cols % 8 == 0, 1 <= n <= 16 (BIG iff n > 8); W, X 16-byte
- * aligned.
- *
- * Programmatic dependent launch (cuda_pdl.h): the block lets the next
- * kernel be scheduled at once, and issues its first W loads before waiting
- * for the previous kernel, since no kernel of the forward writes weights;
- * X (and Y when beta != 0) are read only after the wait. */
-template <int R, bool BIG, bool YBF, bool RMS, bool SWIGLU>
+ * aligned. */
+template <int R, bool BIG, bool YBF>
 __global__ void __launch_bounds__(GEMV_THREADS, 2)
-    gemv_kernel(const uint16_t *__restrict__ W, const void *__restrict__ Xv, const uint16_t *__restrict__ norm_w,
-                float eps, void *__restrict__ Y, int rows, int cols, int n, float beta) {
-    static_assert(!SWIGLU || R == 2, "the SwiGLU epilogue pairs a gate tile with an up tile");
-    lf_pdl_trigger();
+    gemv_kernel(const uint16_t *__restrict__ W, const uint16_t *__restrict__ X, void *__restrict__ Y,
+                int rows, int cols, int n, float beta) {
+    lf_pdl_wait(); /* first: the previous kernel's writes (X, and Y when beta != 0) are visible */
     constexpr int U = 8 / R; /* 32-column chunks per loop iteration: 8 W loads in flight per lane */
     __shared__ __align__(16) float red[GEMV_WARPS][R * 128];
-    __shared__ float rs_sh[RMS ? GEMV_MAX_N : 1];
-    __shared__ float sum_sh[32];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int half = rows >> 1;
-    const long tile0 = SWIGLU ? (long)blockIdx.x * 8 : (long)blockIdx.x * (8 * R);
+    const long row_base = (long)blockIdx.x * (8 * R);
     const int nchunks = (cols + 31) >> 5;
     const int cpw = (nchunks + GEMV_WARPS - 1) / GEMV_WARPS;
     const int c0 = min(warp * cpw, nchunks);
     const int c1 = min(c0 + cpw, nchunks);
     const uint64_t pol = evict_first_policy();
 
-    /* rows (and rows / 2 with SWIGLU) are multiples of 8, so a tile is
-     * entirely in range or not at all (warp-uniform). */
+    /* rows is a multiple of 8, so a tile is entirely in range or not at all
+     * (warp-uniform). */
     const uint16_t *wrow[R];
     bool rok[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        const long first = SWIGLU ? tile0 + r * half : tile0 + r * 8;
-        rok[r] = SWIGLU ? tile0 < half : first < rows;
-        wrow[r] = W + (rok[r] ? first + g : 0) * (long)cols + t * 8;
+        const long row = row_base + r * 8 + g;
+        rok[r] = row_base + r * 8 < rows;
+        wrow[r] = W + (rok[r] ? row : 0) * (long)cols + t * 8;
     }
+    const bool xok0 = g < n;
+    const bool xok1 = BIG && g + 8 < n;
+    const uint16_t *x0 = X + (long)(xok0 ? g : 0) * cols + t * 8;
+    const uint16_t *x1 = X + (long)(xok1 ? g + 8 : 0) * cols + t * 8;
+
+    float acc[R][4];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.f;
+
     const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-    uint4 wv[U][R];
-    auto load_w = [&](int c) {
+    for (int c = c0; c < c1; c += U) { /* c0, c1 warp-uniform: every lane reaches the mma */
+        uint4 wv[U][R], xa[U], xb[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const long off = (long)(c + u) * 32;
@@ -140,51 +134,8 @@ __global__ void __launch_bounds__(GEMV_THREADS, 2)
             const bool kok = c + u < c1 && off + t * 8 < cols;
 #pragma unroll
             for (int r = 0; r < R; r++) wv[u][r] = kok && rok[r] ? ld_stream16(wrow[r] + off, pol) : zero;
-        }
-    };
-    if (c0 < c1) load_w(c0); /* before the wait: the weights are nobody's output */
-    lf_pdl_wait();           /* the previous kernel's writes (X, and Y when beta != 0) are visible */
-
-    const bool xok0 = g < n;
-    const bool xok1 = BIG && g + 8 < n;
-    float rs0 = 0.f, rs1 = 0.f;
-    if (RMS) {
-        const float *x = static_cast<const float *>(Xv);
-        for (int m = 0; m < n; m++) { /* every thread takes part (block sums) */
-            const float rs = lf_rms_factor(x + (long)m * cols, cols, eps, sum_sh);
-            if (threadIdx.x == 0) rs_sh[m] = rs;
-        }
-        __syncthreads();
-        rs0 = xok0 ? rs_sh[g] : 0.f;
-        rs1 = xok1 ? rs_sh[g + 8] : 0.f;
-    }
-    const long xr0 = (long)(xok0 ? g : 0) * cols + t * 8, xr1 = (long)(xok1 ? g + 8 : 0) * cols + t * 8;
-    /* 8 columns of one X row as the mma's bf16 operand bits */
-    auto load_x = [&](long row_off, long off, float rs) -> uint4 {
-        if (!RMS) return ld_x16(static_cast<const uint16_t *>(Xv) + row_off + off);
-        const float *xf = static_cast<const float *>(Xv) + row_off + off;
-        const float4 a = __ldg(reinterpret_cast<const float4 *>(xf));
-        const float4 b = __ldg(reinterpret_cast<const float4 *>(xf + 4));
-        const uint4 w = __ldg(reinterpret_cast<const uint4 *>(norm_w + t * 8 + off));
-        return make_uint4(lf_rms_pack(a.x, a.y, rs, lf_bf_lo(w.x), lf_bf_hi(w.x)),
-                          lf_rms_pack(a.z, a.w, rs, lf_bf_lo(w.y), lf_bf_hi(w.y)),
-                          lf_rms_pack(b.x, b.y, rs, lf_bf_lo(w.z), lf_bf_hi(w.z)),
-                          lf_rms_pack(b.z, b.w, rs, lf_bf_lo(w.w), lf_bf_hi(w.w)));
-    };
-
-    float acc[R][4];
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.f;
-
-    for (int c = c0; c < c1; c += U) { /* c0, c1 warp-uniform: every lane reaches the mma */
-        if (c != c0) load_w(c);
-        uint4 xa[U], xb[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const long off = (long)(c + u) * 32;
-            const bool kok = c + u < c1 && off + t * 8 < cols;
-            xa[u] = kok && xok0 ? load_x(xr0, off, rs0) : zero;
-            xb[u] = BIG && kok && xok1 ? load_x(xr1, off, rs1) : zero;
+            xa[u] = kok && xok0 ? ld_x16(x0 + off) : zero;
+            xb[u] = BIG && kok && xok1 ? ld_x16(x1 + off) : zero;
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -197,35 +148,20 @@ __global__ void __launch_bounds__(GEMV_THREADS, 2)
         }
     }
 
-    /* acc[r][i] of lane (g, t) = partial Y[m][first row of tile r + 2t + (i & 1)],
+    /* acc[r][i] of lane (g, t) = partial Y[m][row_base + 8r + 2t + (i & 1)],
      * m = g + 8 * (i >> 1), over this warp's columns. */
 #pragma unroll
     for (int r = 0; r < R; r++)
         *reinterpret_cast<float4 *>(&red[warp][r * 128 + lane * 4]) =
             make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     __syncthreads();
-    if (SWIGLU) {
-        for (int e = threadIdx.x; e < 128; e += GEMV_THREADS) {
-            float gs = 0.f, us = 0.f;
-#pragma unroll
-            for (int w = 0; w < GEMV_WARPS; w++) {
-                gs += red[w][e];
-                us += red[w][128 + e];
-            }
-            const int ln = (e >> 2) & 31, i = e & 3;
-            const int m = (ln >> 2) + ((i & 2) ? 8 : 0);
-            const long j = tile0 + 2 * (ln & 3) + (i & 1);
-            if (m < n && j < half)
-                static_cast<__nv_bfloat16 *>(Y)[(long)m * half + j] = lf_swiglu1(gs, us);
-        }
-    }
-    for (int e = threadIdx.x; !SWIGLU && e < R * 128; e += GEMV_THREADS) {
+    for (int e = threadIdx.x; e < R * 128; e += GEMV_THREADS) {
         float s = 0.f;
 #pragma unroll
         for (int w = 0; w < GEMV_WARPS; w++) s += red[w][e];
         const int r = e >> 7, ln = (e >> 2) & 31, i = e & 3;
         const int m = (ln >> 2) + ((i & 2) ? 8 : 0);
-        const long row = tile0 + r * 8 + 2 * (ln & 3) + (i & 1);
+        const long row = row_base + r * 8 + 2 * (ln & 3) + (i & 1);
         if (m < n && row < rows) {
             const long idx = (long)m * rows + row;
             if (YBF) {
@@ -241,39 +177,24 @@ __global__ void __launch_bounds__(GEMV_THREADS, 2)
     }
 }
 
-/* The arguments of one GEMV launch. */
-struct GemvCall {
-    const void *W, *X, *norm_w;
-    float eps, beta;
-    void *Y;
-    int rows, cols, n;
-};
-
-template <int R, bool BIG, bool YBF, bool RMS, bool SWIGLU>
-cudaError_t launch_gemv(const GemvCall &a, cudaStream_t st) {
-    const int rpb = SWIGLU ? 8 : 8 * R;
-    const int out_rows = SWIGLU ? a.rows / 2 : a.rows;
-    const unsigned blocks = (unsigned)((out_rows + rpb - 1) / rpb);
-    return lf_launch(gemv_kernel<R, BIG, YBF, RMS, SWIGLU>, dim3(blocks), dim3(GEMV_THREADS), 0, st,
-                     static_cast<const uint16_t *>(a.W), a.X, static_cast<const uint16_t *>(a.norm_w), a.eps, a.Y,
-                     a.rows, a.cols, a.n, a.beta);
+template <int R, bool BIG, bool YBF>
+cudaError_t launch_gemv(const void *W, int rows, int cols, const void *X, int n, void *Y, float beta,
+                        cudaStream_t st) {
+    const int rpb = 8 * R;
+    const unsigned blocks = (unsigned)((rows + rpb - 1) / rpb);
+    return lf_launch(gemv_kernel<R, BIG, YBF>, dim3(blocks), dim3(GEMV_THREADS), 0, st,
+                     static_cast<const uint16_t *>(W), static_cast<const uint16_t *>(X), Y, rows, cols, n, beta);
 }
 
-template <int R, bool YBF, bool RMS, bool SWIGLU>
-cudaError_t launch_gemv_n(const GemvCall &a, cudaStream_t st) {
-    return a.n > 8 ? launch_gemv<R, true, YBF, RMS, SWIGLU>(a, st) : launch_gemv<R, false, YBF, RMS, SWIGLU>(a, st);
-}
-
-/* r: 1 or 2 row tiles per block (2 with swiglu) */
-cudaError_t launch_gemv_any(const GemvCall &a, int r, bool ybf, bool swiglu, cudaStream_t st) {
-    const bool rms = a.norm_w != NULL;
-    if (swiglu) return rms ? launch_gemv_n<2, true, true, true>(a, st) : launch_gemv_n<2, true, false, true>(a, st);
-    if (r == 2) {
-        if (rms) return ybf ? launch_gemv_n<2, true, true, false>(a, st) : launch_gemv_n<2, false, true, false>(a, st);
-        return ybf ? launch_gemv_n<2, true, false, false>(a, st) : launch_gemv_n<2, false, false, false>(a, st);
+template <int R>
+cudaError_t launch_gemv_r(const void *W, int rows, int cols, const void *X, int n, void *Y, bool ybf, float beta,
+                          cudaStream_t st) {
+    if (n > 8) {
+        return ybf ? launch_gemv<R, true, true>(W, rows, cols, X, n, Y, beta, st)
+                   : launch_gemv<R, true, false>(W, rows, cols, X, n, Y, beta, st);
     }
-    if (rms) return ybf ? launch_gemv_n<1, true, true, false>(a, st) : launch_gemv_n<1, false, true, false>(a, st);
-    return ybf ? launch_gemv_n<1, true, false, false>(a, st) : launch_gemv_n<1, false, false, false>(a, st);
+    return ybf ? launch_gemv<R, false, true>(W, rows, cols, X, n, Y, beta, st)
+               : launch_gemv<R, false, false>(W, rows, cols, X, n, Y, beta, st);
 }
 
 /* ---- host helpers ---------------------------------------------------- */
@@ -575,35 +496,12 @@ int lf_cuda_gemv(const void *W, int rows, int cols, const void *X, int n, void *
     if (variant < 0 || variant > 2)
         return lf_fail(err, SHAPE_FMT ": GEMV variant %d (0 auto, 1 or 2 row tiles per warp)", SHAPE_ARGS, variant);
     if (check_pointers(W, X, Y, rows, cols, n, y_dtype, beta, err)) return -1;
-    const GemvCall a = {W, X, NULL, 0.f, beta, Y, rows, cols, n};
     const int r = variant ? variant : (rows >= GEMV_R2_ROWS ? 2 : 1);
-    const cudaError_t e = launch_gemv_any(a, r, y_dtype == LF_DTYPE_BF16, false, static_cast<cudaStream_t>(stream));
+    const bool ybf = y_dtype == LF_DTYPE_BF16;
+    cudaStream_t st = static_cast<cudaStream_t>(stream);
+    const cudaError_t e = r == 2 ? launch_gemv_r<2>(W, rows, cols, X, n, Y, ybf, beta, st)
+                                 : launch_gemv_r<1>(W, rows, cols, X, n, Y, ybf, beta, st);
     if (e != cudaSuccess) return lf_fail(err, SHAPE_FMT ": GEMV launch: %s", SHAPE_ARGS, cudaGetErrorString(e));
-    return 0;
-}
-
-int lf_cuda_gemv_fused(const void *W, int rows, int cols, const void *X, const void *norm_w, float eps, int n, void *Y,
-                       lf_dtype y_dtype, float beta, int swiglu, void *stream, lf_error *err) {
-    if (check_shape(rows, cols, n, y_dtype, beta, err)) return -1;
-    if (n > GEMV_MAX_N) return lf_fail(err, SHAPE_FMT ": the GEMV takes n <= %d", SHAPE_ARGS, GEMV_MAX_N);
-    if (check_pointers(W, X, Y, rows, cols, n, y_dtype, beta, err)) return -1;
-    if (norm_w) {
-        if ((uintptr_t)norm_w % 16 != 0)
-            return lf_fail(err, SHAPE_FMT ": the RMSNorm weights (%p) are not 16-byte aligned", SHAPE_ARGS, norm_w);
-        if (!(eps >= 0.f) || !isfinite(eps))
-            return lf_fail(err, SHAPE_FMT ": RMSNorm eps %g must be finite and >= 0", SHAPE_ARGS, (double)eps);
-    }
-    if (swiglu) {
-        if (rows % 16 != 0)
-            return lf_fail(err, SHAPE_FMT ": SwiGLU needs rows = 2 * inter with inter a multiple of 8", SHAPE_ARGS);
-        if (y_dtype != LF_DTYPE_BF16 || beta != 0.f)
-            return lf_fail(err, SHAPE_FMT ": SwiGLU writes bf16 with beta 0", SHAPE_ARGS);
-    }
-    const GemvCall a = {W, X, norm_w, eps, beta, Y, rows, cols, n};
-    const int r = rows >= GEMV_R2_ROWS ? 2 : 1;
-    const cudaError_t e =
-        launch_gemv_any(a, r, y_dtype == LF_DTYPE_BF16, swiglu != 0, static_cast<cudaStream_t>(stream));
-    if (e != cudaSuccess) return lf_fail(err, SHAPE_FMT ": fused GEMV launch: %s", SHAPE_ARGS, cudaGetErrorString(e));
     return 0;
 }
 

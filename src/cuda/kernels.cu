@@ -19,7 +19,6 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_kernels.h"
-#include "cuda/cuda_device.cuh"
 #include "cuda/cuda_pdl.h"
 
 namespace {
@@ -31,11 +30,38 @@ template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 
-/* ---- reductions (sums: cuda_device.cuh) ------------------------------------- */
+/* bf16 bits -> float (the low half of a 32-bit word is the lower address) */
+__device__ __forceinline__ float bf_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+
+/* ---- reductions ------------------------------------------------------------ */
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets
+ * the result. sh: 32 floats of shared memory. Deterministic for a given
+ * blockDim. */
+__device__ float block_sum(float v, float *sh) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        float t = lane < nw ? sh[lane] : 0.f;
+        t = warp_sum(t);
+        if (lane == 0) sh[0] = t;
+    }
+    __syncthreads();
+    return sh[0];
 }
 __device__ float block_max(float v, float *sh) {
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -86,8 +112,8 @@ __global__ void k_embed(const bf16 *table, int vocab, int hidden, const int32_t 
         float4 *dst = reinterpret_cast<float4 *>(xr);
         for (int i = threadIdx.x; i < hidden / 8; i += blockDim.x) {
             const uint4 u = src[i];
-            dst[2 * i] = make_float4(lf_bf_lo(u.x), lf_bf_hi(u.x), lf_bf_lo(u.y), lf_bf_hi(u.y));
-            dst[2 * i + 1] = make_float4(lf_bf_lo(u.z), lf_bf_hi(u.z), lf_bf_lo(u.w), lf_bf_hi(u.w));
+            dst[2 * i] = make_float4(bf_lo(u.x), bf_hi(u.x), bf_lo(u.y), bf_hi(u.y));
+            dst[2 * i + 1] = make_float4(bf_lo(u.z), bf_hi(u.z), bf_lo(u.w), bf_hi(u.w));
         }
     } else {
         for (int i = threadIdx.x; i < hidden; i += blockDim.x) xr[i] = __bfloat162float(tr[i]);
@@ -106,15 +132,18 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const float *x, const 
     const int64_t r = blockIdx.x;
     const float *xr = x + r * dim;
     bf16 *yr = y + r * dim;
-    float rs;
+    float ss = 0.f;
     if (vec) { /* dim % 4 == 0; x 16-byte, w and y 8-byte aligned */
-        rs = lf_rms_factor(xr, dim, eps, sh);
+        const float4 *x4 = reinterpret_cast<const float4 *>(xr);
+        for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
+            const float4 v = x4[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
     } else {
-        float ss = 0.f;
         for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
-        ss = lf_block_sum(ss, sh);
-        rs = rsqrtf(ss / (float)dim + eps);
     }
+    ss = block_sum(ss, sh);
+    const float rs = rsqrtf(ss / (float)dim + eps);
     if (vec) {
         const float4 *x4 = reinterpret_cast<const float4 *>(xr);
         const uint2 *w4 = reinterpret_cast<const uint2 *>(w);
@@ -122,8 +151,12 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const float *x, const 
         for (int i = threadIdx.x; i < dim / 4; i += blockDim.x) {
             const float4 v = x4[i];
             const uint2 wu = w4[i];
-            y4[i] = make_uint2(lf_rms_pack(v.x, v.y, rs, lf_bf_lo(wu.x), lf_bf_hi(wu.x)),
-                               lf_rms_pack(v.z, v.w, rs, lf_bf_lo(wu.y), lf_bf_hi(wu.y)));
+            __nv_bfloat162 a = __floats2bfloat162_rn(v.x * rs * bf_lo(wu.x), v.y * rs * bf_hi(wu.x));
+            __nv_bfloat162 b = __floats2bfloat162_rn(v.z * rs * bf_lo(wu.y), v.w * rs * bf_hi(wu.y));
+            uint2 o;
+            memcpy(&o.x, &a, 4);
+            memcpy(&o.y, &b, 4);
+            y4[i] = o;
         }
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -145,7 +178,7 @@ __global__ void k_swiglu(const float *gu, int64_t total, int inter, bf16 *out) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t r = i / inter, j = i % inter;
         const float g = gu[r * 2 * inter + j], u = gu[r * 2 * inter + inter + j];
-        out[i] = lf_swiglu1(g, u);
+        out[i] = __float2bfloat16_rn(g / (1.f + expf(-g)) * u);
     }
 }
 
@@ -203,7 +236,7 @@ __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_
                 float ss = 0.f;
 #pragma unroll
                 for (int j = 0; j < ROPE_PAIRS; j++) ss += xa[j] * xa[j] + xb[j] * xb[j];
-                ss = lf_warp_sum(ss);
+                ss = warp_sum(ss);
                 const float rs = rsqrtf(ss / (float)hd + a.eps);
 #pragma unroll
                 for (int j = 0; j < ROPE_PAIRS; j++) {
@@ -317,7 +350,7 @@ __global__ void __launch_bounds__(SOFTMAX_THREADS) k_causal_softmax(const float 
     m = block_max(m, sh);
     float sum = 0.f;
     for (int k = threadIdx.x; k < L; k += blockDim.x) sum += expf(s[k] - m);
-    sum = lf_block_sum(sum, sh);
+    sum = block_sum(sum, sh);
     const float inv = 1.f / sum;
     for (int k = threadIdx.x; k < t1; k += blockDim.x) p[k] = from_f<T>(k < L ? expf(s[k] - m) * inv : 0.f);
 }
@@ -473,7 +506,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
             const float l = x[i];
             if (fkey(l) >= thr) z += sweight(l, m, T, m_inf);
         }
-        z = lf_block_sum(z, sm.fred);
+        z = block_sum(z, sm.fred);
         const float scl = MASS_ONE / z;
         uint32_t prefix = 0, pmask = 0;
         for (int shift = 24; shift >= 0; shift -= 8) {
@@ -534,7 +567,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
             if (w > 0.f && w >= wcut) part += w;
         }
     }
-    part = lf_warp_sum(part);
+    part = warp_sum(part);
     if (lane == 0) sm.wtot[wid] = part;
     __syncthreads();
     if (tid == 0) {

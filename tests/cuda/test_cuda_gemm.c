@@ -13,14 +13,12 @@
  * 1e-4 (rms + |ref|) (f32; idem) or 2^-8 |ref| + 1e-4 rms (bf16). Also: a
  * GEMV and a cuBLASLt call captured in a CUDA graph and replayed (twice,
  * with new X in between), an unprepared shape refused during capture, and
- * bad arguments refused with a message. The fused GEMV (RMSNorm of the
- * input, SwiGLU of the output) equals the separate kernels to the bit.
+ * bad arguments refused with a message.
  *
  * Built by CMake as a cmocka test (label cuda), or without cmocka with
  * -DLF_TEST_STANDALONE (see docs/cuda.md, "Matrix products"). Skips (exit 0)
  * when there is no CUDA device. */
 #include <math.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +27,6 @@
 
 #include "core/fp.h"
 #include "cuda/cuda_gemm.h"
-#include "cuda/cuda_kernels.h"
 
 #include "cuda_test.h"
 
@@ -384,143 +381,6 @@ done:
     END_TEST(f0);
 }
 
-/* ---- the fused GEMV ------------------------------------------------------ */
-/* lf_cuda_gemv_fused against (a) the separate kernels it replaces, which it
- * must equal to the bit (lf_cuda_rmsnorm then the GEMV; the fp32 GEMV then
- * lf_cuda_swiglu), and (b) a double-precision reference of the unrounded
- * math: h = x * rsqrt(mean(x^2) + eps) * w, y = W h (relative L2 <= 1e-2:
- * the bf16 rounding of h), silu(gate) * up. */
-static void fused_case(int rows, int cols, int n, bool norm, bool swiglu, float beta) {
-    const int out_rows = swiglu ? rows / 2 : rows;
-    const float eps = 1e-6f;
-    const size_t wc = (size_t)rows * cols, xc = (size_t)n * cols, yc = (size_t)n * out_rows;
-    uint16_t *hw = malloc(2 * wc), *hnw = malloc(2 * (size_t)cols), *hxb = malloc(2 * xc);
-    float *hx = malloc(4 * xc), *ya = malloc(4 * yc), *yb = malloc(4 * yc), *yold = malloc(4 * yc);
-    double *h = malloc(sizeof(double) * xc), *ref = malloc(sizeof(double) * yc);
-    void *dw = NULL, *dnw = NULL, *dx = NULL, *dh = NULL, *dgu = NULL, *dya = NULL, *dyb = NULL;
-    lf_error err;
-    char what[160];
-    snprintf(what, sizeof what, "fused gemv rows %d cols %d n %d%s%s beta %g", rows, cols, n, norm ? " rmsnorm" : "",
-             swiglu ? " swiglu" : "", (double)beta);
-    if (!hw || !hnw || !hxb || !hx || !ya || !yb || !yold || !h || !ref) {
-        CHECK(0, "%s: host allocation", what);
-        goto done;
-    }
-    fill_bf16(hw, wc, 1.f);
-    fill_bf16(hnw, (size_t)cols, 0.5f);
-    for (int k = 0; k < cols; k++) hnw[k] = lf_f32_to_bf16(1.f + lf_bf16_to_f32(hnw[k])); /* 0.5 .. 1.5 */
-    fill_bf16(hxb, xc, 1.f);
-    for (size_t i = 0; i < xc; i++) /* rows of different scales, values not bf16-exact */
-        hx[i] = lf_bf16_to_f32(hxb[i]) * (float)(1 + i / cols) * (1.f + 1.f / 3000.f);
-    for (size_t i = 0; i < yc; i++) yold[i] = beta != 0.f ? (float)((int)(i % 17) - 8) : NAN;
-    /* reference */
-    for (int m = 0; m < n; m++) {
-        double ss = 0;
-        for (int k = 0; k < cols; k++) ss += (double)hx[(size_t)m * cols + k] * hx[(size_t)m * cols + k];
-        const double rs = 1.0 / sqrt(ss / cols + eps);
-        for (int k = 0; k < cols; k++) {
-            const size_t i = (size_t)m * cols + k;
-            h[i] = norm ? hx[i] * rs * lf_bf16_to_f32(hnw[k]) : lf_bf16_to_f32(hxb[i]);
-        }
-    }
-    for (int m = 0; m < n; m++)
-        for (int j = 0; j < out_rows; j++) {
-            double d[2] = {0, 0};
-            for (int part = 0; part < (swiglu ? 2 : 1); part++) {
-                const uint16_t *w = hw + (size_t)(j + part * out_rows) * cols;
-                for (int k = 0; k < cols; k++) d[part] += lf_bf16_to_f32(w[k]) * h[(size_t)m * cols + k];
-            }
-            ref[(size_t)m * out_rows + j] = swiglu ? d[0] / (1 + exp(-d[0])) * d[1]
-                                                   : d[0] + (beta != 0.f ? beta * yold[(size_t)m * out_rows + j] : 0.0);
-        }
-    CUDA_OK(cudaMalloc(&dw, 2 * wc));
-    CUDA_OK(cudaMalloc(&dnw, 2 * (size_t)cols));
-    CUDA_OK(cudaMalloc(&dx, 4 * xc));
-    CUDA_OK(cudaMalloc(&dh, 2 * xc));
-    CUDA_OK(cudaMalloc(&dgu, 4 * (size_t)n * rows));
-    CUDA_OK(cudaMalloc(&dya, 4 * yc));
-    CUDA_OK(cudaMalloc(&dyb, 4 * yc));
-    CUDA_OK(cudaMemcpy(dw, hw, 2 * wc, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dnw, hnw, 2 * (size_t)cols, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dx, norm ? (const void *)hx : (const void *)hxb, norm ? 4 * xc : 2 * xc,
-                       cudaMemcpyHostToDevice));
-    if (!swiglu) {
-        CUDA_OK(cudaMemcpy(dya, yold, 4 * yc, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dyb, yold, 4 * yc, cudaMemcpyHostToDevice));
-    }
-    /* (a) the separate kernels */
-    const void *xin = dx;
-    if (norm) {
-        CHECK(lf_cuda_rmsnorm(dx, dnw, n, cols, eps, dh, NULL, &err) == 0, "%s: rmsnorm: %s", what, err.msg);
-        xin = dh;
-    }
-    if (swiglu) {
-        CHECK(lf_cuda_gemv(dw, rows, cols, xin, n, dgu, LF_DTYPE_F32, 0.f, 0, NULL, &err) == 0, "%s: gemv: %s", what,
-              err.msg);
-        CHECK(lf_cuda_swiglu(dgu, n, out_rows, dya, NULL, &err) == 0, "%s: swiglu: %s", what, err.msg);
-    } else {
-        CHECK(lf_cuda_gemv(dw, rows, cols, xin, n, dya, LF_DTYPE_F32, beta, 0, NULL, &err) == 0, "%s: gemv: %s",
-              what, err.msg);
-    }
-    /* (b) fused */
-    CHECK(lf_cuda_gemv_fused(dw, rows, cols, dx, norm ? dnw : NULL, eps, n, dyb,
-                             swiglu ? LF_DTYPE_BF16 : LF_DTYPE_F32, beta, swiglu, NULL, &err) == 0,
-          "%s: refused: %s", what, err.msg);
-    CUDA_OK(cudaDeviceSynchronize());
-    const size_t es = swiglu ? 2 : 4;
-    CUDA_OK(cudaMemcpy(ya, dya, es * yc, cudaMemcpyDeviceToHost));
-    CUDA_OK(cudaMemcpy(yb, dyb, es * yc, cudaMemcpyDeviceToHost));
-    size_t diff = 0;
-    for (size_t i = 0; i < yc; i++)
-        diff += swiglu ? ((uint16_t *)ya)[i] != ((uint16_t *)yb)[i] : memcmp(&ya[i], &yb[i], 4) != 0;
-    CHECK(diff == 0, "%s: %zu of %zu outputs differ from the separate kernels'", what, diff, yc);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < yc; i++) {
-        const double v = swiglu ? lf_bf16_to_f32(((uint16_t *)yb)[i]) : yb[i];
-        num += (v - ref[i]) * (v - ref[i]);
-        den += ref[i] * ref[i];
-    }
-    const double rel = sqrt(num / (den > 0 ? den : 1));
-    CHECK(rel <= 1e-2, "%s: relative L2 error %.3g vs the double reference", what, rel);
-    printf("%s: equal to the separate kernels on %zu outputs; rel L2 vs double %.2e\n", what, yc, rel);
-done:
-    cudaFree(dw);
-    cudaFree(dnw);
-    cudaFree(dx);
-    cudaFree(dh);
-    cudaFree(dgu);
-    cudaFree(dya);
-    cudaFree(dyb);
-    free(hw);
-    free(hnw);
-    free(hxb);
-    free(hx);
-    free(ya);
-    free(yb);
-    free(yold);
-    free(h);
-    free(ref);
-}
-
-static void test_fused(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
-    const int ns[] = {1, 3, 9, 16};
-    /* (48, 72): a column tail inside a 32-column chunk, 3 SwiGLU tiles;
-     * (12288, 2048): Qwen3-1.7B's gate_up (two row tiles per block) */
-    const int shapes[][2] = {{48, 72}, {1024, 512}, {12288, 2048}};
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
-            const int rows = shapes[si][0], cols = shapes[si][1], n = ns[ni];
-            fused_case(rows, cols, n, true, false, 0.f);
-            fused_case(rows, cols, n, true, true, 0.f);
-            fused_case(rows, cols, n, false, true, 0.f);
-            if (si < 2) fused_case(rows, cols, n, true, false, 1.f);
-        }
-    END_TEST(f0);
-}
-
 /* Bad arguments: -1 and a message naming the problem. The shape and pointer
  * checks come before any CUDA call, so most of this runs without a GPU. */
 static void test_bad_input(void **state) {
@@ -550,16 +410,6 @@ static void test_bad_input(void **state) {
     BAD(lf_cuda_gemm(NULL, buf, 16, 16, buf, 1, buf, LF_DTYPE_F32, 0.f, NULL, &err), "handle");
     BAD(lf_cuda_gemm_prepare(NULL, 16, 16, 1, LF_DTYPE_F32, 0.f, &err), "handle");
     BAD(lf_cuda_gemm_create(NULL, &err), "output");
-    /* the fused GEMV */
-    BAD(lf_cuda_gemv_fused(buf, 32, 16, buf, buf, 1e-6f, 1, buf, LF_DTYPE_F32, 0.f, 1, NULL, &err), "bf16 with beta 0");
-    BAD(lf_cuda_gemv_fused(buf, 32, 16, buf, buf, 1e-6f, 1, buf, LF_DTYPE_BF16, 1.f, 1, NULL, &err), "beta 0");
-    BAD(lf_cuda_gemv_fused(buf, 24, 16, buf, NULL, 0.f, 1, buf, LF_DTYPE_BF16, 0.f, 1, NULL, &err), "inter");
-    BAD(lf_cuda_gemv_fused(buf, 16, 16, buf, buf + 1, 1e-6f, 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err),
-        "RMSNorm weights");
-    BAD(lf_cuda_gemv_fused(buf, 16, 16, buf, buf, -1.f, 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err), "eps");
-    BAD(lf_cuda_gemv_fused(buf, 16, 16, buf, buf, NAN, 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err), "eps");
-    BAD(lf_cuda_gemv_fused(buf, 16, 16, buf, buf, 1e-6f, m + 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err), "n <=");
-    BAD(lf_cuda_gemv_fused(buf, 16, 16, NULL, buf, 1e-6f, 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err), "X is NULL");
     /* the message names the shape */
     BAD(lf_cuda_gemv(buf, 1000, 4100, buf, 1, buf, LF_DTYPE_F32, 0.f, 0, NULL, &err), "cols 4100");
     if (g_have_gpu && g_gemm) {
@@ -589,7 +439,6 @@ int main(void) {
     test_model_shapes(NULL);
     test_large_shapes(NULL);
     test_graph(NULL);
-    test_fused(NULL);
     lf_cuda_gemm_free(g_gemm);
     printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
     return g_failures ? 1 : 0;
@@ -597,7 +446,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),    cmocka_unit_test(test_small_shapes),
         cmocka_unit_test(test_model_shapes), cmocka_unit_test(test_large_shapes),
-        cmocka_unit_test(test_graph),        cmocka_unit_test(test_fused),
+        cmocka_unit_test(test_graph),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lf_cuda_gemm_free(g_gemm);
