@@ -96,6 +96,26 @@ class Eval(unittest.TestCase):
             self.assertLessEqual(r["kv_tokens_peak"], want)
         self.assertEqual(summary["policy"], "longflow")
 
+    def test_percent_budget_equals_fixed_budget(self):
+        """A problem's percentage budget b behaves as --budget b: the defaults that depend on
+        the budget (H2O's and VATP's recent window, b/2) come from the problem's budget, not
+        from the placeholder the engine holds for --budget P%."""
+        ref = os.path.join(self.tmp.name, "ref48.jsonl")
+        run(["eval", "--model", MODEL, "--data", self.data, "--max-tokens", "48", "--instruction", "",
+             "--output", ref, "--fresh", "--ignore-eos", "--threads", "2"])
+        for policy in ("h2o", "vatp"):
+            out = os.path.join(self.tmp.name, "pct-%s.jsonl" % policy)
+            run(["eval", "--model", MODEL, "--data", self.data, "--max-tokens", "48", "--instruction", "",
+                 "--output", out, "--fresh", "--ignore-eos", "--threads", "2", "--policy", policy,
+                 "--budget", "70%", "--reference", ref])
+            for r in read_results(out):
+                q = QUESTIONS[r["index"] - 100]
+                self.assertGreater(r["n_prompt"] + r["n_tokens"], r["budget"], "no eviction: the test shows nothing")
+                g = json.loads(run(["generate", "--model", MODEL, "--chat", "--prompt", q, "--max-tokens", "48",
+                                    "--ignore-eos", "--policy", policy, "--budget", str(r["budget"]),
+                                    "--json"]).stdout)
+                self.assertEqual(r["text"], g["text"], f"{policy}, budget {r['budget']}: {q}")
+
     def test_tiny_reasoner_solves_each_family(self):
         """The bundled model answers the first problems of each of its three test sets
         right with the full cache, after reasoning one line per step (docs/tiny-model.md).

@@ -49,7 +49,7 @@ class Args(ctypes.Structure):
         ("sinks", ctypes.c_int32), ("recent", ctypes.c_int32), ("scale", ctypes.c_float),
         ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_size_t),
         ("stream", ctypes.c_void_p),
-        ("kvh_slots", ctypes.c_int32)]
+        ("kvh_slots", ctypes.c_int32), ("recent_by_entry", ctypes.c_void_p)]
 
 
 class Plan(ctypes.Structure):

@@ -16,6 +16,7 @@
 #   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
 #   eval     longflow eval --device cuda on the tiny reasoner's three test sets: full, and
 #            LF_EVAL_POLICIES at --budget LF_EVAL_BUDGET (eval.jsonl, eval_results.tar.gz)
+#   evalpct  the same with per-problem budgets (--budget P%, the CPU sweep's budgets and problems)
 #   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
 # All parts in one call take more than one call's 10 minutes: split them, e.g.
 #   PARTS="tests gemm", PARTS="bench", PARTS="bench8b agree", PARTS="hf".
@@ -24,7 +25,7 @@
 # Files under $OUT (at most 8): run_engine.log (everything, combined),
 # engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
 # engine_agree.jsonl (agree), hf_baseline.json (hf), eval.jsonl and eval_results.tar.gz (eval),
-# summary.txt.
+# eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -169,12 +170,30 @@ for part in $PARTS; do
     done
     tar czf "$OUTD/eval_results.tar.gz" -C "$EV" . 2>> "$LOG"
     ;;
+  evalpct)
+    # per-problem budgets on the GPU (eval --budget P%): the first 40 problems of each family at the
+    # budgets of the CPU sweep, with the CPU sweep's full-cache results as the reference (so every
+    # problem gets the same budget as in bench/accuracy/runs); summaries to eval_pct.jsonl
+    EV=$(mktemp -d /tmp/lf-evalpct.XXXXXX)
+    for pol in ${LF_EVAL_POLICIES:-longflow tova h2o vatp streaming}; do
+      for pct in ${LF_EVAL_PCTS:-10% 20% 40% 60% 80%}; do
+        for fam in sum walk path; do
+          RUN_STDOUT=$EV/stdout run "eval tiny-reasoner $fam (cuda, $pol --budget $pct)" 120 "$PROG/longflow" eval \
+              --device cuda --batch max --model models/tiny-reasoner --data models/tiny-reasoner/data/$fam.jsonl \
+              --limit 40 --policy $pol --budget $pct --reference bench/accuracy/runs/$fam.full.jsonl \
+              --max-tokens 1500 --json --fresh --output $EV/$fam.$pol-${pct%\%}p.jsonl
+          grep '^{' $EV/stdout | tail -1 >> "$OUTD/eval_pct.jsonl"
+        done
+      done
+    done
+    tar czf "$OUTD/eval_pct_results.tar.gz" -C "$EV" --exclude stdout . 2>> "$LOG"
+    ;;
   hf)
     run "bench_hf_baseline.py" 280 env LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 bench/cuda/bench_hf_baseline.py --time-limit 240 \
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval hf)"
+    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct hf)"
     ;;
   esac
 done

@@ -233,7 +233,7 @@ static int run_sampled(const lf_bench_cuda_args *a, lf_model *m, int capacity, p
     double t0 = lf_now_ms();
     for (int e = 0; e < B; e++) {
         for (int i = 0; i < P; i++) prompt[i] = (int)(splitmix(&rs) % (uint64_t)V);
-        if (lf_cuda_prefill(b, e, prompt, P, (uint64_t)e, &tok[e], NULL, err)) {
+        if (lf_cuda_prefill(b, e, prompt, P, 0, (uint64_t)e, &tok[e], NULL, err)) {
             lf_fail_prefix(err, "prefill of entry %d", e);
             goto out;
         }

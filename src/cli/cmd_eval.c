@@ -38,7 +38,7 @@ static void eval_usage(FILE *f) {
             "                         instruction \"" LF_R1_INSTRUCTION "\"; \"\" for none)\n"
             "  --max-tokens N         per problem (default 8192)\n"
             "  --json                 print the summary as one JSON object\n"
-            "  --device cpu|cuda      (default cpu); on cuda every problem runs with one --budget N (no N%%)\n"
+            "  --device cpu|cuda      (default cpu); on cuda the entries are sized for the largest budget\n"
             "and the model, chat-template, sampling, policy, --threads and --gpu-mem-fraction flags of\n"
             "longflow generate.\n");
 }
@@ -370,12 +370,6 @@ int lf_cmd_eval(int argc, char **argv) {
     if (o.max_seqs >= 0) batch = o.max_seqs; /* --max-seqs, the generate spelling of --batch */
     o.max_seqs = batch;
     if (lf_gen_check_device(&o, cmd)) return 2;
-    if (budget_pct > 0 && o.device == LF_DEVICE_CUDA) {
-        lf_cli_error(cmd, "--budget %s gives each problem its own budget, which --device cuda does not support "
-                          "(every GPU entry has the same number of slots): use --budget N (slots) or --device cpu",
-                     budget_str);
-        return 2;
-    }
     if (budget_pct > 0 && !reference) {
         lf_cli_error(cmd, "--budget %s needs --reference FILE: the results of a --policy full run on the same data",
                      budget_str);

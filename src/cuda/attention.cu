@@ -57,6 +57,7 @@ struct Params {
     int *next_slot;
     const int *cur_pos;
     int sinks, recent;
+    const int *recent_e;            /* [pool entry] recent window, or NULL (= recent) */
     int B, H, Hkv, G, cap, cap_pad, n_split, split_len;
     int kvh_slots;                  /* slots between the KV heads of an entry (>= cap) */
     float scale_log2, inv_hd, inv_kvd; /* log2(e)*scale, 1/(H*D), 1/(Hkv*D) */
@@ -282,6 +283,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
     float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
     const float inv_h = 1.f / (float)p.H;
     const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    const int rec = p.recent_e ? p.recent_e[pidx] : p.recent;
     const int per_slot = 4 * (p.Hkv * (nbs ? 2 : 1) + 1 + (accum ? 1 : 0));
     int ch = stage_bytes / per_slot / 64 * 64;
     if (ch > p.cap_pad) ch = p.cap_pad;
@@ -317,7 +319,8 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
             }
             if (ps < 0) sc = 0.f;
             if (score) score[base + i] = sc;
-            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && p.recent > 0 && ps > cur - p.recent));
+            if (ps <= LF_CUDA_SLOT_OFF) continue; /* beyond the entry's budget: never a victim */
+            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && rec > 0 && ps > cur - rec));
             if (!prot) argmin_upd(best_v, best_i, sc, base + i);
             argmin_upd(fb_v, fb_i, sc, base + i);
         }
@@ -824,6 +827,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
     float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
     float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
     const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    const int rec = p.recent_e ? p.recent_e[pidx] : p.recent;
     const float inv_h = 1.f / (float)H;
     const int sub = p.sub_len, HG = Hkv * G;
     float *sE = stage;                               /* [Hkv*G][sub] */
@@ -877,7 +881,8 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
             }
             if (ps < 0) sc = 0.f;
             if (score) score[base + i] = sc;
-            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && p.recent > 0 && ps > cur - p.recent));
+            if (ps <= LF_CUDA_SLOT_OFF) continue; /* beyond the entry's budget: never a victim */
+            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && rec > 0 && ps > cur - rec));
             if (!prot) argmin_upd(best_v, best_i, sc, base + i);
             argmin_upd(fb_v, fb_i, sc, base + i);
         }
@@ -1262,7 +1267,7 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.out = a->out; p.score = a->score; p.acc = a->acc;
     p.next_slot = a->next_slot;
     p.cur_pos = a->cur_pos;
-    p.sinks = a->sinks; p.recent = a->recent;
+    p.sinks = a->sinks; p.recent = a->recent; p.recent_e = a->recent_by_entry;
     p.B = d->n_seq; p.H = d->n_heads; p.Hkv = d->n_kv_heads; p.G = P.G;
     p.cap = d->capacity; p.cap_pad = P.cap_pad;
     p.kvh_slots = kvh_slots;

@@ -10,7 +10,8 @@
  *   q    [n_seq][n_heads][head_dim]                       dtype (f16 or bf16)
  *   k, v element (p, kvh, slot, d) at p*kv_seq_stride + (kvh*kvh_slots + slot)*head_dim + d
  *        (kvh_slots = capacity unless the args say otherwise)
- *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty
+ *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty,
+ *        LF_CUDA_SLOT_OFF = beyond this entry's budget (never attended, never chosen)
  *   out  [n_seq][n_heads][head_dim]                       out_dtype (f32 or dtype)
  *   score, acc [p*slot_seq_stride + slot]  float (optional / mode-dependent)
  *   next_slot [p]  int32 out, indexed by pool entry (= s without seq_index)
@@ -25,7 +26,8 @@
  * Empty slots score 0 (and their acc is set to 0). next_slot = the slot with
  * the smallest score, lowest index on ties, among slots not protected by
  * `sinks` (0 <= pos < sinks) or `recent` (pos > cur_pos[s] - recent, needs
- * cur_pos); if every slot is protected, among all slots. For H2O/VATP the
+ * cur_pos); if every slot is protected, among all slots; never a slot whose
+ * pos is LF_CUDA_SLOT_OFF. For H2O/VATP the
  * chosen slot's acc is reset to 0 (the next token's K/V go there).
  */
 #ifndef LF_CUDA_ATTENTION_H
@@ -38,6 +40,11 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* pos of a slot that an entry with a budget smaller than the capacity does
+ * not use: attention skips it like an empty slot, and next_slot never points
+ * to it (an empty slot, -1, scores 0 and is chosen first). */
+#define LF_CUDA_SLOT_OFF (-2)
 
 typedef enum lf_cuda_score_mode {
     LF_CUDA_SCORE_NONE = 0, /* attention only: no score, no next_slot */
@@ -87,6 +94,8 @@ typedef struct lf_cuda_attn_args {
                                   passes capacity = the slots in use (rounded up), so
                                   attention reads only those. pos/score/acc strides are
                                   unaffected (slot_seq_stride). */
+    const int32_t *recent_by_entry; /* [pool entry] the recent window of each entry (entries with
+                                  their own budgets resolve their own), or NULL: `recent` */
 } lf_cuda_attn_args;
 
 /* Check a descriptor (head_dim 64 or 128, n_heads/n_kv_heads <= 8, ...). */

@@ -53,10 +53,12 @@ void lf_cuda_backend_info(const lf_cuda_backend *b, lf_cuda_info *info);
 
 /* Reset entry `entry`, run the prompt through the model into it (the policy
  * keeps what it keeps: all of it when it fits, SnapKV otherwise), sample the
- * first generated token with the sampling stream `seed`. logits (host, may be
- * NULL) receives the last prompt token's logits [vocab]. Synchronous. */
-int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, uint64_t seed, int *first_token,
-                    float *logits, lf_error *err);
+ * first generated token with the sampling stream `seed`. budget: the slots
+ * per layer this sequence may use, 1..capacity (a budgeted policy; the
+ * entry's other slots stay unused), or 0 for all of them. logits (host, may
+ * be NULL) receives the last prompt token's logits [vocab]. Synchronous. */
+int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, int budget, uint64_t seed,
+                    int *first_token, float *logits, lf_error *err);
 
 /* One decode step: for i < n, the sequence in entry entries[i] takes token
  * tokens[i] at position pos[i]; the sampled next token goes to out[i].
@@ -67,7 +69,8 @@ int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, const int *tok
                    float *logits, lf_error *err);
 
 /* For tests: an entry's slot positions of one layer (host [capacity], -1 =
- * empty) and the slot the next token of that layer goes to. */
+ * empty, LF_CUDA_SLOT_OFF = beyond the entry's budget) and the slot the next
+ * token of that layer goes to. */
 int lf_cuda_entry_slots(lf_cuda_backend *b, int entry, int layer, int32_t *pos, int32_t *next_slot,
                         lf_error *err);
 

@@ -122,7 +122,8 @@ typedef struct entry_state {
     bool live;     /* prefilled (or bench-filled) */
     uint64_t seed; /* sampling stream */
     int32_t step;  /* draws so far (the prefill's is step 0) */
-    int filled;    /* tokens stored: slots 0..filled-1 were written (capped at capacity) */
+    int budget;    /* slots this entry may use (<= capacity); slots budget.. hold LF_CUDA_SLOT_OFF */
+    int filled;    /* tokens stored: slots 0..filled-1 were written (capped at budget) */
     int s0;        /* streaming: slots 0..s0-1 hold positions < sinks */
     int ring;      /* streaming: next victim is slot s0 + ring once the cache is full */
 } entry_state;
@@ -181,6 +182,7 @@ struct lf_cuda_backend {
     size_t pool_bytes, kv_per_entry, aux_per_entry;
     bf16 *K, *V;
     int32_t *cpos, *next_slot;
+    int32_t *recent_e; /* [entry] the recent window each entry resolved for its budget */
     float *score, *acc;
     long long kv_seq_stride, kv_layer_stride, slot_layer_stride;
 
@@ -505,6 +507,14 @@ typedef struct ws_layout {
     int rows, mlp_rows;
 } ws_layout;
 
+/* Whether a prefill may have to compress its prompt (SnapKV), which needs
+ * the prompt's K/V scratch and fp32 q/k: a budgeted policy and a prompt
+ * longer than the smallest budget that may compress (a sequence's own
+ * budget, lf_cuda_prefill's, can be smaller than the entries' slots). */
+static bool prefill_may_compress(const lf_cuda_backend *b) {
+    return b->pol.kind != LF_POLICY_FULL && b->P > LF_SNAPKV_MIN_BUDGET - 1;
+}
+
 static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err) {
     memset(w, 0, sizeof *w);
     const size_t R = (size_t)(b->P > E ? b->P : E);
@@ -512,8 +522,7 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     if (E > mr) mr = E;
     const size_t M = (size_t)mr;
     const size_t P = (size_t)b->P;
-    const bool budgeted = b->pol.kind != LF_POLICY_FULL;
-    const bool may_compress = budgeted && b->P > b->cap - 1;
+    const bool may_compress = prefill_may_compress(b);
     const bool need_f32 = may_compress || b->uses_acc;
     size_t off = 0;
 #define TAKE(field, bytes)        \
@@ -710,7 +719,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         /* ---- the plan ---- */
         b->kv_per_entry = (size_t)2 * b->L * b->KV * (size_t)b->cap * b->HD * 2;
         b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0)) +
-                           (size_t)b->L * 4;
+                           (size_t)b->L * 4 + 4;
         const size_t per_entry = b->kv_per_entry + align256(b->aux_per_entry) + 256;
         if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) goto fail;
         b->gpu_free_plan = fr;
@@ -746,6 +755,8 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         off += b->uses_acc ? align256(slots * 4) : 0;
         const size_t oN = off;
         off += align256((size_t)b->L * E * 4);
+        const size_t oR = off;
+        off += align256((size_t)E * 4);
         if (dmalloc(b, &b->pool, off, err, "the KV pool")) goto fail;
         b->pool_bytes = off;
         char *pb = (char *)b->pool;
@@ -755,6 +766,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->score = b->scored ? (float *)(pb + oS) : NULL;
         b->acc = b->uses_acc ? (float *)(pb + oA) : NULL;
         b->next_slot = (int32_t *)(pb + oN);
+        b->recent_e = (int32_t *)(pb + oR);
         b->kv_seq_stride = (long long)b->KV * b->cap * b->HD;
         b->kv_layer_stride = (long long)E * b->kv_seq_stride;
         b->slot_layer_stride = (long long)E * b->cap;
@@ -763,6 +775,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         if (b->scored && ck(cudaMemsetAsync(b->score, 0, slots * 4, b->stream), err, "pool init")) goto fail;
         if (b->uses_acc && ck(cudaMemsetAsync(b->acc, 0, slots * 4, b->stream), err, "pool init")) goto fail;
         if (ck(cudaMemsetAsync(b->next_slot, 0, (size_t)b->L * E * 4, b->stream), err, "pool init")) goto fail;
+        if (launch_fill_i32(b, b->recent_e, 0, 1, E, b->pol.recent, err)) goto fail;
 
         /* workspace */
         if (dmalloc(b, &b->ws, wl.total, err, "the activations")) goto fail;
@@ -826,7 +839,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
             goto fail;
         if (ck(cudaStreamSynchronize(b->stream), err, "pool initialisation")) goto fail;
 
-        const bool need_f32 = (pol.kind != LF_POLICY_FULL && b->P > b->cap - 1) || b->uses_acc;
+        const bool need_f32 = prefill_may_compress(b) || b->uses_acc;
         if (need_f32) {
             b->hq32 = (float *)malloc((size_t)b->P * b->qdim * sizeof(float));
             b->hk32 = (float *)malloc((size_t)b->P * b->kvdim * sizeof(float));
@@ -911,11 +924,11 @@ static void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const
     a->pos = pos;
 }
 
-static int prefill_host_layer(lf_cuda_backend *b, int n, bool compress, int *nk_out, lf_error *err) {
+static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress, int *nk_out, lf_error *err) {
     const int cap = b->cap;
     int nk = n;
     if (compress) {
-        nk = cap - 1;
+        nk = bud - 1;
         int sinks = b->pol.sinks;
         if (b->o.policy.sinks < 0 && sinks > nk - LF_SNAPKV_WINDOW - 1) sinks = nk - LF_SNAPKV_WINDOW - 1;
         if (lf_snapkv_select(b->hq32, b->hk32, n, b->H, b->KV, b->HD, nk, sinks, b->h_kept, err))
@@ -926,28 +939,31 @@ static int prefill_host_layer(lf_cuda_backend *b, int n, bool compress, int *nk_
             return lf_fail_prefix(err, "cuda prefill: window attention");
         for (int i = 0; i < cap; i++) b->h_slotacc[i] = i < nk ? b->hwin[compress ? b->h_kept[i] : i] : 0.f;
     }
-    for (int i = 0; i < cap; i++) b->h_slotpos[i] = i < nk ? (compress ? b->h_kept[i] : i) : -1;
+    for (int i = 0; i < cap; i++)
+        b->h_slotpos[i] = i < nk ? (compress ? b->h_kept[i] : i) : i < bud ? -1 : LF_CUDA_SLOT_OFF;
     *nk_out = nk;
     return 0;
 }
 
-static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, uint64_t seed, int *first_token,
-                       float *logits, lf_error *err) {
+static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, int bud, uint64_t seed,
+                       int *first_token, float *logits, lf_error *err) {
     cudaStream_t s = b->stream;
     void *vs = (void *)s;
     const int cap = b->cap;
     const bool budgeted = b->pol.kind != LF_POLICY_FULL;
-    const bool compress = budgeted && n > cap - 1;
+    const bool compress = budgeted && n > bud - 1;
     const bool need_f32 = compress || b->uses_acc;
-    int nk = compress ? cap - 1 : n;
+    int nk = compress ? bud - 1 : n;
 
     for (int i = 0; i < n; i++) b->h_ptok[i] = tokens[i];
     if (ck(cudaMemcpyAsync(b->d_ptok, b->h_ptok, (size_t)n * 4, cudaMemcpyHostToDevice, s), err,
            "prefill token upload"))
         return -1;
-    /* the entry's slots: empty, scores and accumulators 0 */
+    /* the entry's slots: empty up to its budget, off beyond; scores and accumulators 0 */
     int32_t *pos_e = b->cpos + (size_t)entry * cap;
-    if (launch_fill_i32(b, pos_e, b->slot_layer_stride, b->L, cap, -1, err)) return -1;
+    if (launch_fill_i32(b, pos_e, b->slot_layer_stride, b->L, bud, -1, err)) return -1;
+    if (bud < cap && launch_fill_i32(b, pos_e + bud, b->slot_layer_stride, b->L, cap - bud, LF_CUDA_SLOT_OFF, err))
+        return -1;
     if (b->scored && launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
         return -1;
     if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
@@ -997,7 +1013,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                    "prefill k download") ||
                 ck(cudaStreamSynchronize(s), err, "prefill layer"))
                 goto layer_fail;
-            if (prefill_host_layer(b, n, compress, &nk, err)) goto layer_fail;
+            if (prefill_host_layer(b, n, bud, compress, &nk, err)) goto layer_fail;
             if (compress) {
                 if (ck(cudaMemcpyAsync(b->d_kept, b->h_kept, (size_t)nk * 4, cudaMemcpyHostToDevice, s), err,
                        "SnapKV indices upload"))
@@ -1058,6 +1074,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     st->live = true;
     st->seed = seed;
     st->step = 1;
+    st->budget = bud;
     st->filled = nk;
     st->ring = 0;
     st->s0 = 0;
@@ -1068,7 +1085,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     return 0;
 }
 
-extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, uint64_t seed,
+extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, int budget, uint64_t seed,
                                int *first_token, float *logits, lf_error *err) {
     if (!b || !tokens || !first_token) return lf_fail(err, "cuda prefill: missing argument");
     if (entry < 0 || entry >= b->E)
@@ -1081,17 +1098,38 @@ extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens,
         if (tokens[i] < 0 || tokens[i] >= b->vocab)
             return lf_fail(err, "cuda prefill: token id %d at index %d is outside the vocabulary [0, %d)",
                            tokens[i], i, b->vocab);
+    if (budget < 0 || budget > b->cap)
+        return lf_fail(err, "cuda prefill: budget %d for entry %d is outside 1..%d (the entries' slots; 0 = all)",
+                       budget, entry, b->cap);
+    if (b->pol.kind == LF_POLICY_FULL && budget != 0 && budget != b->cap)
+        return lf_fail(err, "cuda prefill: --policy full keeps every token; a budget of %d slots does not apply",
+                       budget);
+    const int bud = budget ? budget : b->cap;
     if (b->pol.kind == LF_POLICY_FULL && n > b->cap)
         return lf_fail(err, "cuda prefill: a prompt of %d tokens does not fit the %d slots of --policy full", n,
                        b->cap);
-    if (b->pol.kind != LF_POLICY_FULL && n > b->cap - 1 && b->cap < LF_SNAPKV_MIN_BUDGET)
+    if (b->pol.kind != LF_POLICY_FULL && n > bud - 1 && bud < LF_SNAPKV_MIN_BUDGET)
         return lf_fail(err,
                        "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
                        "longer than budget-1 with SnapKV, which keeps the last %d prompt tokens, so the "
                        "budget must be more than %d",
-                       b->cap, n, lf_policy_name(b->pol.kind), LF_SNAPKV_WINDOW, LF_SNAPKV_MIN_BUDGET - 1);
+                       bud, n, lf_policy_name(b->pol.kind), LF_SNAPKV_WINDOW, LF_SNAPKV_MIN_BUDGET - 1);
+    /* the recent window, and the check that something is left to evict, as
+     * lf_kv_cache_init resolves them for a cache of `bud` slots and this budget */
+    int recent = b->pol.recent;
+    if (budget && b->pol.kind != LF_POLICY_FULL) {
+        lf_policy_config res;
+        if (lf_policy_resolve(&b->o.policy, bud, &res, err))
+            return lf_fail_prefix(err, "cuda prefill: entry %d's budget", entry);
+        if (b->pol.sinks >= bud)
+            return lf_fail(err, "cuda prefill: budget %d must exceed the %d sinks of --policy %s", bud, b->pol.sinks,
+                           lf_policy_name(b->pol.kind));
+        recent = res.recent;
+        if (b->pol.sinks + recent >= bud) recent = bud - 1 - b->pol.sinks;
+    }
     b->st[entry].live = false;
-    if (prefill_run(b, entry, tokens, n, seed, first_token, logits, err)) {
+    if (launch_fill_i32(b, b->recent_e + entry, 0, 1, 1, recent, err)) return -1;
+    if (prefill_run(b, entry, tokens, n, bud, seed, first_token, logits, err)) {
         cudaStreamSynchronize(b->stream);
         b->st[entry].live = false;
         return -1;
@@ -1105,6 +1143,7 @@ extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens,
  * (first empty slot; once full, the evictable slot with the smallest
  * position; sinks = positions < --sinks are never evicted, recent is 0).
  *
+ * `cap` below is the entry's budget (its slots; beyond them LF_CUDA_SLOT_OFF).
  * Claim: with positions stored in increasing order, the slots always hold
  * increasing positions in slot order while filling, and once full the
  * non-sink slots s0..cap-1 read cyclically from s0 + ring hold increasing
@@ -1122,15 +1161,16 @@ extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens,
  * ring advances by one modulo cap - s0. The current token is evictable too
  * (recent = 0), but it is the newest, so it is the minimum only when it is
  * the only non-sink slot (cap - s0 = 1), where the ring stays on it as well.
- * s0 < cap because cap > sinks (lf_policy_resolve). */
-static int streaming_slot(const lf_cuda_backend *b, const entry_state *st) {
-    if (st->filled < b->cap) return st->filled;
+ * s0 < cap because cap > sinks (lf_policy_resolve; lf_cuda_prefill checks a
+ * per-entry budget). */
+static int streaming_slot(const entry_state *st) {
+    if (st->filled < st->budget) return st->filled;
     return st->s0 + st->ring;
 }
 
 static int next_host_slot(const lf_cuda_backend *b, const entry_state *st) {
     if (b->pol.kind == LF_POLICY_FULL) return st->filled < b->cap ? st->filled : -1;
-    return streaming_slot(b, st);
+    return streaming_slot(st);
 }
 
 static int prepare_shapes(lf_cuda_backend *b, int n, lf_error *err) {
@@ -1215,6 +1255,7 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
             a.cur_pos = b->d_pos;
             a.sinks = b->pol.sinks;
             a.recent = b->pol.recent;
+            a.recent_by_entry = b->recent_e;
             a.scale = 0.f;
             a.workspace = b->attn_ws;
             a.workspace_bytes = b->attn_ws_bytes;
@@ -1314,11 +1355,11 @@ static void decode_advance(lf_cuda_backend *b, int n, const int *entries, const 
     for (int i = 0; i < n; i++) {
         entry_state *st = &b->st[entries[i]];
         st->step++;
-        if (st->filled < b->cap) {
+        if (st->filled < st->budget) {
             if (pos[i] < b->pol.sinks) st->s0++;
             st->filled++;
         } else if (b->pol.kind == LF_POLICY_STREAMING) {
-            st->ring = (st->ring + 1) % (b->cap - st->s0);
+            st->ring = (st->ring + 1) % (st->budget - st->s0);
         }
     }
 }
@@ -1493,6 +1534,7 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     st->live = true;
     st->seed = b->o.sampling.seed + (uint64_t)entry;
     st->step = 1;
+    st->budget = cap;
     st->filled = nv;
     st->s0 = length <= cap ? (nv < sinks ? nv : sinks) : sinks;
     st->ring = 0;
@@ -1508,7 +1550,7 @@ extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entrie
     double kvb = 0;
     for (int i = 0; i < n; i++) {
         const entry_state *st = &b->st[entries[i]];
-        int valid = st->filled < b->cap ? st->filled + 1 : b->cap;
+        int valid = st->filled < st->budget ? st->filled + 1 : st->budget;
         kvb += (double)valid * b->L * b->KV * b->HD * 2.0 * 2.0;
     }
     cudaStream_t s = b->stream;

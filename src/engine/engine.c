@@ -163,12 +163,6 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
     const lf_config *c = &e->model->cfg;
     if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
     if (budget == 0) budget = e->cfg.policy.budget;
-    if (e->cfg.device == LF_DEVICE_CUDA && e->cfg.policy.kind != LF_POLICY_FULL && budget != e->cfg.policy.budget)
-        return lf_fail(err,
-                       "a per-request budget (%d slots) that differs from the engine's --budget %d is not supported "
-                       "on --device cuda: every GPU entry has the same number of slots (eval --budget N%% relies on "
-                       "per-request budgets: use --budget N there, or --device cpu)",
-                       budget, e->cfg.policy.budget);
     if (n_prompt < 1) return lf_fail(err, "prompt is empty: at least one token is needed");
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
@@ -258,7 +252,12 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
     if (lf_sampler_init(&r->sampler, &e->cfg.sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
     r->has_sampler = true;
-    if (lf_kv_cache_init(&r->cache, c, &e->cfg.policy, cache_slots(e, r), err)) return -1;
+    /* the request's budget, not the engine's, sets what depends on it (H2O's and
+     * VATP's default recent window, budget / 2): eval --budget P% gives every
+     * problem its own, with the engine's budget a placeholder */
+    lf_policy_config pc = e->cfg.policy;
+    pc.budget = r->budget;
+    if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(e, r), err)) return -1;
     r->has_cache = true;
     r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
     r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
@@ -333,14 +332,23 @@ static int cpu_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err
 /* ---- the CUDA path ------------------------------------------------------- */
 #ifdef LF_HAVE_CUDA
 
-/* Slots every entry needs for prompts of up to max_prompt tokens: the
- * policy's budget, capped at what a sequence can ever hold; for `full`,
- * prompt + max_tokens (so `full` never runs out of slots). */
+/* Slots every entry needs for prompts of up to max_prompt tokens: for a
+ * budgeted policy the largest budget of the queued requests (each capped at
+ * what its sequence can ever hold; the engine's budget when none is queued),
+ * for `full` prompt + max_tokens (so `full` never runs out of slots). A
+ * request with a smaller budget uses that many of its entry's slots
+ * (lf_cuda_prefill's budget). */
 static int gpu_capacity(const lf_engine *e, int max_prompt) {
     long need = (long)max_prompt + e->cfg.max_tokens;
     if (need > 1 << 30) need = 1 << 30;
     if (e->cfg.policy.kind == LF_POLICY_FULL) return (int)need;
-    return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
+    if (e->next_queued >= e->n_reqs) return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
+    int cap = 1;
+    for (int i = e->next_queued; i < e->n_reqs; i++) {
+        const int c = cache_slots(e, e->reqs[i]);
+        if (c > cap) cap = c;
+    }
+    return cap;
 }
 
 /* Create the backend for prompts of up to max_prompt tokens, or keep the
@@ -420,7 +428,8 @@ static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *us
     double t0 = lf_now_ms();
     int tok = 0;
     /* the sampling stream of a request is its id, as on the CPU */
-    if (lf_cuda_prefill(e->gpu, r->entry, r->prompt, r->g.n_prompt, (uint64_t)r->g.id, &tok, NULL, err))
+    const int budget = e->cfg.policy.kind == LF_POLICY_FULL ? 0 : cache_slots(e, r);
+    if (lf_cuda_prefill(e->gpu, r->entry, r->prompt, r->g.n_prompt, budget, (uint64_t)r->g.id, &tok, NULL, err))
         return -1;
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;

@@ -44,6 +44,7 @@
 #include "core/file.h"
 #include "core/fp.h"
 #include "cpu/forward.h"
+#include "cuda/cuda_attention.h"
 #include "cuda/cuda_forward.h"
 #include "cuda/cuda_gemm.h"
 #include "eval/answer.h"
@@ -60,6 +61,7 @@
 #define BATCH_TOL 1e-3
 #define POLICY_STEPS 32
 #define POLICY_BUDGET 40
+#define ENTRY_SLOTS 128
 #define TIE_REL 1e-3
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -252,7 +254,7 @@ static void cpu_greedy(const lf_model *m, const prompt *p, cpu_run *r) {
 static void gpu_teacher_forced(lf_cuda_backend *b, int V, int entry, const prompt *p, const cpu_run *cpu,
                                float *logits, int *tokens) {
     lf_error err = {{0}};
-    if (lf_cuda_prefill(b, entry, p->ids, p->n, 1234, &tokens[0], logits, &err))
+    if (lf_cuda_prefill(b, entry, p->ids, p->n, 0, 1234, &tokens[0], logits, &err))
         fail_msg("gpu prefill of %d tokens: %s", p->n, err.msg);
     for (int s = 1; s < STEPS; s++) {
         int pos = p->n + s - 1, tok = cpu->tokens[s - 1];
@@ -335,7 +337,7 @@ static void check_full(const char *name, const lf_model *m) {
             if (t < start[i] || step[i] >= STEPS) continue;
             if (t == start[i]) {
                 int first;
-                if (lf_cuda_prefill(b, ent[i], ps[i].ids, ps[i].n, 99, &first, one, &err))
+                if (lf_cuda_prefill(b, ent[i], ps[i].ids, ps[i].n, 0, 99, &first, one, &err))
                     fail_msg("%s batched prefill: %s", name, err.msg);
                 double e = rel_l2(one, alone + (size_t)i * STEPS * V, V);
                 if (e > worst_batch) worst_batch = e;
@@ -432,15 +434,24 @@ static double cpu_tie_gap(const lf_kv_cache *c, int layer, int pnow) {
 
 /* Compare every layer of the entry with the CPU cache; layers already
  * diverged are skipped. pnow: the position of the last token (-1 after
- * prefill: no tie check). */
-static void compare_slots(const char *what, lf_cuda_backend *b, int entry, const lf_kv_cache *c, int step, int pnow,
-                          bool *diverged, int32_t *gpos, pol_stats *st) {
+ * prefill: no tie check). gpu_cap: the GPU entry's slots (>= the CPU's; the
+ * ones beyond the entry's budget must stay LF_CUDA_SLOT_OFF, and never be
+ * the next slot). */
+static void compare_slots(const char *what, lf_cuda_backend *b, int entry, const lf_kv_cache *c, int gpu_cap,
+                          int step, int pnow, bool *diverged, int32_t *gpos, pol_stats *st) {
     lf_error err = {{0}};
     for (int l = 0; l < c->n_layers; l++) {
         if (diverged[l]) continue;
         int32_t gnext = -2;
         if (lf_cuda_entry_slots(b, entry, l, gpos, &gnext, &err)) fail_msg("%s: entry slots: %s", what, err.msg);
         const lf_kv_layer *L = &c->layers[l];
+        for (int i = c->capacity; i < gpu_cap; i++)
+            if (gpos[i] != LF_CUDA_SLOT_OFF)
+                fail_msg("%s step %d layer %d: slot %d, beyond the entry's budget of %d, holds %d (not off)", what,
+                         step, l, i, c->capacity, gpos[i]);
+        if (gnext < 0 || gnext >= c->capacity)
+            fail_msg("%s step %d layer %d: next slot %d is outside the entry's budget of %d", what, step, l, gnext,
+                     c->capacity);
         int diff_pos = 0, first = -1;
         for (int i = 0; i < c->capacity; i++)
             if (gpos[i] != L->pos[i]) {
@@ -467,11 +478,17 @@ static void compare_slots(const char *what, lf_cuda_backend *b, int entry, const
     }
 }
 
-static void check_policy(const char *name, const lf_model *m, lf_policy_kind kind, const prompt *p,
+/* gpu_cap > POLICY_BUDGET: the GPU entries have gpu_cap slots and this
+ * sequence gets a budget of POLICY_BUDGET of them (lf_cuda_prefill's budget,
+ * what eval --budget P% does); it must behave as a cache of POLICY_BUDGET.
+ * With ENTRY_SLOTS = 128 > the longest prompt (64), the entries alone would
+ * never need SnapKV: the 60-token prompt is compressed for its budget only. */
+static void check_policy(const char *name, const lf_model *m, lf_policy_kind kind, const prompt *p, int gpu_cap,
                          pol_stats *st) {
     const int V = m->cfg.vocab_size;
-    char what[128];
-    snprintf(what, sizeof what, "%s %s prompt %d", name, lf_policy_name(kind), p->n);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s prompt %d%s", name, lf_policy_name(kind), p->n,
+             gpu_cap > POLICY_BUDGET ? " (entry budget 40 of 128 slots)" : "");
     lf_error err = {{0}};
     lf_policy_config pc;
     lf_policy_config_default(&pc);
@@ -481,26 +498,28 @@ static void check_policy(const char *name, const lf_model *m, lf_policy_kind kin
     if (lf_kv_cache_init(&c, &m->cfg, &pc, POLICY_BUDGET, &err)) fail_msg("%s: cpu cache: %s", what, err.msg);
     lf_cpu_ctx *ctx = NULL;
     if (lf_cpu_ctx_create(m, 1, &ctx, &err)) fail_msg("%s: %s", what, err.msg);
-    lf_cuda_options o = gpu_options(kind, POLICY_BUDGET, 64, 2);
+    lf_cuda_options o = gpu_options(kind, gpu_cap, 64, 2);
     lf_cuda_backend *b = gpu_create(m, &o, what);
     float *logits = xmalloc((size_t)V * sizeof(float));
-    int32_t *gpos = xmalloc((size_t)POLICY_BUDGET * sizeof(int32_t));
+    int32_t *gpos = xmalloc((size_t)gpu_cap * sizeof(int32_t));
     bool *div = calloc((size_t)c.n_layers, sizeof(bool));
     assert_non_null(div);
     const int entry = 1;
     int gtok;
     if (lf_cpu_prefill(ctx, m, &c, p->ids, p->n, logits, &err)) fail_msg("%s: cpu prefill: %s", what, err.msg);
     int tok = argmax(logits, V);
-    if (lf_cuda_prefill(b, entry, p->ids, p->n, 5, &gtok, NULL, &err)) fail_msg("%s: gpu prefill: %s", what, err.msg);
+    const int budget = gpu_cap > POLICY_BUDGET ? POLICY_BUDGET : 0;
+    if (lf_cuda_prefill(b, entry, p->ids, p->n, budget, 5, &gtok, NULL, &err))
+        fail_msg("%s: gpu prefill: %s", what, err.msg);
     st->layers += c.n_layers;
-    compare_slots(what, b, entry, &c, 0, -1, div, gpos, st);
+    compare_slots(what, b, entry, &c, gpu_cap, 0, -1, div, gpos, st);
     for (int s = 1; s <= POLICY_STEPS; s++) {
         int pos = p->n + s - 1;
         lf_kv_cache *cp = &c;
         if (lf_cpu_decode(ctx, m, &cp, &tok, &pos, 1, logits, &err)) fail_msg("%s: cpu decode: %s", what, err.msg);
         if (lf_cuda_decode(b, 1, &entry, &tok, &pos, &gtok, NULL, &err))
             fail_msg("%s: gpu decode step %d: %s", what, s, err.msg);
-        compare_slots(what, b, entry, &c, s, pos, div, gpos, st);
+        compare_slots(what, b, entry, &c, gpu_cap, s, pos, div, gpos, st);
         tok = argmax(logits, V); /* teacher forcing: both take the CPU's token */
     }
     lf_cuda_backend_free(b);
@@ -518,10 +537,11 @@ static void check_policies(const char *name, const lf_model *m) {
     const lf_policy_kind kinds[] = {LF_POLICY_LONGFLOW, LF_POLICY_TOVA, LF_POLICY_H2O, LF_POLICY_VATP,
                                     LF_POLICY_STREAMING};
     pol_stats st = {0};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        check_policy(name, m, kinds[k], &sp, &st);
-        check_policy(name, m, kinds[k], &lp, &st);
-    }
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        for (int cap = POLICY_BUDGET; cap <= ENTRY_SLOTS; cap += ENTRY_SLOTS - POLICY_BUDGET) {
+            check_policy(name, m, kinds[k], &sp, cap, &st);
+            check_policy(name, m, kinds[k], &lp, cap, &st);
+        }
     double rate = st.compared ? (double)st.exact / (double)st.compared : 0;
     printf("[ policies ] %-20s %ld decisions compared, %.2f%% exact; %ld of %ld layer runs diverged (%ld at near "
            "ties)\n",
@@ -580,7 +600,7 @@ static void check_transformers(const char *dir, const char *name, const lf_model
         int tok = 0;
         for (int r = 0; r < rows; r++) {
             if (r == 0) {
-                if (lf_cuda_prefill(b, 0, ids, n, 1, &tok, lg, &err)) fail_msg("%s: gpu prefill: %s", name, err.msg);
+                if (lf_cuda_prefill(b, 0, ids, n, 0, 1, &tok, lg, &err)) fail_msg("%s: gpu prefill: %s", name, err.msg);
             } else {
                 int in = cJSON_GetArrayItem(ta, r - 1)->valueint, pos = n + r - 1, entry = 0;
                 if (lf_cuda_decode(b, 1, &entry, &in, &pos, &tok, lg, &err))
@@ -736,7 +756,7 @@ static void test_tiny_reasoner(void **state) {
     lf_cuda_options o = gpu_options(LF_POLICY_FULL, n_ids + GEN, n_ids, 1);
     lf_cuda_backend *b = gpu_create(m, &o, "tiny-reasoner generation");
     int n_gpu = 0, e0 = 0;
-    if (lf_cuda_prefill(b, 0, ids, n_ids, 7, &gtok[0], NULL, &err)) fail_msg("%s", err.msg);
+    if (lf_cuda_prefill(b, 0, ids, n_ids, 0, 7, &gtok[0], NULL, &err)) fail_msg("%s", err.msg);
     n_gpu = 1;
     while (n_gpu < GEN && !lf_config_is_eos(&m->cfg, gtok[n_gpu - 1])) {
         int pos = n_ids + n_gpu - 1;
@@ -796,8 +816,8 @@ static void test_rows_grow(void **state) {
     int tok[NS], pos[NS], ent[NS], out[NS], first;
     float *lb = xmalloc((size_t)NS * V * sizeof(float)), *la = xmalloc((size_t)V * sizeof(float));
     for (int i = 0; i < NS; i++) {
-        if (lf_cuda_prefill(b, i, ps[i].ids, ps[i].n, 3, &first, NULL, &err) ||
-            lf_cuda_prefill(alone, i, ps[i].ids, ps[i].n, 3, &first, NULL, &err))
+        if (lf_cuda_prefill(b, i, ps[i].ids, ps[i].n, 0, 3, &first, NULL, &err) ||
+            lf_cuda_prefill(alone, i, ps[i].ids, ps[i].n, 0, 3, &first, NULL, &err))
             fail_msg("prefill %d: %s", i, err.msg);
         tok[i] = first;
         pos[i] = ps[i].n;
@@ -998,9 +1018,28 @@ static void test_errors(void **state) {
     o = gpu_options(LF_POLICY_FULL, 8, 8, 1);
     b = gpu_create(m, &o, "full capacity");
     int ids[8] = {1, 2, 3, 4, 5, 6, 7, 8}, first, e0 = 0, pos = 8, out;
-    if (lf_cuda_prefill(b, 0, ids, 8, 1, &first, NULL, &err)) fail_msg("%s", err.msg);
+    if (lf_cuda_prefill(b, 0, ids, 8, 0, 1, &first, NULL, &err)) fail_msg("%s", err.msg);
     if (lf_cuda_decode(b, 1, &e0, &first, &pos, &out, NULL, &err) == 0) fail_msg("decode past a full cache accepted");
     if (!strstr(err.msg, "full")) fail_msg("refusal does not say the cache is full: %s", err.msg);
+    printf("[ errors   ] %s\n", err.msg);
+    /* a per-entry budget: not with full, within 1..capacity, large enough for the prompt */
+    if (lf_cuda_prefill(b, 0, ids, 8, 4, 1, &first, NULL, &err) == 0) fail_msg("a budget for --policy full accepted");
+    printf("[ errors   ] %s\n", err.msg);
+    lf_cuda_backend_free(b);
+    o = gpu_options(LF_POLICY_LONGFLOW, 64, 64, 1);
+    b = gpu_create(m, &o, "entry budgets");
+    const int bad[] = {-1, 65};
+    for (int i = 0; i < 2; i++) {
+        if (lf_cuda_prefill(b, 0, ids, 8, bad[i], 1, &first, NULL, &err) == 0)
+            fail_msg("entry budget %d of 64 slots accepted", bad[i]);
+        if (!strstr(err.msg, "budget")) fail_msg("refusal does not name the budget: %s", err.msg);
+        printf("[ errors   ] %s\n", err.msg);
+    }
+    int long_ids[40];
+    for (int i = 0; i < 40; i++) long_ids[i] = 1 + i;
+    if (lf_cuda_prefill(b, 0, long_ids, 40, 20, 1, &first, NULL, &err) == 0)
+        fail_msg("a 40-token prompt into an entry budget of 20 accepted (SnapKV keeps 32)");
+    if (!strstr(err.msg, "too small")) fail_msg("refusal does not say the budget is too small: %s", err.msg);
     printf("[ errors   ] %s\n", err.msg);
     lf_cuda_backend_free(b);
     lf_model_free(m);
