@@ -16,6 +16,7 @@
 #   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
 #   eval     longflow eval --device cuda on the tiny reasoner's three test sets: full, and
 #            LF_EVAL_POLICIES at --budget LF_EVAL_BUDGET (eval.jsonl, eval_results.tar.gz)
+#   prefill  prefill tokens/s of longflow, h2o, vatp at prompt 512 / 4096, with and without SnapKV
 #   evalpct  the same with per-problem budgets (--budget P%, the CPU sweep's budgets and problems)
 #   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
 # All parts in one call take more than one call's 10 minutes: split them, e.g.
@@ -170,6 +171,18 @@ for part in $PARTS; do
     done
     tar czf "$OUTD/eval_results.tar.gz" -C "$EV" . 2>> "$LOG"
     ;;
+  prefill)
+    # prefill throughput of the policies whose prefill needs the window attention (H2O, VATP) or
+    # SnapKV (a prompt longer than the budget), against the plain prefill, in one run (qwen3-1.7b)
+    for P in "512 3200" "4096 8192" "4096 1024"; do
+      set -- $P
+      for pol in longflow h2o vatp; do
+        LF_JSON_TAG="prefill P=$1 budget=$2" bench_json "$BENCH_JSON" 120 "prefill qwen3-1.7b $pol prompt $1 budget $2" \
+            --random-weights --config qwen3-1.7b --prompt-len $1 --gen-len 64 --batch 8 --mode sampled \
+            --policy $pol --budget $2
+      done
+    done
+    ;;
   evalpct)
     # per-problem budgets on the GPU (eval --budget P%): the first 40 problems of each family at the
     # budgets of the CPU sweep, with the CPU sweep's full-cache results as the reference (so every
@@ -193,7 +206,7 @@ for part in $PARTS; do
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct hf)"
+    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct prefill hf)"
     ;;
   esac
 done
@@ -212,9 +225,9 @@ bench, agree = lines(sys.argv[1]), lines(sys.argv[2])
 hf = json.load(open(sys.argv[3])) if os.path.exists(sys.argv[3]) else None
 def row(r):
     last = r["points"][-1]
-    return ("%-14s %-30s %-9s %-7s B=%-4d steady %9.1f tok/s  avg %9.1f tok/s  roofline@L=%d %.2f  peak %.1f GB"
+    return ("%-14s %-30s %-9s %-7s B=%-4d steady %9.1f tok/s  avg %9.1f tok/s  roofline@L=%d %.2f  peak %.1f GB  prefill %.0f tok/s"
             % (r.get("tag", ""), r["config"], r["policy"], r["mode"], r["max_batch"], r["steady_tokens_per_s"], r["avg_tokens_per_s"],
-               last["L"], last.get("roofline_fraction") or 0, r["gpu_peak_bytes"] / 1e9))
+               last["L"], last.get("roofline_fraction") or 0, r["gpu_peak_bytes"] / 1e9, r.get("prefill_tokens_per_s") or 0))
 for r in bench: print(row(r))
 by = {(r["config"], r["policy"]): r for r in bench if r.get("batch_requested", 0) == 0}  # the --batch max runs
 for cfg in sorted({r["config"] for r in bench}):

@@ -105,6 +105,22 @@ int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int6
                         int n_kv_heads, int head_dim, lf_dtype dt, const int32_t *index, int nk,
                         void *stream, lf_error *err);
 
+/* The window softmax sums of a prompt's last w queries, on the GPU (as
+ * src/kv/snapkv.c computes them on the CPU): for each query head h and each
+ * query t in [n - w, n), the softmax of q_t . k_j / sqrt(hd) over the keys
+ * j < keys(t), times wgt, summed into out[j] (0 where no query reaches).
+ * keys(t) = n - w (causal = 0: SnapKV's window attends to the keys before
+ * it, lf_snapkv_window_sums with wgt 1) or t + 1 (causal = 1: H2O's and
+ * VATP's start, lf_window_attention with wgt 1 / n_heads).
+ *   q fp32 [n][n_heads][hd], k fp32 [n][n_kv_heads][hd], out fp32 [n]
+ * 1 <= w <= min(n, 32) (and w < n when causal = 0); query head h uses KV head
+ * h / (n_heads / n_kv_heads). Deterministic: fixed summation order.
+ * scratch: lf_cuda_window_sums_bytes(n, n_heads, w) bytes of device memory. */
+size_t lf_cuda_window_sums_bytes(int n, int n_heads, int w);
+int lf_cuda_window_sums(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim, int w,
+                        int causal, float wgt, float *out, void *scratch, size_t scratch_bytes, void *stream,
+                        lf_error *err);
+
 /* Sampling on the GPU, one token per row of logits fp32 [n][vocab] (the
  * logits may be overwritten). params (host struct) applies to every row:
  * temperature 0 = greedy (argmax, lowest index on ties); otherwise logits /

@@ -6,8 +6,8 @@
  *      layer is 4 GEMMs (qkv, o, gate_up, down); lm_head padded to a multiple
  *      of 8 rows (padded logits get -inf through a bias)
  *   3. memory plan and the entry pool (one cudaMalloc)
- *   4. prefill of one prompt into an entry (SnapKV / H2O windows on the host,
- *      exactly as src/kv/cache.c's lf_kv_prefill_layer)
+ *   4. prefill of one prompt into an entry (SnapKV's and H2O's window sums on
+ *      the GPU, the selection on the host, as src/kv/cache.c's lf_kv_prefill_layer)
  *   5. the decode step of a batch of entries (one upload, then kernels that a
  *      CUDA graph per batch size replays)
  *   6. tests and benchmarks: entry slots, bench fill, profiled step, info
@@ -207,8 +207,11 @@ struct lf_cuda_backend {
     float *h_slotacc;
     size_t h_in_bytes;
 
-    /* host scratch for SnapKV / window attention */
-    float *hq32, *hk32, *hwin;
+    /* host scratch for SnapKV's selection and the H2O/VATP accumulator */
+    float *hraw, *hwin;         /* host copies of the window sums (SnapKV's, the accumulator's) [P] */
+    float *d_raw, *d_win;       /* the same on the device */
+    void *win_ws;               /* lf_cuda_window_sums scratch */
+    size_t win_ws_bytes;
 
     entry_state *st;
     int *mark; /* [E] duplicate check */
@@ -501,7 +504,8 @@ static int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) 
 /* Workspace bytes for E entries (every buffer that depends on the entry
  * count, plus the prefill buffers). Fills the offsets when `b` is set. */
 typedef struct ws_layout {
-    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv;
+    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, win, wsum;
+    size_t win_bytes;
     size_t in, ptok, ppos, kept, slotpos, slotacc, attn, samp, total;
     size_t in_bytes, attn_bytes, samp_bytes;
     int rows, mlp_rows;
@@ -543,6 +547,10 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     TAKE(k32, need_f32 ? P * b->kvdim * 4 : 0);
     TAKE(pk, may_compress ? P * b->kvdim * 2 : 0);
     TAKE(pv, may_compress ? P * b->kvdim * 2 : 0);
+    /* the window softmax sums: scratch, and SnapKV's [P] + the accumulator's [P] */
+    w->win_bytes = need_f32 ? lf_cuda_window_sums_bytes(b->P, b->H, LF_SNAPKV_WINDOW) : 0;
+    TAKE(win, w->win_bytes);
+    TAKE(wsum, need_f32 ? 2 * P * 4 : 0);
     /* decode inputs: seeds (u64), tokens, pos, entries, row_slot, steps, out */
     w->in_bytes = (size_t)E * (8 + 6 * 4);
     TAKE(in, w->in_bytes);
@@ -647,8 +655,7 @@ extern "C" void lf_cuda_backend_free(lf_cuda_backend *b) {
     if (b->h_in) cudaFreeHost(b->h_in);
     if (b->stream) cudaStreamDestroy(b->stream);
     free(b->layers);
-    free(b->hq32);
-    free(b->hk32);
+    free(b->hraw);
     free(b->hwin);
     free(b->st);
     free(b->mark);
@@ -793,6 +800,10 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->q32 = (float *)(w + wl.q32);
         b->k32 = (float *)(w + wl.k32);
         b->pk = (bf16 *)(w + wl.pk);
+        b->win_ws = w + wl.win;
+        b->win_ws_bytes = wl.win_bytes;
+        b->d_raw = (float *)(w + wl.wsum);
+        b->d_win = b->d_raw + b->P;
         b->pv = (bf16 *)(w + wl.pv);
         b->in_bytes = wl.in_bytes;
         char *in = w + wl.in;
@@ -841,11 +852,10 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
 
         const bool need_f32 = prefill_may_compress(b) || b->uses_acc;
         if (need_f32) {
-            b->hq32 = (float *)malloc((size_t)b->P * b->qdim * sizeof(float));
-            b->hk32 = (float *)malloc((size_t)b->P * b->kvdim * sizeof(float));
+            b->hraw = (float *)malloc((size_t)b->P * sizeof(float));
             b->hwin = (float *)malloc((size_t)b->P * sizeof(float));
-            if (!b->hq32 || !b->hk32 || !b->hwin) {
-                lf_fail(err, "cuda: out of host memory for the prefill q/k of %d tokens", b->P);
+            if (!b->hraw || !b->hwin) {
+                lf_fail(err, "cuda: out of host memory for the window sums of %d tokens", b->P);
                 goto fail;
             }
         }
@@ -902,8 +912,8 @@ static int mlp_rows(lf_cuda_backend *b, const gpu_layer *g, int r0, int n, prof 
 /* ---- 4. prefill ------------------------------------------------------------- */
 
 /* Host part of a compressed / accumulated prefill layer, as
- * lf_kv_prefill_layer: kept positions (SnapKV) and the H2O/VATP window
- * attention. Returns nk. */
+ * lf_kv_prefill_layer, from the window sums the GPU computed (hraw, hwin):
+ * kept positions (SnapKV) and the H2O/VATP starting accumulator. Returns nk. */
 /* The fields of a rope_store call that prefill and decode share: the layer's
  * q/k/v from b->qkv, its bias and q/k norms, RoPE at positions pos. */
 static void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const int32_t *pos,
@@ -931,12 +941,10 @@ static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress,
         nk = bud - 1;
         int sinks = b->pol.sinks;
         if (b->o.policy.sinks < 0 && sinks > nk - LF_SNAPKV_WINDOW - 1) sinks = nk - LF_SNAPKV_WINDOW - 1;
-        if (lf_snapkv_select(b->hq32, b->hk32, n, b->H, b->KV, b->HD, nk, sinks, b->h_kept, err))
+        if (lf_snapkv_select_from_sums(b->hraw, n, nk, sinks, b->h_kept, err))
             return lf_fail_prefix(err, "cuda prefill: SnapKV");
     }
     if (b->uses_acc) {
-        if (lf_window_attention(b->hq32, b->hk32, n, b->H, b->KV, b->HD, LF_SNAPKV_WINDOW, b->hwin, err))
-            return lf_fail_prefix(err, "cuda prefill: window attention");
         for (int i = 0; i < cap; i++) b->h_slotacc[i] = i < nk ? b->hwin[compress ? b->h_kept[i] : i] : 0.f;
     }
     for (int i = 0; i < cap; i++)
@@ -1007,12 +1015,21 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
             if (lf_cuda_prefill_attention(b->pf, b->q, kk, vv, kst, n, 0.f, b->att, vs, err)) goto layer_fail;
         }
         if (need_f32) {
-            if (ck(cudaMemcpyAsync(b->hq32, b->q32, (size_t)n * b->qdim * 4, cudaMemcpyDeviceToHost, s), err,
-                   "prefill q download") ||
-                ck(cudaMemcpyAsync(b->hk32, b->k32, (size_t)n * b->kvdim * 4, cudaMemcpyDeviceToHost, s), err,
-                   "prefill k download") ||
-                ck(cudaStreamSynchronize(s), err, "prefill layer"))
+            /* the window sums on the GPU (fp32 q/k from rope_store), n floats each back to the host */
+            const int ww = n < LF_SNAPKV_WINDOW ? n : LF_SNAPKV_WINDOW;
+            if (compress &&
+                (lf_cuda_window_sums(b->q32, b->k32, n, b->H, b->KV, b->HD, LF_SNAPKV_WINDOW, 0, 1.f, b->d_raw,
+                                     b->win_ws, b->win_ws_bytes, vs, err) ||
+                 ck(cudaMemcpyAsync(b->hraw, b->d_raw, (size_t)n * 4, cudaMemcpyDeviceToHost, s), err,
+                    "SnapKV window sums download")))
                 goto layer_fail;
+            if (b->uses_acc &&
+                (lf_cuda_window_sums(b->q32, b->k32, n, b->H, b->KV, b->HD, ww, 1, 1.f / (float)b->H, b->d_win,
+                                     b->win_ws, b->win_ws_bytes, vs, err) ||
+                 ck(cudaMemcpyAsync(b->hwin, b->d_win, (size_t)n * 4, cudaMemcpyDeviceToHost, s), err,
+                    "window attention download")))
+                goto layer_fail;
+            if (ck(cudaStreamSynchronize(s), err, "prefill layer")) goto layer_fail;
             if (prefill_host_layer(b, n, bud, compress, &nk, err)) goto layer_fail;
             if (compress) {
                 if (ck(cudaMemcpyAsync(b->d_kept, b->h_kept, (size_t)nk * 4, cudaMemcpyHostToDevice, s), err,

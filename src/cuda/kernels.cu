@@ -870,6 +870,112 @@ extern "C" int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void
     return launched(err, "gather_rows");
 }
 
+/* ---- window softmax sums (SnapKV, H2O/VATP prefill) --------------------------- */
+constexpr int WIN_MAX = 32;  /* queries in the window (LF_SNAPKV_WINDOW) */
+constexpr int WIN_KEYS = 64; /* keys per block of k_window_scores */
+
+/* Scores of the window's queries of head blockIdx.y against keys
+ * [64 blockIdx.x, +64): S[h][t][j] = q_t . k_j * scale, -inf where j >=
+ * keys(t). The block stages its q rows and K chunk in shared memory. */
+__global__ void __launch_bounds__(256) k_window_scores(const float *q, const float *k, int n, int nh, int nkv,
+                                                       int hd, int w, int causal, float scale, float *S) {
+    extern __shared__ float wsh[];
+    float *sq = wsh;                  /* [w][hd] */
+    float *sk = wsh + (size_t)w * hd; /* [WIN_KEYS][hd + 1] (padded against bank conflicts) */
+    const int h = blockIdx.y, g = h / (nh / nkv), j0 = blockIdx.x * WIN_KEYS, t0 = n - w;
+    const int nk = min(WIN_KEYS, n - j0);
+    for (int x = threadIdx.x; x < w * hd; x += blockDim.x) {
+        const int t = x / hd, d = x % hd;
+        sq[x] = q[((size_t)(t0 + t) * nh + h) * hd + d];
+    }
+    for (int x = threadIdx.x; x < nk * hd; x += blockDim.x) {
+        const int j = x / hd, d = x % hd;
+        sk[j * (hd + 1) + d] = k[((size_t)(j0 + j) * nkv + g) * hd + d];
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < w * WIN_KEYS; x += blockDim.x) {
+        const int t = x / WIN_KEYS, jj = x % WIN_KEYS, j = j0 + jj;
+        if (jj >= nk) continue;
+        const int keys = causal ? t0 + t + 1 : t0;
+        float s = -INFINITY;
+        if (j < keys) {
+            const float *a = sq + (size_t)t * hd, *b = sk + jj * (hd + 1);
+            float acc = 0.f;
+            for (int d = 0; d < hd; d++) acc += a[d] * b[d];
+            s = acc * scale;
+        }
+        S[((size_t)h * w + t) * n + j] = s;
+    }
+}
+
+/* Per (head, query) row of S: max and wgt / sum of exp(s - max). */
+__global__ void __launch_bounds__(256) k_window_rowstats(const float *S, int n, float wgt, float2 *stats) {
+    __shared__ float sh[32];
+    const float *row = S + (size_t)blockIdx.x * n;
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) m = fmaxf(m, row[j]);
+    m = block_max(m, sh);
+    float z = 0.f;
+    if (m != -INFINITY)
+        for (int j = threadIdx.x; j < n; j += blockDim.x) z += expf(row[j] - m);
+    z = block_sum(z, sh);
+    if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(m, z > 0.f ? wgt / z : 0.f);
+}
+
+/* out[j] = sum over rows r (head-major, then query) of exp(S[r][j] - m_r) * inv_r. */
+__global__ void k_window_colsum(const float *S, const float2 *stats, int n, int rows, float *out) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float acc = 0.f;
+    for (int r = 0; r < rows; r++) {
+        const float s = S[(size_t)r * n + j];
+        const float2 st = stats[r];
+        if (s != -INFINITY) acc += expf(s - st.x) * st.y;
+    }
+    out[j] = acc;
+}
+
+extern "C" size_t lf_cuda_window_sums_bytes(int n, int n_heads, int w) {
+    if (n < 1 || n_heads < 1 || w < 1) return 0;
+    const size_t rows = (size_t)n_heads * w;
+    return ((rows * n * sizeof(float) + 255) & ~(size_t)255) + rows * sizeof(float2);
+}
+
+extern "C" int lf_cuda_window_sums(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                                   int w, int causal, float wgt, float *out, void *scratch, size_t scratch_bytes,
+                                   void *stream, lf_error *err) {
+    if (n < 1 || n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads || head_dim < 1 || head_dim > 256 ||
+        n_heads > 65535)
+        return lf_fail(err, "cuda window sums: bad shape (n %d, %d heads, %d KV heads, head_dim %d)", n, n_heads,
+                       n_kv_heads, head_dim);
+    if (w < 1 || w > WIN_MAX || w > n || (!causal && w >= n))
+        return lf_fail(err, "cuda window sums: a window of %d queries for %d tokens (1..%d%s)", w, n, WIN_MAX,
+                       causal ? "" : ", fewer than the tokens");
+    if (!q || !k || !out || !scratch) return lf_fail(err, "cuda window sums: q, k, out and scratch are required");
+    const size_t need = lf_cuda_window_sums_bytes(n, n_heads, w);
+    if (scratch_bytes < need)
+        return lf_fail(err, "cuda window sums: scratch of %zu bytes, %zu needed", scratch_bytes, need);
+    const cudaStream_t st = (cudaStream_t)stream;
+    const int rows = n_heads * w;
+    float *S = static_cast<float *>(scratch);
+    float2 *stats = reinterpret_cast<float2 *>(static_cast<char *>(scratch) +
+                                               (((size_t)rows * n * sizeof(float) + 255) & ~(size_t)255));
+    const size_t smem = ((size_t)w * head_dim + (size_t)WIN_KEYS * (head_dim + 1)) * sizeof(float);
+    if (smem > 48 * 1024) { /* hd 128: 48.3 KB, above the default limit of dynamic shared memory */
+        const cudaError_t e = cudaFuncSetAttribute(k_window_scores, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)smem);
+        if (e != cudaSuccess) return lf_fail(err, "cuda window sums: shared memory: %s", cudaGetErrorString(e));
+    }
+    const float scale = 1.f / sqrtf((float)head_dim);
+    k_window_scores<<<dim3((unsigned)((n + WIN_KEYS - 1) / WIN_KEYS), (unsigned)n_heads), 256, smem, st>>>(
+        q, k, n, n_heads, n_kv_heads, head_dim, w, causal, scale, S);
+    if (launched(err, "window scores")) return -1;
+    k_window_rowstats<<<(unsigned)rows, 256, 0, st>>>(S, n, wgt, stats);
+    if (launched(err, "window row statistics")) return -1;
+    k_window_colsum<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(S, stats, n, rows, out);
+    return launched(err, "window column sums");
+}
+
 /* ---- sampling ---------------------------------------------------------------- */
 extern "C" size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab) {
     (void)max_n;

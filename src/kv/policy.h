@@ -69,6 +69,18 @@ int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_k
 int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
                      float *pooled, lf_error *err);
 
+/* The window sums SnapKV pools (n values; the last w are 0): for each of the
+ * last w = LF_SNAPKV_WINDOW queries and each query head, the softmax over the
+ * first n - w keys, summed. The GPU computes the same (lf_cuda_window_sums). */
+int lf_snapkv_window_sums(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                          float *raw, lf_error *err);
+
+/* SnapKV's pooling of the window sums: pooled [n - w]. */
+void lf_snapkv_pool(const float *raw, int n, float *pooled);
+
+/* lf_snapkv_select from window sums already computed (raw [n]). */
+int lf_snapkv_select_from_sums(const float *raw, int n, int keep, int sinks, int32_t *kept, lf_error *err);
+
 /* Attention each prompt position receives from the last min(w, n) prompt
  * queries (causal softmax), averaged over query heads and summed over the
  * queries: H2O's and VATP's starting accumulated attention. acc [n]. */

@@ -69,25 +69,31 @@ static int window_softmax_sum(const float *q, const float *k, int n, int nh, int
     return 0;
 }
 
-int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
-                     float *pooled, lf_error *err) {
+int lf_snapkv_window_sums(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                          float *raw, lf_error *err) {
     const int w = LF_SNAPKV_WINDOW, m = n - w;
     if (m <= 0) return lf_fail(err, "SnapKV: a prompt of %d tokens has nothing before its %d-token window", n, w);
-    float *raw = malloc((size_t)n * sizeof(float));
-    if (!raw) return lf_fail(err, "SnapKV: out of memory for a prompt of %d tokens", n);
-    if (window_softmax_sum(q, k, n, n_heads, n_kv_heads, head_dim, m, m, 1.0f, raw, err)) {
-        free(raw);
-        return -1;
-    }
-    const int r = LF_SNAPKV_POOL / 2;
+    return window_softmax_sum(q, k, n, n_heads, n_kv_heads, head_dim, m, m, 1.0f, raw, err);
+}
+
+void lf_snapkv_pool(const float *raw, int n, float *pooled) {
+    const int m = n - LF_SNAPKV_WINDOW, r = LF_SNAPKV_POOL / 2;
     for (int i = 0; i < m; i++) {
         float s = 0;
         for (int d = -r; d <= r; d++)
             if (i + d >= 0 && i + d < m) s += raw[i + d];
         pooled[i] = s / (float)LF_SNAPKV_POOL;
     }
+}
+
+int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                     float *pooled, lf_error *err) {
+    float *raw = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!raw) return lf_fail(err, "SnapKV: out of memory for a prompt of %d tokens", n);
+    int rc = lf_snapkv_window_sums(q, k, n, n_heads, n_kv_heads, head_dim, raw, err);
+    if (!rc) lf_snapkv_pool(raw, n, pooled);
     free(raw);
-    return 0;
+    return rc;
 }
 
 typedef struct scored {
@@ -103,8 +109,10 @@ static int cmp_scored(const void *a, const void *b) {
     return (x->i > y->i) - (x->i < y->i);
 }
 
-int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
-                     int keep, int sinks, int32_t *kept, lf_error *err) {
+/* The selection of lf_snapkv_select from the window sums (raw: NULL to
+ * compute them from q and k). */
+static int select_kept(const float *q, const float *k, const float *raw, int n, int n_heads, int n_kv_heads,
+                       int head_dim, int keep, int sinks, int32_t *kept, lf_error *err) {
     const int w = LF_SNAPKV_WINDOW, m = n - w;
     if (keep >= n) return lf_fail(err, "SnapKV: asked to keep %d of %d tokens", keep, n);
     if (keep - w < 1)
@@ -119,7 +127,9 @@ int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_k
         free(cand);
         return lf_fail(err, "SnapKV: out of memory for a prompt of %d tokens", n);
     }
-    if (lf_snapkv_scores(q, k, n, n_heads, n_kv_heads, head_dim, pooled, err)) {
+    if (raw) {
+        lf_snapkv_pool(raw, n, pooled);
+    } else if (lf_snapkv_scores(q, k, n, n_heads, n_kv_heads, head_dim, pooled, err)) {
         free(pooled);
         free(cand);
         return -1;
@@ -139,6 +149,15 @@ int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_k
     free(pooled);
     free(cand);
     return 0;
+}
+
+int lf_snapkv_select(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
+                     int keep, int sinks, int32_t *kept, lf_error *err) {
+    return select_kept(q, k, NULL, n, n_heads, n_kv_heads, head_dim, keep, sinks, kept, err);
+}
+
+int lf_snapkv_select_from_sums(const float *raw, int n, int keep, int sinks, int32_t *kept, lf_error *err) {
+    return select_kept(NULL, NULL, raw, n, 0, 0, 0, keep, sinks, kept, err);
 }
 
 int lf_window_attention(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,

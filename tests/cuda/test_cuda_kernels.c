@@ -22,6 +22,7 @@
 
 #include "core/fp.h"
 #include "cuda/cuda_kernels.h"
+#include "kv/policy.h"
 #include "cuda_test.h"
 
 
@@ -251,6 +252,93 @@ static void test_bias_swiglu(void **state) {
         free(ref);
         free(got);
     }
+    assert_int_equal(g_failures, f0);
+}
+
+/* ======================================================================== */
+/* The window softmax sums (SnapKV's and H2O/VATP's prefill) against a double
+ * reference written here, and SnapKV's selection from the GPU's sums against
+ * the CPU's lf_snapkv_select from q and k. */
+static void window_case(int n, int nh, int nkv, int hd, int causal) {
+    const int w = causal ? (n < 32 ? n : 32) : 32, t0 = n - w, rep = nh / nkv;
+    const float wgt = causal ? 1.f / (float)nh : 1.f;
+    char what[96];
+    snprintf(what, sizeof what, "window sums n %d heads %d/%d hd %d %s", n, nh, nkv, hd,
+             causal ? "causal" : "SnapKV");
+    lf_error err = {{0}};
+    float *q = malloc(sizeof(float) * n * nh * hd), *k = malloc(sizeof(float) * n * nkv * hd);
+    float *got = malloc(sizeof(float) * n);
+    double *ref = calloc((size_t)n, sizeof(double)), *gd = malloc(sizeof(double) * n),
+           *row = malloc(sizeof(double) * n);
+    for (long i = 0; i < (long)n * nh * hd; i++) q[i] = (float)(rng_normal() * 1.5);
+    for (long i = 0; i < (long)n * nkv * hd; i++) k[i] = (float)rng_normal();
+    for (int h = 0; h < nh; h++)
+        for (int t = t0; t < n; t++) {
+            const int keys = causal ? t + 1 : t0;
+            double mx = -INFINITY, z = 0;
+            for (int j = 0; j < keys; j++) {
+                double d = 0;
+                for (int e = 0; e < hd; e++)
+                    d += (double)q[((long)t * nh + h) * hd + e] * k[((long)j * nkv + h / rep) * hd + e];
+                row[j] = d / sqrt((double)hd);
+                if (row[j] > mx) mx = row[j];
+            }
+            for (int j = 0; j < keys; j++) z += exp(row[j] - mx);
+            for (int j = 0; j < keys; j++) ref[j] += wgt * exp(row[j] - mx) / z;
+        }
+    const size_t sb = lf_cuda_window_sums_bytes(n, nh, w);
+    float *dq = dev_copy(q, sizeof(float) * n * nh * hd), *dk = dev_copy(k, sizeof(float) * n * nkv * hd);
+    float *dout = dev_alloc(sizeof(float) * n);
+    void *ds = dev_alloc(sb);
+    CHECK(lf_cuda_window_sums(dq, dk, n, nh, nkv, hd, w, causal, wgt, dout, ds, sb, NULL, &err) == 0, "%s: %s", what,
+          err.msg);
+    if (to_host(got, dout, sizeof(float) * n) == 0) {
+        for (int j = 0; j < n; j++) gd[j] = got[j];
+        compare(what, ref, gd, n, 1e-5);
+        if (!causal) {
+            for (int j = t0; j < n; j++) CHECK(got[j] == 0.f, "%s: window key %d has sum %g", what, j, got[j]);
+            const int keep = 33 + (n - 33) / 2; /* SnapKV keeps more than its 32-token window, fewer than n */
+            int32_t *kc = malloc(sizeof(int32_t) * keep), *kg = malloc(sizeof(int32_t) * keep);
+            CHECK(lf_snapkv_select(q, k, n, nh, nkv, hd, keep, 0, kc, &err) == 0, "%s: cpu select: %s", what,
+                  err.msg);
+            CHECK(lf_snapkv_select_from_sums(got, n, keep, 0, kg, &err) == 0, "%s: select: %s", what, err.msg);
+            CHECK(memcmp(kc, kg, sizeof(int32_t) * keep) == 0, "%s: SnapKV keeps other positions from the GPU's sums",
+                  what);
+            free(kc);
+            free(kg);
+        }
+    }
+    dev_free_all();
+    free(q);
+    free(k);
+    free(got);
+    free(ref);
+    free(gd);
+    free(row);
+}
+
+static void test_window_sums(void **state) {
+    (void)state;
+    if (!g_have_gpu) skip();
+    const int f0 = g_failures;
+    window_case(40, 4, 2, 64, 0);
+    window_case(40, 4, 2, 64, 1);
+    window_case(20, 4, 4, 64, 1); /* a prompt shorter than the window */
+    window_case(300, 8, 2, 128, 0);
+    window_case(300, 8, 2, 128, 1);
+    window_case(1000, 16, 8, 128, 0);
+    window_case(1000, 16, 8, 128, 1);
+    lf_error err = {{0}};
+    float x;
+    CHECK(lf_cuda_window_sums(&x, &x, 32, 4, 2, 64, 32, 0, 1.f, &x, &x, 1 << 20, NULL, &err) == -1 &&
+              strstr(err.msg, "window of 32"),
+          "a SnapKV window as long as the prompt accepted: '%s'", err.msg);
+    CHECK(lf_cuda_window_sums(&x, &x, 64, 4, 3, 64, 32, 1, 1.f, &x, &x, 1 << 20, NULL, &err) == -1 &&
+              strstr(err.msg, "bad shape"),
+          "4 heads over 3 KV heads accepted: '%s'", err.msg);
+    CHECK(lf_cuda_window_sums(&x, &x, 64, 4, 2, 64, 32, 1, 1.f, &x, &x, 16, NULL, &err) == -1 &&
+              strstr(err.msg, "scratch"),
+          "a 16-byte scratch accepted: '%s'", err.msg);
     assert_int_equal(g_failures, f0);
 }
 
@@ -1078,6 +1166,7 @@ int main(void) {
         cmocka_unit_test(test_rope_store),    cmocka_unit_test(test_prefill),
         cmocka_unit_test(test_gather_rows),   cmocka_unit_test(test_sample_greedy),
         cmocka_unit_test(test_sample_dist),   cmocka_unit_test(test_sample_batch_independent),
+        cmocka_unit_test(test_window_sums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
