@@ -9,6 +9,10 @@ plot (accuracy vs budget, one line per policy, one panel per family).
 
     python3 tools/sweep_accuracy.py --model models/tiny-reasoner \
         --data models/tiny-reasoner/data/*.jsonl --limit 200 --out bench/accuracy
+
+--device cuda runs the evals on the GPU (R-KV, CPU only, is left out of the
+default policies there). Without matplotlib the plot is skipped; draw it later
+from the sweep's accuracy.json with --plot DIR.
 """
 import argparse
 import json
@@ -23,7 +27,7 @@ BUDGETS = ["10%", "20%", "40%"]
 def run_eval(args, data, policy, budget, ref, out_path):
     cmd = [args.bin, "eval", "--model", args.model, "--data", data, "--policy", policy,
            "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--output", out_path,
-           "--instruction", args.instruction, "--json"]
+           "--instruction", args.instruction, "--json", "--device", args.device]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     if args.threads:
@@ -37,20 +41,60 @@ def run_eval(args, data, policy, budget, ref, out_path):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def plot(table, policies, budgets, path):
+    """One panel per family: accuracy against the budget, one line per policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fams = list(table)
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 4), squeeze=False)
+    xs = [float(b.rstrip("%")) for b in budgets]
+    for ax, fam in zip(axes[0], fams):
+        rows = table[fam]
+        ax.axhline(100 * rows[("full", "100%")]["accuracy"], color="black", ls="--", label="full")
+        for pol in policies:
+            ax.plot(xs, [100 * rows[(pol, b)]["accuracy"] for b in budgets], marker="o", label=pol)
+        ax.set_title(fam)
+        ax.set_xlabel("budget (% of full-cache output length)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def replot(out):
+    """--plot DIR: the PNG from DIR/accuracy.json (a sweep run where matplotlib was missing)."""
+    with open(os.path.join(out, "accuracy.json")) as f:
+        raw = json.load(f)
+    table = {fam: {tuple(k.split("@", 1)): v for k, v in rows.items()} for fam, rows in raw.items()}
+    keys = [k for k in next(iter(table.values())) if k[0] != "full"]
+    policies = list(dict.fromkeys(p for p, _ in keys))
+    budgets = sorted(dict.fromkeys(b for _, b in keys), key=lambda b: float(b.rstrip("%")))
+    plot(table, policies, budgets, os.path.join(out, "accuracy.png"))
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--plot":
+        replot(sys.argv[2])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="build/longflow")
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--batch", default="16", help="problems in flight (max: as many as fit, cuda)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--instruction", default="")
-    ap.add_argument("--policies", nargs="+", default=POLICIES)
+    ap.add_argument("--policies", nargs="+", default=None)
     ap.add_argument("--budgets", nargs="+", default=BUDGETS)
     ap.add_argument("--out", default="bench/accuracy")
     args = ap.parse_args()
+    if args.policies is None:
+        args.policies = [p for p in POLICIES if not (args.device == "cuda" and p == "rkv")]
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
 
     table = {}  # family -> {(policy, budget): summary}
@@ -86,25 +130,11 @@ def main():
     with open(os.path.join(args.out, "accuracy.json"), "w") as f:
         json.dump({fam: {f"{p}@{b}": v for (p, b), v in rows.items()} for fam, rows in table.items()}, f, indent=1)
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fams = list(table)
-    fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 4), squeeze=False)
-    xs = [float(b.rstrip("%")) for b in args.budgets]
-    for ax, fam in zip(axes[0], fams):
-        rows = table[fam]
-        ax.axhline(100 * rows[("full", "100%")]["accuracy"], color="black", ls="--", label="full")
-        for pol in args.policies:
-            ax.plot(xs, [100 * rows[(pol, b)]["accuracy"] for b in args.budgets], marker="o", label=pol)
-        ax.set_title(fam)
-        ax.set_xlabel("budget (% of full-cache output length)")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 105)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "accuracy.png"), dpi=120)
+    try:
+        plot(table, args.policies, args.budgets, os.path.join(args.out, "accuracy.png"))
+    except ImportError:
+        print(f"matplotlib is not installed: no plot; draw it with {sys.argv[0]} --plot {args.out}",
+              file=sys.stderr)
     print("\n".join(md))
 
 

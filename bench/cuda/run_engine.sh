@@ -16,6 +16,7 @@
 #   pdl      the GPU tests and the batch-1 benches again with LF_CUDA_PDL=1
 #   eval     longflow eval --device cuda on the tiny reasoner's three test sets: full, and
 #            LF_EVAL_POLICIES at --budget LF_EVAL_BUDGET (eval.jsonl, eval_results.tar.gz)
+#   sweep    tools/sweep_accuracy.py --device cuda on all 200 problems per family (gpu_accuracy.md/.json)
 #   prefill  prefill tokens/s of longflow, h2o, vatp at prompt 512 / 4096, with and without SnapKV
 #   evalpct  the same with per-problem budgets (--budget P%, the CPU sweep's budgets and problems)
 #   hf       bench/cuda/bench_hf_baseline.py (transformers, same shape, same H200)
@@ -26,7 +27,8 @@
 # Files under $OUT (at most 8): run_engine.log (everything, combined),
 # engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
 # engine_agree.jsonl (agree), hf_baseline.json (hf), eval.jsonl and eval_results.tar.gz (eval),
-# eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), summary.txt.
+# eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), gpu_accuracy.md/.json (sweep),
+# summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$PWD
@@ -183,6 +185,19 @@ for part in $PARTS; do
       done
     done
     ;;
+  sweep)
+    # the accuracy sweep of bench/accuracy on the GPU, every test problem (200 per family), every
+    # GPU policy at budgets of 10-80% of the full-cache output length; the summaries come back as
+    # gpu_accuracy.md / gpu_accuracy.json (the per-problem results stay on the machine)
+    SW=$(mktemp -d /tmp/lf-sweep.XXXXXX)
+    run "accuracy sweep on the GPU (tools/sweep_accuracy.py --device cuda, 200 problems per family)" 400 \
+        python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device cuda --batch max --model models/tiny-reasoner \
+        --data models/tiny-reasoner/data/sum.jsonl models/tiny-reasoner/data/walk.jsonl \
+        models/tiny-reasoner/data/path.jsonl --limit 200 --max-tokens 1500 --out "$SW" \
+        --budgets 10% 20% 40% 60% 80%
+    cp "$SW/accuracy.md" "$OUTD/gpu_accuracy.md" 2>> "$LOG"
+    cp "$SW/accuracy.json" "$OUTD/gpu_accuracy.json" 2>> "$LOG"
+    ;;
   evalpct)
     # per-problem budgets on the GPU (eval --budget P%): the first 40 problems of each family at the
     # budgets of the CPU sweep, with the CPU sweep's full-cache results as the reference (so every
@@ -206,7 +221,7 @@ for part in $PARTS; do
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct prefill hf)"
+    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct prefill sweep hf)"
     ;;
   esac
 done
