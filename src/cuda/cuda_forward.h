@@ -24,7 +24,7 @@ typedef struct lf_cuda_options {
     int capacity;            /* slots per entry and layer: the budget, or prompt + max tokens for full */
     int max_prompt;          /* longest prompt prefill must take (sizes the prefill scratch) */
     int max_seqs;            /* entries wanted; 0 = as many as fit in GPU memory */
-    lf_sampling sampling;    /* applied to every sequence (repetition_penalty must be 1) */
+    lf_sampling sampling;    /* applied to every sequence (the repetition penalty too) */
     double mem_fraction;     /* share of the free GPU memory the plan may use (0 = 0.92) */
     bool no_graphs;          /* true: launch decode kernels one by one (for tests/profiling) */
 } lf_cuda_options;

@@ -121,13 +121,29 @@ int lf_cuda_window_sums(const float *q, const float *k, int n, int n_heads, int 
                         int causal, float wgt, float *out, void *scratch, size_t scratch_bytes, void *stream,
                         lf_error *err);
 
+/* The repetition penalty on the GPU, as transformers and the CPU sampler
+ * apply it: in row r of logits (fp32, rows ld floats apart), every token of
+ * the sequence's history has its logit divided by penalty if positive, else
+ * multiplied by it, once per distinct token. The history is a bitmap of
+ * `words` = (vocab + 31) / 32 words per sequence: row r uses
+ * seen + entries[r] * words (entries NULL: r * words). tokens (NULL: none):
+ * one token per row that joins the history first, and stays in it (a
+ * decode step's input, the token sampled last). penalty > 0. */
+int lf_cuda_repetition_penalty(float *logits, int n, int vocab, int64_t ld, float penalty, uint32_t *seen,
+                               int words, const int32_t *entries, const int32_t *tokens, void *stream,
+                               lf_error *err);
+
+/* One sequence's history bitmap (words words): cleared, then the bits of
+ * tokens[0..n) set (a prompt). */
+int lf_cuda_history_reset(uint32_t *seen, int words, const int32_t *tokens, int n, void *stream, lf_error *err);
+
 /* Sampling on the GPU, one token per row of logits fp32 [n][vocab] (the
  * logits may be overwritten). params (host struct) applies to every row:
  * temperature 0 = greedy (argmax, lowest index on ties); otherwise logits /
  * temperature, then top-k, top-p, min-p as transformers orders them, and a
- * draw from the renormalised distribution. repetition_penalty must be 1
- * (the engine refuses it on the GPU). Row r draws with the counter-based
- * generator keyed by (row_seed[r], row_step[r]) so a sequence's draws do
+ * draw from the renormalised distribution (repetition_penalty is not
+ * applied here: lf_cuda_repetition_penalty does it first). Row r draws with
+ * the counter-based generator keyed by (row_seed[r], row_step[r]) so a sequence's draws do
  * not depend on which batch it is in. out int32 [n]. Ties at the top-k or
  * top-p threshold value are all kept; greedy ignores NaN (all NaN -> 0). */
 size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab);

@@ -183,6 +183,8 @@ struct lf_cuda_backend {
     bf16 *K, *V;
     int32_t *cpos, *next_slot;
     int32_t *recent_e; /* [entry] the recent window each entry resolved for its budget */
+    uint32_t *seen;    /* [entry][seen_words] token history bitmaps (repetition penalty only) */
+    int seen_words;    /* (vocab + 31) / 32 with a repetition penalty, else 0 */
     float *score, *acc;
     long long kv_seq_stride, kv_layer_stride, slot_layer_stride;
 
@@ -282,8 +284,8 @@ static int check_options(const lf_model *m, const lf_cuda_options *o, lf_policy_
     if (o->policy.kind == LF_POLICY_LONGFLOW && o->policy.evict_every > 1)
         return lf_fail(err, "--evict-every %d: the GPU runs --policy longflow with --evict-every 1 only",
                        o->policy.evict_every);
-    if (o->sampling.repetition_penalty != 1.0f)
-        return lf_fail(err, "--repetition-penalty %g is not supported on the GPU (use --device cpu)",
+    if (!(o->sampling.repetition_penalty > 0.0f) || !isfinite(o->sampling.repetition_penalty))
+        return lf_fail(err, "--repetition-penalty must be finite and > 0 (got %g)",
                        (double)o->sampling.repetition_penalty);
     if (c->head_dim != 64 && c->head_dim != 128)
         return lf_fail(err, "cuda: head_dim %d is not supported on the GPU (64 or 128); use --device cpu",
@@ -725,8 +727,9 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
     {
         /* ---- the plan ---- */
         b->kv_per_entry = (size_t)2 * b->L * b->KV * (size_t)b->cap * b->HD * 2;
+        b->seen_words = o->sampling.repetition_penalty != 1.0f ? (b->vocab + 31) / 32 : 0;
         b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0)) +
-                           (size_t)b->L * 4 + 4;
+                           (size_t)b->L * 4 + 4 + (size_t)b->seen_words * 4;
         const size_t per_entry = b->kv_per_entry + align256(b->aux_per_entry) + 256;
         if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) goto fail;
         b->gpu_free_plan = fr;
@@ -764,6 +767,8 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         off += align256((size_t)b->L * E * 4);
         const size_t oR = off;
         off += align256((size_t)E * 4);
+        const size_t oH = off;
+        off += align256((size_t)E * b->seen_words * 4);
         if (dmalloc(b, &b->pool, off, err, "the KV pool")) goto fail;
         b->pool_bytes = off;
         char *pb = (char *)b->pool;
@@ -774,6 +779,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->acc = b->uses_acc ? (float *)(pb + oA) : NULL;
         b->next_slot = (int32_t *)(pb + oN);
         b->recent_e = (int32_t *)(pb + oR);
+        b->seen = b->seen_words ? (uint32_t *)(pb + oH) : NULL;
         b->kv_seq_stride = (long long)b->KV * b->cap * b->HD;
         b->kv_layer_stride = (long long)E * b->kv_seq_stride;
         b->slot_layer_stride = (long long)E * b->cap;
@@ -1079,6 +1085,13 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     if (ck(cudaMemcpyAsync(b->d_seeds, b->h_seeds, 8, cudaMemcpyHostToDevice, s), err, "seed upload") ||
         ck(cudaMemcpyAsync(b->d_steps, b->h_steps, 4, cudaMemcpyHostToDevice, s), err, "seed upload"))
         return -1;
+    if (b->seen) { /* the prompt is the history the first token is penalised against */
+        uint32_t *seen_e = b->seen + (size_t)entry * b->seen_words;
+        if (lf_cuda_history_reset(seen_e, b->seen_words, b->d_ptok, n, vs, err) ||
+            lf_cuda_repetition_penalty(b->logits, 1, b->vocab, b->vocab_pad, b->o.sampling.repetition_penalty,
+                                       seen_e, b->seen_words, NULL, NULL, vs, err))
+            return lf_fail_prefix(err, "cuda prefill");
+    }
     if (lf_cuda_sample(b->logits, 1, b->vocab_pad, &b->o.sampling, b->d_seeds, b->d_steps, b->d_out, b->samp_ws,
                        b->samp_ws_bytes, vs, err))
         return lf_fail_prefix(err, "cuda prefill: sampling");
@@ -1300,6 +1313,10 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
                                           cudaMemcpyDeviceToDevice, s),
                           err, "logits copy"))
         return -1;
+    /* the step's input token (sampled last) joins its sequence's history first */
+    if (b->seen && lf_cuda_repetition_penalty(b->logits, n, b->vocab, b->vocab_pad, b->o.sampling.repetition_penalty,
+                                              b->seen, b->seen_words, b->d_entries, b->d_tokens, vs, err))
+        return lf_fail_prefix(err, "cuda decode");
     if (lf_cuda_sample(b->logits, n, b->vocab_pad, &b->o.sampling, b->d_seeds, b->d_steps, b->d_out, b->samp_ws,
                        b->samp_ws_bytes, vs, err))
         return lf_fail_prefix(err, "cuda decode: sampling");
@@ -1547,6 +1564,10 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
         return -1;
     if (ck(cudaStreamSynchronize(b->stream), err, "bench fill")) return -1;
+    if (launch_fill_i32(b, b->recent_e + entry, 0, 1, 1, b->pol.recent, err)) return -1;
+    if (b->seen && lf_cuda_history_reset(b->seen + (size_t)entry * b->seen_words, b->seen_words, NULL, 0, b->stream,
+                                         err))
+        return -1;
     entry_state *st = &b->st[entry];
     st->live = true;
     st->seed = b->o.sampling.seed + (uint64_t)entry;

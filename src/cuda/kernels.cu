@@ -976,6 +976,66 @@ extern "C" int lf_cuda_window_sums(const float *q, const float *k, int n, int n_
     return launched(err, "window column sums");
 }
 
+/* ---- repetition penalty ------------------------------------------------------ */
+/* Thread (row, word): the word's history bits (with the row's new token, which
+ * this thread also stores), and the penalty on each set bit's logit. Every
+ * word of a row has one thread, so the bitmap update races with nothing. */
+__global__ void k_rep_penalty(float *logits, int vocab, int64_t ld, float penalty, uint32_t *seen, int words,
+                              const int32_t *entries, const int32_t *tokens) {
+    lf_pdl_wait();
+    const int r = blockIdx.x, w = blockIdx.y * blockDim.x + threadIdx.x;
+    if (w >= words) return;
+    uint32_t *hist = seen + (int64_t)(entries ? entries[r] : r) * words;
+    uint32_t bits = hist[w];
+    const int tok = tokens ? tokens[r] : -1;
+    if (tok >= 0 && tok < vocab && tok / 32 == w) {
+        bits |= 1u << (tok % 32);
+        hist[w] = bits;
+    }
+    float *row = logits + (int64_t)r * ld;
+    while (bits) {
+        const int b = __ffs((int)bits) - 1;
+        bits &= bits - 1;
+        const int t = w * 32 + b;
+        if (t < vocab) row[t] = row[t] > 0.f ? row[t] / penalty : row[t] * penalty;
+    }
+}
+
+__global__ void k_history_reset(uint32_t *seen, int words, const int32_t *tokens, int n) {
+    lf_pdl_wait();
+    /* one block: clear, then set (atomics: a prompt repeats tokens) */
+    for (int w = threadIdx.x; w < words; w += blockDim.x) seen[w] = 0u;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const int t = tokens[i];
+        if (t >= 0 && t / 32 < words) atomicOr(&seen[t / 32], 1u << (t % 32));
+    }
+}
+
+extern "C" int lf_cuda_repetition_penalty(float *logits, int n, int vocab, int64_t ld, float penalty, uint32_t *seen,
+                                          int words, const int32_t *entries, const int32_t *tokens, void *stream,
+                                          lf_error *err) {
+    if (n < 0 || vocab < 1 || ld < vocab || words != (vocab + 31) / 32)
+        return lf_fail(err, "cuda repetition penalty: bad shape (n %d, vocab %d, ld %lld, %d words)", n, vocab,
+                       (long long)ld, words);
+    if (!(penalty > 0.f) || !isfinite(penalty))
+        return lf_fail(err, "cuda repetition penalty: %g must be finite and > 0", (double)penalty);
+    if (n == 0) return 0;
+    if (!logits || !seen) return lf_fail(err, "cuda repetition penalty: logits and the history are required");
+    const dim3 grid((unsigned)n, (unsigned)((words + 255) / 256));
+    return launched(lf_launch(k_rep_penalty, grid, dim3(256), 0, (cudaStream_t)stream, logits, vocab, ld, penalty,
+                              seen, words, entries, tokens),
+                    err, "repetition penalty");
+}
+
+extern "C" int lf_cuda_history_reset(uint32_t *seen, int words, const int32_t *tokens, int n, void *stream,
+                                     lf_error *err) {
+    if (words < 1 || n < 0) return lf_fail(err, "cuda history reset: bad shape (%d words, %d tokens)", words, n);
+    if (!seen || (n > 0 && !tokens)) return lf_fail(err, "cuda history reset: the history and tokens are required");
+    return launched(lf_launch(k_history_reset, dim3(1), dim3(1024), 0, (cudaStream_t)stream, seen, words, tokens, n),
+                    err, "history reset");
+}
+
 /* ---- sampling ---------------------------------------------------------------- */
 extern "C" size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab) {
     (void)max_n;
@@ -996,9 +1056,6 @@ extern "C" int lf_cuda_sample(float *logits, int n, int vocab, const lf_sampling
     if (p->top_k < 0) return lf_fail(err, "cuda sample: top_k %d must be >= 0", p->top_k);
     if (!(p->top_p > 0.f && p->top_p <= 1.f)) return lf_fail(err, "cuda sample: top_p %g must be in (0, 1]", (double)p->top_p);
     if (!(p->min_p >= 0.f && p->min_p < 1.f)) return lf_fail(err, "cuda sample: min_p %g must be in [0, 1)", (double)p->min_p);
-    if (p->repetition_penalty != 1.f)
-        return lf_fail(err, "cuda sample: repetition_penalty %g is not supported on the GPU (must be 1)",
-                       (double)p->repetition_penalty);
     if (n == 0) return 0;
     if (!logits || !out) return lf_fail(err, "cuda sample: logits and out are required");
     if (p->temperature > 0.f && (!row_seed || !row_step))

@@ -232,10 +232,12 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
          * policy kept of it) plus the generated tokens written so far (the last
          * sampled one is written by the next step), never more than capacity.
          * For a prompt longer than the capacity this is an upper bound
-         * (SnapKV may keep a few slots fewer). */
+         * (SnapKV may keep a few slots fewer). A budgeted request holds at
+         * most its own budget's slots of its entry. */
         const lf_cuda_info *in = &e->gpu_info;
         long held = (long)r->g.n_prompt + r->g.n_tokens - 1;
-        if (held > in->capacity) held = in->capacity;
+        const long slots = e->cfg.policy.kind == LF_POLICY_FULL ? in->capacity : cache_slots(e, r);
+        if (held > slots) held = slots;
         if ((size_t)held > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)held;
         size_t per_slot = in->capacity > 0 ? in->kv_bytes_per_entry / (size_t)in->capacity : 0;
         r->g.kv_bytes_in_use_peak = r->g.kv_tokens_peak * per_slot;

@@ -868,11 +868,37 @@ typedef struct engine_out {
     int **tokens;  /* [n] copies */
 } engine_out;
 
-/* Run the first n problems of `file` (chat-templated, greedy, full cache,
- * max_seqs sequences at once, up to max_tokens each) through lf_engine on
- * `device`; count the right \boxed answers. */
-static void run_engine(lf_model *m, lf_tokenizer *tk, const char *file, int n, lf_device device, int max_seqs,
-                       int max_tokens, engine_out *o) {
+/* The tiny reasoner, its tokenizer and its sum test set, for the engine tests. */
+typedef struct tiny_sum {
+    char *dir, *file;
+    lf_model *m;
+    lf_tokenizer *tk;
+} tiny_sum;
+
+static tiny_sum tiny_sum_open(void) {
+    tiny_sum t = {tiny_dir(), NULL, NULL, NULL};
+    lf_error err = {{0}};
+    if (lf_model_load(t.dir, &t.m, &err) || lf_tokenizer_load(t.dir, &t.tk, &err)) fail_msg("%s: %s", t.dir, err.msg);
+    t.file = fmt("%s/data/sum.jsonl", t.dir);
+    return t;
+}
+
+static void tiny_sum_close(tiny_sum *t) {
+    free(t->file);
+    lf_tokenizer_free(t->tk);
+    lf_model_free(t->m);
+    free(t->dir);
+}
+
+/* Run the first n problems of the sum set (chat-templated, greedy, full
+ * cache, the repetition penalty given, max_seqs sequences at once, up to
+ * max_tokens each) through lf_engine on `device`; count the right \boxed
+ * answers. */
+static void run_engine(const tiny_sum *t, int n, lf_device device, int max_seqs, int max_tokens, float penalty,
+                       engine_out *o) {
+    lf_model *m = t->m;
+    lf_tokenizer *tk = t->tk;
+    const char *file = t->file;
     lf_error err = {{0}};
     char *text = slurp(file);
     if (!text) fail_msg("cannot read %s", file);
@@ -884,6 +910,7 @@ static void run_engine(lf_model *m, lf_tokenizer *tk, const char *file, int n, l
     ec.max_seqs = max_seqs;
     ec.max_tokens = max_tokens;
     ec.gpu_mem_fraction = 0.5;
+    ec.sampling.repetition_penalty = penalty;
     lf_engine *e = NULL;
     if (lf_engine_create(m, &ec, &e, &err)) fail_msg("engine: %s", err.msg);
     char **truth = calloc((size_t)n, sizeof(char *));
@@ -947,25 +974,20 @@ static void engine_out_free(engine_out *o, int n) {
 static void test_engine_batched(void **state) {
     (void)state;
     enum { N = 16, MAXTOK = 700 };
-    char *dir = tiny_dir();
-    lf_error err = {{0}};
-    lf_model *m = NULL;
-    lf_tokenizer *tk = NULL;
-    if (lf_model_load(dir, &m, &err) || lf_tokenizer_load(dir, &tk, &err)) fail_msg("%s: %s", dir, err.msg);
-    char *file = fmt("%s/data/sum.jsonl", dir);
+    tiny_sum t = tiny_sum_open();
     engine_out cpu, gpu;
-    run_engine(m, tk, file, N, LF_DEVICE_CPU, N, MAXTOK, &cpu);
+    run_engine(&t, N, LF_DEVICE_CPU, N, MAXTOK, 1.f, &cpu);
     const char *variants[][2] = {{"LF_CUDA_NO_GRAPHS", "1"}, {"LF_CUDA_FULL_SCAN", "1"}};
     for (int v = 0; v < 2; v++) {
         setenv(variants[v][0], variants[v][1], 1);
         engine_out x;
-        run_engine(m, tk, file, N, LF_DEVICE_CUDA, N, MAXTOK, &x);
+        run_engine(&t, N, LF_DEVICE_CUDA, N, MAXTOK, 1.f, &x);
         printf("[ engine   ] diagnostic %s=1: GPU %d/%d right (CPU %d/%d)\n", variants[v][0], x.n_right, N,
                cpu.n_right, N);
         engine_out_free(&x, N);
         unsetenv(variants[v][0]);
     }
-    run_engine(m, tk, file, N, LF_DEVICE_CUDA, N, MAXTOK, &gpu);
+    run_engine(&t, N, LF_DEVICE_CUDA, N, MAXTOK, 1.f, &gpu);
     for (int i = 0; i < N; i++) {
         int same = 0;
         while (same < cpu.len[i] && same < gpu.len[i] && cpu.tokens[i][same] == gpu.tokens[i][same]) same++;
@@ -977,10 +999,43 @@ static void test_engine_batched(void **state) {
         fail_msg("engine on the GPU solves %d of %d problems, the CPU %d", gpu.n_right, N, cpu.n_right);
     engine_out_free(&cpu, N);
     engine_out_free(&gpu, N);
-    free(file);
-    lf_tokenizer_free(tk);
-    lf_model_free(m);
-    free(dir);
+    tiny_sum_close(&t);
+}
+
+/* The repetition penalty through lf_engine: 8 sum problems, greedy, penalty
+ * 3 (the tiny model's logits are so peaked that 1.3 or 2 change no token in
+ * 300), up to 300 tokens, full cache (the prefill's history is the prompt,
+ * each step adds the token sampled last). The GPU's tokens must
+ * equal the CPU's (one problem may diverge at a bf16 near tie), and the
+ * penalty must change the CPU's output (else the test shows nothing). */
+static void test_engine_penalty(void **state) {
+    (void)state;
+    enum { N = 8, MAXTOK = 300 };
+    tiny_sum t = tiny_sum_open();
+    engine_out plain, cpu, gpu;
+    run_engine(&t, N, LF_DEVICE_CPU, N, MAXTOK, 1.f, &plain);
+    run_engine(&t, N, LF_DEVICE_CPU, N, MAXTOK, 3.f, &cpu);
+    run_engine(&t, N, LF_DEVICE_CUDA, N, MAXTOK, 3.f, &gpu);
+    int changed = 0, diverged = 0;
+    for (int i = 0; i < N; i++) {
+        int same = 0, same_plain = 0;
+        while (same < cpu.len[i] && same < gpu.len[i] && cpu.tokens[i][same] == gpu.tokens[i][same]) same++;
+        while (same_plain < cpu.len[i] && same_plain < plain.len[i] &&
+               cpu.tokens[i][same_plain] == plain.tokens[i][same_plain])
+            same_plain++;
+        if (same_plain < cpu.len[i] || cpu.len[i] != plain.len[i]) changed++;
+        if (same < cpu.len[i] || cpu.len[i] != gpu.len[i]) diverged++;
+        printf("[ penalty  ] problem %d: CPU %d tokens, GPU %d, equal for the first %d (without the penalty the CPU "
+               "differs from token %d)\n",
+               i, cpu.len[i], gpu.len[i], same, same_plain);
+    }
+    if (changed < N / 2) fail_msg("repetition penalty 3 changed only %d of %d CPU outputs", changed, N);
+    if (diverged > 1) fail_msg("with repetition penalty 3 the GPU's tokens differ from the CPU's on %d of %d problems",
+                               diverged, N);
+    engine_out_free(&plain, N);
+    engine_out_free(&cpu, N);
+    engine_out_free(&gpu, N);
+    tiny_sum_close(&t);
 }
 
 static void test_errors(void **state) {
@@ -1003,8 +1058,8 @@ static void test_errors(void **state) {
     printf("[ errors   ] %s\n", err.msg);
 
     o = gpu_options(LF_POLICY_FULL, 256, 64, 2);
-    o.sampling.repetition_penalty = 1.2f;
-    if (lf_cuda_backend_create(m, &o, &b, &err) == 0) fail_msg("repetition penalty accepted on the GPU");
+    o.sampling.repetition_penalty = -1.f;
+    if (lf_cuda_backend_create(m, &o, &b, &err) == 0) fail_msg("repetition penalty -1 accepted on the GPU");
     if (!strstr(err.msg, "repetition")) fail_msg("refusal does not name the repetition penalty: %s", err.msg);
     printf("[ errors   ] %s\n", err.msg);
 
@@ -1053,6 +1108,7 @@ int main(void) {
         cmocka_unit_test(test_tiny_reasoner),
         cmocka_unit_test(test_rows_grow),
         cmocka_unit_test(test_engine_batched),
+        cmocka_unit_test(test_engine_penalty),
         cmocka_unit_test(test_qwen2_like),
         cmocka_unit_test(test_llama_like),
     };

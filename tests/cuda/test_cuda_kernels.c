@@ -256,6 +256,78 @@ static void test_bias_swiglu(void **state) {
 }
 
 /* ======================================================================== */
+/* The repetition penalty: every history token's logit divided (positive) or
+ * multiplied (negative) once, the new token joining the history first,
+ * against the same arithmetic on the host (bit-exact: one fp32 division or
+ * multiplication per logit). */
+static void test_repetition_penalty(void **state) {
+    (void)state;
+    if (!g_have_gpu) skip();
+    const int f0 = g_failures;
+    enum { N = 5, E = 7, V = 1000, LD = 1008, H = 40 };
+    const int words = (V + 31) / 32;
+    const float pen = 1.3f;
+    lf_error err = {{0}};
+    float *lg = malloc(sizeof(float) * N * LD), *want = malloc(sizeof(float) * N * LD),
+          *got = malloc(sizeof(float) * N * LD);
+    uint32_t *base = calloc((size_t)E * words, sizeof(uint32_t)), *after = malloc(sizeof(uint32_t) * E * words),
+             *seen_got = malloc(sizeof(uint32_t) * E * words);
+    int32_t entries[N] = {3, 0, 6, 2, 5}, tokens[N] = {7, 999, -1, 64, 7};
+    for (int i = 0; i < N * LD; i++) lg[i] = (float)(rng_normal() * 4);
+    /* each entry's history: H tokens, many repeats among 0..39 */
+    for (int e = 0; e < E; e++)
+        for (int i = 0; i < H; i++) {
+            const int t = (int)(rng_u64() % (i % 3 ? 40 : V));
+            base[e * words + t / 32] |= 1u << (t % 32);
+        }
+    memcpy(after, base, sizeof(uint32_t) * E * words);
+    for (int r = 0; r < N; r++)
+        if (tokens[r] >= 0) after[entries[r] * words + tokens[r] / 32] |= 1u << (tokens[r] % 32);
+    memcpy(want, lg, sizeof(float) * N * LD);
+    for (int r = 0; r < N; r++)
+        for (int t = 0; t < V; t++)
+            if (after[entries[r] * words + t / 32] >> (t % 32) & 1u) {
+                float *x = &want[r * LD + t];
+                *x = *x > 0 ? *x / pen : *x * pen;
+            }
+    float *dl = dev_copy(lg, sizeof(float) * N * LD);
+    uint32_t *ds = dev_copy(base, sizeof(uint32_t) * E * words);
+    int32_t *de = dev_copy(entries, sizeof entries), *dt = dev_copy(tokens, sizeof tokens);
+    CHECK(lf_cuda_repetition_penalty(dl, N, V, LD, pen, ds, words, de, dt, NULL, &err) == 0, "penalty: %s", err.msg);
+    if (to_host(got, dl, sizeof(float) * N * LD) == 0 && to_host(seen_got, ds, sizeof(uint32_t) * E * words) == 0) {
+        long bad = 0;
+        for (int i = 0; i < N * LD; i++) bad += memcmp(&got[i], &want[i], 4) != 0;
+        CHECK(bad == 0, "repetition penalty: %ld of %d logits differ from the host's", bad, N * LD);
+        CHECK(memcmp(seen_got, after, sizeof(uint32_t) * E * words) == 0,
+              "the histories after the step are not the old ones plus each row's token");
+    }
+    /* a history built from a prompt */
+    int32_t prompt[6] = {5, 5, 999, 0, 31, 32};
+    int32_t *dp = dev_copy(prompt, sizeof prompt);
+    CHECK(lf_cuda_history_reset(ds, words, dp, 6, NULL, &err) == 0, "history reset: %s", err.msg);
+    if (to_host(seen_got, ds, sizeof(uint32_t) * words) == 0) {
+        uint32_t w[32] = {0};
+        for (int i = 0; i < 6; i++) w[prompt[i] / 32] |= 1u << (prompt[i] % 32);
+        long bad = 0;
+        for (int i = 0; i < words; i++) bad += seen_got[i] != (i < 32 ? w[i] : 0u);
+        CHECK(bad == 0, "history reset: %ld words wrong", bad);
+    }
+    CHECK(lf_cuda_repetition_penalty(dl, N, V, LD, 0.f, ds, words, de, dt, NULL, &err) == -1 && strstr(err.msg, "> 0"),
+          "penalty 0 accepted: '%s'", err.msg);
+    CHECK(lf_cuda_repetition_penalty(dl, N, V, LD, pen, ds, words + 1, de, dt, NULL, &err) == -1 &&
+              strstr(err.msg, "bad shape"),
+          "a wrong word count accepted: '%s'", err.msg);
+    dev_free_all();
+    free(lg);
+    free(want);
+    free(got);
+    free(base);
+    free(after);
+    free(seen_got);
+    assert_int_equal(g_failures, f0);
+}
+
+/* ======================================================================== */
 /* The window softmax sums (SnapKV's and H2O/VATP's prefill) against a double
  * reference written here, and SnapKV's selection from the GPU's sums against
  * the CPU's lf_snapkv_select from q and k. */
@@ -1133,9 +1205,8 @@ static void test_bad_args(void **state) {
     lf_sampling_default(&sp);
     sp.temperature = 1.f;
     BAD(lf_cuda_sample(d, 4, 1000, &sp, NULL, NULL, dummy, NULL, 0, NULL, &err), "row_seed");
-    sp.repetition_penalty = 1.1f;
-    BAD(lf_cuda_sample(d, 4, 1000, &sp, (const uint64_t *)d, dummy, dummy, NULL, 0, NULL, &err), "repetition_penalty");
-    sp.repetition_penalty = 1.f;
+    BAD(lf_cuda_repetition_penalty((float *)d, 4, 1000, 1000, 1.1f, NULL, 32, NULL, NULL, NULL, &err), "history");
+    BAD(lf_cuda_history_reset((uint32_t *)d, 32, NULL, 4, NULL, &err), "tokens are required");
     sp.top_p = 0.f;
     BAD(lf_cuda_sample(d, 4, 1000, &sp, (const uint64_t *)d, dummy, dummy, NULL, 0, NULL, &err), "top_p");
     sp.top_p = 1.f;
@@ -1166,7 +1237,7 @@ int main(void) {
         cmocka_unit_test(test_rope_store),    cmocka_unit_test(test_prefill),
         cmocka_unit_test(test_gather_rows),   cmocka_unit_test(test_sample_greedy),
         cmocka_unit_test(test_sample_dist),   cmocka_unit_test(test_sample_batch_independent),
-        cmocka_unit_test(test_window_sums),
+        cmocka_unit_test(test_window_sums),   cmocka_unit_test(test_repetition_penalty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
