@@ -917,9 +917,6 @@ static int mlp_rows(lf_cuda_backend *b, const gpu_layer *g, int r0, int n, prof 
 
 /* ---- 4. prefill ------------------------------------------------------------- */
 
-/* Host part of a compressed / accumulated prefill layer, as
- * lf_kv_prefill_layer, from the window sums the GPU computed (hraw, hwin):
- * kept positions (SnapKV) and the H2O/VATP starting accumulator. Returns nk. */
 /* The fields of a rope_store call that prefill and decode share: the layer's
  * q/k/v from b->qkv, its bias and q/k norms, RoPE at positions pos. */
 static void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const int32_t *pos,
@@ -940,6 +937,9 @@ static void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const
     a->pos = pos;
 }
 
+/* Host part of a compressed / accumulated prefill layer, as
+ * lf_kv_prefill_layer, from the window sums the GPU computed (hraw, hwin):
+ * kept positions (SnapKV) and the H2O/VATP starting accumulator. Returns nk. */
 static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress, int *nk_out, lf_error *err) {
     const int cap = b->cap;
     int nk = n;
