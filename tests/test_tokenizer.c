@@ -207,11 +207,9 @@ static void check_decode(stats *st, int line, const lf_tokenizer *t, const cJSON
     free(ids);
 }
 
-/* Run one fixture: tokenizer directory + expected.jsonl. */
-static void run_fixture(const char *name, const char *dir, const char *expected_path) {
+/* Check a tokenizer against expected lines (expected.jsonl's format). */
+static void check_expected_lines(const char *name, const lf_tokenizer *t, const char *expected_path) {
     lf_error err = {{0}};
-    lf_tokenizer *t = NULL;
-    if (lf_tokenizer_load(dir, &t, &err)) fail_msg("%s: load failed: %s", name, err.msg);
     char *text;
     size_t len;
     assert_int_equal(lf_read_file(expected_path, &text, &len, &err), 0);
@@ -236,9 +234,17 @@ static void run_fixture(const char *name, const char *dir, const char *expected_
     fprintf(stderr, "[ %s ] %d lines, %d round-trip exactly, %d mismatches\n", name, st.lines, st.roundtrips,
             st.failures);
     free(text);
-    lf_tokenizer_free(t);
     assert_true(st.lines > 100);
     assert_int_equal(st.failures, 0);
+}
+
+/* Run one fixture: tokenizer directory + expected.jsonl. */
+static void run_fixture(const char *name, const char *dir, const char *expected_path) {
+    lf_error err = {{0}};
+    lf_tokenizer *t = NULL;
+    if (lf_tokenizer_load(dir, &t, &err)) fail_msg("%s: load failed: %s", name, err.msg);
+    check_expected_lines(name, t, expected_path);
+    lf_tokenizer_free(t);
 }
 
 static void fixture_dir_test(const char *name) {
@@ -291,6 +297,20 @@ static void test_llama2_shared(void **state) {
     run_fixture("llama2 (../shared)", dir, exp);
     free(dir);
     free(tj);
+    free(exp);
+}
+
+/* SmolLM2's tokenizer (Digits then ByteLevel; see smollm2/SOURCE.md). */
+static void test_smollm2(void **state) {
+    (void)state;
+    char *tj = fmt("%s/tokenizers/smollm2/tokenizer.json.xz", data_dir());
+    char *cfg = fmt("%s/tokenizers/smollm2/tokenizer_config.json", data_dir());
+    char *exp = fmt("%s/tokenizers/smollm2/expected.jsonl", data_dir());
+    char *dir = make_dir(tj, cfg);
+    run_fixture("smollm2", dir, exp);
+    remove_dir(dir);
+    free(tj);
+    free(cfg);
     free(exp);
 }
 
@@ -430,6 +450,237 @@ static void test_stream_random(void **state) {
     }
 }
 
+/* ---- the tokenizer from GGUF metadata ------------------------------------ */
+/* The GGUF metadata of a tokenizer.json, laid out as llama.cpp's converter
+ * does (the rule tools/gen_tokenizer_gguf_fixtures.py documents and uses to
+ * write the GGUF files transformers read for the expected ids). */
+typedef struct gguf_meta {
+    lf_tokenizer_vocab_spec spec;
+    char **tokens, **merges;
+    int32_t *types;
+    float *scores;
+    cJSON *j;
+} gguf_meta;
+
+static bool is_byte_piece(const char *s) {
+    return strlen(s) == 6 && !strncmp(s, "<0x", 3) && s[5] == '>' && strchr("0123456789ABCDEF", s[3]) &&
+           strchr("0123456789ABCDEF", s[4]);
+}
+
+static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char *model) {
+    char *text = slurp(path);
+    assert_non_null(text);
+    m->j = cJSON_Parse(text);
+    free(text);
+    assert_non_null(m->j);
+    const cJSON *mod = cJSON_GetObjectItem(m->j, "model"), *added = cJSON_GetObjectItem(m->j, "added_tokens");
+    const cJSON *vocab = cJSON_GetObjectItem(mod, "vocab"), *e;
+    int n = 0;
+    cJSON_ArrayForEach(e, vocab) if (e->valueint + 1 > n) n = e->valueint + 1;
+    cJSON_ArrayForEach(e, added) {
+        int id = cJSON_GetObjectItem(e, "id")->valueint;
+        if (id + 1 > n) n = id + 1;
+    }
+    m->tokens = calloc((size_t)n, sizeof *m->tokens);
+    m->types = calloc((size_t)n, sizeof *m->types);
+    m->scores = calloc((size_t)n, sizeof *m->scores);
+    cJSON_ArrayForEach(e, vocab) {
+        m->tokens[e->valueint] = strdup(e->string);
+        m->types[e->valueint] = 1;
+    }
+    cJSON_ArrayForEach(e, added) {
+        int id = cJSON_GetObjectItem(e, "id")->valueint;
+        free(m->tokens[id]);
+        m->tokens[id] = strdup(cJSON_GetObjectItem(e, "content")->valuestring);
+        m->types[id] = cJSON_IsTrue(cJSON_GetObjectItem(e, "special")) ? 3 : 4;
+    }
+    bool spm = !strcmp(model, "llama");
+    const cJSON *unk = cJSON_GetObjectItem(mod, "unk_token");
+    for (int i = 0; i < n; i++) {
+        if (!m->tokens[i]) {
+            m->tokens[i] = fmt("[PAD%d]", i);
+            m->types[i] = 5;
+        }
+        if (spm && m->types[i] == 1 && is_byte_piece(m->tokens[i])) m->types[i] = 6;
+        else if (spm && (m->types[i] == 1 || m->types[i] == 3) && cJSON_IsString(unk) &&
+                 !strcmp(m->tokens[i], unk->valuestring))
+            m->types[i] = 2;
+        m->scores[i] = m->types[i] == 1 ? -(float)i : 0.0f;
+    }
+    int nm = 0;
+    if (!spm) {
+        const cJSON *merges = cJSON_GetObjectItem(mod, "merges");
+        m->merges = calloc((size_t)cJSON_GetArraySize(merges) + 1, sizeof *m->merges);
+        cJSON_ArrayForEach(e, merges) {
+            m->merges[nm++] = cJSON_IsString(e) ? strdup(e->valuestring)
+                                                : fmt("%s %s", e->child->valuestring, e->child->next->valuestring);
+        }
+    }
+    m->spec = (lf_tokenizer_vocab_spec){.model = model, .n_tokens = n, .tokens = (const char *const *)m->tokens,
+                                        .scores = spm ? m->scores : NULL, .token_types = m->types,
+                                        .n_merges = nm, .merges = (const char *const *)m->merges,
+                                        .bos_id = -1, .eos_id = -1, .unk_id = -1, .pad_id = -1,
+                                        .add_bos = -1, .add_eos = -1};
+}
+
+static void meta_free(gguf_meta *m) {
+    for (int i = 0; i < m->spec.n_tokens; i++) free(m->tokens[i]);
+    for (int i = 0; i < m->spec.n_merges; i++) free(m->merges[i]);
+    free(m->tokens);
+    free(m->merges);
+    free(m->types);
+    free(m->scores);
+    cJSON_Delete(m->j);
+}
+
+static int json_int(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsNumber(v) ? v->valueint : -1;
+}
+
+/* The path of a case's tokenizer.json (decompressed into *tmpdir when it is
+ * .xz; from ../shared when it starts with "shared:"), or NULL when absent. */
+static char *case_tokenizer_json(const char *src, char **tmpdir) {
+    *tmpdir = NULL;
+    if (!strncmp(src, "shared:", 7)) {
+        const char *shared = getenv("LF_SHARED_DIR");
+        char *p = fmt("%s/%s", shared && *shared ? shared : "../shared", src + 7);
+        if (lf_file_exists(p)) return p;
+        free(p);
+        return NULL;
+    }
+    char *p = fmt("%s/tokenizers/%s", data_dir(), src);
+    size_t l = strlen(p);
+    if (l < 3 || strcmp(p + l - 3, ".xz")) return p;
+    *tmpdir = make_dir(p, NULL);
+    free(p);
+    return fmt("%s/tokenizer.json", *tmpdir);
+}
+
+/* Every case of tests/data/tokenizers/gguf/cases.json: the tokenizer built by
+ * lf_tokenizer_from_vocab from the GGUF metadata must give the reference's
+ * ids (and decode) on the corpus. */
+static void test_from_vocab(void **state) {
+    (void)state;
+    char *cases_path = fmt("%s/tokenizers/gguf/cases.json", data_dir());
+    char *text = slurp(cases_path);
+    assert_non_null(text);
+    cJSON *cases = cJSON_Parse(text);
+    assert_non_null(cases);
+    int ran = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        char *tmpdir;
+        char *tj = case_tokenizer_json(cJSON_GetObjectItem(c, "tokenizer_json")->valuestring, &tmpdir);
+        if (!tj) {
+            fprintf(stderr, "[ gguf %s ] source not present: skipped\n", name);
+            continue;
+        }
+        gguf_meta m = {0};
+        meta_from_tokenizer_json(&m, tj, cJSON_GetObjectItem(c, "model")->valuestring);
+        const cJSON *pre = cJSON_GetObjectItem(c, "pre");
+        m.spec.pre = cJSON_IsString(pre) ? pre->valuestring : NULL;
+        m.spec.bos_id = json_int(c, "bos_id");
+        m.spec.eos_id = json_int(c, "eos_id");
+        m.spec.unk_id = json_int(c, "unk_id");
+        m.spec.pad_id = json_int(c, "pad_id");
+        m.spec.add_bos = json_int(c, "add_bos");
+        m.spec.add_eos = json_int(c, "add_eos");
+        m.spec.chat_template = "{{ messages }}";
+        lf_tokenizer *t = NULL;
+        lf_error err = {{0}};
+        if (lf_tokenizer_from_vocab(&m.spec, &t, &err)) fail_msg("gguf %s: %s", name, err.msg);
+        assert_string_equal(lf_tokenizer_chat_template(t), "{{ messages }}");
+        assert_int_equal(lf_tokenizer_bos_id(t), m.spec.bos_id);
+        assert_int_equal(lf_tokenizer_eos_id(t), m.spec.eos_id);
+        meta_free(&m);
+        char *exp = fmt("%s/tokenizers/gguf/%s.jsonl", data_dir(), name);
+        char *label = fmt("gguf %s", name);
+        check_expected_lines(label, t, exp);
+        lf_tokenizer_free(t);
+        free(label);
+        free(exp);
+        free(tj);
+        if (tmpdir) remove_dir(tmpdir);
+        ran++;
+    }
+    assert_true(ran >= 6);
+    cJSON_Delete(cases);
+    free(text);
+    free(cases_path);
+}
+
+/* Bad metadata: one-line errors naming the key. */
+static void expect_vocab_error(const lf_tokenizer_vocab_spec *sp, const char *needle) {
+    lf_tokenizer *t = (lf_tokenizer *)1;
+    lf_error err = {{0}};
+    int rc = lf_tokenizer_from_vocab(sp, &t, &err);
+    if (rc != -1 || t != NULL || !strstr(err.msg, needle))
+        fail_msg("from_vocab gave rc %d, message '%s' (wanted '%s')", rc, err.msg, needle);
+}
+
+static void test_from_vocab_errors(void **state) {
+    (void)state;
+    const char *tokens[] = {"a", "b", "ab", "<s>"};
+    const char *merges[] = {"a b"};
+    const int32_t types[] = {1, 1, 1, 3};
+    const lf_tokenizer_vocab_spec ok = {.model = "gpt2", .pre = "qwen2", .n_tokens = 4, .tokens = tokens,
+                                        .token_types = types, .n_merges = 1, .merges = merges, .bos_id = 3,
+                                        .eos_id = -1, .unk_id = -1, .pad_id = -1, .add_bos = 1, .add_eos = -1};
+    lf_tokenizer *t = NULL;
+    lf_error err = {{0}};
+    assert_int_equal(lf_tokenizer_from_vocab(&ok, &t, &err), 0);
+    int *ids, n;
+    assert_int_equal(lf_tokenizer_encode(t, "abba<s>", 7, LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, &ids, &n, &err), 0);
+    assert_int_equal(n, 5); /* <s> ab b a <s> */
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(ids[1], 2);
+    assert_int_equal(ids[4], 3);
+    assert_true(lf_tokenizer_is_special(t, 3));
+    assert_null(lf_tokenizer_chat_template(t));
+    free(ids);
+    lf_tokenizer_free(t);
+
+    lf_tokenizer_vocab_spec sp = ok;
+    sp.pre = "frobnicate";
+    expect_vocab_error(&sp, "unsupported tokenizer.ggml.pre 'frobnicate'");
+    sp = ok;
+    sp.model = "bert";
+    expect_vocab_error(&sp, "unsupported tokenizer.ggml.model 'bert'");
+    sp = ok;
+    sp.model = NULL;
+    expect_vocab_error(&sp, "tokenizer.ggml.model");
+    sp = ok;
+    sp.n_tokens = 0;
+    expect_vocab_error(&sp, "tokenizer.ggml.tokens");
+    sp = ok;
+    const char *bad_utf8[] = {"a", "b", "ab", "\xff"};
+    sp.tokens = bad_utf8;
+    expect_vocab_error(&sp, "tokenizer.ggml.tokens[3] is not valid UTF-8");
+    sp = ok;
+    const char *bad_merge[] = {"a c"};
+    sp.merges = bad_merge;
+    expect_vocab_error(&sp, "tokenizer.ggml.merges[0]: token 'c'");
+    const char *bad_merge2[] = {"ab"};
+    sp.merges = bad_merge2;
+    expect_vocab_error(&sp, "tokenizer.ggml.merges[0]");
+    sp = ok;
+    sp.bos_id = 4;
+    expect_vocab_error(&sp, "bos_token_id 4");
+    sp = ok;
+    sp.bos_id = -1;
+    expect_vocab_error(&sp, "add_bos_token");
+    sp = ok;
+    sp.model = "llama";
+    sp.n_merges = 0;
+    sp.merges = NULL;
+    expect_vocab_error(&sp, "tokenizer.ggml.scores");
+    const float nan_scores[] = {0, 0, NAN, 0};
+    sp.scores = nan_scores;
+    expect_vocab_error(&sp, "tokenizer.ggml.scores[2] is NaN");
+}
+
 /* ---- bad input ----------------------------------------------------------- */
 static lf_tokenizer *load_spm(void) {
     char *dir = fmt("%s/tokenizers/spm_bf", data_dir());
@@ -556,9 +807,11 @@ int main(void) {
         cmocka_unit_test(test_qwen3),       cmocka_unit_test(test_llama2_shared),
         cmocka_unit_test(test_spm_bf),      cmocka_unit_test(test_spm_meta),
         cmocka_unit_test(test_bl_llama3),   cmocka_unit_test(test_bl_gpt2),
-        cmocka_unit_test(test_deepseek),    cmocka_unit_test(test_accessors),
+        cmocka_unit_test(test_deepseek),    cmocka_unit_test(test_smollm2),
+        cmocka_unit_test(test_accessors),
         cmocka_unit_test(test_stream_random),
         cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_from_vocab),  cmocka_unit_test(test_from_vocab_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

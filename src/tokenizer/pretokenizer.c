@@ -3,6 +3,7 @@
  * regex), Metaspace, Whitespace, WhitespaceSplit and Sequence. */
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "core/error.h"
 #include "tokenizer/tok_internal.h"
@@ -92,6 +93,9 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         p->has_pat = true;
     } else if (!strcmp(type, "WhitespaceSplit")) {
         p->type = LF_PRETOK_WHITESPACE_SPLIT;
+    } else if (!strcmp(type, "Digits")) {
+        p->type = LF_PRETOK_DIGITS;
+        p->individual = jbool(j, "individual_digits", false);
     } else if (!strcmp(type, "Sequence")) {
         p->type = LF_PRETOK_SEQUENCE;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
@@ -109,7 +113,7 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         }
     } else {
         return lf_fail(err, "unsupported pre_tokenizer type '%s' (supported: Split, ByteLevel, Metaspace, "
-                            "Whitespace, WhitespaceSplit, Sequence)", type);
+                            "Whitespace, WhitespaceSplit, Digits, Sequence)", type);
     }
     return 0;
 }
@@ -174,6 +178,38 @@ static int find_space_segments(const char *s, size_t n, segs *out, lf_error *err
         i += (size_t)k;
     }
     return 0;
+}
+
+/* Cover s[0..n) with segments where every character for which pred is true
+ * is a match of its own and the runs between them are gaps (as tokenizers'
+ * Pattern for Fn(char) -> bool). */
+typedef bool (*char_pred)(const lf_pretok *p, uint32_t cp);
+
+static int find_char_segments(const lf_pretok *p, char_pred pred, const char *s, size_t n, segs *out,
+                              lf_error *err) {
+    out->n = 0;
+    if (n == 0) return segs_push(out, 0, 0, false) ? lf_fail(err, "out of memory") : 0;
+    size_t i = 0, gap = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = (size_t)lf_utf8_decode(s + i, n - i, &cp);
+        if (pred(p, cp)) {
+            if (gap < i && segs_push(out, gap, i, false)) return lf_fail(err, "out of memory");
+            if (segs_push(out, i, i + k, true)) return lf_fail(err, "out of memory");
+            gap = i + k;
+        }
+        i += k;
+    }
+    if (gap < n && segs_push(out, gap, n, false)) return lf_fail(err, "out of memory");
+    return 0;
+}
+
+/* Rust char::is_numeric: general categories Nd, Nl and No. */
+static bool is_numeric(const lf_pretok *p, uint32_t cp) {
+    (void)p;
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
 }
 
 /* Apply a SplitDelimiterBehavior to segments (in place). */
@@ -323,6 +359,10 @@ static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n
         apply_behavior(sg, LF_SPLIT_MERGED_NEXT);
         return emit_segments(sg, t->p, at_start, out, err);
     }
+    case LF_PRETOK_DIGITS:
+        if (find_char_segments(p, is_numeric, s, n, sg, err)) return -1;
+        apply_behavior(sg, p->individual ? LF_SPLIT_ISOLATED : LF_SPLIT_CONTIGUOUS);
+        return emit_segments(sg, s, at_start, out, err);
     case LF_PRETOK_SEQUENCE:
         break;
     }

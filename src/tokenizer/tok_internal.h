@@ -134,6 +134,7 @@ typedef enum lf_pretok_type {
     LF_PRETOK_WHITESPACE,       /* \w+|[^\w\s]+ */
     LF_PRETOK_WHITESPACE_SPLIT, /* split on whitespace, removing it */
     LF_PRETOK_SEQUENCE,
+    LF_PRETOK_DIGITS,           /* numeric characters: each alone or in runs */
 } lf_pretok_type;
 
 typedef enum lf_prepend_scheme { LF_PREPEND_ALWAYS, LF_PREPEND_FIRST, LF_PREPEND_NEVER } lf_prepend_scheme;
@@ -149,6 +150,7 @@ typedef struct lf_pretok {
     size_t repl_len;
     lf_prepend_scheme prepend;
     bool split;             /* Metaspace */
+    bool individual;        /* Digits: individual_digits */
     struct lf_pretok *kids;
     int n_kids;
 } lf_pretok;
@@ -309,6 +311,25 @@ int lf_json_scan_vocab(const lf_json_span *vocab, char *arena, lf_vocab_cb cb, v
 /* The merges ("a b" strings or ["a", "b"] pairs); on malformed input returns
  * -2 with *bad set to the merge's index. */
 int lf_json_scan_merges(const lf_json_span *merges, lf_merge_cb cb, void *ctx, uint32_t *bad);
+
+/* Building a tokenizer (tokenizer.c), used by the loader of tokenizer.json
+ * and by lf_tokenizer_from_vocab (vocab_spec.c). */
+lf_tokenizer *lf_tok_alloc(void);
+/* A copy of s[0..n) owned by t (NUL-terminated). */
+char *lf_tok_strdup(lf_tokenizer *t, const char *s, size_t n);
+/* The string -> id map of the entries e_str/e_len/e_id (the earliest entry
+ * wins among equal strings). */
+int lf_tok_vmap_build(lf_tokenizer *t, lf_error *err);
+/* Make ids 0..n-1 addressable in id_str/id_len/id_flags. */
+int lf_tok_ids_grow(lf_tokenizer *t, int n, lf_error *err);
+/* Merge (a, b) -> new_id with the given rank; -1 when out of memory. */
+int lf_tok_merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id);
+/* Byte-token and single-character tables, once the vocabulary is in. */
+int lf_tok_model_tables(lf_tokenizer *t, lf_error *err);
+/* Add or redefine an added token (spec's id, content, len and flags). */
+int lf_tok_add_token(lf_tokenizer *t, const char *path, const lf_added *spec, lf_error *err);
+/* After all added tokens: their normalized forms and the matchers. */
+int lf_tok_finish_added(lf_tokenizer *t, lf_error *err);
 
 /* Model vocabulary lookup (not added tokens): id or -1. */
 int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n);

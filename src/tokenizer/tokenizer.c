@@ -399,6 +399,12 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, con
 
     const char *unk = jstr(model, "unk_token");
     t->unk_id = unk ? lf_tok_vocab_find(t, unk, strlen(unk)) : -1;
+    return lf_tok_model_tables(t, err);
+}
+
+/* Lookup tables of the model: the <0xXX> byte tokens and the ids of single
+ * characters. */
+int lf_tok_model_tables(lf_tokenizer *t, lf_error *err) {
     for (int i = 0; i < 256; i++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", i);
@@ -424,6 +430,17 @@ static int find_added(const lf_tokenizer *t, const char *s) {
 static int add_token(lf_tokenizer *t, const char *path, const cJSON *a, int id, lf_error *err) {
     const char *content = jstr(a, "content");
     if (!content) return lf_fail(err, "%s: added token %d without \"content\"", path, id);
+    bool special = jbool(a, "special", false);
+    lf_added spec = {.id = id, .content = (char *)content, .len = strlen(content), .special = special,
+                     .lstrip = jbool(a, "lstrip", false), .rstrip = jbool(a, "rstrip", false),
+                     .single_word = jbool(a, "single_word", false), .normalized = jbool(a, "normalized", !special)};
+    return lf_tok_add_token(t, path, &spec, err);
+}
+
+/* Add (or redefine) an added token from spec's id, content and flags. */
+int lf_tok_add_token(lf_tokenizer *t, const char *path, const lf_added *spec, lf_error *err) {
+    const char *content = spec->content;
+    int id = spec->id;
     if (lf_utf8_valid_prefix(content, strlen(content)) != strlen(content))
         return lf_fail(err, "%s: added token %d is not valid UTF-8", path, id);
     if (id >= (1 << 24) && id / 8 > t->n_ids) return lf_fail(err, "%s: added token id %d is out of range", path, id);
@@ -443,11 +460,11 @@ static int add_token(lf_tokenizer *t, const char *path, const cJSON *a, int id, 
         if (!x->content) return OOM();
     }
     x->id = id;
-    x->special = jbool(a, "special", false);
-    x->lstrip = jbool(a, "lstrip", false);
-    x->rstrip = jbool(a, "rstrip", false);
-    x->single_word = jbool(a, "single_word", false);
-    x->normalized = jbool(a, "normalized", !x->special);
+    x->special = spec->special;
+    x->lstrip = spec->lstrip;
+    x->rstrip = spec->rstrip;
+    x->single_word = spec->single_word;
+    x->normalized = spec->normalized;
     if (ids_grow(t, id + 1, err)) return -1;
     t->id_str[id] = x->content;
     t->id_len[id] = (uint32_t)x->len;
@@ -728,13 +745,65 @@ static int load_config(lf_tokenizer *t, const char *dir, lf_error *err) {
     return 0;
 }
 
+/* The loader's building blocks, for the tokenizer built from GGUF metadata
+ * (vocab_spec.c). */
+char *lf_tok_strdup(lf_tokenizer *t, const char *s, size_t n) { return tok_strdup(t, s, n); }
+int lf_tok_vmap_build(lf_tokenizer *t, lf_error *err) { return vmap_build(t, err); }
+int lf_tok_ids_grow(lf_tokenizer *t, int n, lf_error *err) { return ids_grow(t, n, err); }
+int lf_tok_merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32_t new_id) {
+    return merge_put(t, a, b, rank, new_id);
+}
+
+/* An empty tokenizer (no unk, bos or eos). */
+lf_tokenizer *lf_tok_alloc(void) {
+    lf_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    pthread_mutex_init(&t->cache_mu, NULL);
+    t->unk_id = t->bos_id = t->eos_id = -1;
+    return t;
+}
+
+/* The normalized forms of the normalized added tokens, then the matchers. */
+int lf_tok_finish_added(lf_tokenizer *t, lf_error *err) {
+    if (t->n_added) {
+        lf_scratch sc;
+        if (lf_scratch_init(&sc)) return OOM();
+        int rc = 0;
+        for (int i = 0; i < t->n_added && !rc; i++) {
+            lf_added *a = &t->added[i];
+            if (!a->normalized) continue;
+            if (t->norm) {
+                lf_buf nb = {0};
+                rc = lf_normalizer_apply(t->norm, &sc, a->content, a->len, &nb, err);
+                if (!rc && !(a->norm = tok_strdup(t, nb.p ? nb.p : "", nb.n))) rc = OOM();
+                a->norm_len = nb.n;
+                lf_buf_free(&nb);
+            } else {
+                a->norm = a->content;
+                a->norm_len = a->len;
+            }
+        }
+        lf_scratch_free(&sc);
+        if (rc) return -1;
+        /* the reference decodes (and names) a normalized added token by its
+         * normalized form */
+        for (int i = 0; i < t->n_added; i++) {
+            const lf_added *a = &t->added[i];
+            if (a->normalized && a->norm && a->norm_len) {
+                t->id_str[a->id] = a->norm;
+                t->id_len[a->id] = (uint32_t)a->norm_len;
+            }
+        }
+    }
+    if (build_matcher(t, false, &t->m_raw, err) || build_matcher(t, true, &t->m_norm, err)) return -1;
+    return 0;
+}
+
 /* ---- load ---------------------------------------------------------------- */
 int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
     *out = NULL;
-    lf_tokenizer *t = calloc(1, sizeof *t);
+    lf_tokenizer *t = lf_tok_alloc();
     if (!t) return OOM();
-    pthread_mutex_init(&t->cache_mu, NULL);
-    t->unk_id = t->bos_id = t->eos_id = -1;
     char *path = lf_path_join(dir, "tokenizer.json");
     char *text = NULL;
     cJSON *j = NULL;
@@ -833,41 +902,7 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
             goto fail;
         }
 
-    /* normalized forms of the normalized added tokens, then the matchers */
-    if (t->n_added) {
-        lf_scratch sc;
-        if (lf_scratch_init(&sc)) {
-            OOM();
-            goto fail;
-        }
-        int rc = 0;
-        for (int i = 0; i < t->n_added && !rc; i++) {
-            lf_added *a = &t->added[i];
-            if (!a->normalized) continue;
-            if (t->norm) {
-                lf_buf nb = {0};
-                rc = lf_normalizer_apply(t->norm, &sc, a->content, a->len, &nb, err);
-                if (!rc && !(a->norm = tok_strdup(t, nb.p ? nb.p : "", nb.n))) rc = OOM();
-                a->norm_len = nb.n;
-                lf_buf_free(&nb);
-            } else {
-                a->norm = a->content;
-                a->norm_len = a->len;
-            }
-        }
-        lf_scratch_free(&sc);
-        if (rc) goto fail;
-        /* the reference decodes (and names) a normalized added token by its
-         * normalized form */
-        for (int i = 0; i < t->n_added; i++) {
-            const lf_added *a = &t->added[i];
-            if (a->normalized && a->norm && a->norm_len) {
-                t->id_str[a->id] = a->norm;
-                t->id_len[a->id] = (uint32_t)a->norm_len;
-            }
-        }
-    }
-    if (build_matcher(t, false, &t->m_raw, err) || build_matcher(t, true, &t->m_norm, err)) goto fail;
+    if (lf_tok_finish_added(t, err)) goto fail;
     free(path);
     *out = t;
     return 0;

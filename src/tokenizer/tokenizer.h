@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "longflow.h"
 
 typedef struct lf_tokenizer lf_tokenizer;
@@ -12,6 +13,26 @@ typedef struct lf_tokenizer lf_tokenizer;
 /* Load dir/tokenizer.json and dir/tokenizer_config.json (optional). */
 int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err);
 void lf_tokenizer_free(lf_tokenizer *t);
+
+/* A tokenizer described by GGUF metadata (tokenizer.ggml.*). */
+typedef struct lf_tokenizer_vocab_spec {
+    const char *model;          /* tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style BPE, byte fallback) */
+    const char *pre;            /* tokenizer.ggml.pre, NULL = "default"; unknown name = error naming it */
+    int n_tokens;
+    const char *const *tokens;  /* [n_tokens], NUL-terminated UTF-8 */
+    const float *scores;        /* [n_tokens] or NULL */
+    const int32_t *token_types; /* [n_tokens] llama.cpp types (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte) or NULL */
+    int n_merges;
+    const char *const *merges;  /* [n_merges] "left right", or NULL */
+    int bos_id, eos_id, unk_id, pad_id;   /* -1 = none */
+    int add_bos, add_eos;       /* -1 = not given, else 0/1 */
+    const char *chat_template;  /* tokenizer.chat_template, or NULL */
+} lf_tokenizer_vocab_spec;
+
+/* Build the tokenizer that transformers builds from the same GGUF metadata
+ * (the same lf_tokenizer as the tokenizer.json it would save). The spec is
+ * copied; it need not outlive the call. */
+int lf_tokenizer_from_vocab(const lf_tokenizer_vocab_spec *spec, lf_tokenizer **out, lf_error *err);
 
 enum {
     LF_TOK_ADD_SPECIAL = 1,   /* the post-processor's BOS/EOS (tokenizer.json's TemplateProcessing;
