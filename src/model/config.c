@@ -106,7 +106,7 @@ static int read_eos(const cJSON *o, int *ids, int *n, const char *path, lf_error
     const cJSON *j = jget(o, "eos_token_id");
     if (!j) return 0;
     if (cJSON_IsNumber(j)) {
-        int v;
+        int v = 0;
         if (get_int(o, "eos_token_id", true, 0, &v, path, err) != 0) return -1;
         if (v < 0) return lf_fail(err, "%s: key \"eos_token_id\" is negative (%d)", path, v);
         ids[0] = v;
@@ -132,7 +132,7 @@ static int read_eos(const cJSON *o, int *ids, int *n, const char *path, lf_error
 static int read_bos(const cJSON *o, int *bos, const char *path, lf_error *err) {
     const cJSON *j = jget(o, "bos_token_id");
     if (!j) return 0;
-    int v;
+    int v = 0;
     if (get_int(o, "bos_token_id", true, 0, &v, path, err) != 0) return -1;
     if (v < 0) return lf_fail(err, "%s: key \"bos_token_id\" is negative (%d)", path, v);
     *bos = v;

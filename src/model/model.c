@@ -261,8 +261,8 @@ static int check_layer_count(const lf_model *m, lf_error *err) {
     if (held == 0)
         return lf_fail(err, "%s: config.json has num_hidden_layers = %d but the weights hold no model.layers.N tensor",
                        file, m->cfg.n_layers);
-    return lf_fail(err, "%s: config.json has num_hidden_layers = %d but the weights hold %ld layers (0..%ld)", file,
-                   m->cfg.n_layers, held, held - 1);
+    return lf_fail(err, "%s: config.json has num_hidden_layers = %d but the weights hold layers 0..%ld only", file,
+                   m->cfg.n_layers, held - 1);
 }
 
 static int spec_name_cmp(const void *a, const void *b) {
