@@ -170,6 +170,7 @@ int lf_cmd_generate(int argc, char **argv) {
             free(answer);
         }
         cJSON_AddStringToObject(root, "finish_reason", g->finish_reason ? g->finish_reason : "");
+        if (g->note) cJSON_AddStringToObject(root, "note", g->note);
         cJSON *js = cJSON_AddObjectToObject(root, "stats");
         cJSON_AddNumberToObject(js, "prefill_ms", st.prefill_ms);
         cJSON_AddNumberToObject(js, "decode_ms", st.decode_ms);
@@ -204,6 +205,7 @@ int lf_cmd_generate(int argc, char **argv) {
                 g->n_prompt, g->n_tokens, g->finish_reason ? g->finish_reason : "?", st.prefill_ms,
                 st.prefill_ms > 0 ? g->n_prompt / (st.prefill_ms / 1e3) : 0.0, st.decode_ms, tps,
                 lf_policy_name(ec.policy.kind), g->kv_bytes / 1e6, kv_full / 1e6, lf_peak_rss_bytes() / 1e6);
+        if (g->note) fprintf(stderr, "[longflow] %s\n", g->note);
         if (ec.device == LF_DEVICE_CUDA)
             fprintf(stderr, "[longflow] device %s: %d slots per layer, peak GPU memory %.1f MB\n", st.device_name,
                     st.capacity, st.gpu_peak_bytes / 1e6);

@@ -51,11 +51,21 @@ int lf_cpu_threads(void) {
     return n > 0 ? n : omp_get_max_threads();
 }
 
+#if LF_X86
+#include <cpuid.h>
+
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know "f16c", GCC's does; <cpuid.h> reads the same bit with both. */
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 lf_simd_level lf_cpu_simd_supported(void) {
 #if LF_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return LF_SIMD_AVX2;
 #endif
     return LF_SIMD_SCALAR;

@@ -42,8 +42,8 @@ static atomic_uint g_seq = 0;          /* bumped for every job */
 static atomic_int g_sleepers = 0;
 static _Atomic uint64_t g_ctr = 0;     /* (generation << 32) | next task */
 static atomic_int g_done = 0;          /* tasks finished in the current job */
-static _Atomic(lf_pool_fn) g_fn = NULL;
-static _Atomic(void *) g_arg = NULL;
+static _Atomic(lf_pool_fn) g_fn;       /* static storage: starts null */
+static _Atomic(void *) g_arg;
 static atomic_int g_ntasks = 0;
 static atomic_int g_nthreads = 0;
 static uint32_t g_gen = 0;             /* written by the running caller only */

@@ -33,6 +33,7 @@ typedef struct lf_request {
     lf_sampler sampler;
     bool has_sampler;
     int budget;      /* slots for a budgeted policy (the engine's, or per request) */
+    int max_new;     /* tokens it may generate: max_tokens, or less at the model's context */
     int entry;       /* CUDA: the pool entry this request runs in, -1 = none */
 } lf_request;
 
@@ -164,6 +165,8 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
     if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
     if (budget == 0) budget = e->cfg.policy.budget;
     if (n_prompt < 1) return lf_fail(err, "prompt is empty: at least one token is needed");
+    const int room = lf_context_check(e->model, n_prompt, err);
+    if (room < 0) return -1;
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
@@ -192,6 +195,7 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
     }
     memcpy(r->prompt, prompt, (size_t)n_prompt * sizeof(int));
     r->budget = budget;
+    r->max_new = room < e->cfg.max_tokens ? room : e->cfg.max_tokens;
     r->entry = -1;
     r->g.id = e->n_reqs;
     r->g.prompt = r->prompt;
@@ -201,10 +205,25 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
     return r->g.id;
 }
 
+/* The context rule, in one place: a prompt and what is generated after it
+ * fit the model's positions 0 .. max_position_embeddings - 1. */
+int lf_context_check(const lf_model *m, int n_prompt, lf_error *err) {
+    const int ctx = m->cfg.max_position;
+    if (n_prompt < ctx) return ctx - n_prompt;
+    return lf_fail(err, "the prompt has %d tokens but the model's context (max_position_embeddings) is %d: at most %d "
+                        "prompt tokens leave room for one generated token",
+                   n_prompt, ctx, ctx - 1);
+}
+
+static int nonfinite_fail(const lf_request *r, lf_error *err) {
+    return lf_fail(err, "request %d: logits are NaN or Inf at step %d (check the model's weights)", r->g.id,
+                   r->g.n_tokens);
+}
+
 /* Slots a sequence's cache needs: the policy's budget, but never more than
- * the tokens it can ever hold (prompt + max_tokens - 1 written tokens). */
+ * the tokens it can ever hold (prompt + max_new - 1 written tokens). */
 static int cache_slots(const lf_engine *e, const lf_request *r) {
-    int need = r->g.n_prompt + e->cfg.max_tokens;
+    int need = r->g.n_prompt + r->max_new;
     if (e->cfg.policy.kind == LF_POLICY_FULL || r->budget <= 0) return need;
     return r->budget < need ? r->budget : need;
 }
@@ -217,9 +236,10 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
     if (!e->cfg.ignore_eos && lf_config_is_eos(&e->model->cfg, tok)) {
         r->g.done = true;
         r->g.finish_reason = "eos";
-    } else if (r->g.n_tokens >= e->cfg.max_tokens) {
+    } else if (r->g.n_tokens >= r->max_new) {
         r->g.done = true;
         r->g.finish_reason = "length";
+        if (r->max_new < e->cfg.max_tokens) r->g.note = "stopped at the model's context (max_position_embeddings)";
     }
     if (r->has_cache) {
         if ((size_t)r->cache.peak_valid > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)r->cache.peak_valid;
@@ -272,6 +292,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
     int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
+    if (tok < 0) return nonfinite_fail(r, err);
     push_token(e, r, tok, cb, user);
     return 0;
 }
@@ -321,6 +342,12 @@ static int cpu_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err
             lf_request *r = active[i];
             int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
                                         r->g.n_prompt + r->g.n_tokens);
+            if (tok < 0) { /* the kept ones, this one and the rest are still held */
+                nonfinite_fail(r, err);
+                for (int j = 0; j < n_active; j++)
+                    if (j < kept || j >= i) retire(e, active[j]);
+                return -1;
+            }
             if (push_token(e, r, tok, cb, user)) retire(e, r);
             else active[kept++] = r;
         }

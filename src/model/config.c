@@ -64,8 +64,39 @@ static int get_bool(const cJSON *o, const char *key, bool def, bool *out, const 
     return 0;
 }
 
-static int check_positive(int v, const char *key, const char *path, lf_error *err) {
-    if (v <= 0) return lf_fail(err, "%s: key \"%s\" must be positive, got %d", path, key, v);
+/* A dimension: an integer key in [lo, hi] (missing: def, or an error when
+ * required). The message names the key and the value as written. */
+static int get_dim(const cJSON *o, const char *key, bool required, int def, int lo, int hi, int *out,
+                   const char *path, lf_error *err) {
+    const cJSON *j = jget(o, key);
+    if (!j && required) return lf_fail(err, "%s: missing key \"%s\"", path, key);
+    double v = j ? j->valuedouble : def;
+    if (j && (!cJSON_IsNumber(j) || v != floor(v)))
+        return lf_fail(err, "%s: key \"%s\" is not an integer", path, key);
+    if (!(v >= lo && v <= hi))
+        return lf_fail(err, "%s: key \"%s\" = %.0f is out of range [%d, %d]", path, key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* Every weight matrix has fewer than 2^31 elements (the largest supported
+ * checkpoints have about 2.1e9), so a product of two dimensions fits an int
+ * wherever the code forms one. Products in 64 bits. */
+static int check_matrices(const lf_config *c, const char *path, lf_error *err) {
+    const struct {
+        const char *a, *b;
+        long long x, y;
+    } m[] = {
+        {"vocab_size", "hidden_size", c->vocab_size, c->hidden_size},
+        {"intermediate_size", "hidden_size", c->intermediate_size, c->hidden_size},
+        {"num_attention_heads x head_dim", "hidden_size", (long long)c->n_heads * c->head_dim, c->hidden_size},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        const long long n = m[i].x * m[i].y;
+        if (n > LF_MAX_MATRIX)
+            return lf_fail(err, "%s: %s (%lld) x %s (%lld) = %lld elements in one weight matrix, more than %lld", path,
+                           m[i].a, m[i].x, m[i].b, m[i].y, n, (long long)LF_MAX_MATRIX);
+    }
     return 0;
 }
 
@@ -75,7 +106,7 @@ static int read_eos(const cJSON *o, int *ids, int *n, const char *path, lf_error
     const cJSON *j = jget(o, "eos_token_id");
     if (!j) return 0;
     if (cJSON_IsNumber(j)) {
-        int v;
+        int v = 0;
         if (get_int(o, "eos_token_id", true, 0, &v, path, err) != 0) return -1;
         if (v < 0) return lf_fail(err, "%s: key \"eos_token_id\" is negative (%d)", path, v);
         ids[0] = v;
@@ -101,7 +132,7 @@ static int read_eos(const cJSON *o, int *ids, int *n, const char *path, lf_error
 static int read_bos(const cJSON *o, int *bos, const char *path, lf_error *err) {
     const cJSON *j = jget(o, "bos_token_id");
     if (!j) return 0;
-    int v;
+    int v = 0;
     if (get_int(o, "bos_token_id", true, 0, &v, path, err) != 0) return -1;
     if (v < 0) return lf_fail(err, "%s: key \"bos_token_id\" is negative (%d)", path, v);
     *bos = v;
@@ -260,24 +291,17 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
                        "LlamaForCausalLM)", path, an);
     snprintf(cfg->arch_name, sizeof cfg->arch_name, "%s", an);
 
-    /* sizes */
-    if (get_int(root, "vocab_size", true, 0, &cfg->vocab_size, path, err) ||
-        get_int(root, "hidden_size", true, 0, &cfg->hidden_size, path, err) ||
-        get_int(root, "intermediate_size", true, 0, &cfg->intermediate_size, path, err) ||
-        get_int(root, "num_hidden_layers", true, 0, &cfg->n_layers, path, err) ||
-        get_int(root, "num_attention_heads", true, 0, &cfg->n_heads, path, err))
-        return -1;
-    if (check_positive(cfg->vocab_size, "vocab_size", path, err) ||
-        check_positive(cfg->hidden_size, "hidden_size", path, err) ||
-        check_positive(cfg->intermediate_size, "intermediate_size", path, err) ||
-        check_positive(cfg->n_layers, "num_hidden_layers", path, err) ||
-        check_positive(cfg->n_heads, "num_attention_heads", path, err))
+    /* sizes, each within its bound before anything is sized by it */
+    if (get_dim(root, "vocab_size", true, 0, 1, LF_MAX_VOCAB, &cfg->vocab_size, path, err) ||
+        get_dim(root, "hidden_size", true, 0, 1, LF_MAX_HIDDEN, &cfg->hidden_size, path, err) ||
+        get_dim(root, "intermediate_size", true, 0, 1, LF_MAX_INTERMEDIATE, &cfg->intermediate_size, path, err) ||
+        get_dim(root, "num_hidden_layers", true, 0, 1, LF_MAX_LAYERS, &cfg->n_layers, path, err) ||
+        get_dim(root, "num_attention_heads", true, 0, 1, LF_MAX_HEADS, &cfg->n_heads, path, err))
         return -1;
     /* num_key_value_heads: Qwen2Config and Qwen3Config default to 32,
      * LlamaConfig to num_attention_heads. */
     int kv_default = cfg->arch == LF_ARCH_LLAMA ? cfg->n_heads : 32;
-    if (get_int(root, "num_key_value_heads", false, kv_default, &cfg->n_kv_heads, path, err) ||
-        check_positive(cfg->n_kv_heads, "num_key_value_heads", path, err))
+    if (get_dim(root, "num_key_value_heads", false, kv_default, 1, LF_MAX_HEADS, &cfg->n_kv_heads, path, err))
         return -1;
     if (cfg->n_heads % cfg->n_kv_heads != 0)
         return lf_fail(err, "%s: key \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)",
@@ -288,14 +312,13 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
     if (cfg->arch != LF_ARCH_QWEN3 && !jget(root, "head_dim") && cfg->hidden_size % cfg->n_heads != 0)
         return lf_fail(err, "%s: key \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d) and "
                        "\"head_dim\" is absent", path, cfg->hidden_size, cfg->n_heads);
-    if (get_int(root, "head_dim", false, hd_default, &cfg->head_dim, path, err) ||
-        check_positive(cfg->head_dim, "head_dim", path, err))
-        return -1;
+    if (get_dim(root, "head_dim", false, hd_default, 1, LF_MAX_HEAD_DIM, &cfg->head_dim, path, err)) return -1;
     if (cfg->head_dim % 2 != 0) return lf_fail(err, "%s: key \"head_dim\" (%d) must be even for RoPE", path, cfg->head_dim);
     int maxpos_default = cfg->arch == LF_ARCH_LLAMA ? 2048 : 32768;
-    if (get_int(root, "max_position_embeddings", false, maxpos_default, &cfg->max_position, path, err) ||
-        check_positive(cfg->max_position, "max_position_embeddings", path, err))
+    if (get_dim(root, "max_position_embeddings", false, maxpos_default, 1, LF_MAX_POSITION, &cfg->max_position, path,
+                err))
         return -1;
+    if (check_matrices(cfg, path, err)) return -1;
     if (get_double(root, "rms_norm_eps", false, 1e-6, &cfg->rms_norm_eps, path, err)) return -1;
     if (!(cfg->rms_norm_eps > 0 && cfg->rms_norm_eps < 1))
         return lf_fail(err, "%s: key \"rms_norm_eps\" must be in (0, 1), got %g", path, cfg->rms_norm_eps);

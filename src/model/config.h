@@ -33,6 +33,18 @@ typedef struct lf_rope_config {
 
 #define LF_MAX_EOS 8
 
+/* Bounds on config.json's dimensions (checked by lf_config_parse, each
+ * message naming the key and its value; docs/reliability.md lists them).
+ * The largest supported checkpoints stay far inside them. */
+#define LF_MAX_VOCAB (1 << 24)        /* vocab_size */
+#define LF_MAX_HIDDEN (1 << 16)       /* hidden_size */
+#define LF_MAX_INTERMEDIATE (1 << 20) /* intermediate_size */
+#define LF_MAX_LAYERS 1024            /* num_hidden_layers */
+#define LF_MAX_HEADS 1024             /* num_attention_heads, num_key_value_heads */
+#define LF_MAX_HEAD_DIM 1024          /* head_dim */
+#define LF_MAX_POSITION (1 << 24)     /* max_position_embeddings */
+#define LF_MAX_MATRIX 2147483647LL    /* elements of one weight matrix (rows x cols) */
+
 struct lf_config {
     lf_arch arch;
     char arch_name[64];        /* as in config.json "architectures" */

@@ -238,16 +238,50 @@ static const lf_tensor *find_tensor(const lf_model *m, const cJSON *index, const
     return lf_st_find(&m->files[0], name);
 }
 
+/* The weights hold (1 + the largest N of a model.layers.N.* tensor) at
+ * least the layers config.json declares: checked before anything is sized
+ * by num_hidden_layers. (A layer too many is check_unused's
+ * "unexpected tensor".) */
+static int check_layer_count(const lf_model *m, lf_error *err) {
+    static const char prefix[] = "model.layers.";
+    long held = 0;
+    const char *file = m->n_files ? m->files[0].path : m->dir;
+    for (int f = 0; f < m->n_files; f++)
+        for (int t = 0; t < m->files[f].n_tensors; t++) {
+            const char *name = m->files[f].tensors[t].name;
+            if (strncmp(name, prefix, sizeof prefix - 1) != 0) continue;
+            char *end;
+            long i = strtol(name + sizeof prefix - 1, &end, 10);
+            if (end != name + sizeof prefix - 1 && *end == '.' && i >= 0 && i < LF_MAX_LAYERS && i + 1 > held) {
+                held = i + 1;
+                file = m->files[f].path;
+            }
+        }
+    if (held >= m->cfg.n_layers) return 0;
+    if (held == 0)
+        return lf_fail(err, "%s: config.json has num_hidden_layers = %d but the weights hold no model.layers.N tensor",
+                       file, m->cfg.n_layers);
+    return lf_fail(err, "%s: config.json has num_hidden_layers = %d but the weights hold layers 0..%ld only", file,
+                   m->cfg.n_layers, held - 1);
+}
+
+static int spec_name_cmp(const void *a, const void *b) {
+    return strcmp(((const lf_wspec *)a)->name, ((const lf_wspec *)b)->name);
+}
+
 /* Every tensor in the files must be one we bound (or one known to be
  * harmless): a stray bias or an extra layer means the config and the
  * weights disagree, and ignoring it would give wrong output silently. */
-static int check_unused(const lf_model *m, const lf_wlist *l, lf_error *err) {
+static int check_unused(const lf_model *m, lf_wlist *l, lf_error *err) {
+    qsort(l->v, (size_t)l->n, sizeof *l->v, spec_name_cmp); /* (all bound by now) */
     for (int f = 0; f < m->n_files; f++) {
         const lf_st_file *sf = &m->files[f];
         for (int t = 0; t < sf->n_tensors; t++) {
             const char *name = sf->tensors[t].name;
-            bool used = false;
-            for (int i = 0; i < l->n && !used; i++) used = strcmp(l->v[i].name, name) == 0;
+            lf_wspec key;
+            snprintf(key.name, sizeof key.name, "%s", name);
+            bool used = strlen(name) < sizeof key.name &&
+                        bsearch(&key, l->v, (size_t)l->n, sizeof *l->v, spec_name_cmp) != NULL;
             if (!used && m->cfg.tie_word_embeddings && strcmp(name, "lm_head.weight") == 0) used = true;
             if (!used && !ignorable(name))
                 return lf_fail(err, "%s: unexpected tensor '%s' (not used by %s with this config.json)", sf->path,
@@ -300,6 +334,7 @@ int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
         m->n_files = 1;
     }
 
+    if (check_layer_count(m, err) != 0) goto done;
     m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
     if (!m->layers || build_specs(m, &specs) != 0) {
         lf_fail(err, "%s: out of memory", dir);

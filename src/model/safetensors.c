@@ -33,6 +33,10 @@ static int range_cmp(const void *a, const void *b) {
     return 0;
 }
 
+static int tensor_name_cmp(const void *a, const void *b) {
+    return strcmp(((const lf_tensor *)a)->name, ((const lf_tensor *)b)->name);
+}
+
 static int parse_dtype(const char *s, lf_dtype *out) {
     if (strcmp(s, "BF16") == 0) *out = LF_DTYPE_BF16;
     else if (strcmp(s, "F16") == 0) *out = LF_DTYPE_F16;
@@ -208,14 +212,18 @@ int lf_st_open(const char *path, lf_st_file *f, lf_error *err) {
     }
     cJSON_Delete(root);
 
-    if (rc == 0) {
-        /* Duplicate names: cJSON keeps both entries, the format forbids it. */
-        for (int i = 0; i < f->n_tensors && rc == 0; i++)
-            for (int j = i + 1; j < f->n_tensors; j++)
-                if (strcmp(f->tensors[i].name, f->tensors[j].name) == 0) {
-                    rc = lf_fail(err, "%s: tensor '%s' appears twice in the header", path, f->tensors[i].name);
-                    break;
-                }
+    /* Duplicate names (cJSON keeps both entries, the format forbids it):
+     * the tensors are kept sorted by name, which also serves lf_st_find */
+    if (rc == 0 && f->n_tensors > 1) {
+        qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, tensor_name_cmp);
+        for (int i = 1; i < f->n_tensors && rc == 0; i++)
+            if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
+                rc = lf_fail(err, "%s: tensor '%s' appears twice in the header", path, f->tensors[i].name);
+        for (int i = 0; i < f->n_tensors; i++) { /* the byte ranges, in the sorted order */
+            ranges[i].begin = (size_t)((const unsigned char *)f->tensors[i].data - (p + data_start));
+            ranges[i].end = ranges[i].begin + f->tensors[i].nbytes;
+            ranges[i].idx = i;
+        }
     }
     if (rc == 0 && f->n_tensors > 1) {
         qsort(ranges, (size_t)f->n_tensors, sizeof *ranges, range_cmp);
@@ -238,7 +246,7 @@ int lf_st_open(const char *path, lf_st_file *f, lf_error *err) {
 }
 
 const lf_tensor *lf_st_find(const lf_st_file *f, const char *name) {
-    for (int i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
-    return NULL;
+    if (f->n_tensors == 0) return NULL;
+    const lf_tensor key = {.name = (char *)name};
+    return bsearch(&key, f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, tensor_name_cmp);
 }

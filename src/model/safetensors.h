@@ -24,7 +24,7 @@ typedef struct lf_st_file {
     void *map;
     size_t map_size;
     int n_tensors;
-    lf_tensor *tensors;
+    lf_tensor *tensors; /* sorted by name */
 } lf_st_file;
 
 /* Open and validate. On failure the file is left closed and err names the
@@ -32,6 +32,7 @@ typedef struct lf_st_file {
  * unsupported dtype, ...). */
 int lf_st_open(const char *path, lf_st_file *f, lf_error *err);
 void lf_st_close(lf_st_file *f);
+/* The tensor of that name (binary search), or NULL. */
 const lf_tensor *lf_st_find(const lf_st_file *f, const char *name);
 
 #endif

@@ -62,6 +62,15 @@ void lf_sampler_free(lf_sampler *s) {
     s->buf = NULL;
 }
 
+bool lf_logits_usable(const float *x, int n) {
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (isnan(x[i]) || x[i] == INFINITY) return false;
+        any |= x[i] != -INFINITY;
+    }
+    return any;
+}
+
 int lf_argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -121,6 +130,9 @@ int lf_sampler_sample(lf_sampler *s, float *logits, const int *history, int n_hi
             logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty : logits[t] * p->repetition_penalty;
         }
     }
+    /* after the penalty (a penalty below 1 can overflow a large logit):
+     * -inf masks a token, NaN or +inf means broken weights or activations */
+    if (!lf_logits_usable(logits, V)) return LF_SAMPLE_NONFINITE;
     if (p->temperature == 0.0f) return lf_argmax(logits, V);
 
     float mx = logits[lf_argmax(logits, V)];
@@ -176,6 +188,7 @@ int lf_sampler_sample(lf_sampler *s, float *logits, const int *history, int n_hi
             if (s->buf[i].p >= cut) s->buf[m++] = s->buf[i];
         n = m;
     }
+    if (n < 1) return LF_SAMPLE_NONFINITE; /* not with usable logits: the top token always stays */
     double tot = 0;
     for (int i = 0; i < n; i++) tot += s->buf[i].p;
     double r = lf_sampler_uniform(s) * tot, acc = 0;

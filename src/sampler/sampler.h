@@ -3,6 +3,7 @@
 #ifndef LF_SAMPLER_SAMPLER_H
 #define LF_SAMPLER_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "longflow.h"
 
@@ -25,9 +26,18 @@ int lf_sampler_init(lf_sampler *s, const lf_sampling *params, int vocab, uint64_
                     lf_error *err);
 void lf_sampler_free(lf_sampler *s);
 
+/* lf_sampler_sample's answer when no token can be chosen: a logit is NaN or
+ * +inf (broken weights or activations), or every logit is -inf. */
+#define LF_SAMPLE_NONFINITE (-1)
+
 /* Choose the next token. logits [vocab] is modified. history holds the ids
- * the repetition penalty applies to (prompt + generated, as transformers). */
+ * the repetition penalty applies to (prompt + generated, as transformers).
+ * Returns the token id, or LF_SAMPLE_NONFINITE (whatever the parameters:
+ * greedy, temperature, top-k, top-p, min-p, penalty). */
 int lf_sampler_sample(lf_sampler *s, float *logits, const int *history, int n_history);
+
+/* No logit is NaN or +inf and at least one is not -inf. */
+bool lf_logits_usable(const float *x, int n);
 
 /* Index of the largest value (lowest index on ties). */
 int lf_argmax(const float *x, int n);

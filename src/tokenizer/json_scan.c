@@ -2,6 +2,7 @@
  * and model.merges (hundreds of thousands of strings), which it reads
  * straight into the tokenizer's tables; cJSON, with one allocation per value,
  * takes several times longer on them. Everything else is left to cJSON. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,4 +249,43 @@ out:
     if (rc == -2) *bad = rank;
     free(buf);
     return rc;
+}
+
+/* ---- UTF-8 of everything else -------------------------------------------- */
+/* cJSON keeps the raw bytes of a string, so a tokenizer file can carry
+ * invalid UTF-8 into a normalizer's content, an added token, a pattern...,
+ * and from there into text the regex engine (which trusts its subject) is
+ * given. Every key and string value is checked once, here, at load. */
+static int check_utf8_str(const char *s, const char *file, const char *where, lf_error *err) {
+    size_t n = strlen(s), ok = lf_utf8_valid_prefix(s, n);
+    if (ok == n) return 0;
+    return lf_fail(err, "%s: %s is not valid UTF-8 (byte 0x%02X at offset %zu)", file, where,
+                   (unsigned char)s[ok], ok);
+}
+
+/* where: the JSON path of j (e.g. normalizer.normalizers[1].prepend). */
+static int check_utf8_tree(const cJSON *j, const char *file, char *where, size_t cap, lf_error *err) {
+    if (cJSON_IsString(j) && j->valuestring) return check_utf8_str(j->valuestring, file, where, err);
+    if (!cJSON_IsArray(j) && !cJSON_IsObject(j)) return 0;
+    const size_t len = strlen(where);
+    int i = 0;
+    for (const cJSON *c = j->child; c; c = c->next, i++) {
+        if (cJSON_IsObject(j)) {
+            const char *key = c->string ? c->string : "";
+            char kw[300];
+            snprintf(kw, sizeof kw, "a key of %s", len ? where : "the top level");
+            if (check_utf8_str(key, file, kw, err)) return -1;
+            snprintf(where + len, cap - len, "%s%s", len ? "." : "", key);
+        } else {
+            snprintf(where + len, cap - len, "[%d]", i);
+        }
+        if (check_utf8_tree(c, file, where, cap, err)) return -1;
+        where[len] = 0;
+    }
+    return 0;
+}
+
+int lf_json_check_utf8(const cJSON *root, const char *file, lf_error *err) {
+    char where[256] = "";
+    return check_utf8_tree(root, file, where, sizeof where, err);
 }

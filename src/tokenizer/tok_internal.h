@@ -55,7 +55,10 @@ int lf_pieces_add(lf_pieces *p, const char *s, size_t n, bool at_start);
  * lf_pieces_end. */
 size_t lf_pieces_begin(lf_pieces *p);
 int lf_pieces_end(lf_pieces *p, size_t begin, bool at_start);
-static inline const char *lf_piece_str(const lf_pieces *p, size_t i) { return p->text.p + p->v[i].off; }
+/* (text.p is NULL while every piece is empty: no arithmetic on it then) */
+static inline const char *lf_piece_str(const lf_pieces *p, size_t i) {
+    return p->text.p ? p->text.p + p->v[i].off : "";
+}
 
 /* ---- UTF-8 and Unicode --------------------------------------------------- */
 /* Length of the longest valid UTF-8 prefix of s (n when all of it is valid). */
@@ -91,7 +94,9 @@ int lf_pattern_from_literal(const char *s, size_t n, lf_pattern *p, lf_error *er
 int lf_pattern_from_regex(const char *re, const char *what, lf_pattern *p, lf_error *err);
 void lf_pattern_free(lf_pattern *p);
 /* Next non-empty match starting at or after `from` in s[0..n): returns 1
- * with [*ms, *me), 0 when there is none, -1 on a matching error. */
+ * with [*ms, *me), 0 when there is none, -1 on a matching error. s must be
+ * valid UTF-8 (the JIT matcher trusts it): a subject's first call (from ==
+ * 0) checks it and fails with an error when it is not. */
 int lf_pattern_next(const lf_pattern *p, pcre2_match_data *md, const char *s, size_t n, size_t from,
                     size_t *ms, size_t *me, lf_error *err);
 
@@ -330,6 +335,9 @@ int lf_tok_model_tables(lf_tokenizer *t, lf_error *err);
 int lf_tok_add_token(lf_tokenizer *t, const char *path, const lf_added *spec, lf_error *err);
 /* After all added tokens: their normalized forms and the matchers. */
 int lf_tok_finish_added(lf_tokenizer *t, lf_error *err);
+/* Every key and string value of a parsed JSON document is valid UTF-8; else
+ * an error naming file and the value's JSON path. */
+int lf_json_check_utf8(const cJSON *root, const char *file, lf_error *err);
 
 /* Model vocabulary lookup (not added tokens): id or -1. */
 int lf_tok_vocab_find(const lf_tokenizer *t, const char *s, size_t n);

@@ -334,6 +334,12 @@ int lf_pattern_next(const lf_pattern *p, pcre2_match_data *md, const char *s, si
         *me = *ms + p->lit_len;
         return 1;
     }
+    if (from == 0) { /* a subject's first call: the JIT matcher does no UTF-8 check of its own */
+        size_t ok = lf_utf8_valid_prefix(s, n);
+        if (ok != n)
+            return lf_fail(err, "regex match: the text is not valid UTF-8 (byte 0x%02X at offset %zu)",
+                           (unsigned char)s[ok], ok);
+    }
     while (from <= n) {
         int rc;
         if (p->jit)

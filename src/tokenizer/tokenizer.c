@@ -96,6 +96,20 @@ static int vmap_build(lf_tokenizer *t, lf_error *err) {
     return 0;
 }
 
+/* The id tables are indexed by id. Vocabularies are dense (ids 0..n-1, the
+ * added tokens right after), so an id may lie at most LF_TOK_ID_SLACK past
+ * twice the number of tokens defined: the tables are then sized by what the
+ * file holds, never by a number written in it (a few escalating ids would
+ * otherwise ask for gigabytes). */
+#define LF_TOK_ID_SLACK 65536
+
+static int id_check(const char *path, const char *what, int id, long long tokens, lf_error *err) {
+    const long long limit = 2 * tokens + LF_TOK_ID_SLACK;
+    if (id < limit) return 0;
+    return lf_fail(err, "%s: %s has id %d, beyond %lld for %lld tokens (ids must stay below 2 x tokens + %d)",
+                   path, what, id, limit, tokens, LF_TOK_ID_SLACK);
+}
+
 static int ids_grow(lf_tokenizer *t, int n, lf_error *err) {
     if (n <= t->n_ids) return 0;
     const char **s = realloc(t->id_str, (size_t)n * sizeof *s);
@@ -361,8 +375,7 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, con
             off += l + 1;
         }
     }
-    if (c.max_id >= (1 << 24) && c.max_id / 8 > t->n_entries)
-        return lf_fail(err, "%s: vocab ids go up to %d for %d entries", path, c.max_id, t->n_entries);
+    if (id_check(path, "model.vocab", c.max_id, t->n_entries, err)) return -1;
     if (vmap_build(t, err)) return -1;
     if (ids_grow(t, c.max_id + 1, err)) return -1;
     for (int i = 0; i < t->n_entries; i++) {
@@ -443,7 +456,9 @@ int lf_tok_add_token(lf_tokenizer *t, const char *path, const lf_added *spec, lf
     int id = spec->id;
     if (lf_utf8_valid_prefix(content, strlen(content)) != strlen(content))
         return lf_fail(err, "%s: added token %d is not valid UTF-8", path, id);
-    if (id >= (1 << 24) && id / 8 > t->n_ids) return lf_fail(err, "%s: added token id %d is out of range", path, id);
+    char what[96];
+    snprintf(what, sizeof what, "added token '%.40s'", content);
+    if (id_check(path, what, id, (long long)t->n_entries + t->n_added + 1, err)) return -1;
     if (!*content) return 0; /* ignored, as the reference does */
     int k = find_added(t, content);
     lf_added *x;
@@ -685,11 +700,11 @@ static int load_config(lf_tokenizer *t, const char *dir, lf_error *err) {
             free(path);
             return -1;
         }
-        int rc = 0;
+        int rc = lf_json_check_utf8(j, path, err);
         /* added_tokens_decoder entries missing from tokenizer.json */
         const cJSON *atd = cJSON_GetObjectItemCaseSensitive(j, "added_tokens_decoder");
         const cJSON *a;
-        if (cJSON_IsObject(atd)) {
+        if (!rc && cJSON_IsObject(atd)) {
             cJSON_ArrayForEach(a, atd) {
                 char *endp;
                 errno = 0;
@@ -841,6 +856,7 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
                 end && !fast && end >= text && end <= text + len ? (size_t)(end - text) : (size_t)0);
         goto fail;
     }
+    if (lf_json_check_utf8(j, path, err)) goto fail;
     if (load_model(t, path, cJSON_GetObjectItemCaseSensitive(j, "model"), fast ? &vs : NULL, fast ? &ms : NULL,
                    err))
         goto fail;
@@ -998,7 +1014,8 @@ static bool cache_get(const lf_tokenizer *tc, const char *s, size_t n, uint64_t 
             if (!e->key_len) break;
             if (e->hash == h && e->key_len == n && !memcmp(t->cache_keys.p + e->key_off, s, n)) {
                 if (!lf_ivec_reserve(out, e->n_ids)) {
-                    memcpy(out->p + out->n, t->cache_ids.p + e->ids_off, e->n_ids * sizeof *out->p);
+                    if (e->n_ids) /* a pre-token may map to no ids (no unk token) */
+                        memcpy(out->p + out->n, t->cache_ids.p + e->ids_off, e->n_ids * sizeof *out->p);
                     out->n += e->n_ids;
                     hit = true;
                 }
@@ -1011,8 +1028,11 @@ static bool cache_get(const lf_tokenizer *tc, const char *s, size_t n, uint64_t 
     return hit;
 }
 
-static void cache_put(const lf_tokenizer *tc, const char *s, size_t n, uint64_t h, const int *ids, size_t k) {
+/* Store ids from[..] of the model's output for pre-token s (possibly none). */
+static void cache_put(const lf_tokenizer *tc, const char *s, size_t n, uint64_t h, const lf_ivec *ids,
+                      size_t from) {
     lf_tokenizer *t = (lf_tokenizer *)tc;
+    const size_t k = ids->n - from;
     pthread_mutex_lock(&t->cache_mu);
     if (!t->cache) {
         t->cache = calloc(CACHE_SLOTS, sizeof *t->cache);
@@ -1040,7 +1060,7 @@ static void cache_put(const lf_tokenizer *tc, const char *s, size_t n, uint64_t 
                                            (uint32_t)k};
             memcpy(t->cache_keys.p + t->cache_keys.n, s, n);
             t->cache_keys.n += n;
-            memcpy(t->cache_ids.p + t->cache_ids.n, ids, k * sizeof *ids);
+            if (k) memcpy(t->cache_ids.p + t->cache_ids.n, ids->p + from, k * sizeof *ids->p);
             t->cache_ids.n += k;
             t->cache_n++;
         }
@@ -1056,7 +1076,7 @@ static int model_word(enc_ctx *c, const char *s, size_t n) {
     if (cache_get(c->t, s, n, h, &c->out)) return 0;
     size_t before = c->out.n;
     if (lf_bpe_word(c->t, &c->sc, s, n, &c->out, c->err)) return -1;
-    cache_put(c->t, s, n, h, c->out.p + before, c->out.n - before);
+    cache_put(c->t, s, n, h, &c->out, before);
     return 0;
 }
 
@@ -1153,8 +1173,16 @@ static int norm_chunk(enc_ctx *c, const char *s, size_t n, bool at_start) {
             lf_buf_free(&nb);
             return -1;
         }
-        ns = nb.p;
+        ns = nb.p ? nb.p : "";
         nn = nb.n;
+        /* valid by construction (valid input, contents checked at load): the
+         * regexes that come next trust it */
+        size_t ok = lf_utf8_valid_prefix(ns, nn);
+        if (ok != nn) {
+            lf_buf_free(&nb);
+            return lf_fail(c->err, "the normalizer produced invalid UTF-8 (byte 0x%02X at offset %zu)",
+                           (unsigned char)ns[ok], ok);
+        }
     }
     bool skip = !c->parse_special;
     int rc = split_added(c, &t->m_norm, ns, nn, at_start, model_chunk, &skip);
