@@ -159,7 +159,11 @@ class BadInput(unittest.TestCase):
         self.assertLess(p.returncode, 128, f"{args} crashed: {p.stderr}")
         for ph in phrases:
             self.assertIn(ph, p.stderr, f"{args}: message {p.stderr!r} lacks {ph!r}")
-        self.assertEqual(len(p.stderr.strip().splitlines()) >= 1, True)
+        # one line, no blank line before it, prefixed by the subcommand
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        known = ("generate", "tokenize", "detokenize", "bench", "eval", "policies")
+        prefix = f"longflow {args[0]}: " if args[0] in known else "longflow: "
+        self.assertTrue(p.stderr.startswith(prefix), f"{args}: {p.stderr!r} does not start with {prefix!r}")
 
     def test_errors(self):
         m = os.path.join(MODELS, fixtures()[0])
@@ -170,7 +174,7 @@ class BadInput(unittest.TestCase):
         self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow"], "--budget")
         long_prompt = ",".join(["7"] * 40)
         self.expect_error(g + ["--prompt-ids", long_prompt, "--policy", "longflow", "--budget", "20"],
-                          "budget", "33")
+                          "--budget 20", "at least 34")
         self.expect_error(g + ["--prompt-ids", "1,x,3"], "--prompt-ids")
         self.expect_error(g + ["--prompt-ids", "1,99999999"], "vocabulary")
         self.expect_error(g + ["--prompt-ids", "1", "--top-p", "1.5"], "--top-p")

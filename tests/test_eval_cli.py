@@ -25,7 +25,7 @@ def run(args, check=True):
     return p
 
 
-def read_results(path):
+def read_lines(path):
     out = []
     with open(path) as f:
         for line in f:
@@ -34,6 +34,11 @@ def read_results(path):
             except json.JSONDecodeError:
                 pass
     return out
+
+
+def read_results(path):
+    """The per-problem records (the first line holds the run's settings)."""
+    return [r for r in read_lines(path) if "settings" not in r]
 
 
 class Eval(unittest.TestCase):
@@ -72,9 +77,9 @@ class Eval(unittest.TestCase):
         first = {r["index"]: r for r in read_results(out)}
         with open(out) as f:
             lines = f.readlines()
-        with open(out, "w") as f:  # an interrupted run: 3 results and half a line
-            f.writelines(lines[:3])
-            f.write(lines[3][: len(lines[3]) // 2])
+        with open(out, "w") as f:  # an interrupted run: the settings, 3 results and half a line
+            f.writelines(lines[:4])
+            f.write(lines[4][: len(lines[4]) // 2])
         summary, err = self.eval(out)
         self.assertIn("resuming: 3 of 6", err)
         again = {r["index"]: r for r in read_results(out)}
@@ -82,6 +87,88 @@ class Eval(unittest.TestCase):
         for i in again:
             self.assertEqual(again[i]["text"], first[i]["text"])
         self.assertEqual(summary["problems"], 6)
+
+    def test_settings_guard_resume(self):
+        """The results file's first line holds the settings; a run with another setting refuses to
+        resume (naming it), --fresh starts over, and the same settings resume."""
+        out = os.path.join(self.tmp.name, "guard.jsonl")
+        first, _ = self.eval(out, "--fresh", "--limit", "2")
+        settings = read_lines(out)[0]["settings"]
+        self.assertEqual(settings["max_tokens"], 24)
+        self.assertEqual(settings["policy"], "full")
+        self.assertEqual(settings["device"], "cpu")
+        self.assertEqual(settings["instruction"], "")
+        self.assertEqual(settings["model"], os.path.realpath(MODEL))
+        for extra, key in ((["--max-tokens", "30"], "max_tokens"), (["--temperature", "0.7"], "temperature"),
+                           (["--device", "cuda"], "device"), (["--instruction", "Think."], "instruction"),
+                           (["--policy", "longflow", "--budget", "40"], "policy"), (["--seed", "9"], "seed"),
+                           (["--ignore-eos"], "ignore_eos"), (["--chat-template", "chatml"], "chat_template")):
+            with self.subTest(key=key):
+                args = ["eval", "--model", MODEL, "--data", self.data, "--max-tokens", "24", "--instruction", "",
+                        "--output", out, "--limit", "2", "--threads", "2"] + extra
+                p = run(args, check=False)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn("was written with " + key, p.stderr)
+                self.assertIn("--fresh", p.stderr)
+                self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+        self.assertEqual(len(read_results(out)), 2)  # untouched by the refused runs
+        s, _ = self.eval(out, "--fresh", "--limit", "2", "--max-tokens", "30")  # --fresh starts over
+        self.assertEqual(read_lines(out)[0]["settings"]["max_tokens"], 30)
+        self.assertEqual(len(read_results(out)), 2)
+        # a file without a settings line (an older longflow's) is not resumed either
+        legacy = os.path.join(self.tmp.name, "legacy.jsonl")
+        with open(legacy, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in read_results(out))
+        p = run(["eval", "--model", MODEL, "--data", self.data, "--output", legacy], check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no settings line", p.stderr)
+
+    def test_resumed_summary_reports_the_stored_run(self):
+        """A run that finds every problem done reports what the file's records say: the same
+        accuracy, tokens/s and KV memory as the run that wrote them (not 0)."""
+        out = os.path.join(self.tmp.name, "summary.jsonl")
+        first, _ = self.eval(out, "--fresh", "--policy", "longflow", "--budget", "40")
+        again, err = self.eval(out, "--policy", "longflow", "--budget", "40")
+        self.assertIn("resuming: 6 of 6", err)
+        for k in ("problems", "correct", "accuracy", "avg_output_tokens", "tokens_per_s", "kv_bytes",
+                  "kv_bytes_in_use_peak", "kv_bytes_full", "kv_bytes_full_in_use_peak", "kv_bytes_peak"):
+            self.assertEqual(again[k], first[k], k)
+        self.assertGreater(first["tokens_per_s"], 0)
+        res = read_results(out)
+        # tokens/s is all output tokens over the run's wall time
+        self.assertAlmostEqual(first["tokens_per_s"], sum(r["n_tokens"] for r in res) / max(r["elapsed_s"] for r in res),
+                               places=3)
+        # KV: the largest of the per-problem figures; the budget caps what longflow holds
+        self.assertEqual(first["kv_bytes"], max(r["kv_bytes"] for r in res))
+        self.assertEqual(first["kv_bytes_full_in_use_peak"], max(r["kv_bytes_full_in_use_peak"] for r in res))
+        per_slot = res[0]["kv_bytes"] / 40
+        for r in res:
+            self.assertEqual(r["kv_bytes_in_use_peak"], per_slot * min(40, r["n_prompt"] + r["n_tokens"] - 1))
+            self.assertEqual(r["kv_bytes_full_in_use_peak"], per_slot * (r["n_prompt"] + r["n_tokens"] - 1))
+            self.assertEqual(r["kv_bytes_full"], per_slot * (r["n_prompt"] + 24))
+        # a part resumed: two runs' records, their times add up
+        with open(out) as f:
+            lines = f.readlines()
+        with open(out, "w") as f:
+            f.writelines(lines[:4])
+        third, _ = self.eval(out, "--policy", "longflow", "--budget", "40")
+        res = read_results(out)
+        self.assertEqual(sorted(r["run"] for r in res), [1, 1, 1, 2, 2, 2])
+        secs = sum(max(r["elapsed_s"] for r in res if r["run"] == k) for k in (1, 2))
+        self.assertAlmostEqual(third["tokens_per_s"], sum(r["n_tokens"] for r in res) / secs, places=3)
+        self.assertEqual(third["budget"], 40)
+        self.assertEqual(third["problems"], 6)
+
+    def test_budget_is_a_number(self):
+        """eval's JSON budget is a number as generate's is (0 for full); a percentage budget is
+        budget_percent, with budget null."""
+        full, _ = self.eval(os.path.join(self.tmp.name, "bfull.jsonl"), "--fresh", "--limit", "1")
+        self.assertEqual(full["budget"], 0)
+        ref = os.path.join(self.tmp.name, "bfull.jsonl")
+        pct, _ = self.eval(os.path.join(self.tmp.name, "bpct.jsonl"), "--fresh", "--limit", "1", "--policy",
+                           "tova", "--budget", "50%", "--reference", ref)
+        self.assertIsNone(pct["budget"])
+        self.assertEqual(pct["budget_percent"], 50)
 
     def test_percent_budget(self):
         ref = os.path.join(self.tmp.name, "ref.jsonl")
@@ -176,11 +263,15 @@ class Eval(unittest.TestCase):
         self.assertGreater(outs[1], outs[0])
 
     def test_errors(self):
+        out = os.path.join(self.tmp.name, "errors.jsonl")
+
         def bad(args, phrase):
-            p = run(["eval", "--model", MODEL] + args, check=False)
+            p = run(["eval", "--model", MODEL] + args + (["--output", out] if "--output" not in args else []),
+                    check=False)
             self.assertNotEqual(p.returncode, 0)
             self.assertLess(p.returncode, 128, p.stderr)
             self.assertIn(phrase, p.stderr)
+            self.assertTrue(p.stderr.startswith("longflow eval: "), p.stderr)
 
         bad([], "--data")
         bad(["--data", "/nonexistent.jsonl"], "/nonexistent.jsonl")
@@ -191,6 +282,20 @@ class Eval(unittest.TestCase):
         bad(["--data", self.data, "--policy", "longflow", "--budget", "20%"], "--reference")
         bad(["--data", self.data, "--policy", "longflow", "--budget", "abc"], "--budget")
         bad(["--data", self.data, "--prompt", "x"], "--prompt")
+        bad(["--data", self.data, "--split-think"], "--split-think")
+        # no --output: the results would land in the current directory (the source tree)
+        p = run(["eval", "--model", MODEL, "--data", self.data], check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--output FILE is required", p.stderr)
+        dup = os.path.join(self.tmp.name, "dup.jsonl")
+        with open(dup, "w") as f:
+            for i in (1, 2, 1):
+                f.write(json.dumps({"index": i, "question": "q", "true_answer": "1"}) + "\n")
+        bad(["--data", dup], "dup.jsonl:3: index 1 repeats the index of line 1")
+        nul = os.path.join(self.tmp.name, "nul.jsonl")
+        with open(nul, "wb") as f:
+            f.write(b'{"index": 0, "question": "a\x00b", "true_answer": "1"}\n')
+        bad(["--data", nul], "NUL byte at byte offset 27")
 
 
 if __name__ == "__main__":

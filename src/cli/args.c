@@ -110,23 +110,45 @@ bool lf_arg_u64(lf_args *a, const char *flag, uint64_t *out) {
     return true;
 }
 
-bool lf_parse_ids(const char *flag, const char *s, int **ids, int *n) {
+/* One element of a comma-separated id list: a decimal integer in [0, limit). */
+static bool parse_id(const char *cmd, const char *flag, const char *p, int k, long limit, const char *limit_what,
+                     long *out, const char **end_out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(p, &end, 10);
+    size_t len = strcspn(p, ", ");
+    if (end == p || (*end && *end != ',' && *end != ' ')) {
+        lf_cli_error(cmd, "%s: element %d '%.*s' is not a token id (a non-negative integer)", flag, k + 1, (int)len, p);
+        return false;
+    }
+    if (errno || x < 0 || x >= limit) {
+        lf_cli_error(cmd, "%s: element %d (%.*s) is outside %s [0, %ld)", flag, k + 1, (int)len, p, limit_what, limit);
+        return false;
+    }
+    *out = (long)x;
+    *end_out = end;
+    return true;
+}
+
+bool lf_parse_ids(const char *cmd, const char *flag, const char *s, long limit, const char *limit_what, int **ids,
+                  int *n) {
     *ids = NULL;
     *n = 0;
     size_t cap = 1;
     for (const char *p = s; *p; p++)
         if (*p == ',') cap++;
     int *out = malloc(cap * sizeof *out);
-    if (!out) return false;
+    if (!out) {
+        lf_cli_error(cmd, "%s: out of memory", flag);
+        return false;
+    }
     int k = 0;
     const char *p = s;
     while (*p) {
         while (*p == ' ') p++;
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > 0x7fffffff) {
-            fprintf(stderr, "longflow: %s: '%s' is not a comma-separated list of token ids\n", flag, s);
+        long x;
+        const char *end;
+        if (!parse_id(cmd, flag, p, k, limit, limit_what, &x, &end)) {
             free(out);
             return false;
         }
@@ -137,13 +159,13 @@ bool lf_parse_ids(const char *flag, const char *s, int **ids, int *n) {
             p++;
             if (!*p) break;
         } else if (*p) {
-            fprintf(stderr, "longflow: %s: unexpected '%c' in '%s'\n", flag, *p, s);
+            lf_cli_error(cmd, "%s: expected ',' after element %d, found '%c'", flag, k, *p);
             free(out);
             return false;
         }
     }
     if (k == 0) {
-        fprintf(stderr, "longflow: %s: no token ids given\n", flag);
+        lf_cli_error(cmd, "%s: no token ids given", flag);
         free(out);
         return false;
     }

@@ -24,8 +24,11 @@ const char *lf_arg_value(lf_args *a, const char *flag);
 bool lf_arg_int(lf_args *a, const char *flag, long lo, long hi, int *out);
 bool lf_arg_float(lf_args *a, const char *flag, double lo, double hi, float *out);
 bool lf_arg_u64(lf_args *a, const char *flag, uint64_t *out);
-/* "1,2,3" -> malloc'd int array. */
-bool lf_parse_ids(const char *flag, const char *s, int **ids, int *n);
+/* "1,2,3" -> malloc'd int array; every element in [0, limit) (limit_what
+ * names that range in the message: "the vocabulary"). An error names the
+ * element (1-based) and the range. */
+bool lf_parse_ids(const char *cmd, const char *flag, const char *s, long limit, const char *limit_what, int **ids,
+                  int *n);
 
 /* Print "longflow <cmd>: <message>" to stderr. */
 void lf_cli_error(const char *cmd, const char *fmt, ...)

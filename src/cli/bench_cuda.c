@@ -112,7 +112,7 @@ static int choose_points(const lf_bench_cuda_args *a, bool sampled, bool budgete
     int Ls[MAX_POINTS], n = 0;
     if (a->lengths) {
         int *ids = NULL, k = 0;
-        if (!lf_parse_ids("--lengths", a->lengths, &ids, &k)) return -1;
+        if (!lf_parse_ids(CMD, "--lengths", a->lengths, 0x7fffffffL, "the lengths", &ids, &k)) return -1;
         if (k > MAX_POINTS) {
             lf_cli_error(CMD, "--lengths: %d lengths, at most %d", k, MAX_POINTS);
             free(ids);

@@ -335,7 +335,7 @@ int lf_cmd_bench(int argc, char **argv) {
     printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"threads\":%d", lf_simd_level_name(lf_cpu_simd_level()),
            threads);
     printf(",\"policy\":\"%s\",\"budget\":%d,\"batch\":%d,\"prompt_len\":%d,\"gen_len\":%d",
-           lf_policy_name(o.policy.kind), budget, batch, prompt_len, gen_len);
+           lf_policy_name(o.policy.kind), budgeted ? budget : 0, batch, prompt_len, gen_len); /* full: 0, as generate */
     printf(",\"load_ms\":%.1f,\"prefill_ms\":%.2f,\"prefill_tokens_per_s\":%.2f", load_ms, prefill_ms,
            prefill_tps);
     printf(",\"decode_ms\":%.2f,\"decode_tokens_per_s\":%.3f,\"decode_ms_per_step\":%.3f", decode_ms,

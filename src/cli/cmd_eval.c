@@ -1,9 +1,13 @@
 /* longflow eval: accuracy of a model + KV policy on a math benchmark in the
  * {"index","question","true_answer"} JSONL format. Problems run batched
  * through the engine; each finished problem is appended to a results JSONL
- * file at once, so an interrupted run resumes where it stopped. */
+ * file at once, so an interrupted run resumes where it stopped. The file's
+ * first line records the run's settings: a run with other settings refuses
+ * to resume from it. The summary is computed from the file's records, so a
+ * resumed run reports the whole of it. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +17,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/input.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/timer.h"
@@ -20,27 +25,31 @@
 #include "model/model.h"
 
 #define LF_R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
+#define CMD "eval"
 
 static void eval_usage(FILE *f) {
     fprintf(f,
-            "usage: longflow eval [--model DIR] --data FILE.jsonl [--policy P --budget N|N%%] [options]\n"
+            "usage: longflow eval [--model DIR] --data FILE.jsonl --output FILE [--policy P --budget N|N%%] [options]\n"
             "\n"
-            "  --data FILE            JSONL with {\"index\", \"question\", \"true_answer\"} per line\n"
+            "  --data FILE            JSONL with {\"index\", \"question\", \"true_answer\"} per line (distinct indices)\n"
+            "  --output FILE          per-problem results JSONL (required; its first line records the settings).\n"
+            "                         Running again with the same settings resumes from it; other settings\n"
+            "                         are refused (the message names the setting)\n"
+            "  --fresh                overwrite the results file instead of resuming from it\n"
             "  --limit N              first N problems only\n"
             "  --batch N|max          problems in flight at once (default 8; max = as many as fit, --device cuda)\n"
-            "  --output FILE          per-problem results JSONL (default: <data>.<policy>[-<budget>].jsonl in .)\n"
-            "  --fresh                overwrite the results file instead of resuming from it\n"
             "  --budget N             KV slots per sequence and layer\n"
             "  --budget P%%            P percent of each problem's full-cache output length, read from\n"
             "                         --reference FILE (the results of a --policy full run)\n"
             "  --instruction TEXT     appended to each question on a new line (default: the model's\n"
             "                         longflow.json \"eval_instruction\" if any, else the R1 eval\n"
             "                         instruction \"" LF_R1_INSTRUCTION "\"; \"\" for none)\n"
-            "  --max-tokens N         per problem (default 8192)\n"
+            "  --max-tokens N         per problem (default: the model's, as for generate, else %d)\n"
             "  --json                 print the summary as one JSON object\n"
             "  --device cpu|cuda      (default cpu); on cuda the entries are sized for the largest budget\n"
             "and the model, chat-template, sampling, policy, --threads and --gpu-mem-fraction flags of\n"
-            "longflow generate.\n");
+            "longflow generate.\n",
+            LF_DEFAULT_MAX_TOKENS);
 }
 
 typedef struct problem {
@@ -48,86 +57,118 @@ typedef struct problem {
     char *question;
     char *truth;
     int budget;
+    int *ids; /* the rendered prompt (problems still to run) */
+    int n_ids;
     bool done; /* already in the results file */
 } problem;
 
+typedef struct eval_args {
+    lf_gen_options o;
+    const char *data, *output, *reference, *instruction; /* instruction NULL: the model's or R1's */
+    const char *budget_str;
+    double budget_pct;
+    int limit, batch;
+    bool fresh;
+} eval_args;
+
 typedef struct eval_state {
     const lf_tokenizer *tok;
-    const lf_config *cfg;
+    const lf_model *model;
+    const lf_engine *eng;
+    const lf_engine_config *ec;
     problem *probs;
     int *req_to_prob;
     FILE *out;
-    int n_total, n_done;
+    int n_total, n_done, n_correct;
     long tokens;
     double t0;
-    int n_correct;
-    long out_tokens;
-    bool ignore_eos;
-    bool progress;
+    int run;         /* this run's number in the results file (1 = the first) */
+    bool progress_shown;
     int write_errors;
     int run_done; /* problems finished in this run (the ETA's basis) */
 } eval_state;
 
 static void free_problems(problem *p, int n) {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; p && i < n; i++) {
         free(p[i].question);
         free(p[i].truth);
+        free(p[i].ids);
     }
     free(p);
 }
 
+/* One data line into p; prints the error (naming file and line) on failure. */
+static int parse_problem(const char *path, int line_no, const char *line, int n, problem *p) {
+    cJSON *j = cJSON_Parse(line);
+    const cJSON *q = j ? cJSON_GetObjectItemCaseSensitive(j, "question") : NULL;
+    const cJSON *a = j ? cJSON_GetObjectItemCaseSensitive(j, "true_answer") : NULL;
+    const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
+    int rc = -1;
+    memset(p, 0, sizeof *p);
+    if (!j || !cJSON_IsString(q) || !(cJSON_IsString(a) || cJSON_IsNumber(a))) {
+        lf_cli_error(CMD, "%s:%d: expected a JSON object with string \"question\" and \"true_answer\"", path, line_no);
+    } else if (ix && (!cJSON_IsNumber(ix) || ix->valuedouble != floor(ix->valuedouble) || fabs(ix->valuedouble) > 1e9)) {
+        lf_cli_error(CMD, "%s:%d: \"index\" must be an integer", path, line_no);
+    } else {
+        p->index = ix ? (int)ix->valuedouble : n;
+        char buf[64];
+        if (cJSON_IsNumber(a)) snprintf(buf, sizeof buf, "%.17g", a->valuedouble);
+        p->question = strdup(q->valuestring);
+        p->truth = strdup(cJSON_IsString(a) ? a->valuestring : buf);
+        if (p->question && p->truth) rc = 0;
+        else lf_cli_error(CMD, "out of memory");
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* The problems of the data file (the first `limit`, 0 = all). Indices must
+ * be distinct: a repeated one is an error naming both lines. */
 static int load_problems(const char *path, int limit, problem **out, int *n_out) {
     char *text = NULL;
-    lf_error err;
     *out = NULL;
     *n_out = 0;
-    if (lf_read_file(path, &text, NULL, &err)) {
-        lf_cli_error("eval", "%s", err.msg);
-        return -1;
-    }
-    int cap = 64, n = 0;
-    problem *p = malloc((size_t)cap * sizeof *p);
-    int line_no = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    if (lf_cli_read_prompt_file(CMD, path, &text, NULL)) return -1;
+    int cap = 0, n = 0, line_no = 0;
+    problem *p = NULL;
+    int *lines = NULL; /* data line of each problem, for the duplicate message */
+    int rc = -1;
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         line_no++;
         while (*line == ' ' || *line == '\t' || *line == '\r') line++;
         if (!*line) continue;
         if (limit > 0 && n >= limit) break;
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *q = j ? cJSON_GetObjectItemCaseSensitive(j, "question") : NULL;
-        const cJSON *a = j ? cJSON_GetObjectItemCaseSensitive(j, "true_answer") : NULL;
-        const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
-        if (!j || !cJSON_IsString(q) || !(cJSON_IsString(a) || cJSON_IsNumber(a))) {
-            lf_cli_error("eval", "%s:%d: expected a JSON object with string \"question\" and \"true_answer\"", path,
-                         line_no);
-            cJSON_Delete(j);
-            free_problems(p, n);
-            free(text);
-            return -1;
-        }
         if (n == cap) {
-            cap *= 2;
-            p = realloc(p, (size_t)cap * sizeof *p);
+            cap = cap ? 2 * cap : 64;
+            problem *np = realloc(p, (size_t)cap * sizeof *p);
+            if (np) p = np;
+            int *nl = realloc(lines, (size_t)cap * sizeof *lines);
+            if (nl) lines = nl;
+            if (!np || !nl) {
+                lf_cli_error(CMD, "out of memory");
+                goto out;
+            }
         }
-        p[n].index = cJSON_IsNumber(ix) ? ix->valueint : n;
-        p[n].question = strdup(q->valuestring);
-        if (cJSON_IsString(a)) {
-            p[n].truth = strdup(a->valuestring);
-        } else {
-            char buf[64];
-            snprintf(buf, sizeof buf, "%.17g", a->valuedouble);
-            p[n].truth = strdup(buf);
-        }
-        p[n].budget = 0;
-        p[n].done = false;
-        n++;
-        cJSON_Delete(j);
+        int r = parse_problem(path, line_no, line, n, &p[n]);
+        n++; /* p[n-1] holds what parse_problem allocated, freed on error */
+        if (r) goto out;
+        lines[n - 1] = line_no;
+        for (int i = 0; i < n - 1; i++)
+            if (p[i].index == p[n - 1].index) {
+                lf_cli_error(CMD, "%s:%d: index %d repeats the index of line %d (indices must be distinct)", path,
+                             line_no, p[n - 1].index, lines[i]);
+                goto out;
+            }
     }
+    if (n == 0) lf_cli_error(CMD, "%s: no problems found", path);
+    else rc = 0;
+out:
     free(text);
-    if (n == 0) {
-        lf_cli_error("eval", "%s: no problems found", path);
-        free(p);
+    free(lines);
+    if (rc) {
+        free_problems(p, n);
         return -1;
     }
     *out = p;
@@ -135,38 +176,12 @@ static int load_problems(const char *path, int limit, problem **out, int *n_out)
     return 0;
 }
 
-/* Indices already in the results file (and their tallies). */
-static void read_existing(const char *path, problem *p, int n, eval_state *st) {
-    char *text = NULL;
-    lf_error err;
-    if (!lf_file_exists(path) || lf_read_file(path, &text, NULL, &err)) return;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) continue; /* a line cut by an interruption: redo that problem */
-        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(j, "index");
-        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(j, "correct");
-        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(j, "n_tokens");
-        if (cJSON_IsNumber(ix))
-            for (int i = 0; i < n; i++)
-                if (p[i].index == ix->valueint && !p[i].done) {
-                    p[i].done = true;
-                    st->n_done++;
-                    st->n_correct += cJSON_IsTrue(ok);
-                    st->out_tokens += cJSON_IsNumber(nt) ? (long)nt->valuedouble : 0;
-                    break;
-                }
-        cJSON_Delete(j);
-    }
-    free(text);
-}
-
 /* Per-problem budgets from a full-cache reference run. */
 static int apply_percent_budget(const char *ref_path, double pct, problem *p, int n) {
     char *text = NULL;
     lf_error err;
     if (lf_read_file(ref_path, &text, NULL, &err)) {
-        lf_cli_error("eval", "--reference: %s", err.msg);
+        lf_cli_error(CMD, "--reference: %s", err.msg);
         return -1;
     }
     char *save = NULL;
@@ -183,7 +198,7 @@ static int apply_percent_budget(const char *ref_path, double pct, problem *p, in
     free(text);
     for (int i = 0; i < n; i++) {
         if (p[i].budget == 0) {
-            lf_cli_error("eval", "--reference %s has no result for problem index %d", ref_path, p[i].index);
+            lf_cli_error(CMD, "--reference %s has no result for problem index %d", ref_path, p[i].index);
             return -1;
         }
         if (p[i].budget < 34) p[i].budget = 34; /* SnapKV keeps the last 32 prompt tokens: B > 33 */
@@ -191,16 +206,180 @@ static int apply_percent_budget(const char *ref_path, double pct, problem *p, in
     return 0;
 }
 
+/* ---- settings line and resuming ------------------------------------------ */
+
+/* What decides a problem's output: a results file written with other
+ * settings cannot be resumed. Paths as given resolved to absolute ones. */
+static cJSON *settings_json(const eval_args *ea, const lf_engine_config *ec, const char *model_dir,
+                            const char *instruction, lf_chat_family fam) {
+    cJSON *s = cJSON_CreateObject();
+    char buf[PATH_MAX];
+    cJSON_AddStringToObject(s, "model", realpath(model_dir, buf) ? buf : model_dir);
+    cJSON_AddStringToObject(s, "data", realpath(ea->data, buf) ? buf : ea->data);
+    cJSON_AddStringToObject(s, "device", ec->device == LF_DEVICE_CUDA ? "cuda" : "cpu");
+    cJSON_AddStringToObject(s, "policy", lf_policy_name(ec->policy.kind));
+    cJSON_AddStringToObject(s, "budget", ea->budget_str ? ea->budget_str : "");
+    if (ea->reference) cJSON_AddStringToObject(s, "reference", realpath(ea->reference, buf) ? buf : ea->reference);
+    cJSON_AddNumberToObject(s, "sinks", ec->policy.sinks);
+    cJSON_AddNumberToObject(s, "recent", ec->policy.recent);
+    cJSON_AddNumberToObject(s, "evict_every", ec->policy.evict_every);
+    cJSON_AddNumberToObject(s, "max_tokens", ec->max_tokens);
+    cJSON_AddBoolToObject(s, "ignore_eos", ec->ignore_eos);
+    cJSON_AddNumberToObject(s, "temperature", ec->sampling.temperature);
+    cJSON_AddNumberToObject(s, "top_k", ec->sampling.top_k);
+    cJSON_AddNumberToObject(s, "top_p", ec->sampling.top_p);
+    cJSON_AddNumberToObject(s, "min_p", ec->sampling.min_p);
+    cJSON_AddNumberToObject(s, "repetition_penalty", ec->sampling.repetition_penalty);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)ec->sampling.seed);
+    cJSON_AddStringToObject(s, "seed", buf);
+    cJSON_AddStringToObject(s, "chat_template", lf_chat_family_name(fam));
+    cJSON_AddStringToObject(s, "system", ea->o.system ? ea->o.system : "");
+    cJSON_AddBoolToObject(s, "no_think", ea->o.no_think);
+    cJSON_AddStringToObject(s, "instruction", instruction);
+    return s;
+}
+
+/* The first setting whose value differs, or NULL. */
+static const char *settings_mismatch(const cJSON *stored, const cJSON *now, char **was, char **is) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, now) {
+        const cJSON *old = cJSON_GetObjectItemCaseSensitive(stored, it->string);
+        if (old && cJSON_Compare(old, it, true)) continue;
+        *was = old ? cJSON_PrintUnformatted(old) : strdup("(none)");
+        *is = cJSON_PrintUnformatted(it);
+        return it->string;
+    }
+    return NULL;
+}
+
+/* Check the stored settings line against this run's. Prints; -1 to refuse. */
+static int check_settings(const char *path, const char *first_line, const cJSON *now) {
+    cJSON *j = first_line ? cJSON_Parse(first_line) : NULL;
+    const cJSON *stored = j ? cJSON_GetObjectItemCaseSensitive(j, "settings") : NULL;
+    int rc = 0;
+    if (!cJSON_IsObject(stored)) {
+        lf_cli_error(CMD, "%s: has results but no settings line (written by an older longflow?): cannot tell whether "
+                          "they match this run; give --fresh to start over, or another --output", path);
+        rc = -1;
+    } else {
+        char *was = NULL, *is = NULL;
+        const char *key = settings_mismatch(stored, now, &was, &is);
+        if (key) {
+            lf_cli_error(CMD, "%s was written with %s %s, this run has %s %s: give the same settings to resume, "
+                              "--fresh to start over, or another --output", path, key, was, key, is);
+            rc = -1;
+        }
+        free(was);
+        free(is);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* Mark the problems the results file already holds (each index once) and
+ * find this run's number. Returns -1 (printed) when the file's settings
+ * differ from this run's. */
+static int read_existing(const char *path, const cJSON *settings, problem *p, int n, eval_state *st) {
+    char *text = NULL;
+    lf_error err;
+    if (!lf_file_exists(path)) return 0;
+    if (lf_read_file(path, &text, NULL, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
+        return -1;
+    }
+    char *save = NULL;
+    bool first = true;
+    int rc = 0;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (first && check_settings(path, line, settings)) {
+            rc = -1;
+            break;
+        }
+        first = false;
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue; /* a line cut by an interruption: redo that problem */
+        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(j, "index");
+        const cJSON *run = cJSON_GetObjectItemCaseSensitive(j, "run");
+        if (cJSON_IsNumber(run) && run->valueint >= st->run) st->run = run->valueint + 1;
+        if (cJSON_IsNumber(ix))
+            for (int i = 0; i < n; i++)
+                if (p[i].index == ix->valueint && !p[i].done) {
+                    p[i].done = true;
+                    st->n_done++;
+                    st->n_correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
+                    break;
+                }
+        cJSON_Delete(j);
+    }
+    free(text);
+    return rc;
+}
+
+/* Open the results file: overwrite (--fresh, or a new file) with the settings
+ * line first, or append after a check of the stored settings. */
+static FILE *open_results(const char *path, const cJSON *settings, bool fresh, problem *p, int n, eval_state *st) {
+    st->run = 1;
+    if (!fresh && read_existing(path, settings, p, n, st)) return NULL;
+    bool start = fresh || !lf_file_exists(path);
+    FILE *out = fopen(path, start ? "w" : "a+");
+    if (!out) {
+        lf_cli_error(CMD, "%s: cannot open for writing: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (start) {
+        cJSON *line = cJSON_CreateObject();
+        cJSON_AddItemReferenceToObject(line, "settings", (cJSON *)settings);
+        char *s = cJSON_PrintUnformatted(line);
+        cJSON_Delete(line);
+        if (!s || fprintf(out, "%s\n", s) < 0) st->write_errors++;
+        free(s);
+    } else if (fseek(out, -1, SEEK_END) == 0 && fgetc(out) != '\n') {
+        /* an interrupted run left half a line: start the next result on its own line */
+        fseek(out, 0, SEEK_END);
+        fputc('\n', out);
+    }
+    if (st->n_done > 0)
+        fprintf(stderr, "[eval] resuming: %d of %d problems already in %s\n", st->n_done, n, path);
+    return out;
+}
+
+/* ---- running -------------------------------------------------------------- */
+
 static void progress(eval_state *st) {
-    if (!st->progress) return;
     double dt = (lf_now_ms() - st->t0) / 1e3;
     double tps = dt > 0 ? st->tokens / dt : 0;
     int left = st->n_total - st->n_done;
-    double eta = 0;
-    if (st->run_done > 0) eta = dt / st->run_done * left;
+    double eta = st->run_done > 0 ? dt / st->run_done * left : 0;
     fprintf(stderr, "\r[eval] %d/%d problems, %d correct, %.1f tok/s, elapsed %.0fs, ETA %.0fs   ", st->n_done,
             st->n_total, st->n_correct, tps, dt, eta);
     fflush(stderr);
+    st->progress_shown = true;
+}
+
+/* The results line of a finished problem. */
+static cJSON *result_json(const eval_state *st, const problem *p, const lf_generation *g, const char *text,
+                          const char *pred, bool ok) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "index", p->index);
+    cJSON_AddStringToObject(j, "true_answer", p->truth);
+    if (pred) cJSON_AddStringToObject(j, "pred", pred);
+    else cJSON_AddNullToObject(j, "pred");
+    cJSON_AddBoolToObject(j, "correct", ok);
+    cJSON_AddNumberToObject(j, "n_prompt", g->n_prompt);
+    cJSON_AddNumberToObject(j, "n_tokens", g->n_tokens);
+    cJSON_AddStringToObject(j, "finish_reason", g->finish_reason ? g->finish_reason : "");
+    cJSON_AddNumberToObject(j, "budget", p->budget);
+    lf_kv_report kv;
+    lf_gen_kv_report_fill(&kv, st->model, st->ec->device, g, st->ec->max_tokens);
+    lf_gen_kv_report_json(&kv, j);
+    cJSON_AddNumberToObject(j, "kv_tokens_peak", (double)g->kv_tokens_peak);
+    lf_engine_stats es;
+    lf_engine_stats_get(st->eng, &es);
+    cJSON_AddNumberToObject(j, "kv_bytes_all_peak", (double)es.kv_bytes_peak); /* all sequences, this run so far */
+    cJSON_AddNumberToObject(j, "run", st->run);
+    cJSON_AddNumberToObject(j, "elapsed_s", (lf_now_ms() - st->t0) / 1e3);
+    cJSON_AddStringToObject(j, "text", text);
+    return j;
 }
 
 static void on_token(void *user, const lf_generation *g, int token) {
@@ -213,26 +392,15 @@ static void on_token(void *user, const lf_generation *g, int token) {
     }
     problem *p = &st->probs[st->req_to_prob[g->id]];
     int n_text = g->n_tokens;
-    if (n_text > 0 && !st->ignore_eos && lf_config_is_eos(st->cfg, g->tokens[n_text - 1])) n_text--;
+    if (n_text > 0 && !st->ec->ignore_eos && lf_config_is_eos(lf_model_config(st->model), g->tokens[n_text - 1]))
+        n_text--;
     char *text = NULL;
     lf_error err;
     if (lf_tokenizer_decode(st->tok, g->tokens, n_text, false, &text, NULL, &err)) text = strdup("");
     char *pred = lf_extract_boxed(text);
     bool ok = lf_answers_match(pred, p->truth);
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "index", p->index);
-    cJSON_AddStringToObject(j, "true_answer", p->truth);
-    if (pred) cJSON_AddStringToObject(j, "pred", pred);
-    else cJSON_AddNullToObject(j, "pred");
-    cJSON_AddBoolToObject(j, "correct", ok);
-    cJSON_AddNumberToObject(j, "n_prompt", g->n_prompt);
-    cJSON_AddNumberToObject(j, "n_tokens", g->n_tokens);
-    cJSON_AddStringToObject(j, "finish_reason", g->finish_reason ? g->finish_reason : "");
-    cJSON_AddNumberToObject(j, "budget", p->budget);
-    cJSON_AddNumberToObject(j, "kv_bytes", (double)g->kv_bytes);
-    cJSON_AddNumberToObject(j, "kv_tokens_peak", (double)g->kv_tokens_peak);
-    cJSON_AddStringToObject(j, "text", text);
-    char *s = cJSON_PrintUnformatted(j);
+    cJSON *j = result_json(st, p, g, text ? text : "", pred, ok);
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     if (!s || fprintf(st->out, "%s\n", s) < 0 || fflush(st->out) != 0) st->write_errors++;
     free(s);
     cJSON_Delete(j);
@@ -241,265 +409,367 @@ static void on_token(void *user, const lf_generation *g, int token) {
     st->n_done++;
     st->run_done++;
     st->n_correct += ok;
-    st->out_tokens += g->n_tokens;
     progress(st);
 }
 
-static char *default_output(const char *data, const lf_policy_config *pc, const char *budget_str) {
-    const char *base = strrchr(data, '/');
-    base = base ? base + 1 : data;
-    size_t n = strlen(base);
-    if (n > 6 && !strcmp(base + n - 6, ".jsonl")) n -= 6;
-    char buf[1024];
-    if (pc->kind == LF_POLICY_FULL) snprintf(buf, sizeof buf, "%.*s.full.jsonl", (int)n, base);
-    else {
-        char b[64];
-        snprintf(b, sizeof b, "%s", budget_str);
-        for (char *c = b; *c; c++)
-            if (*c == '%') *c = 'p';
-        snprintf(buf, sizeof buf, "%.*s.%s-%s.jsonl", (int)n, base, lf_policy_name(pc->kind), b);
+/* Render the chat prompt of every problem; *longest = the longest prompt's
+ * tokens. */
+static int render_prompts(const eval_args *ea, const lf_tokenizer *tok, lf_chat_family fam, const char *instruction,
+                          problem *probs, int n, int *longest) {
+    lf_error err = {{0}};
+    *longest = 0;
+    for (int i = 0; i < n; i++) {
+        size_t qn = strlen(probs[i].question) + strlen(instruction) + 2;
+        char *user = malloc(qn);
+        if (!user) {
+            lf_cli_error(CMD, "out of memory");
+            return -1;
+        }
+        snprintf(user, qn, "%s%s%s", probs[i].question, *instruction ? "\n" : "", instruction);
+        lf_chat_message m[2];
+        int nm = 0;
+        if (ea->o.system) m[nm++] = (lf_chat_message){.role = "system", .content = (char *)ea->o.system};
+        m[nm++] = (lf_chat_message){.role = "user", .content = user};
+        lf_chat_options copt = {.add_generation_prompt = true, .enable_thinking = !ea->o.no_think};
+        char *rendered = NULL;
+        int r = lf_chat_apply(fam, tok, m, nm, &copt, &rendered, &probs[i].ids, &probs[i].n_ids, &err);
+        free(user);
+        free(rendered);
+        if (r) {
+            lf_cli_error(CMD, "problem %d: %s", probs[i].index, err.msg);
+            return -1;
+        }
+        if (probs[i].n_ids > *longest) *longest = probs[i].n_ids;
     }
-    return strdup(buf);
+    return 0;
 }
 
-/* A model directory may carry longflow.json with {"eval_instruction": "..."}:
- * the instruction its problems were trained with (the bundled tiny reasoner:
- * none). *out = NULL when there is no such file or key. */
-static int model_eval_instruction(const char *dir, char **out, lf_error *err) {
-    *out = NULL;
-    char *path = lf_path_join(dir, "longflow.json");
-    if (!path) return lf_fail(err, "eval: out of memory");
-    if (!lf_file_exists(path)) {
-        free(path);
-        return 0;
+static int submit_all(lf_engine *eng, problem *probs, int n, int *req_to_prob) {
+    lf_error err = {{0}};
+    for (int i = 0; i < n; i++) {
+        if (probs[i].done) continue;
+        int id = lf_engine_submit_budget(eng, probs[i].ids, probs[i].n_ids, probs[i].budget, &err);
+        if (id < 0) {
+            lf_cli_error(CMD, "problem %d: %s", probs[i].index, err.msg);
+            return -1;
+        }
+        req_to_prob[id] = i;
     }
+    return 0;
+}
+
+/* ---- the summary, from the results file ------------------------------------ */
+
+typedef struct summary {
+    int problems, correct, truncated;
+    long out_tokens;
+    double seconds;          /* wall time of all runs that wrote the file */
+    lf_kv_report kv;         /* per problem, the largest of each */
+    double kv_all_peak;      /* all sequences at once, the largest run's */
+} summary;
+
+static double num(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void max_size(size_t *acc, double v) {
+    if (v > (double)*acc) *acc = (size_t)v;
+}
+
+/* Tally one stored record (the first of each index of the problem set). */
+static void tally(summary *s, const cJSON *j, double *run_secs, int n_runs) {
+    s->problems++;
+    s->correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
+    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(j, "finish_reason");
+    s->truncated += cJSON_IsString(fr) && !strcmp(fr->valuestring, "length");
+    s->out_tokens += (long)num(j, "n_tokens");
+    max_size(&s->kv.bytes, num(j, "kv_bytes"));
+    max_size(&s->kv.in_use_peak, num(j, "kv_bytes_in_use_peak"));
+    max_size(&s->kv.full_bytes, num(j, "kv_bytes_full"));
+    max_size(&s->kv.full_in_use_peak, num(j, "kv_bytes_full_in_use_peak"));
+    if (num(j, "kv_bytes_all_peak") > s->kv_all_peak) s->kv_all_peak = num(j, "kv_bytes_all_peak");
+    int run = (int)num(j, "run");
+    if (run >= 1 && run < n_runs && num(j, "elapsed_s") > run_secs[run]) run_secs[run] = num(j, "elapsed_s");
+}
+
+static int summarize(const char *path, const problem *p, int n, int n_runs, summary *s) {
     char *text = NULL;
-    size_t len = 0;
-    if (lf_read_file(path, &text, &len, err)) {
-        free(path);
+    lf_error err;
+    memset(s, 0, sizeof *s);
+    if (lf_read_file(path, &text, NULL, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
         return -1;
     }
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    bool *seen = calloc((size_t)n, sizeof *seen);
+    double *run_secs = calloc((size_t)n_runs + 1, sizeof *run_secs);
+    if (!seen || !run_secs) {
+        lf_cli_error(CMD, "out of memory");
+        free(seen);
+        free(run_secs);
+        free(text);
+        return -1;
+    }
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
+        for (int i = 0; cJSON_IsNumber(ix) && i < n; i++)
+            if (p[i].index == ix->valueint && !seen[i]) {
+                seen[i] = true;
+                tally(s, j, run_secs, n_runs + 1);
+                break;
+            }
+        cJSON_Delete(j);
+    }
+    for (int r = 1; r <= n_runs; r++) s->seconds += run_secs[r];
+    free(seen);
+    free(run_secs);
     free(text);
-    if (!j) {
-        lf_fail(err, "%s: not valid JSON", path);
-        free(path);
-        return -1;
-    }
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "eval_instruction");
-    int rc = 0;
-    if (v && !cJSON_IsString(v)) rc = lf_fail(err, "%s: \"eval_instruction\" must be a string", path);
-    else if (v && !(*out = strdup(v->valuestring))) rc = lf_fail(err, "eval: out of memory");
-    cJSON_Delete(j);
-    free(path);
-    return rc;
+    return 0;
 }
 
-int lf_cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval";
-    lf_gen_options o;
-    lf_gen_options_default(&o);
-    o.max_tokens = 8192;
-    const char *data = NULL, *output = NULL, *reference = NULL, *instruction = NULL; /* NULL: model's or R1's */
-    char *model_instruction = NULL;
-    const char *budget_str = NULL;
-    double budget_pct = 0;
-    int limit = 0, batch = 8;
-    bool fresh = false;
+static void print_summary(const eval_args *ea, const char *out_path, const summary *s) {
+    double acc = s->problems ? (double)s->correct / s->problems : 0;
+    double avg_len = s->problems ? (double)s->out_tokens / s->problems : 0;
+    double tps = s->seconds > 0 ? s->out_tokens / s->seconds : 0;
+    const char *pol = lf_policy_name(ea->o.policy.kind);
+    if (ea->o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "data", ea->data);
+        cJSON_AddStringToObject(j, "policy", pol);
+        if (ea->budget_pct > 0) {
+            cJSON_AddNullToObject(j, "budget");
+            cJSON_AddNumberToObject(j, "budget_percent", ea->budget_pct);
+        } else {
+            cJSON_AddNumberToObject(j, "budget", ea->o.policy.kind == LF_POLICY_FULL ? 0 : ea->o.policy.budget);
+        }
+        cJSON_AddNumberToObject(j, "problems", s->problems);
+        cJSON_AddNumberToObject(j, "correct", s->correct);
+        cJSON_AddNumberToObject(j, "accuracy", acc);
+        cJSON_AddNumberToObject(j, "avg_output_tokens", avg_len);
+        cJSON_AddNumberToObject(j, "truncated", s->truncated);
+        cJSON_AddNumberToObject(j, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(j, "seconds", s->seconds);
+        lf_gen_kv_report_json(&s->kv, j);
+        cJSON_AddNumberToObject(j, "kv_bytes_peak", s->kv_all_peak);
+        cJSON_AddStringToObject(j, "results", out_path);
+        char *t = cJSON_PrintUnformatted(j);
+        if (t) puts(t);
+        free(t);
+        cJSON_Delete(j);
+        return;
+    }
+    printf("%s: policy %s%s%s: accuracy %.2f%% (%d/%d), average output %.0f tokens, %.1f tokens/s; "
+           "peak KV memory of all sequences at once %.2f MB; results in %s\n",
+           ea->data, pol, ea->budget_str ? " budget " : "", ea->budget_str ? ea->budget_str : "", 100 * acc,
+           s->correct, s->problems, avg_len, tps, s->kv_all_peak / 1e6, out_path);
+    printf("per problem (largest): ");
+    lf_gen_kv_report_print(&s->kv, pol, stdout);
+    putchar('\n');
+    if (s->truncated)
+        fprintf(stderr, "longflow eval: note: %d of %d outputs stopped at the --max-tokens limit before the model "
+                        "finished; a larger --max-tokens N lets them finish\n", s->truncated, s->problems);
+}
+
+/* ---- flags ------------------------------------------------------------------ */
+
+static int parse_budget(eval_args *ea, lf_args *a, const char *flag) {
+    if (!(ea->budget_str = lf_arg_value(a, flag))) return -1;
+    const char *b = ea->budget_str;
+    size_t n = strlen(b);
+    char *end;
+    errno = 0;
+    if (n > 1 && b[n - 1] == '%') {
+        ea->budget_pct = strtod(b, &end);
+        if (errno || end != b + n - 1 || !(ea->budget_pct > 0 && ea->budget_pct <= 1000)) {
+            lf_cli_error(CMD, "--budget: '%s' is not a percentage in (0, 1000]", b);
+            return -1;
+        }
+        ea->o.policy.budget = 1 << 30; /* per problem, set from --reference */
+    } else {
+        long v = strtol(b, &end, 10);
+        if (errno || *end || end == b || v < 1 || v > 100000000) {
+            lf_cli_error(CMD, "--budget: '%s' is not a positive number of slots or a percentage (20%%)", b);
+            return -1;
+        }
+        ea->o.policy.budget = (int)v;
+    }
+    ea->o.budget_given = true;
+    return 0;
+}
+
+/* Returns 0 to run, 1 after --help, 2 on a bad flag (printed). */
+static int parse_flags(eval_args *ea, int argc, char **argv) {
     lf_args a;
-    lf_args_init(&a, cmd, argc, argv);
+    lf_args_init(&a, CMD, argc, argv);
     const char *flag;
     while ((flag = lf_args_next(&a))) {
+        const char **sv = !strcmp(flag, "--data")          ? &ea->data
+                          : !strcmp(flag, "--output")      ? &ea->output
+                          : !strcmp(flag, "--reference")   ? &ea->reference
+                          : !strcmp(flag, "--instruction") ? &ea->instruction
+                                                           : NULL;
         if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
             eval_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(flag, "--data")) {
-            if (!(data = lf_arg_value(&a, flag))) return 2;
-        } else if (!strcmp(flag, "--output")) {
-            if (!(output = lf_arg_value(&a, flag))) return 2;
-        } else if (!strcmp(flag, "--reference")) {
-            if (!(reference = lf_arg_value(&a, flag))) return 2;
-        } else if (!strcmp(flag, "--instruction")) {
-            if (!(instruction = lf_arg_value(&a, flag))) return 2;
+            return 1;
+        } else if (sv) {
+            if (!(*sv = lf_arg_value(&a, flag))) return 2;
         } else if (!strcmp(flag, "--limit")) {
-            if (!lf_arg_int(&a, flag, 1, 100000000, &limit)) return 2;
+            if (!lf_arg_int(&a, flag, 1, 100000000, &ea->limit)) return 2;
         } else if (!strcmp(flag, "--batch")) {
-            if (!lf_gen_parse_batch(&a, flag, &batch)) return 2;
+            if (!lf_gen_parse_batch(&a, flag, &ea->batch)) return 2;
         } else if (!strcmp(flag, "--fresh")) {
-            fresh = true;
+            ea->fresh = true;
         } else if (!strcmp(flag, "--budget")) {
-            if (!(budget_str = lf_arg_value(&a, flag))) return 2;
-            size_t n = strlen(budget_str);
-            char *end;
-            errno = 0;
-            if (n > 1 && budget_str[n - 1] == '%') {
-                budget_pct = strtod(budget_str, &end);
-                if (errno || end != budget_str + n - 1 || !(budget_pct > 0 && budget_pct <= 1000)) {
-                    lf_cli_error(cmd, "--budget: '%s' is not a percentage in (0, 1000]", budget_str);
-                    return 2;
-                }
-                o.policy.budget = 1 << 30; /* per problem, set below */
-            } else {
-                long b = strtol(budget_str, &end, 10);
-                if (errno || *end || end == budget_str || b < 1 || b > 100000000) {
-                    lf_cli_error(cmd, "--budget: '%s' is not a positive number of slots or a percentage (20%%)",
-                                 budget_str);
-                    return 2;
-                }
-                o.policy.budget = (int)b;
-            }
-            o.budget_given = true;
+            if (parse_budget(ea, &a, flag)) return 2;
         } else {
-            int r = lf_gen_options_parse(&o, &a, flag);
+            int r = lf_gen_options_parse(&ea->o, &a, flag);
             if (r < 0) return 2;
             if (r == 0) {
-                lf_cli_error(cmd, "unknown option '%s' (see longflow eval --help)", flag);
+                lf_cli_error(CMD, "unknown option '%s' (see longflow eval --help)", flag);
                 return 2;
             }
         }
     }
-    if (!data) {
-        lf_cli_error(cmd, "--data FILE.jsonl is required");
+    if (a.inline_val) {
+        lf_args_next(&a); /* reports the stray value */
         return 2;
     }
-    if (o.prompt || o.prompt_file || o.prompt_ids || o.messages_file) {
-        lf_cli_error(cmd, "the prompts come from --data; --prompt, --prompt-file, --prompt-ids and --messages do not apply");
-        return 2;
+    return 0;
+}
+
+/* Checks of the flags that need no file. Prints; -1 on error. */
+static int check_flags(eval_args *ea) {
+    lf_gen_options *o = &ea->o;
+    if (!ea->data) {
+        lf_cli_error(CMD, "--data FILE.jsonl is required");
+        return -1;
     }
-    if (o.max_seqs >= 0) batch = o.max_seqs; /* --max-seqs, the generate spelling of --batch */
-    o.max_seqs = batch;
-    if (lf_gen_check_device(&o, cmd)) return 2;
-    if (budget_pct > 0 && !reference) {
-        lf_cli_error(cmd, "--budget %s needs --reference FILE: the results of a --policy full run on the same data",
-                     budget_str);
-        return 2;
+    if (o->prompt || o->prompt_file || o->prompt_ids || o->messages_file) {
+        lf_cli_error(CMD, "the prompts come from --data; --prompt, --prompt-file, --prompt-ids and --messages do not apply");
+        return -1;
     }
+    if (o->split_think || o->chat) {
+        lf_cli_error(CMD, "%s does not apply: eval always uses the chat template and scores the \\boxed{} answer",
+                     o->split_think ? "--split-think" : "--chat");
+        return -1;
+    }
+    if (o->max_seqs >= 0) ea->batch = o->max_seqs; /* --max-seqs, the generate spelling of --batch */
+    o->max_seqs = ea->batch;
+    if (lf_gen_check_device(o, CMD)) return -1;
+    if (ea->budget_pct > 0 && !ea->reference) {
+        lf_cli_error(CMD, "--budget %s needs --reference FILE: the results of a --policy full run on the same data",
+                     ea->budget_str);
+        return -1;
+    }
+    if (!ea->output) {
+        lf_cli_error(CMD, "--output FILE is required: the per-problem results go there, and a later run with the "
+                          "same settings resumes from it (keep it outside the source tree)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the command ------------------------------------------------------------ */
+
+typedef struct eval_run {
+    problem *probs;
+    int n_probs;
+    lf_model *model;
+    lf_tokenizer *tok;
+    lf_engine *eng;
+    FILE *out;
+    int *req_to_prob;
+    cJSON *settings;
+    lf_model_defaults defaults;
+    lf_chat_family fam;
+    const char *instruction;
+} eval_run;
+
+static void eval_run_free(eval_run *r) {
+    lf_gen_model_defaults_free(&r->defaults);
+    cJSON_Delete(r->settings);
+    if (r->out) fclose(r->out);
+    free(r->req_to_prob);
+    lf_engine_free(r->eng);
+    lf_tokenizer_free(r->tok);
+    lf_model_free(r->model);
+    free_problems(r->probs, r->n_probs);
+}
+
+/* Data, model, tokenizer, template, instruction and prompts. */
+static int eval_prepare(eval_args *ea, eval_run *r, lf_engine_config *ec) {
+    lf_error err = {{0}};
+    if (load_problems(ea->data, ea->limit, &r->probs, &r->n_probs)) return -1;
+    if (ea->budget_pct > 0 && apply_percent_budget(ea->reference, ea->budget_pct, r->probs, r->n_probs)) return -1;
+    const char *dir = lf_gen_model_dir(&ea->o);
+    if (lf_gen_load_model(&ea->o, CMD, &r->model)) return -1;
+    if (lf_tokenizer_load(dir, &r->tok, &err) || lf_chat_select(r->tok, ea->o.chat_template, &r->fam, &err) ||
+        lf_gen_model_defaults(dir, &r->defaults, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
+        return -1;
+    }
+    r->instruction = ea->instruction                ? ea->instruction
+                     : r->defaults.eval_instruction ? r->defaults.eval_instruction
+                                                    : LF_R1_INSTRUCTION;
+    /* every problem's prompt (not only those still to run): the longest sets the
+     * default --max-tokens, the same on every resumed run */
+    int longest = 0;
+    if (render_prompts(ea, r->tok, r->fam, r->instruction, r->probs, r->n_probs, &longest)) return -1;
+    if (lf_gen_resolve_max_tokens(&ea->o, CMD, r->model, longest)) return -1;
+    if (lf_gen_engine_config(&ea->o, CMD, r->model, ec)) return -1; /* max_seqs = batch */
+    r->settings = settings_json(ea, ec, dir, r->instruction, r->fam);
+    return r->settings ? 0 : -1;
+}
+
+int lf_cmd_eval(int argc, char **argv) {
+    eval_args ea = {.batch = 8};
+    lf_gen_options_default(&ea.o);
+    int pr = parse_flags(&ea, argc, argv);
+    if (pr) return pr == 1 ? 0 : 2;
+    if (check_flags(&ea)) return 2;
 
     int rc = 1;
     lf_error err = {{0}};
-    problem *probs = NULL;
-    int n_probs = 0;
-    lf_model *model = NULL;
-    lf_tokenizer *tok = NULL;
-    lf_engine *eng = NULL;
-    FILE *out = NULL;
-    char *out_path = NULL;
-    int *req_to_prob = NULL;
+    eval_run r = {0};
     eval_state st = {0};
-
-    if (load_problems(data, limit, &probs, &n_probs)) goto done;
-    if (budget_pct > 0 && apply_percent_budget(reference, budget_pct, probs, n_probs)) goto done;
     lf_engine_config ec;
-    const char *dir = lf_gen_model_dir(&o);
-    if (lf_model_load(dir, &model, &err) || lf_tokenizer_load(dir, &tok, &err)) {
-        lf_cli_error(cmd, "%s", err.msg);
+    if (eval_prepare(&ea, &r, &ec)) goto done;
+    st.n_total = r.n_probs;
+    if (!(r.out = open_results(ea.output, r.settings, ea.fresh, r.probs, r.n_probs, &st))) goto done;
+    if (lf_engine_create(r.model, &ec, &r.eng, &err)) {
+        lf_cli_error(CMD, "%s", err.msg);
         goto done;
     }
-    if (!instruction) {
-        if (model_eval_instruction(dir, &model_instruction, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto done;
-        }
-        instruction = model_instruction ? model_instruction : LF_R1_INSTRUCTION;
-    }
-    if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done; /* max_seqs = batch */
-    lf_chat_family fam;
-    if (lf_chat_select(tok, o.chat_template, &fam, &err)) {
-        lf_cli_error(cmd, "%s", err.msg);
-        goto done;
-    }
-    out_path = output ? strdup(output) : default_output(data, &o.policy, budget_str ? budget_str : "");
-    st.tok = tok;
-    st.cfg = lf_model_config(model);
-    st.probs = probs;
-    st.n_total = n_probs;
-    st.ignore_eos = o.ignore_eos;
-    st.progress = true;
-    if (!fresh) read_existing(out_path, probs, n_probs, &st);
-    if (st.n_done > 0) fprintf(stderr, "[eval] resuming: %d of %d problems already in %s\n", st.n_done, n_probs, out_path);
-    out = fopen(out_path, fresh ? "w" : "a+");
-    if (!out) {
-        lf_cli_error(cmd, "%s: cannot open for writing: %s", out_path, strerror(errno));
-        goto done;
-    }
-    if (!fresh && fseek(out, -1, SEEK_END) == 0 && fgetc(out) != '\n') {
-        /* an interrupted run left half a line: start the next result on its own line */
-        fseek(out, 0, SEEK_END);
-        fputc('\n', out);
-    }
-    if (lf_engine_create(model, &ec, &eng, &err)) {
-        lf_cli_error(cmd, "%s", err.msg);
-        goto done;
-    }
-    req_to_prob = malloc((size_t)n_probs * sizeof(int));
-    st.req_to_prob = req_to_prob;
-    st.out = out;
-    for (int i = 0; i < n_probs; i++) {
-        if (probs[i].done) continue;
-        size_t qn = strlen(probs[i].question) + strlen(instruction) + 2;
-        char *user = malloc(qn);
-        snprintf(user, qn, "%s%s%s", probs[i].question, *instruction ? "\n" : "", instruction);
-        lf_chat_message m[2];
-        int nm = 0;
-        if (o.system) m[nm++] = (lf_chat_message){.role = "system", .content = (char *)o.system};
-        m[nm++] = (lf_chat_message){.role = "user", .content = user};
-        lf_chat_options copt = {.add_generation_prompt = true, .enable_thinking = !o.no_think};
-        char *rendered = NULL;
-        int *ids = NULL, n_ids = 0;
-        int r = lf_chat_apply(fam, tok, m, nm, &copt, &rendered, &ids, &n_ids, &err);
-        free(user);
-        free(rendered);
-        if (r) {
-            lf_cli_error(cmd, "problem %d: %s", probs[i].index, err.msg);
-            goto done;
-        }
-        int id = lf_engine_submit_budget(eng, ids, n_ids, probs[i].budget, &err);
-        free(ids);
-        if (id < 0) {
-            lf_cli_error(cmd, "problem %d: %s", probs[i].index, err.msg);
-            goto done;
-        }
-        req_to_prob[id] = i;
-    }
+    r.req_to_prob = malloc((size_t)r.n_probs * sizeof(int));
+    if (!r.req_to_prob || submit_all(r.eng, r.probs, r.n_probs, r.req_to_prob)) goto done;
+    st.tok = r.tok;
+    st.model = r.model;
+    st.eng = r.eng;
+    st.ec = &ec;
+    st.probs = r.probs;
+    st.req_to_prob = r.req_to_prob;
+    st.out = r.out;
     st.t0 = lf_now_ms();
-    if (lf_engine_run(eng, on_token, &st, &err)) {
-        fputc('\n', stderr);
-        lf_cli_error(cmd, "%s", err.msg);
+    int run_rc = lf_engine_run(r.eng, on_token, &st, &err);
+    if (st.progress_shown) fputc('\n', stderr); /* end the progress line */
+    if (run_rc) {
+        lf_cli_error(CMD, "%s", err.msg);
         goto done;
     }
-    fputc('\n', stderr);
     if (st.write_errors) {
-        lf_cli_error(cmd, "%s: %d results could not be written", out_path, st.write_errors);
+        lf_cli_error(CMD, "%s: %d results could not be written", ea.output, st.write_errors);
         goto done;
     }
-    lf_engine_stats es;
-    lf_engine_stats_get(eng, &es);
-    double secs = (lf_now_ms() - st.t0) / 1e3;
-    double acc = st.n_done ? (double)st.n_correct / st.n_done : 0;
-    double avg_len = st.n_done ? (double)st.out_tokens / st.n_done : 0;
-    double tps = secs > 0 ? es.generated_tokens / secs : 0;
-    if (o.json) {
-        printf("{\"data\":\"%s\",\"policy\":\"%s\",\"budget\":\"%s\",\"problems\":%d,\"correct\":%d,"
-               "\"accuracy\":%.6f,\"avg_output_tokens\":%.1f,\"tokens_per_s\":%.2f,\"kv_bytes_peak\":%zu,"
-               "\"results\":\"%s\"}\n",
-               data, lf_policy_name(o.policy.kind), budget_str ? budget_str : "", st.n_done, st.n_correct, acc,
-               avg_len, tps, es.kv_bytes_peak, out_path);
-    } else {
-        printf("%s: policy %s%s%s: accuracy %.2f%% (%d/%d), average output %.0f tokens, %.1f tokens/s, "
-               "peak KV memory %.2f MB; results in %s\n",
-               data, lf_policy_name(o.policy.kind), budget_str ? " budget " : "", budget_str ? budget_str : "",
-               100 * acc, st.n_correct, st.n_done, avg_len, tps, es.kv_bytes_peak / 1e6, out_path);
-    }
+    fclose(r.out);
+    r.out = NULL;
+    summary s;
+    if (summarize(ea.output, r.probs, r.n_probs, st.run, &s)) goto done;
+    print_summary(&ea, ea.output, &s);
     rc = 0;
 done:
-    free(model_instruction);
-    if (out) fclose(out);
-    free(out_path);
-    free(req_to_prob);
-    lf_engine_free(eng);
-    lf_tokenizer_free(tok);
-    lf_model_free(model);
-    free_problems(probs, n_probs);
+    eval_run_free(&r);
+    lf_gen_options_free(&ea.o);
     return rc;
 }

@@ -23,15 +23,17 @@ static void generate_usage(FILE *f) {
             "input:\n"
             "  --model DIR              Hugging Face model directory (default: $LONGFLOW_MODEL or the bundled model)\n"
             "  --prompt TEXT            prompt text (raw completion, or the user message with --chat)\n"
-            "  --prompt-file F          read the prompt text from a file\n"
+            "  --prompt-file F          read the prompt text from a file (UTF-8, read whole)\n"
             "  --prompt-ids 1,2,3       prompt as token ids (no tokenizer needed)\n"
             "  --chat                   apply the model's chat template to --prompt (and --system)\n"
             "  --system S               system message (with --chat)\n"
             "  --messages FILE          OpenAI-style JSON array of {\"role\",\"content\"} (implies --chat)\n"
             "  --no-think               Qwen3: chat template with thinking disabled\n"
-            "  --chat-template NAME     qwen3, chatml, deepseek-r1, llama3 or llama2 (default: detected)\n"
+            "  --chat-template NAME     qwen3, qwq, chatml, deepseek-r1, llama3 or llama2 (default: detected)\n"
             "sampling (defaults: greedy):\n"
-            "  --max-tokens N           tokens to generate at most (default 256)\n"
+            "  --max-tokens N           tokens to generate at most (default: the model's longflow.json\n"
+            "                           \"max_tokens\" or generation_config.json \"max_new_tokens\"/\"max_length\",\n"
+            "                           else %d, within the model's context)\n"
             "  --temperature T          0 = greedy (default 0)\n"
             "  --top-k K  --top-p P  --min-p P  --repetition-penalty R  --seed S\n"
             "  --ignore-eos             generate exactly --max-tokens tokens\n"
@@ -43,9 +45,10 @@ static void generate_usage(FILE *f) {
             "output and machine:\n"
             "  --json                   print one JSON object on stdout\n"
             "  --split-think            with --json: add \"reasoning\" and \"answer\"\n"
-            "  --threads N              CPU threads (default: all cores)\n"
+            "  --threads N              CPU threads, at most the cores (default 0: all cores)\n"
             "  --device cpu|cuda        (default cpu; cuda needs a build with -DLF_CUDA=ON and a GPU)\n"
-            "  --gpu-mem-fraction F     cuda: share of the free GPU memory to plan with (0 < F <= 0.98)\n");
+            "  --gpu-mem-fraction F     cuda: share of the free GPU memory to plan with (0 < F <= 0.98)\n",
+            LF_DEFAULT_MAX_TOKENS);
 }
 
 typedef struct stream_state {
@@ -74,6 +77,68 @@ static void on_token(void *user, const lf_generation *g, int token) {
     }
 }
 
+/* The --json object of one generation. */
+static cJSON *generation_json(const lf_generation *g, const char *gen_text, const char *rendered, bool split_think,
+                              bool think_open, const lf_engine_stats *st, const lf_engine_config *ec, double tps,
+                              const lf_kv_report *kv) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    cJSON_AddItemToObject(root, "prompt_tokens", cJSON_CreateIntArray(g->prompt, g->n_prompt));
+    cJSON_AddItemToObject(root, "tokens", cJSON_CreateIntArray(g->tokens, g->n_tokens));
+    cJSON_AddStringToObject(root, "text", gen_text ? gen_text : "");
+    if (rendered) cJSON_AddStringToObject(root, "prompt_text", rendered);
+    if (split_think && gen_text) {
+        char *reasoning = NULL, *answer = NULL;
+        if (lf_chat_split_think_ex(gen_text, think_open, &reasoning, &answer) == 0) {
+            cJSON_AddStringToObject(root, "reasoning", reasoning ? reasoning : "");
+            cJSON_AddStringToObject(root, "answer", answer ? answer : "");
+        }
+        free(reasoning);
+        free(answer);
+    }
+    cJSON_AddStringToObject(root, "finish_reason", g->finish_reason ? g->finish_reason : "");
+    if (g->note) cJSON_AddStringToObject(root, "note", g->note);
+    cJSON *js = cJSON_AddObjectToObject(root, "stats");
+    cJSON_AddNumberToObject(js, "prefill_ms", st->prefill_ms);
+    cJSON_AddNumberToObject(js, "decode_ms", st->decode_ms);
+    cJSON_AddNumberToObject(js, "tokens_per_s", tps);
+    lf_gen_kv_report_json(kv, js);
+    cJSON_AddNumberToObject(js, "kv_aux_bytes", (double)g->kv_aux_bytes);
+    cJSON_AddNumberToObject(js, "kv_tokens_peak", (double)g->kv_tokens_peak);
+    cJSON_AddNumberToObject(js, "peak_rss_bytes", (double)lf_peak_rss_bytes());
+    cJSON_AddStringToObject(js, "policy", lf_policy_name(ec->policy.kind));
+    cJSON_AddNumberToObject(js, "budget", ec->policy.kind == LF_POLICY_FULL ? 0 : ec->policy.budget);
+    cJSON_AddNumberToObject(js, "max_tokens", ec->max_tokens);
+    cJSON_AddStringToObject(js, "device", ec->device == LF_DEVICE_CUDA ? "cuda" : "cpu");
+    if (ec->device == LF_DEVICE_CUDA) {
+        cJSON_AddStringToObject(js, "device_name", st->device_name);
+        cJSON_AddNumberToObject(js, "gpu_peak_bytes", (double)st->gpu_peak_bytes);
+        cJSON_AddNumberToObject(js, "gpu_weight_bytes", (double)st->gpu_weight_bytes);
+        cJSON_AddNumberToObject(js, "capacity", st->capacity);
+    }
+    return root;
+}
+
+/* The statistics line(s) on stderr after streamed text. */
+static void print_stats(const lf_generation *g, const lf_engine_stats *st, const lf_engine_config *ec, double tps,
+                        const lf_kv_report *kv) {
+    fprintf(stderr,
+            "[longflow] prompt %d tokens, generated %d (%s); prefill %.1f ms (%.1f tok/s), decode %.1f ms "
+            "(%.2f tok/s); peak RSS %.1f MB\n[longflow] ",
+            g->n_prompt, g->n_tokens, g->finish_reason ? g->finish_reason : "?", st->prefill_ms,
+            st->prefill_ms > 0 ? g->n_prompt / (st->prefill_ms / 1e3) : 0.0, st->decode_ms, tps,
+            lf_peak_rss_bytes() / 1e6);
+    char pol[64];
+    if (ec->policy.kind == LF_POLICY_FULL) snprintf(pol, sizeof pol, "full");
+    else snprintf(pol, sizeof pol, "%s (budget %d)", lf_policy_name(ec->policy.kind), ec->policy.budget);
+    lf_gen_kv_report_print(kv, pol, stderr);
+    fputc('\n', stderr);
+    if (g->note) fprintf(stderr, "[longflow] %s\n", g->note);
+    if (ec->device == LF_DEVICE_CUDA)
+        fprintf(stderr, "[longflow] device %s: %d slots per layer, peak GPU memory %.1f MB\n", st->device_name,
+                st->capacity, st->gpu_peak_bytes / 1e6);
+}
+
 int lf_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     lf_gen_options o;
@@ -93,6 +158,10 @@ int lf_cmd_generate(int argc, char **argv) {
         return 2;
     }
     if (!a.cmd) return 2;
+    if (o.split_think && !o.json) {
+        lf_cli_error(cmd, "--split-think adds \"reasoning\" and \"answer\" to the JSON output: it needs --json");
+        return 2;
+    }
 
     int rc = 1;
     lf_error err = {{0}};
@@ -109,7 +178,7 @@ int lf_cmd_generate(int argc, char **argv) {
     if (lf_gen_prepare_prompt(&o, cmd, &model, &tok, &prompt, &n_prompt, &rendered, &think_open)) goto done;
 
     lf_engine_config ec;
-    if (lf_gen_engine_config(&o, cmd, model, &ec)) goto done;
+    if (lf_gen_resolve_max_tokens(&o, cmd, model, n_prompt) || lf_gen_engine_config(&o, cmd, model, &ec)) goto done;
     if (lf_engine_create(model, &ec, &eng, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         goto done;
@@ -150,47 +219,11 @@ int lf_cmd_generate(int argc, char **argv) {
         goto done;
     }
     double tps = st.decode_ms > 0 ? (double)st.decode_tokens / (st.decode_ms / 1e3) : 0.0;
-    /* what --policy full allocates for the same request (on the same device: fp32 on the CPU, bf16 on the GPU) */
-    size_t kv_full = ec.device == LF_DEVICE_CPU ? lf_gen_kv_bytes_full(model, g->n_prompt + ec.max_tokens)
-                                                : lf_kv_bytes_for_device(model, g->n_prompt + ec.max_tokens, ec.device);
-
+    lf_kv_report kv;
+    lf_gen_kv_report_fill(&kv, model, ec.device, g, ec.max_tokens);
     if (o.json) {
-        root = cJSON_CreateObject();
-        cJSON_AddItemToObject(root, "prompt_tokens", cJSON_CreateIntArray(g->prompt, g->n_prompt));
-        cJSON_AddItemToObject(root, "tokens", cJSON_CreateIntArray(g->tokens, g->n_tokens));
-        cJSON_AddStringToObject(root, "text", gen_text ? gen_text : "");
-        if (rendered) cJSON_AddStringToObject(root, "prompt_text", rendered);
-        if (o.split_think && gen_text) {
-            char *reasoning = NULL, *answer = NULL;
-            if (lf_chat_split_think_ex(gen_text, think_open, &reasoning, &answer) == 0) {
-                cJSON_AddStringToObject(root, "reasoning", reasoning ? reasoning : "");
-                cJSON_AddStringToObject(root, "answer", answer ? answer : "");
-            }
-            free(reasoning);
-            free(answer);
-        }
-        cJSON_AddStringToObject(root, "finish_reason", g->finish_reason ? g->finish_reason : "");
-        if (g->note) cJSON_AddStringToObject(root, "note", g->note);
-        cJSON *js = cJSON_AddObjectToObject(root, "stats");
-        cJSON_AddNumberToObject(js, "prefill_ms", st.prefill_ms);
-        cJSON_AddNumberToObject(js, "decode_ms", st.decode_ms);
-        cJSON_AddNumberToObject(js, "tokens_per_s", tps);
-        cJSON_AddNumberToObject(js, "kv_bytes", (double)g->kv_bytes);
-        cJSON_AddNumberToObject(js, "kv_aux_bytes", (double)g->kv_aux_bytes);
-        cJSON_AddNumberToObject(js, "kv_bytes_in_use_peak", (double)g->kv_bytes_in_use_peak);
-        cJSON_AddNumberToObject(js, "kv_bytes_full", (double)kv_full);
-        cJSON_AddNumberToObject(js, "kv_tokens_peak", (double)g->kv_tokens_peak);
-        cJSON_AddNumberToObject(js, "peak_rss_bytes", (double)lf_peak_rss_bytes());
-        cJSON_AddStringToObject(js, "policy", lf_policy_name(ec.policy.kind));
-        cJSON_AddNumberToObject(js, "budget", ec.policy.kind == LF_POLICY_FULL ? 0 : ec.policy.budget);
-        cJSON_AddStringToObject(js, "device", ec.device == LF_DEVICE_CUDA ? "cuda" : "cpu");
-        if (ec.device == LF_DEVICE_CUDA) {
-            cJSON_AddStringToObject(js, "device_name", st.device_name);
-            cJSON_AddNumberToObject(js, "gpu_peak_bytes", (double)st.gpu_peak_bytes);
-            cJSON_AddNumberToObject(js, "gpu_weight_bytes", (double)st.gpu_weight_bytes);
-            cJSON_AddNumberToObject(js, "capacity", st.capacity);
-        }
-        char *s = cJSON_PrintUnformatted(root);
+        root = generation_json(g, gen_text, rendered, o.split_think, think_open, &st, &ec, tps, &kv);
+        char *s = root ? cJSON_PrintUnformatted(root) : NULL;
         if (!s) {
             lf_cli_error(cmd, "out of memory writing JSON");
             goto done;
@@ -198,18 +231,13 @@ int lf_cmd_generate(int argc, char **argv) {
         puts(s);
         free(s);
     } else {
-        fprintf(stderr,
-                "[longflow] prompt %d tokens, generated %d (%s); prefill %.1f ms (%.1f tok/s), "
-                "decode %.1f ms (%.2f tok/s); KV cache %s: %.2f MB (full cache would be %.2f MB); "
-                "peak RSS %.1f MB\n",
-                g->n_prompt, g->n_tokens, g->finish_reason ? g->finish_reason : "?", st.prefill_ms,
-                st.prefill_ms > 0 ? g->n_prompt / (st.prefill_ms / 1e3) : 0.0, st.decode_ms, tps,
-                lf_policy_name(ec.policy.kind), g->kv_bytes / 1e6, kv_full / 1e6, lf_peak_rss_bytes() / 1e6);
-        if (g->note) fprintf(stderr, "[longflow] %s\n", g->note);
-        if (ec.device == LF_DEVICE_CUDA)
-            fprintf(stderr, "[longflow] device %s: %d slots per layer, peak GPU memory %.1f MB\n", st.device_name,
-                    st.capacity, st.gpu_peak_bytes / 1e6);
+        print_stats(g, &st, &ec, tps, &kv);
     }
+    if (g->finish_reason && !strcmp(g->finish_reason, "length") && !g->note && !ec.ignore_eos)
+        fprintf(stderr,
+                "longflow %s: note: the output stopped at the --max-tokens limit (%d tokens) before the model "
+                "finished; give a larger --max-tokens N to let it finish\n",
+                cmd, ec.max_tokens);
     rc = 0;
 done:
     cJSON_Delete(root);

@@ -8,6 +8,7 @@
 #include "chat/chat.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/input.h"
 #include "core/file.h"
 #include "tokenizer/tokenizer.h"
 
@@ -19,6 +20,18 @@ static const char *model_dir(const char *flag_value) {
     if (flag_value) return flag_value;
     const char *env = getenv("LONGFLOW_MODEL");
     return env && *env ? env : LF_DEFAULT_MODEL_DIR;
+}
+
+/* The tokenizer of --model DIR (or the default model), errors printed. */
+static int load_tokenizer(const char *cmd, const char *flag_value, lf_tokenizer **t) {
+    lf_error err = {{0}};
+    const char *dir = model_dir(flag_value);
+    if (lf_cli_check_model_path(cmd, dir, flag_value != NULL)) return -1;
+    if (lf_tokenizer_load(dir, t, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    return 0;
 }
 
 /* A JSON string (the text is valid UTF-8; control characters escaped). */
@@ -158,31 +171,22 @@ int lf_cmd_tokenize(int argc, char **argv) {
     int nm = 0, n_free = 0;
     const char *text = prompt;
     if (prompt_file) {
-        if (lf_read_file(prompt_file, &file_text, &text_len, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto done;
-        }
+        if (lf_cli_read_prompt_file(cmd, prompt_file, &file_text, &text_len)) goto done;
         text = file_text;
     } else if (prompt) {
         text_len = strlen(prompt);
+        if (lf_cli_check_prompt_text(cmd, "--prompt", prompt, text_len)) goto done;
     }
-    if (lf_tokenizer_load(model_dir(dir), &t, &err)) {
-        lf_cli_error(cmd, "%s", err.msg);
-        goto done;
-    }
+    if (load_tokenizer(cmd, dir, &t)) goto done;
     if (chat) {
         if (messages) {
-            if (lf_read_file(messages, &msg_json, NULL, &err) ||
-                lf_chat_messages_parse(msg_json, messages, &msgs, &nm, &err)) {
+            if (lf_cli_read_prompt_file(cmd, messages, &msg_json, NULL)) goto done;
+            if (lf_chat_messages_parse(msg_json, messages, &msgs, &nm, &err)) {
                 lf_cli_error(cmd, "%s", err.msg);
                 goto done;
             }
             n_free = nm;
         } else {
-            if (strlen(text) != text_len) {
-                lf_cli_error(cmd, "%s: the text contains a NUL byte", prompt_file);
-                goto done;
-            }
             msgs = calloc(2, sizeof *msgs);
             if (!msgs) goto oom;
             n_free = 2;
@@ -291,13 +295,16 @@ int lf_cmd_detokenize(int argc, char **argv) {
         return 2;
     }
     int *ids = NULL, n = 0;
-    if (!lf_parse_ids("--ids", ids_s, &ids, &n)) return 2;
     lf_error err = {{0}};
     lf_tokenizer *t = NULL;
     char *text = NULL;
     size_t len = 0;
     int rc = 1;
-    if (lf_tokenizer_load(model_dir(dir), &t, &err) || lf_tokenizer_decode(t, ids, n, skip, &text, &len, &err)) {
+    if (load_tokenizer(cmd, dir, &t)) {
+        rc = 1;
+    } else if (!lf_parse_ids(cmd, "--ids", ids_s, lf_tokenizer_vocab_size(t), "the tokenizer's vocabulary", &ids, &n)) {
+        rc = 2;
+    } else if (lf_tokenizer_decode(t, ids, n, skip, &text, &len, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
     } else {
         if (json) {

@@ -1,11 +1,15 @@
 #include "cli/common.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chat/chat.h"
+#include "cli/input.h"
+#include "core/error.h"
 #include "core/file.h"
 #include "kv/cache.h"
 #include "model/model.h"
@@ -16,7 +20,7 @@
 
 void lf_gen_options_default(lf_gen_options *o) {
     memset(o, 0, sizeof *o);
-    o->max_tokens = 256;
+    o->max_tokens = 0; /* the model's default (lf_gen_resolve_max_tokens) */
     o->device = LF_DEVICE_CPU;
     o->max_seqs = -1;
     lf_sampling_default(&o->sampling);
@@ -60,6 +64,18 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
     return 0;
 }
 
+bool lf_gen_parse_threads(lf_args *a, const char *flag, int *out) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    if (!lf_arg_int(a, flag, 0, 4096, out)) return false;
+    if (*out > cores) {
+        fprintf(stderr, "longflow %s: warning: %s %d is more than the %ld cores of this machine; using %ld\n", a->cmd,
+                flag, *out, cores, cores);
+        *out = (int)cores;
+    }
+    return true;
+}
+
 int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
 #define STR(name, field)                                  \
     if (!strcmp(f, name)) {                               \
@@ -85,7 +101,7 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
 #undef STR
 #undef BOOL
     if (!strcmp(f, "--max-tokens")) return lf_arg_int(a, f, 1, 10000000, &o->max_tokens) ? 1 : -1;
-    if (!strcmp(f, "--threads")) return lf_arg_int(a, f, 0, 4096, &o->threads) ? 1 : -1;
+    if (!strcmp(f, "--threads")) return lf_gen_parse_threads(a, f, &o->threads) ? 1 : -1;
     if (!strcmp(f, "--temperature")) return lf_arg_float(a, f, 0, 100, &o->sampling.temperature) ? 1 : -1;
     if (!strcmp(f, "--top-k")) return lf_arg_int(a, f, 0, 100000000, &o->sampling.top_k) ? 1 : -1;
     if (!strcmp(f, "--top-p")) {
@@ -169,8 +185,8 @@ static int build_chat_prompt(const lf_gen_options *o, const char *cmd, lf_tokeni
     int rc = -1;
     char *json = NULL;
     if (o->messages_file) {
-        if (lf_read_file(o->messages_file, &json, NULL, &err) ||
-            lf_chat_messages_parse(json, o->messages_file, &msgs, &n, &err)) {
+        if (lf_cli_read_prompt_file(cmd, o->messages_file, &json, NULL)) goto out;
+        if (lf_chat_messages_parse(json, o->messages_file, &msgs, &n, &err)) {
             lf_cli_error(cmd, "%s", err.msg);
             goto out;
         }
@@ -202,6 +218,18 @@ out:
     return rc;
 }
 
+int lf_gen_load_model(const lf_gen_options *o, const char *cmd, lf_model **model) {
+    lf_error err = {{0}};
+    const char *dir = lf_gen_model_dir(o);
+    *model = NULL;
+    if (lf_cli_check_model_path(cmd, dir, o->model_dir != NULL)) return -1;
+    if (lf_model_load(dir, model, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **model, lf_tokenizer **tok,
                           int **prompt, int *n_prompt, char **rendered, bool *think_open) {
     lf_error err = {{0}};
@@ -230,12 +258,7 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
         return -1;
     }
     const char *dir = lf_gen_model_dir(o);
-    if (lf_model_load(dir, model, &err)) {
-        lf_cli_error(cmd, "%s", err.msg);
-        if (!o->model_dir && !getenv("LONGFLOW_MODEL"))
-            fprintf(stderr, "longflow %s: (no --model given; the bundled default is %s)\n", cmd, dir);
-        return -1;
-    }
+    if (lf_gen_load_model(o, cmd, model)) return -1;
     char *tj = lf_path_join(dir, "tokenizer.json");
     bool has_tok = tj && lf_file_exists(tj);
     free(tj);
@@ -246,25 +269,27 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
         }
     }
     if (o->prompt_ids) {
-        if (!lf_parse_ids("--prompt-ids", o->prompt_ids, prompt, n_prompt)) goto fail;
+        if (!lf_parse_ids(cmd, "--prompt-ids", o->prompt_ids, lf_model_config(*model)->vocab_size,
+                          "the model's vocabulary", prompt, n_prompt))
+            goto fail;
         return 0;
     }
     char *file_text = NULL;
     const char *text = o->prompt;
-    if (o->prompt_file) {
-        if (lf_read_file(o->prompt_file, &file_text, NULL, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto fail;
-        }
-        text = file_text;
-    }
+    size_t text_len = 0;
     int rc;
-    if (chat) {
+    if (o->prompt_file) rc = lf_cli_read_prompt_file(cmd, o->prompt_file, &file_text, &text_len);
+    else if (o->prompt) rc = lf_cli_check_prompt_text(cmd, "--prompt", text, text_len = strlen(text));
+    else rc = 0; /* --messages */
+    if (o->prompt_file) text = file_text;
+    if (rc) {
+        /* printed */
+    } else if (chat) {
         rc = build_chat_prompt(o, cmd, *tok, text, prompt, n_prompt, rendered, think_open);
     } else {
-        rc = lf_tokenizer_encode(*tok, text, strlen(text), LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, prompt, n_prompt,
+        rc = lf_tokenizer_encode(*tok, text, text_len, LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, prompt, n_prompt,
                                  &err);
-        if (rc) lf_cli_error(cmd, "--prompt: %s", err.msg);
+        if (rc) lf_cli_error(cmd, "%s: %s", o->prompt_file ? o->prompt_file : "--prompt", err.msg);
     }
     free(file_text);
     if (rc) goto fail;
@@ -311,4 +336,119 @@ int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_mode
     return 0;
 }
 
-size_t lf_gen_kv_bytes_full(const lf_model *m, int n_tokens) { return lf_kv_bytes_for(m, n_tokens); }
+
+/* A JSON object file of the model directory, or NULL (no error) when there
+ * is none. */
+static int read_json_file(const char *dir, const char *name, cJSON **out, lf_error *err) {
+    *out = NULL;
+    char *path = lf_path_join(dir, name);
+    if (!path) return lf_fail(err, "%s: out of memory", dir);
+    int rc = 0;
+    char *text = NULL;
+    size_t len = 0;
+    if (lf_file_exists(path)) {
+        if (lf_read_file(path, &text, &len, err)) rc = -1;
+        else if (!(*out = cJSON_ParseWithLength(text, len)) || !cJSON_IsObject(*out))
+            rc = lf_fail(err, "%s: not valid JSON (a JSON object is expected)", path);
+    }
+    if (rc) {
+        cJSON_Delete(*out);
+        *out = NULL;
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
+/* A positive integer key of a JSON object: 1 when present, 0 when absent,
+ * -1 (err filled) when it is not a positive integer. */
+static int positive_int(const cJSON *j, const char *key, const char *file, int *out, lf_error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 1e8 || v->valuedouble != (double)(int)v->valuedouble)
+        return lf_fail(err, "%s: \"%s\" must be a positive integer", file, key);
+    *out = v->valueint;
+    return 1;
+}
+
+static int read_longflow_json(const char *dir, lf_model_defaults *d, lf_error *err) {
+    cJSON *j = NULL;
+    if (read_json_file(dir, "longflow.json", &j, err)) return -1;
+    if (!j) return 0;
+    int rc = 0;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "eval_instruction");
+    if (v && !cJSON_IsString(v)) rc = lf_fail(err, "%s/longflow.json: \"eval_instruction\" must be a string", dir);
+    else if (v && !(d->eval_instruction = strdup(v->valuestring))) rc = lf_fail(err, "out of memory");
+    int r = rc ? 0 : positive_int(j, "max_tokens", "longflow.json", &d->max_tokens, err);
+    if (r < 0) rc = -1;
+    else if (r > 0) d->max_tokens_source = "longflow.json \"max_tokens\"";
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int read_generation_config(const char *dir, lf_model_defaults *d, lf_error *err) {
+    cJSON *j = NULL;
+    if (read_json_file(dir, "generation_config.json", &j, err)) return -1;
+    if (!j) return 0;
+    int rc = 0, r = positive_int(j, "max_new_tokens", "generation_config.json", &d->max_tokens, err);
+    if (r < 0) rc = -1;
+    else if (r > 0) d->max_tokens_source = "generation_config.json \"max_new_tokens\"";
+    else if (positive_int(j, "max_length", "generation_config.json", &d->max_length, err) < 0) rc = -1;
+    cJSON_Delete(j);
+    return rc;
+}
+
+int lf_gen_model_defaults(const char *dir, lf_model_defaults *d, lf_error *err) {
+    memset(d, 0, sizeof *d);
+    if (read_longflow_json(dir, d, err)) return -1;
+    if (!d->max_tokens && read_generation_config(dir, d, err)) {
+        lf_gen_model_defaults_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+void lf_gen_model_defaults_free(lf_model_defaults *d) {
+    free(d->eval_instruction);
+    d->eval_instruction = NULL;
+}
+
+int lf_gen_resolve_max_tokens(lf_gen_options *o, const char *cmd, const lf_model *m, int n_prompt) {
+    if (o->max_tokens > 0) return 0; /* --max-tokens */
+    lf_model_defaults d;
+    lf_error err = {{0}};
+    if (lf_gen_model_defaults(lf_gen_model_dir(o), &d, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    int room = lf_model_config(m)->max_position - n_prompt; /* what the context leaves */
+    if (d.max_tokens) o->max_tokens = d.max_tokens;
+    else if (d.max_length > n_prompt) o->max_tokens = d.max_length - n_prompt;
+    else o->max_tokens = room < LF_DEFAULT_MAX_TOKENS && room > 0 ? room : LF_DEFAULT_MAX_TOKENS;
+    lf_gen_model_defaults_free(&d);
+    return 0;
+}
+
+void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, lf_device device, const lf_generation *g,
+                           int max_tokens) {
+    r->bytes = g->kv_bytes;
+    r->in_use_peak = g->kv_bytes_in_use_peak;
+    r->full_bytes = lf_kv_bytes_for_device(m, g->n_prompt + max_tokens, device);
+    /* full holds the prompt and every generated token but the last (which no step reads) */
+    int held = g->n_prompt + (g->n_tokens > 0 ? g->n_tokens - 1 : 0);
+    r->full_in_use_peak = lf_kv_bytes_for_device(m, held, device);
+}
+
+void lf_gen_kv_report_json(const lf_kv_report *r, cJSON *obj) {
+    cJSON_AddNumberToObject(obj, "kv_bytes", (double)r->bytes);
+    cJSON_AddNumberToObject(obj, "kv_bytes_in_use_peak", (double)r->in_use_peak);
+    cJSON_AddNumberToObject(obj, "kv_bytes_full", (double)r->full_bytes);
+    cJSON_AddNumberToObject(obj, "kv_bytes_full_in_use_peak", (double)r->full_in_use_peak);
+}
+
+void lf_gen_kv_report_print(const lf_kv_report *r, const char *policy, FILE *f) {
+    fprintf(f, "KV cache %s: %.2f MB allocated, %.2f MB in use at peak; full would allocate %.2f MB and hold %.2f MB at its peak",
+            policy, r->bytes / 1e6, r->in_use_peak / 1e6, r->full_bytes / 1e6, r->full_in_use_peak / 1e6);
+    if (r->full_in_use_peak > 0 && r->in_use_peak < r->full_in_use_peak)
+        fprintf(f, " (%.0f%% saved)", 100.0 * (1.0 - (double)r->in_use_peak / (double)r->full_in_use_peak));
+}

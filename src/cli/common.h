@@ -3,7 +3,9 @@
 #ifndef LF_CLI_COMMON_H
 #define LF_CLI_COMMON_H
 
+#include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include "cli/args.h"
 #include "longflow.h"
 #include "tokenizer/tokenizer.h"
@@ -55,7 +57,48 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
  * own set it after). */
 int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_model *m, lf_engine_config *ec);
 
-/* Bytes a full cache holding n_tokens tokens would take. */
-size_t lf_gen_kv_bytes_full(const lf_model *m, int n_tokens);
+/* --threads: 0 (all cores) up to the machine's cores; more is clamped to
+ * the cores with a warning. */
+bool lf_gen_parse_threads(lf_args *a, const char *flag, int *out);
+
+/* Check the --model path and load the model (errors printed). */
+int lf_gen_load_model(const lf_gen_options *o, const char *cmd, lf_model **model);
+
+/* --max-tokens when not given: the model directory's longflow.json
+ * "max_tokens", else generation_config.json "max_new_tokens", else its
+ * "max_length" less the prompt, else LF_DEFAULT_MAX_TOKENS (at most what the
+ * context leaves after the prompt). */
+#define LF_DEFAULT_MAX_TOKENS 8192
+
+/* What a model directory's own files say about running it. */
+typedef struct lf_model_defaults {
+    char *eval_instruction;        /* longflow.json "eval_instruction"; NULL when absent */
+    int max_tokens;                /* 0 when absent */
+    const char *max_tokens_source; /* the file and key it came from */
+    int max_length;                /* generation_config.json "max_length" (prompt + output); 0 when absent */
+} lf_model_defaults;
+
+int lf_gen_model_defaults(const char *dir, lf_model_defaults *d, lf_error *err);
+void lf_gen_model_defaults_free(lf_model_defaults *d);
+
+/* Set o->max_tokens from the model's defaults when --max-tokens was not
+ * given; n_prompt is the (longest) prompt. Prints; returns -1 on error. */
+int lf_gen_resolve_max_tokens(lf_gen_options *o, const char *cmd, const lf_model *m, int n_prompt);
+
+/* KV memory of one request, allocated and in use at the peak, for its
+ * policy and for what --policy full would take on the same request. */
+typedef struct lf_kv_report {
+    size_t bytes;            /* K/V the request's cache allocated */
+    size_t in_use_peak;      /* most K/V bytes its valid slots held */
+    size_t full_bytes;       /* what full allocates: prompt + max_tokens slots */
+    size_t full_in_use_peak; /* what full holds at its peak: prompt + generated tokens */
+} lf_kv_report;
+
+void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, lf_device device, const lf_generation *g,
+                           int max_tokens);
+/* kv_bytes, kv_bytes_in_use_peak, kv_bytes_full, kv_bytes_full_in_use_peak */
+void lf_gen_kv_report_json(const lf_kv_report *r, cJSON *obj);
+/* "KV cache P: X MB allocated, Y MB in use at peak; full would allocate ..." (no newline) */
+void lf_gen_kv_report_print(const lf_kv_report *r, const char *policy, FILE *f);
 
 #endif

@@ -171,11 +171,13 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
                            c->vocab_size);
+    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
+     * compressed SnapKV-style, keeping its last 32 tokens, which needs B > 33 */
     if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > budget - 1 && budget <= 33)
         return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
-                       "longer than budget-1 SnapKV-style, keeping its last 32 tokens, so it needs a budget > 33",
-                       budget, n_prompt, lf_policy_name(e->cfg.policy.kind));
+                       "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
+                       "%d (the prompt + 1, or 34 to compress a longer prompt SnapKV-style)",
+                       budget, n_prompt, lf_policy_name(e->cfg.policy.kind), n_prompt + 1 < 34 ? n_prompt + 1 : 34);
     if (e->n_reqs == e->cap_reqs) {
         int nc = e->cap_reqs ? 2 * e->cap_reqs : 16;
         lf_request **nr = realloc(e->reqs, (size_t)nc * sizeof *nr);
