@@ -186,6 +186,148 @@ class BadInput(unittest.TestCase):
         self.expect_error(["nonsense-command"], "nonsense-command")
 
 
+def model_copy(tmp, name, **files):
+    """A model directory of links to a fixture's files, with some files replaced."""
+    src = os.path.join(MODELS, name)
+    d = os.path.join(tmp, "model-" + "-".join(sorted(files)) if files else "model")
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(src):
+        if f not in files and not os.path.exists(os.path.join(d, f)):
+            os.symlink(os.path.join(src, f), os.path.join(d, f))
+    for f, text in files.items():
+        with open(os.path.join(d, f), "w") as fh:
+            fh.write(text)
+    return d
+
+
+class NewUser(unittest.TestCase):
+    """What a new user tripped over (issue 11): prompt files, the KV report,
+    the default --max-tokens, the budget minimum, flag and element errors."""
+
+    expect_error = BadInput.expect_error
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.tmpdir = tempfile.TemporaryDirectory()
+        cls.tmp = cls.tmpdir.name
+        cls.name = "qwen3_tied_hd"
+        cls.model = os.path.join(MODELS, cls.name)
+        with open(os.path.join(cls.model, "config.json")) as f:
+            cls.vocab = json.load(f)["vocab_size"]
+
+    def file(self, name, data):
+        path = os.path.join(self.tmp, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_prompt_file_is_read_whole_and_checked(self):
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(os.path.join(self.model, "tokenizer.json"))
+        text = "Add up these numbers:\n3\n4\n\nand say the total. " * 20
+        path = self.file("long.txt", text.encode())
+        out = json.loads(run(["generate", "--model", self.model, "--prompt-file", path, "--max-tokens", "2",
+                              "--json"]).stdout)
+        self.assertEqual(out["prompt_tokens"], tok.encode(text).ids)
+        for cmd in (["generate"], ["tokenize"], ["generate", "--chat"], ["tokenize", "--chat"]):
+            with self.subTest(cmd=cmd):
+                nul = self.file("nul.txt", b"Add up these\x00 numbers 1 2 3")
+                self.expect_error(cmd + ["--model", self.model, "--prompt-file", nul], "nul.txt", "NUL byte",
+                                  "byte offset 12")
+                bad = self.file("bad.txt", b"caf\xc3\xa9 ok, then \xc3\x28")
+                self.expect_error(cmd + ["--model", self.model, "--prompt-file", bad], "bad.txt", "invalid UTF-8",
+                                  "byte offset 15")
+        raw = b'[{"role": "user", "content": "hi\xff"}]'
+        msgs = self.file("msgs.json", raw)
+        self.expect_error(["generate", "--model", self.model, "--messages", msgs], "msgs.json",
+                          "byte offset %d" % raw.index(b"\xff"))
+
+    def test_kv_report_allocated_and_in_use(self):
+        """The policy's allocation and in-use peak, and full's: full's peak equals what a
+        --policy full run measures in its own cache (prompt + generated - 1 slots)."""
+        ids = ",".join(str(7 + i) for i in range(30))
+        base = ["generate", "--model", self.model, "--prompt-ids", ids, "--max-tokens", "60", "--ignore-eos",
+                "--json"]
+        full = json.loads(run(base).stdout)["stats"]
+        lf = json.loads(run(base + ["--policy", "longflow", "--budget", "40"]).stdout)["stats"]
+        per_slot = full["kv_bytes"] / 90
+        self.assertEqual(full["kv_bytes_full"], full["kv_bytes"])
+        self.assertEqual(lf["kv_bytes_full"], full["kv_bytes"])
+        self.assertEqual(full["kv_bytes_full_in_use_peak"], full["kv_bytes_in_use_peak"])
+        self.assertEqual(lf["kv_bytes_full_in_use_peak"], full["kv_bytes_in_use_peak"])
+        self.assertEqual(full["kv_bytes_in_use_peak"], per_slot * 89)
+        self.assertEqual(lf["kv_bytes"], per_slot * 40)
+        self.assertEqual(lf["kv_bytes_in_use_peak"], per_slot * 40)
+        p = run(base[:-1] + ["--policy", "longflow", "--budget", "40"])
+        m = re.search(r"KV cache longflow \(budget 40\): ([0-9.]+) MB allocated, ([0-9.]+) MB in use at peak; "
+                      r"full would allocate ([0-9.]+) MB and hold ([0-9.]+) MB at its peak", p.stderr)
+        self.assertTrue(m, p.stderr)
+        self.assertEqual([float(x) for x in m.groups()],
+                         [round(v / 1e6, 2) for v in (lf["kv_bytes"], lf["kv_bytes_in_use_peak"],
+                                                      full["kv_bytes"], full["kv_bytes_in_use_peak"])])
+
+    def test_default_max_tokens_from_the_model(self):
+        prompt = ["--prompt-ids", "5,6,7", "--json"]
+        cases = [({}, 4096 - 3),  # no default in the files: 8192, but the 4096-position context leaves 4093
+                 ({"generation_config.json": '{"eos_token_id": [2, 0], "max_new_tokens": 37}'}, 37),
+                 ({"generation_config.json": '{"eos_token_id": [2, 0], "max_length": 50}'}, 47),
+                 ({"longflow.json": '{"max_tokens": 21}',
+                   "generation_config.json": '{"eos_token_id": [2, 0], "max_new_tokens": 37}'}, 21)]
+        for files, want in cases:
+            with self.subTest(files=files):
+                d = model_copy(self.tmp, self.name, **files)
+                out = json.loads(run(["generate", "--model", d, "--ignore-eos"] + prompt).stdout)
+                self.assertEqual(out["stats"]["max_tokens"], want)
+                self.assertEqual(len(out["tokens"]), want)
+        d = model_copy(self.tmp, self.name, **{"longflow.json": '{"max_tokens": 0}'})
+        self.expect_error(["generate", "--model", d] + prompt, "longflow.json", "max_tokens")
+        # the bundled reasoner says 2048 (its longest test answers take 1,301 tokens)
+        with open(os.path.join(SRC, "models", "tiny-reasoner", "longflow.json")) as f:
+            self.assertEqual(json.load(f)["max_tokens"], 2048)
+
+    def test_length_stop_says_so(self):
+        base = ["generate", "--model", self.model, "--prompt-ids", "5,6,7", "--max-tokens", "3"]
+        p = run(base)
+        self.assertIn("stopped at the --max-tokens limit (3 tokens)", p.stderr)
+        self.assertIn("larger --max-tokens", p.stderr)
+        self.assertNotIn("--max-tokens limit", run(base + ["--ignore-eos"]).stderr)
+
+    def test_budget_minimum_is_the_real_one(self):
+        """The message states the smallest budget that works, and that budget works."""
+        for n, need in ((3, 4), (20, 21), (40, 34)):
+            ids = ",".join(["7"] * n)
+            g = ["generate", "--model", self.model, "--prompt-ids", ids, "--max-tokens", "4", "--policy", "longflow"]
+            self.expect_error(g + ["--budget", str(need - 1)], f"prompt of {n} tokens", f"at least {need}")
+            run(g + ["--budget", str(need)])
+
+    def test_elements_named(self):
+        g = ["generate", "--model", self.model]
+        self.expect_error(g + ["--prompt-ids", "1,99999999999"], "--prompt-ids", "element 2", "99999999999",
+                          f"[0, {self.vocab})")
+        self.expect_error(g + ["--prompt-ids", f"1,2,{self.vocab}"], "element 3", f"[0, {self.vocab})")
+        self.expect_error(g + ["--prompt-ids", "1,x"], "element 2 'x'")
+        self.expect_error(["detokenize", "--model", self.model, "--ids", "1,2,-1"], "--ids", "element 3", "-1")
+        self.expect_error(["detokenize", "--model", self.model, "--ids", f"1,{self.vocab + 5}"], "element 2",
+                          f"[0, {self.vocab})")
+
+    def test_flags(self):
+        g = ["generate", "--model", self.model, "--prompt-ids", "5,6", "--max-tokens", "2"]
+        p = run(g + ["--threads", "1000"])
+        self.assertIn(f"--threads 1000 is more than the {os.cpu_count()} cores", p.stderr)
+        self.expect_error(g + ["--split-think"], "--split-think", "--json")
+        h = run(["generate", "--help"]).stdout
+        self.assertIn("qwq", h)
+        self.assertIn("default 0: all cores", h)
+        self.expect_error(["generate", "--model", os.path.join(self.tmp, "nowhere"), "--prompt", "x"],
+                          "nowhere: no such directory")
+        self.expect_error(["detokenize", "--model", os.path.join(self.tmp, "nowhere"), "--ids", "1"],
+                          "nowhere: no such directory")
+        b = json.loads(run(["bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "8", "--gen-len",
+                            "4", "--threads", "2", "--membw-mb", "0"]).stdout)
+        self.assertEqual((b["policy"], b["budget"]), ("full", 0))
+
+
 class DeviceFlags(unittest.TestCase):
     """--device cuda, --batch/--max-seqs max and --gpu-mem-fraction on a
     machine without a GPU (or a build without CUDA): clean one-line errors,

@@ -57,6 +57,7 @@ typedef struct stream_state {
     bool print_ids;
     const lf_config *cfg;
     bool ignore_eos;
+    bool printed; /* some text went to stdout (an error then starts on a new line) */
 } stream_state;
 
 static void on_token(void *user, const lf_generation *g, int token) {
@@ -66,6 +67,7 @@ static void on_token(void *user, const lf_generation *g, int token) {
     if (s->print_ids) {
         printf("%s%d", g->n_tokens > 1 ? " " : "", token);
         fflush(stdout);
+        s->printed = true;
         return;
     }
     const char *text;
@@ -74,6 +76,7 @@ static void on_token(void *user, const lf_generation *g, int token) {
     if (lf_detok_stream_push(s->detok, token, &text, &len, &err) == 0 && len) {
         fwrite(text, 1, len, stdout);
         fflush(stdout);
+        s->printed = true;
     }
 }
 
@@ -194,7 +197,7 @@ int lf_cmd_generate(int argc, char **argv) {
     ss.print_ids = tok == NULL;
     if (tok) ss.detok = lf_detok_stream_new(tok, false);
     if (lf_engine_run(eng, on_token, &ss, &err)) {
-        if (ss.print) fputc('\n', stdout);
+        if (ss.printed) fputc('\n', stdout);
         lf_cli_error(cmd, "%s", err.msg);
         goto done;
     }
