@@ -180,8 +180,11 @@ class TokenizeCli(unittest.TestCase):
         self.assertEqual(rc, 1)
         self.assertIn("robot", err)
         rc, out, err = run("detokenize", "--model", self.qwen, "--ids", "1,999999999")
-        self.assertEqual(rc, 1)
-        self.assertIn("999999999", err)
+        self.assertEqual(rc, 2)  # a bad flag value, like "1,x"
+        self.assertIn("--ids: element 2 (999999999) is outside the tokenizer's vocabulary", err)
+        rc, out, err = run("detokenize", "--model", self.qwen, "--ids", "5,-1")
+        self.assertEqual(rc, 2)
+        self.assertIn("element 2 (-1)", err)
         rc, out, err = run("detokenize", "--model", self.qwen, "--ids", "1,x")
         self.assertEqual(rc, 2)
 
