@@ -311,6 +311,25 @@ class NewUser(unittest.TestCase):
         self.expect_error(["detokenize", "--model", self.model, "--ids", f"1,{self.vocab + 5}"], "element 2",
                           f"[0, {self.vocab})")
 
+    def test_demo_as_the_readme_says(self):
+        """make demo's command solves its problem (the walk's true answer) with a budget under
+        what full holds, and prints the KV line the README quotes."""
+        with open(os.path.join(SRC, "Makefile")) as f:
+            mk = f.read()
+        m = re.search(r"longflow generate (--chat --prompt-file \S+) \\\n\s*(--policy \S+ --budget \d+)", mk)
+        self.assertTrue(m, "the demo command in the Makefile")
+        args = (m.group(1) + " " + m.group(2)).split()
+        os.chdir(SRC)
+        p = run(["generate", "--threads", "2"] + args)
+        with open(os.path.join(SRC, "models", "tiny-reasoner", "data", "walk.jsonl")) as f:
+            problem = json.loads(f.readlines()[23])
+        with open(args[2]) as f:
+            self.assertEqual(f.read(), problem["question"])
+        self.assertTrue(p.stdout.rstrip().endswith("\\boxed{%s}" % problem["true_answer"]), p.stdout[-80:])
+        kv = [line for line in p.stderr.splitlines() if "KV cache" in line][0]
+        with open(os.path.join(SRC, "README.md")) as f:
+            self.assertIn(kv, f.read())
+
     def test_flags(self):
         g = ["generate", "--model", self.model, "--prompt-ids", "5,6", "--max-tokens", "2"]
         p = run(g + ["--threads", "1000"])
