@@ -421,7 +421,8 @@ int lf_gen_resolve_max_tokens(lf_gen_options *o, const char *cmd, const lf_model
         lf_cli_error(cmd, "%s", err.msg);
         return -1;
     }
-    int room = lf_model_config(m)->max_position - n_prompt; /* what the context leaves */
+    lf_error ctx_err;
+    int room = lf_context_check(m, n_prompt, &ctx_err); /* what the context leaves (-1: nothing; submit says so) */
     if (d.max_tokens) o->max_tokens = d.max_tokens;
     else if (d.max_length > n_prompt) o->max_tokens = d.max_length - n_prompt;
     else o->max_tokens = room < LF_DEFAULT_MAX_TOKENS && room > 0 ? room : LF_DEFAULT_MAX_TOKENS;
