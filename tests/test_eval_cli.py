@@ -119,9 +119,20 @@ class Eval(unittest.TestCase):
         legacy = os.path.join(self.tmp.name, "legacy.jsonl")
         with open(legacy, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in read_results(out))
-        p = run(["eval", "--model", MODEL, "--data", self.data, "--output", legacy], check=False)
-        self.assertEqual(p.returncode, 1)
-        self.assertIn("no settings line", p.stderr)
+        with open(legacy) as f:
+            lines = f.readlines()
+        for keep in (lines, lines[:1]):
+            with open(legacy, "w") as f:
+                f.writelines(keep)
+            p = run(["eval", "--model", MODEL, "--data", self.data, "--output", legacy], check=False)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("no settings line", p.stderr)
+        # a file with settings but no result yet (a run stopped before its first) is started over
+        with open(out, "w") as f:
+            f.write(json.dumps({"settings": {"max_tokens": 999}}) + "\n")
+        self.eval(out, "--limit", "2")
+        self.assertEqual(read_lines(out)[0]["settings"]["max_tokens"], 24)
+        self.assertEqual(len(read_results(out)), 2)
 
     def test_resumed_summary_reports_the_stored_run(self):
         """A run that finds every problem done reports what the file's records say: the same

@@ -277,50 +277,51 @@ static int check_settings(const char *path, const char *first_line, const cJSON 
 }
 
 /* Mark the problems the results file already holds (each index once) and
- * find this run's number. Returns -1 (printed) when the file's settings
- * differ from this run's. */
-static int read_existing(const char *path, const cJSON *settings, problem *p, int n, eval_state *st) {
+ * find this run's number. A file without results (a run that stopped before
+ * its first) is started over: *restart = true. Returns -1 (printed) when the
+ * file's results were written with other settings than this run's. */
+static int read_existing(const char *path, const cJSON *settings, problem *p, int n, eval_state *st, bool *restart) {
     char *text = NULL;
     lf_error err;
+    *restart = true;
     if (!lf_file_exists(path)) return 0;
     if (lf_read_file(path, &text, NULL, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         return -1;
     }
-    char *save = NULL;
-    bool first = true;
+    char *save = NULL, *first = NULL;
     int rc = 0;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        if (first && check_settings(path, line, settings)) {
-            rc = -1;
-            break;
-        }
-        first = false;
+    for (char *line = strtok_r(text, "\n", &save); line && rc == 0; line = strtok_r(NULL, "\n", &save)) {
         cJSON *j = cJSON_Parse(line);
-        if (!j) continue; /* a line cut by an interruption: redo that problem */
-        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(j, "index");
-        const cJSON *run = cJSON_GetObjectItemCaseSensitive(j, "run");
+        const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
+        if (!first) first = line;
+        if (cJSON_IsNumber(ix) && *restart) { /* the first result: the settings must match */
+            *restart = false;
+            rc = check_settings(path, first, settings);
+        }
+        /* (a line cut by an interruption does not parse: that problem is redone) */
+        const cJSON *run = j ? cJSON_GetObjectItemCaseSensitive(j, "run") : NULL;
         if (cJSON_IsNumber(run) && run->valueint >= st->run) st->run = run->valueint + 1;
-        if (cJSON_IsNumber(ix))
-            for (int i = 0; i < n; i++)
-                if (p[i].index == ix->valueint && !p[i].done) {
-                    p[i].done = true;
-                    st->n_done++;
-                    st->n_correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
-                    break;
-                }
+        for (int i = 0; rc == 0 && cJSON_IsNumber(ix) && i < n; i++)
+            if (p[i].index == ix->valueint && !p[i].done) {
+                p[i].done = true;
+                st->n_done++;
+                st->n_correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
+                break;
+            }
         cJSON_Delete(j);
     }
     free(text);
     return rc;
 }
 
-/* Open the results file: overwrite (--fresh, or a new file) with the settings
- * line first, or append after a check of the stored settings. */
+/* Open the results file: overwrite (--fresh, or a file without results) with
+ * the settings line first, or append after a check of the stored settings. */
 static FILE *open_results(const char *path, const cJSON *settings, bool fresh, problem *p, int n, eval_state *st) {
     st->run = 1;
-    if (!fresh && read_existing(path, settings, p, n, st)) return NULL;
-    bool start = fresh || !lf_file_exists(path);
+    bool start = true;
+    if (!fresh && read_existing(path, settings, p, n, st, &start)) return NULL;
+    if (start) st->run = 1;
     FILE *out = fopen(path, start ? "w" : "a+");
     if (!out) {
         lf_cli_error(CMD, "%s: cannot open for writing: %s", path, strerror(errno));

@@ -400,8 +400,7 @@ static int read_generation_config(const char *dir, lf_model_defaults *d, lf_erro
 
 int lf_gen_model_defaults(const char *dir, lf_model_defaults *d, lf_error *err) {
     memset(d, 0, sizeof *d);
-    if (read_longflow_json(dir, d, err)) return -1;
-    if (!d->max_tokens && read_generation_config(dir, d, err)) {
+    if (read_longflow_json(dir, d, err) || (!d->max_tokens && read_generation_config(dir, d, err))) {
         lf_gen_model_defaults_free(d);
         return -1;
     }
