@@ -122,6 +122,55 @@ static cJSON *load_goldens(void) {
     return g;
 }
 
+/* One golden case rendered with family f: text, ids and decode(ids) as the
+ * reference has them. Returns the number of mismatches. */
+static int check_case(const cJSON *c, lf_tokenizer *t, lf_chat_family f, const lf_chat_message *msgs, int nm) {
+    const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+    const char *fam = lf_chat_family_name(f);
+    lf_error err = {{0}};
+    lf_chat_options opt = {.add_generation_prompt = true,
+                           .enable_thinking = cJSON_IsTrue(cJSON_GetObjectItem(c, "enable_thinking"))};
+    lf_chat_prompt p;
+    if (lf_chat_render_messages(f, t, msgs, nm, &opt, &p, &err)) fail_msg("%s (%s): apply: %s", name, fam, err.msg);
+    int failures = 0;
+    const char *want = cJSON_GetObjectItem(c, "text")->valuestring;
+    if (strcmp(p.text, want)) {
+        fprintf(stderr, "%s (%s): text differs\n  want: %s\n  got:  %s\n", name, fam, want, p.text);
+        failures++;
+    }
+    const cJSON *wi = cJSON_GetObjectItem(c, "ids");
+    bool ok = cJSON_GetArraySize(wi) == p.n_ids;
+    for (int i = 0; ok && i < p.n_ids; i++) ok = cJSON_GetArrayItem(wi, i)->valueint == p.ids[i];
+    if (!ok) {
+        fprintf(stderr, "%s (%s): ids differ (want %d ids, got %d):", name, fam, cJSON_GetArraySize(wi), p.n_ids);
+        for (int i = 0; i < p.n_ids; i++) fprintf(stderr, " %d", p.ids[i]);
+        fprintf(stderr, "\n");
+        failures++;
+    }
+    /* the ids decode as the reference decodes them (to the text itself
+     * except where the decoder drops a space, as Llama-2's does) */
+    char *dec = NULL;
+    const cJSON *wd = cJSON_GetObjectItem(c, "decoded");
+    assert_int_equal(lf_tokenizer_decode(t, p.ids, p.n_ids, false, &dec, NULL, &err), 0);
+    if (strcmp(dec, wd ? wd->valuestring : want)) {
+        fprintf(stderr, "%s (%s): decode(ids) differs: %s\n", name, fam, dec);
+        failures++;
+    }
+    /* the prompt opens <think> exactly when the built-in family says so */
+    lf_chat_family builtin;
+    assert_int_equal(lf_chat_select(t, cJSON_GetObjectItem(c, "family")->valuestring, &builtin, &err), 0);
+    if (p.think_open != lf_chat_opens_think(builtin, &opt)) {
+        fprintf(stderr, "%s (%s): think_open %d\n", name, fam, p.think_open);
+        failures++;
+    }
+    free(dec);
+    lf_chat_prompt_free(&p);
+    return failures;
+}
+
+/* Every golden twice: through the model's own template (the Jinja
+ * interpreter, chosen by default because the config has a chat_template)
+ * and through the built-in family of that template. */
 static void test_goldens(void **state) {
     (void)state;
     cJSON *g = load_goldens();
@@ -132,54 +181,25 @@ static void test_goldens(void **state) {
         lf_tokenizer *t = get_tokenizer(cJSON_GetObjectItem(c, "tokenizer_json")->valuestring,
                                         cJSON_GetObjectItem(c, "config")->valuestring);
         lf_error err = {{0}};
-        lf_chat_family f;
+        lf_chat_family f, builtin;
         if (lf_chat_select(t, NULL, &f, &err)) fail_msg("%s: select: %s", name, err.msg);
+        assert_non_null(lf_tokenizer_chat_template(t));
+        assert_int_equal(f, LF_CHAT_TEMPLATE);
         const char *want_family = cJSON_GetObjectItem(c, "family")->valuestring;
-        if (strcmp(lf_chat_family_name(f), want_family)) {
-            fprintf(stderr, "%s: recognised as %s, expected %s\n", name, lf_chat_family_name(f), want_family);
-            failures++;
-        }
+        if (lf_chat_select(t, want_family, &builtin, &err)) fail_msg("%s: select %s: %s", name, want_family, err.msg);
         char *mj = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "messages"));
         lf_chat_message *msgs;
         int nm;
         assert_int_equal(lf_chat_messages_parse(mj, name, &msgs, &nm, &err), 0);
         free(mj);
-        lf_chat_options opt = {.add_generation_prompt = true,
-                               .enable_thinking = cJSON_IsTrue(cJSON_GetObjectItem(c, "enable_thinking"))};
-        char *text = NULL;
-        int *ids = NULL, n = 0;
-        if (lf_chat_apply(f, t, msgs, nm, &opt, &text, &ids, &n, &err)) fail_msg("%s: apply: %s", name, err.msg);
-        const char *want = cJSON_GetObjectItem(c, "text")->valuestring;
-        if (strcmp(text, want)) {
-            fprintf(stderr, "%s: text differs\n  want: %s\n  got:  %s\n", name, want, text);
-            failures++;
-        }
-        const cJSON *wi = cJSON_GetObjectItem(c, "ids");
-        bool ok = cJSON_GetArraySize(wi) == n;
-        for (int i = 0; ok && i < n; i++) ok = cJSON_GetArrayItem(wi, i)->valueint == ids[i];
-        if (!ok) {
-            fprintf(stderr, "%s: ids differ (want %d ids, got %d):", name, cJSON_GetArraySize(wi), n);
-            for (int i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
-            fprintf(stderr, "\n");
-            failures++;
-        }
-        /* the ids decode as the reference decodes them (to the text itself
-         * except where the decoder drops a space, as Llama-2's does) */
-        char *dec = NULL;
-        const cJSON *wd = cJSON_GetObjectItem(c, "decoded");
-        assert_int_equal(lf_tokenizer_decode(t, ids, n, false, &dec, NULL, &err), 0);
-        if (strcmp(dec, wd ? wd->valuestring : want)) {
-            fprintf(stderr, "%s: decode(ids) differs: %s\n", name, dec);
-            failures++;
-        }
-        free(dec);
-        free(text);
-        free(ids);
+        failures += check_case(c, t, f, msgs, nm);
+        failures += check_case(c, t, builtin, msgs, nm);
         lf_chat_messages_free(msgs, nm);
         cases++;
     }
     cJSON_Delete(g);
-    fprintf(stderr, "[ chat ] %d goldens, %d failures\n", cases, failures);
+    fprintf(stderr, "[ chat ] %d goldens, each through the model's template and the built-in one, %d failures\n",
+            cases, failures);
     assert_true(cases >= 20);
     assert_int_equal(failures, 0);
 }

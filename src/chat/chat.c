@@ -1,6 +1,7 @@
-/* Built-in chat templates, rendering exactly what the published Jinja
- * templates render (checked against transformers' apply_chat_template in
- * tests/test_chat.c). The rendered text is kept as markup (template text,
+/* Chat prompts: the model's own Jinja template (chat/jinja.h) or a built-in
+ * one, rendering exactly what the published Jinja templates render (checked
+ * against transformers' apply_chat_template in tests/test_chat.c and
+ * tests/test_jinja.c). The rendered text is kept as markup (template text,
  * where special tokens are recognised) and content (message text, where
  * they are not), so that a user cannot inject <|im_start|>system. */
 #include "chat/chat.h"
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/jinja.h"
 #include "core/error.h"
 
 #define OOM() lf_fail(err, "out of memory")
@@ -16,9 +18,10 @@
 static const char *const NAMES[LF_CHAT_COUNT] = {
     [LF_CHAT_QWEN3] = "qwen3",  [LF_CHAT_CHATML] = "chatml", [LF_CHAT_DEEPSEEK_R1] = "deepseek-r1",
     [LF_CHAT_LLAMA3] = "llama3", [LF_CHAT_LLAMA2] = "llama2", [LF_CHAT_QWQ] = "qwq",
+    [LF_CHAT_TEMPLATE] = "model",
 };
 
-static const char NAME_LIST[] = "qwen3, qwq, chatml, deepseek-r1, llama3, llama2";
+static const char NAME_LIST[] = "model, qwen3, qwq, chatml, deepseek-r1, llama3, llama2";
 
 static const char QWEN25_DEFAULT_SYSTEM[] = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
@@ -40,6 +43,11 @@ static int need_tokens(const lf_tokenizer *t, lf_chat_family f, lf_error *err) {
     case LF_CHAT_CHATML: need = chatml; break;
     case LF_CHAT_DEEPSEEK_R1: need = ds; break;
     case LF_CHAT_LLAMA3: need = l3; break;
+    case LF_CHAT_TEMPLATE:
+        if (!lf_tokenizer_chat_template(t))
+            return lf_fail(err, "chat template 'model': the model has no chat_template (tokenizer_config.json, "
+                                "chat_template.jinja or GGUF); choose a built-in one (%s)", NAME_LIST + 7);
+        return 0;
     case LF_CHAT_LLAMA2:
         if (!lf_tokenizer_bos_token(t) || !lf_tokenizer_eos_token(t))
             return lf_fail(err, "chat template llama2 needs bos_token and eos_token in tokenizer_config.json");
@@ -53,40 +61,32 @@ static int need_tokens(const lf_tokenizer *t, lf_chat_family f, lf_error *err) {
     return 0;
 }
 
+/* The model's template, parsed (error: the feature and line it lacks). */
+static int parse_model_template(const lf_tokenizer *t, lf_jinja **out, lf_error *err) {
+    const char *tm = lf_tokenizer_chat_template(t);
+    lf_error e;
+    if (lf_jinja_parse(tm, strlen(tm), "the model's chat_template", out, &e))
+        return lf_fail(err, "%.900s; choose a built-in template with --chat-template NAME", e.msg);
+    return 0;
+}
+
 int lf_chat_select(const lf_tokenizer *t, const char *override_name, lf_chat_family *out, lf_error *err) {
     if (override_name) {
         for (int f = 0; f < LF_CHAT_COUNT; f++)
             if (!strcmp(override_name, NAMES[f])) {
                 if (need_tokens(t, (lf_chat_family)f, err)) return -1;
                 *out = (lf_chat_family)f;
+                if (f != LF_CHAT_TEMPLATE) return 0;
+                lf_jinja *j;
+                if (parse_model_template(t, &j, err)) return -1;
+                lf_jinja_free(j);
                 return 0;
             }
         return lf_fail(err, "unknown chat template '%s' (known: %s)", override_name, NAME_LIST);
     }
-    const char *tm = lf_tokenizer_chat_template(t);
+    if (lf_tokenizer_chat_template(t)) return lf_chat_select(t, NAMES[LF_CHAT_TEMPLATE], out, err);
     lf_chat_family f;
-    if (tm) {
-        if (has(tm, "<\xef\xbd\x9cUser\xef\xbd\x9c>") && has(tm, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>")) {
-            f = LF_CHAT_DEEPSEEK_R1;
-        } else if (has(tm, "<|start_header_id|>")) {
-            if (has(tm, "Cutting Knowledge Date"))
-                return lf_fail(err, "the chat_template is Llama-3.1 style (system header with dates), which is not "
-                                    "built in; --chat-template llama3 uses the Llama-3 format");
-            f = LF_CHAT_LLAMA3;
-        } else if (has(tm, "<|im_start|>")) {
-            if (has(tm, "<|im_start|>assistant\\n<think>\\n") || has(tm, "<|im_start|>assistant\n<think>\n"))
-                f = LF_CHAT_QWQ;
-            else if (has(tm, "enable_thinking") || has(tm, "</think>"))
-                f = LF_CHAT_QWEN3;
-            else
-                f = LF_CHAT_CHATML;
-        } else if (has(tm, "[INST]") && has(tm, "<<SYS>>")) {
-            f = LF_CHAT_LLAMA2;
-        } else {
-            return lf_fail(err, "tokenizer_config.json: the chat_template is not one of the built-in families (%s); "
-                                "choose one with --chat-template NAME", NAME_LIST);
-        }
-    } else if (lf_tokenizer_token_to_id(t, "<\xef\xbd\x9cUser\xef\xbd\x9c>") >= 0) {
+    if (lf_tokenizer_token_to_id(t, "<\xef\xbd\x9cUser\xef\xbd\x9c>") >= 0) {
         f = LF_CHAT_DEEPSEEK_R1;
     } else if (lf_tokenizer_token_to_id(t, "<|start_header_id|>") >= 0) {
         f = LF_CHAT_LLAMA3;
@@ -94,7 +94,7 @@ int lf_chat_select(const lf_tokenizer *t, const char *override_name, lf_chat_fam
         f = lf_tokenizer_token_to_id(t, "</think>") >= 0 ? LF_CHAT_QWEN3 : LF_CHAT_CHATML;
     } else {
         return lf_fail(err, "no chat_template in tokenizer_config.json and no known chat tokens in the tokenizer; "
-                            "choose a template with --chat-template NAME (%s)", NAME_LIST);
+                            "choose a template with --chat-template NAME (%s)", NAME_LIST + 7);
     }
     if (need_tokens(t, f, err)) return -1;
     *out = f;
@@ -103,18 +103,15 @@ int lf_chat_select(const lf_tokenizer *t, const char *override_name, lf_chat_fam
 
 bool lf_chat_opens_think(lf_chat_family f, const lf_chat_options *opt) {
     if (opt && !opt->add_generation_prompt) return false;
+    /* the model's template: only its rendering tells (lf_chat_prompt.think_open) */
     return f == LF_CHAT_DEEPSEEK_R1 || f == LF_CHAT_QWQ;
 }
 
 /* ---- rendering ----------------------------------------------------------- */
-typedef struct range {
-    size_t a, b;
-} range;
-
 typedef struct rend {
     char *p;
     size_t n, cap;
-    range *mk; /* markup ranges */
+    lf_jinja_range *mk; /* markup ranges */
     size_t nmk, mkcap;
 } rend;
 
@@ -136,18 +133,18 @@ static int put(rend *r, const char *s, size_t n) {
 static int markup_n(rend *r, const char *s, size_t n) {
     size_t a = r->n;
     if (put(r, s, n)) return -1;
-    if (r->nmk && r->mk[r->nmk - 1].b == a) {
-        r->mk[r->nmk - 1].b = r->n;
+    if (r->nmk && r->mk[r->nmk - 1].end == a) {
+        r->mk[r->nmk - 1].end = r->n;
         return 0;
     }
     if (r->nmk == r->mkcap) {
         size_t cap = r->mkcap ? r->mkcap * 2 : 16;
-        range *m = realloc(r->mk, cap * sizeof *m);
+        lf_jinja_range *m = realloc(r->mk, cap * sizeof *m);
         if (!m) return -1;
         r->mk = m;
         r->mkcap = cap;
     }
-    r->mk[r->nmk++] = (range){a, r->n};
+    r->mk[r->nmk++] = (lf_jinja_range){a, r->n};
     return 0;
 }
 
@@ -396,47 +393,126 @@ static int render_llama2(rend *r, const lf_tokenizer *t, const lf_chat_message *
     return rc;
 }
 
-int lf_chat_apply(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
-                  const lf_chat_options *opt, char **text, int **ids, int *n_ids, lf_error *err) {
-    *text = NULL;
-    *ids = NULL;
-    *n_ids = 0;
-    lf_chat_options dflt = {.add_generation_prompt = true, .enable_thinking = true};
-    if (!opt) opt = &dflt;
-    lf_error local;
-    if (!err) err = &local;
-    if (n < 0 || (n > 0 && !msgs)) return lf_fail(err, "no messages");
+static int render_builtin(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
+                          const lf_chat_options *opt, rend *r, lf_error *err) {
     if (check_roles(msgs, n, err)) return -1;
-    if (need_tokens(t, f, err)) return -1;
-    rend r = {0};
     int rc;
     err->msg[0] = 0;
     switch (f) {
-    case LF_CHAT_QWEN3: rc = render_qwen3(&r, msgs, n, opt); break;
-    case LF_CHAT_QWQ: rc = render_qwq(&r, msgs, n, opt); break;
-    case LF_CHAT_CHATML: rc = render_chatml(&r, t, msgs, n, opt); break;
-    case LF_CHAT_DEEPSEEK_R1: rc = render_deepseek(&r, t, msgs, n, opt); break;
-    case LF_CHAT_LLAMA3: rc = render_llama3(&r, t, msgs, n, opt); break;
-    case LF_CHAT_LLAMA2: rc = render_llama2(&r, t, msgs, n, err); break;
+    case LF_CHAT_QWEN3: rc = render_qwen3(r, msgs, n, opt); break;
+    case LF_CHAT_QWQ: rc = render_qwq(r, msgs, n, opt); break;
+    case LF_CHAT_CHATML: rc = render_chatml(r, t, msgs, n, opt); break;
+    case LF_CHAT_DEEPSEEK_R1: rc = render_deepseek(r, t, msgs, n, opt); break;
+    case LF_CHAT_LLAMA3: rc = render_llama3(r, t, msgs, n, opt); break;
+    case LF_CHAT_LLAMA2: rc = render_llama2(r, t, msgs, n, err); break;
     default: rc = lf_fail(err, "unknown chat template family %d", (int)f);
     }
-    if (rc) {
+    if (rc || put(r, "", 0)) {
         if (!err->msg[0]) OOM();
-        goto fail;
+        return -1;
     }
-    if (put(&r, "", 0)) {
-        OOM();
-        goto fail;
+    return 0;
+}
+
+/* ---- the model's template ------------------------------------------------- */
+static const char *const RESERVED[] = {"messages", "add_generation_prompt", "tools", NULL};
+
+static int add_var(lf_jinja_var *v, int *n, int cap, const char *name, const cJSON *j, int content) {
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(v[i].name, name)) {
+            v[i] = (lf_jinja_var){name, j, content};
+            return 0;
+        }
+    if (*n == cap) return -1;
+    v[(*n)++] = (lf_jinja_var){name, j, content};
+    return 0;
+}
+
+/* The variables transformers passes: messages, add_generation_prompt,
+ * bos_token, eos_token, enable_thinking, the keyword arguments, tools when
+ * given. Content: everything that came with the request. */
+static int template_vars(const lf_tokenizer *t, const cJSON *messages, const lf_chat_options *opt, cJSON *scratch,
+                         const cJSON *kwargs, const cJSON *tools, lf_jinja_var *v, int *n, int cap, lf_error *err) {
+    cJSON *think = cJSON_AddBoolToObject(scratch, "enable_thinking", opt->enable_thinking);
+    cJSON *agp = cJSON_AddBoolToObject(scratch, "add_generation_prompt", opt->add_generation_prompt);
+    const char *bos = lf_tokenizer_bos_token(t), *eos = lf_tokenizer_eos_token(t);
+    cJSON *jb = bos ? cJSON_AddStringToObject(scratch, "bos_token", bos) : NULL;
+    cJSON *je = eos ? cJSON_AddStringToObject(scratch, "eos_token", eos) : NULL;
+    if (!think || !agp || (bos && !jb) || (eos && !je)) return OOM();
+    *n = 0;
+    add_var(v, n, cap, "enable_thinking", think, 0);
+    if (jb) add_var(v, n, cap, "bos_token", jb, 0);
+    if (je) add_var(v, n, cap, "eos_token", je, 0);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, kwargs) {
+        for (int i = 0; RESERVED[i]; i++)
+            if (!strcmp(e->string, RESERVED[i]))
+                return lf_fail(err, "chat_template_kwargs: '%s' cannot be set there", e->string);
+        if (add_var(v, n, cap, e->string, e, 1)) return lf_fail(err, "chat_template_kwargs: more than %d", cap - 8);
     }
-    /* special tokens are recognised in the markup only */
+    add_var(v, n, cap, "messages", messages, 1);
+    add_var(v, n, cap, "add_generation_prompt", agp, 0);
+    if (tools) add_var(v, n, cap, "tools", tools, 1);
+    return 0;
+}
+
+static cJSON *parse_json_opt(const char *text, const char *what, int want_array, lf_error *err) {
+    if (!text) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    if (!j || (want_array ? !cJSON_IsArray(j) : !cJSON_IsObject(j))) {
+        cJSON_Delete(j);
+        lf_fail(err, "%s: expected a JSON %s", what, want_array ? "array" : "object");
+        return (cJSON *)-1;
+    }
+    return j;
+}
+
+static int render_template(const lf_tokenizer *t, const cJSON *messages, const lf_chat_options *opt, rend *r,
+                           lf_error *err) {
+    lf_jinja *j = NULL;
+    if (parse_model_template(t, &j, err)) return -1;
+    cJSON *scratch = cJSON_CreateObject();
+    cJSON *kwargs = parse_json_opt(opt->template_kwargs, "chat_template_kwargs", 0, err);
+    cJSON *tools = kwargs == (cJSON *)-1 ? NULL : parse_json_opt(opt->tools, "tools", 1, err);
+    lf_jinja_var v[72];
+    int n = 0, rc = -1;
+    if (!scratch) OOM();
+    else if (kwargs != (cJSON *)-1 && tools != (cJSON *)-1 &&
+             !template_vars(t, messages, opt, scratch, kwargs, tools, v, &n, 72, err))
+        rc = lf_jinja_render(j, v, n, opt->now, &r->p, &r->n, &r->mk, &r->nmk, err);
+    if (kwargs != (cJSON *)-1) cJSON_Delete(kwargs);
+    if (tools != (cJSON *)-1) cJSON_Delete(tools);
+    cJSON_Delete(scratch);
+    lf_jinja_free(j);
+    return rc;
+}
+
+/* lf_chat_message[] as the JSON array the template reads */
+static cJSON *messages_json(const lf_chat_message *msgs, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m || !cJSON_AddItemToArray(a, m) || !cJSON_AddStringToObject(m, "role", msgs[i].role) ||
+            !cJSON_AddStringToObject(m, "content", msgs[i].content)) {
+            if (m && !cJSON_GetArraySize(a)) cJSON_Delete(m);
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* ---- encoding -------------------------------------------------------------- */
+/* Special tokens are recognised in the markup only. */
+static int encode_marked(const lf_tokenizer *t, const rend *r, int **ids, int *n_ids, lf_error *err) {
     lf_token_span *spans = NULL;
     int ns = 0, cap = 0;
-    for (size_t k = 0; k < r.nmk; k++) {
+    for (size_t k = 0; k < r->nmk; k++) {
         lf_token_span *sp;
         int m;
-        if (lf_tokenizer_find_added(t, r.p + r.mk[k].a, r.mk[k].b - r.mk[k].a, &sp, &m, err)) {
+        if (lf_tokenizer_find_added(t, r->p + r->mk[k].start, r->mk[k].end - r->mk[k].start, &sp, &m, err)) {
             free(spans);
-            goto fail;
+            return -1;
         }
         if (ns + m > cap) {
             cap = (ns + m) * 2;
@@ -444,29 +520,123 @@ int lf_chat_apply(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message
             if (!v) {
                 free(sp);
                 free(spans);
-                OOM();
-                goto fail;
+                return OOM();
             }
             spans = v;
         }
         for (int i = 0; i < m; i++) {
             spans[ns] = sp[i];
-            spans[ns].start += r.mk[k].a;
-            spans[ns].end += r.mk[k].a;
+            spans[ns].start += r->mk[k].start;
+            spans[ns].end += r->mk[k].start;
             ns++;
         }
         free(sp);
     }
-    rc = lf_tokenizer_encode_spans(t, r.p, r.n, spans, ns, ids, n_ids, err);
+    int rc = lf_tokenizer_encode_spans(t, r->p, r->n, spans, ns, ids, n_ids, err);
     free(spans);
-    if (rc) goto fail;
-    free(r.mk);
-    *text = r.p;
-    return 0;
-fail:
-    free(r.p);
-    free(r.mk);
-    return -1;
+    return rc;
+}
+
+/* Does the text end inside a <think> that the markup opened? The last
+ * <think> or </think> of the markup decides; contents cannot. */
+static bool markup_opens_think(const rend *r) {
+    bool open = false;
+    for (size_t k = 0; k < r->nmk; k++)
+        for (size_t i = r->mk[k].start; i < r->mk[k].end; i++) {
+            size_t left = r->mk[k].end - i;
+            if (left >= 7 && !memcmp(r->p + i, "<think>", 7)) open = true;
+            if (left >= 8 && !memcmp(r->p + i, "</think>", 8)) open = false;
+        }
+    return open;
+}
+
+static int finish_prompt(const lf_tokenizer *t, rend *r, int rc, lf_chat_prompt *out, lf_error *err) {
+    if (!rc) rc = encode_marked(t, r, &out->ids, &out->n_ids, err);
+    if (!rc) {
+        out->think_open = markup_opens_think(r);
+        out->text = r->p;
+        r->p = NULL;
+    }
+    free(r->p);
+    free(r->mk);
+    return rc ? -1 : 0;
+}
+
+void lf_chat_prompt_free(lf_chat_prompt *p) {
+    if (!p) return;
+    free(p->text);
+    free(p->ids);
+    *p = (lf_chat_prompt){0};
+}
+
+static const lf_chat_options *default_options(const lf_chat_options *opt) {
+    static const lf_chat_options dflt = {.add_generation_prompt = true, .enable_thinking = true};
+    return opt ? opt : &dflt;
+}
+
+int lf_chat_render_messages(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
+                            const lf_chat_options *opt, lf_chat_prompt *out, lf_error *err) {
+    *out = (lf_chat_prompt){0};
+    opt = default_options(opt);
+    lf_error local;
+    if (!err) err = &local;
+    if (n < 0 || (n > 0 && !msgs)) return lf_fail(err, "no messages");
+    if (need_tokens(t, f, err)) return -1;
+    rend r = {0};
+    int rc;
+    if (f == LF_CHAT_TEMPLATE) {
+        if (check_roles(msgs, n, err)) return -1;
+        cJSON *m = messages_json(msgs, n);
+        rc = m ? render_template(t, m, opt, &r, err) : OOM();
+        cJSON_Delete(m);
+    } else {
+        rc = render_builtin(f, t, msgs, n, opt, &r, err);
+    }
+    return finish_prompt(t, &r, rc, out, err);
+}
+
+int lf_chat_render_json(lf_chat_family f, const lf_tokenizer *t, const char *messages_json_text, const char *what,
+                        const lf_chat_options *opt, lf_chat_prompt *out, lf_error *err) {
+    *out = (lf_chat_prompt){0};
+    if (!what) what = "messages";
+    if (f != LF_CHAT_TEMPLATE) {
+        lf_chat_message *m;
+        int n;
+        if (lf_chat_messages_parse(messages_json_text, what, &m, &n, err)) return -1;
+        int rc = lf_chat_render_messages(f, t, m, n, opt, out, err);
+        lf_chat_messages_free(m, n);
+        return rc;
+    }
+    opt = default_options(opt);
+    if (need_tokens(t, f, err)) return -1;
+    cJSON *j = cJSON_Parse(messages_json_text);
+    if (!cJSON_IsArray(j) || !cJSON_GetArraySize(j)) {
+        cJSON_Delete(j);
+        return lf_fail(err, "%s: expected a non-empty JSON array of messages", what);
+    }
+    const cJSON *e;
+    int k = 0;
+    cJSON_ArrayForEach(e, j) {
+        if (!cJSON_IsObject(e) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "role"))) {
+            cJSON_Delete(j);
+            return lf_fail(err, "%s: message %d is not an object with a string \"role\"", what, k);
+        }
+        k++;
+    }
+    rend r = {0};
+    int rc = render_template(t, j, opt, &r, err);
+    cJSON_Delete(j);
+    return finish_prompt(t, &r, rc, out, err);
+}
+
+int lf_chat_apply(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
+                  const lf_chat_options *opt, char **text, int **ids, int *n_ids, lf_error *err) {
+    lf_chat_prompt p;
+    int rc = lf_chat_render_messages(f, t, msgs, n, opt, &p, err);
+    *text = p.text;
+    *ids = p.ids;
+    *n_ids = p.n_ids;
+    return rc;
 }
 
 /* ---- messages ------------------------------------------------------------ */

@@ -206,11 +206,15 @@ static int build_chat_prompt(const lf_gen_options *o, const char *cmd, lf_tokeni
         goto out;
     }
     lf_chat_options copt = {.add_generation_prompt = true, .enable_thinking = !o->no_think};
-    *think_open = lf_chat_opens_think(fam, &copt);
-    if (lf_chat_apply(fam, tok, msgs, n, &copt, rendered, prompt, n_prompt, &err)) {
+    lf_chat_prompt p;
+    if (lf_chat_render_messages(fam, tok, msgs, n, &copt, &p, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         goto out;
     }
+    *rendered = p.text;
+    *prompt = p.ids;
+    *n_prompt = p.n_ids;
+    *think_open = p.think_open;
     rc = 0;
 out:
     lf_chat_messages_free(msgs, n);
