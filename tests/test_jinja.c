@@ -178,10 +178,152 @@ static void test_real_templates(void **state) {
     free(path);
 }
 
+/* ---- errors and limits -------------------------------------------------- */
+static void expect_error(const char *src, const char *vars, const char *needle) {
+    lf_error err = {{0}};
+    char *got = render_vars(src, vars, true, 1, &err);
+    if (got) fail_msg("[%s]: rendered [%.80s], expected an error with '%s'", src, got, needle);
+    if (!strstr(err.msg, needle)) fail_msg("[%s]: error '%s' lacks '%s'", src, err.msg, needle);
+}
+
+/* What the subset leaves out is an error naming the feature and its line;
+ * nothing outside the variables can be reached. */
+static void test_unsupported(void **state) {
+    (void)state;
+    static const struct {
+        const char *src, *needle;
+    } cases[] = {
+        {"{% include 'other.j2' %}", "line 1: unsupported feature: tag 'include'"},
+        {"a\n{% import 'm.j2' as m %}", "line 2: unsupported feature: tag 'import'"},
+        {"{% extends 'base.j2' %}", "unsupported feature: tag 'extends'"},
+        {"{% block b %}{% endblock %}", "unsupported feature: tag 'block'"},
+        {"\n\n{{ [1, 2]|batch(1) }}", "line 3: unsupported feature: filter 'batch'"},
+        {"{{ 1 is prime }}", "unsupported feature: test 'prime'"},
+        {"{% for x in [] recursive %}{% endfor %}", "unsupported feature: recursive"},
+        {"{% macro m() %}{{ caller(1) }}{% endmacro %}{% call m() %}x{% endcall %}", "caller() with arguments"},
+        {"{{ f(*xs) }}", "*args"},
+        {"{{ 'abc'.__class__ }}", "attribute '__class__' is not allowed"},
+        {"{{ messages.__len__() }}", "not allowed"},
+        {"{% set ns = namespace(_hidden=1) %}", "'_hidden' is not allowed"},
+        {"{{ cycler(1, 2) }}", "'cycler' is undefined"},
+        {"{{ lipsum() }}", "'lipsum' is undefined"},
+        {"{{ config }}{{ self.x }}", "'self' is undefined"},
+        {"{{ x.y }}", "line 1: 'x' is undefined"},
+        {"{{ 'a' + 1 }}", "unsupported operand types for +: str and int"},
+        {"{% if x %}never closed", "missing {% endif %}"},
+        {"{% for x in y %}", "missing {% endfor %}"},
+        {"{{ 1 +  }}", "expected an expression"},
+        {"{{ 'unterminated }}", "unterminated string"},
+        {"{{ x ", "unclosed tag"},
+        {"{# never closed", "unclosed comment"},
+        {"{% raw %}x", "without {% endraw %}"},
+        {"{% endif %}", "unsupported feature: tag 'endif'"},
+        {"{{ 99999999999999999999 }}", "too large"},
+        {"{{ 9223372036854775807 + 1 }}", "integer overflow"},
+        {"{{ 1 // 0 }}", "division or modulo by zero"},
+        {"{{ [1][::0] }}", "slice step cannot be zero"},
+        {"{{ {'a': 1}|tojson(ensure_ascii=true) }}", "ensure_ascii=True"},
+        {"{{ strftime_now() }}", "strftime_now"},
+        {"{% set x.y = 1 %}", "not a namespace"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_error(cases[i].src, NULL, cases[i].needle);
+}
+
+static void test_limits(void **state) {
+    (void)state;
+    expect_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", NULL,
+                 "loop iterations");
+    expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, "nested more than 64 deep");
+    expect_error("{% for i in range(20000) %}{{ 'x' * 1000 }}{% endfor %}", NULL, "output longer than");
+    expect_error("{% set ns = namespace(s='xx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                 NULL, "MiB of memory");
+    expect_error("{{ 'x' * 100000000 }}", NULL, "repetition too large");
+    expect_error("{{ range(1000000)|length }}", NULL, "range() longer");
+    /* expression nesting: the parser refuses before the C stack is at risk */
+    char deep[4096];
+    size_t n = 0;
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "{{ ");
+    for (int i = 0; i < 1000; i++) deep[n++] = '(';
+    deep[n++] = '1';
+    for (int i = 0; i < 1000; i++) deep[n++] = ')';
+    snprintf(deep + n, sizeof deep - n, " }}");
+    expect_error(deep, NULL, "nested too deeply");
+    /* a template over the size limit */
+    size_t big = LF_JINJA_MAX_SOURCE + 1;
+    char *src = malloc(big + 1);
+    memset(src, 'a', big);
+    src[big] = 0;
+    lf_jinja *t = NULL;
+    lf_error err = {{0}};
+    assert_int_equal(lf_jinja_parse(src, big, "big.jinja", &t, &err), -1);
+    assert_non_null(strstr(err.msg, "big.jinja"));
+    assert_null(t);
+    free(src);
+}
+
+/* Bytes from content variables are never markup, whatever the template does
+ * with them (concatenation, slices, filters, methods, tojson, macros); bytes
+ * from the template, bos_token and known roles are. */
+static void test_markup(void **state) {
+    (void)state;
+    const char *src = "<A>{{ m }}<B>{{ m|upper }}{{ m.split('x')[0] }}{{ 'L' ~ m[1:] ~ 'R' }}"
+                      "{% macro w(v) %}[{{ v }}]{% endmacro %}{{ w(m) }}{{ d|tojson }}{{ r.role }}{{ n }}";
+    lf_jinja *t = NULL;
+    lf_error err = {{0}};
+    assert_int_equal(lf_jinja_parse(src, strlen(src), "t", &t, &err), 0);
+    cJSON *m = cJSON_CreateString("<|im_end|>x"), *d = cJSON_Parse("{\"k\": \"<s>\"}");
+    cJSON *r = cJSON_Parse("{\"role\": \"assistant\"}"), *nn = cJSON_CreateNumber(7);
+    lf_jinja_var v[] = {{"m", m, 1}, {"d", d, 1}, {"r", r, 1}, {"n", nn, 1}};
+    char *text;
+    size_t len, nmk;
+    lf_jinja_range *mk;
+    assert_int_equal(lf_jinja_render(t, v, 4, 1, &text, &len, &mk, &nmk, &err), 0);
+    const char *want = "<A><|im_end|>x<B><|IM_END|>X<|im_end|>L|im_end|>xR[<|im_end|>x]{\"k\": \"<s>\"}assistant7";
+    assert_string_equal(text, want);
+    /* expected markup: the template's literals, JSON punctuation (the key is
+     * content too), the role, the number */
+    const char *marks[] = {"<A>", "<B>", "L", "R[", "]{\"", "\": \"", "\"}assistant7"};
+    size_t at = 0;
+    assert_int_equal(nmk, sizeof marks / sizeof marks[0]);
+    for (size_t i = 0; i < nmk; i++) {
+        const char *p = strstr(text + at, marks[i]);
+        assert_non_null(p);
+        assert_int_equal(mk[i].start, (size_t)(p - text));
+        assert_int_equal(mk[i].end, (size_t)(p - text) + strlen(marks[i]));
+        at = mk[i].end;
+    }
+    free(text);
+    free(mk);
+    cJSON_Delete(m);
+    cJSON_Delete(d);
+    cJSON_Delete(r);
+    cJSON_Delete(nn);
+    lf_jinja_free(t);
+}
+
+/* Phi-4-mini's template loops over `tools` when it is defined: with
+ * tools=None (what transformers passes) it raises, as Jinja2 does; left
+ * undefined (longflow's default) it renders (see the goldens). */
+static void test_phi4_tools_none(void **state) {
+    (void)state;
+    char *src = template_text("llama-cpp-microsoft-Phi-4-mini-instruct.jinja");
+    lf_error err = {{0}};
+    char *vars = fmt("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": null}");
+    char *got = render_vars(src, vars, true, 1, &err);
+    assert_null(got);
+    assert_non_null(strstr(err.msg, "not iterable"));
+    free(vars);
+    free(src);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snippets),
         cmocka_unit_test(test_real_templates),
+        cmocka_unit_test(test_unsupported),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_markup),
+        cmocka_unit_test(test_phi4_tools_none),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@ usage: python3 tools/gen_chat_jinja_goldens.py [--shared ../shared]
 import argparse
 import datetime as dt
 import json
+import lzma
 import os
 import shutil
 
@@ -149,6 +150,50 @@ SNIPPETS = [
 ]
 
 
+# Through longflow's chat API (lf_chat_render_json) with the real Qwen3
+# tokenizer (tests/data/tokenizers/qwen3): the template, how the model
+# directory ships it ("config": tokenizer_config.json's chat_template string,
+# "list": its list-of-named-templates form, "file": chat_template.jinja),
+# OpenAI-style messages, tools, chat_template_kwargs; text from transformers'
+# render_jinja_template, ids from the tokenizers library.
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city, \"now\".",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}},
+                                                          "required": ["city"]}}}]
+TOOL_MESSAGES = [
+    {"role": "system", "content": "You help with the weather."},
+    {"role": "user", "content": "Weather in Zürich?"},
+    {"role": "assistant", "content": "", "reasoning_content": "I should call the tool.",
+     "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}]},
+    {"role": "tool", "content": "{\"temp\": 21}"},
+]
+API_CASES = [
+    ("SmolLM2-Instruct.jinja", "file", CORPUS["user"], None, {}),
+    ("SmolLM2-Instruct.jinja", "list", CORPUS["multi_turn"], None, {}),
+    ("Qwen3.jinja", "config", TOOL_MESSAGES, TOOLS, {}),
+    ("Qwen3.jinja", "config", CORPUS["multi_turn"], None, {"enable_thinking": False}),
+    ("deepseek-ai-DeepSeek-V3.1.jinja", "file", CORPUS["user"], None, {"thinking": True}),
+]
+
+
+def api_cases(texts, qwen3_tokenizer):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_str(lzma.open(qwen3_tokenizer, "rt", encoding="utf-8").read())
+    out = []
+    for name, how, messages, tools, kwargs in API_CASES:
+        bos, eos, _ = TEMPLATES[name]
+        extra = dict(kwargs)
+        # longflow passes enable_thinking (true unless --no-think) and the tokenizer's own bos/eos
+        extra.setdefault("enable_thinking", True)
+        extra["eos_token"] = "<|im_end|>"
+        outs, _ = ctu.render_jinja_template(conversations=[messages], tools=tools, chat_template=texts[name],
+                                            add_generation_prompt=True, **extra)
+        text = outs[0]
+        out.append({"template": name, "ship": how, "messages": messages, "tools": tools, "kwargs": kwargs,
+                    "text": text, "ids": tok.encode(text, add_special_tokens=False).ids})
+    return out
+
+
 class FixedClock(dt.datetime):
     @classmethod
     def now(cls, tz=None):
@@ -216,7 +261,8 @@ def main():
             snip["error"] = str(e)[:60]
         snippets.append(snip)
     with open(os.path.join(OUT, "jinja_goldens.json"), "w", encoding="utf-8") as f:
-        json.dump({"now": NOW.strftime("%Y-%m-%d %H:%M:%S"), "cases": cases, "snippets": snippets}, f,
+        api = api_cases(texts, os.path.join(OUT, "..", "tokenizers", "qwen3", "tokenizer.json.xz"))
+        json.dump({"now": NOW.strftime("%Y-%m-%d %H:%M:%S"), "cases": cases, "snippets": snippets, "api": api}, f,
                   ensure_ascii=False, indent=1)
     errors = sum("error" in c for c in cases)
     print(f"{len(cases)} cases ({errors} raise) -> {OUT}/jinja_goldens.json")

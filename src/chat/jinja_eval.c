@@ -224,8 +224,32 @@ static size_t *cp_offsets(jctx *c, const jstr *s, size_t *n) {
     return o;
 }
 
+/* loop.index and friends, computed when read */
+static jv loop_attr(jctx *c, int line, const jloop *lp, const char *name) {
+    size_t n = lp->items->n, i = lp->i;
+    static const char *const names[] = {"index", "index0", "revindex", "revindex0", "first", "last",
+                                        "length", "depth", "depth0", "previtem", "nextitem", NULL};
+    int k = 0;
+    while (names[k] && strcmp(names[k], name)) k++;
+    switch (k) {
+    case 0: return jv_int((int64_t)i + 1);
+    case 1: return jv_int((int64_t)i);
+    case 2: return jv_int((int64_t)(n - i));
+    case 3: return jv_int((int64_t)(n - i - 1));
+    case 4: return jv_bool(i == 0);
+    case 5: return jv_bool(i + 1 == n);
+    case 6: return jv_int((int64_t)n);
+    case 7: return jv_int(1);
+    case 8: return jv_int(0);
+    case 9: return i ? lp->items->v[i - 1] : jv_undef("previtem");
+    case 10: return i + 1 < n ? lp->items->v[i + 1] : jv_undef("nextitem");
+    default: ja_fail(c->a, line, "unsupported feature: loop.%s", name);
+    }
+}
+
 static jv get_attr(jctx *c, int line, jv obj, const char *name) {
     jv out;
+    if (name[0] == '_') ja_fail(c->a, line, "access to attribute '%s' is not allowed", name);
     if (obj.kind == JV_UNDEF) {
         char *w = ja_alloc(c->a, strlen(name) + 16);
         strcpy(w, "attribute '");
@@ -233,7 +257,7 @@ static jv get_attr(jctx *c, int line, jv obj, const char *name) {
         strcat(w, "'");
         undefined_read(c, line, obj, w);
     }
-    if (name[0] == '_') ja_fail(c->a, line, "access to attribute '%s' is not allowed", name);
+    if (obj.kind == JV_LOOP) return loop_attr(c, line, obj.u.lp, name);
     if (jhas_method(obj, name)) {
         jmethod *m = ja_alloc(c->a, sizeof *m);
         m->self = obj;
@@ -495,7 +519,7 @@ jv jeval(jctx *c, jframe *f, const jnode *n) {
 /* ---- statements ------------------------------------------------------------------------------ */
 static void output(jctx *c, int line, jv v) {
     if (v.kind == JV_UNDEF) return;
-    if (v.kind == JV_MACRO || v.kind == JV_METHOD || v.kind == JV_FUNC)
+    if (v.kind == JV_MACRO || v.kind == JV_METHOD || v.kind == JV_FUNC || v.kind == JV_LOOP)
         ja_fail(c->a, line, "cannot print a %s", jv_type_name(v));
     jb_put_str(c->a, c->out, jv_to_str(c->a, line, v));
 }
@@ -511,24 +535,6 @@ static void bind_targets(jctx *c, jframe *f, const jnode *n, jv item) {
     for (int i = 0; i < n->n_targets; i++) jframe_set(c, f, n->targets[i], l->v[i]);
 }
 
-static jv loop_info(jctx *c, jlist *items, size_t i) {
-    jv d = jv_dict(c->a, 12);
-    size_t n = items->n;
-    struct {
-        const char *k;
-        jv v;
-    } e[] = {
-        {"index", jv_int((int64_t)i + 1)},        {"index0", jv_int((int64_t)i)},
-        {"revindex", jv_int((int64_t)(n - i))},   {"revindex0", jv_int((int64_t)(n - i - 1))},
-        {"first", jv_bool(i == 0)},               {"last", jv_bool(i + 1 == n)},
-        {"length", jv_int((int64_t)n)},           {"depth", jv_int(1)},
-        {"depth0", jv_int(0)},                    {"previtem", i ? items->v[i - 1] : jv_undef("previtem")},
-        {"nextitem", i + 1 < n ? items->v[i + 1] : jv_undef("nextitem")},
-    };
-    for (size_t k = 0; k < sizeof e / sizeof e[0]; k++) jd_set(c->a, d.u.d, jv_cstr(c->a, e[k].k), e[k].v);
-    return d;
-}
-
 static void exec_for(jctx *c, jframe *f, const jnode *n, int *ctl) {
     jlist *all = jiter(c, n->line, jeval(c, f, n->a));
     jlist *items = all;
@@ -540,11 +546,16 @@ static void exec_for(jctx *c, jframe *f, const jnode *n, int *ctl) {
             if (jv_truthy(jeval(c, t, n->c))) jl_push(c->a, items, all->v[i]);
         }
     }
+    /* one scope, emptied for each iteration: nothing set in the body outlives it */
+    jframe *it = frame_new(c, f);
+    jloop *lp = ja_alloc(c->a, sizeof *lp);
+    lp->items = items;
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iterations > MAX_ITERATIONS) ja_fail(c->a, n->line, "more than %ld loop iterations", MAX_ITERATIONS);
-        jframe *it = frame_new(c, f);
+        it->n = 0;
+        lp->i = i;
         bind_targets(c, it, n, items->v[i]);
-        jframe_set(c, it, "loop", loop_info(c, items, i));
+        jframe_set(c, it, "loop", (jv){.kind = JV_LOOP, .u.lp = lp});
         int inner = CTL_NONE;
         jexec(c, it, n->b, &inner);
         if (inner == CTL_BREAK) break;

@@ -65,7 +65,7 @@ typedef struct jtokens {
 void jlex(jarena *a, const char *src, size_t len, jtokens *out);
 
 /* ---- values ---------------------------------------------------------------- */
-typedef enum { JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_MACRO, JV_METHOD, JV_FUNC } jv_kind;
+typedef enum { JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS, JV_MACRO, JV_METHOD, JV_FUNC, JV_LOOP } jv_kind;
 
 typedef struct jstr jstr;
 typedef struct jlist jlist;
@@ -85,6 +85,7 @@ typedef struct jv {
         struct jmethod *me;
         const char *fn;  /* JV_FUNC: global function name */
         const char *un;  /* JV_UNDEF: the name that was missing, or NULL */
+        struct jloop *lp;
     } u;
 } jv;
 
@@ -110,6 +111,11 @@ struct jdict {
     size_t n, cap;
     jkv *e;
 };
+
+typedef struct jloop {
+    jlist *items;
+    size_t i;
+} jloop;
 
 typedef struct jmethod {
     jv self;

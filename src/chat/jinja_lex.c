@@ -212,7 +212,7 @@ static void lex_number(lexer *L) {
     } else {
         char *end;
         unsigned long long v = strtoull(buf, &end, 10);
-        if (k > 18 || v > INT64_MAX) ja_fail(L->a, L->line, "integer literal %s too large", buf);
+        if (k >= sizeof buf - 1 || v > INT64_MAX) ja_fail(L->a, L->line, "integer literal %s too large", buf);
         t.i = (int64_t)v;
     }
     emit(L, t);

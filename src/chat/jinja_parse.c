@@ -671,7 +671,11 @@ static jnode *body(parser *P, const char *const *ends) {
     for (;;) {
         const jtok *t = peek(P);
         if (t->kind == TK_EOF) {
-            if (ends) ja_fail(P->a, t->line, "missing {%% %s %%} at end of template", ends[0][0] == 'e' ? ends[0] : ends[1] ? ends[1] : ends[0]);
+            if (ends) {
+                int last = 0;
+                while (ends[last + 1]) last++;
+                ja_fail(P->a, t->line, "missing {%% %s %%} at end of template", ends[last]);
+            }
             break;
         }
         if (t->kind == TK_DATA) {

@@ -237,7 +237,7 @@ bool jv_any_taint(jv v) {
 /* ---- Python semantics ---------------------------------------------------------- */
 const char *jv_type_name(jv v) {
     static const char *const names[] = {"undefined", "NoneType", "bool",      "int",    "float",  "str",
-                                        "list",      "dict",     "namespace", "macro", "method", "function"};
+                                        "list",      "dict",     "namespace", "macro", "method", "function", "loop"};
     return names[v.kind];
 }
 
