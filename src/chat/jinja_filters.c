@@ -86,18 +86,20 @@ static bool in_chars(int32_t cp, const jstr *chars) {
     return false;
 }
 
-/* start of the code point that ends at byte j */
-static size_t cp_back(const char *s, size_t j) {
-    size_t p = j - 1;
-    while (p > 0 && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
-    return p;
+/* start of the code point that ends at byte j (not before byte lo); a
+ * malformed sequence counts byte by byte */
+static size_t cp_back(const char *s, size_t n, size_t lo, size_t j) {
+    size_t p = j - 1, k;
+    while (p > lo && j - p < 4 && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
+    cp_at(s, n, p, &k);
+    return p + k == j ? p : j - 1;
 }
 
 static jstr *strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right) {
     size_t i = 0, j = s->n, k;
     while (left && i < j && in_chars(cp_at(s->p, s->n, i, &k), chars)) i += k;
     while (right && j > i) {
-        size_t p = cp_back(s->p, j);
+        size_t p = cp_back(s->p, s->n, i, j);
         if (!in_chars(cp_at(s->p, s->n, p, &k), chars)) break;
         j = p;
     }

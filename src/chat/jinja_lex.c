@@ -178,21 +178,28 @@ static void lex_string(lexer *L) {
     L->pos = i + 1;
 }
 
+/* append to a number's text, counting what does not fit */
+static void num_put(char *buf, size_t cap, size_t *k, char ch) {
+    if (*k < cap - 1) buf[*k] = ch;
+    (*k)++;
+}
+#define NUM_PUT(ch) num_put(buf, sizeof buf, &k, (ch))
+
 static void lex_number(lexer *L) {
     size_t i = L->pos;
     bool is_float = false;
     char buf[64];
     size_t k = 0;
     while (i < L->n && (isdigit((unsigned char)L->s[i]) || L->s[i] == '_')) {
-        if (L->s[i] != '_' && k < sizeof buf - 1) buf[k++] = L->s[i];
+        if (L->s[i] != '_') NUM_PUT(L->s[i]);
         i++;
     }
     if (i + 1 < L->n && L->s[i] == '.' && isdigit((unsigned char)L->s[i + 1])) {
         is_float = true;
-        buf[k++] = '.';
+        NUM_PUT('.');
         i++;
         while (i < L->n && (isdigit((unsigned char)L->s[i]) || L->s[i] == '_')) {
-            if (L->s[i] != '_' && k < sizeof buf - 1) buf[k++] = L->s[i];
+            if (L->s[i] != '_') NUM_PUT(L->s[i]);
             i++;
         }
     }
@@ -201,18 +208,20 @@ static void lex_number(lexer *L) {
         if (j < L->n && (L->s[j] == '+' || L->s[j] == '-')) j++;
         if (j < L->n && isdigit((unsigned char)L->s[j])) {
             is_float = true;
-            while (i < j && k < sizeof buf - 1) buf[k++] = L->s[i++];
-            while (i < L->n && isdigit((unsigned char)L->s[i]) && k < sizeof buf - 1) buf[k++] = L->s[i++];
+            while (i < j) NUM_PUT(L->s[i++]);
+            while (i < L->n && isdigit((unsigned char)L->s[i])) NUM_PUT(L->s[i++]);
         }
     }
+    if (k >= sizeof buf) ja_fail(L->a, L->line, "number literal longer than %zu characters", sizeof buf - 1);
     buf[k] = 0;
+#undef NUM_PUT
     jtok t = {.kind = is_float ? TK_FLOAT : TK_INT, .line = L->line};
     if (is_float) {
         t.f = strtod(buf, NULL);
     } else {
         char *end;
         unsigned long long v = strtoull(buf, &end, 10);
-        if (k >= sizeof buf - 1 || v > INT64_MAX) ja_fail(L->a, L->line, "integer literal %s too large", buf);
+        if (v > INT64_MAX) ja_fail(L->a, L->line, "integer literal %s too large", buf);
         t.i = (int64_t)v;
     }
     emit(L, t);

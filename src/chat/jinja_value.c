@@ -72,6 +72,7 @@ void ja_free(jarena *a) {
 
 /* ---- string builder --------------------------------------------------------- */
 static void jb_grow(jarena *a, jbuf *b, size_t add) {
+    if (add > a->limit) ja_fail(a, 0, "string longer than %zu MiB", a->limit >> 20);
     if (b->limit && b->n + add > b->limit) ja_fail(a, 0, "output longer than %zu bytes", b->limit);
     if (b->n + add + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 64;
