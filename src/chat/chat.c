@@ -152,51 +152,8 @@ static int markup(rend *r, const char *s) { return markup_n(r, s, strlen(s)); }
 static int content_n(rend *r, const char *s, size_t n) { return put(r, s, n); }
 static int content(rend *r, const char *s) { return put(r, s, strlen(s)); }
 
-/* Python's str.isspace (what str.strip() and Jinja's trim remove). */
-static bool py_space(unsigned cp) {
-    return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-           cp == 0x3000;
-}
-
-static unsigned cp_at(const char *s, size_t n, size_t i, size_t *len) {
-    const unsigned char *u = (const unsigned char *)s + i;
-    size_t left = n - i;
-    if (u[0] < 0x80 || left < 2) {
-        *len = 1;
-        return u[0];
-    }
-    if (u[0] < 0xE0) {
-        *len = 2;
-        return ((unsigned)(u[0] & 0x1F) << 6) | (u[1] & 0x3F);
-    }
-    if (u[0] < 0xF0 || left < 4) {
-        if (left < 3) {
-            *len = 1;
-            return u[0];
-        }
-        *len = 3;
-        return ((unsigned)(u[0] & 0x0F) << 12) | ((unsigned)(u[1] & 0x3F) << 6) | (u[2] & 0x3F);
-    }
-    *len = 4;
-    return ((unsigned)(u[0] & 0x07) << 18) | ((unsigned)(u[1] & 0x3F) << 12) | ((unsigned)(u[2] & 0x3F) << 6) |
-           (u[3] & 0x3F);
-}
-
 /* str.strip(): [*a, *b) of s without surrounding whitespace */
-static void py_strip(const char *s, size_t *a, size_t *b) {
-    size_t n = *b, i = *a, k;
-    while (i < n && py_space(cp_at(s, n, i, &k))) i += k;
-    size_t j = n;
-    while (j > i) {
-        size_t p = j - 1;
-        while (p > i && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
-        if (!py_space(cp_at(s, j, p, &k))) break;
-        j = p;
-    }
-    *a = i;
-    *b = j;
-}
+static void py_strip(const char *s, size_t *a, size_t *b) { lf_jinja_strip_bounds(s, a, b, true, true); }
 
 static void strip_nl(const char *s, size_t *a, size_t *b, bool left, bool right) {
     if (left)

@@ -53,4 +53,8 @@ typedef struct lf_jinja_range {
 int lf_jinja_render(const lf_jinja *t, const lf_jinja_var *vars, int n_vars, int64_t now, char **text,
                     size_t *len, lf_jinja_range **markup, size_t *n_markup, lf_error *err);
 
+/* Python's str.strip() / lstrip() / rstrip() (Jinja's trim): narrow [*a, *b)
+ * of s past the whitespace (str.isspace) at its ends. */
+void lf_jinja_strip_bounds(const char *s, size_t *a, size_t *b, int left, int right);
+
 #endif

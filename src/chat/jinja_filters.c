@@ -95,14 +95,25 @@ static size_t cp_back(const char *s, size_t n, size_t lo, size_t j) {
     return p + k == j ? p : j - 1;
 }
 
-static jstr *strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right) {
-    size_t i = 0, j = s->n, k;
-    while (left && i < j && in_chars(cp_at(s->p, s->n, i, &k), chars)) i += k;
+static void strip_bounds(const char *s, size_t n, const jstr *chars, bool left, bool right, size_t *a, size_t *b) {
+    size_t i = *a, j = *b, k;
+    while (left && i < j && in_chars(cp_at(s, n, i, &k), chars)) i += k;
     while (right && j > i) {
-        size_t p = cp_back(s->p, s->n, i, j);
-        if (!in_chars(cp_at(s->p, s->n, p, &k), chars)) break;
+        size_t p = cp_back(s, n, i, j);
+        if (!in_chars(cp_at(s, n, p, &k), chars)) break;
         j = p;
     }
+    *a = i;
+    *b = j;
+}
+
+void lf_jinja_strip_bounds(const char *s, size_t *a, size_t *b, int left, int right) {
+    strip_bounds(s, *b, NULL, left, right, a, b);
+}
+
+static jstr *strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right) {
+    size_t i = 0, j = s->n;
+    strip_bounds(s->p, s->n, chars, left, right, &i, &j);
     return js_slice(c->a, s, i, j);
 }
 
