@@ -445,10 +445,10 @@ static void test_render_json(void **state) {
         const cJSON *tools = cJSON_GetObjectItem(c, "tools");
         char *tools_s = cJSON_IsArray(tools) ? cJSON_PrintUnformatted(tools) : NULL;
         char *kw = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "kwargs"));
-        lf_chat_options opt = {.add_generation_prompt = true, .enable_thinking = true, .template_kwargs = kw,
-                               .tools = tools_s};
+        lf_chat_options opt = {.add_generation_prompt = true, .enable_thinking = true};
+        lf_chat_template_args args = {.kwargs = kw, .tools = tools_s};
         lf_chat_prompt p;
-        if (lf_chat_render_json(f, t, msgs, "request", &opt, &p, &err)) fail_msg("%s: %s", name, err.msg);
+        if (lf_chat_render_json(f, t, msgs, "request", &opt, &args, &p, &err)) fail_msg("%s: %s", name, err.msg);
         assert_string_equal(p.text, cJSON_GetObjectItem(c, "text")->valuestring);
         const cJSON *wi = cJSON_GetObjectItem(c, "ids");
         assert_int_equal(p.n_ids, cJSON_GetArraySize(wi));
@@ -493,22 +493,22 @@ static void test_template_errors(void **state) {
     assert_int_equal(lf_tokenizer_load(d, &t, &err), 0);
     assert_int_equal(lf_chat_select(t, NULL, &f, &err), 0);
     lf_chat_prompt p;
-    assert_int_equal(lf_chat_render_json(f, t, "[{\"role\": \"user\", \"content\": \"x\"}]", "r", NULL, &p, &err), -1);
+    const char *one = "[{\"role\": \"user\", \"content\": \"x\"}]";
+    assert_int_equal(lf_chat_render_json(f, t, one, "r", NULL, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "roles must alternate"));
     assert_null(p.text);
-    lf_chat_options opt = {.add_generation_prompt = true, .template_kwargs = "[1]"};
-    assert_int_equal(lf_chat_render_json(f, t, "[{\"role\": \"user\", \"content\": \"x\"}]", "r", &opt, &p, &err), -1);
+    lf_chat_template_args args = {.kwargs = "[1]"};
+    assert_int_equal(lf_chat_render_json(f, t, one, "r", NULL, &args, &p, &err), -1);
     assert_non_null(strstr(err.msg, "chat_template_kwargs"));
-    opt.template_kwargs = "{\"messages\": []}";
-    assert_int_equal(lf_chat_render_json(f, t, "[{\"role\": \"user\", \"content\": \"x\"}]", "r", &opt, &p, &err), -1);
+    args.kwargs = "{\"messages\": []}";
+    assert_int_equal(lf_chat_render_json(f, t, one, "r", NULL, &args, &p, &err), -1);
     assert_non_null(strstr(err.msg, "'messages'"));
-    opt.template_kwargs = NULL;
-    opt.tools = "{}";
-    assert_int_equal(lf_chat_render_json(f, t, "[{\"role\": \"user\", \"content\": \"x\"}]", "r", &opt, &p, &err), -1);
+    args = (lf_chat_template_args){.tools = "{}"};
+    assert_int_equal(lf_chat_render_json(f, t, one, "r", NULL, &args, &p, &err), -1);
     assert_non_null(strstr(err.msg, "tools"));
-    assert_int_equal(lf_chat_render_json(f, t, "[{\"content\": \"x\"}]", "r", NULL, &p, &err), -1);
+    assert_int_equal(lf_chat_render_json(f, t, "[{\"content\": \"x\"}]", "r", NULL, NULL, &p, &err), -1);
     assert_non_null(strstr(err.msg, "role"));
-    assert_int_equal(lf_chat_render_json(f, t, "[]", "r", NULL, &p, &err), -1);
+    assert_int_equal(lf_chat_render_json(f, t, "[]", "r", NULL, NULL, &p, &err), -1);
     lf_tokenizer_free(t);
     remove_dir(d);
 }

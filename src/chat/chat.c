@@ -424,19 +424,21 @@ static cJSON *parse_json_opt(const char *text, const char *what, int want_array,
     return j;
 }
 
-static int render_template(const lf_tokenizer *t, const cJSON *messages, const lf_chat_options *opt, rend *r,
-                           lf_error *err) {
+static int render_template(const lf_tokenizer *t, const cJSON *messages, const lf_chat_options *opt,
+                           const lf_chat_template_args *args, rend *r, lf_error *err) {
+    static const lf_chat_template_args none = {0};
+    if (!args) args = &none;
     lf_jinja *j = NULL;
     if (parse_model_template(t, &j, err)) return -1;
     cJSON *scratch = cJSON_CreateObject();
-    cJSON *kwargs = parse_json_opt(opt->template_kwargs, "chat_template_kwargs", 0, err);
-    cJSON *tools = kwargs == (cJSON *)-1 ? NULL : parse_json_opt(opt->tools, "tools", 1, err);
+    cJSON *kwargs = parse_json_opt(args->kwargs, "chat_template_kwargs", 0, err);
+    cJSON *tools = kwargs == (cJSON *)-1 ? NULL : parse_json_opt(args->tools, "tools", 1, err);
     lf_jinja_var v[72];
     int n = 0, rc = -1;
     if (!scratch) OOM();
     else if (kwargs != (cJSON *)-1 && tools != (cJSON *)-1 &&
              !template_vars(t, messages, opt, scratch, kwargs, tools, v, &n, 72, err))
-        rc = lf_jinja_render(j, v, n, opt->now, &r->p, &r->n, &r->mk, &r->nmk, err);
+        rc = lf_jinja_render(j, v, n, args->now, &r->p, &r->n, &r->mk, &r->nmk, err);
     if (kwargs != (cJSON *)-1) cJSON_Delete(kwargs);
     if (tools != (cJSON *)-1) cJSON_Delete(tools);
     cJSON_Delete(scratch);
@@ -544,7 +546,7 @@ int lf_chat_render_messages(lf_chat_family f, const lf_tokenizer *t, const lf_ch
     if (f == LF_CHAT_TEMPLATE) {
         if (check_roles(msgs, n, err)) return -1;
         cJSON *m = messages_json(msgs, n);
-        rc = m ? render_template(t, m, opt, &r, err) : OOM();
+        rc = m ? render_template(t, m, opt, NULL, &r, err) : OOM();
         cJSON_Delete(m);
     } else {
         rc = render_builtin(f, t, msgs, n, opt, &r, err);
@@ -553,7 +555,8 @@ int lf_chat_render_messages(lf_chat_family f, const lf_tokenizer *t, const lf_ch
 }
 
 int lf_chat_render_json(lf_chat_family f, const lf_tokenizer *t, const char *messages_json_text, const char *what,
-                        const lf_chat_options *opt, lf_chat_prompt *out, lf_error *err) {
+                        const lf_chat_options *opt, const lf_chat_template_args *args, lf_chat_prompt *out,
+                        lf_error *err) {
     *out = (lf_chat_prompt){0};
     if (!what) what = "messages";
     if (f != LF_CHAT_TEMPLATE) {
@@ -581,7 +584,7 @@ int lf_chat_render_json(lf_chat_family f, const lf_tokenizer *t, const char *mes
         k++;
     }
     rend r = {0};
-    int rc = render_template(t, j, opt, &r, err);
+    int rc = render_template(t, j, opt, args, &r, err);
     cJSON_Delete(j);
     return finish_prompt(t, &r, rc, out, err);
 }

@@ -34,13 +34,17 @@ typedef struct lf_chat_options {
     bool add_generation_prompt; /* open the assistant turn (default true) */
     bool enable_thinking;       /* default true; false = --no-think. The model's template gets it as the
                                    variable enable_thinking (both values) */
-    /* The model's template only (NULL/0 for the defaults): */
-    const char *template_kwargs; /* JSON object of extra variables (chat_template_kwargs); they override
-                                    enable_thinking, bos_token and eos_token */
-    const char *tools;           /* JSON array for `tools`; NULL leaves it undefined (as llama.cpp does:
-                                    transformers' tools=None breaks Phi-4-mini's template) */
-    int64_t now;                 /* strftime_now's clock, seconds since the epoch (local time); 0 = now */
 } lf_chat_options;
+
+/* What else the model's template may be given (lf_chat_render_json); NULL
+ * or zeroed fields for the defaults. */
+typedef struct lf_chat_template_args {
+    const char *kwargs; /* JSON object of extra variables (chat_template_kwargs); they override
+                           enable_thinking, bos_token and eos_token */
+    const char *tools;  /* JSON array for `tools`; NULL leaves it undefined (as llama.cpp does:
+                           transformers' tools=None breaks Phi-4-mini's template) */
+    int64_t now;        /* strftime_now's clock, seconds since the epoch (local time); 0 = now */
+} lf_chat_template_args;
 
 /* Pick the template: override name if given ("qwen3", "qwq", "chatml",
  * "deepseek-r1", "llama3", "llama2", or "model" for the model's own), else
@@ -78,9 +82,10 @@ int lf_chat_render_messages(lf_chat_family f, const lf_tokenizer *t, const lf_ch
 /* For a server: messages as an OpenAI-style JSON array. The model's template
  * sees every field of every message (tool_calls, reasoning_content, content
  * parts, any role); the built-in families take what lf_chat_messages_parse
- * accepts. `what` names the messages in errors. */
+ * accepts (and ignore args). `what` names the messages in errors. */
 int lf_chat_render_json(lf_chat_family f, const lf_tokenizer *t, const char *messages_json, const char *what,
-                        const lf_chat_options *opt, lf_chat_prompt *out, lf_error *err);
+                        const lf_chat_options *opt, const lf_chat_template_args *args, lf_chat_prompt *out,
+                        lf_error *err);
 
 /* Parse an OpenAI-style JSON array of {"role","content"}. */
 int lf_chat_messages_parse(const char *json, const char *what, lf_chat_message **msgs, int *n,
