@@ -495,6 +495,21 @@ jv jmethod_call(jctx *c, int line, const jmethod *m, jv *v, const char **kw, int
     return dict_method(&a, m->self.u.d, m->name);
 }
 
+/* ---- names the parser accepts ----------------------------------------------------------------- */
+static const char *const FILTERS[] = {"trim", "upper", "lower", "capitalize", "title", "replace", "string",
+                                      "safe", "indent", "wordcount", "tojson", "default", "d", "length", "count",
+                                      "join", "first", "last", "selectattr", "rejectattr", "select", "reject",
+                                      "map", "items", "list", "int", "float", "abs", "unique", "reverse",
+                                      "dictsort", NULL};
+static const char *const TESTS[] = {"eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt",
+                                    "greaterthan", ">", "ge", ">=", "sameas", "in", "defined", "undefined", "none",
+                                    "boolean", "true", "false", "integer", "float", "number", "string", "mapping",
+                                    "iterable", "sequence", "callable", "escaped", "lower", "upper", "odd", "even",
+                                    "divisibleby", NULL};
+
+bool jfilter_known(const char *name) { return in_list(FILTERS, name); }
+bool jtest_known(const char *name) { return in_list(TESTS, name); }
+
 /* ---- tests --------------------------------------------------------------------------------- */
 static bool is_numeric(jv v) { return v.kind == JV_INT || v.kind == JV_FLOAT || v.kind == JV_BOOL; }
 

@@ -237,6 +237,9 @@ jv jmethod_call(jctx *c, int line, const jmethod *m, jv *args, const char **kw, 
 bool jhas_method(jv self, const char *name);
 jv jglobal_call(jctx *c, int line, const char *fn, jv *args, const char **kw, int n);
 bool jglobal_exists(const char *name);
+/* the filters and tests there are (the parser refuses others) */
+bool jfilter_known(const char *name);
+bool jtest_known(const char *name);
 /* list a value iterates over (lists, dict keys, string characters) */
 jlist *jiter(jctx *c, int line, jv v);
 

@@ -305,6 +305,7 @@ static jnode *filter_or_test(parser *P, jnode *n) {
             int line = next(P)->line;
             jnode *f = node(P, N_FILTER, line);
             f->name = expect_name(P);
+            if (!jfilter_known(f->name)) ja_fail(P->a, line, "unsupported feature: filter '%s'", f->name);
             f->a = n;
             if (is_op(P, "(")) call_args(P, f);
             n = f;
@@ -316,6 +317,7 @@ static jnode *filter_or_test(parser *P, jnode *n) {
                 t->neg = true;
             }
             t->name = expect_name(P);
+            if (!jtest_known(t->name)) ja_fail(P->a, line, "unsupported feature: test '%s'", t->name);
             t->a = n;
             if (is_op(P, "(")) {
                 call_args(P, t);
@@ -626,6 +628,7 @@ static jnode *stmt_simple_block(parser *P, int line, jnode_kind kind, const char
     if (kind == N_FILTERBLOCK) {
         jnode *f = node(P, N_FILTER, line);
         f->name = expect_name(P);
+        if (!jfilter_known(f->name)) ja_fail(P->a, line, "unsupported feature: filter '%s'", f->name);
         if (is_op(P, "(")) call_args(P, f);
         n->a = f;
     }

@@ -91,8 +91,9 @@ static void tokenize_usage(FILE *f) {
             "  --chat                 apply the chat template; the text is the user message\n"
             "  --system S             system message (with --chat)\n"
             "  --messages FILE        OpenAI-style JSON array of {\"role\", \"content\"} (implies --chat)\n"
-            "  --no-think             Qwen3: chat template with thinking disabled\n"
-            "  --chat-template NAME   qwen3, qwq, chatml, deepseek-r1, llama3 or llama2 (default: detected)\n");
+            "  --no-think             the chat template with thinking disabled (enable_thinking=false)\n"
+            "  --chat-template NAME   model, qwen3, qwq, chatml, deepseek-r1, llama3 or llama2 (default: the\n"
+            "                         model's own template, else one matching its chat tokens)\n");
 }
 
 int lf_cmd_tokenize(int argc, char **argv) {

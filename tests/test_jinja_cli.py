@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""`longflow tokenize --chat` renders the model's own chat template: a Qwen3
+tokenizer directory shipping SmolLM2's template as chat_template.jinja gets
+SmolLM2's default system message, text and ids as transformers and
+`tokenizers` give them (tests/data/chat/jinja_goldens.json, made by
+tools/gen_chat_jinja_goldens.py); `--chat-template chatml` still selects the
+built-in ChatML; an unsupported template is a one-line error naming the
+feature and its line.
+
+Environment: LF_BIN (the longflow binary), LF_TEST_DATA (tests/data)."""
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+BIN = os.environ.get("LF_BIN", "")
+DATA = os.environ.get("LF_TEST_DATA", "tests/data")
+
+
+def run(*args):
+    p = subprocess.run([BIN, *args], capture_output=True, timeout=120)
+    return p.returncode, p.stdout.decode("utf-8"), p.stderr.decode("utf-8", "replace")
+
+
+class JinjaCli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not BIN or not os.access(BIN, os.X_OK):
+            raise RuntimeError(f"LF_BIN={BIN!r} is not an executable longflow binary")
+        cls.tmp = tempfile.mkdtemp(prefix="lf_jinjacli_")
+        with lzma.open(os.path.join(DATA, "tokenizers", "qwen3", "tokenizer.json.xz"), "rb") as f, \
+                open(os.path.join(cls.tmp, "tokenizer.json"), "wb") as g:
+            shutil.copyfileobj(f, g)
+        with open(os.path.join(DATA, "tokenizers", "qwen3", "tokenizer_config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        del cfg["chat_template"]
+        with open(os.path.join(cls.tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(cfg, f)
+        with open(os.path.join(DATA, "chat", "jinja_goldens.json"), encoding="utf-8") as f:
+            cls.golden = next(c for c in json.load(f)["api"]
+                              if c["template"] == "SmolLM2-Instruct.jinja" and c["ship"] == "file")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def template(self, text):
+        with open(os.path.join(self.tmp, "chat_template.jinja"), "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def test_model_template(self):
+        shutil.copy(os.path.join(DATA, "chat", "templates", "SmolLM2-Instruct.jinja"),
+                    os.path.join(self.tmp, "chat_template.jinja"))
+        prompt = self.golden["messages"][0]["content"]
+        rc, out, err = run("tokenize", "--model", self.tmp, "--chat", "--prompt", prompt, "--json")
+        self.assertEqual(rc, 0, err)
+        got = json.loads(out)
+        self.assertEqual(got["text"], self.golden["text"])
+        self.assertIn("named SmolLM", got["text"])
+        self.assertEqual(got["ids"], self.golden["ids"])
+        # the built-in ChatML has no default system message
+        rc, out, err = run("tokenize", "--model", self.tmp, "--chat", "--prompt", prompt, "--json",
+                           "--chat-template", "chatml")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["text"],
+                         "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n")
+
+    def test_unsupported_template(self):
+        self.template("{% for m in messages %}\n{{ m.content|wordwrap(10) }}{% endfor %}")
+        rc, out, err = run("tokenize", "--model", self.tmp, "--chat", "--prompt", "hi")
+        self.assertEqual(rc, 1)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("line 2: unsupported feature: filter 'wordwrap'", err)
+        self.assertIn("--chat-template", err)
+        self.template("{{ messages[0].content.zfill(3) }}")
+        rc, out, err = run("tokenize", "--model", self.tmp, "--chat", "--prompt", "hi")
+        self.assertEqual(rc, 1)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("line 1: 'zfill' is undefined", err)
+        self.template("{{ raise_exception('Conversation roles must alternate') }}")
+        rc, out, err = run("tokenize", "--model", self.tmp, "--chat", "--prompt", "hi")
+        self.assertEqual(rc, 1)
+        self.assertIn("Conversation roles must alternate", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
