@@ -146,6 +146,11 @@ SNIPPETS = [
     ("{{ x is true }}{{ x is false }}{{ 1 is true }}", {"x": True}),
     ("{% if x is not defined %}{% set x = 'dflt' %}{% endif %}{{ x }}", {}),
     ("{%- for m in ms -%}\n  {{- m -}}\n{%- endfor %}\n\n  end", {"ms": [1, 2]}),
+    ("{{ x|trim }}|{{ x|upper }}|{{ x|items|list }}|{{ x|reverse|list }}|{{ x|string }}|{{ x|replace('a', 'b') }}"
+     "|{{ x|unique|list }}|{{ x|first is defined }}|{{ x|wordcount }}|{{ x|capitalize }}|{{ x|length }}|{{ x|join }}"
+     "|{{ x|list }}|{{ x|selectattr('a')|list }}|{{ x|map(attribute='a')|list }}|{{ x|select|list }}", {}),
+    ("{{ x|int }}", {}),
+    ("{{ x|tojson }}", {}),
     ("{{ 'ab' in ['ab', 'c'] }}{{ 'x' in 'xyz' }}{{ 'tool_calls' in d }}{{ d.tool_calls is defined }}", {"d": {"role": "u"}}),
 ]
 

@@ -780,10 +780,9 @@ jv jfilter(jctx *c, int line, const char *name, jv v, jv *argv_, const char **kw
     args a = {c, line, what, argv_, kw, n};
     bool handled;
     jctx_step(c, line);
-    if (v.kind == JV_UNDEF && strcmp(name, "default") && strcmp(name, "d") && strcmp(name, "length") &&
-        strcmp(name, "count") && strcmp(name, "list") && strcmp(name, "string") && strcmp(name, "join") &&
-        strcmp(name, "select") && strcmp(name, "reject") && strcmp(name, "selectattr") && strcmp(name, "rejectattr") &&
-        strcmp(name, "map") && strcmp(name, "first") && strcmp(name, "last"))
+    /* as in Jinja2, most filters take an undefined value as empty; these do not */
+    static const char *const strict[] = {"int", "float", "indent", "abs", "dictsort", "tojson", NULL};
+    if (v.kind == JV_UNDEF && in_list(strict, name))
         ja_fail(c->a, line, "'%s' is undefined (filter '%s')", v.u.un ? v.u.un : "value", name);
     jv r = string_filters(c, &a, name, v, &handled);
     if (handled) return r;
@@ -802,6 +801,7 @@ jv jfilter(jctx *c, int line, const char *name, jv v, jv *argv_, const char **kw
     if (!strcmp(name, "select") || !strcmp(name, "reject")) return select_items(c, &a, v, false, name[0] == 's');
     if (!strcmp(name, "map")) return map_items(c, &a, v, f);
     if (!strcmp(name, "items")) {
+        if (v.kind == JV_UNDEF) return jv_list(c->a, 1);
         if (v.kind != JV_DICT) ja_fail(c->a, line, "filter 'items' needs a mapping, not %s", jv_type_name(v));
         return items_of(c, v.u.d);
     }
