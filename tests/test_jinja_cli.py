@@ -88,5 +88,42 @@ class JinjaCli(unittest.TestCase):
         self.assertIn("Conversation roles must alternate", err)
 
 
+class ThinkOpenCli(unittest.TestCase):
+    """`generate --chat --split-think` learns from the rendered markup whether
+    the model's template opened <think>: the bundled tiny reasoner's own
+    template does not, the same template with a QwQ-style generation prompt
+    does, and then text without </think> is reasoning, not an answer."""
+
+    def run_with(self, template):
+        src = os.path.join(os.environ.get("LF_SOURCE_DIR", "."), "models", "tiny-reasoner")
+        with tempfile.TemporaryDirectory(prefix="lf_jinjathink_") as d:
+            for name in os.listdir(src):
+                if name == "tokenizer_config.json":
+                    continue
+                os.symlink(os.path.join(os.path.abspath(src), name), os.path.join(d, name))
+            with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+                cfg = json.load(f)
+            cfg["chat_template"] = template(cfg["chat_template"])
+            with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(cfg, f)
+            rc, out, err = run("generate", "--model", d, "--chat", "--prompt", "What is 12+30?", "--max-tokens", "3",
+                               "--json", "--split-think")
+            self.assertEqual(rc, 0, err)
+            return json.loads(out)
+
+    def test_think_open(self):
+        plain = self.run_with(lambda t: t)
+        self.assertTrue(plain["prompt_text"].endswith("<|im_start|>assistant\n"))
+        opened = self.run_with(lambda t: t.replace("'<|im_start|>assistant\\n' }}{%- if enable",
+                                                   "'<|im_start|>assistant\\n<think>\\n' }}{%- if enable"))
+        self.assertTrue(opened["prompt_text"].endswith("<|im_start|>assistant\n<think>\n"), opened["prompt_text"])
+        for r in (plain, opened):
+            self.assertNotIn("</think>", r["text"])  # 3 tokens: no closing tag, so the prompt decides
+        self.assertEqual(opened["answer"], "")
+        self.assertEqual(opened["reasoning"], opened["text"].strip("\n"))
+        if not plain["text"].lstrip().startswith("<think>"):
+            self.assertEqual(plain["answer"], plain["text"].strip("\n"))
+
+
 if __name__ == "__main__":
     unittest.main()
