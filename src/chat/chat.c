@@ -413,15 +413,17 @@ static int template_vars(const lf_tokenizer *t, const cJSON *messages, const lf_
     return 0;
 }
 
-static cJSON *parse_json_opt(const char *text, const char *what, int want_array, lf_error *err) {
-    if (!text) return NULL;
+/* text (may be NULL: *out NULL) as a JSON array or object */
+static int parse_json_opt(const char *text, const char *what, bool want_array, cJSON **out, lf_error *err) {
+    *out = NULL;
+    if (!text) return 0;
     cJSON *j = cJSON_Parse(text);
     if (!j || (want_array ? !cJSON_IsArray(j) : !cJSON_IsObject(j))) {
         cJSON_Delete(j);
-        lf_fail(err, "%s: expected a JSON %s", what, want_array ? "array" : "object");
-        return (cJSON *)-1;
+        return lf_fail(err, "%s: expected a JSON %s", what, want_array ? "array" : "object");
     }
-    return j;
+    *out = j;
+    return 0;
 }
 
 static int render_template(const lf_tokenizer *t, const cJSON *messages, const lf_chat_options *opt,
@@ -429,18 +431,19 @@ static int render_template(const lf_tokenizer *t, const cJSON *messages, const l
     static const lf_chat_template_args none = {0};
     if (!args) args = &none;
     lf_jinja *j = NULL;
-    if (parse_model_template(t, &j, err)) return -1;
-    cJSON *scratch = cJSON_CreateObject();
-    cJSON *kwargs = parse_json_opt(args->kwargs, "chat_template_kwargs", 0, err);
-    cJSON *tools = kwargs == (cJSON *)-1 ? NULL : parse_json_opt(args->tools, "tools", 1, err);
+    cJSON *kwargs = NULL, *tools = NULL, *scratch = NULL;
     lf_jinja_var v[72];
     int n = 0, rc = -1;
-    if (!scratch) OOM();
-    else if (kwargs != (cJSON *)-1 && tools != (cJSON *)-1 &&
-             !template_vars(t, messages, opt, scratch, kwargs, tools, v, &n, 72, err))
-        rc = lf_jinja_render(j, v, n, args->now, &r->p, &r->n, &r->mk, &r->nmk, err);
-    if (kwargs != (cJSON *)-1) cJSON_Delete(kwargs);
-    if (tools != (cJSON *)-1) cJSON_Delete(tools);
+    if (!parse_model_template(t, &j, err) && !parse_json_opt(args->kwargs, "chat_template_kwargs", false, &kwargs, err) &&
+        !parse_json_opt(args->tools, "tools", true, &tools, err)) {
+        scratch = cJSON_CreateObject();
+        if (!scratch)
+            OOM();
+        else if (!template_vars(t, messages, opt, scratch, kwargs, tools, v, &n, 72, err))
+            rc = lf_jinja_render(j, v, n, args->now, &r->p, &r->n, &r->mk, &r->nmk, err);
+    }
+    cJSON_Delete(kwargs);
+    cJSON_Delete(tools);
     cJSON_Delete(scratch);
     lf_jinja_free(j);
     return rc;

@@ -365,6 +365,13 @@ jv jcall_macro(jctx *c, const jmacro *m, jv *args, const char **kw, int n, int l
         c->depth--;
         return jv_strv(jb_finish(c->a, &out));
     }
+    if (c->caller_body) { /* called by {% call %}: caller() renders its body */
+        jmacro *cm = ja_alloc(c->a, sizeof *cm);
+        cm->def = c->caller_body;
+        cm->closure = c->caller_frame;
+        jframe_set(c, f, "caller", (jv){.kind = JV_MACRO, .u.m = cm});
+        c->caller_body = NULL;
+    }
     bool *bound = ja_alloc(c->a, (size_t)d->n_kids + 1);
     int pos = 0;
     for (int i = 0; i < n; i++) {
@@ -382,13 +389,6 @@ jv jcall_macro(jctx *c, const jmacro *m, jv *args, const char **kw, int n, int l
     }
     for (int j = 0; j < d->n_kids; j++)
         if (!bound[j]) jframe_set(c, f, d->kw[j], d->kids[j] ? jeval(c, f, d->kids[j]) : jv_undef(d->kw[j]));
-    if (c->caller_body) {
-        jmacro *cm = ja_alloc(c->a, sizeof *cm);
-        cm->def = c->caller_body;
-        cm->closure = c->caller_frame;
-        jframe_set(c, f, "caller", (jv){.kind = JV_MACRO, .u.m = cm});
-        c->caller_body = NULL;
-    }
     render_body(c, f, d->b, &out);
     c->depth--;
     return jv_strv(jb_finish(c->a, &out));
@@ -444,7 +444,7 @@ static jv eval_cmp(jctx *c, jframe *f, const jnode *n) {
 static jv eval_collection(jctx *c, jframe *f, const jnode *n) {
     if (n->kind == N_LIST) {
         jv l = jv_list(c->a, (size_t)n->n_kids);
-        l.u.l->tuple = n->neg;
+        l.u.l->tuple = n->is_tuple;
         for (int i = 0; i < n->n_kids; i++) jl_push(c->a, l.u.l, jeval(c, f, n->kids[i]));
         return l;
     }
@@ -572,7 +572,7 @@ static void exec_set(jctx *c, jframe *f, const jnode *n) {
     } else {
         v = jeval(c, f, n->a);
     }
-    if (n->neg) { /* ns.attr = v */
+    if (n->to_attr) {
         jv ns;
         if (!jframe_get(f, n->targets[0], &ns) || ns.kind != JV_NS)
             ja_fail(c->a, n->line, "cannot assign attribute '%s' on '%s', which is not a namespace", n->name, n->targets[0]);
@@ -588,9 +588,6 @@ static void exec_callblock(jctx *c, jframe *f, const jnode *n) {
     jv fn = jeval(c, f, call->a);
     if (fn.kind != JV_MACRO) ja_fail(c->a, n->line, "{%% call %%} needs a macro, not a %s", jv_type_name(fn));
     argv_ a = eval_args(c, f, call);
-    jmacro *cb = ja_alloc(c->a, sizeof *cb);
-    cb->def = n;
-    cb->closure = f;
     c->caller_body = n;
     c->caller_frame = f;
     jv r = jcall_macro(c, fn.u.m, a.v, a.kw, a.n, n->line);

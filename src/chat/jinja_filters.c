@@ -119,11 +119,6 @@ static jstr *strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool ri
 
 typedef enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAPITALIZE } case_mode;
 
-static bool cased_word_char(int32_t cp) {
-    utf8proc_category_t g = utf8proc_category(cp);
-    return g == UTF8PROC_CATEGORY_LU || g == UTF8PROC_CATEGORY_LL || g == UTF8PROC_CATEGORY_LT;
-}
-
 /* jinja's title: words start after whitespace or one of - ( { [ < */
 static jstr *change_case(jctx *c, const jstr *s, case_mode m) {
     jbuf b = {0};
@@ -139,7 +134,6 @@ static jstr *change_case(jctx *c, const jstr *s, case_mode m) {
             start = py_space(cp) || (cp < 128 && strchr("-({[<", (int)cp) && cp);
             break;
         }
-        (void)cased_word_char;
         utf8proc_uint8_t enc[4];
         utf8proc_ssize_t w = utf8proc_encode_char(o, enc);
         jb_put(c->a, &b, (const char *)enc, (size_t)w, content);
@@ -147,7 +141,7 @@ static jstr *change_case(jctx *c, const jstr *s, case_mode m) {
     return jb_finish(c->a, &b);
 }
 
-static jstr *replace(jctx *c, const args *a, const jstr *s, const jstr *old, const jstr *nw, int64_t count) {
+static jstr *replace(jctx *c, const jstr *s, const jstr *old, const jstr *nw, int64_t count) {
     jbuf b = {0};
     bool content = s->taint || old->taint || nw->taint;
     size_t i = 0;
@@ -163,7 +157,6 @@ static jstr *replace(jctx *c, const args *a, const jstr *s, const jstr *old, con
             jb_put(c->a, &b, s->p + i, k, content);
         }
         if (i <= s->n) jb_put(c->a, &b, s->p + i, s->n - i, content);
-        (void)a;
         return jb_finish(c->a, &b);
     }
     while (i < s->n) {
@@ -433,7 +426,7 @@ static jv str_method(const args *a, const jstr *s, const char *m) {
     }
     if (!strcmp(m, "replace")) {
         check_args(a, 3, NULL);
-        return jv_strv(replace(c, a, s, need_str(a, arg(a, 0, NULL, jv_undef("old")), "old"),
+        return jv_strv(replace(c, s, need_str(a, arg(a, 0, NULL, jv_undef("old")), "old"),
                                need_str(a, arg(a, 1, NULL, jv_undef("new")), "new"),
                                need_int(a, arg(a, 2, NULL, jv_int(-1)), "count")));
     }
@@ -761,7 +754,7 @@ static jv string_filters(jctx *c, const args *a, const char *name, jv v, bool *h
     }
     if (!strcmp(name, "replace")) {
         jstr *s = jv_to_str(c->a, a->line, v);
-        return jv_strv(replace(c, a, s, jv_to_str(c->a, a->line, arg(a, 0, "old", jv_undef("old"))),
+        return jv_strv(replace(c, s, jv_to_str(c->a, a->line, arg(a, 0, "old", jv_undef("old"))),
                                jv_to_str(c->a, a->line, arg(a, 1, "new", jv_undef("new"))),
                                need_int(a, arg(a, 2, "count", jv_int(-1)), "count")));
     }

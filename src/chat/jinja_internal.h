@@ -189,8 +189,10 @@ struct jnode {
     jnode **kids;     /* args, list items, dict k/v pairs, statements, FOR targets */
     const char **kw;  /* keyword names for kids (NULL entries for positional) */
     int n_kids;
-    jnode *else_; /* IF else, FOR else, COND else */
-    bool neg;     /* TEST: is not */
+    jnode *else_;  /* IF else, FOR else, COND else */
+    bool neg;      /* TEST: is not */
+    bool is_tuple; /* LIST: written (a, b) */
+    bool to_attr;  /* SET: ns.attr = ... (name is the attribute) */
     const char **targets; /* FOR / SET targets */
     int n_targets;
 };

@@ -200,13 +200,13 @@ static jnode *primary(parser *P) {
             if (is_op(P, ")")) {
                 next(P);
                 jnode *n = node(P, N_LIST, t->line);
-                n->neg = true; /* () is a tuple */
+                n->is_tuple = true;
                 return n;
             }
             jnode *e = expr(P);
             if (is_op(P, ",")) { /* a tuple: a list printed as (a, b) */
                 jnode *n = node(P, N_LIST, t->line);
-                n->neg = true;
+                n->is_tuple = true;
                 kids k = {0};
                 kid_push(P, &k, e, NULL);
                 while (is_op(P, ",")) {
@@ -561,7 +561,7 @@ static jnode *stmt_set(parser *P, int line) {
         n->targets = ja_alloc(P->a, sizeof *n->targets);
         n->targets[0] = first;
         n->n_targets = 1;
-        n->neg = true; /* attribute assignment */
+        n->to_attr = true;
     } else {
         P->pos--;
         targets(P, n);
@@ -573,7 +573,7 @@ static jnode *stmt_set(parser *P, int line) {
         end_tag(P);
         return n;
     }
-    if (n->neg || n->n_targets != 1) expected(P, "'='");
+    if (n->to_attr || n->n_targets != 1) expected(P, "'='");
     if (is_op(P, "|")) ja_fail(P->a, line, "unsupported feature: filtered block set");
     end_tag(P);
     n->kind = N_SETBLOCK;
