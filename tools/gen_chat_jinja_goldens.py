@@ -72,7 +72,17 @@ CORPUS = {
                      {"role": "user", "content": "''\"\"{}[]()<>"}],
     "empty": [{"role": "user", "content": ""}],
     "two_users": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+    "tool_round": [{"role": "user", "content": "Weather in Zürich?"},
+                   {"role": "assistant", "content": "",
+                    "tool_calls": [{"id": "call_0123456789", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": {"city": "Zürich", "days": 2}}}]},
+                   {"role": "tool", "tool_call_id": "call_0123456789", "content": "{\"temp\": 21.5}"},
+                   {"role": "assistant", "content": "It is 21.5 °C."},
+                   {"role": "user", "content": "Thanks"}],
 }
+# the same with the arguments as a JSON string (DeepSeek's templates concatenate them)
+CORPUS["tool_round_str"] = json.loads(json.dumps(CORPUS["tool_round"]))
+CORPUS["tool_round_str"][1]["tool_calls"][0]["function"]["arguments"] = '{"city": "Zürich", "days": 2}'
 
 
 # Language features one by one: (template, variables). Rendered by the same
