@@ -239,6 +239,10 @@ static void test_limits(void **state) {
                  NULL, "MiB of memory");
     expect_error("{{ 'x' * 100000000 }}", NULL, "repetition too large");
     expect_error("{{ range(1000000)|length }}", NULL, "range() longer");
+    /* values nested by a loop: refused before any walk over them could overflow the stack */
+    expect_error("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                 "{{ ns.x }}{{ ns.x == ns.x }}",
+                 NULL, "nested more than 128 deep");
     /* expression nesting: the parser refuses before the C stack is at risk */
     char deep[4096];
     size_t n = 0;
@@ -248,6 +252,14 @@ static void test_limits(void **state) {
     for (int i = 0; i < 1000; i++) deep[n++] = ')';
     snprintf(deep + n, sizeof deep - n, " }}");
     expect_error(deep, NULL, "nested too deeply");
+    /* a left-nested chain, parsed without recursion, is bounded when evaluated */
+    size_t chain = 200000;
+    char *sum = malloc(chain * 4 + 16);
+    size_t k = (size_t)sprintf(sum, "{{ 1");
+    for (size_t i = 0; i < chain; i++) k += (size_t)sprintf(sum + k, " + 1");
+    strcpy(sum + k, " }}");
+    expect_error(sum, NULL, "expression nested more than 1000 deep");
+    free(sum);
     /* a template over the size limit */
     size_t big = LF_JINJA_MAX_SOURCE + 1;
     char *src = malloc(big + 1);

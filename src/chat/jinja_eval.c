@@ -14,6 +14,7 @@
 #include "core/error.h"
 
 #define MAX_ITERATIONS 1000000L
+#define MAX_EVAL_DEPTH 1000
 
 enum { CTL_NONE = 0, CTL_BREAK = 1, CTL_CONTINUE = 2 };
 
@@ -463,8 +464,7 @@ static jv eval_filter(jctx *c, jframe *f, const jnode *n, jv v) {
     return jfilter(c, n->line, n->name, v, a.v, a.kw, a.n, f);
 }
 
-jv jeval(jctx *c, jframe *f, const jnode *n) {
-    jctx_step(c, n->line);
+static jv eval_node(jctx *c, jframe *f, const jnode *n) {
     switch (n->kind) {
     case N_LIT: return n->lit;
     case N_NAME: return eval_name(c, f, n);
@@ -514,6 +514,16 @@ jv jeval(jctx *c, jframe *f, const jnode *n) {
     case N_CMP: return eval_cmp(c, f, n);
     default: ja_fail(c->a, n->line, "internal error: statement where an expression belongs");
     }
+}
+
+/* Left-nested chains (a + b + c ..., x|f|g ...) are parsed without
+ * recursion, so their depth is bounded here, before the C stack is. */
+jv jeval(jctx *c, jframe *f, const jnode *n) {
+    jctx_step(c, n->line);
+    if (++c->eval_depth > MAX_EVAL_DEPTH) ja_fail(c->a, n->line, "expression nested more than %d deep", MAX_EVAL_DEPTH);
+    jv v = eval_node(c, f, n);
+    c->eval_depth--;
+    return v;
 }
 
 /* ---- statements ------------------------------------------------------------------------------ */

@@ -97,10 +97,13 @@ struct jstr {
     uint8_t *taint; /* NULL: all markup */
 };
 
+#define JV_MAX_NEST 128 /* lists and dicts inside each other */
+
 struct jlist {
     size_t n, cap;
     jv *v;
     bool tuple; /* printed as (a, b) */
+    int depth;  /* nesting (see jl_push) */
 };
 
 typedef struct jkv {
@@ -110,6 +113,7 @@ typedef struct jkv {
 struct jdict {
     size_t n, cap;
     jkv *e;
+    int depth;
 };
 
 typedef struct jloop {
@@ -151,15 +155,11 @@ void jd_set(jarena *a, jdict *d, jv k, jv v);
 bool jd_get(const jdict *d, jv k, jv *out);
 bool jd_get_s(const jdict *d, const char *k, jv *out);
 jstr *js_slice(jarena *a, const jstr *s, size_t i, size_t j); /* keeps taint */
-bool js_tainted(const jstr *s);
-jstr *js_taint_all(jarena *a, const jstr *s, bool content);
 
 const char *jv_type_name(jv v);
 bool jv_truthy(jv v);
 bool jv_eq(jv a, jv b);
 int jv_cmp(jarena *a, int line, jv x, jv y); /* <0, 0, >0; unwinds when not orderable */
-bool jv_is_str(jv v, const char *s);
-bool jv_any_taint(jv v);
 /* str(v) as Python prints it (None, True, 1.5, ['a'], {'k': 1}); strings as themselves */
 jstr *jv_to_str(jarena *a, int line, jv v);
 void jv_repr(jarena *a, int line, jbuf *b, jv v);
@@ -218,7 +218,8 @@ typedef struct jctx {
     jframe *globals;
     long steps;
     long iterations;
-    int depth;
+    int depth;      /* macro calls */
+    int eval_depth; /* expressions being evaluated */
     int64_t now;
     jbuf *out;
     const jnode *caller_body; /* body of the innermost {% call %} */

@@ -154,7 +154,23 @@ jv jv_dict(jarena *a, size_t cap) {
     return (jv){.kind = JV_DICT, .u.d = d};
 }
 
+/* nesting of a value: 0 for scalars, 1 + that of the deepest element */
+static int jv_depth(jv v) {
+    if (v.kind == JV_LIST) return v.u.l->depth;
+    if (v.kind == JV_DICT || v.kind == JV_NS) return v.u.d->depth;
+    return 0;
+}
+
+/* containers remember their nesting, so that no walk over a value (str(),
+ * ==, ordering, tojson) recurses deeper than JV_MAX_NEST */
+static void note_depth(jarena *a, int *depth, jv child) {
+    int d = jv_depth(child) + 1;
+    if (d > JV_MAX_NEST) ja_fail(a, 0, "value nested more than %d deep", JV_MAX_NEST);
+    if (d > *depth) *depth = d;
+}
+
 void jl_push(jarena *a, jlist *l, jv v) {
+    note_depth(a, &l->depth, v);
     if (l->n == l->cap) {
         jv *nv = ja_alloc(a, 2 * l->cap * sizeof *nv);
         memcpy(nv, l->v, l->n * sizeof *nv);
@@ -171,6 +187,8 @@ static jkv *jd_find(const jdict *d, jv k) {
 }
 
 void jd_set(jarena *a, jdict *d, jv k, jv v) {
+    note_depth(a, &d->depth, k);
+    note_depth(a, &d->depth, v);
     jkv *e = jd_find(d, k);
     if (e) {
         e->v = v;
@@ -207,32 +225,6 @@ jstr *js_slice(jarena *a, const jstr *s, size_t i, size_t j) {
     jbuf b = {0};
     jb_put_slice(a, &b, s, i, j);
     return jb_finish(a, &b);
-}
-
-bool js_tainted(const jstr *s) { return s->taint != NULL; }
-
-jstr *js_taint_all(jarena *a, const jstr *s, bool content) {
-    jbuf b = {0};
-    jb_put(a, &b, s->p, s->n, content);
-    return jb_finish(a, &b);
-}
-
-bool jv_is_str(jv v, const char *s) { return v.kind == JV_STR && v.u.s->n == strlen(s) && !memcmp(v.u.s->p, s, v.u.s->n); }
-
-bool jv_any_taint(jv v) {
-    switch (v.kind) {
-    case JV_STR: return v.u.s->taint != NULL;
-    case JV_LIST:
-        for (size_t i = 0; i < v.u.l->n; i++)
-            if (jv_any_taint(v.u.l->v[i])) return true;
-        return false;
-    case JV_DICT:
-    case JV_NS:
-        for (size_t i = 0; i < v.u.d->n; i++)
-            if (jv_any_taint(v.u.d->e[i].k) || jv_any_taint(v.u.d->e[i].v)) return true;
-        return false;
-    default: return false;
-    }
 }
 
 /* ---- Python semantics ---------------------------------------------------------- */
