@@ -180,20 +180,17 @@ void jl_push(jarena *a, jlist *l, jv v) {
     l->v[l->n++] = v;
 }
 
+/* the last entry with key k (JSON objects may repeat a key; the last wins) */
 static jkv *jd_find(const jdict *d, jv k) {
-    for (size_t i = 0; i < d->n; i++)
+    for (size_t i = d->n; i-- > 0;)
         if (jv_eq(d->e[i].k, k)) return &d->e[i];
     return NULL;
 }
 
-void jd_set(jarena *a, jdict *d, jv k, jv v) {
+/* add without looking for k first (JSON objects: linear, however many keys) */
+static void jd_append(jarena *a, jdict *d, jv k, jv v) {
     note_depth(a, &d->depth, k);
     note_depth(a, &d->depth, v);
-    jkv *e = jd_find(d, k);
-    if (e) {
-        e->v = v;
-        return;
-    }
     if (d->n == d->cap) {
         jkv *ne = ja_alloc(a, 2 * d->cap * sizeof *ne);
         memcpy(ne, d->e, d->n * sizeof *ne);
@@ -201,6 +198,16 @@ void jd_set(jarena *a, jdict *d, jv k, jv v) {
         d->cap *= 2;
     }
     d->e[d->n++] = (jkv){k, v};
+}
+
+void jd_set(jarena *a, jdict *d, jv k, jv v) {
+    jkv *e = jd_find(d, k);
+    if (e) {
+        note_depth(a, &d->depth, v);
+        e->v = v;
+        return;
+    }
+    jd_append(a, d, k, v);
 }
 
 bool jd_get(const jdict *d, jv k, jv *out) {
@@ -211,7 +218,7 @@ bool jd_get(const jdict *d, jv k, jv *out) {
 
 bool jd_get_s(const jdict *d, const char *k, jv *out) {
     size_t n = strlen(k);
-    for (size_t i = 0; i < d->n; i++) {
+    for (size_t i = d->n; i-- > 0;) {
         jv key = d->e[i].k;
         if (key.kind == JV_STR && key.u.s->n == n && !memcmp(key.u.s->p, k, n)) {
             *out = d->e[i].v;
@@ -579,7 +586,8 @@ jv jv_from_json(jarena *a, const void *json, bool content, int depth) {
         const cJSON *e;
         cJSON_ArrayForEach(e, j) {
             bool role = !strcmp(e->string, "role") && cJSON_IsString(e) && known_role(e->valuestring);
-            jd_set(a, d.u.d, jv_str(a, e->string, strlen(e->string), content), jv_from_json(a, e, content && !role, depth + 1));
+            jd_append(a, d.u.d, jv_str(a, e->string, strlen(e->string), content),
+                      jv_from_json(a, e, content && !role, depth + 1));
         }
         return d;
     }
