@@ -111,8 +111,7 @@ typedef struct lf_generation {
     const int *tokens;    /* generated ids so far */
     int n_tokens;
     bool done;
-    const char *finish_reason; /* "eos", "length" or NULL while running */
-    const char *note;          /* why it stopped when finish_reason alone does not say (the model's context), or NULL */
+    const char *finish_reason; /* "eos", "length", "stop" (a stop id), "cancelled", "error", or NULL while running */
     size_t kv_bytes;           /* bytes of the K and V tensors of this sequence's cache */
     size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
     size_t kv_bytes_in_use_peak; /* most bytes of K/V in valid slots at any step */
@@ -130,19 +129,57 @@ typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token)
 int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err);
 void lf_engine_free(lf_engine *e);
 
-/* The context rule, written once (submit applies it; a server calls it to
- * refuse a request before queueing): returns how many tokens may be
- * generated after a prompt of n_prompt tokens, max_position_embeddings -
- * n_prompt (>= 1), or -1 with err naming both numbers when the prompt leaves
- * no room. A generation that reaches the context stops there with
- * finish_reason "length" and a note. */
-int lf_context_check(const lf_model *m, int n_prompt, lf_error *err);
-
 /* Queue a prompt; returns a request id >= 0, or -1 with err filled. */
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err);
 /* The same with this request's own budget (slots per layer) for a budgeted
  * policy; 0 = the engine's. */
 int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err);
+/* One request's own settings (lf_engine_submit_params). Start from
+ * lf_request_params_default, which copies the engine's configuration, then
+ * set what this request changes. */
+typedef struct lf_request_params {
+    const int *prompt;      /* prompt token ids (copied at submit) */
+    int n_prompt;
+    int max_tokens;         /* generated tokens at most (>= 1) */
+    lf_sampling sampling;   /* temperature, top_p, top_k, min_p, repetition penalty, seed */
+    bool ignore_eos;        /* keep generating past the model's end-of-sequence tokens */
+    lf_policy_kind policy;  /* the KV-cache policy of this request's cache */
+    int budget;             /* slots per layer for a budgeted policy (> 0); ignored for full */
+    const int *stop_ids;    /* generation stops after any of these ids (copied at submit) */
+    int n_stop_ids;
+} lf_request_params;
+
+/* params for a request of n_prompt ids that takes every setting from the
+ * engine's configuration (max_tokens, sampling, ignore_eos, policy, budget). */
+void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prompt, lf_request_params *p);
+
+/* Check params against the engine and the model as lf_engine_submit_params
+ * does (prompt ids in the vocabulary, budget, policy, sampling, what the
+ * device can honour) without queueing anything. Returns 0 or -1 with err. */
+int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_error *err);
+/* Queue a request; returns its id >= 0, or -1 with err filled. */
+int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *err);
+
+/* One scheduling step: admit queued requests into free places (each one's
+ * prefill produces its first token), then advance every running sequence by
+ * one token in one batched forward. on_token (may be NULL) is called for
+ * every generated token; g->done is set on a request's last one. Returns 0,
+ * or -1 when a step failed: err names the requests it affected, which are
+ * finished with finish_reason "error" (the others keep running). */
+int lf_engine_step(lf_engine *e, lf_token_callback on_token, void *user, lf_error *err);
+/* Requests queued and running (0: lf_engine_step has nothing to do). */
+int lf_engine_pending(const lf_engine *e, int *queued, int *running);
+/* Stop a queued or running request now: its cache (slots, GPU entry) is
+ * freed at once and it is finished with finish_reason "cancelled". Only call
+ * it between steps (from the thread that steps). A finished request is left
+ * as it is. Returns -1 for an unknown or released id. */
+int lf_engine_cancel(lf_engine *e, int id, lf_error *err);
+/* Forget a finished request: its ids and result are freed, and
+ * lf_engine_result(id) returns NULL afterwards (a server calls this for every
+ * request it has answered). Returns -1 if the request is still queued or
+ * running (cancel it first) or unknown. */
+int lf_engine_release(lf_engine *e, int id, lf_error *err);
+
 /* Run until every queued request is done. on_token (may be NULL) is called
  * for every generated token. Sequences are admitted as slots free up. */
 int lf_engine_run(lf_engine *e, lf_token_callback on_token, void *user, lf_error *err);

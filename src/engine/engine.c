@@ -28,12 +28,18 @@ typedef struct lf_request {
     int *prompt;
     int *tokens;     /* [max_tokens] */
     int *history;    /* prompt + generated, for the repetition penalty */
+    int *stop_ids;   /* [n_stop_ids] */
+    int n_stop_ids;
+    int max_tokens;
+    bool ignore_eos;
+    lf_sampling sampling;
+    lf_policy_kind policy;
     lf_kv_cache cache;
     bool has_cache;
     lf_sampler sampler;
     bool has_sampler;
+    bool running;    /* admitted and not yet retired */
     int budget;      /* slots for a budgeted policy (the engine's, or per request) */
-    int max_new;     /* tokens it may generate: max_tokens, or less at the model's context */
     int entry;       /* CUDA: the pool entry this request runs in, -1 = none */
 } lf_request;
 
@@ -41,16 +47,20 @@ struct lf_engine {
     lf_model *model;
     lf_engine_config cfg;
     lf_cpu_ctx *cpu;
+    /* every request not yet released: reqs[i] has id id_base + i (NULL once released) */
     lf_request **reqs;
-    int n_reqs, cap_reqs;
-    int next_queued;
+    int id_base, n_reqs, cap_reqs;
+    /* FIFO of queued requests: queue[q_head .. q_head + q_len) */
+    lf_request **queue;
+    int q_head, q_len, q_cap;
+    lf_request **active; /* running sequences [max_seqs] (CUDA: [entries]) */
+    int n_active;
     lf_engine_stats stats;
     size_t kv_bytes_now;
     /* step scratch */
     float *logits; /* [max_seqs][vocab] */
     int *step_tokens, *step_pos;
     lf_kv_cache **step_caches;
-    lf_request **step_reqs;
 #ifdef LF_HAVE_CUDA
     lf_cuda_backend *gpu;
     lf_cuda_info gpu_info;
@@ -111,8 +121,8 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
     e->step_tokens = malloc((size_t)B * sizeof(int));
     e->step_pos = malloc((size_t)B * sizeof(int));
     e->step_caches = malloc((size_t)B * sizeof(lf_kv_cache *));
-    e->step_reqs = malloc((size_t)B * sizeof(lf_request *));
-    if (!e->logits || !e->step_tokens || !e->step_pos || !e->step_caches || !e->step_reqs) {
+    e->active = malloc((size_t)B * sizeof(lf_request *));
+    if (!e->logits || !e->step_tokens || !e->step_pos || !e->step_caches || !e->active) {
         lf_engine_free(e);
         return lf_fail(err, "engine: out of memory for a batch of %d", B);
     }
@@ -124,6 +134,8 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
     return 0;
 }
 
+/* Free what a running request holds (cache, sampler, history); its ids and
+ * result stay until lf_engine_release. */
 static void request_release(lf_request *r) {
     if (r->has_cache) lf_kv_cache_free(&r->cache);
     if (r->has_sampler) lf_sampler_free(&r->sampler);
@@ -132,21 +144,26 @@ static void request_release(lf_request *r) {
     r->history = NULL;
 }
 
+static void request_free(lf_request *r) {
+    if (!r) return;
+    request_release(r);
+    free(r->prompt);
+    free(r->tokens);
+    free(r->stop_ids);
+    free(r);
+}
+
 void lf_engine_free(lf_engine *e) {
     if (!e) return;
-    for (int i = 0; i < e->n_reqs; i++) {
-        request_release(e->reqs[i]);
-        free(e->reqs[i]->prompt);
-        free(e->reqs[i]->tokens);
-        free(e->reqs[i]);
-    }
+    for (int i = 0; i < e->n_reqs; i++) request_free(e->reqs[i]);
     free(e->reqs);
+    free(e->queue);
+    free(e->active);
     lf_cpu_ctx_free(e->cpu);
     free(e->logits);
     free(e->step_tokens);
     free(e->step_pos);
     free(e->step_caches);
-    free(e->step_reqs);
 #ifdef LF_HAVE_CUDA
     lf_cuda_backend_free(e->gpu);
     free(e->free_entries);
@@ -156,78 +173,194 @@ void lf_engine_free(lf_engine *e) {
     free(e);
 }
 
+static lf_request *find_request(const lf_engine *e, int id) {
+    if (id < e->id_base || id - e->id_base >= e->n_reqs) return NULL;
+    return e->reqs[id - e->id_base];
+}
+
+/* Slots a sequence's cache needs: the policy's budget, but never more than
+ * the tokens it can ever hold (prompt + max_tokens - 1 written tokens). */
+static int cache_slots(const lf_request *r) {
+    int need = r->g.n_prompt + r->max_tokens;
+    if (r->policy == LF_POLICY_FULL || r->budget <= 0) return need;
+    return r->budget < need ? r->budget : need;
+}
+
+void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prompt, lf_request_params *p) {
+    memset(p, 0, sizeof *p);
+    p->prompt = prompt;
+    p->n_prompt = n_prompt;
+    p->max_tokens = e->cfg.max_tokens;
+    p->sampling = e->cfg.sampling;
+    p->ignore_eos = e->cfg.ignore_eos;
+    p->policy = e->cfg.policy.kind;
+    p->budget = e->cfg.policy.budget;
+}
+
+static int check_ids(const lf_engine *e, const int *ids, int n, const char *what, lf_error *err) {
+    const int V = e->model->cfg.vocab_size;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return lf_fail(err, "%s token %d at index %d is outside the vocabulary [0, %d)", what, ids[i], i, V);
+    return 0;
+}
+
+/* What the GPU pool can run: one policy and one sampling configuration for
+ * every entry (chosen when the pool is planned), per-request budgets up to
+ * the entries' capacity, prompts up to the planned prefill length. */
+static int check_device(const lf_engine *e, const lf_request_params *p, lf_error *err) {
+#ifdef LF_HAVE_CUDA
+    if (e->cfg.device != LF_DEVICE_CUDA) return 0;
+    if (p->policy != e->cfg.policy.kind)
+        return lf_fail(err, "kv_policy %s: the GPU pool runs one policy for every sequence (%s, from --policy)",
+                       lf_policy_name(p->policy), lf_policy_name(e->cfg.policy.kind));
+    const lf_sampling *a = &p->sampling, *b = &e->cfg.sampling;
+    if (a->temperature != b->temperature || a->top_k != b->top_k || a->top_p != b->top_p || a->min_p != b->min_p ||
+        a->repetition_penalty != b->repetition_penalty || a->seed != b->seed)
+        return lf_fail(err, "sampling: the GPU pool samples every sequence with the server's settings (temperature, "
+                            "top_p, top_k, min_p, repetition_penalty, seed); a request cannot change them on --device "
+                            "cuda");
+    if (e->gpu) {
+        if (p->n_prompt > e->gpu_max_prompt)
+            return lf_fail(err, "prompt of %d tokens is longer than the GPU pool was planned for (%d)", p->n_prompt,
+                           e->gpu_max_prompt);
+        long need = (long)p->n_prompt + p->max_tokens;
+        long slots = p->policy == LF_POLICY_FULL ? need : (p->budget < need ? p->budget : need);
+        if (slots > e->gpu_info.capacity)
+            return lf_fail(err, "%s %ld slots exceeds the GPU pool's %d slots per sequence",
+                           p->policy == LF_POLICY_FULL ? "prompt + max_tokens needs" : "kv_budget of", slots,
+                           e->gpu_info.capacity);
+    }
+#else
+    (void)e;
+    (void)p;
+    (void)err;
+#endif
+    return 0;
+}
+
+int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_error *err) {
+    if (p->n_prompt < 1 || !p->prompt) return lf_fail(err, "prompt is empty: at least one token is needed");
+    if (check_ids(e, p->prompt, p->n_prompt, "prompt", err)) return -1;
+    if (p->n_stop_ids < 0 || (p->n_stop_ids > 0 && !p->stop_ids))
+        return lf_fail(err, "stop ids: %d ids given without an array", p->n_stop_ids);
+    if (check_ids(e, p->stop_ids, p->n_stop_ids, "stop", err)) return -1;
+    if (p->max_tokens < 1) return lf_fail(err, "max_tokens must be >= 1 (got %d)", p->max_tokens);
+    if ((int)p->policy < 0 || p->policy >= LF_POLICY_COUNT)
+        return lf_fail(err, "policy: unknown policy %d", (int)p->policy);
+    if (p->policy != LF_POLICY_FULL && p->budget <= 0)
+        return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
+                       lf_policy_name(p->policy), p->budget);
+    if (p->policy != LF_POLICY_FULL && p->n_prompt > p->budget - 1 && p->budget <= 33)
+        return lf_fail(err,
+                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
+                       "longer than budget-1 SnapKV-style, keeping its last 32 tokens, so it needs a budget > 33",
+                       p->budget, p->n_prompt, lf_policy_name(p->policy));
+    lf_sampler probe;
+    if (lf_sampler_init(&probe, &p->sampling, e->model->cfg.vocab_size, 0, err)) return -1;
+    lf_sampler_free(&probe);
+    return check_device(e, p, err);
+}
+
+static int grow(void **arr, int *cap, size_t elem, int need, lf_error *err) {
+    if (need <= *cap) return 0;
+    int nc = *cap ? 2 * *cap : 16;
+    while (nc < need) nc *= 2;
+    void *n = realloc(*arr, (size_t)nc * elem);
+    if (!n) return lf_fail(err, "engine: out of memory");
+    *arr = n;
+    *cap = nc;
+    return 0;
+}
+
+static int queue_push(lf_engine *e, lf_request *r, lf_error *err) {
+    if (e->q_head > 0 && e->q_head + e->q_len == e->q_cap) { /* slide the live part to the front */
+        memmove(e->queue, e->queue + e->q_head, (size_t)e->q_len * sizeof *e->queue);
+        e->q_head = 0;
+    }
+    if (grow((void **)&e->queue, &e->q_cap, sizeof *e->queue, e->q_head + e->q_len + 1, err)) return -1;
+    e->queue[e->q_head + e->q_len++] = r;
+    return 0;
+}
+
+/* The next queued request that is still waiting (cancelled ones are
+ * dropped), without taking it. */
+static lf_request *queue_peek(lf_engine *e) {
+    while (e->q_len > 0 && e->queue[e->q_head]->g.done) {
+        e->q_head++;
+        e->q_len--;
+    }
+    if (e->q_len == 0) e->q_head = 0;
+    return e->q_len > 0 ? e->queue[e->q_head] : NULL;
+}
+
+/* Drop request r from the queue wherever it is (a cancelled one being released). */
+static void queue_remove(lf_engine *e, const lf_request *r) {
+    int kept = 0;
+    for (int i = 0; i < e->q_len; i++)
+        if (e->queue[e->q_head + i] != r) e->queue[e->q_head + kept++] = e->queue[e->q_head + i];
+    e->q_len = kept;
+}
+
+static void queue_pop(lf_engine *e) {
+    e->q_head++;
+    e->q_len--;
+}
+
+static int copy_ids(int **dst, const int *src, int n) {
+    if (n == 0) return 0;
+    *dst = malloc((size_t)n * sizeof(int));
+    if (!*dst) return -1;
+    memcpy(*dst, src, (size_t)n * sizeof(int));
+    return 0;
+}
+
+int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *err) {
+    if (lf_engine_check_params(e, p, err)) return -1;
+    if (grow((void **)&e->reqs, &e->cap_reqs, sizeof *e->reqs, e->n_reqs + 1, err)) return -1;
+    lf_request *r = calloc(1, sizeof *r);
+    if (!r) return lf_fail(err, "engine: out of memory");
+    r->tokens = malloc((size_t)p->max_tokens * sizeof(int));
+    if (!r->tokens || copy_ids(&r->prompt, p->prompt, p->n_prompt) ||
+        copy_ids(&r->stop_ids, p->stop_ids, p->n_stop_ids)) {
+        request_free(r);
+        return lf_fail(err, "engine: out of memory");
+    }
+    r->n_stop_ids = p->n_stop_ids;
+    r->max_tokens = p->max_tokens;
+    r->ignore_eos = p->ignore_eos;
+    r->sampling = p->sampling;
+    r->policy = p->policy;
+    r->budget = p->policy == LF_POLICY_FULL ? 0 : p->budget;
+    r->entry = -1;
+    r->g.id = e->id_base + e->n_reqs;
+    r->g.prompt = r->prompt;
+    r->g.n_prompt = p->n_prompt;
+    r->g.tokens = r->tokens;
+    if (queue_push(e, r, err)) {
+        request_free(r);
+        return -1;
+    }
+    e->reqs[e->n_reqs++] = r;
+    return r->g.id;
+}
+
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err) {
     return lf_engine_submit_budget(e, prompt, n_prompt, 0, err);
 }
 
 int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err) {
-    const lf_config *c = &e->model->cfg;
     if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
-    if (budget == 0) budget = e->cfg.policy.budget;
-    if (n_prompt < 1) return lf_fail(err, "prompt is empty: at least one token is needed");
-    const int room = lf_context_check(e->model, n_prompt, err);
-    if (room < 0) return -1;
-    for (int i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
-            return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
-                           c->vocab_size);
-    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
-     * compressed SnapKV-style, keeping its last 32 tokens, which needs B > 33 */
-    if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > budget - 1 && budget <= 33)
-        return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
-                       "%d (the prompt + 1, or 34 to compress a longer prompt SnapKV-style)",
-                       budget, n_prompt, lf_policy_name(e->cfg.policy.kind), n_prompt + 1 < 34 ? n_prompt + 1 : 34);
-    if (e->n_reqs == e->cap_reqs) {
-        int nc = e->cap_reqs ? 2 * e->cap_reqs : 16;
-        lf_request **nr = realloc(e->reqs, (size_t)nc * sizeof *nr);
-        if (!nr) return lf_fail(err, "engine: out of memory");
-        e->reqs = nr;
-        e->cap_reqs = nc;
-    }
-    lf_request *r = calloc(1, sizeof *r);
-    if (!r) return lf_fail(err, "engine: out of memory");
-    r->prompt = malloc((size_t)n_prompt * sizeof(int));
-    r->tokens = malloc((size_t)e->cfg.max_tokens * sizeof(int));
-    if (!r->prompt || !r->tokens) {
-        free(r->prompt);
-        free(r->tokens);
-        free(r);
-        return lf_fail(err, "engine: out of memory");
-    }
-    memcpy(r->prompt, prompt, (size_t)n_prompt * sizeof(int));
-    r->budget = budget;
-    r->max_new = room < e->cfg.max_tokens ? room : e->cfg.max_tokens;
-    r->entry = -1;
-    r->g.id = e->n_reqs;
-    r->g.prompt = r->prompt;
-    r->g.n_prompt = n_prompt;
-    r->g.tokens = r->tokens;
-    e->reqs[e->n_reqs++] = r;
-    return r->g.id;
+    lf_request_params p;
+    lf_request_params_default(e, prompt, n_prompt, &p);
+    if (budget > 0) p.budget = budget;
+    return lf_engine_submit_params(e, &p, err);
 }
 
-/* The context rule, in one place: a prompt and what is generated after it
- * fit the model's positions 0 .. max_position_embeddings - 1. */
-int lf_context_check(const lf_model *m, int n_prompt, lf_error *err) {
-    const int ctx = m->cfg.max_position;
-    if (n_prompt < ctx) return ctx - n_prompt;
-    return lf_fail(err, "the prompt has %d tokens but the model's context (max_position_embeddings) is %d: at most %d "
-                        "prompt tokens leave room for one generated token",
-                   n_prompt, ctx, ctx - 1);
-}
-
-static int nonfinite_fail(const lf_request *r, lf_error *err) {
-    return lf_fail(err, "request %d: logits are NaN or Inf at step %d (check the model's weights)", r->g.id,
-                   r->g.n_tokens);
-}
-
-/* Slots a sequence's cache needs: the policy's budget, but never more than
- * the tokens it can ever hold (prompt + max_new - 1 written tokens). */
-static int cache_slots(const lf_engine *e, const lf_request *r) {
-    int need = r->g.n_prompt + r->max_new;
-    if (e->cfg.policy.kind == LF_POLICY_FULL || r->budget <= 0) return need;
-    return r->budget < need ? r->budget : need;
+static bool is_stop_id(const lf_request *r, int tok) {
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == tok) return true;
+    return false;
 }
 
 /* Record a sampled token; returns true when the sequence is finished. */
@@ -235,13 +368,15 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
     r->tokens[r->g.n_tokens++] = tok;
     if (r->history) r->history[r->g.n_prompt + r->g.n_tokens - 1] = tok;
     e->stats.generated_tokens++;
-    if (!e->cfg.ignore_eos && lf_config_is_eos(&e->model->cfg, tok)) {
+    if (!r->ignore_eos && lf_config_is_eos(&e->model->cfg, tok)) {
         r->g.done = true;
         r->g.finish_reason = "eos";
-    } else if (r->g.n_tokens >= r->max_new) {
+    } else if (is_stop_id(r, tok)) {
+        r->g.done = true;
+        r->g.finish_reason = "stop";
+    } else if (r->g.n_tokens >= r->max_tokens) {
         r->g.done = true;
         r->g.finish_reason = "length";
-        if (r->max_new < e->cfg.max_tokens) r->g.note = "stopped at the model's context (max_position_embeddings)";
     }
     if (r->has_cache) {
         if ((size_t)r->cache.peak_valid > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)r->cache.peak_valid;
@@ -258,7 +393,7 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
          * most its own budget's slots of its entry. */
         const lf_cuda_info *in = &e->gpu_info;
         long held = (long)r->g.n_prompt + r->g.n_tokens - 1;
-        const long slots = e->cfg.policy.kind == LF_POLICY_FULL ? in->capacity : cache_slots(e, r);
+        const long slots = r->policy == LF_POLICY_FULL ? in->capacity : cache_slots(r);
         if (held > slots) held = slots;
         if ((size_t)held > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)held;
         size_t per_slot = in->capacity > 0 ? in->kv_bytes_per_entry / (size_t)in->capacity : 0;
@@ -269,19 +404,29 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
     return r->g.done;
 }
 
+/* The cache policy of one request: the engine's sinks/recent/evict_every
+ * when it runs the engine's policy, the policy's defaults otherwise; its own
+ * budget (which sets what depends on it, e.g. H2O's and VATP's default
+ * recent window, budget / 2). */
+static lf_policy_config request_policy(const lf_engine *e, const lf_request *r) {
+    lf_policy_config pc = e->cfg.policy;
+    if (r->policy != pc.kind) {
+        lf_policy_config_default(&pc);
+        pc.kind = r->policy;
+    }
+    pc.budget = r->budget;
+    return pc;
+}
+
 static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
     const lf_config *c = &e->model->cfg;
-    r->history = malloc((size_t)(r->g.n_prompt + e->cfg.max_tokens) * sizeof(int));
+    r->history = malloc((size_t)(r->g.n_prompt + r->max_tokens) * sizeof(int));
     if (!r->history) return lf_fail(err, "engine: out of memory");
     memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
-    if (lf_sampler_init(&r->sampler, &e->cfg.sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
+    if (lf_sampler_init(&r->sampler, &r->sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
     r->has_sampler = true;
-    /* the request's budget, not the engine's, sets what depends on it (H2O's and
-     * VATP's default recent window, budget / 2): eval --budget P% gives every
-     * problem its own, with the engine's budget a placeholder */
-    lf_policy_config pc = e->cfg.policy;
-    pc.budget = r->budget;
-    if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(e, r), err)) return -1;
+    lf_policy_config pc = request_policy(e, r);
+    if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(r), err)) return -1;
     r->has_cache = true;
     r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
     r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
@@ -294,7 +439,6 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
     int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
-    if (tok < 0) return nonfinite_fail(r, err);
     push_token(e, r, tok, cb, user);
     return 0;
 }
@@ -304,87 +448,161 @@ static void retire(lf_engine *e, lf_request *r) {
     request_release(r);
 }
 
-static int cpu_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-    const int V = e->model->cfg.vocab_size;
-    lf_request **active = e->step_reqs;
-    int n_active = 0;
-    for (;;) {
-        /* admit queued requests into free batch places */
-        while (n_active < e->cfg.max_seqs && e->next_queued < e->n_reqs) {
-            lf_request *r = e->reqs[e->next_queued++];
-            if (admit(e, r, cb, user, err)) {
-                retire(e, r);
-                for (int i = 0; i < n_active; i++) retire(e, active[i]);
-                return lf_fail_prefix(err, "request %d", r->g.id);
-            }
-            if (r->g.done) retire(e, r);
-            else active[n_active++] = r;
-        }
-        if (n_active == 0) break;
-
-        for (int i = 0; i < n_active; i++) {
-            lf_request *r = active[i];
-            e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
-            e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
-            e->step_caches[i] = &r->cache;
-            if (lf_kv_cache_room(&r->cache) <= 0) { /* never by the sizing above: refuse, do not drop tokens */
-                for (int j = 0; j < n_active; j++) retire(e, active[j]);
-                return lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, r->cache.capacity);
-            }
-        }
-        double t0 = lf_now_ms();
-        if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n_active, e->logits,
-                          err)) {
-            for (int i = 0; i < n_active; i++) retire(e, active[i]);
-            return -1;
-        }
-        int kept = 0;
-        e->stats.decode_tokens += n_active;
-        for (int i = 0; i < n_active; i++) {
-            lf_request *r = active[i];
-            int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
-                                        r->g.n_prompt + r->g.n_tokens);
-            if (tok < 0) { /* the kept ones, this one and the rest are still held */
-                nonfinite_fail(r, err);
-                for (int j = 0; j < n_active; j++)
-                    if (j < kept || j >= i) retire(e, active[j]);
-                return -1;
-            }
-            if (push_token(e, r, tok, cb, user)) retire(e, r);
-            else active[kept++] = r;
-        }
-        n_active = kept;
-        e->stats.decode_ms += lf_now_ms() - t0;
-        e->stats.decode_steps++;
+/* Free request r's cache: its CPU cache, or its GPU pool entry. */
+static void free_slots(lf_engine *e, lf_request *r) {
+#ifdef LF_HAVE_CUDA
+    if (r->entry >= 0) {
+        e->free_entries[e->n_free++] = r->entry;
+        e->kv_bytes_now -= e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
+        r->entry = -1;
     }
+#endif
+    retire(e, r);
+}
+
+/* Take request r out of the running set and free its cache. */
+static void finish(lf_engine *e, lf_request *r) {
+    free_slots(e, r);
+    if (r->running) {
+        for (int i = 0; i < e->n_active; i++)
+            if (e->active[i] == r) {
+                e->active[i] = e->active[--e->n_active];
+                break;
+            }
+        r->running = false;
+    }
+}
+
+/* Finish request r with finish_reason "error" (a step failed for it). */
+static void fail_request(lf_engine *e, lf_request *r) {
+    r->g.done = true;
+    r->g.finish_reason = "error";
+    finish(e, r);
+}
+
+/* Keep the running requests that are not done, in order; free the rest. */
+static void compact_active(lf_engine *e) {
+    int kept = 0;
+    for (int i = 0; i < e->n_active; i++) {
+        lf_request *r = e->active[i];
+        if (r->g.done) {
+            r->running = false;
+            free_slots(e, r);
+        } else {
+            e->active[kept++] = r;
+        }
+    }
+    e->n_active = kept;
+}
+
+/* Every running sequence fails: a batched forward failed for all of them. */
+static int fail_all_active(lf_engine *e, lf_error *err) {
+    for (int i = 0; i < e->n_active; i++) {
+        e->active[i]->g.done = true;
+        e->active[i]->g.finish_reason = "error";
+    }
+    compact_active(e);
+    return -1;
+}
+
+static int cpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    int rc = 0;
+    lf_request *r;
+    while (e->n_active < e->cfg.max_seqs && (r = queue_peek(e))) {
+        queue_pop(e);
+        r->running = true;
+        e->active[e->n_active++] = r;
+        if (admit(e, r, cb, user, err)) {
+            fail_request(e, r);
+            lf_fail_prefix(err, "request %d", r->g.id);
+            rc = -1;
+            break; /* err names this request; the others wait for the next step */
+        }
+    }
+    compact_active(e); /* a request done at its first token leaves at once */
+    return rc;
+}
+
+static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    const int V = e->model->cfg.vocab_size;
+    if (cpu_admit_queued(e, cb, user, err)) return -1;
+    const int n = e->n_active;
+    if (n == 0) return 0;
+    for (int i = 0; i < n; i++) {
+        lf_request *r = e->active[i];
+        e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
+        e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
+        e->step_caches[i] = &r->cache;
+        if (lf_kv_cache_room(&r->cache) <= 0) { /* never by the sizing above: refuse, do not drop tokens */
+            lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, r->cache.capacity);
+            return fail_all_active(e, err);
+        }
+    }
+    double t0 = lf_now_ms();
+    if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n, e->logits, err))
+        return fail_all_active(e, err);
+    e->stats.decode_tokens += n;
+    for (int i = 0; i < n; i++) {
+        lf_request *r = e->active[i];
+        int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
+                                    r->g.n_prompt + r->g.n_tokens);
+        push_token(e, r, tok, cb, user);
+    }
+    compact_active(e);
+    e->stats.decode_ms += lf_now_ms() - t0;
+    e->stats.decode_steps++;
     return 0;
 }
 
 /* ---- the CUDA path ------------------------------------------------------- */
 #ifdef LF_HAVE_CUDA
 
-/* Slots every entry needs for prompts of up to max_prompt tokens: for a
- * budgeted policy the largest budget of the queued requests (each capped at
- * what its sequence can ever hold; the engine's budget when none is queued),
- * for `full` prompt + max_tokens (so `full` never runs out of slots). A
- * request with a smaller budget uses that many of its entry's slots
+/* Slots every entry needs for prompts of up to max_prompt tokens: the most
+ * any queued request needs (its budget for a budgeted policy, capped at what
+ * its sequence can ever hold; prompt + max_tokens for `full`), and at least
+ * what a request with the engine's settings and a max_prompt-token prompt
+ * needs. A request with a smaller budget uses that many of its entry's slots
  * (lf_cuda_prefill's budget). */
 static int gpu_capacity(const lf_engine *e, int max_prompt) {
     long need = (long)max_prompt + e->cfg.max_tokens;
     if (need > 1 << 30) need = 1 << 30;
-    if (e->cfg.policy.kind == LF_POLICY_FULL) return (int)need;
-    if (e->next_queued >= e->n_reqs) return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
-    int cap = 1;
-    for (int i = e->next_queued; i < e->n_reqs; i++) {
-        const int c = cache_slots(e, e->reqs[i]);
-        if (c > cap) cap = c;
+    long cap = e->cfg.policy.kind == LF_POLICY_FULL || e->cfg.policy.budget > need ? need : e->cfg.policy.budget;
+    for (int i = 0; i < e->q_len; i++) {
+        const lf_request *r = e->queue[e->q_head + i];
+        if (!r->g.done && cache_slots(r) > cap) cap = cache_slots(r);
     }
-    return cap;
+    return (int)cap;
+}
+
+/* Does the current plan hold request r (its prompt and its slots)? */
+static bool gpu_fits(const lf_engine *e, const lf_request *r) {
+    return e->gpu && r->g.n_prompt <= e->gpu_max_prompt && cache_slots(r) <= e->gpu_info.capacity;
+}
+
+static int gpu_alloc_step_arrays(lf_engine *e, int n, lf_error *err) {
+    free(e->free_entries);
+    free(e->step_entries);
+    free(e->step_out);
+    free(e->step_tokens);
+    free(e->step_pos);
+    free(e->active);
+    e->free_entries = malloc((size_t)n * sizeof(int));
+    e->step_entries = malloc((size_t)n * sizeof(int));
+    e->step_out = malloc((size_t)n * sizeof(int));
+    e->step_tokens = malloc((size_t)n * sizeof(int));
+    e->step_pos = malloc((size_t)n * sizeof(int));
+    e->active = malloc((size_t)n * sizeof(lf_request *));
+    if (!e->free_entries || !e->step_entries || !e->step_out || !e->step_tokens || !e->step_pos || !e->active)
+        return lf_fail(err, "engine: out of memory for a batch of %d", n);
+    /* a stack: entry 0 is handed out first */
+    e->n_free = n;
+    for (int i = 0; i < n; i++) e->free_entries[i] = n - 1 - i;
+    return 0;
 }
 
 /* Create the backend for prompts of up to max_prompt tokens, or keep the
  * current one when it was planned for at least that. Only called with no
- * sequence running (between runs), so a recreate loses nothing. */
+ * sequence running, so a recreate loses nothing. */
 static int gpu_plan(lf_engine *e, int max_prompt, lf_error *err) {
     int cap = gpu_capacity(e, max_prompt);
     if (e->gpu && max_prompt <= e->gpu_max_prompt && cap <= e->gpu_info.capacity) return 0;
@@ -413,53 +631,34 @@ static int gpu_plan(lf_engine *e, int max_prompt, lf_error *err) {
         e->gpu = NULL;
         return lf_fail(err, "--device cuda: the memory plan admits no sequence (%s)", e->gpu_info.plan);
     }
-    free(e->free_entries);
-    free(e->step_entries);
-    free(e->step_out);
-    free(e->step_tokens);
-    free(e->step_pos);
-    free(e->step_reqs);
-    e->free_entries = malloc((size_t)n * sizeof(int));
-    e->step_entries = malloc((size_t)n * sizeof(int));
-    e->step_out = malloc((size_t)n * sizeof(int));
-    e->step_tokens = malloc((size_t)n * sizeof(int));
-    e->step_pos = malloc((size_t)n * sizeof(int));
-    e->step_reqs = malloc((size_t)n * sizeof(lf_request *));
-    if (!e->free_entries || !e->step_entries || !e->step_out || !e->step_tokens || !e->step_pos ||
-        !e->step_reqs) {
+    if (gpu_alloc_step_arrays(e, n, err)) {
         lf_cuda_backend_free(e->gpu);
         e->gpu = NULL;
-        return lf_fail(err, "engine: out of memory for a batch of %d", n);
+        return -1;
     }
-    /* a stack: entry 0 is handed out first */
-    e->n_free = n;
-    for (int i = 0; i < n; i++) e->free_entries[i] = n - 1 - i;
     return 0;
 }
 
-static size_t gpu_bytes_per_entry(const lf_engine *e) {
-    return e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
-}
-
-static void gpu_retire(lf_engine *e, lf_request *r) {
-    if (r->entry >= 0) {
-        e->free_entries[e->n_free++] = r->entry;
-        e->kv_bytes_now -= gpu_bytes_per_entry(e);
-        r->entry = -1;
+/* Longest prompt among the queued requests (0 when none waits). */
+static int queued_max_prompt(const lf_engine *e) {
+    int max_prompt = 0;
+    for (int i = 0; i < e->q_len; i++) {
+        const lf_request *r = e->queue[e->q_head + i];
+        if (!r->g.done && r->g.n_prompt > max_prompt) max_prompt = r->g.n_prompt;
     }
-    request_release(r);
+    return max_prompt;
 }
 
 static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
     r->entry = e->free_entries[--e->n_free];
     r->g.kv_bytes = e->gpu_info.kv_bytes_per_entry;
     r->g.kv_aux_bytes = e->gpu_info.aux_bytes_per_entry;
-    e->kv_bytes_now += gpu_bytes_per_entry(e);
+    e->kv_bytes_now += e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
     if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;
     double t0 = lf_now_ms();
     int tok = 0;
     /* the sampling stream of a request is its id, as on the CPU */
-    const int budget = e->cfg.policy.kind == LF_POLICY_FULL ? 0 : cache_slots(e, r);
+    const int budget = r->policy == LF_POLICY_FULL ? 0 : cache_slots(r);
     if (lf_cuda_prefill(e->gpu, r->entry, r->prompt, r->g.n_prompt, budget, (uint64_t)r->g.id, &tok, NULL, err))
         return -1;
     e->stats.prefill_ms += lf_now_ms() - t0;
@@ -468,77 +667,126 @@ static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *us
     return 0;
 }
 
-static int gpu_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-    int max_prompt = 0;
-    for (int i = e->next_queued; i < e->n_reqs; i++)
-        if (e->reqs[i]->g.n_prompt > max_prompt) max_prompt = e->reqs[i]->g.n_prompt;
-    if (max_prompt == 0) return 0; /* nothing queued */
-    if (gpu_plan(e, max_prompt, err)) return -1;
-    lf_request **active = e->step_reqs;
-    int n_active = 0;
-    const bool full = e->cfg.policy.kind == LF_POLICY_FULL;
-    for (;;) {
-        /* a freed entry takes the next queued request: its prefill runs while
-         * the other sequences wait for this one prefill */
-        while (e->n_free > 0 && e->next_queued < e->n_reqs) {
-            lf_request *r = e->reqs[e->next_queued++];
-            if (gpu_admit(e, r, cb, user, err)) {
-                gpu_retire(e, r);
-                for (int i = 0; i < n_active; i++) gpu_retire(e, active[i]);
-                return lf_fail_prefix(err, "request %d", r->g.id);
-            }
-            if (r->g.done) gpu_retire(e, r);
-            else active[n_active++] = r;
-        }
-        if (n_active == 0) break;
-
-        for (int i = 0; i < n_active; i++) {
-            lf_request *r = active[i];
-            e->step_entries[i] = r->entry;
-            e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
-            e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
-            /* never by the sizing (capacity = longest prompt + max_tokens): refuse, do not drop tokens */
-            if (full && e->step_pos[i] >= e->gpu_info.capacity) {
-                int cap = e->gpu_info.capacity;
-                for (int j = 0; j < n_active; j++) gpu_retire(e, active[j]);
-                return lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, cap);
-            }
-        }
-        double t0 = lf_now_ms();
-        if (lf_cuda_decode(e->gpu, n_active, e->step_entries, e->step_tokens, e->step_pos, e->step_out, NULL,
-                           err)) {
-            for (int i = 0; i < n_active; i++) gpu_retire(e, active[i]);
-            return -1;
-        }
-        int kept = 0;
-        e->stats.decode_tokens += n_active;
-        for (int i = 0; i < n_active; i++) {
-            lf_request *r = active[i];
-            if (push_token(e, r, e->step_out[i], cb, user)) gpu_retire(e, r);
-            else active[kept++] = r;
-        }
-        n_active = kept;
-        e->stats.decode_ms += lf_now_ms() - t0;
-        e->stats.decode_steps++;
+/* A freed entry takes the next queued request (in order: a request the plan
+ * cannot hold waits until the pool is empty, then the pool is replanned).
+ * Its prefill runs while the other sequences wait for this one prefill. */
+static int gpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    lf_request *r = queue_peek(e);
+    if (r && !gpu_fits(e, r) && e->n_active == 0 && gpu_plan(e, queued_max_prompt(e), err)) {
+        queue_pop(e);
+        r->g.done = true;
+        r->g.finish_reason = "error";
+        return lf_fail_prefix(err, "request %d", r->g.id);
     }
+    int rc = 0;
+    while (e->gpu && e->n_free > 0 && (r = queue_peek(e)) && gpu_fits(e, r)) {
+        queue_pop(e);
+        r->running = true;
+        e->active[e->n_active++] = r;
+        if (gpu_admit(e, r, cb, user, err)) {
+            fail_request(e, r);
+            lf_fail_prefix(err, "request %d", r->g.id);
+            rc = -1;
+            break;
+        }
+    }
+    compact_active(e);
+    return rc;
+}
+
+static int gpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    if (gpu_admit_queued(e, cb, user, err)) return -1;
+    const int n = e->n_active;
+    if (n == 0) return 0;
+    for (int i = 0; i < n; i++) {
+        lf_request *r = e->active[i];
+        e->step_entries[i] = r->entry;
+        e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
+        e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
+        /* never by the sizing (capacity >= prompt + max_tokens): refuse, do not drop tokens */
+        if (r->policy == LF_POLICY_FULL && e->step_pos[i] >= e->gpu_info.capacity) {
+            lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, e->gpu_info.capacity);
+            return fail_all_active(e, err);
+        }
+    }
+    double t0 = lf_now_ms();
+    if (lf_cuda_decode(e->gpu, n, e->step_entries, e->step_tokens, e->step_pos, e->step_out, NULL, err))
+        return fail_all_active(e, err);
+    e->stats.decode_tokens += n;
+    for (int i = 0; i < n; i++) push_token(e, e->active[i], e->step_out[i], cb, user);
+    compact_active(e);
+    e->stats.decode_ms += lf_now_ms() - t0;
+    e->stats.decode_steps++;
     return 0;
 }
 #endif /* LF_HAVE_CUDA */
 
+int lf_engine_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+#ifdef LF_HAVE_CUDA
+    if (e->cfg.device == LF_DEVICE_CUDA) return gpu_step(e, cb, user, err);
+#endif
+    return cpu_step(e, cb, user, err);
+}
+
+int lf_engine_pending(const lf_engine *e, int *queued, int *running) {
+    int q = 0;
+    for (int i = 0; i < e->q_len; i++) q += !e->queue[e->q_head + i]->g.done;
+    if (queued) *queued = q;
+    if (running) *running = e->n_active;
+    return q + e->n_active;
+}
+
+int lf_engine_cancel(lf_engine *e, int id, lf_error *err) {
+    lf_request *r = find_request(e, id);
+    if (!r) return lf_fail(err, "request %d: unknown or already released", id);
+    if (r->g.done) return 0;
+    r->g.done = true;
+    r->g.finish_reason = "cancelled";
+    finish(e, r); /* a queued request is dropped from the queue by queue_peek */
+    return 0;
+}
+
+int lf_engine_release(lf_engine *e, int id, lf_error *err) {
+    lf_request *r = find_request(e, id);
+    if (!r) return lf_fail(err, "request %d: unknown or already released", id);
+    if (!r->g.done) return lf_fail(err, "request %d is still %s: cancel it first", id, r->running ? "running" : "queued");
+    /* a finished request may still sit in the queue (cancelled while queued) */
+    queue_remove(e, r);
+    request_free(r);
+    e->reqs[id - e->id_base] = NULL;
+    int lead = 0;
+    while (lead < e->n_reqs && !e->reqs[lead]) lead++;
+    if (lead > 0) {
+        memmove(e->reqs, e->reqs + lead, (size_t)(e->n_reqs - lead) * sizeof *e->reqs);
+        e->n_reqs -= lead;
+        e->id_base += lead;
+    }
+    return 0;
+}
+
 int lf_engine_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
 #ifdef LF_HAVE_CUDA
-    if (e->cfg.device == LF_DEVICE_CUDA) return gpu_run(e, cb, user, err);
+    /* plan once for every queued prompt, as a batch run always did */
+    if (e->cfg.device == LF_DEVICE_CUDA && e->n_active == 0 && queued_max_prompt(e) > 0 &&
+        gpu_plan(e, queued_max_prompt(e), err))
+        return -1;
 #endif
-    return cpu_run(e, cb, user, err);
+    while (lf_engine_pending(e, NULL, NULL) > 0)
+        if (lf_engine_step(e, cb, user, err)) {
+            /* a batch run stops at the first failure: nothing keeps running */
+            while (e->n_active > 0) lf_engine_cancel(e, e->active[0]->g.id, NULL);
+            return -1;
+        }
+    return 0;
 }
 
 int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err) {
     if (max_prompt < 1) return lf_fail(err, "engine: max_prompt must be >= 1 (got %d)", max_prompt);
 #ifdef LF_HAVE_CUDA
     if (e->cfg.device == LF_DEVICE_CUDA) {
-        for (int i = e->next_queued; i < e->n_reqs; i++)
-            if (e->reqs[i]->g.n_prompt > max_prompt) max_prompt = e->reqs[i]->g.n_prompt;
-        return gpu_plan(e, max_prompt, err);
+        if (e->n_active > 0) return lf_fail(err, "engine: lf_engine_reserve while sequences run");
+        int q = queued_max_prompt(e);
+        return gpu_plan(e, q > max_prompt ? q : max_prompt, err);
     }
 #endif
     return 0;
@@ -556,8 +804,8 @@ size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device) {
 }
 
 const lf_generation *lf_engine_result(const lf_engine *e, int id) {
-    if (id < 0 || id >= e->n_reqs) return NULL;
-    return &e->reqs[id]->g;
+    const lf_request *r = find_request(e, id);
+    return r ? &r->g : NULL;
 }
 
 void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s) {
