@@ -116,6 +116,7 @@ typedef struct lf_generation {
     size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
     size_t kv_bytes_in_use_peak; /* most bytes of K/V in valid slots at any step */
     size_t kv_tokens_peak;     /* most tokens the cache held (max over layers) */
+    int kv_slots;              /* slots per layer this sequence may use (0 until admitted) */
 } lf_generation;
 
 /* Bytes of K and V tensors for `slots` slots per layer (as the CPU cache

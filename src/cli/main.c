@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "  bench        measure prefill and decode speed\n"
             "  policies     list the KV-cache policies\n"
             "  eval         accuracy of a model and KV policy on a math benchmark (JSONL)\n"
+            "  serve        an OpenAI-compatible HTTP server (longflow serve --help)\n"
             "  help         this message\n",
             LF_VERSION);
 }
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
         {"generate", lf_cmd_generate}, {"tokenize", lf_cmd_tokenize},
         {"detokenize", lf_cmd_detokenize}, {"bench", lf_cmd_bench},
         {"policies", lf_cmd_policies}, {"eval", lf_cmd_eval},
+        {"serve", lf_cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 2, argv + 2);

@@ -429,6 +429,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(r), err)) return -1;
     r->has_cache = true;
     r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
+    r->g.kv_slots = r->cache.capacity;
     r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
     e->kv_bytes_now += r->cache.bytes;
     if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;
@@ -652,6 +653,7 @@ static int queued_max_prompt(const lf_engine *e) {
 static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
     r->entry = e->free_entries[--e->n_free];
     r->g.kv_bytes = e->gpu_info.kv_bytes_per_entry;
+    r->g.kv_slots = r->policy == LF_POLICY_FULL ? e->gpu_info.capacity : cache_slots(r);
     r->g.kv_aux_bytes = e->gpu_info.aux_bytes_per_entry;
     e->kv_bytes_now += e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
     if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;

@@ -1,0 +1,358 @@
+#define _GNU_SOURCE /* memmem */
+#include "server/sched.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "model/model.h"
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+lf_job *lf_job_new(const lf_request_params *p, char *const *stop, int n_stop) {
+    lf_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->params = *p;
+    j->prompt_ids = malloc((size_t)p->n_prompt * sizeof(int));
+    j->text = malloc(256);
+    j->cap = 256;
+    if (!j->prompt_ids || !j->text) goto fail;
+    j->text[0] = 0;
+    memcpy(j->prompt_ids, p->prompt, (size_t)p->n_prompt * sizeof(int));
+    j->params.prompt = j->prompt_ids;
+    j->params.stop_ids = NULL;
+    j->params.n_stop_ids = 0;
+    for (int i = 0; i < n_stop; i++) {
+        if (!(j->stop[i] = strdup(stop[i]))) goto fail;
+        j->n_stop++;
+        if (strlen(stop[i]) > j->max_stop) j->max_stop = strlen(stop[i]);
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 2;
+    j->engine_id = -1;
+    j->t_arrival = lf_now_ms();
+    return j;
+fail:
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    free(j->prompt_ids);
+    free(j->text);
+    free(j);
+    return NULL;
+}
+
+void lf_job_unref(lf_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left > 0) return;
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    if (j->detok) lf_detok_stream_free(j->detok);
+    free(j->prompt_ids);
+    free(j->text);
+    free(j->tokens);
+    free(j);
+}
+
+void lf_job_cancel(lf_sched *s, lf_job *j) {
+    pthread_mutex_lock(&j->mu);
+    bool was = j->cancel || j->done;
+    j->cancel = true;
+    pthread_mutex_unlock(&j->mu);
+    if (was) return;
+    pthread_mutex_lock(&s->mu);
+    s->wake = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Append text to the job (caller holds j->mu). */
+static bool job_append(lf_job *j, const char *t, size_t n) {
+    if (j->len + n + 1 > j->cap) {
+        size_t nc = (j->len + n + 1) * 2;
+        char *ns = realloc(j->text, nc);
+        if (!ns) return false;
+        j->text = ns;
+        j->cap = nc;
+    }
+    memcpy(j->text + j->len, t, n);
+    j->len += n;
+    j->text[j->len] = 0;
+    return true;
+}
+
+/* Cut the text at the first stop string that starts at or after `from`;
+ * otherwise advance `safe` to where no stop string can still begin (on a
+ * character boundary). Caller holds j->mu. */
+static void job_scan_stop(lf_job *j, size_t from, bool final) {
+    for (int i = 0; i < j->n_stop; i++) {
+        const char *hit = memmem(j->text + from, j->len - from, j->stop[i], strlen(j->stop[i]));
+        if (hit) {
+            j->len = (size_t)(hit - j->text);
+            j->text[j->len] = 0;
+            j->stop_hit = true;
+        }
+        if (j->stop_hit) from = from < j->len ? from : j->len;
+    }
+    size_t safe = j->len;
+    if (!final && !j->stop_hit && j->max_stop > 1) {
+        safe = j->len > j->max_stop - 1 ? j->len - (j->max_stop - 1) : 0;
+        while (safe > 0 && ((unsigned char)j->text[safe] & 0xC0) == 0x80) safe--;
+    }
+    if (safe > j->safe) j->safe = safe;
+}
+
+/* ---- the scheduler thread ------------------------------------------------ */
+
+static lf_job *find_live(lf_sched *s, int engine_id) {
+    for (int i = 0; i < s->n_live; i++)
+        if (s->live[i]->engine_id == engine_id) return s->live[i];
+    return NULL;
+}
+
+/* Token callback of lf_engine_step: decode, append, look for stop strings. */
+static void on_token(void *user, const lf_generation *g, int tok) {
+    lf_sched *s = user;
+    lf_job *j = find_live(s, g->id);
+    if (!j || j->stop_hit) return;
+    double now = lf_now_ms();
+    lf_metrics_latency(s->metrics, g->n_tokens == 1 ? (now - j->t_arrival) / 1e3 : -1,
+                       g->n_tokens > 1 ? (now - j->t_last) / 1e3 : -1);
+    j->t_last = now;
+    const char *text = NULL;
+    size_t n = 0;
+    /* the end-of-sequence token has no text (as `longflow generate`) */
+    bool eos = g->done && g->finish_reason && !strcmp(g->finish_reason, "eos");
+    lf_error err = {{0}};
+    if (!eos && j->detok && lf_detok_stream_push(j->detok, tok, &text, &n, &err)) n = 0;
+    pthread_mutex_lock(&j->mu);
+    if (j->n_tokens == j->cap_tokens) {
+        int nc = j->cap_tokens ? 2 * j->cap_tokens : 64;
+        int *nt = realloc(j->tokens, (size_t)nc * sizeof(int));
+        if (nt) {
+            j->tokens = nt;
+            j->cap_tokens = nc;
+        }
+    }
+    if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = tok;
+    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
+    if (n) job_append(j, text, n);
+    job_scan_stop(j, from, false);
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static const char *openai_finish(const char *engine_reason) {
+    if (!engine_reason) return "error";
+    if (!strcmp(engine_reason, "eos") || !strcmp(engine_reason, "stop")) return "stop";
+    return engine_reason; /* "length", "cancelled", "error" */
+}
+
+/* The job is over: flush the decoder, record the end, give it back to the
+ * HTTP side, release the engine's request. */
+static void job_finish(lf_sched *s, lf_job *j, const char *finish, const char *error) {
+    const lf_generation *g = j->engine_id >= 0 ? lf_engine_result(s->engine, j->engine_id) : NULL;
+    const char *text = NULL;
+    size_t n = 0;
+    if (j->detok && !j->stop_hit) lf_detok_stream_flush(j->detok, &text, &n);
+    pthread_mutex_lock(&j->mu);
+    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
+    if (n) job_append(j, text, n);
+    job_scan_stop(j, from, true);
+    j->finish = j->stop_hit ? "stop" : finish;
+    if (error) snprintf(j->error, sizeof j->error, "%s", error);
+    if (g) {
+        j->kv_tokens_peak = g->kv_tokens_peak;
+        j->kv_bytes = g->kv_bytes;
+        j->kv_slots = g->kv_slots;
+    }
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (g) {
+        long written = (long)g->n_prompt + g->n_tokens - 1;
+        lf_metrics_tokens(s->metrics, g->n_prompt, g->n_tokens, written - (long)g->kv_tokens_peak,
+                          !strcmp(j->finish, "cancelled"));
+        lf_engine_release(s->engine, j->engine_id, NULL);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->inflight--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    lf_job_unref(j);
+}
+
+static void live_remove(lf_sched *s, int i) { s->live[i] = s->live[--s->n_live]; }
+
+/* New jobs from the inbox go to the engine. */
+static void take_inbox(lf_sched *s, lf_job *list) {
+    while (list) {
+        lf_job *j = list;
+        list = j->next;
+        lf_error err = {{0}};
+        if (s->n_live == s->cap_live) {
+            int nc = s->cap_live ? 2 * s->cap_live : 64;
+            lf_job **nl = realloc(s->live, (size_t)nc * sizeof *nl);
+            if (!nl) {
+                job_finish(s, j, "error", "server out of memory");
+                continue;
+            }
+            s->live = nl;
+            s->cap_live = nc;
+        }
+        j->detok = lf_detok_stream_new(s->tok, false);
+        j->engine_id = j->detok ? lf_engine_submit_params(s->engine, &j->params, &err) : -1;
+        if (j->engine_id < 0) {
+            job_finish(s, j, "error", j->detok ? err.msg : "server out of memory");
+            continue;
+        }
+        s->live[s->n_live++] = j;
+    }
+}
+
+/* Cancel what the HTTP side gave up on (or everything, at the shutdown
+ * deadline), and stop what hit a stop string. */
+static void cancel_jobs(lf_sched *s, bool all) {
+    for (int i = 0; i < s->n_live;) {
+        lf_job *j = s->live[i];
+        pthread_mutex_lock(&j->mu);
+        bool cancel = j->cancel;
+        pthread_mutex_unlock(&j->mu);
+        if (cancel || all || j->stop_hit) {
+            lf_engine_cancel(s->engine, j->engine_id, NULL);
+            live_remove(s, i);
+            job_finish(s, j, j->stop_hit ? "stop" : "cancelled",
+                       j->stop_hit ? NULL : all ? "server shutting down" : "client disconnected");
+        } else {
+            i++;
+        }
+    }
+}
+
+static void finish_done_jobs(lf_sched *s, const char *step_error) {
+    for (int i = 0; i < s->n_live;) {
+        lf_job *j = s->live[i];
+        const lf_generation *g = lf_engine_result(s->engine, j->engine_id);
+        if (g && g->done) {
+            live_remove(s, i);
+            const char *f = openai_finish(g->finish_reason);
+            job_finish(s, j, f, !strcmp(f, "error") ? step_error : NULL);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void update_gauges(lf_sched *s) {
+    int queued = 0, running = 0;
+    lf_engine_pending(s->engine, &queued, &running);
+    long in_use = 0, alloc = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < s->n_live; i++) {
+        const lf_generation *g = lf_engine_result(s->engine, s->live[i]->engine_id);
+        if (!g || g->kv_slots == 0) continue;
+        in_use += (long)g->kv_tokens_peak;
+        alloc += g->kv_slots;
+        bytes += g->kv_bytes;
+    }
+    lf_metrics_gauges(s->metrics, running, queued, in_use, alloc, bytes);
+}
+
+static void *sched_main(void *arg) {
+    lf_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->quit && !s->inbox && !s->wake && !s->abort_all && s->n_live == 0)
+            pthread_cond_wait(&s->cv, &s->mu);
+        lf_job *list = s->inbox;
+        s->inbox = s->inbox_tail = NULL;
+        bool all = s->abort_all, quit = s->quit;
+        s->wake = false;
+        pthread_mutex_unlock(&s->mu);
+
+        take_inbox(s, list);
+        cancel_jobs(s, all);
+        if (quit && s->n_live == 0) break;
+        if (lf_engine_pending(s->engine, NULL, NULL) > 0) {
+            lf_error err = {{0}};
+            int rc = lf_engine_step(s->engine, on_token, s, &err);
+            cancel_jobs(s, false); /* stop strings found during the step */
+            finish_done_jobs(s, rc ? err.msg : NULL);
+        }
+        update_gauges(s);
+    }
+    update_gauges(s);
+    return NULL;
+}
+
+int lf_sched_start(lf_sched *s, lf_engine *engine, const lf_model *m, const lf_tokenizer *tok, lf_metrics *metrics,
+                   int max_inflight, lf_error *err) {
+    memset(s, 0, sizeof *s);
+    s->engine = engine;
+    s->model = m;
+    s->tok = tok;
+    s->metrics = metrics;
+    s->max_inflight = max_inflight;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->thread, NULL, sched_main, s)) return lf_fail(err, "serve: cannot start the scheduler thread");
+    s->started = true;
+    return 0;
+}
+
+int lf_sched_submit(lf_sched *s, lf_job *j, lf_api_error *e) {
+    pthread_mutex_lock(&s->mu);
+    if (s->draining) {
+        pthread_mutex_unlock(&s->mu);
+        return lf_api_fail(e, 503, NULL, "shutting_down", "the server is shutting down");
+    }
+    if (s->inflight >= s->max_inflight) {
+        int n = s->inflight;
+        pthread_mutex_unlock(&s->mu);
+        return lf_api_fail(e, 429, NULL, "queue_full",
+                           "the server is busy: %d requests running or queued (--max-seqs + --max-queue); retry later",
+                           n);
+    }
+    s->inflight++;
+    j->next = NULL;
+    if (s->inbox_tail) s->inbox_tail->next = j;
+    else s->inbox = j;
+    s->inbox_tail = j;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int lf_sched_inflight(lf_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->inflight;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void lf_sched_shutdown(lf_sched *s, double timeout_s) {
+    if (!s->started) return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)timeout_s;
+    pthread_mutex_lock(&s->mu);
+    s->draining = true;
+    int rc = 0;
+    while (s->inflight > 0 && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&s->cv, &s->mu, &until);
+    s->abort_all = s->inflight > 0;
+    s->quit = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    s->started = false;
+    free(s->live);
+    s->live = NULL;
+    /* the mutex stays: late requests on open connections still get their 503 */
+}
