@@ -114,10 +114,12 @@ static int number_field(const cJSON *o, const char *name, double lo, double hi, 
     return 1;
 }
 
-static int bool_field(const cJSON *o, const char *name, bool *out, lf_api_error *e) {
+/* An optional boolean; param: the field's full name in messages (NULL = name). */
+static int bool_field(const cJSON *o, const char *name, const char *param, bool *out, lf_api_error *e) {
     const cJSON *v = field(o, name);
+    if (!param) param = name;
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsBool(v)) return BAD(name, "%s must be true or false", name);
+    if (!cJSON_IsBool(v)) return BAD(param, "%s must be true or false", param);
     *out = cJSON_IsTrue(v);
     return 1;
 }
@@ -231,21 +233,22 @@ static int parse_options(const cJSON *o, const lf_api_defaults *d, lf_api_reques
     if ((rc = number_field(o, mt, 1, 10000000, true, &x, e)) < 0) return -1;
     if (rc) r->max_tokens = (int)x;
     if ((rc = number_field(o, "n", 1, 1, true, &x, e)) < 0) return -1;
-    if (bool_field(o, "stream", &r->stream, e) < 0) return -1;
-    if (bool_field(o, "ignore_eos", &r->ignore_eos, e) < 0) return -1;
-    if (bool_field(o, "return_token_ids", &r->return_token_ids, e) < 0) return -1;
+    if (bool_field(o, "stream", NULL, &r->stream, e) < 0) return -1;
+    if (bool_field(o, "ignore_eos", NULL, &r->ignore_eos, e) < 0) return -1;
+    if (bool_field(o, "return_token_ids", NULL, &r->return_token_ids, e) < 0) return -1;
     bool logprobs = false;
-    if (bool_field(o, "logprobs", &logprobs, e) < 0) return -1;
+    if (bool_field(o, "logprobs", NULL, &logprobs, e) < 0) return -1;
     if (logprobs) return lf_api_fail(e, 400, "logprobs", "unsupported_value", "logprobs are not supported");
     const cJSON *so = field(o, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) return BAD("stream_options", "stream_options must be an object");
-        if (bool_field(so, "include_usage", &r->include_usage, e) < 0) return -1;
+        if (bool_field(so, "include_usage", "stream_options.include_usage", &r->include_usage, e) < 0) return -1;
     }
     const cJSON *kw = field(o, "chat_template_kwargs");
     if (kw && !cJSON_IsNull(kw)) {
         if (!cJSON_IsObject(kw)) return BAD("chat_template_kwargs", "chat_template_kwargs must be an object");
-        if (bool_field(kw, "enable_thinking", &r->enable_thinking, e) < 0) return -1;
+        if (bool_field(kw, "enable_thinking", "chat_template_kwargs.enable_thinking", &r->enable_thinking, e) < 0)
+            return -1;
     }
     const cJSON *model = field(o, "model");
     if (model && !cJSON_IsNull(model)) {

@@ -1,0 +1,413 @@
+#!/usr/bin/env python3
+"""`longflow serve` end to end, on the bundled model, through the official
+`openai` client and raw HTTP (http.client). The reference for every answer
+is `longflow generate` run on the same request (a separate process, the
+CLI's own prompt rendering and loop)."""
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_util import SANITIZED, Server, generate, problems, sse_events  # noqa: E402
+
+import openai  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+CMPL = "/v1/completions"
+
+
+def chat_body(question, n, **extra):
+    b = {"model": "tiny-reasoner", "messages": [{"role": "user", "content": question}], "max_tokens": n}
+    b.update(extra)
+    return b
+
+
+class Serve(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--max-seqs", "4", "--max-queue", "64")
+        cls.client = openai.OpenAI(base_url=cls.srv.base_url, api_key="unused", max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc, err = cls.srv.stop()
+        assert rc == 0, err
+
+    def assert_serving(self):
+        st, _, b = self.srv.post(CHAT, chat_body("Add up these 2 numbers.\nA1\nB2", 4))
+        self.assertEqual(st, 200, b)
+
+    def test_models_and_health(self):
+        st, _, b = self.srv.request("GET", "/health")
+        self.assertEqual((st, json.loads(b)), (200, {"status": "ok"}))
+        models = self.client.models.list()
+        self.assertEqual([m.id for m in models.data], ["tiny-reasoner"])
+
+    def test_chat_greedy_equals_generate(self):
+        """Greedy chat through the openai client: the same tokens, text, split and usage as generate --chat."""
+        for q in problems(3, "sum"):
+            ref = generate("--chat", "--prompt", q, "--max-tokens", "80", "--split-think")
+            r = self.client.chat.completions.create(model="tiny-reasoner", messages=[{"role": "user", "content": q}],
+                                                    max_tokens=80, extra_body={"return_token_ids": True})
+            ch = r.choices[0]
+            self.assertEqual(ch.model_extra["token_ids"], ref["tokens"])
+            self.assertEqual(ch.message.content, ref["answer"])
+            self.assertEqual(ch.message.model_extra.get("reasoning_content") or "", ref["reasoning"])
+            self.assertEqual(ch.finish_reason, "length")
+            self.assertEqual(r.usage.prompt_tokens, len(ref["prompt_tokens"]))
+            self.assertEqual(r.usage.completion_tokens, len(ref["tokens"]))
+            self.assertEqual(r.usage.total_tokens, len(ref["prompt_tokens"]) + len(ref["tokens"]))
+            kv = r.usage.model_extra["kv"]
+            self.assertEqual(kv["policy"], "full")
+            self.assertEqual(kv["peak_slots"], ref["stats"]["kv_tokens_peak"])
+            self.assertEqual(kv["bytes"], ref["stats"]["kv_bytes"])
+
+    def test_reasoning_split_whole_answer(self):
+        """A problem solved to the end: reasoning_content and content as generate --split-think, finish 'stop'."""
+        q = problems(1, "sum")[0]
+        ref = generate("--chat", "--prompt", q, "--max-tokens", "600", "--split-think")
+        self.assertEqual(ref["finish_reason"], "eos")
+        self.assertIn("boxed", ref["answer"])
+        r = self.client.chat.completions.create(model="tiny-reasoner", messages=[{"role": "user", "content": q}],
+                                                max_tokens=600)
+        self.assertEqual(r.choices[0].finish_reason, "stop")
+        self.assertEqual(r.choices[0].message.content, ref["answer"])
+        self.assertEqual(r.choices[0].message.model_extra["reasoning_content"], ref["reasoning"])
+        self.assertEqual(r.usage.completion_tokens, len(ref["tokens"]))
+        # streamed: the deltas add up to the same two parts
+        stream = self.client.chat.completions.create(model="tiny-reasoner", messages=[{"role": "user", "content": q}],
+                                                     max_tokens=600, stream=True,
+                                                     stream_options={"include_usage": True})
+        parts = {"reasoning_content": "", "content": ""}
+        finish, usage, n_chunks = None, None, 0
+        for chunk in stream:
+            n_chunks += 1
+            if chunk.usage:
+                usage = chunk.usage
+            for c in chunk.choices:
+                parts["content"] += c.delta.content or ""
+                parts["reasoning_content"] += (c.delta.model_extra or {}).get("reasoning_content") or ""
+                finish = c.finish_reason or finish
+        self.assertEqual(parts["content"], ref["answer"])
+        self.assertEqual(parts["reasoning_content"], ref["reasoning"])
+        self.assertEqual(finish, "stop")
+        self.assertEqual(usage.completion_tokens, len(ref["tokens"]))
+        self.assertGreater(n_chunks, 50)  # streamed token by token, not at the end
+
+    def test_completions_equal_generate(self):
+        """/v1/completions, streaming and not, equals generate --prompt (no chat template)."""
+        prompt = "A4\nB3\nC4\n"
+        ref = generate("--prompt", prompt, "--max-tokens", "40", "--ignore-eos")
+        r = self.client.completions.create(model="tiny-reasoner", prompt=prompt, max_tokens=40,
+                                           extra_body={"ignore_eos": True, "return_token_ids": True})
+        self.assertEqual(r.choices[0].text, ref["text"])
+        self.assertEqual(r.choices[0].model_extra["token_ids"], ref["tokens"])
+        self.assertEqual(r.usage.prompt_tokens, len(ref["prompt_tokens"]))
+        text = "".join(c.choices[0].text for c in self.client.completions.create(
+            model="tiny-reasoner", prompt=prompt, max_tokens=40, stream=True, extra_body={"ignore_eos": True}))
+        self.assertEqual(text, ref["text"])
+
+    def test_raw_http_stream(self):
+        """Raw SSE: every event is JSON, first has role, then a finish chunk, usage, and [DONE] last."""
+        q = problems(1, "walk")[0]
+        ref = generate("--chat", "--prompt", q, "--max-tokens", "30")
+        c = self.srv.conn()
+        c.request("POST", CHAT, body=json.dumps(chat_body(q, 30, stream=True, stream_options={"include_usage": True})),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.getheader("Content-Type").startswith("text/event-stream"))
+        events = list(sse_events(r))
+        c.close()
+        self.assertEqual(events[-1], "[DONE]")
+        objs = [json.loads(e) for e in events[:-1]]
+        self.assertEqual(objs[0]["choices"][0]["delta"]["role"], "assistant")
+        self.assertEqual(objs[-2]["choices"][0]["finish_reason"], "length")
+        self.assertEqual(objs[-1]["choices"], [])
+        self.assertEqual(objs[-1]["usage"]["completion_tokens"], 30)
+        text = "".join(o["choices"][0]["delta"].get("reasoning_content", "") + o["choices"][0]["delta"].get("content", "")
+                       for o in objs if o["choices"])
+        # the split drops the <think> tag and newlines around it
+        self.assertEqual(text.replace("\n", ""), ref["text"].replace("<think>", "").replace("\n", ""))
+
+    def test_stop_strings(self):
+        q = problems(1, "sum")[0]
+        ref = generate("--chat", "--prompt", q, "--max-tokens", "60")["text"]
+        stop = ref[20:24]
+        cut = ref[:ref.index(stop)]
+        for stream in (False, True):
+            with self.subTest(stream=stream):
+                body = chat_body(q, 60, stop=[stop, "zzzz"], stream=stream)
+                if not stream:
+                    st, _, b = self.srv.post(CHAT, body)
+                    self.assertEqual(st, 200, b)
+                    m = b["choices"][0]["message"]
+                    got = (m.get("reasoning_content") or "") + m["content"]
+                    self.assertEqual(b["choices"][0]["finish_reason"], "stop")
+                else:
+                    got = ""
+                    for ch in self.client.chat.completions.create(model="tiny-reasoner", messages=body["messages"],
+                                                                  max_tokens=60, stop=[stop, "zzzz"], stream=True):
+                        d = ch.choices[0].delta
+                        got += ((d.model_extra or {}).get("reasoning_content") or "") + (d.content or "")
+                self.assertEqual(got.replace("\n", ""), cut.replace("<think>", "").replace("\n", ""))
+
+    def test_concurrent_clients(self):
+        """32 clients at once, different prompts, policies, budgets, lengths: each as generate alone."""
+        qs = problems(11, "sum") + problems(11, "walk") + problems(10, "path")
+        policies = [("full", None), ("longflow", 64), ("streaming", 48), ("tova", 80), ("h2o", 64), ("vatp", 96)]
+        jobs = []
+        for i, q in enumerate(qs):
+            pol, budget = policies[i % len(policies)]
+            n = 12 + (i * 7) % 20
+            jobs.append((q, pol, budget, n, i % 3 == 0))
+        refs = []
+        for q, pol, budget, n, _ in jobs:
+            extra = ["--policy", pol] + (["--budget", str(budget)] if budget else [])
+            refs.append(generate("--chat", "--prompt", q, "--max-tokens", str(n), "--ignore-eos", *extra))
+
+        def one(job):
+            q, pol, budget, n, stream = job
+            body = chat_body(q, n, ignore_eos=True, kv_policy=pol, return_token_ids=True)
+            if budget:
+                body["kv_budget"] = budget
+            if not stream:
+                st, _, b = self.srv.post(CHAT, body)
+                assert st == 200, b
+                return b["choices"][0]["token_ids"], b["usage"]
+            body.update(stream=True, stream_options={"include_usage": True})
+            c = self.srv.conn()
+            c.request("POST", CHAT, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            objs = [json.loads(e) for e in sse_events(r) if e != "[DONE]"]
+            c.close()
+            return None, objs[-1]["usage"]
+
+        with concurrent.futures.ThreadPoolExecutor(32) as ex:
+            results = list(ex.map(one, jobs))
+        for (ids, usage), ref, job in zip(results, refs, jobs):
+            with self.subTest(policy=job[1], budget=job[2]):
+                if ids is not None:
+                    self.assertEqual(ids, ref["tokens"])
+                self.assertEqual(usage["completion_tokens"], len(ref["tokens"]))
+                self.assertEqual(usage["kv"]["policy"], job[1])
+                self.assertEqual(usage["kv"]["peak_slots"], ref["stats"]["kv_tokens_peak"])
+                if job[2]:
+                    self.assertLessEqual(usage["kv"]["peak_slots"], job[2])
+
+    def test_bad_requests(self):
+        """Every bad request: its status, an OpenAI error body naming the field, and the server still serves."""
+        ok = chat_body("hi", 4)
+        long_q = "A1\n" * 1500  # about 4,500 tokens: longer than the context (4,096)
+        mid_q = "A1\n" * 1000  # about 3,000 tokens
+        cases = [
+            (CHAT, b"{not json", 400, None),
+            (CHAT, b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, "temperature"),
+            (CHAT, b"\xff\xfe{}", 400, None),
+            (CHAT, ("[" * 100 + "]" * 100).encode(), 400, None),
+            (CHAT, b"[]", 400, None),
+            (CHAT, {"max_tokens": 4}, 400, "messages"),
+            (CHAT, {"messages": []}, 400, "messages"),
+            (CHAT, {"messages": "hello"}, 400, "messages"),
+            (CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages"),
+            (CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages"),
+            (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages"),
+            (CHAT, dict(ok, max_tokens=-1), 400, "max_tokens"),
+            (CHAT, dict(ok, max_tokens=10**9), 400, "max_tokens"),
+            (CHAT, dict(ok, max_tokens="ten"), 400, "max_tokens"),
+            (CHAT, dict(ok, max_tokens=1.5), 400, "max_tokens"),
+            (CHAT, dict(ok, max_completion_tokens=0), 400, "max_completion_tokens"),
+            (CHAT, dict(ok, max_tokens=4095), 400, "max_tokens"),
+            (CHAT, chat_body(mid_q, 1500), 400, "max_tokens"),
+            (CHAT, chat_body(long_q, 10), 400, "messages"),
+            (CHAT, dict(ok, temperature=-1), 400, "temperature"),
+            (CHAT, dict(ok, temperature="hot"), 400, "temperature"),
+            (CHAT, dict(ok, top_p=0), 400, "top_p"),
+            (CHAT, dict(ok, top_k=1.5), 400, "top_k"),
+            (CHAT, dict(ok, min_p=1), 400, "min_p"),
+            (CHAT, dict(ok, repetition_penalty=0), 400, "repetition_penalty"),
+            (CHAT, dict(ok, presence_penalty=0.5), 400, "presence_penalty"),
+            (CHAT, dict(ok, frequency_penalty=1), 400, "frequency_penalty"),
+            (CHAT, dict(ok, n=2), 400, "n"),
+            (CHAT, dict(ok, stream="yes"), 400, "stream"),
+            (CHAT, dict(ok, stop=5), 400, "stop"),
+            (CHAT, dict(ok, stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+            (CHAT, dict(ok, stop=[""]), 400, "stop"),
+            (CHAT, dict(ok, logprobs=True), 400, "logprobs"),
+            (CHAT, dict(ok, kv_policy="magic"), 400, "kv_policy"),
+            (CHAT, dict(ok, kv_policy=3), 400, "kv_policy"),
+            (CHAT, dict(ok, kv_policy="longflow"), 400, "kv_budget"),
+            (CHAT, dict(ok, kv_budget=64), 400, "kv_budget"),
+            (CHAT, dict(ok, kv_policy="longflow", kv_budget=0), 400, "kv_budget"),
+            (CHAT, dict(chat_body("A1\n" * 20, 4), kv_policy="longflow", kv_budget=20), 400, "kv_budget"),
+            (CHAT, dict(ok, chat_template_kwargs={"enable_thinking": "no"}), 400, "chat_template_kwargs.enable_thinking"),
+            (CHAT, dict(ok, chat_template_kwargs=[]), 400, "chat_template_kwargs"),
+            (CHAT, dict(ok, stream_options={"include_usage": 1}), 400, "stream_options.include_usage"),
+            (CHAT, dict(ok, stream_options=True), 400, "stream_options"),
+            (CHAT, dict(ok, model="gpt-4"), 404, "model"),
+            (CMPL, {"prompt": 5}, 400, "prompt"),
+            (CMPL, {"prompt": ""}, 400, "prompt"),
+            (CMPL, {"max_tokens": 3}, 400, "prompt"),
+            (CHAT, b"{}" + b" " * (1 << 20), 413, None),
+        ]
+        for path, body, status, param in cases:
+            with self.subTest(body=str(body)[:120]):
+                st, _, b = self.srv.request("POST", path, body)
+                self.assertEqual(st, status, b[:300])
+                err = json.loads(b)["error"]
+                self.assertIsInstance(err["message"], str)
+                self.assertTrue(err["message"])
+                self.assertIn("type", err)
+                self.assertIn("code", err)
+                self.assertEqual(err["param"], param, err["message"])
+                self.assert_serving()
+        st, _, _ = self.srv.request("GET", "/v1/nothing")
+        self.assertEqual(st, 404)
+        st, _, _ = self.srv.request("GET", CHAT)
+        self.assertEqual(st, 405)
+        # the openai client raises its typed errors
+        with self.assertRaises(openai.BadRequestError) as cm:
+            self.client.chat.completions.create(model="tiny-reasoner", messages=[], max_tokens=4)
+        self.assertEqual(cm.exception.body["param"], "messages")
+
+    def test_disconnect_frees_slot(self):
+        """A client that goes away mid-stream: its sequence is cancelled, its slots freed (/metrics)."""
+        before = self.srv.metrics()
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        body = json.dumps(chat_body("A1\nB2", 3000, stream=True, ignore_eos=True)).encode()
+        s.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while got.count(b"data: ") < 5:
+            got += s.recv(4096)
+        m = self.srv.metrics()
+        self.assertEqual(m["longflow_running_sequences"], 1)
+        self.assertGreater(m["longflow_kv_slots_allocated"], 0)
+        s.close()
+        t0 = time.time()
+        while time.time() - t0 < 10:
+            m = self.srv.metrics()
+            if m["longflow_running_sequences"] == 0:
+                break
+            time.sleep(0.02)
+        self.assertEqual(m["longflow_running_sequences"], 0)
+        self.assertEqual(m["longflow_kv_slots_allocated"], 0)
+        self.assertEqual(m["longflow_requests_cancelled_total"], before["longflow_requests_cancelled_total"] + 1)
+        self.assertLess(m["longflow_generation_tokens_total"] - before["longflow_generation_tokens_total"], 3000)
+        self.assert_serving()
+
+
+class Overload(unittest.TestCase):
+    def test_queue_full_429_fast(self):
+        """1 running + 1 queued: the third request gets 429 with Retry-After at once; the others complete."""
+        srv = Server("--max-seqs", "1", "--max-queue", "1")
+        try:
+            n = 400 if not SANITIZED else 150
+            results = []
+
+            def long_req():
+                results.append(srv.post(CHAT, chat_body("A1\nB2", n, ignore_eos=True)))
+
+            ts = [threading.Thread(target=long_req) for _ in range(2)]
+            for t in ts:
+                t.start()
+                time.sleep(0.2)
+            m = srv.metrics()
+            self.assertEqual((m["longflow_running_sequences"], m["longflow_queued_sequences"]), (1, 1))
+            t0 = time.time()
+            st, h, b = srv.post(CHAT, chat_body("A1", 4))
+            dt = time.time() - t0
+            self.assertEqual(st, 429)
+            self.assertEqual(h.get("retry-after"), "1")
+            self.assertEqual(b["error"]["type"], "rate_limit_error")
+            self.assertLess(dt, 0.1)
+            for t in ts:
+                t.join()
+            self.assertEqual([r[0] for r in results], [200, 200])
+            self.assertEqual([r[2]["usage"]["completion_tokens"] for r in results], [n, n])
+            self.assertEqual(srv.metrics()['longflow_requests_total{status="429_503"}'], 1)
+        finally:
+            rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+
+
+class ApiKey(unittest.TestCase):
+    def test_api_key(self):
+        srv = Server("--api-key", "s3cret-key")
+        try:
+            st, h, b = srv.post(CHAT, chat_body("A1", 4))
+            self.assertEqual(st, 401)
+            self.assertEqual(b["error"]["type"], "authentication_error")
+            for bad in ("Bearer s3cret-kez", "Bearer s3cret-key2", "Bearer ", "s3cret-key", "Basic s3cret-key"):
+                st, _, _ = srv.post(CHAT, chat_body("A1", 4), headers={"Authorization": bad})
+                self.assertEqual(st, 401, bad)
+            st, _, _ = srv.request("GET", "/metrics")
+            self.assertEqual(st, 401)
+            st, _, _ = srv.request("GET", "/v1/models")
+            self.assertEqual(st, 401)
+            st, _, _ = srv.request("GET", "/health")
+            self.assertEqual(st, 200)
+            good = openai.OpenAI(base_url=srv.base_url, api_key="s3cret-key", max_retries=0)
+            self.assertEqual(good.chat.completions.create(model="tiny-reasoner", max_tokens=4,
+                                                          messages=[{"role": "user", "content": "A1"}]
+                                                          ).usage.completion_tokens, 4)
+            with self.assertRaises(openai.AuthenticationError):
+                openai.OpenAI(base_url=srv.base_url, api_key="nope", max_retries=0).models.list()
+        finally:
+            srv.stop()
+        # the key from the environment
+        srv = Server(env={"LONGFLOW_API_KEY": "from-env"})
+        try:
+            self.assertEqual(srv.request("GET", "/v1/models")[0], 401)
+            self.assertEqual(srv.request("GET", "/v1/models", headers={"Authorization": "Bearer from-env"})[0], 200)
+        finally:
+            srv.stop()
+
+
+class Shutdown(unittest.TestCase):
+    def test_sigterm_with_requests_in_flight(self):
+        """SIGTERM: a short request finishes normally, a long one is cut at the deadline with an error event,
+        new connections are refused, the process exits 0."""
+        srv = Server("--max-seqs", "2", "--shutdown-timeout", "2")
+        out = {}
+
+        def short():
+            out["short"] = srv.post(CHAT, chat_body("A1\nB2", 60 if not SANITIZED else 20, ignore_eos=True))
+
+        def long_stream():
+            c = srv.conn()
+            c.request("POST", CHAT, body=json.dumps(chat_body("A1", 4000, stream=True, ignore_eos=True)),
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            out["long"] = list(sse_events(r))
+            c.close()
+
+        tl = threading.Thread(target=long_stream)
+        tl.start()
+        time.sleep(0.3)
+        ts = threading.Thread(target=short)
+        ts.start()
+        time.sleep(0.05)
+        srv.signal_stop(signal.SIGTERM)
+        ts.join()
+        tl.join()
+        rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out["short"][0], 200)
+        self.assertEqual(out["short"][2]["choices"][0]["finish_reason"], "length")
+        events = out["long"]
+        self.assertEqual(events[-1], "[DONE]")
+        last = json.loads(events[-2])
+        self.assertEqual(last["error"]["code"], "shutting_down")
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
