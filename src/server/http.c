@@ -28,7 +28,8 @@ typedef struct conn_state {
     bool too_big;
 } conn_state;
 
-static enum MHD_Result reply(struct MHD_Connection *c, lf_server *s, int status, const char *type, char *body) {
+/* Queue a response with body (freed here); not counted in /metrics. */
+static enum MHD_Result reply_raw(struct MHD_Connection *c, int status, const char *type, char *body) {
     if (!body) {
         body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,"
                       "\"code\":null}}");
@@ -45,8 +46,14 @@ static enum MHD_Result reply(struct MHD_Connection *c, lf_server *s, int status,
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
-    lf_metrics_request(&s->metrics, status);
     return ret;
+}
+
+/* An API response, counted in longflow_requests_total (health checks and
+ * scrapes of /metrics are not). */
+static enum MHD_Result reply(struct MHD_Connection *c, lf_server *s, int status, const char *type, char *body) {
+    lf_metrics_request(&s->metrics, body ? status : 500);
+    return reply_raw(c, status, type, body);
 }
 
 static enum MHD_Result reply_error(struct MHD_Connection *c, lf_server *s, const lf_api_error *e) {
@@ -353,15 +360,16 @@ static enum MHD_Result route(lf_server *s, struct MHD_Connection *c, const char 
     if (!strcmp(url, "/health")) {
         if (!get) goto not_allowed;
         bool ready = atomic_load(&s->ready);
-        return reply(c, s, ready ? 200 : 503, "application/json",
-                     strdup(ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}"));
+        return reply_raw(c, ready ? 200 : 503, "application/json",
+                         strdup(ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}"));
     }
     if (!authorized(s, c)) {
         lf_api_fail(&e, 401, NULL, "invalid_api_key", "missing or wrong API key (Authorization: Bearer KEY)");
         return reply_error(c, s, &e);
     }
     bool chat = !strcmp(url, "/v1/chat/completions"), cmpl = !strcmp(url, "/v1/completions");
-    if (!strcmp(url, "/metrics") && get) return reply(c, s, 200, "text/plain; version=0.0.4", lf_metrics_render(&s->metrics));
+    if (!strcmp(url, "/metrics") && get)
+        return reply_raw(c, 200, "text/plain; version=0.0.4", lf_metrics_render(&s->metrics));
     if (!atomic_load(&s->ready)) {
         lf_api_fail(&e, 503, NULL, "loading", "the model is still loading");
         return reply_error(c, s, &e);
