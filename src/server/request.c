@@ -93,7 +93,7 @@ static int malformed(const char *s, size_t len, const char *end, lf_api_error *e
     char key[64];
     key_before(s, at, key, sizeof key);
     if (nonfinite && key[0])
-        return BAD(key, "%s: %.9s is not a number (JSON has no NaN or Infinity)", key, p);
+        return BAD(key, "%s: %.*s is not a number (JSON has no NaN or Infinity)", key, (int)(left < 9 ? left : 9), p);
     return lf_api_fail(e, 400, NULL, "invalid_json", "malformed JSON near byte %zu", at);
 }
 
