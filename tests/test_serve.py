@@ -112,6 +112,11 @@ class Serve(unittest.TestCase):
         text = "".join(c.choices[0].text for c in self.client.completions.create(
             model="tiny-reasoner", prompt=prompt, max_tokens=40, stream=True, extra_body={"ignore_eos": True}))
         self.assertEqual(text, ref["text"])
+        # a prompt of token ids, as generate --prompt-ids
+        ids = ref["prompt_tokens"]
+        r = self.client.completions.create(model="tiny-reasoner", prompt=ids, max_tokens=40,
+                                           extra_body={"ignore_eos": True, "return_token_ids": True})
+        self.assertEqual(r.choices[0].model_extra["token_ids"], ref["tokens"])
 
     def test_raw_http_stream(self):
         """Raw SSE: every event is JSON, first has role, then a finish chunk, usage, and [DONE] last."""
@@ -253,6 +258,9 @@ class Serve(unittest.TestCase):
             (CHAT, dict(ok, model="gpt-4"), 404, "model"),
             (CMPL, {"prompt": 5}, 400, "prompt"),
             (CMPL, {"prompt": ""}, 400, "prompt"),
+            (CMPL, {"prompt": [1, -2]}, 400, "prompt"),
+            (CMPL, {"prompt": [1, 2.5]}, 400, "prompt"),
+            (CMPL, {"prompt": [1, 100000]}, 400, "prompt"),
             (CMPL, {"max_tokens": 3}, 400, "prompt"),
             (CHAT, b"{}" + b" " * (1 << 20), 413, None),
         ]

@@ -33,6 +33,8 @@ static void serve_usage(FILE *f) {
             "  --sinks N  --recent N  --evict-every K\n"
             "model and machine:\n"
             "  --model DIR              (default: $LONGFLOW_MODEL or the bundled model)\n"
+            "  --random-weights NAME    benchmarks: random bf16 weights of a shape (qwen3-1.7b, ...; see bench)\n"
+            "  --tokenizer DIR          the tokenizer's directory (default: the model directory)\n"
             "  --chat-template NAME     qwen3, qwq, chatml, deepseek-r1, llama3 or llama2 (default: detected)\n"
             "  --threads N  --device cpu|cuda  --gpu-mem-fraction F\n");
 }
@@ -42,6 +44,8 @@ static int parse_serve_flag(lf_serve_options *so, lf_args *a, const char *f) {
     int v;
     if (!strcmp(f, "--host")) return (so->host = lf_arg_value(a, f)) ? 1 : -1;
     if (!strcmp(f, "--api-key")) return (so->api_key = lf_arg_value(a, f)) ? 1 : -1;
+    if (!strcmp(f, "--random-weights")) return (so->random_preset = lf_arg_value(a, f)) ? 1 : -1;
+    if (!strcmp(f, "--tokenizer")) return (so->tokenizer_dir = lf_arg_value(a, f)) ? 1 : -1;
     if (!strcmp(f, "--port")) return lf_arg_int(a, f, 1, 65535, &so->port) ? 1 : -1;
     if (!strcmp(f, "--max-queue")) return lf_arg_int(a, f, 0, 1000000, &so->max_queue) ? 1 : -1;
     if (!strcmp(f, "--timeout")) return lf_arg_int(a, f, 1, 86400, &so->timeout_s) ? 1 : -1;
@@ -88,6 +92,10 @@ int lf_cmd_serve(int argc, char **argv) {
     }
     if (so.api_key && !*so.api_key) {
         lf_cli_error(cmd, "--api-key is empty");
+        return 2;
+    }
+    if (so.random_preset && (o.model_dir || !so.tokenizer_dir)) {
+        lf_cli_error(cmd, "--random-weights NAME needs --tokenizer DIR and no --model");
         return 2;
     }
     if (o.max_seqs < 0) o.max_seqs = o.device == LF_DEVICE_CUDA ? 0 : 8;

@@ -21,6 +21,13 @@ static int encode(const lf_server *s, const lf_api_request *r, int **ids, int *n
         if (rc) return lf_api_fail(e, 400, "messages", "invalid_value", "messages: %s", err.msg);
         return 0;
     }
+    if (r->prompt_ids) {
+        if (!(*ids = malloc((size_t)r->n_prompt_ids * sizeof(int))))
+            return lf_api_fail(e, 500, NULL, NULL, "out of memory");
+        memcpy(*ids, r->prompt_ids, (size_t)r->n_prompt_ids * sizeof(int));
+        *n = r->n_prompt_ids;
+        return 0;
+    }
     if (lf_tokenizer_encode(s->tok, r->prompt, strlen(r->prompt), LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, ids, n,
                             &err))
         return lf_api_fail(e, 400, "prompt", "invalid_value", "prompt: %s", err.msg);
@@ -28,10 +35,10 @@ static int encode(const lf_server *s, const lf_api_request *r, int **ids, int *n
 }
 
 /* The engine's refusal, with the field it is about. */
-static int engine_refusal(const char *msg, lf_api_error *e) {
+static int engine_refusal(const char *msg, const char *input, lf_api_error *e) {
     const char *param = strstr(msg, "budget") ? "kv_budget"
                         : strstr(msg, "policy") ? "kv_policy"
-                        : strstr(msg, "prompt") ? "messages"
+                        : strstr(msg, "prompt") ? input
                         : strstr(msg, "max_tokens") ? "max_tokens"
                                                    : NULL;
     return lf_api_fail(e, 400, param, "invalid_value", "%s", msg);
@@ -67,7 +74,7 @@ int lf_server_prepare(const lf_server *s, const lf_api_request *r, lf_request_pa
     if (lf_engine_check_params(s->engine, p, &err)) {
         if (r->policy != LF_POLICY_FULL && strstr(err.msg, "budget"))
             return lf_api_fail(e, 400, "kv_budget", "invalid_value", "kv_budget: %s", err.msg);
-        return engine_refusal(err.msg, e);
+        return engine_refusal(err.msg, input, e);
     }
     return 0;
 }

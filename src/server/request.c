@@ -202,6 +202,20 @@ static int parse_policy(const cJSON *o, const lf_api_defaults *d, lf_api_request
     return 0;
 }
 
+/* prompt as token ids: integers >= 0 (the vocabulary is checked later). */
+static int parse_prompt_ids(const cJSON *p, lf_api_request *r, lf_api_error *e) {
+    int n = cJSON_GetArraySize(p);
+    if (!(r->prompt_ids = malloc((size_t)n * sizeof(int)))) return lf_api_fail(e, 500, NULL, NULL, "out of memory");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, p) {
+        double x = cJSON_IsNumber(v) ? v->valuedouble : -1;
+        if (!(x >= 0 && x <= 2147483647.0 && x == floor(x)))
+            return BAD("prompt", "prompt token %d is not a token id (an integer >= 0)", r->n_prompt_ids);
+        r->prompt_ids[r->n_prompt_ids++] = (int)x;
+    }
+    return 0;
+}
+
 /* messages (chat) or prompt (completions). */
 static int parse_input(const cJSON *o, lf_api_request *r, lf_api_error *e) {
     if (r->chat) {
@@ -220,7 +234,10 @@ static int parse_input(const cJSON *o, lf_api_request *r, lf_api_error *e) {
     if (!p) return lf_api_fail(e, 400, "prompt", "missing_required_parameter", "prompt is required");
     if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(cJSON_GetArrayItem(p, 0)))
         p = cJSON_GetArrayItem(p, 0);
-    if (!cJSON_IsString(p)) return BAD("prompt", "prompt must be a string (or an array of one string)");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) > 0 && cJSON_IsNumber(cJSON_GetArrayItem(p, 0)))
+        return parse_prompt_ids(p, r, e);
+    if (!cJSON_IsString(p))
+        return BAD("prompt", "prompt must be a string, an array of one string, or an array of token ids");
     if (!p->valuestring[0]) return BAD("prompt", "prompt is empty");
     if (!(r->prompt = strdup(p->valuestring))) return lf_api_fail(e, 500, NULL, NULL, "out of memory");
     return 0;
@@ -292,6 +309,7 @@ out:
 void lf_api_request_free(lf_api_request *r) {
     lf_chat_messages_free(r->msgs, r->n_msgs);
     free(r->prompt);
+    free(r->prompt_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     memset(r, 0, sizeof *r);
 }

@@ -42,7 +42,9 @@ typedef struct lf_api_request {
     bool chat;               /* /v1/chat/completions (else /v1/completions) */
     lf_chat_message *msgs;   /* chat */
     int n_msgs;
-    char *prompt;            /* completions */
+    char *prompt;            /* completions: text, or */
+    int *prompt_ids;         /* completions: token ids (an array of integers) */
+    int n_prompt_ids;
     int max_tokens;          /* 0 = not given (the server picks, see docs/serve.md) */
     lf_sampling sampling;
     bool ignore_eos;

@@ -22,7 +22,10 @@ static void model_name(const char *dir, char *out, size_t n) {
 /* Load the model, tokenizer and engine; plan the GPU pool. Prints. */
 static int load(lf_server *s, const char *dir, const lf_engine_config *ec, lf_model **m, lf_tokenizer **t) {
     lf_error err = {{0}};
-    if (lf_model_load(dir, m, &err) || lf_tokenizer_load(dir, t, &err) ||
+    const char *tdir = s->opt.tokenizer_dir ? s->opt.tokenizer_dir : dir;
+    int rc = s->opt.random_preset ? lf_model_random(s->opt.random_preset, LF_DTYPE_BF16, 1, m, &err)
+                                  : lf_model_load(dir, m, &err);
+    if (rc || lf_tokenizer_load(tdir, t, &err) ||
         lf_engine_create(*m, ec, &s->engine, &err)) {
         fprintf(stderr, "longflow serve: %s\n", err.msg);
         return -1;
@@ -63,7 +66,7 @@ int lf_serve_run(const lf_serve_options *o, const char *model_dir, const lf_engi
     memset(s, 0, sizeof *s);
     s->opt = *o;
     s->defaults = *defaults;
-    model_name(model_dir, s->model_name, sizeof s->model_name);
+    model_name(o->random_preset ? o->random_preset : model_dir, s->model_name, sizeof s->model_name);
     s->defaults.model_name = s->model_name;
     atomic_init(&s->ready, false);
     atomic_init(&s->next_id, 1);

@@ -27,6 +27,8 @@ typedef struct lf_serve_options {
     size_t max_body;           /* request body limit, bytes */
     const char *chat_template; /* family override, NULL = recognise */
     int max_prompt;            /* cuda: the longest prompt the GPU pool is planned for */
+    const char *random_preset; /* benchmarks: random weights of this shape (lf_model_random) instead of --model */
+    const char *tokenizer_dir; /* the tokenizer's directory (default: the model directory) */
 } lf_serve_options;
 
 typedef struct lf_server {

@@ -14,7 +14,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_accepted(const lf_api_request *r) {
     if (r->chat && (r->n_msgs < 1 || !r->msgs)) abort();
-    if (!r->chat && (!r->prompt || !r->prompt[0])) abort();
+    if (!r->chat && !r->prompt_ids && (!r->prompt || !r->prompt[0])) abort();
+    for (int i = 0; i < r->n_prompt_ids; i++)
+        if (r->prompt_ids[i] < 0) abort();
     if (r->max_tokens < 0 || r->max_tokens > 10000000) abort();
     const lf_sampling *s = &r->sampling;
     if (!(s->temperature >= 0 && s->temperature <= 2) || !(s->top_p > 0 && s->top_p <= 1) ||
