@@ -560,19 +560,22 @@ static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *er
 
 /* Slots every entry needs for prompts of up to max_prompt tokens: the most
  * any queued request needs (its budget for a budgeted policy, capped at what
- * its sequence can ever hold; prompt + max_tokens for `full`), and at least
- * what a request with the engine's settings and a max_prompt-token prompt
- * needs. A request with a smaller budget uses that many of its entry's slots
- * (lf_cuda_prefill's budget). */
+ * its sequence can ever hold; prompt + max_tokens for `full`, so that `full`
+ * never runs out of slots); with nothing queued, what a request with the
+ * engine's settings and a max_prompt-token prompt needs. A request with a
+ * smaller budget uses that many of its entry's slots (lf_cuda_prefill's
+ * budget). */
 static int gpu_capacity(const lf_engine *e, int max_prompt) {
     long need = (long)max_prompt + e->cfg.max_tokens;
     if (need > 1 << 30) need = 1 << 30;
-    long cap = e->cfg.policy.kind == LF_POLICY_FULL || e->cfg.policy.budget > need ? need : e->cfg.policy.budget;
+    long cap = 0;
     for (int i = 0; i < e->q_len; i++) {
         const lf_request *r = e->queue[e->q_head + i];
         if (!r->g.done && cache_slots(r) > cap) cap = cache_slots(r);
     }
-    return (int)cap;
+    if (e->cfg.policy.kind == LF_POLICY_FULL && need > cap) return (int)need;
+    if (cap > 0) return (int)cap;
+    return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
 }
 
 /* Does the current plan hold request r (its prompt and its slots)? */

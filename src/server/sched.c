@@ -280,12 +280,10 @@ static void *sched_main(void *arg) {
         take_inbox(s, list);
         cancel_jobs(s, all);
         if (quit && s->n_live == 0) break;
-        if (lf_engine_pending(s->engine, NULL, NULL) > 0) {
-            lf_error err = {{0}};
-            int rc = lf_engine_step(s->engine, on_token, s, &err);
-            cancel_jobs(s, false); /* stop strings found during the step */
-            finish_done_jobs(s, rc ? err.msg : NULL);
-        }
+        lf_error err = {{0}};
+        int rc = lf_engine_pending(s->engine, NULL, NULL) > 0 ? lf_engine_step(s->engine, on_token, s, &err) : 0;
+        cancel_jobs(s, false); /* stop strings found during the step */
+        finish_done_jobs(s, rc ? err.msg : NULL);
         update_gauges(s);
     }
     update_gauges(s);
