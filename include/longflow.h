@@ -112,6 +112,7 @@ typedef struct lf_generation {
     int n_tokens;
     bool done;
     const char *finish_reason; /* "eos", "length", "stop" (a stop id), "cancelled", "error", or NULL while running */
+    const char *note;          /* why it stopped when finish_reason alone does not say (the model's context), or NULL */
     size_t kv_bytes;           /* bytes of the K and V tensors of this sequence's cache */
     size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
     size_t kv_bytes_in_use_peak; /* most bytes of K/V in valid slots at any step */
@@ -130,6 +131,14 @@ typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token)
 int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err);
 void lf_engine_free(lf_engine *e);
 
+/* The context rule, written once (submit applies it; a server calls it to
+ * refuse a request before queueing): returns how many tokens may be
+ * generated after a prompt of n_prompt tokens, max_position_embeddings -
+ * n_prompt (>= 1), or -1 with err naming both numbers when the prompt leaves
+ * no room. A generation that reaches the context stops there with
+ * finish_reason "length" and a note. */
+int lf_context_check(const lf_model *m, int n_prompt, lf_error *err);
+
 /* Queue a prompt; returns a request id >= 0, or -1 with err filled. */
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err);
 /* The same with this request's own budget (slots per layer) for a budgeted
@@ -141,7 +150,7 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
 typedef struct lf_request_params {
     const int *prompt;      /* prompt token ids (copied at submit) */
     int n_prompt;
-    int max_tokens;         /* generated tokens at most (>= 1) */
+    int max_tokens;         /* generated tokens at most (>= 1; fewer when the model's context ends first) */
     lf_sampling sampling;   /* temperature, top_p, top_k, min_p, repetition penalty, seed */
     bool ignore_eos;        /* keep generating past the model's end-of-sequence tokens */
     lf_policy_kind policy;  /* the KV-cache policy of this request's cache */

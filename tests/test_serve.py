@@ -316,7 +316,7 @@ class Overload(unittest.TestCase):
         """1 running + 1 queued: the third request gets 429 with Retry-After at once; the others complete."""
         srv = Server("--max-seqs", "1", "--max-queue", "1")
         try:
-            n = 400 if not SANITIZED else 150
+            n = 800 if not SANITIZED else 300
             results = []
 
             def long_req():
@@ -325,8 +325,12 @@ class Overload(unittest.TestCase):
             ts = [threading.Thread(target=long_req) for _ in range(2)]
             for t in ts:
                 t.start()
-                time.sleep(0.2)
-            m = srv.metrics()
+            t0 = time.time()
+            while time.time() - t0 < 10:  # both arrived: one running, one queued
+                m = srv.metrics()
+                if m["longflow_queued_sequences"] == 1:
+                    break
+                time.sleep(0.01)
             self.assertEqual((m["longflow_running_sequences"], m["longflow_queued_sequences"]), (1, 1))
             t0 = time.time()
             st, h, b = srv.post(CHAT, chat_body("A1", 4))

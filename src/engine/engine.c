@@ -26,11 +26,12 @@
 typedef struct lf_request {
     lf_generation g;
     int *prompt;
-    int *tokens;     /* [max_tokens] */
+    int *tokens;     /* [max_new] */
     int *history;    /* prompt + generated, for the repetition penalty */
     int *stop_ids;   /* [n_stop_ids] */
     int n_stop_ids;
-    int max_tokens;
+    int max_tokens;  /* asked for */
+    int max_new;     /* tokens it may generate: max_tokens, or less at the model's context */
     bool ignore_eos;
     lf_sampling sampling;
     lf_policy_kind policy;
@@ -179,11 +180,26 @@ static lf_request *find_request(const lf_engine *e, int id) {
 }
 
 /* Slots a sequence's cache needs: the policy's budget, but never more than
- * the tokens it can ever hold (prompt + max_tokens - 1 written tokens). */
+ * the tokens it can ever hold (prompt + max_new - 1 written tokens). */
 static int cache_slots(const lf_request *r) {
-    int need = r->g.n_prompt + r->max_tokens;
+    int need = r->g.n_prompt + r->max_new;
     if (r->policy == LF_POLICY_FULL || r->budget <= 0) return need;
     return r->budget < need ? r->budget : need;
+}
+
+/* The context rule, in one place: a prompt and what is generated after it
+ * fit the model's positions 0 .. max_position_embeddings - 1. */
+int lf_context_check(const lf_model *m, int n_prompt, lf_error *err) {
+    const int ctx = m->cfg.max_position;
+    if (n_prompt < ctx) return ctx - n_prompt;
+    return lf_fail(err, "the prompt has %d tokens but the model's context (max_position_embeddings) is %d: at most %d "
+                        "prompt tokens leave room for one generated token",
+                   n_prompt, ctx, ctx - 1);
+}
+
+static int nonfinite_fail(const lf_request *r, lf_error *err) {
+    return lf_fail(err, "request %d: logits are NaN or Inf at step %d (check the model's weights)", r->g.id,
+                   r->g.n_tokens);
 }
 
 void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prompt, lf_request_params *p) {
@@ -224,7 +240,8 @@ static int check_device(const lf_engine *e, const lf_request_params *p, lf_error
         if (p->n_prompt > e->gpu_max_prompt)
             return lf_fail(err, "prompt of %d tokens is longer than the GPU pool was planned for (%d)", p->n_prompt,
                            e->gpu_max_prompt);
-        long need = (long)p->n_prompt + p->max_tokens;
+        const int room = e->model->cfg.max_position - p->n_prompt;
+        long need = (long)p->n_prompt + (p->max_tokens < room ? p->max_tokens : room);
         long slots = p->policy == LF_POLICY_FULL ? need : (p->budget < need ? p->budget : need);
         if (slots > e->gpu_info.capacity)
             return lf_fail(err, "%s %ld slots exceeds the GPU pool's %d slots per sequence",
@@ -246,6 +263,7 @@ int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_er
         return lf_fail(err, "stop ids: %d ids given without an array", p->n_stop_ids);
     if (check_ids(e, p->stop_ids, p->n_stop_ids, "stop", err)) return -1;
     if (p->max_tokens < 1) return lf_fail(err, "max_tokens must be >= 1 (got %d)", p->max_tokens);
+    if (lf_context_check(e->model, p->n_prompt, err) < 0) return -1;
     if ((int)p->policy < 0 || p->policy >= LF_POLICY_COUNT)
         return lf_fail(err, "policy: unknown policy %d", (int)p->policy);
     if (p->policy != LF_POLICY_FULL && p->budget <= 0)
@@ -320,14 +338,16 @@ int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *
     if (grow((void **)&e->reqs, &e->cap_reqs, sizeof *e->reqs, e->n_reqs + 1, err)) return -1;
     lf_request *r = calloc(1, sizeof *r);
     if (!r) return lf_fail(err, "engine: out of memory");
-    r->tokens = malloc((size_t)p->max_tokens * sizeof(int));
+    const int room = lf_context_check(e->model, p->n_prompt, err);
+    r->max_tokens = p->max_tokens;
+    r->max_new = room < p->max_tokens ? room : p->max_tokens;
+    r->tokens = malloc((size_t)r->max_new * sizeof(int));
     if (!r->tokens || copy_ids(&r->prompt, p->prompt, p->n_prompt) ||
         copy_ids(&r->stop_ids, p->stop_ids, p->n_stop_ids)) {
         request_free(r);
         return lf_fail(err, "engine: out of memory");
     }
     r->n_stop_ids = p->n_stop_ids;
-    r->max_tokens = p->max_tokens;
     r->ignore_eos = p->ignore_eos;
     r->sampling = p->sampling;
     r->policy = p->policy;
@@ -374,9 +394,10 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
     } else if (is_stop_id(r, tok)) {
         r->g.done = true;
         r->g.finish_reason = "stop";
-    } else if (r->g.n_tokens >= r->max_tokens) {
+    } else if (r->g.n_tokens >= r->max_new) {
         r->g.done = true;
         r->g.finish_reason = "length";
+        if (r->max_new < r->max_tokens) r->g.note = "stopped at the model's context (max_position_embeddings)";
     }
     if (r->has_cache) {
         if ((size_t)r->cache.peak_valid > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)r->cache.peak_valid;
@@ -420,7 +441,7 @@ static lf_policy_config request_policy(const lf_engine *e, const lf_request *r) 
 
 static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
     const lf_config *c = &e->model->cfg;
-    r->history = malloc((size_t)(r->g.n_prompt + r->max_tokens) * sizeof(int));
+    r->history = malloc((size_t)(r->g.n_prompt + r->max_new) * sizeof(int));
     if (!r->history) return lf_fail(err, "engine: out of memory");
     memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
     if (lf_sampler_init(&r->sampler, &r->sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
@@ -440,6 +461,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
     int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
+    if (tok < 0) return nonfinite_fail(r, err);
     push_token(e, r, tok, cb, user);
     return 0;
 }
@@ -543,16 +565,23 @@ static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *er
     if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n, e->logits, err))
         return fail_all_active(e, err);
     e->stats.decode_tokens += n;
+    int rc = 0;
     for (int i = 0; i < n; i++) {
         lf_request *r = e->active[i];
         int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
                                     r->g.n_prompt + r->g.n_tokens);
+        if (tok < 0) { /* this request fails; the others go on */
+            rc = nonfinite_fail(r, err);
+            r->g.done = true;
+            r->g.finish_reason = "error";
+            continue;
+        }
         push_token(e, r, tok, cb, user);
     }
     compact_active(e);
     e->stats.decode_ms += lf_now_ms() - t0;
     e->stats.decode_steps++;
-    return 0;
+    return rc;
 }
 
 /* ---- the CUDA path ------------------------------------------------------- */

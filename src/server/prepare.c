@@ -51,15 +51,14 @@ int lf_server_prepare(const lf_server *s, const lf_api_request *r, lf_request_pa
     if (encode(s, r, prompt, &n, think_open, e)) return -1;
     const char *input = r->chat ? "messages" : "prompt";
     if (n < 1) return lf_api_fail(e, 400, input, "invalid_value", "%s encodes to no tokens", input);
-    /* the context check, in one place: prompt + max_tokens within the model's positions */
-    if (n >= s->context)
-        return lf_api_fail(e, 400, input, "context_length_exceeded",
-                           "%s is %d tokens; the model's context is %d tokens", input, n, s->context);
+    /* the engine's context rule (lf_context_check), applied before queueing */
+    lf_error err = {{0}};
+    const int room = lf_context_check(s->model, n, &err);
+    if (room < 0) return lf_api_fail(e, 400, input, "context_length_exceeded", "%s: %s", input, err.msg);
     int max_tokens = r->max_tokens;
     if (max_tokens == 0) {
-        max_tokens = s->defaults.max_tokens;
-        if (max_tokens > s->context - n) max_tokens = s->context - n;
-    } else if (n + max_tokens > s->context) {
+        max_tokens = s->defaults.max_tokens < room ? s->defaults.max_tokens : room;
+    } else if (max_tokens > room) {
         return lf_api_fail(e, 400, "max_tokens", "context_length_exceeded",
                            "prompt (%d tokens) + max_tokens (%d) exceeds the model's context of %d tokens", n,
                            max_tokens, s->context);
@@ -70,7 +69,6 @@ int lf_server_prepare(const lf_server *s, const lf_api_request *r, lf_request_pa
     p->ignore_eos = r->ignore_eos;
     p->policy = r->policy;
     p->budget = r->budget;
-    lf_error err = {{0}};
     if (lf_engine_check_params(s->engine, p, &err)) {
         if (r->policy != LF_POLICY_FULL && strstr(err.msg, "budget"))
             return lf_api_fail(e, 400, "kv_budget", "invalid_value", "kv_budget: %s", err.msg);
