@@ -528,20 +528,28 @@ static int fail_all_active(lf_engine *e, lf_error *err) {
     return -1;
 }
 
+typedef int (*admit_fn)(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err);
+
+/* Move the queue's head r into the running set and admit it (its prefill);
+ * when that fails, r finishes with "error" and err names it. */
+static int start_request(lf_engine *e, lf_request *r, admit_fn fn, lf_token_callback cb, void *user,
+                         lf_error *err) {
+    queue_pop(e);
+    r->running = true;
+    e->active[e->n_active++] = r;
+    if (fn(e, r, cb, user, err) == 0) return 0;
+    fail_request(e, r);
+    return lf_fail_prefix(err, "request %d", r->g.id);
+}
+
 static int cpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
     int rc = 0;
     lf_request *r;
-    while (e->n_active < e->cfg.max_seqs && (r = queue_peek(e))) {
-        queue_pop(e);
-        r->running = true;
-        e->active[e->n_active++] = r;
-        if (admit(e, r, cb, user, err)) {
-            fail_request(e, r);
-            lf_fail_prefix(err, "request %d", r->g.id);
+    while (e->n_active < e->cfg.max_seqs && (r = queue_peek(e)))
+        if (start_request(e, r, admit, cb, user, err)) {
             rc = -1;
             break; /* err names this request; the others wait for the next step */
         }
-    }
     compact_active(e); /* a request done at its first token leaves at once */
     return rc;
 }
@@ -713,17 +721,11 @@ static int gpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_e
         return lf_fail_prefix(err, "request %d", r->g.id);
     }
     int rc = 0;
-    while (e->gpu && e->n_free > 0 && (r = queue_peek(e)) && gpu_fits(e, r)) {
-        queue_pop(e);
-        r->running = true;
-        e->active[e->n_active++] = r;
-        if (gpu_admit(e, r, cb, user, err)) {
-            fail_request(e, r);
-            lf_fail_prefix(err, "request %d", r->g.id);
+    while (e->gpu && e->n_free > 0 && (r = queue_peek(e)) && gpu_fits(e, r))
+        if (start_request(e, r, gpu_admit, cb, user, err)) {
             rc = -1;
             break;
         }
-    }
     compact_active(e);
     return rc;
 }

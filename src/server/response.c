@@ -53,6 +53,15 @@ static cJSON *envelope(const lf_resp_ctx *c, bool chunk) {
     return root;
 }
 
+/* root's "choices": [{"index": 0}]; returns that choice. */
+static cJSON *first_choice(cJSON *root) {
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    return ch;
+}
+
 static void add_usage(cJSON *root, const lf_usage *u) {
     cJSON *o = cJSON_AddObjectToObject(root, "usage");
     cJSON_AddNumberToObject(o, "prompt_tokens", u->prompt_tokens);
@@ -69,10 +78,7 @@ static void add_usage(cJSON *root, const lf_usage *u) {
 char *lf_resp_complete(const lf_resp_ctx *c, const char *reasoning, const char *content, const char *finish,
                        const lf_usage *u, const int *token_ids, int n_ids) {
     cJSON *root = envelope(c, false);
-    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *ch = first_choice(root);
     if (c->chat) {
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
@@ -101,10 +107,7 @@ static void add_str_n(cJSON *o, const char *name, const char *s, size_t n) {
 char *lf_resp_chunk(const lf_resp_ctx *c, bool role, const char *reasoning, size_t rn, const char *content,
                     size_t cn, const char *finish) {
     cJSON *root = envelope(c, true);
-    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, ch);
-    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON *ch = first_choice(root);
     if (c->chat) {
         cJSON *d = cJSON_AddObjectToObject(ch, "delta");
         if (role) cJSON_AddStringToObject(d, "role", "assistant");
