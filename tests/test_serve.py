@@ -310,6 +310,27 @@ class Serve(unittest.TestCase):
         self.assertLess(m["longflow_generation_tokens_total"] - before["longflow_generation_tokens_total"], 3000)
         self.assert_serving()
 
+    def test_disconnect_whole_answer(self):
+        """A client that leaves before its (non-streamed) answer: cancelled as well."""
+        before = self.srv.metrics()
+        s = socket.create_connection(("127.0.0.1", self.srv.port))
+        body = json.dumps(chat_body("A1\nB2", 3000, ignore_eos=True)).encode()
+        s.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        t0 = time.time()
+        while time.time() - t0 < 10 and self.srv.metrics()["longflow_running_sequences"] == 0:
+            time.sleep(0.01)
+        s.close()
+        t0 = time.time()
+        while time.time() - t0 < 10:
+            m = self.srv.metrics()
+            if m["longflow_running_sequences"] == 0:
+                break
+            time.sleep(0.02)
+        self.assertEqual(m["longflow_running_sequences"], 0)
+        self.assertEqual(m["longflow_requests_cancelled_total"], before["longflow_requests_cancelled_total"] + 1)
+        self.assert_serving()
+
 
 class Overload(unittest.TestCase):
     def test_queue_full_429_fast(self):
