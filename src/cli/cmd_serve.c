@@ -27,7 +27,8 @@ static void serve_usage(FILE *f) {
             "  --max-body BYTES         largest request body (default 1048576)\n"
             "  --max-prompt N           cuda: the longest prompt the GPU pool is planned for (default 4096)\n"
             "request defaults (a request may override them):\n"
-            "  --max-tokens N           (default 256)  --temperature T  --top-k K  --top-p P  --min-p P\n"
+            "  --max-tokens N           (default: the model's, as generate; at most the context left)\n"
+            "  --temperature T  --top-k K  --top-p P  --min-p P\n"
             "  --repetition-penalty R  --seed S  --ignore-eos\n"
             "  --policy NAME --budget N KV-cache policy and slots per layer (default full)\n"
             "  --sinks N  --recent N  --evict-every K\n"
@@ -56,6 +57,23 @@ static int parse_serve_flag(lf_serve_options *so, lf_args *a, const char *f) {
         so->max_body = (size_t)v;
         return 1;
     }
+    return 0;
+}
+
+/* A request's max_tokens when it gives none, as generate's default: the
+ * model directory's longflow.json "max_tokens", else generation_config.json
+ * "max_new_tokens", else LF_DEFAULT_MAX_TOKENS; each request caps it at
+ * what the context leaves after its prompt. */
+static int serve_default_max_tokens(lf_gen_options *o, const char *random_preset, const char *cmd) {
+    lf_model_defaults d;
+    memset(&d, 0, sizeof d);
+    lf_error err = {{0}};
+    if (!random_preset && lf_gen_model_defaults(lf_gen_model_dir(o), &d, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
+        return -1;
+    }
+    o->max_tokens = d.max_tokens ? d.max_tokens : LF_DEFAULT_MAX_TOKENS;
+    lf_gen_model_defaults_free(&d);
     return 0;
 }
 
@@ -94,6 +112,7 @@ int lf_cmd_serve(int argc, char **argv) {
         lf_cli_error(cmd, "--api-key is empty");
         return 2;
     }
+    if (o.max_tokens == 0 && serve_default_max_tokens(&o, so.random_preset, cmd)) return 2;
     if (so.random_preset && (o.model_dir || !so.tokenizer_dir)) {
         lf_cli_error(cmd, "--random-weights NAME needs --tokenizer DIR and no --model");
         return 2;

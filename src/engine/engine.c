@@ -269,11 +269,13 @@ int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_er
     if (p->policy != LF_POLICY_FULL && p->budget <= 0)
         return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
                        lf_policy_name(p->policy), p->budget);
+    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
+     * compressed SnapKV-style, keeping its last 32 tokens, which needs B > 33 */
     if (p->policy != LF_POLICY_FULL && p->n_prompt > p->budget - 1 && p->budget <= 33)
         return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
-                       "longer than budget-1 SnapKV-style, keeping its last 32 tokens, so it needs a budget > 33",
-                       p->budget, p->n_prompt, lf_policy_name(p->policy));
+                       "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
+                       "%d (the prompt + 1, or 34 to compress a longer prompt SnapKV-style)",
+                       p->budget, p->n_prompt, lf_policy_name(p->policy), p->n_prompt + 1 < 34 ? p->n_prompt + 1 : 34);
     lf_sampler probe;
     if (lf_sampler_init(&probe, &p->sampling, e->model->cfg.vocab_size, 0, err)) return -1;
     lf_sampler_free(&probe);
