@@ -14,11 +14,14 @@ static int encode(const lf_server *s, const lf_api_request *r, int **ids, int *n
             return lf_api_fail(e, 400, "messages", "no_chat_template",
                                "this model's tokenizer has no chat template longflow knows; use /v1/completions");
         lf_chat_options copt = {.add_generation_prompt = true, .enable_thinking = r->enable_thinking};
-        char *text = NULL;
-        *think_open = lf_chat_opens_think(s->family, &copt);
-        int rc = lf_chat_apply(s->family, s->tok, r->msgs, r->n_msgs, &copt, &text, ids, n, &err);
-        free(text);
-        if (rc) return lf_api_fail(e, 400, "messages", "invalid_value", "messages: %s", err.msg);
+        lf_chat_prompt cp = {0};
+        if (lf_chat_render_messages(s->family, s->tok, r->msgs, r->n_msgs, &copt, &cp, &err))
+            return lf_api_fail(e, 400, "messages", "invalid_value", "messages: %s", err.msg);
+        *think_open = cp.think_open;
+        *ids = cp.ids;
+        *n = cp.n_ids;
+        cp.ids = NULL;
+        lf_chat_prompt_free(&cp);
         return 0;
     }
     if (r->prompt_ids) {
