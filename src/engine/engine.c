@@ -8,6 +8,7 @@
  * (src/cuda/cuda_forward.h), which owns a pool of per-sequence caches
  * ("entries") on the GPU. The CUDA backend is created at the first
  * lf_engine_run (or lf_engine_reserve), when the queued prompts are known. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "core/timer.h"
 #include "cpu/forward.h"
 #include "kv/cache.h"
+#include "kv/policy.h"
 #include "longflow.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
@@ -171,13 +173,8 @@ int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int b
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return lf_fail(err, "prompt token %d at index %d is outside the vocabulary [0, %d)", prompt[i], i,
                            c->vocab_size);
-    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
-     * compressed SnapKV-style, keeping its last 32 tokens, which needs B > 33 */
-    if (e->cfg.policy.kind != LF_POLICY_FULL && n_prompt > budget - 1 && budget <= 33)
-        return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
-                       "%d (the prompt + 1, or 34 to compress a longer prompt SnapKV-style)",
-                       budget, n_prompt, lf_policy_name(e->cfg.policy.kind), n_prompt + 1 < 34 ? n_prompt + 1 : 34);
+    /* (`full` caches are sized to fit the prompt: no capacity limit here) */
+    if (lf_policy_check_prompt(&e->cfg.policy, budget, INT_MAX, n_prompt, err)) return -1;
     if (e->n_reqs == e->cap_reqs) {
         int nc = e->cap_reqs ? 2 * e->cap_reqs : 16;
         lf_request **nr = realloc(e->reqs, (size_t)nc * sizeof *nr);

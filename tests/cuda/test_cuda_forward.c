@@ -50,6 +50,7 @@
 #include "eval/answer.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
+#include "kv/policies/common.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -412,14 +413,13 @@ typedef struct pol_stats {
 /* The CPU's two smallest scores among the slots its argmin may choose. */
 static double cpu_tie_gap(const lf_kv_cache *c, int layer, int pnow) {
     const lf_kv_layer *L = &c->layers[layer];
-    const lf_policy_kind k = c->policy.kind;
-    if (k != LF_POLICY_LONGFLOW && k != LF_POLICY_TOVA && k != LF_POLICY_H2O && k != LF_POLICY_VATP)
-        return INFINITY; /* no scores: no ties */
+    const lf_scored_layer *SC = lf_scored(c, layer);
+    if (!SC) return INFINITY; /* no scores: no ties */
     double s1 = INFINITY, s2 = INFINITY;
     for (int i = 0; i < c->capacity; i++) {
         int p = L->pos[i];
         if (p >= 0 && !(p >= c->policy.sinks && p <= pnow - c->policy.recent)) continue;
-        double v = L->score[i];
+        double v = SC->score[i];
         if (v < s1) {
             s2 = s1;
             s1 = v;
