@@ -49,6 +49,7 @@ int lf_cmd_policies(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "aux_bytes_per_slot", p->aux_bytes_per_slot);
             cJSON_AddBoolToObject(o, "budgeted", p->budgeted);
             cJSON_AddBoolToObject(o, "gpu", p->gpu != LF_GPU_NONE);
+            cJSON_AddStringToObject(o, "score_mode", lf_score_mode_name(p->score));
             cJSON_AddItemToArray(arr, o);
         }
         char *s = cJSON_PrintUnformatted(arr);

@@ -35,6 +35,13 @@ typedef enum lf_slot_stat {
     LF_SLOT_STAT_COUNT
 } lf_slot_stat;
 
+/* The mode's name in docs and `longflow policies --json`. */
+static inline const char *lf_score_mode_name(int m) {
+    static const char *const names[LF_SCORE_MODE_COUNT] = {"none", "att_vnorm", "att", "acc", "acc_vnorm",
+                                                           "stored"};
+    return m >= 0 && m < LF_SCORE_MODE_COUNT ? names[m] : "?";
+}
+
 #ifdef __CUDACC__
 #define LF_SCORE_FN __host__ __device__ static inline
 #else
