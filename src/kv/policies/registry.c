@@ -14,7 +14,8 @@
     X(tova)                \
     X(h2o)                 \
     X(vatp)                \
-    X(rkv)
+    X(rkv)                 \
+    /* new policies here: X(name) \ */
 
 #define DECLARE(n) extern const lf_policy_desc lf_policy_##n;
 LF_POLICY_TABLE(DECLARE)
