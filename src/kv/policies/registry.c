@@ -15,6 +15,7 @@
     X(h2o)                 \
     X(vatp)                \
     X(rkv)                 \
+    X(knorm)               \
     /* new policies here: X(name) \ */
 
 #define DECLARE(n) extern const lf_policy_desc lf_policy_##n;
