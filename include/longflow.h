@@ -49,6 +49,11 @@ void lf_model_free(lf_model *m);
 const lf_config *lf_model_config(const lf_model *m);
 
 /* ---- KV-cache policies --------------------------------------------------- */
+/* A policy is named by a string ("full", "longflow", ...; `longflow
+ * policies` lists them) and identified by its index in the registry
+ * (src/kv/policies/registry.c), 0 .. lf_policy_count()-1. The names below are
+ * the built-in ones, kept for source compatibility; a policy added later
+ * has no constant here: get its kind with lf_policy_from_name. */
 typedef enum lf_policy_kind {
     LF_POLICY_FULL = 0,  /* no eviction */
     LF_POLICY_LONGFLOW,  /* arXiv 2603.11504: evict min alpha*|v|_1 each step */
@@ -57,7 +62,6 @@ typedef enum lf_policy_kind {
     LF_POLICY_H2O,       /* H2O: accumulated attention + recent window */
     LF_POLICY_VATP,      /* value-aware token pruning: H2O score * |v|_1 */
     LF_POLICY_RKV,       /* R-KV: importance - redundancy, buffered */
-    LF_POLICY_COUNT
 } lf_policy_kind;
 
 typedef struct lf_policy_config {
@@ -70,7 +74,12 @@ typedef struct lf_policy_config {
 
 /* Parse a policy name ("full", "longflow", ...). Returns -1 if unknown. */
 int lf_policy_from_name(const char *name, lf_policy_kind *out);
+/* The name of a kind ("?" when out of range). */
 const char *lf_policy_name(lf_policy_kind k);
+/* The number of policies (kinds are 0 .. lf_policy_count()-1). */
+int lf_policy_count(void);
+/* Every policy's name, ", "-separated, into buf (truncated to fit size). */
+void lf_policy_list(char *buf, size_t size);
 void lf_policy_config_default(lf_policy_config *p);
 
 /* ---- sampling ------------------------------------------------------------ */

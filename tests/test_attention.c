@@ -19,6 +19,7 @@
 #include "kv/attention.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
+#include "kv/policies/common.h"
 #include "model/config.h"
 
 #include "test_util.h"
@@ -57,6 +58,7 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
                       const float *k, const float *v, int pnow, const float *out) {
     const int H = tc->H, G = tc->G, hd = tc->hd, cap = c->capacity, rep = H / G;
     const lf_kv_layer *L = &c->layers[layer];
+    const lf_scored_layer *SC = lf_scored(c, layer);
     /* the store */
     int slot = S->next;
     int *pos = malloc((size_t)cap * sizeof *pos);
@@ -148,7 +150,7 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
         default: break;
         }
         if (tc->kind == LF_POLICY_H2O || tc->kind == LF_POLICY_VATP) {
-            double ga = L->acc[i];
+            double ga = SC->acc[i];
             if (fabs(ga - (acc0 + att)) > 1e-6 + 1e-4 * fabs(acc0 + att))
                 fail_msg("accumulated attention of slot %d: got %.9g, reference %.9g", i, ga, acc0 + att);
         }
@@ -158,7 +160,7 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
         if (isfinite(ref[i]) && fabs(ref[i]) > maxabs) maxabs = fabs(ref[i]);
     if (scored)
         for (int i = 0; i < cap; i++) {
-            double got = L->score[i];
+            double got = SC->score[i];
             if (isinf(ref[i])) {
                 assert_true(isinf(got) && got < 0);
                 continue;
@@ -230,6 +232,7 @@ static void run_case(const step_case *tc) {
         cp[s] = &cs[s];
         lf_kv_cache *c = &cs[s];
         lf_kv_layer *L = &c->layers[layer];
+        lf_scored_layer *SC = lf_scored(c, layer);
         int cap = c->capacity;
         int hw = cap - tc->tail_empty;
         /* distinct positions in random order */
@@ -257,8 +260,8 @@ static void run_case(const step_case *tc) {
                 lf_kv_k(c, layer, g)[i] = frand(-1, 1);
                 lf_kv_v(c, layer, g)[i] = frand(-1, 1);
             }
-        if (L->acc)
-            for (int i = 0; i < cap; i++) L->acc[i] = L->pos[i] >= 0 ? frand(0, 2) : 0;
+        if (SC && SC->acc)
+            for (int i = 0; i < cap; i++) SC->acc[i] = L->pos[i] >= 0 ? frand(0, 2) : 0;
         if (tc->kind == LF_POLICY_FULL)
             L->next_slot = hw < cap ? hw : -1;
         else
@@ -270,9 +273,9 @@ static void run_case(const step_case *tc) {
         memcpy(S[s].V, lf_kv_v(c, layer, 0), (size_t)G * cap * hd * sizeof(float));
         S[s].pos = malloc((size_t)cap * sizeof(int));
         for (int i = 0; i < cap; i++) S[s].pos[i] = L->pos[i];
-        if (L->acc) {
+        if (SC && SC->acc) {
             S[s].acc = malloc((size_t)cap * sizeof(float));
-            memcpy(S[s].acc, L->acc, (size_t)cap * sizeof(float));
+            memcpy(S[s].acc, SC->acc, (size_t)cap * sizeof(float));
         }
         S[s].next = L->next_slot;
         S[s].hw = hw;

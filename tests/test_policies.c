@@ -24,6 +24,7 @@
 #include "kv/attention.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
+#include "kv/policies/common.h"
 #include "model/config.h"
 
 #include "test_util.h"
@@ -91,6 +92,7 @@ static void replay_example(const char *name, int scalar) {
     if (lf_kv_cache_init(&c, &cfg, &pc, B, &err)) fail_msg("%s", err.msg);
     if (lf_kv_prefill_layer(&c, 0, pq, pk, pv, P, &err)) fail_msg("%s", err.msg);
     const lf_kv_layer *L = &c.layers[0];
+    const lf_scored_layer *SC = lf_scored(&c, 0);
     int nk = cJSON_GetArraySize(kept);
     assert_int_equal(L->n_valid, nk);
     for (int i = 0; i < nk; i++) assert_int_equal(L->pos[i], cJSON_GetArrayItem(kept, i)->valueint);
@@ -117,8 +119,8 @@ static void replay_example(const char *name, int scalar) {
     if (pc.evict_every == 1)
         for (int i = 0; i < B; i++) {
             double e = cJSON_GetArrayItem(ls, i)->valuedouble;
-            if (fabs(L->score[i] - e) > 1e-4 * fabs(e) + 1e-7 * mx)
-                fail_msg("%s last score of slot %d: got %.8g, expected %.8g", name, i, L->score[i], e);
+            if (fabs(SC->score[i] - e) > 1e-4 * fabs(e) + 1e-7 * mx)
+                fail_msg("%s last score of slot %d: got %.8g, expected %.8g", name, i, SC->score[i], e);
         }
     lf_att_force_scalar(0);
     lf_kv_cache_free(&c);
@@ -250,6 +252,7 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
                      const lf_kv_cache *c) {
     const int H = S->H, G = S->G, hd = S->hd, cap = S->cap, rep = H / G;
     const lf_kv_layer *L = &c->layers[0];
+    const lf_scored_layer *SC = lf_scored(c, 0);
     int slot = S->next;
     assert_true(slot >= 0);
     S->pos[slot] = pnow;
@@ -358,14 +361,14 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
                         S->queue[b] = t;
                     }
             /* the kernel may pick differently among near ties */
-            if (memcmp(S->queue, L->evict_q, (size_t)S->nq * sizeof(int)) != 0) {
+            if (memcmp(S->queue, SC->queue, (size_t)S->nq * sizeof(int)) != 0) {
                 double bound = S->score[order[S->nq - 1]] + tol;
-                for (int a = 0; a < L->n_evict_q; a++)
-                    if (!(sim_evictable(S, L->evict_q[a], pnow) && S->score[L->evict_q[a]] <= bound))
-                        fail_msg("queued victim %d scores %.9g, above the %d smallest (%.9g)", L->evict_q[a],
-                                 S->score[L->evict_q[a]], S->nq, bound - tol);
-                assert_int_equal(L->n_evict_q, S->nq);
-                for (int a = 0; a < S->nq; a++) S->queue[a] = L->evict_q[a];
+                for (int a = 0; a < SC->n_queue; a++)
+                    if (!(sim_evictable(S, SC->queue[a], pnow) && S->score[SC->queue[a]] <= bound))
+                        fail_msg("queued victim %d scores %.9g, above the %d smallest (%.9g)", SC->queue[a],
+                                 S->score[SC->queue[a]], S->nq, bound - tol);
+                assert_int_equal(SC->n_queue, S->nq);
+                for (int a = 0; a < S->nq; a++) S->queue[a] = SC->queue[a];
                 S->ties++;
             }
             S->qh = 0;
@@ -381,8 +384,8 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
         }
         for (int i = 0; i < cap; i++) {
             if (!isfinite(S->score[i])) continue;
-            if (fabs(L->score[i] - S->score[i]) > 1e-4 * fabs(S->score[i]) + 1e-7 * maxabs)
-                fail_msg("position %d: score of slot %d %.9g, reference %.9g", pnow, i, L->score[i], S->score[i]);
+            if (fabs(SC->score[i] - S->score[i]) > 1e-4 * fabs(S->score[i]) + 1e-7 * maxabs)
+                fail_msg("position %d: score of slot %d %.9g, reference %.9g", pnow, i, SC->score[i], S->score[i]);
         }
         break;
     }
@@ -547,7 +550,7 @@ static void test_bad_inputs(void **state) {
     expect_init_error(LF_POLICY_RKV, 64, 4, -1, 1, "--sinks", "rkv");
     expect_init_error(LF_POLICY_STREAMING, 64, -1, 8, 1, "--recent", "streaming");
     expect_init_error(LF_POLICY_RKV, 8, -1, -1, 1, "rkv", NULL);
-    expect_init_error(LF_POLICY_COUNT, 64, -1, -1, 1, "policy", NULL);
+    expect_init_error(lf_policy_count(), 64, -1, -1, 1, "policy", NULL);
     expect_init_error((lf_policy_kind)-3, 64, -1, -1, 1, "policy", NULL);
     lf_error err;
     assert_int_equal(try_init(LF_POLICY_LONGFLOW, 64, 4, 16, 8, &err), 0);
@@ -557,7 +560,7 @@ static void test_bad_inputs(void **state) {
     const int n = 60;
     float *q = calloc((size_t)n * 4 * 16, sizeof *q), *k = calloc((size_t)n * 2 * 16, sizeof *k);
     float *v = calloc((size_t)n * 2 * 16, sizeof *v);
-    for (int kind = LF_POLICY_LONGFLOW; kind < LF_POLICY_COUNT; kind++) {
+    for (int kind = LF_POLICY_LONGFLOW; kind < lf_policy_count(); kind++) {
         for (int B = 20; B <= 40; B++) {
             if (kind == LF_POLICY_RKV && B <= 8) continue;
             lf_policy_config pc;
@@ -570,7 +573,7 @@ static void test_bad_inputs(void **state) {
             if (B <= 33) {
                 assert_int_equal(rc, -1);
                 assert_non_null(strstr(err.msg, "--budget"));
-                assert_non_null(strstr(err.msg, "33"));
+                assert_non_null(strstr(err.msg, "at least 34"));
             } else {
                 if (rc) fail_msg("budget %d: %s", B, err.msg);
                 assert_int_equal(c.layers[0].n_valid, B - 1);
@@ -654,7 +657,7 @@ static void test_accounting(void **state) {
     for (int i = 0; i < n * H * hd; i++) q[i] = frand(-1, 1);
     for (int i = 0; i < n * G * hd; i++) k[i] = v[i] = frand(-1, 1);
     lf_error err;
-    for (int kind = 0; kind < LF_POLICY_COUNT; kind++) {
+    for (int kind = 0; kind < lf_policy_count(); kind++) {
         lf_policy_config pc;
         lf_policy_config_default(&pc);
         pc.kind = (lf_policy_kind)kind;
@@ -695,7 +698,7 @@ static void test_accounting(void **state) {
             assert_int_equal(lf_kv_cache_peak_bytes_in_use(&c), (size_t)maxheld * per_tok);
         }
         assert_false(c.overflow);
-        if (kind == LF_POLICY_RKV) assert_true(c.layers[0].n_compress >= 2);
+        if (kind == LF_POLICY_RKV) assert_true(lf_rkv_compressions(&c, 0) >= 2);
         if (kind != LF_POLICY_FULL) assert_int_equal(lf_kv_cache_room(&c), INT_MAX);
         if (kind == LF_POLICY_FULL) {
             /* a decode with no room is flagged, never written past the end */
@@ -717,12 +720,12 @@ static void test_accounting(void **state) {
 
 static void test_names(void **state) {
     (void)state;
-    for (int i = 0; i < LF_POLICY_COUNT; i++) {
+    for (int i = 0; i < lf_policy_count(); i++) {
         lf_policy_kind k;
         const char *name = lf_policy_name((lf_policy_kind)i);
         assert_int_equal(lf_policy_from_name(name, &k), 0);
         assert_int_equal(k, i);
-        const lf_policy_info *info = lf_policy_info_get((lf_policy_kind)i);
+        const lf_policy_desc *info = lf_policy_get((lf_policy_kind)i);
         assert_non_null(info);
         assert_string_equal(info->name, name);
         assert_true(strlen(info->paper) > 0 && strlen(info->rule) > 0 && strlen(info->aux) > 0);
@@ -731,8 +734,29 @@ static void test_names(void **state) {
     assert_int_equal(lf_policy_from_name("bogus", &k), -1);
     assert_int_equal(lf_policy_from_name("LongFlow", &k), -1);
     assert_int_equal(lf_policy_from_name(NULL, &k), -1);
-    assert_null(lf_policy_info_get(LF_POLICY_COUNT));
-    assert_string_equal(lf_policy_name(LF_POLICY_COUNT), "?");
+    assert_null(lf_policy_get(lf_policy_count()));
+    assert_string_equal(lf_policy_name(lf_policy_count()), "?");
+    /* the public header's names are the registry's first entries */
+    const struct {
+        lf_policy_kind k;
+        const char *name;
+    } builtin[] = {{LF_POLICY_FULL, "full"}, {LF_POLICY_LONGFLOW, "longflow"}, {LF_POLICY_STREAMING, "streaming"},
+                   {LF_POLICY_TOVA, "tova"}, {LF_POLICY_H2O, "h2o"},           {LF_POLICY_VATP, "vatp"},
+                   {LF_POLICY_RKV, "rkv"}};
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        assert_string_equal(lf_policy_name(builtin[i].k), builtin[i].name);
+    /* the list the CLI prints: every name, in order, and truncation */
+    char list[512], want[512] = "";
+    lf_policy_list(list, sizeof list);
+    for (int i = 0; i < lf_policy_count(); i++) {
+        if (i) strcat(want, ", ");
+        strcat(want, lf_policy_name((lf_policy_kind)i));
+    }
+    assert_string_equal(list, want);
+    char small[8];
+    lf_policy_list(small, sizeof small);
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_memory_equal(small, want, sizeof small - 1);
 }
 
 int main(void) {

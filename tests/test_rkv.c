@@ -169,12 +169,14 @@ static void test_select_random_states(void **state) {
                 for (int e = 0; e < hd; e++) K[(size_t)a * hd + e] = K[(size_t)b * hd + e] * 1.5f + frand(-0.05f, 0.05f);
             }
         }
-        for (size_t i = 0; i < (size_t)8 * H * hd; i++) L->rkv_q[i] = frand(-2, 2);
-        L->rkv_nq = nq;
+        int *qcount;
+        float *rq = lf_rkv_queries(&c, 0, &qcount);
+        for (size_t i = 0; i < (size_t)8 * H * hd; i++) rq[i] = frand(-2, 2);
+        *qcount = nq;
         float *work = malloc(lf_rkv_work_floats(cap, H, G, hd) * sizeof *work);
         int32_t *keep = malloc((size_t)cap * sizeof *keep);
         int nk = lf_rkv_select(&c, 0, keep, work);
-        rstate s = {cap, H, G, hd, B, L->pos, c.k, L->rkv_q, nq};
+        rstate s = {cap, H, G, hd, B, L->pos, c.k, rq, nq};
         check_keep(&s, keep, nk);
         assert_int_equal(nk, B);
         free(work);
@@ -258,7 +260,7 @@ static void test_decode_compressions(void **state) {
         assert_true(L->n_valid <= cap);
     }
     assert_int_equal(compressions, 3);
-    assert_int_equal(L->n_compress, 3);
+    assert_int_equal(lf_rkv_compressions(&c, 0), 3);
     assert_int_equal(c.peak_valid, cap);
     free(pos);
     free(K);

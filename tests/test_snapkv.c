@@ -241,7 +241,7 @@ static void test_prefill_layout(void **state) {
     cfg.n_heads = H;
     cfg.n_kv_heads = G;
     cfg.head_dim = hd;
-    for (int kind = LF_POLICY_LONGFLOW; kind < LF_POLICY_COUNT; kind++) {
+    for (int kind = LF_POLICY_LONGFLOW; kind < lf_policy_count(); kind++) {
         lf_policy_config pc;
         lf_policy_config_default(&pc);
         pc.kind = (lf_policy_kind)kind;

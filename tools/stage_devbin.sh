@@ -2,7 +2,8 @@
 # Stage prebuilt binaries for the GPU machine (no compiler, no Debian
 # libraries there) into .devbin/ (git-ignored), which the device call carries:
 #   tools/stage_devbin.sh BUILD_DIR [DEST]      (DEST default: .devbin)
-# Copies from BUILD_DIR (a -DLF_CUDA=ON build): the longflow CLI, the GPU test
+# Copies from BUILD_DIR (a -DLF_CUDA=ON build): the longflow CLI, its CUDA plugin
+# liblongflow-cuda.so, the GPU test
 # programs (test_cuda_*) and the GPU benchmark programs (bench_cuda_*), and into
 # DEST/lib every shared library they load (as ldd resolves it here) except the
 # C library family, the kernel's vdso and the CUDA driver/toolkit libraries,
@@ -18,6 +19,8 @@ DEST=${2:-$SRC/.devbin}
 rm -rf "$DEST"
 mkdir -p "$DEST/lib"
 bins=("$BUILD/longflow")
+# the CUDA backend plugin (dlopen'd by longflow --device cuda from the program's directory)
+[ -f "$BUILD/liblongflow-cuda.so" ] && bins+=("$BUILD/liblongflow-cuda.so")
 shopt -s nullglob
 for f in "$BUILD"/test_cuda_* "$BUILD"/tests/test_cuda_* "$BUILD"/bench_cuda_* "$BUILD"/bench/bench_cuda_*; do
   [ -f "$f" ] && [ -x "$f" ] && bins+=("$f")

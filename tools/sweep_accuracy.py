@@ -10,8 +10,9 @@ plot (accuracy vs budget, one line per policy, one panel per family).
     python3 tools/sweep_accuracy.py --model models/tiny-reasoner \
         --data models/tiny-reasoner/data/*.jsonl --limit 200 --out bench/accuracy
 
---device cuda runs the evals on the GPU (R-KV, CPU only, is left out of the
-default policies there). Without matplotlib the plot is skipped; draw it later
+The policies are the binary's (`longflow policies --json`): every budgeted
+one, in the registry's order; --device cuda leaves out those that run on the
+CPU only (R-KV). Without matplotlib the plot is skipped; draw it later
 from the sweep's accuracy.json with --plot DIR.
 """
 import argparse
@@ -20,8 +21,16 @@ import os
 import subprocess
 import sys
 
-POLICIES = ["longflow", "tova", "h2o", "vatp", "streaming", "rkv"]
 BUDGETS = ["10%", "20%", "40%"]
+
+
+def binary_policies(binary, device):
+    """The budgeted policies the binary knows (on `device`), in registry order."""
+    res = subprocess.run([binary, "policies", "--json"], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"{binary} policies --json failed ({res.returncode}): {res.stderr.strip()}")
+    return [p["name"] for p in json.loads(res.stdout)
+            if p["budgeted"] and (device != "cuda" or p["gpu"])]
 
 
 def run_eval(args, data, policy, budget, ref, out_path):
@@ -94,7 +103,7 @@ def main():
     ap.add_argument("--out", default="bench/accuracy")
     args = ap.parse_args()
     if args.policies is None:
-        args.policies = [p for p in POLICIES if not (args.device == "cuda" and p == "rkv")]
+        args.policies = binary_policies(args.bin, args.device)
     os.makedirs(os.path.join(args.out, "runs"), exist_ok=True)
 
     table = {}  # family -> {(policy, budget): summary}

@@ -23,6 +23,7 @@
 #include "core/timer.h"
 #include "eval/answer.h"
 #include "model/model.h"
+#include "kv/policy.h"
 
 #define LF_R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
 #define CMD "eval"
@@ -201,7 +202,7 @@ static int apply_percent_budget(const char *ref_path, double pct, problem *p, in
             lf_cli_error(CMD, "--reference %s has no result for problem index %d", ref_path, p[i].index);
             return -1;
         }
-        if (p[i].budget < 34) p[i].budget = 34; /* SnapKV keeps the last 32 prompt tokens: B > 33 */
+        if (p[i].budget < LF_SNAPKV_MIN_BUDGET) p[i].budget = LF_SNAPKV_MIN_BUDGET; /* SnapKV's minimum */
     }
     return 0;
 }

@@ -16,6 +16,8 @@
 #include "tokenizer/tokenizer.h"
 
 static void generate_usage(FILE *f) {
+    char policies[256];
+    lf_policy_list(policies, sizeof policies);
     fprintf(f,
             "usage: longflow generate [--model DIR] (--prompt TEXT | --prompt-file F | --prompt-ids 1,2,3 |\n"
             "                          --messages FILE) [options]\n"
@@ -39,7 +41,7 @@ static void generate_usage(FILE *f) {
             "  --top-k K  --top-p P  --min-p P  --repetition-penalty R  --seed S\n"
             "  --ignore-eos             generate exactly --max-tokens tokens\n"
             "KV cache:\n"
-            "  --policy NAME            full, longflow, streaming, tova, h2o, vatp, rkv (default full)\n"
+            "  --policy NAME            %s (default full)\n"
             "  --budget N               KV slots per sequence and layer (budgeted policies)\n"
             "  --sinks N  --recent N    tokens never evicted (first prompt tokens / newest tokens)\n"
             "  --evict-every K          LongFlow: evict K slots at once every K steps (default 1)\n"
@@ -49,7 +51,7 @@ static void generate_usage(FILE *f) {
             "  --threads N              CPU threads, at most the cores (default 0: all cores)\n"
             "  --device cpu|cuda        (default cpu; cuda needs a build with -DLF_CUDA=ON and a GPU)\n"
             "  --gpu-mem-fraction F     cuda: share of the free GPU memory to plan with (0 < F <= 0.98)\n",
-            LF_DEFAULT_MAX_TOKENS);
+            LF_DEFAULT_MAX_TOKENS, policies);
 }
 
 typedef struct stream_state {

@@ -15,8 +15,9 @@ static void usage(FILE *f) {
             "\n"
             "List the KV-cache policies --policy accepts: name, paper, what is evicted, and the\n"
             "auxiliary memory per slot and layer beside K and V. Every budgeted policy compresses\n"
-            "a prompt longer than budget-1 with SnapKV (last 32 queries, pool 5), which needs a\n"
-            "budget above 33. Extensions for longflow: --sinks N, --recent N, --evict-every K.\n");
+            "a prompt longer than budget-1 with SnapKV (last %d queries, pool %d), which needs a\n"
+            "budget above %d. Extensions for longflow: --sinks N, --recent N, --evict-every K.\n",
+            LF_SNAPKV_WINDOW, LF_SNAPKV_POOL, LF_SNAPKV_MIN_BUDGET - 1);
 }
 
 int lf_cmd_policies(int argc, char **argv) {
@@ -38,13 +39,17 @@ int lf_cmd_policies(int argc, char **argv) {
     if (a.inline_val) return 2; /* --flag=value on a flag without one (reported) */
     if (json) {
         cJSON *arr = cJSON_CreateArray();
-        for (int k = 0; k < LF_POLICY_COUNT; k++) {
-            const lf_policy_info *p = lf_policy_info_get((lf_policy_kind)k);
+        for (int k = 0; k < lf_policy_count(); k++) {
+            const lf_policy_desc *p = lf_policy_get((lf_policy_kind)k);
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "name", p->name);
             cJSON_AddStringToObject(o, "paper", p->paper);
             cJSON_AddStringToObject(o, "rule", p->rule);
             cJSON_AddStringToObject(o, "aux_memory_per_slot", p->aux);
+            cJSON_AddNumberToObject(o, "aux_bytes_per_slot", p->aux_bytes_per_slot);
+            cJSON_AddBoolToObject(o, "budgeted", p->budgeted);
+            cJSON_AddBoolToObject(o, "gpu", p->gpu != LF_GPU_NONE);
+            cJSON_AddStringToObject(o, "score_mode", lf_score_mode_name(p->score));
             cJSON_AddItemToArray(arr, o);
         }
         char *s = cJSON_PrintUnformatted(arr);
@@ -57,9 +62,10 @@ int lf_cmd_policies(int argc, char **argv) {
         cJSON_free(s);
         return 0;
     }
-    for (int k = 0; k < LF_POLICY_COUNT; k++) {
-        const lf_policy_info *p = lf_policy_info_get((lf_policy_kind)k);
-        printf("%-10s %s | %s | aux memory per slot: %s\n", p->name, p->paper, p->rule, p->aux);
+    for (int k = 0; k < lf_policy_count(); k++) {
+        const lf_policy_desc *p = lf_policy_get((lf_policy_kind)k);
+        printf("%-10s %s | %s | aux memory per slot: %s%s\n", p->name, p->paper, p->rule, p->aux,
+               p->gpu == LF_GPU_NONE ? " | CPU only" : "");
     }
     return 0;
 }

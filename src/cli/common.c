@@ -133,8 +133,9 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
         const char *v = lf_arg_value(a, f);
         if (!v) return -1;
         if (lf_policy_from_name(v, &o->policy.kind)) {
-            lf_cli_error(a->cmd, "--policy: unknown policy '%s' (known: full, longflow, streaming, tova, h2o, vatp, rkv; "
-                                 "see longflow policies)", v);
+            char known[256];
+            lf_policy_list(known, sizeof known);
+            lf_cli_error(a->cmd, "--policy: unknown policy '%s' (known: %s; see longflow policies)", v, known);
             return -1;
         }
         return 1;

@@ -272,13 +272,47 @@ __device__ __forceinline__ void argmin_upd(float &bv, int &bi, float v, int i) {
     if (v < bv) { bv = v; bi = i; } /* slots visited in increasing order: lowest index wins ties */
 }
 
+/* A thread's running argmin (value, lowest index on ties). */
+struct Argmin2 {
+    float v = INFINITY;
+    int i = 0x7fffffff;
+};
+
+/* The score of one slot in the policy's mode (src/kv/score_mode.h), written
+ * once for both kernels: sv = the attention of the slot summed over query
+ * heads, nsum = its |v|_1 summed over KV heads, stored = its acc entry (ACC
+ * modes, STORED). Writes the slot's new accumulator (ACC modes) and score,
+ * and takes it into the thread's argmin unless the slot is beyond the entry's
+ * budget; protected slots (sinks, recent) only into the fallback argmin. */
+__device__ __forceinline__ void score_slot(const Params &p, int slot, int ps, float sv, float nsum, float stored,
+                                           float inv_h, float *acc, float *score, int cur, int rec, Argmin2 &best,
+                                           Argmin2 &fb) {
+    float sc;
+    switch (p.mode) {
+    case LF_SCORE_ATT_VNORM: sc = sv * p.inv_hd; break;
+    case LF_SCORE_ATT: sc = sv * inv_h; break;
+    case LF_SCORE_STORED: sc = stored; break;
+    default: { /* ACC, ACC_VNORM */
+        const float a = ps >= 0 ? stored + sv * inv_h : 0.f;
+        acc[slot] = a;
+        sc = p.mode == LF_SCORE_ACC_VNORM ? a * (nsum * p.inv_kvd) : a;
+    }
+    }
+    if (ps < 0) sc = p.mode == LF_SCORE_STORED ? -INFINITY : 0.f;
+    if (score) score[slot] = sc;
+    if (ps <= LF_CUDA_SLOT_OFF) return; /* beyond the entry's budget: never a victim */
+    const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && rec > 0 && ps > cur - rec));
+    if (!prot) argmin_upd(best.v, best.i, sc, slot);
+    argmin_upd(fb.v, fb.i, sc, slot);
+}
+
 __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, int *red_i, float *stage,
                            int stage_bytes) {
     const int tid = threadIdx.x;
     const float *gs = p.g + (long)seq * p.Hkv * p.cap_pad;
     const float *nbs = p.nb ? p.nb + (long)seq * p.Hkv * p.cap_pad : nullptr;
     const int *pos = p.pos + pidx * p.slot_seq_stride;
-    const bool accum = p.mode == LF_CUDA_SCORE_H2O || p.mode == LF_CUDA_SCORE_VATP;
+    const bool accum = lf_score_reads_acc(p.mode);
     float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
     float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
     const float inv_h = 1.f / (float)p.H;
@@ -290,8 +324,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
     float *sg = stage, *sn = stage + (long)p.Hkv * ch;
     int *sp = reinterpret_cast<int *>(sn + (nbs ? (long)p.Hkv * ch : 0));
     float *sa = reinterpret_cast<float *>(sp + ch);
-    float best_v = INFINITY, fb_v = INFINITY;
-    int best_i = 0x7fffffff, fb_i = 0x7fffffff;
+    Argmin2 best, fb; /* over unprotected slots, and over all */
     for (int base = 0; base < p.cap; base += ch) {
         const int n = min(ch, p.cap_pad - base), nv = min(ch, p.cap - base);
         stage_rows(sg, ch, gs + base, p.cap_pad, p.Hkv, n);
@@ -306,30 +339,14 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
             for (int k = 0; k < p.Hkv; k++) sv += sg[(long)k * ch + i];
             if (nbs)
                 for (int k = 0; k < p.Hkv; k++) nsum += sn[(long)k * ch + i];
-            const int ps = sp[i];
-            float sc;
-            if (p.mode == LF_CUDA_SCORE_LONGFLOW) {
-                sc = sv * p.inv_hd;
-            } else if (p.mode == LF_CUDA_SCORE_TOVA) {
-                sc = sv * inv_h;
-            } else {
-                const float a = ps >= 0 ? sa[i] + sv * inv_h : 0.f;
-                acc[base + i] = a;
-                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nsum * p.inv_kvd) : a;
-            }
-            if (ps < 0) sc = 0.f;
-            if (score) score[base + i] = sc;
-            if (ps <= LF_CUDA_SLOT_OFF) continue; /* beyond the entry's budget: never a victim */
-            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && rec > 0 && ps > cur - rec));
-            if (!prot) argmin_upd(best_v, best_i, sc, base + i);
-            argmin_upd(fb_v, fb_i, sc, base + i);
+            score_slot(p, base + i, sp[i], sv, nsum, accum ? sa[i] : 0.f, inv_h, acc, score, cur, rec, best, fb);
         }
         __syncthreads();
     }
     /* block argmin of (value, index), twice: unprotected, then all */
     for (int pass = 0; pass < 2; pass++) {
-        float v = pass == 0 ? best_v : fb_v;
-        int ix = pass == 0 ? best_i : fb_i;
+        float v = pass == 0 ? best.v : fb.v;
+        int ix = pass == 0 ? best.i : fb.i;
         for (int o = 16; o > 0; o >>= 1) {
             const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
             const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
@@ -352,7 +369,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         int ns = bi != 0x7fffffff ? bi : fi;
         if (ns == 0x7fffffff) ns = 0; /* only with NaN scores everywhere */
         p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = ns;
-        if (accum) acc[ns] = 0.f;
+        if (lf_score_writes_acc(p.mode)) acc[ns] = 0.f;
     }
 }
 
@@ -823,7 +840,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
     /* 3. scores of slots [lo, hi), staged `sub` slots at a time */
     const long pidx = p.seq_index ? p.seq_index[seq] : seq;
     const int *pos = p.pos + pidx * p.slot_seq_stride;
-    const bool accum = p.mode == LF_CUDA_SCORE_H2O || p.mode == LF_CUDA_SCORE_VATP;
+    const bool accum = lf_score_reads_acc(p.mode);
     float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
     float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
     const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
@@ -839,8 +856,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
     const float *Mseq = p.gmref + (long)seq * Hkv * (p.cap_pad / 16) * MAXG;
     const float *Nseq = KIND == K_VATP ? p.nb + (long)seq * Hkv * p.cap_pad : nullptr;
     const int lo = c * p.chunk_len, hi = min(lo + p.chunk_len, p.cap_pad);
-    float best_v = INFINITY, fb_v = INFINITY;
-    int best_i = 0x7fffffff, fb_i = 0x7fffffff;
+    Argmin2 best, fb; /* over unprotected slots, and over all */
     for (int base = lo; base < hi; base += sub) {
         const int n = min(sub, hi - base), nv = min(n, p.cap - base);
         if (nv <= 0) break;
@@ -868,23 +884,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
                 for (int g = 0; g < G; g++) sv += e[(long)g * sub] * w[g];
                 if (KIND == K_VATP) nsum += sN[(long)kvh * sub + i];
             }
-            const int ps = sP[i];
-            float sc;
-            if (p.mode == LF_CUDA_SCORE_LONGFLOW) {
-                sc = sv * p.inv_hd;
-            } else if (p.mode == LF_CUDA_SCORE_TOVA) {
-                sc = sv * inv_h;
-            } else {
-                const float a = ps >= 0 ? sA[i] + sv * inv_h : 0.f;
-                acc[base + i] = a;
-                sc = p.mode == LF_CUDA_SCORE_VATP ? a * (nsum * p.inv_kvd) : a;
-            }
-            if (ps < 0) sc = 0.f;
-            if (score) score[base + i] = sc;
-            if (ps <= LF_CUDA_SLOT_OFF) continue; /* beyond the entry's budget: never a victim */
-            const bool prot = ps >= 0 && (ps < p.sinks || (p.cur_pos && rec > 0 && ps > cur - rec));
-            if (!prot) argmin_upd(best_v, best_i, sc, base + i);
-            argmin_upd(fb_v, fb_i, sc, base + i);
+            score_slot(p, base + i, sP[i], sv, nsum, accum ? sA[i] : 0.f, inv_h, acc, score, cur, rec, best, fb);
         }
         __syncthreads();
     }
@@ -893,8 +893,8 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
      * every thread's acc writes are visible: it may reset acc[next_slot]) */
     __threadfence();
     for (int pass = 0; pass < 2; pass++) {
-        float v = pass == 0 ? best_v : fb_v;
-        int ix = pass == 0 ? best_i : fb_i;
+        float v = pass == 0 ? best.v : fb.v;
+        int ix = pass == 0 ? best.i : fb.i;
         for (int o = 16; o > 0; o >>= 1) {
             const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
             const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
@@ -938,7 +938,7 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
             int nsl = bi != 0x7fffffff ? bi : fi;
             if (nsl == 0x7fffffff) nsl = 0;
             p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = nsl;
-            if (accum) acc[nsl] = 0.f;
+            if (lf_score_writes_acc(p.mode)) acc[nsl] = 0.f;
             p.seq_cnt[seq] = 0u;
         }
     }
@@ -977,9 +977,9 @@ int dev_info(DevInfo *out, lf_error *err) {
 
 int kind_of(int mode) {
     switch (mode) {
-    case LF_CUDA_SCORE_NONE: return K_NONE;
-    case LF_CUDA_SCORE_LONGFLOW: return K_LF;
-    case LF_CUDA_SCORE_VATP: return K_VATP;
+    case LF_SCORE_NONE: return K_NONE;
+    case LF_SCORE_ATT_VNORM: return K_LF;
+    case LF_SCORE_ACC_VNORM: return K_VATP;
     default: return K_ATTN;
     }
 }
@@ -1178,7 +1178,7 @@ extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
         return lf_fail(err, "cuda attention: cache dtype must be f16 or bf16");
     if (d->out_dtype != LF_DTYPE_F32 && d->out_dtype != d->dtype)
         return lf_fail(err, "cuda attention: output dtype must be f32 or the cache dtype");
-    if (d->mode < 0 || d->mode >= LF_CUDA_SCORE_COUNT)
+    if (d->mode < 0 || d->mode >= LF_SCORE_MODE_COUNT)
         return lf_fail(err, "cuda attention: unknown score mode %d", d->mode);
     if (d->e_smem < -1 || d->e_smem > 1 || d->l2_hints < 0 || d->l2_hints > 3 || d->launches < 0 ||
         d->launches > 2)
@@ -1237,11 +1237,10 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     if (make_plan(d, &P, &fn, err)) return -1;
     if (!a || !a->q || !a->k || !a->v || !a->pos || !a->out || !a->workspace)
         return lf_fail(err, "cuda attention: q, k, v, pos, out and workspace are required");
-    if (d->mode != LF_CUDA_SCORE_NONE && !a->next_slot)
+    if (d->mode != LF_SCORE_NONE && !a->next_slot)
         return lf_fail(err, "cuda attention: next_slot is required with a score mode");
-    if ((d->mode == LF_CUDA_SCORE_H2O || d->mode == LF_CUDA_SCORE_VATP) && !a->acc)
-        return lf_fail(err, "cuda attention: the %s mode needs an acc array",
-                       d->mode == LF_CUDA_SCORE_H2O ? "H2O" : "VATP");
+    if (lf_score_reads_acc(d->mode) && !a->acc)
+        return lf_fail(err, "cuda attention: score mode %d needs an acc array", d->mode);
     const int kvh_slots = a->kvh_slots > 0 ? a->kvh_slots : d->capacity;
     if (kvh_slots < d->capacity)
         return lf_fail(err, "cuda attention: kvh_slots %d smaller than capacity %d", kvh_slots, d->capacity);

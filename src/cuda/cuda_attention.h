@@ -19,15 +19,18 @@
  * The K/V of the current token must already be stored in the cache (its slot
  * is the next_slot chosen at the previous step). Per slot i of sequence s:
  *   a_{h,i} = softmax over valid slots of (q_h . k_{kv(h),i}) * scale
- *   LONGFLOW: score_i = mean_h a_{h,i} * |v_{kv(h),i}|_1 / head_dim
- *   TOVA:     score_i = mean_h a_{h,i}
- *   H2O:      acc_i += mean_h a_{h,i}; score_i = acc_i
- *   VATP:     acc_i += mean_h a_{h,i}; score_i = acc_i * mean_kvh |v_{kvh,i}|_1 / head_dim
- * Empty slots score 0 (and their acc is set to 0). next_slot = the slot with
+ *   ATT_VNORM: score_i = mean_h a_{h,i} * |v_{kv(h),i}|_1 / head_dim   (LongFlow)
+ *   ATT:       score_i = mean_h a_{h,i}                               (TOVA)
+ *   ACC:       acc_i += mean_h a_{h,i}; score_i = acc_i               (H2O)
+ *   ACC_VNORM: acc_i += mean_h a_{h,i}; score_i = acc_i * mean_kvh |v_{kvh,i}|_1 / head_dim (VATP)
+ *   STORED:    score_i = acc_i, the value the policy stored for the slot
+ *              (lf_cuda_slot_stat, src/cuda/cuda_kernels.h); acc is only read
+ * Empty slots score 0 (and their acc is set to 0), or -inf with STORED (an
+ * empty slot is used first). next_slot = the slot with
  * the smallest score, lowest index on ties, among slots not protected by
  * `sinks` (0 <= pos < sinks) or `recent` (pos > cur_pos[s] - recent, needs
  * cur_pos); if every slot is protected, among all slots; never a slot whose
- * pos is LF_CUDA_SLOT_OFF. For H2O/VATP the
+ * pos is LF_CUDA_SLOT_OFF. For ACC/ACC_VNORM the
  * chosen slot's acc is reset to 0 (the next token's K/V go there).
  */
 #ifndef LF_CUDA_ATTENTION_H
@@ -36,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "longflow.h"
+#include "kv/score_mode.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,14 +50,9 @@ extern "C" {
  * to it (an empty slot, -1, scores 0 and is chosen first). */
 #define LF_CUDA_SLOT_OFF (-2)
 
-typedef enum lf_cuda_score_mode {
-    LF_CUDA_SCORE_NONE = 0, /* attention only: no score, no next_slot */
-    LF_CUDA_SCORE_LONGFLOW, /* arXiv 2603.11504 */
-    LF_CUDA_SCORE_TOVA,
-    LF_CUDA_SCORE_H2O,
-    LF_CUDA_SCORE_VATP,
-    LF_CUDA_SCORE_COUNT
-} lf_cuda_score_mode;
+/* The score modes are the policies' (src/kv/score_mode.h): the kernel
+ * computes any of them, so a policy whose score is one needs no kernel edit. */
+typedef lf_score_mode lf_cuda_score_mode;
 
 /* Shape and choices; everything the workspace size depends on. Zero the
  * optional fields (n_split, e_smem, l2_hints, launches) for the defaults. */
@@ -79,7 +78,7 @@ typedef struct lf_cuda_attn_args {
     const int32_t *seq_index;  /* [n_seq] pool entry of each sequence, or NULL (= s) */
     void *out;
     float *score;              /* optional output (NULL = not written) */
-    float *acc;                /* H2O / VATP accumulator (required in those modes) */
+    float *acc;                /* ACC modes: accumulator; STORED: stored scores (required in those modes) */
     int32_t *next_slot;        /* [pool entry] required unless mode is NONE */
     const int32_t *cur_pos;    /* [n_seq] position of the current token, or NULL */
     int32_t sinks, recent;     /* protected slots (0 = none) */

@@ -105,6 +105,17 @@ int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void *dst, int6
                         int n_kv_heads, int head_dim, lf_dtype dt, const int32_t *index, int nk,
                         void *stream, lf_error *err);
 
+/* The per-slot value a STORED-mode policy keeps (src/kv/score_mode.h's
+ * lf_slot_stat `stat`) for keys just written: for row r < n_rows, entry
+ * e = row_entry ? row_entry[r] : 0 and slot = slot_by_entry ? slot_by_entry[e] : r
+ * (rows whose slot is < 0 are skipped),
+ *   out[e * out_entry_stride + slot] = stat(K of (e, slot))
+ * with K element (e, kvh, slot, d) at e*kv_entry_stride + kvh*kvh_stride +
+ * slot*head_dim + d (dtype dt). NEG_KEY_L2: -mean_kvh ||k_kvh||_2. */
+int lf_cuda_slot_stat(int stat, const void *k, lf_dtype dt, int64_t kv_entry_stride, int64_t kvh_stride,
+                      int n_kv_heads, int head_dim, const int32_t *row_entry, const int32_t *slot_by_entry,
+                      int n_rows, float *out, int64_t out_entry_stride, void *stream, lf_error *err);
+
 /* The window softmax sums of a prompt's last w queries, on the GPU (as
  * src/kv/snapkv.c computes them on the CPU): for each query head h and each
  * query t in [n - w, n), the softmax of q_t . k_j / sqrt(hd) over the keys

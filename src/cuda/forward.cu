@@ -140,8 +140,9 @@ typedef struct prof {
 
 struct lf_cuda_backend {
     lf_cuda_options o;
-    lf_policy_config pol; /* resolved as lf_kv_cache_init resolves it */
-    int mode;             /* lf_cuda_score_mode */
+    lf_policy_config pol; /* resolved as lf_kv_cache_init resolves it (lf_policy_resolve_slots) */
+    const lf_policy_desc *desc; /* the policy's descriptor: score mode, slot rule, stored stat */
+    int mode;             /* desc->score */
     bool scored, uses_acc;
 
     /* shape */
@@ -279,11 +280,13 @@ static int launch_fill_f32(lf_cuda_backend *b, float *base, long long layer_stri
 
 static int check_options(const lf_model *m, const lf_cuda_options *o, lf_policy_config *pol, lf_error *err) {
     const lf_config *c = &m->cfg;
-    if (o->policy.kind == LF_POLICY_RKV)
-        return lf_fail(err, "--policy rkv runs on the CPU only (use --device cpu)");
-    if (o->policy.kind == LF_POLICY_LONGFLOW && o->policy.evict_every > 1)
-        return lf_fail(err, "--evict-every %d: the GPU runs --policy longflow with --evict-every 1 only",
-                       o->policy.evict_every);
+    const lf_policy_desc *pd = lf_policy_get(o->policy.kind);
+    if (!pd) return lf_fail(err, "cuda: unknown policy kind %d", (int)o->policy.kind);
+    if (pd->gpu == LF_GPU_NONE)
+        return lf_fail(err, "--policy %s runs on the CPU only (use --device cpu)", pd->name);
+    if (o->policy.evict_every > 1)
+        return lf_fail(err, "--evict-every %d: the GPU runs --policy %s with --evict-every 1 only",
+                       o->policy.evict_every, pd->name);
     if (!(o->sampling.repetition_penalty > 0.0f) || !isfinite(o->sampling.repetition_penalty))
         return lf_fail(err, "--repetition-penalty must be finite and > 0 (got %g)",
                        (double)o->sampling.repetition_penalty);
@@ -309,23 +312,8 @@ static int check_options(const lf_model *m, const lf_cuda_options *o, lf_policy_
     if (o->mem_fraction < 0 || o->mem_fraction > 1)
         return lf_fail(err, "cuda: mem_fraction %g must be in (0, 1] (0 = default 0.92)", o->mem_fraction);
     if (o->capacity > (1 << 24)) return lf_fail(err, "cuda: capacity %d is too large", o->capacity);
-    if (o->policy.kind == LF_POLICY_FULL && o->max_prompt > o->capacity) {
-        /* a longer prompt would be refused at prefill; not an error here */
-    }
-    /* Resolve exactly as lf_kv_cache_init does (the budget checks are made
-     * against the user's budget when it is larger than the slots given). */
-    const int cap = o->capacity;
-    const int vb = o->policy.budget > cap ? o->policy.budget : cap;
-    lf_policy_config res;
-    if (lf_policy_resolve(&o->policy, vb, &res, err)) return -1;
-    res.budget = cap;
-    if (res.kind != LF_POLICY_FULL) {
-        if (res.sinks >= cap) res.sinks = cap - 1;
-        if (res.sinks + res.recent >= cap) res.recent = cap - 1 - res.sinks;
-        if (res.evict_every > cap - res.sinks - res.recent) res.evict_every = cap - res.sinks - res.recent;
-    }
-    *pol = res;
-    return 0;
+    /* (a `full` prompt longer than the capacity is refused at prefill) */
+    return lf_policy_resolve_slots(&o->policy, o->capacity, pol, err);
 }
 
 /* ---- 2. weights ----------------------------------------------------------- */
@@ -518,7 +506,7 @@ typedef struct ws_layout {
  * longer than the smallest budget that may compress (a sequence's own
  * budget, lf_cuda_prefill's, can be smaller than the entries' slots). */
 static bool prefill_may_compress(const lf_cuda_backend *b) {
-    return b->pol.kind != LF_POLICY_FULL && b->P > LF_SNAPKV_MIN_BUDGET - 1;
+    return b->desc->budgeted && b->P > LF_SNAPKV_MIN_BUDGET - 1;
 }
 
 static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err) {
@@ -529,7 +517,7 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     const size_t M = (size_t)mr;
     const size_t P = (size_t)b->P;
     const bool may_compress = prefill_may_compress(b);
-    const bool need_f32 = may_compress || b->uses_acc;
+    const bool need_f32 = may_compress || lf_score_writes_acc(b->mode);
     size_t off = 0;
 #define TAKE(field, bytes)        \
     do {                          \
@@ -630,16 +618,6 @@ static int plan_entries(lf_cuda_backend *b, size_t avail, size_t per_entry, int 
     return 0;
 }
 
-static void score_mode(lf_policy_kind k, int *mode) {
-    switch (k) {
-    case LF_POLICY_LONGFLOW: *mode = LF_CUDA_SCORE_LONGFLOW; break;
-    case LF_POLICY_TOVA: *mode = LF_CUDA_SCORE_TOVA; break;
-    case LF_POLICY_H2O: *mode = LF_CUDA_SCORE_H2O; break;
-    case LF_POLICY_VATP: *mode = LF_CUDA_SCORE_VATP; break;
-    default: *mode = LF_CUDA_SCORE_NONE; break;
-    }
-}
-
 extern "C" void lf_cuda_backend_free(lf_cuda_backend *b) {
     if (!b) return;
     if (b->stream) cudaStreamSynchronize(b->stream);
@@ -676,9 +654,10 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
     if (!b) return lf_fail(err, "cuda: out of host memory");
     b->o = *o;
     b->pol = pol;
-    score_mode(pol.kind, &b->mode);
-    b->scored = b->mode != LF_CUDA_SCORE_NONE;
-    b->uses_acc = b->mode == LF_CUDA_SCORE_H2O || b->mode == LF_CUDA_SCORE_VATP;
+    b->desc = lf_policy_get(pol.kind);
+    b->mode = b->desc->score;
+    b->scored = b->mode != LF_SCORE_NONE;
+    b->uses_acc = lf_score_reads_acc(b->mode);
     b->L = c->n_layers;
     b->H = c->n_heads;
     b->KV = c->n_kv_heads;
@@ -856,7 +835,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
             goto fail;
         if (ck(cudaStreamSynchronize(b->stream), err, "pool initialisation")) goto fail;
 
-        const bool need_f32 = prefill_may_compress(b) || b->uses_acc;
+        const bool need_f32 = prefill_may_compress(b) || lf_score_writes_acc(b->mode);
         if (need_f32) {
             b->hraw = (float *)malloc((size_t)b->P * sizeof(float));
             b->hwin = (float *)malloc((size_t)b->P * sizeof(float));
@@ -945,12 +924,11 @@ static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress,
     int nk = n;
     if (compress) {
         nk = bud - 1;
-        int sinks = b->pol.sinks;
-        if (b->o.policy.sinks < 0 && sinks > nk - LF_SNAPKV_WINDOW - 1) sinks = nk - LF_SNAPKV_WINDOW - 1;
+        const int sinks = lf_snapkv_sinks(&b->pol, b->o.policy.sinks < 0, nk);
         if (lf_snapkv_select_from_sums(b->hraw, n, nk, sinks, b->h_kept, err))
             return lf_fail_prefix(err, "cuda prefill: SnapKV");
     }
-    if (b->uses_acc) {
+    if (lf_score_writes_acc(b->mode)) {
         for (int i = 0; i < cap; i++) b->h_slotacc[i] = i < nk ? b->hwin[compress ? b->h_kept[i] : i] : 0.f;
     }
     for (int i = 0; i < cap; i++)
@@ -964,9 +942,8 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     cudaStream_t s = b->stream;
     void *vs = (void *)s;
     const int cap = b->cap;
-    const bool budgeted = b->pol.kind != LF_POLICY_FULL;
-    const bool compress = budgeted && n > bud - 1;
-    const bool need_f32 = compress || b->uses_acc;
+    const bool compress = b->desc->budgeted && n > bud - 1;
+    const bool need_f32 = compress || lf_score_writes_acc(b->mode);
     int nk = compress ? bud - 1 : n;
 
     for (int i = 0; i < n; i++) b->h_ptok[i] = tokens[i];
@@ -1029,7 +1006,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                  ck(cudaMemcpyAsync(b->hraw, b->d_raw, (size_t)n * 4, cudaMemcpyDeviceToHost, s), err,
                     "SnapKV window sums download")))
                 goto layer_fail;
-            if (b->uses_acc &&
+            if (lf_score_writes_acc(b->mode) &&
                 (lf_cuda_window_sums(b->q32, b->k32, n, b->H, b->KV, b->HD, ww, 1, 1.f / (float)b->H, b->d_win,
                                      b->win_ws, b->win_ws_bytes, vs, err) ||
                  ck(cudaMemcpyAsync(b->hwin, b->d_win, (size_t)n * 4, cudaMemcpyDeviceToHost, s), err,
@@ -1050,13 +1027,17 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                        "slot positions upload"))
                     goto layer_fail;
             }
-            if (b->uses_acc) {
+            if (lf_score_writes_acc(b->mode)) {
                 float *acc_l = b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap;
                 if (ck(cudaMemcpyAsync(acc_l, b->h_slotacc, (size_t)cap * 4, cudaMemcpyHostToDevice, s), err,
                        "accumulator upload"))
                     goto layer_fail;
             }
         }
+        if (b->desc->slot_stat &&
+            lf_cuda_slot_stat(b->desc->slot_stat, Kl, LF_DTYPE_BF16, 0, (int64_t)cap * b->HD, b->KV, b->HD, NULL,
+                              NULL, nk, b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap, 0, vs, err))
+            goto layer_fail;
         if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->qdim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err))
             goto layer_fail;
         for (int r0 = 0; r0 < n; r0 += b->mlp_rows) {
@@ -1131,25 +1112,18 @@ extern "C" int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens,
     if (budget < 0 || budget > b->cap)
         return lf_fail(err, "cuda prefill: budget %d for entry %d is outside 1..%d (the entries' slots; 0 = all)",
                        budget, entry, b->cap);
-    if (b->pol.kind == LF_POLICY_FULL && budget != 0 && budget != b->cap)
+    if (!b->desc->budgeted && budget != 0 && budget != b->cap)
         return lf_fail(err, "cuda prefill: --policy full keeps every token; a budget of %d slots does not apply",
                        budget);
     const int bud = budget ? budget : b->cap;
-    if (b->pol.kind == LF_POLICY_FULL && n > b->cap)
-        return lf_fail(err, "cuda prefill: a prompt of %d tokens does not fit the %d slots of --policy full", n,
-                       b->cap);
-    if (b->pol.kind != LF_POLICY_FULL && n > bud - 1 && bud < LF_SNAPKV_MIN_BUDGET)
-        return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s compresses a prompt "
-                       "longer than budget-1 with SnapKV, which keeps the last %d prompt tokens, so the "
-                       "budget must be more than %d",
-                       bud, n, lf_policy_name(b->pol.kind), LF_SNAPKV_WINDOW, LF_SNAPKV_MIN_BUDGET - 1);
+    if (lf_policy_check_prompt(&b->pol, bud, b->cap, n, err)) return lf_fail_prefix(err, "cuda prefill");
     /* the recent window, and the check that something is left to evict, as
      * lf_kv_cache_init resolves them for a cache of `bud` slots and this budget */
     int recent = b->pol.recent;
-    if (budget && b->pol.kind != LF_POLICY_FULL) {
-        lf_policy_config res;
-        if (lf_policy_resolve(&b->o.policy, bud, &res, err))
+    if (budget && b->desc->budgeted) {
+        lf_policy_config in = b->o.policy, res;
+        in.budget = bud;
+        if (lf_policy_resolve_slots(&in, bud, &res, err))
             return lf_fail_prefix(err, "cuda prefill: entry %d's budget", entry);
         if (b->pol.sinks >= bud)
             return lf_fail(err, "cuda prefill: budget %d must exceed the %d sinks of --policy %s", bud, b->pol.sinks,
@@ -1199,8 +1173,8 @@ static int streaming_slot(const entry_state *st) {
 }
 
 static int next_host_slot(const lf_cuda_backend *b, const entry_state *st) {
-    if (b->pol.kind == LF_POLICY_FULL) return st->filled < b->cap ? st->filled : -1;
-    return streaming_slot(st);
+    if (b->desc->gpu == LF_GPU_APPEND) return st->filled < b->cap ? st->filled : -1;
+    return streaming_slot(st); /* LF_GPU_OLDEST */
 }
 
 static int prepare_shapes(lf_cuda_backend *b, int n, lf_error *err) {
@@ -1266,6 +1240,10 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
             a.slot_entry_stride = cap;
             if (lf_cuda_rope_store(&a, vs, err)) goto layer_fail;
         }
+        if (b->desc->slot_stat && /* the stored score of the slot just written */
+            lf_cuda_slot_stat(b->desc->slot_stat, Kl, LF_DTYPE_BF16, b->kv_seq_stride, (int64_t)cap * b->HD, b->KV,
+                              b->HD, b->d_entries, next_l, n, b->acc + (size_t)l * b->slot_layer_stride, cap, vs, err))
+            goto layer_fail;
         prof_mark(pr, s, CAT_ATTN);
         {
             lf_cuda_attn_args a;
@@ -1356,7 +1334,7 @@ static int decode_inputs(lf_cuda_backend *b, int n, const int *entries, const in
             rc = lf_fail(err, "cuda decode: row %d has negative position %d", i, pos[i]);
             break;
         }
-        if (b->pol.kind == LF_POLICY_FULL && b->st[e].filled >= b->cap) {
+        if (!b->desc->budgeted && b->st[e].filled >= b->cap) {
             rc = lf_fail(err, "cuda decode: entry %d: its KV cache (policy full, %d slots) is full", e, b->cap);
             break;
         }
@@ -1392,7 +1370,7 @@ static void decode_advance(lf_cuda_backend *b, int n, const int *entries, const 
         if (st->filled < st->budget) {
             if (pos[i] < b->pol.sinks) st->s0++;
             st->filled++;
-        } else if (b->pol.kind == LF_POLICY_STREAMING) {
+        } else if (b->desc->gpu == LF_GPU_OLDEST) {
             st->ring = (st->ring + 1) % (st->budget - st->s0);
         }
     }
@@ -1540,7 +1518,7 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     if (entry < 0 || entry >= b->E) return lf_fail(err, "cuda bench fill: entry %d out of range (pool of %d)",
                                                    entry, b->E);
     if (length < 0) return lf_fail(err, "cuda bench fill: negative length %d", length);
-    if (b->pol.kind == LF_POLICY_FULL && length >= b->cap)
+    if (!b->desc->budgeted && length >= b->cap)
         return lf_fail(err, "cuda bench fill: %d tokens leave no free slot in the %d slots of --policy full", length,
                        b->cap);
     const int cap = b->cap;
@@ -1563,6 +1541,11 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     }
     if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
         return -1;
+    for (int l = 0; b->desc->slot_stat && l < b->L; l++)
+        if (lf_cuda_slot_stat(b->desc->slot_stat, b->K + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride,
+                              LF_DTYPE_BF16, 0, (int64_t)cap * b->HD, b->KV, b->HD, NULL, NULL, nv,
+                              b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap, 0, b->stream, err))
+            return -1;
     if (ck(cudaStreamSynchronize(b->stream), err, "bench fill")) return -1;
     if (launch_fill_i32(b, b->recent_e + entry, 0, 1, 1, b->pol.recent, err)) return -1;
     if (b->seen && lf_cuda_history_reset(b->seen + (size_t)entry * b->seen_words, b->seen_words, NULL, 0, b->stream,

@@ -19,6 +19,7 @@ extern "C" {
 #include "core/error.h"
 }
 #include "cuda/cuda_kernels.h"
+#include "kv/score_mode.h"
 #include "cuda/cuda_pdl.h"
 
 namespace {
@@ -868,6 +869,54 @@ extern "C" int lf_cuda_gather_rows(const void *src, int64_t src_kvh_stride, void
             head_dim, index);
     }
     return launched(err, "gather_rows");
+}
+
+/* ---- per-slot stats of STORED-mode policies ---------------------------------- */
+/* block = one row; warp w < nkv takes KV head w */
+template <typename T>
+__global__ void __launch_bounds__(1024) k_slot_stat(const T *k, int64_t entry_stride, int64_t kvh_stride, int hd,
+                                                    int nkv, const int32_t *row_entry, const int32_t *slot_by_entry,
+                                                    float *out, int64_t out_entry_stride) {
+    __shared__ float norms[32];
+    const int r = blockIdx.x, w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t e = row_entry ? row_entry[r] : 0;
+    const int slot = slot_by_entry ? slot_by_entry[e] : r;
+    if (slot < 0) return; /* the same for the whole block */
+    const T *kr = k + e * entry_stride + (int64_t)w * kvh_stride + (int64_t)slot * hd;
+    float s = 0.f;
+    for (int d = lane; d < hd; d += 32) {
+        const float x = static_cast<float>(kr[d]);
+        s += x * x;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) norms[w] = sqrtf(s);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int h = 0; h < nkv; h++) t += norms[h];
+        out[e * out_entry_stride + slot] = -t / (float)nkv;
+    }
+}
+
+extern "C" int lf_cuda_slot_stat(int stat, const void *k, lf_dtype dt, int64_t kv_entry_stride, int64_t kvh_stride,
+                                 int n_kv_heads, int head_dim, const int32_t *row_entry, const int32_t *slot_by_entry,
+                                 int n_rows, float *out, int64_t out_entry_stride, void *stream, lf_error *err) {
+    if (stat != LF_SLOT_STAT_NEG_KEY_L2) return lf_fail(err, "cuda slot_stat: unknown statistic %d", stat);
+    if (n_rows < 0 || n_kv_heads < 1 || n_kv_heads > 32 || head_dim < 1)
+        return lf_fail(err, "cuda slot_stat: bad shape (%d rows, %d KV heads, head_dim %d)", n_rows, n_kv_heads,
+                       head_dim);
+    if (!dt_ok(dt)) return lf_fail(err, "cuda slot_stat: dtype %d must be bf16 or f16", (int)dt);
+    if (n_rows == 0) return 0;
+    if (!k || !out) return lf_fail(err, "cuda slot_stat: k and out are required");
+    const cudaStream_t st = (cudaStream_t)stream;
+    const dim3 grid((unsigned)n_rows), block((unsigned)(32 * n_kv_heads));
+    if (dt == LF_DTYPE_BF16)
+        k_slot_stat<<<grid, block, 0, st>>>(static_cast<const __nv_bfloat16 *>(k), kv_entry_stride, kvh_stride,
+                                            head_dim, n_kv_heads, row_entry, slot_by_entry, out, out_entry_stride);
+    else
+        k_slot_stat<<<grid, block, 0, st>>>(static_cast<const __half *>(k), kv_entry_stride, kvh_stride, head_dim,
+                                            n_kv_heads, row_entry, slot_by_entry, out, out_entry_stride);
+    return launched(err, "slot_stat");
 }
 
 /* ---- window softmax sums (SnapKV, H2O/VATP prefill) --------------------------- */

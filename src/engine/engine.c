@@ -8,6 +8,7 @@
  * (src/cuda/cuda_forward.h), which owns a pool of per-sequence caches
  * ("entries") on the GPU. The CUDA backend is created at the first
  * lf_engine_run (or lf_engine_reserve), when the queued prompts are known. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "core/timer.h"
 #include "cpu/forward.h"
 #include "kv/cache.h"
+#include "kv/policy.h"
 #include "longflow.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
@@ -264,18 +266,16 @@ int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_er
     if (check_ids(e, p->stop_ids, p->n_stop_ids, "stop", err)) return -1;
     if (p->max_tokens < 1) return lf_fail(err, "max_tokens must be >= 1 (got %d)", p->max_tokens);
     if (lf_context_check(e->model, p->n_prompt, err) < 0) return -1;
-    if ((int)p->policy < 0 || p->policy >= LF_POLICY_COUNT)
+    if ((int)p->policy < 0 || (int)p->policy >= lf_policy_count())
         return lf_fail(err, "policy: unknown policy %d", (int)p->policy);
-    if (p->policy != LF_POLICY_FULL && p->budget <= 0)
+    if (lf_policy_is_budgeted(p->policy) && p->budget <= 0)
         return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
                        lf_policy_name(p->policy), p->budget);
-    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
-     * compressed SnapKV-style, keeping its last 32 tokens, which needs B > 33 */
-    if (p->policy != LF_POLICY_FULL && p->n_prompt > p->budget - 1 && p->budget <= 33)
-        return lf_fail(err,
-                       "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
-                       "%d (the prompt + 1, or 34 to compress a longer prompt SnapKV-style)",
-                       p->budget, p->n_prompt, lf_policy_name(p->policy), p->n_prompt + 1 < 34 ? p->n_prompt + 1 : 34);
+    {
+        const lf_policy_config pc = {.kind = p->policy, .budget = p->budget};
+        /* (`full` caches are sized to fit the prompt: no capacity limit here) */
+        if (lf_policy_check_prompt(&pc, p->budget, INT_MAX, p->n_prompt, err)) return -1;
+    }
     lf_sampler probe;
     if (lf_sampler_init(&probe, &p->sampling, e->model->cfg.vocab_size, 0, err)) return -1;
     lf_sampler_free(&probe);

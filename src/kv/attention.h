@@ -10,13 +10,14 @@
  * final max and sum (two-level softmax reduction) into the output and, when
  * scoring, into each slot's attention summed over the group's heads:
  *   att[g][i] = sum_{h in group g} alpha_{h,i}     vn[g][i] = |v_{g,i}|_1
- * from which the policy step (cache.c) forms its score. The chunking is
+ * from which the policy (policies/common.c) forms its score. The chunking is
  * fixed (not tied to the thread count), so results do not depend on it. */
 #ifndef LF_KV_ATTENTION_H
 #define LF_KV_ATTENTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
-#include "kv/cache.h"
+#include "kv/slots.h"
 
 #define LF_ATT_BLOCK 16  /* slots per softmax block */
 #define LF_ATT_CHUNK 256 /* slots per task */
@@ -37,6 +38,14 @@ static inline float *lf_att_vn(const lf_kv_cache *c, int g) {
 /* e^x for x <= 0 in float, the same in both kernel paths' callers
  * (scalar expf). Exposed for tests of the vector version. */
 void lf_att_exp_block(const float *x, float *y, int n);
+
+/* The fused kernel alone (no store, no policy step): attend q over the
+ * valid slots of `layer` into out; with `scores`, also leave each slot's
+ * attention (summed over the query heads of each KV head) and |v|_1 in the
+ * cache's scratch (below). lf_kv_decode_layer (cache.h) calls it; benchmarks
+ * call it to time scoring on against scoring off. */
+void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float *q, float *out,
+                  bool scores);
 
 /* Use the portable scalar kernel even where AVX2 is available (tests). */
 void lf_att_force_scalar(int on);

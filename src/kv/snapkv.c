@@ -166,3 +166,9 @@ int lf_window_attention(const float *q, const float *k, int n, int n_heads, int 
     return window_softmax_sum(q, k, n, n_heads, n_kv_heads, head_dim, n - w, 0, 1.0f / (float)n_heads, acc,
                               err);
 }
+
+int lf_snapkv_prefill(const lf_kv_cache *c, const float *q, const float *k, int n, int keep, int32_t *kept,
+                      lf_error *err) {
+    const int sinks = lf_snapkv_sinks(&c->policy, c->sinks_default, keep);
+    return lf_snapkv_select(q, k, n, c->n_heads, c->n_kv_heads, c->head_dim, keep, sinks, kept, err);
+}

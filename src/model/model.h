@@ -38,7 +38,6 @@ struct lf_model {
     void *owned;                  /* heap block for random weights */
     size_t weight_bytes;          /* bytes of all weights in memory */
     size_t decode_bytes_per_token;/* weight bytes one decode step reads (no embed table) */
-    void *cuda;                   /* backend state owned by src/cuda, or NULL */
 };
 
 #endif

@@ -112,7 +112,7 @@ static int run_case(const tcase *c) {
         hcur[s] = maxp;
     }
     for (int i = 0; i < B * H * D; i++) hq[i] = to16((float)(rng_normal() * c->q_gain), c->dtype);
-    if (c->mode == LF_CUDA_SCORE_H2O || c->mode == LF_CUDA_SCORE_VATP)
+    if (c->mode == LF_SCORE_ACC || c->mode == LF_SCORE_ACC_VNORM)
         for (int s = 0; s < B; s++)
             for (int i = 0; i < cap; i++) {
                 const long o = (long)hidx[s] * slot_stride + i;
@@ -244,7 +244,7 @@ static int run_case(const tcase *c) {
                 num += (got - ref_out[o]) * (got - ref_out[o]);
                 den += ref_out[o] * ref_out[o];
             }
-            if (c->mode == LF_CUDA_SCORE_NONE) continue;
+            if (c->mode == LF_SCORE_NONE) continue;
             /* reference score */
             for (int i = 0; i < cap; i++) {
                 double a_mean = 0, lf = 0, nmean = 0;
@@ -256,9 +256,9 @@ static int run_case(const tcase *c) {
                 double sc;
                 double *ra = racc + e * slot_stride + i;
                 switch (c->mode) {
-                case LF_CUDA_SCORE_LONGFLOW: sc = lf; break;
-                case LF_CUDA_SCORE_TOVA: sc = a_mean; break;
-                case LF_CUDA_SCORE_H2O:
+                case LF_SCORE_ATT_VNORM: sc = lf; break;
+                case LF_SCORE_ATT: sc = a_mean; break;
+                case LF_SCORE_ACC:
                     *ra = pos[i] >= 0 ? *ra + a_mean : 0;
                     sc = *ra;
                     break;
@@ -298,7 +298,7 @@ static int run_case(const tcase *c) {
                         got, best, got >= 0 && got < cap ? ref_score[got] : -1.0, ref_score[best]);
                 bad_victim++;
             }
-            if (c->mode == LF_CUDA_SCORE_H2O || c->mode == LF_CUDA_SCORE_VATP) {
+            if (c->mode == LF_SCORE_ACC || c->mode == LF_SCORE_ACC_VNORM) {
                 racc[e * slot_stride + got] = 0; /* the chosen slot's accumulator restarts */
                 for (int i = 0; i < cap; i++) {
                     const double r = racc[e * slot_stride + i], g = hacc[e * slot_stride + i];
@@ -333,7 +333,7 @@ static tcase base_case(const char *name) {
     c.name = name;
     c.B = 3; c.H = 8; c.Hkv = 2; c.D = 128; c.cap = 300;
     c.dtype = LF_DTYPE_BF16; c.out_dtype = LF_DTYPE_BF16;
-    c.mode = LF_CUDA_SCORE_LONGFLOW; c.n_split = 0; c.e_smem = 0;
+    c.mode = LF_SCORE_ATT_VNORM; c.n_split = 0; c.e_smem = 0;
     c.empty_frac = 0; c.steps = 1; c.q_gain = 1.5;
     return c;
 }
@@ -423,23 +423,23 @@ static void test_modes(void **state) {
     if (!g_have_gpu) SKIP_TEST();
     const int f0 = g_failures;
     tcase c = base_case("tova");
-    c.mode = LF_CUDA_SCORE_TOVA;
+    c.mode = LF_SCORE_ATT;
     run_case(&c);
     c = base_case("h2o 3 steps, 10% empty");
-    c.mode = LF_CUDA_SCORE_H2O;
+    c.mode = LF_SCORE_ACC;
     c.steps = 3;
     c.empty_frac = 0.1;
     run_case(&c);
     c = base_case("vatp 2 steps split 3");
-    c.mode = LF_CUDA_SCORE_VATP;
+    c.mode = LF_SCORE_ACC_VNORM;
     c.steps = 2;
     c.n_split = 3;
     run_case(&c);
     c = base_case("none (attention only)");
-    c.mode = LF_CUDA_SCORE_NONE;
+    c.mode = LF_SCORE_NONE;
     run_case(&c);
     c = base_case("none split 3");
-    c.mode = LF_CUDA_SCORE_NONE;
+    c.mode = LF_SCORE_NONE;
     c.n_split = 3;
     run_case(&c);
 #ifndef LF_TEST_STANDALONE
@@ -472,7 +472,7 @@ static void test_pool_protect_empty(void **state) {
     run_case(&c);
     c = base_case("vatp D=64 Hkv=8 cap=1500 gmem (2 rounds)");
     c.H = 32; c.Hkv = 8; c.D = 64; c.cap = 1500; c.n_split = 1; c.e_smem = -1;
-    c.mode = LF_CUDA_SCORE_VATP; c.empty_frac = 0.05; c.steps = 2;
+    c.mode = LF_SCORE_ACC_VNORM; c.empty_frac = 0.05; c.steps = 2;
     run_case(&c);
     c = base_case("no empty slots, peaked");
     c.empty_frac = 0;
@@ -501,7 +501,7 @@ static void test_large(void **state) {
     c.H = 16; c.Hkv = 2; c.cap = 3000; c.n_split = 1; c.e_smem = -1;
     run_case(&c);
     c = base_case("h2o H=32/8 cap=3000 (2 rounds)");
-    c.H = 32; c.Hkv = 8; c.cap = 3000; c.mode = LF_CUDA_SCORE_H2O; c.steps = 2; c.empty_frac = 0.03;
+    c.H = 32; c.Hkv = 8; c.cap = 3000; c.mode = LF_SCORE_ACC; c.steps = 2; c.empty_frac = 0.03;
     run_case(&c);
     c = base_case("B=40 H=32/8 cap=700 smem");
     c.B = 40; c.H = 32; c.Hkv = 8; c.cap = 700; c.e_smem = 1;
@@ -517,7 +517,7 @@ static void test_bad_input(void **state) {
     (void)state;
     lf_error err;
     size_t bytes;
-    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_CUDA_SCORE_LONGFLOW, 0, 0, 0, 0};
+    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_SCORE_ATT_VNORM, 0, 0, 0, 0};
     CHECK(lf_cuda_attn_check(&d, &err) == -1 && strstr(err.msg, "head_dim"), "head_dim 96 accepted");
     d.head_dim = 128;
     d.n_heads = 32;
@@ -531,7 +531,7 @@ static void test_bad_input(void **state) {
     d.dtype = LF_DTYPE_BF16;
     d.mode = 9;
     CHECK(lf_cuda_attn_check(&d, &err) == -1 && strstr(err.msg, "mode"), "mode 9 accepted");
-    d.mode = LF_CUDA_SCORE_H2O;
+    d.mode = LF_SCORE_ACC;
     d.n_seq = 0;
     CHECK(lf_cuda_attn_check(&d, &err) == -1 && strstr(err.msg, "n_seq"), "n_seq 0 accepted");
     d.n_seq = 2;
@@ -551,7 +551,7 @@ static void test_bad_input(void **state) {
         a.slot_seq_stride = 100;
         a.next_slot = x;
         CHECK(lf_cuda_attn_decode(&d, &a, &err) == -1 && strstr(err.msg, "acc"), "H2O without acc accepted");
-        d.mode = LF_CUDA_SCORE_LONGFLOW;
+        d.mode = LF_SCORE_ATT_VNORM;
         a.workspace_bytes = 16;
         CHECK(lf_cuda_attn_decode(&d, &a, &err) == -1 && strstr(err.msg, "workspace"),
               "small workspace accepted (%s)", err.msg);

@@ -50,6 +50,7 @@
 #include "eval/answer.h"
 #include "kv/cache.h"
 #include "kv/policy.h"
+#include "kv/policies/common.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -412,14 +413,13 @@ typedef struct pol_stats {
 /* The CPU's two smallest scores among the slots its argmin may choose. */
 static double cpu_tie_gap(const lf_kv_cache *c, int layer, int pnow) {
     const lf_kv_layer *L = &c->layers[layer];
-    const lf_policy_kind k = c->policy.kind;
-    if (k != LF_POLICY_LONGFLOW && k != LF_POLICY_TOVA && k != LF_POLICY_H2O && k != LF_POLICY_VATP)
-        return INFINITY; /* no scores: no ties */
+    const lf_scored_layer *SC = lf_scored(c, layer);
+    if (!SC) return INFINITY; /* no scores: no ties */
     double s1 = INFINITY, s2 = INFINITY;
     for (int i = 0; i < c->capacity; i++) {
         int p = L->pos[i];
         if (p >= 0 && !(p >= c->policy.sinks && p <= pnow - c->policy.recent)) continue;
-        double v = L->score[i];
+        double v = SC->score[i];
         if (v < s1) {
             s2 = s1;
             s1 = v;
@@ -534,14 +534,16 @@ static void check_policies(const char *name, const lf_model *m) {
     const int V = m->cfg.vocab_size;
     /* 60 > budget-1: SnapKV compresses the prompt; 20 + 32 > 40: eviction while decoding */
     prompt lp = random_prompt(60, V, 4242), sp = random_prompt(20, V, 4343);
-    const lf_policy_kind kinds[] = {LF_POLICY_LONGFLOW, LF_POLICY_TOVA, LF_POLICY_H2O, LF_POLICY_VATP,
-                                    LF_POLICY_STREAMING};
     pol_stats st = {0};
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+    /* every budgeted policy the GPU runs (the registry's) */
+    for (int k = 0; k < lf_policy_count(); k++) {
+        const lf_policy_desc *d = lf_policy_get((lf_policy_kind)k);
+        if (!d->budgeted || d->gpu == LF_GPU_NONE) continue;
         for (int cap = POLICY_BUDGET; cap <= ENTRY_SLOTS; cap += ENTRY_SLOTS - POLICY_BUDGET) {
-            check_policy(name, m, kinds[k], &sp, cap, &st);
-            check_policy(name, m, kinds[k], &lp, cap, &st);
+            check_policy(name, m, (lf_policy_kind)k, &sp, cap, &st);
+            check_policy(name, m, (lf_policy_kind)k, &lp, cap, &st);
         }
+    }
     double rate = st.compared ? (double)st.exact / (double)st.compared : 0;
     printf("[ policies ] %-20s %ld decisions compared, %.2f%% exact; %ld of %ld layer runs diverged (%ld at near "
            "ties)\n",

@@ -9,7 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/policy.h"
+#include "core/error.h"
+#include "kv/policies/common.h"
+
+/* Per layer: the last LF_RKV_WINDOW decode queries. */
+typedef struct rkv_layer {
+    float *q;        /* [LF_RKV_WINDOW][n_heads][head_dim] */
+    int nq;          /* queries stored (<= LF_RKV_WINDOW), ring order from qhead */
+    int qhead;
+    int n_compress;  /* compressions so far */
+} rkv_layer;
+
+/* Per cache: the selection's workspace. */
+typedef struct rkv_state {
+    float *work;
+    int32_t *keep;
+} rkv_state;
 
 size_t lf_rkv_work_floats(int capacity, int n_heads, int n_kv_heads, int head_dim) {
     return (2 * (size_t)n_heads + n_kv_heads + 6) * (size_t)capacity + (size_t)n_kv_heads * head_dim;
@@ -64,7 +79,8 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
     if (kc < 0) kc = 0;
 
     if (nc > 0) {
-        const int nq = L->rkv_nq;
+        const rkv_layer *RL = L->pstate;
+        const int nq = RL->nq;
 #pragma omp parallel for schedule(dynamic, 1) if ((long)nc * (H * nq + G) * hd >= (1L << 20))
         for (int h = 0; h < H + G; h++) {
             if (h < H) {
@@ -76,7 +92,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
                 memset(a, 0, (size_t)nc * sizeof(float));
                 if (nq == 0) continue;
                 for (int t = 0; t < nq; t++) {
-                    const float *qt = L->rkv_q + ((size_t)t * H + h) * hd;
+                    const float *qt = RL->q + ((size_t)t * H + h) * hd;
                     float mx = -INFINITY;
                     for (int j = 0; j < nc; j++) {
                         const float *kr = K + (size_t)cand[j] * hd;
@@ -148,3 +164,118 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
     qsort(keep, (size_t)o, sizeof *keep, cmp_i32);
     return o;
 }
+
+/* ---- the policy ------------------------------------------------------------- */
+
+static int cache_new(lf_kv_cache *c, size_t *bytes) {
+    rkv_state *st = calloc(1, sizeof *st);
+    c->policy_state = st;
+    if (!st) return -1;
+    const size_t wf = lf_rkv_work_floats(c->capacity, c->n_heads, c->n_kv_heads, c->head_dim);
+    st->work = malloc(wf * sizeof(float));
+    st->keep = malloc((size_t)c->capacity * sizeof(int32_t));
+    if (!st->work || !st->keep) return -1;
+    *bytes += sizeof *st + wf * sizeof(float) + (size_t)c->capacity * sizeof(int32_t);
+    return 0;
+}
+
+static void cache_free(lf_kv_cache *c) {
+    rkv_state *st = c->policy_state;
+    if (!st) return;
+    free(st->work);
+    free(st->keep);
+    free(st);
+    c->policy_state = NULL;
+}
+
+static void layer_free(void *pstate) {
+    rkv_layer *R = pstate;
+    if (R) free(R->q);
+    free(R);
+}
+
+static void *layer_new(const lf_kv_cache *c, size_t *bytes) {
+    rkv_layer *R = calloc(1, sizeof *R);
+    const size_t nq = (size_t)LF_RKV_WINDOW * c->n_heads * c->head_dim;
+    if (!R || !(R->q = calloc(nq, sizeof(float)))) {
+        layer_free(R);
+        return NULL;
+    }
+    *bytes += sizeof *R + nq * sizeof(float);
+    return R;
+}
+
+static void layer_reset(const lf_kv_cache *c, void *pstate) {
+    (void)c;
+    rkv_layer *R = pstate;
+    R->nq = R->qhead = R->n_compress = 0;
+}
+
+static void on_store(lf_kv_cache *c, int layer, int slot, const float *q) {
+    (void)slot;
+    rkv_layer *R = c->layers[layer].pstate;
+    int at;
+    if (R->nq < LF_RKV_WINDOW) {
+        at = R->nq++;
+    } else {
+        at = R->qhead;
+        R->qhead = (R->qhead + 1) % LF_RKV_WINDOW;
+    }
+    const size_t n = (size_t)c->n_heads * c->head_dim;
+    memcpy(R->q + (size_t)at * n, q, n * sizeof(float));
+}
+
+static void compress(lf_kv_cache *c, int layer) {
+    lf_kv_layer *L = &c->layers[layer];
+    rkv_state *st = c->policy_state;
+    int nk = lf_rkv_select(c, layer, st->keep, st->work);
+    int j = 0;
+    for (int i = 0; i < c->capacity; i++) {
+        if (j < nk && st->keep[j] == i) {
+            j++;
+            continue;
+        }
+        lf_kv_drop_slot(c, L, i);
+    }
+    ((rkv_layer *)L->pstate)->n_compress++;
+}
+
+static int choose(lf_kv_cache *c, int layer, int pnow) {
+    (void)pnow;
+    lf_kv_layer *L = &c->layers[layer];
+    if (L->n_valid >= c->capacity) compress(c, layer);
+    return lf_first_empty(c, L);
+}
+
+int lf_rkv_compressions(const lf_kv_cache *c, int layer) {
+    return ((const rkv_layer *)c->layers[layer].pstate)->n_compress;
+}
+
+float *lf_rkv_queries(const lf_kv_cache *c, int layer, int **count) {
+    rkv_layer *R = c->layers[layer].pstate;
+    *count = &R->nq;
+    return R->q;
+}
+
+const lf_policy_desc lf_policy_rkv = {
+    .name = "rkv",
+    .paper = "R-KV, Cai et al., arXiv 2505.24133",
+    .rule = "buffer 128 new tokens, then keep the best budget by 0.1*importance(last 8 queries, max-pool 5) - "
+            "0.9*redundancy(key cosine similarity)",
+    .aux = "4 B (position) + 128 buffer slots of K/V per layer + 8 queries per layer",
+    .aux_bytes_per_slot = 4,
+    .budgeted = true,
+    .extra_slots = LF_RKV_BUFFER,
+    .min_budget = LF_RKV_WINDOW,
+    .score = LF_SCORE_NONE,
+    .gpu = LF_GPU_NONE,
+    .defaults = lf_defaults_unprotected,
+    .cache_new = cache_new,
+    .cache_free = cache_free,
+    .layer_new = layer_new,
+    .layer_free = layer_free,
+    .layer_reset = layer_reset,
+    .prefill_select = lf_snapkv_prefill,
+    .on_store = on_store,
+    .choose = choose,
+};
