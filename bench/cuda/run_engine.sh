@@ -103,7 +103,7 @@ bench_json() {
 for part in $PARTS; do
   case $part in
   tests)
-    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward; do
+    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm; do
       if [ -x "$PROG/$t" ]; then run "$t" 150 "$PROG/$t"; else sum "MISSING $t (not in $PROG)"; fi
     done
     if command -v compute-sanitizer > /dev/null && [ -x "$PROG/test_cuda_kernels" ]; then
@@ -112,6 +112,26 @@ for part in $PARTS; do
     else
       sum "SKIP  memcheck (no compute-sanitizer or no test_cuda_kernels)"
     fi
+    ;;
+  serve)
+    # the server against the engine's own loop at the same shape, in the same call:
+    # qwen3-1.7b random weights + the Qwen3 tokenizer, prompt 512, output LF_SERVE_GEN
+    # (4096), LF_SERVE_N sequences at once (bench --batch N --mode real; the server
+    # with --max-seqs N and N concurrent streaming clients), longflow budget 800 and full
+    TOKD=$(mktemp -d /tmp/lf-qwen3tok.XXXXXX)
+    python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" \
+      "$ROOT/tests/data/tokenizers/qwen3/tokenizer.json.xz" "$TOKD/tokenizer.json"
+    cp "$ROOT/tests/data/tokenizers/qwen3/tokenizer_config.json" "$TOKD/"
+    N=${LF_SERVE_N:-128}; GEN=${LF_SERVE_GEN:-4096}
+    for pol in ${LF_SERVE_POLICIES:-longflow full}; do
+      if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 800); fi
+      bench_json "$BENCH_JSON" 200 "bench real qwen3-1.7b $pol B=$N gen=$GEN" --random-weights --config qwen3-1.7b \
+        --prompt-len 512 --gen-len $GEN --batch $N --mode real "${P[@]}"
+      run "serve qwen3-1.7b $pol N=$N gen=$GEN" 240 python3 "$ROOT/bench/serve_load.py" --bin "$PROG/longflow" \
+        --concurrency $N --requests $N --prompt-len 512 --gen-len $GEN --procs 8 --id-range 1000,150000 \
+        --output "$OUTD/serve_$pol.json" -- --random-weights qwen3-1.7b --tokenizer "$TOKD" --device cuda \
+        --max-seqs $N --max-queue 1024 --max-prompt 512 --max-tokens $GEN "${P[@]}"
+    done
     ;;
   gemm)
     if [ -x "$PROG/bench_cuda_gemm" ]; then run "bench_cuda_gemm" 120 "$PROG/bench_cuda_gemm" ${LF_GEMM_ARGS:-}
@@ -149,7 +169,7 @@ for part in $PARTS; do
     ;;
   pdl)
     # the same GPU tests and batch-1 benches with programmatic dependent launch on
-    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward; do
+    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm; do
       if [ -x "$PROG/$t" ]; then run "PDL $t" 150 env LF_CUDA_PDL=1 "$PROG/$t"; else sum "MISSING $t"; fi
     done
     for cfg in qwen3-1.7b qwen3-8b; do
