@@ -180,6 +180,19 @@ static void test_config_dimensions(void **state) {
     config_fails("cfg_huge_vocab", (const char *[]){"\"vocab_size\" = 1000000000000", "[1, 16777216]", NULL});
     /* 6. 3,000,000 layers */
     config_fails("cfg_many_layers", (const char *[]){"\"num_hidden_layers\" = 3000000", "[1, 1024]", NULL});
+    /* the same rules on a filled config, for loaders of other formats */
+    lf_config c;
+    lf_error err = {{0}};
+    assert_int_equal(lf_config_preset("qwen3-8b", &c, &err), 0);
+    assert_int_equal(lf_config_check_shape(&c, "qwen3-8b", &err), 0);
+    c.n_kv_heads = 5000;
+    assert_int_equal(lf_config_check_shape(&c, "x.gguf", &err), -1);
+    assert_has(err.msg, "x.gguf: key \"num_key_value_heads\" = 5000 is out of range [1, 1024]");
+    c.n_kv_heads = 8;
+    c.vocab_size = 1 << 20;
+    c.hidden_size = 1 << 12;
+    assert_int_equal(lf_config_check_shape(&c, "x.gguf", &err), -1);
+    assert_has(err.msg, "vocab_size (1048576) x hidden_size (4096) = 4294967296 elements");
 }
 
 /* 6. A config within bounds that declares more layers than the weights hold
@@ -328,7 +341,33 @@ static lf_engine *tiny_engine(lf_model *m, int max_tokens) {
     return e;
 }
 
-/* 2. A NaN weight: the engine stops with an error naming the step. */
+/* 2. A NaN weight: the engine stops with an error naming the step, in the
+ * prefill's sampling (a NaN in the final norm) and in a decode step's (a NaN
+ * in the embedding row of the first generated token, which only the decode
+ * reads: test-tiny's lm_head is untied). */
+static void test_engine_nan_in_decode(void **state) {
+    (void)state;
+    lf_model *m = tiny_model();
+    assert_false(m->cfg.tie_word_embeddings);
+    const int prompt[4] = {1, 5, 9, 13};
+    lf_error err = {{0}};
+    lf_engine *e = tiny_engine(m, 3);
+    int id = lf_engine_submit(e, prompt, 4, &err);
+    if (lf_engine_run(e, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    const int first = lf_engine_result(e, id)->tokens[0];
+    lf_engine_free(e);
+    for (int i = 0; i < 4; i++)
+        if (prompt[i] == first) skip(); /* the row would also feed the prefill */
+    float *row = (float *)m->embed.data + (size_t)first * m->embed.cols;
+    row[0] = NAN;
+    e = tiny_engine(m, 3);
+    assert_true(lf_engine_submit(e, prompt, 4, &err) >= 0);
+    assert_int_equal(lf_engine_run(e, NULL, NULL, &err), -1);
+    assert_has(err.msg, "request 0: logits are NaN or Inf at step 1 (check the model's weights)");
+    lf_engine_free(e);
+    lf_model_free(m);
+}
+
 static void test_engine_nan_weights(void **state) {
     (void)state;
     lf_model *m = tiny_model();
@@ -339,7 +378,8 @@ static void test_engine_nan_weights(void **state) {
     lf_error err = {{0}};
     assert_true(lf_engine_submit(e, prompt, 4, &err) >= 0);
     assert_int_equal(lf_engine_run(e, NULL, NULL, &err), -1);
-    assert_has(err.msg, "logits are NaN or Inf at step 0 (check the model's weights)");
+    assert_has(err.msg, "request 0: logits are NaN or Inf at step 0 (check the model's weights)");
+    assert_null(strstr(err.msg + 1, "request 0"));
     lf_engine_free(e);
     lf_model_free(m);
 }
@@ -390,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_empty_pieces),  cmocka_unit_test(test_config_dimensions),
         cmocka_unit_test(test_layers_vs_weights),       cmocka_unit_test(test_safetensors_many_tensors),
         cmocka_unit_test(test_sampler_nonfinite),       cmocka_unit_test(test_engine_nan_weights),
+        cmocka_unit_test(test_engine_nan_in_decode),
         cmocka_unit_test(test_engine_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -199,9 +199,9 @@ int lf_context_check(const lf_model *m, int n_prompt, lf_error *err) {
                    n_prompt, ctx, ctx - 1);
 }
 
+/* (the caller prefixes the request) */
 static int nonfinite_fail(const lf_request *r, lf_error *err) {
-    return lf_fail(err, "request %d: logits are NaN or Inf at step %d (check the model's weights)", r->g.id,
-                   r->g.n_tokens);
+    return lf_fail(err, "logits are NaN or Inf at step %d (check the model's weights)", r->g.n_tokens);
 }
 
 void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prompt, lf_request_params *p) {
@@ -581,7 +581,8 @@ static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *er
         int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
                                     r->g.n_prompt + r->g.n_tokens);
         if (tok < 0) { /* this request fails; the others go on */
-            rc = nonfinite_fail(r, err);
+            nonfinite_fail(r, err);
+            rc = lf_fail_prefix(err, "request %d", r->g.id);
             r->g.done = true;
             r->g.finish_reason = "error";
             continue;

@@ -64,17 +64,45 @@ static int get_bool(const cJSON *o, const char *key, bool def, bool *out, const 
     return 0;
 }
 
-/* A dimension: an integer key in [lo, hi] (missing: def, or an error when
- * required). The message names the key and the value as written. */
-static int get_dim(const cJSON *o, const char *key, bool required, int def, int lo, int hi, int *out,
-                   const char *path, lf_error *err) {
+/* The bounds of config.json's dimensions, written once: get_dim applies
+ * them to the JSON values, lf_config_check_shape to a filled lf_config. */
+static const struct dim_rule {
+    const char *key;
+    int hi;
+} dim_rules[] = {
+    {"vocab_size", LF_MAX_VOCAB},         {"hidden_size", LF_MAX_HIDDEN},
+    {"intermediate_size", LF_MAX_INTERMEDIATE}, {"num_hidden_layers", LF_MAX_LAYERS},
+    {"num_attention_heads", LF_MAX_HEADS}, {"num_key_value_heads", LF_MAX_HEADS},
+    {"head_dim", LF_MAX_HEAD_DIM},         {"max_position_embeddings", LF_MAX_POSITION},
+};
+enum { N_DIMS = sizeof dim_rules / sizeof dim_rules[0] };
+
+/* The fields of c in dim_rules' order. */
+static void dim_values(const lf_config *c, long long v[N_DIMS]) {
+    const long long x[N_DIMS] = {c->vocab_size, c->hidden_size, c->intermediate_size, c->n_layers,
+                                 c->n_heads,    c->n_kv_heads,  c->head_dim,          c->max_position};
+    memcpy(v, x, sizeof x);
+}
+
+static int check_dim(const struct dim_rule *r, double v, const char *path, lf_error *err) {
+    if (v >= 1 && v <= r->hi) return 0;
+    return lf_fail(err, "%s: key \"%s\" = %.0f is out of range [1, %d]", path, r->key, v, r->hi);
+}
+
+/* A dimension: an integer key within its rule (missing: def, or an error
+ * when required). The message names the key and the value as written. */
+static int get_dim(const cJSON *o, const char *key, bool required, int def, int *out, const char *path,
+                   lf_error *err) {
+    const struct dim_rule *r = NULL;
+    for (int i = 0; i < N_DIMS && !r; i++)
+        if (!strcmp(dim_rules[i].key, key)) r = &dim_rules[i];
     const cJSON *j = jget(o, key);
     if (!j && required) return lf_fail(err, "%s: missing key \"%s\"", path, key);
     double v = j ? j->valuedouble : def;
     if (j && (!cJSON_IsNumber(j) || v != floor(v)))
         return lf_fail(err, "%s: key \"%s\" is not an integer", path, key);
-    if (!(v >= lo && v <= hi))
-        return lf_fail(err, "%s: key \"%s\" = %.0f is out of range [%d, %d]", path, key, v, lo, hi);
+    if (!r) return lf_fail(err, "%s: internal error: no bound for key \"%s\"", path, key);
+    if (check_dim(r, v, path, err)) return -1;
     *out = (int)v;
     return 0;
 }
@@ -98,6 +126,18 @@ static int check_matrices(const lf_config *c, const char *path, lf_error *err) {
                            m[i].a, m[i].x, m[i].b, m[i].y, n, (long long)LF_MAX_MATRIX);
     }
     return 0;
+}
+
+int lf_config_check_shape(const lf_config *c, const char *path, lf_error *err) {
+    long long v[N_DIMS];
+    dim_values(c, v);
+    for (int i = 0; i < N_DIMS; i++)
+        if (check_dim(&dim_rules[i], (double)v[i], path, err)) return -1;
+    if (c->n_heads % c->n_kv_heads != 0)
+        return lf_fail(err, "%s: key \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)",
+                       path, c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0) return lf_fail(err, "%s: key \"head_dim\" (%d) must be even for RoPE", path, c->head_dim);
+    return check_matrices(c, path, err);
 }
 
 /* eos_token_id: an int or a list of ints. Returns 1 when present and read,
@@ -292,33 +332,28 @@ static int parse_root(const cJSON *root, const char *path, lf_config *cfg, lf_er
     snprintf(cfg->arch_name, sizeof cfg->arch_name, "%s", an);
 
     /* sizes, each within its bound before anything is sized by it */
-    if (get_dim(root, "vocab_size", true, 0, 1, LF_MAX_VOCAB, &cfg->vocab_size, path, err) ||
-        get_dim(root, "hidden_size", true, 0, 1, LF_MAX_HIDDEN, &cfg->hidden_size, path, err) ||
-        get_dim(root, "intermediate_size", true, 0, 1, LF_MAX_INTERMEDIATE, &cfg->intermediate_size, path, err) ||
-        get_dim(root, "num_hidden_layers", true, 0, 1, LF_MAX_LAYERS, &cfg->n_layers, path, err) ||
-        get_dim(root, "num_attention_heads", true, 0, 1, LF_MAX_HEADS, &cfg->n_heads, path, err))
+    if (get_dim(root, "vocab_size", true, 0, &cfg->vocab_size, path, err) ||
+        get_dim(root, "hidden_size", true, 0, &cfg->hidden_size, path, err) ||
+        get_dim(root, "intermediate_size", true, 0, &cfg->intermediate_size, path, err) ||
+        get_dim(root, "num_hidden_layers", true, 0, &cfg->n_layers, path, err) ||
+        get_dim(root, "num_attention_heads", true, 0, &cfg->n_heads, path, err))
         return -1;
     /* num_key_value_heads: Qwen2Config and Qwen3Config default to 32,
      * LlamaConfig to num_attention_heads. */
     int kv_default = cfg->arch == LF_ARCH_LLAMA ? cfg->n_heads : 32;
-    if (get_dim(root, "num_key_value_heads", false, kv_default, 1, LF_MAX_HEADS, &cfg->n_kv_heads, path, err))
+    if (get_dim(root, "num_key_value_heads", false, kv_default, &cfg->n_kv_heads, path, err))
         return -1;
-    if (cfg->n_heads % cfg->n_kv_heads != 0)
-        return lf_fail(err, "%s: key \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)",
-                       path, cfg->n_heads, cfg->n_kv_heads);
     /* head_dim: Qwen3's config class defaults to 128; Qwen2 and Llama use
      * hidden_size / num_attention_heads. */
     int hd_default = cfg->arch == LF_ARCH_QWEN3 ? 128 : cfg->hidden_size / cfg->n_heads;
     if (cfg->arch != LF_ARCH_QWEN3 && !jget(root, "head_dim") && cfg->hidden_size % cfg->n_heads != 0)
         return lf_fail(err, "%s: key \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d) and "
                        "\"head_dim\" is absent", path, cfg->hidden_size, cfg->n_heads);
-    if (get_dim(root, "head_dim", false, hd_default, 1, LF_MAX_HEAD_DIM, &cfg->head_dim, path, err)) return -1;
-    if (cfg->head_dim % 2 != 0) return lf_fail(err, "%s: key \"head_dim\" (%d) must be even for RoPE", path, cfg->head_dim);
+    if (get_dim(root, "head_dim", false, hd_default, &cfg->head_dim, path, err)) return -1;
     int maxpos_default = cfg->arch == LF_ARCH_LLAMA ? 2048 : 32768;
-    if (get_dim(root, "max_position_embeddings", false, maxpos_default, 1, LF_MAX_POSITION, &cfg->max_position, path,
-                err))
+    if (get_dim(root, "max_position_embeddings", false, maxpos_default, &cfg->max_position, path, err) ||
+        lf_config_check_shape(cfg, path, err))
         return -1;
-    if (check_matrices(cfg, path, err)) return -1;
     if (get_double(root, "rms_norm_eps", false, 1e-6, &cfg->rms_norm_eps, path, err)) return -1;
     if (!(cfg->rms_norm_eps > 0 && cfg->rms_norm_eps < 1))
         return lf_fail(err, "%s: key \"rms_norm_eps\" must be in (0, 1), got %g", path, cfg->rms_norm_eps);

@@ -76,6 +76,12 @@ struct lf_config {
 int lf_config_load(const char *dir, lf_config *cfg, lf_error *err);
 /* Parse config.json text (path is used in messages only). */
 int lf_config_parse(const char *json, const char *path, lf_config *cfg, lf_error *err);
+/* The shape rules on a filled config (every dimension within its bound
+ * above, heads a multiple of KV heads, head_dim even, every weight matrix
+ * under LF_MAX_MATRIX elements): lf_config_parse applies them, and any other
+ * loader that fills an lf_config calls them before sizing anything by it.
+ * path names the source in messages, which name the config.json key. */
+int lf_config_check_shape(const lf_config *c, const char *path, lf_error *err);
 /* Shapes of well-known models for --random-weights benchmarks. */
 int lf_config_preset(const char *name, lf_config *cfg, lf_error *err);
 /* Names accepted by lf_config_preset, NULL-terminated. */
