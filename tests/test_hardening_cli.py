@@ -55,6 +55,15 @@ class HardeningCli(unittest.TestCase):
         rc, _, err = run("generate", "--model", MODEL, "--prompt-ids", ids, "--max-tokens", "4")
         self.assert_one_line_error(rc, err, "the prompt has 4097 tokens", "is 4096")
 
+    def test_bench_inside_the_context(self):
+        """bench's own prefill/decode loop applies the same rule (test-tiny: 4096 positions)."""
+        rc, _, err = run("bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "4000",
+                         "--gen-len", "200", "--threads", "1")
+        self.assert_one_line_error(rc, err, "--prompt-len 4000 + --gen-len 200", "max_position_embeddings 4096")
+        rc, _, err = run("bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "5000",
+                         "--gen-len", "2", "--threads", "1")
+        self.assert_one_line_error(rc, err, "the prompt has 5000 tokens", "is 4096")
+
     def test_generation_stops_at_the_context(self):
         """A copy of the bundled model with 64 positions: 60 prompt tokens leave 4."""
         tmp = tempfile.mkdtemp(prefix="lf_hardcli_")

@@ -251,6 +251,14 @@ int lf_cmd_bench(int argc, char **argv) {
     const lf_config *cfg = lf_model_config(m);
     int V = cfg->vocab_size;
     int budget = budgeted ? o.policy.budget : prompt_len + gen_len;
+    /* the engine's context rule, which this direct loop would otherwise skip */
+    const int room = lf_context_check(m, prompt_len, &err);
+    if (room < 0) goto fail;
+    if (room < gen_len) {
+        lf_cli_error(CMD, "--prompt-len %d + --gen-len %d run past the model's context (max_position_embeddings %d)",
+                     prompt_len, gen_len, cfg->max_position);
+        goto out;
+    }
 
     caches = calloc((size_t)batch, sizeof *caches);
     cptr = calloc((size_t)batch, sizeof *cptr);
