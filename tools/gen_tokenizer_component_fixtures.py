@@ -142,6 +142,9 @@ def cases():
                                       "strip_accents": None, "lowercase": False})
     norm_bl("bert_normalizer_accents", {"type": "BertNormalizer", "clean_text": False,
                                         "handle_chinese_chars": False, "strip_accents": True, "lowercase": False})
+    norm_bl("nmt", {"type": "Nmt"})
+    c.append(("bytelevel_normalizer", "bl", dict(bl, normalizer={"type": "ByteLevel"},
+                                                  pre_tokenizer={"type": "Whitespace"})))
     norm_bl("normalizer_sequence", {"type": "Sequence", "normalizers": [
         {"type": "NFKD"}, {"type": "StripAccents"}, {"type": "Lowercase"},
         {"type": "Strip", "strip_left": True, "strip_right": True}]})

@@ -48,6 +48,10 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
         n->right = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_right"));
     } else if (!strcmp(type, "StripAccents")) {
         n->type = LF_NORM_STRIP_ACCENTS;
+    } else if (!strcmp(type, "Nmt")) {
+        n->type = LF_NORM_NMT;
+    } else if (!strcmp(type, "ByteLevel")) {
+        n->type = LF_NORM_BYTELEVEL;
     } else if (!strcmp(type, "BertNormalizer")) {
         n->type = LF_NORM_BERT;
         n->clean_text = jbool(j, "clean_text", true);
@@ -71,7 +75,7 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
         }
     } else {
         return lf_fail(err, "unsupported normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, "
-                            "Prepend, Replace, Strip, StripAccents, BertNormalizer, Sequence)", type);
+                            "Prepend, Replace, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Sequence)", type);
     }
     return 0;
 }
@@ -198,10 +202,21 @@ static bool bert_cjk(uint32_t cp) {
            (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
-/* Character by character: drop marks (StripAccents), or BertNormalizer's
- * clean_text (drop NUL, U+FFFD and controls; whitespace becomes a space)
- * and handle_chinese_chars (spaces around CJK ideographs). */
-typedef enum { CHARS_STRIP_MARKS, CHARS_STRIP_MN, CHARS_BERT_CLEAN } chars_mode;
+/* Character by character: drop marks (StripAccents), Nmt's mapping, or
+ * BertNormalizer's clean_text (drop NUL, U+FFFD and controls; whitespace
+ * becomes a space) and handle_chinese_chars (spaces around CJK ideographs). */
+typedef enum { CHARS_STRIP_MARKS, CHARS_STRIP_MN, CHARS_BERT_CLEAN, CHARS_NMT } chars_mode;
+
+/* Nmt: these controls are dropped ... */
+static bool nmt_drop(uint32_t c) {
+    return (c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F;
+}
+
+/* ... and these become a space. */
+static bool nmt_space(uint32_t c) {
+    return c == 0x9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) ||
+           c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD;
+}
 
 static int map_chars(const lf_normalizer *n, chars_mode mode, const char *s, size_t len, lf_buf *out, lf_error *err) {
     size_t i = 0;
@@ -211,7 +226,10 @@ static int map_chars(const lf_normalizer *n, chars_mode mode, const char *s, siz
         const char *src = s + i;
         i += k;
         int rc = 0;
-        if (mode != CHARS_BERT_CLEAN) {
+        if (mode == CHARS_NMT) {
+            if (nmt_space(cp)) rc = lf_buf_append(out, " ", 1);
+            else if (!nmt_drop(cp)) rc = lf_buf_append(out, src, k);
+        } else if (mode != CHARS_BERT_CLEAN) {
             if (!is_mark(cp, mode == CHARS_STRIP_MN)) rc = lf_buf_append(out, src, k);
         } else if (n->clean_text && (cp == 0 || cp == 0xFFFD || bert_control(cp))) {
             continue;
@@ -269,6 +287,15 @@ int lf_normalizer_apply(const lf_normalizer *n, lf_scratch *sc, const char *s, s
         return map_chars(n, CHARS_STRIP_MARKS, s, len, out, err);
     case LF_NORM_BERT:
         return bert_normalize(n, s, len, out, err);
+    case LF_NORM_NMT:
+        return map_chars(n, CHARS_NMT, s, len, out, err);
+    case LF_NORM_BYTELEVEL:
+        for (size_t i = 0; i < len; i++) {
+            char enc[4];
+            int k = lf_utf8_encode(lf_bytelevel_cp((unsigned char)s[i]), enc);
+            if (lf_buf_append(out, enc, (size_t)k)) return lf_fail(err, "out of memory");
+        }
+        return 0;
     case LF_NORM_SEQUENCE: {
         if (n->n_kids == 0) return lf_buf_append(out, s, len) ? lf_fail(err, "out of memory") : 0;
         lf_buf a = {0}, b = {0};

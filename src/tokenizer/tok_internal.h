@@ -119,6 +119,8 @@ typedef enum lf_norm_type {
     LF_NORM_SEQUENCE,
     LF_NORM_STRIP_ACCENTS,
     LF_NORM_BERT,
+    LF_NORM_NMT,       /* drops some controls, maps some spaces to ' ' */
+    LF_NORM_BYTELEVEL, /* every byte as its byte-level character */
 } lf_norm_type;
 
 typedef struct lf_normalizer {
