@@ -102,6 +102,7 @@ def cases():
     pre_bl("char_delimiter_space", {"type": "CharDelimiterSplit", "delimiter": " "})
     pre_bl("unicode_scripts", {"type": "UnicodeScripts"})
     pre_bl("bert_pre", {"type": "BertPreTokenizer"})
+    pre_bl("fixed_length", {"type": "FixedLength", "length": 3})
     pre_bl("sequence", {"type": "Sequence", "pretokenizers": [
         {"type": "Punctuation", "behavior": "Contiguous"}, {"type": "Digits", "individual_digits": True},
         {"type": "WhitespaceSplit"}]})

@@ -115,6 +115,13 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         p->type = LF_PRETOK_BERT;
     } else if (!strcmp(type, "UnicodeScripts")) {
         p->type = LF_PRETOK_UNICODE_SCRIPTS;
+    } else if (!strcmp(type, "FixedLength")) {
+        p->type = LF_PRETOK_FIXED_LENGTH;
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "length");
+        double v = cJSON_IsNumber(l) ? l->valuedouble : l ? -1 : 5; /* the reference's default is 5 */
+        if (!(v >= 1 && v <= 1e9) || v != (double)(size_t)v)
+            return lf_fail(err, "FixedLength pre_tokenizer: \"length\" must be a positive integer");
+        p->length = (size_t)v;
     } else if (!strcmp(type, "Digits")) {
         p->type = LF_PRETOK_DIGITS;
         p->individual = jbool(j, "individual_digits", false);
@@ -136,7 +143,7 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
     } else {
         return lf_fail(err, "unsupported pre_tokenizer type '%s' (supported: Split, ByteLevel, Metaspace, "
                             "Whitespace, WhitespaceSplit, Digits, Punctuation, CharDelimiterSplit, "
-                            "BertPreTokenizer, UnicodeScripts, Sequence)", type);
+                            "BertPreTokenizer, UnicodeScripts, FixedLength, Sequence)", type);
     }
     return 0;
 }
@@ -185,21 +192,6 @@ static int find_segments(const lf_pattern *pat, lf_scratch *sc, const char *s, s
     }
     if (r < 0) return -1;
     if (prev < n && segs_push(out, prev, n, false)) return lf_fail(err, "out of memory");
-    return 0;
-}
-
-/* Whitespace (char::is_whitespace) as delimiters. */
-static int find_space_segments(const char *s, size_t n, segs *out, lf_error *err) {
-    out->n = 0;
-    if (n == 0) return segs_push(out, 0, 0, false) ? lf_fail(err, "out of memory") : 0;
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int k = lf_utf8_decode(s + i, n - i, &cp);
-        bool sp = lf_uni_is_space(cp);
-        if (segs_push(out, i, i + (size_t)k, sp)) return lf_fail(err, "out of memory");
-        i += (size_t)k;
-    }
     return 0;
 }
 
@@ -380,6 +372,22 @@ static int whitespace_split(const char *s, size_t n, bool at_start, lf_pieces *o
     return 0;
 }
 
+/* FixedLength: consecutive pieces of p->length characters (the last one
+ * shorter). */
+static int fixed_length_split(const lf_pretok *p, const char *s, size_t n, bool at_start, lf_pieces *out,
+                              lf_error *err) {
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        for (size_t c = 0; c < p->length && i < n; c++) {
+            uint32_t cp;
+            i += (size_t)lf_utf8_decode(s + i, n - i, &cp);
+        }
+        if (lf_pieces_add(out, s + start, i - start, at_start && start == 0)) return lf_fail(err, "out of memory");
+    }
+    return 0;
+}
+
 /* BertPreTokenizer: whitespace removed, then punctuation isolated. */
 static int bert_split(const lf_pretok *p, const char *s, size_t n, bool at_start, lf_pieces *out, segs *sg,
                       lf_error *err) {
@@ -443,10 +451,7 @@ static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n
     case LF_PRETOK_WHITESPACE:
         return whitespace_split(s, n, at_start, out, err);
     case LF_PRETOK_WHITESPACE_SPLIT:
-        if (find_space_segments(s, n, sg, err)) return -1;
-        apply_behavior(sg, LF_SPLIT_CONTIGUOUS);
-        apply_behavior(sg, LF_SPLIT_REMOVED);
-        return emit_segments(sg, s, at_start, out, err);
+        return char_split(p, is_space_char, LF_SPLIT_REMOVED, s, n, at_start, out, sg, err);
     case LF_PRETOK_BYTELEVEL: {
         const char *src = s;
         size_t len = n;
@@ -496,6 +501,8 @@ static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n
         return bert_split(p, s, n, at_start, out, sg, err);
     case LF_PRETOK_UNICODE_SCRIPTS:
         return scripts_split(s, n, at_start, out, err);
+    case LF_PRETOK_FIXED_LENGTH:
+        return fixed_length_split(p, s, n, at_start, out, err);
     case LF_PRETOK_SEQUENCE:
         break;
     }

@@ -155,6 +155,7 @@ typedef enum lf_pretok_type {
     LF_PRETOK_CHAR_DELIMITER,   /* one character as a removed delimiter */
     LF_PRETOK_BERT,             /* whitespace removed, punctuation isolated */
     LF_PRETOK_UNICODE_SCRIPTS,  /* splits where the Unicode script changes */
+    LF_PRETOK_FIXED_LENGTH,     /* pieces of `length` characters */
 } lf_pretok_type;
 
 typedef enum lf_prepend_scheme { LF_PREPEND_ALWAYS, LF_PREPEND_FIRST, LF_PREPEND_NEVER } lf_prepend_scheme;
@@ -172,6 +173,7 @@ typedef struct lf_pretok {
     bool split;             /* Metaspace */
     bool individual;        /* Digits: individual_digits */
     uint32_t delimiter;     /* CharDelimiterSplit */
+    size_t length;          /* FixedLength */
     struct lf_pretok *kids;
     int n_kids;
 } lf_pretok;
