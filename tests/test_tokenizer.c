@@ -457,7 +457,8 @@ static void test_stream_random(void **state) {
 /* ---- the tokenizer from GGUF metadata ------------------------------------ */
 /* The GGUF metadata of a tokenizer.json, laid out as llama.cpp's converter
  * does (the rule tools/gen_tokenizer_gguf_fixtures.py documents and uses to
- * write the GGUF files transformers read for the expected ids). */
+ * write the GGUF files transformers read for the expected ids); merges when
+ * the case has them ("gpt2" always). */
 typedef struct gguf_meta {
     lf_tokenizer_vocab_spec spec;
     char **tokens, **merges;
@@ -471,7 +472,7 @@ static bool is_byte_piece(const char *s) {
            strchr("0123456789ABCDEF", s[4]);
 }
 
-static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char *model) {
+static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char *model, bool with_merges) {
     char *text = slurp(path);
     assert_non_null(text);
     m->j = cJSON_Parse(text);
@@ -512,7 +513,7 @@ static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char 
         m->scores[i] = m->types[i] == 1 ? -(float)i : 0.0f;
     }
     int nm = 0;
-    if (!spm) {
+    if (with_merges) {
         const cJSON *merges = cJSON_GetObjectItem(mod, "merges");
         m->merges = calloc((size_t)cJSON_GetArraySize(merges) + 1, sizeof *m->merges);
         cJSON_ArrayForEach(e, merges) {
@@ -582,7 +583,8 @@ static void test_from_vocab(void **state) {
             continue;
         }
         gguf_meta m = {0};
-        meta_from_tokenizer_json(&m, tj, cJSON_GetObjectItem(c, "model")->valuestring);
+        meta_from_tokenizer_json(&m, tj, cJSON_GetObjectItem(c, "model")->valuestring,
+                                 cJSON_IsTrue(cJSON_GetObjectItem(c, "merges")));
         const cJSON *pre = cJSON_GetObjectItem(c, "pre");
         m.spec.pre = cJSON_IsString(pre) ? pre->valuestring : NULL;
         m.spec.bos_id = json_int(c, "bos_id");
