@@ -154,10 +154,10 @@ class TokenizeCli(unittest.TestCase):
         broken = os.path.join(self.tmp, "broken")
         os.makedirs(broken, exist_ok=True)
         self.file("broken/tokenizer.json", '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, '
-                                           '"pre_tokenizer": {"type": "Punctuation"}}')
+                                           '"normalizer": {"type": "Precompiled"}}')
         rc, out, err = run("tokenize", "--model", broken, "--prompt", "x")
         self.assertEqual(rc, 1)
-        self.assertIn("unsupported pre_tokenizer type 'Punctuation'", err)
+        self.assertIn("unsupported normalizer type 'Precompiled'", err)
         self.file("broken/tokenizer.json", '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [')
         rc, out, err = run("tokenize", "--model", broken, "--prompt", "x")
         self.assertEqual(rc, 1)

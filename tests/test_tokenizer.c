@@ -147,8 +147,7 @@ static bool utf8_ok(const char *s, size_t n) {
     return true;
 }
 
-static void check_decode(stats *st, int line, const lf_tokenizer *t, const cJSON *rec) {
-    const char *text = cJSON_GetObjectItem(rec, "text")->valuestring;
+static void check_decode(stats *st, int line, const lf_tokenizer *t, const cJSON *rec, const char *text) {
     const cJSON *d = cJSON_GetObjectItem(rec, "decoded");
     const cJSON *ds = cJSON_GetObjectItem(rec, "decoded_skip");
     const char *want = d ? d->valuestring : text;
@@ -207,6 +206,21 @@ static void check_decode(stats *st, int line, const lf_tokenizer *t, const cJSON
     free(ids);
 }
 
+/* One expected line: ids (with and without special-token matching, with the
+ * post-processor's tokens) and decode. */
+static void check_record(stats *st, const lf_tokenizer *t, const cJSON *rec, const char *s) {
+    st->lines++;
+    const cJSON *ids = cJSON_GetObjectItem(rec, "ids");
+    const cJSON *ns = cJSON_GetObjectItem(rec, "ids_nosplit");
+    const cJSON *add = cJSON_GetObjectItem(rec, "ids_add");
+    check_ids(st, st->lines, "encode", t, s, LF_TOK_PARSE_SPECIAL, ids);
+    check_ids(st, st->lines, "encode(no parse special)", t, s, 0, ns ? ns : ids);
+    if (!add || !cJSON_IsNull(add))
+        check_ids(st, st->lines, "encode(add special)", t, s, LF_TOK_PARSE_SPECIAL | LF_TOK_ADD_SPECIAL,
+                  add ? add : ids);
+    check_decode(st, st->lines, t, rec, s);
+}
+
 /* Check a tokenizer against expected lines (expected.jsonl's format). */
 static void check_expected_lines(const char *name, const lf_tokenizer *t, const char *expected_path) {
     lf_error err = {{0}};
@@ -218,17 +232,7 @@ static void check_expected_lines(const char *name, const lf_tokenizer *t, const 
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         cJSON *rec = cJSON_Parse(line);
         assert_non_null(rec);
-        st.lines++;
-        const char *s = cJSON_GetObjectItem(rec, "text")->valuestring;
-        const cJSON *ids = cJSON_GetObjectItem(rec, "ids");
-        const cJSON *ns = cJSON_GetObjectItem(rec, "ids_nosplit");
-        const cJSON *add = cJSON_GetObjectItem(rec, "ids_add");
-        check_ids(&st, st.lines, "encode", t, s, LF_TOK_PARSE_SPECIAL, ids);
-        check_ids(&st, st.lines, "encode(no parse special)", t, s, 0, ns ? ns : ids);
-        if (!add || !cJSON_IsNull(add))
-            check_ids(&st, st.lines, "encode(add special)", t, s, LF_TOK_PARSE_SPECIAL | LF_TOK_ADD_SPECIAL,
-                      add ? add : ids);
-        check_decode(&st, st.lines, t, rec);
+        check_record(&st, t, rec, cJSON_GetObjectItem(rec, "text")->valuestring);
         cJSON_Delete(rec);
     }
     fprintf(stderr, "[ %s ] %d lines, %d round-trip exactly, %d mismatches\n", name, st.lines, st.roundtrips,
@@ -453,7 +457,8 @@ static void test_stream_random(void **state) {
 /* ---- the tokenizer from GGUF metadata ------------------------------------ */
 /* The GGUF metadata of a tokenizer.json, laid out as llama.cpp's converter
  * does (the rule tools/gen_tokenizer_gguf_fixtures.py documents and uses to
- * write the GGUF files transformers read for the expected ids). */
+ * write the GGUF files transformers read for the expected ids); merges when
+ * the case has them ("gpt2" always). */
 typedef struct gguf_meta {
     lf_tokenizer_vocab_spec spec;
     char **tokens, **merges;
@@ -467,7 +472,7 @@ static bool is_byte_piece(const char *s) {
            strchr("0123456789ABCDEF", s[4]);
 }
 
-static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char *model) {
+static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char *model, bool with_merges) {
     char *text = slurp(path);
     assert_non_null(text);
     m->j = cJSON_Parse(text);
@@ -508,7 +513,7 @@ static void meta_from_tokenizer_json(gguf_meta *m, const char *path, const char 
         m->scores[i] = m->types[i] == 1 ? -(float)i : 0.0f;
     }
     int nm = 0;
-    if (!spm) {
+    if (with_merges) {
         const cJSON *merges = cJSON_GetObjectItem(mod, "merges");
         m->merges = calloc((size_t)cJSON_GetArraySize(merges) + 1, sizeof *m->merges);
         cJSON_ArrayForEach(e, merges) {
@@ -578,7 +583,8 @@ static void test_from_vocab(void **state) {
             continue;
         }
         gguf_meta m = {0};
-        meta_from_tokenizer_json(&m, tj, cJSON_GetObjectItem(c, "model")->valuestring);
+        meta_from_tokenizer_json(&m, tj, cJSON_GetObjectItem(c, "model")->valuestring,
+                                 cJSON_IsTrue(cJSON_GetObjectItem(c, "merges")));
         const cJSON *pre = cJSON_GetObjectItem(c, "pre");
         m.spec.pre = cJSON_IsString(pre) ? pre->valuestring : NULL;
         m.spec.bos_id = json_int(c, "bos_id");
@@ -679,6 +685,127 @@ static void test_from_vocab_errors(void **state) {
     const float nan_scores[] = {0, 0, NAN, 0};
     sp.scores = nan_scores;
     expect_vocab_error(&sp, "tokenizer.ggml.scores[2] is NaN");
+}
+
+/* ---- every component, against tokenizers --------------------------------- */
+/* tests/data/tokenizers/components (tools/gen_tokenizer_component_fixtures.py):
+ * each case is a base tokenizer.json with normalizer / pre_tokenizer /
+ * post_processor / decoder swapped in; every (case, text) record holds the
+ * reference's ids and decode. */
+static char *xz_text(const char *path) {
+    char tmpl[] = "/tmp/lf_tokxz_XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    close(fd);
+    char *cmd = fmt("xz -dc '%s' > '%s'", path, tmpl);
+    if (system(cmd) != 0) fail_msg("cannot decompress %s with xz", path);
+    free(cmd);
+    char *text = slurp(tmpl);
+    unlink(tmpl);
+    assert_non_null(text);
+    return text;
+}
+
+/* The base with the case's parts swapped in, loaded from a temporary dir. */
+static lf_tokenizer *component_tokenizer(const cJSON *c, const char *base_text) {
+    cJSON *j = cJSON_Parse(base_text);
+    assert_non_null(j);
+    static const char *const parts[] = {"normalizer", "pre_tokenizer", "post_processor", "decoder"};
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        const cJSON *p = cJSON_GetObjectItem(c, parts[k]);
+        if (!p) continue;
+        cJSON *dup = cJSON_Duplicate(p, 1);
+        if (cJSON_HasObjectItem(j, parts[k])) cJSON_ReplaceItemInObjectCaseSensitive(j, parts[k], dup);
+        else cJSON_AddItemToObject(j, parts[k], dup);
+    }
+    char *json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    char tmpl[] = "/tmp/lf_tokcomp_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    char *path = fmt("%s/tokenizer.json", d);
+    write_file(path, json, strlen(json));
+    free(json);
+    lf_tokenizer *t = NULL;
+    lf_error err = {{0}};
+    int rc = lf_tokenizer_load(d, &t, &err);
+    unlink(path);
+    rmdir(d);
+    free(path);
+    if (rc) fail_msg("component case %s: load failed: %s", cJSON_GetObjectItem(c, "name")->valuestring, err.msg);
+    return t;
+}
+
+static const char *base_text(const char *base, char **cache_names, char **cache_texts, int *n_cache) {
+    for (int i = 0; i < *n_cache; i++)
+        if (!strcmp(cache_names[i], base)) return cache_texts[i];
+    char *path = fmt("%s/tokenizers/%s", data_dir(), base);
+    size_t l = strlen(path);
+    char *text = l > 3 && !strcmp(path + l - 3, ".xz") ? xz_text(path) : slurp(path);
+    assert_non_null(text);
+    free(path);
+    cache_names[*n_cache] = strdup(base);
+    cache_texts[*n_cache] = text;
+    return cache_texts[(*n_cache)++];
+}
+
+static void test_components(void **state) {
+    (void)state;
+    char *dir = fmt("%s/tokenizers/components", data_dir());
+    char *cp = fmt("%s/cases.json", dir), *tp = fmt("%s/texts.json", dir), *ep = fmt("%s/expected.jsonl.xz", dir);
+    char *ctext = slurp(cp), *ttext = slurp(tp), *etext = xz_text(ep);
+    assert_non_null(ctext);
+    assert_non_null(ttext);
+    cJSON *cases = cJSON_Parse(ctext), *texts = cJSON_Parse(ttext);
+    assert_non_null(cases);
+    assert_non_null(texts);
+    char *names[8], *bases[8];
+    int n_bases = 0, n_cases = 0, bad_cases = 0, records = 0;
+    char *save = NULL, *line = strtok_r(etext, "\n", &save);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        lf_tokenizer *t =
+            component_tokenizer(c, base_text(cJSON_GetObjectItem(c, "base")->valuestring, names, bases, &n_bases));
+        stats st = {0};
+        for (; line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *rec = cJSON_Parse(line);
+            assert_non_null(rec);
+            if (strcmp(cJSON_GetObjectItem(rec, "case")->valuestring, name)) {
+                cJSON_Delete(rec);
+                break;
+            }
+            const cJSON *text = cJSON_GetArrayItem(texts, cJSON_GetObjectItem(rec, "t")->valueint);
+            assert_non_null(text);
+            check_record(&st, t, rec, text->valuestring);
+            cJSON_Delete(rec);
+        }
+        if (st.failures) {
+            fprintf(stderr, "[ component %s ] %d lines, %d mismatches\n", name, st.lines, st.failures);
+            bad_cases++;
+        }
+        if (st.lines < 80) fail_msg("component case %s: only %d records", name, st.lines);
+        records += st.lines;
+        n_cases++;
+        lf_tokenizer_free(t);
+    }
+    fprintf(stderr, "[ components ] %d cases, %d records, %d cases with mismatches\n", n_cases, records, bad_cases);
+    assert_null(line);
+    for (int i = 0; i < n_bases; i++) {
+        free(names[i]);
+        free(bases[i]);
+    }
+    cJSON_Delete(cases);
+    cJSON_Delete(texts);
+    free(ctext);
+    free(ttext);
+    free(etext);
+    free(cp);
+    free(tp);
+    free(ep);
+    free(dir);
+    assert_true(n_cases >= 60);
+    assert_int_equal(bad_cases, 0);
 }
 
 /* ---- bad input ----------------------------------------------------------- */
@@ -812,6 +939,7 @@ int main(void) {
         cmocka_unit_test(test_stream_random),
         cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_from_vocab),  cmocka_unit_test(test_from_vocab_errors),
+        cmocka_unit_test(test_components),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

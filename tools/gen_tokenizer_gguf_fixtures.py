@@ -11,7 +11,7 @@ spec_from_tokenizer_json):
                (user-defined), "[PAD<id>]" -> 5 (unused); for "llama" also
                "<0xXX>" -> 6 (byte) and the model's unk_token -> 2 (unknown);
                every other token 1 (normal)
-  merges       model.merges as "left right" ("gpt2" only)
+  merges       model.merges as "left right" ("gpt2", and the "llama+merges" case)
   scores       "llama" only: -id for normal tokens, 0 for the others
                (SentencePiece BPE ranks pieces by vocabulary order), so that
                transformers recovers the merges from the scores
@@ -98,6 +98,9 @@ CASES = [
      "small"),
     ("llama2", "shared:tokenizers/llama2/tokenizer.json", "llama", None, "llama", "<s>", "</s>", "<unk>", None,
      None, None, "all"),
+    # a "llama" file that also carries its merges (newer converters write them)
+    ("spm_bf_merges", "spm_bf/tokenizer.json", "llama+merges", None, "llama", "<s>", "</s>", "<unk>", None, None,
+     None, "small"),
 ]
 
 
@@ -123,6 +126,9 @@ def derive_metadata(j, model):
             tokens[i] = f"[PAD{i}]"
             ttype[i] = 5
     md = {"tokens": tokens, "token_type": ttype}
+    if model == "llama+merges":
+        md["merges"] = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+        model = "llama"
     if model == "gpt2":
         md["merges"] = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
     else:
@@ -277,6 +283,8 @@ def main():
         ids = {k: (index[v] if v is not None else None) for k, v in
                (("bos", bos), ("eos", eos), ("unk", unk), ("pad", pad))}
         cls = Qwen2Tokenizer if arch.startswith("qwen") else LlamaTokenizer
+        with_merges = "merges" in md
+        model = model.split("+")[0]
         texts = corpus if which == "all" else small
         with tempfile.TemporaryDirectory() as d:
             write_gguf(os.path.join(d, "t.gguf"), arch, model, pre, md, ids, add_bos, add_eos)
@@ -306,7 +314,7 @@ def main():
             lines = own
             reference = "the model's tokenizer.json (tokenizers)"
         gtf.write_expected(os.path.join(gdir, f"{name}.jsonl"), lines)
-        cases.append({"name": name, "tokenizer_json": src, "model": model, "pre": pre,
+        cases.append({"name": name, "tokenizer_json": src, "model": model, "pre": pre, "merges": with_merges,
                       "bos_id": ids["bos"], "eos_id": ids["eos"], "unk_id": ids["unk"], "pad_id": ids["pad"],
                       "add_bos": -1 if add_bos is None else int(add_bos),
                       "add_eos": -1 if add_eos is None else int(add_eos),

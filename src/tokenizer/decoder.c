@@ -64,6 +64,12 @@ int lf_decoder_parse(const cJSON *j, lf_decoder *d, lf_error *err) {
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "stop");
         d->start = cJSON_IsNumber(a) && a->valuedouble > 0 ? (int)a->valuedouble : 0;
         d->stop = cJSON_IsNumber(b) && b->valuedouble > 0 ? (int)b->valuedouble : 0;
+    } else if (!strcmp(type, "BPEDecoder")) {
+        d->type = LF_DEC_BPE;
+        const char *sfx = jstr(j, "suffix");
+        if (!sfx) sfx = "</w>";
+        if (!(d->str = strdup(sfx))) return lf_fail(err, "out of memory");
+        d->str_len = strlen(sfx);
     } else if (!strcmp(type, "Sequence")) {
         d->type = LF_DEC_SEQUENCE;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "decoders");
@@ -81,7 +87,7 @@ int lf_decoder_parse(const cJSON *j, lf_decoder *d, lf_error *err) {
         }
     } else {
         return lf_fail(err, "unsupported decoder type '%s' (supported: ByteLevel, Metaspace, Replace, "
-                            "ByteFallback, Fuse, Strip, Sequence)", type);
+                            "ByteFallback, Fuse, Strip, BPEDecoder, Sequence)", type);
     }
     return 0;
 }
@@ -132,23 +138,28 @@ static int dec_bytelevel(const lf_pieces *in, lf_pieces *out, lf_error *err) {
     return rc;
 }
 
+/* Append s[0..n) to out with every occurrence of pat replaced by rep, as
+ * one new piece. */
+static int add_replaced(lf_pieces *out, const char *s, size_t n, const char *pat, size_t pl, const char *rep,
+                        lf_error *err) {
+    size_t begin = lf_pieces_begin(out), k = 0;
+    while (k < n) {
+        if (pl && n - k >= pl && !memcmp(s + k, pat, pl)) {
+            if (lf_buf_append(&out->text, rep, strlen(rep))) return OOM();
+            k += pl;
+        } else {
+            if (lf_buf_append(&out->text, s + k, 1)) return OOM();
+            k++;
+        }
+    }
+    return lf_pieces_end(out, begin, false) ? OOM() : 0;
+}
+
 static int dec_metaspace(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, lf_error *err) {
     for (size_t i = 0; i < in->n; i++) {
-        const char *s = lf_piece_str(in, i);
-        size_t n = in->v[i].len;
-        size_t begin = lf_pieces_begin(out);
         bool drop = i == 0 && d->prepend != LF_PREPEND_NEVER;
-        size_t k = 0;
-        while (k < n) {
-            if (n - k >= d->repl_len && !memcmp(s + k, d->repl, d->repl_len)) {
-                if (!drop && lf_buf_append(&out->text, " ", 1)) return OOM();
-                k += d->repl_len;
-            } else {
-                if (lf_buf_append(&out->text, s + k, 1)) return OOM();
-                k++;
-            }
-        }
-        if (lf_pieces_end(out, begin, false)) return OOM();
+        if (add_replaced(out, lf_piece_str(in, i), in->v[i].len, d->repl, d->repl_len, drop ? "" : " ", err))
+            return -1;
     }
     return 0;
 }
@@ -236,6 +247,14 @@ static int dec_strip(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, l
     return 0;
 }
 
+/* BPEDecoder: every suffix becomes a space, or nothing in the last token. */
+static int dec_bpe(const lf_decoder *d, const lf_pieces *in, lf_pieces *out, lf_error *err) {
+    for (size_t i = 0; i < in->n; i++)
+        if (add_replaced(out, lf_piece_str(in, i), in->v[i].len, d->str, d->str_len, i + 1 == in->n ? "" : " ", err))
+            return -1;
+    return 0;
+}
+
 static int dec_apply(const lf_decoder *d, lf_scratch *sc, const lf_pieces *in, lf_pieces *out, lf_error *err) {
     lf_pieces_clear(out);
     switch (d->type) {
@@ -245,6 +264,7 @@ static int dec_apply(const lf_decoder *d, lf_scratch *sc, const lf_pieces *in, l
     case LF_DEC_BYTEFALLBACK: return dec_bytefallback(in, out, err);
     case LF_DEC_FUSE: return dec_fuse(in, out, err);
     case LF_DEC_STRIP: return dec_strip(d, in, out, err);
+    case LF_DEC_BPE: return dec_bpe(d, in, out, err);
     case LF_DEC_SEQUENCE: {
         lf_pieces tmp[2];
     memset(tmp, 0, sizeof tmp);

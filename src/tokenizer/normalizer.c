@@ -12,6 +12,11 @@ static const char *jstr(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+static bool jbool(const cJSON *o, const char *k, bool dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
 int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
     memset(n, 0, sizeof *n);
     const char *type = jstr(j, "type");
@@ -41,6 +46,18 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
         n->type = LF_NORM_STRIP;
         n->left = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_left"));
         n->right = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_right"));
+    } else if (!strcmp(type, "StripAccents")) {
+        n->type = LF_NORM_STRIP_ACCENTS;
+    } else if (!strcmp(type, "Nmt")) {
+        n->type = LF_NORM_NMT;
+    } else if (!strcmp(type, "ByteLevel")) {
+        n->type = LF_NORM_BYTELEVEL;
+    } else if (!strcmp(type, "BertNormalizer")) {
+        n->type = LF_NORM_BERT;
+        n->clean_text = jbool(j, "clean_text", true);
+        n->chinese_chars = jbool(j, "handle_chinese_chars", true);
+        n->lowercase = jbool(j, "lowercase", true);
+        n->strip_accents = jbool(j, "strip_accents", n->lowercase); /* null: as lowercase */
     } else if (!strcmp(type, "Sequence")) {
         n->type = LF_NORM_SEQUENCE;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "normalizers");
@@ -58,7 +75,7 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
         }
     } else {
         return lf_fail(err, "unsupported normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, "
-                            "Prepend, Replace, Strip, Sequence)", type);
+                            "Prepend, Replace, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Sequence)", type);
     }
     return 0;
 }
@@ -113,10 +130,14 @@ static int lowercase(const char *s, size_t len, lf_buf *out, lf_error *err) {
         }
         uint32_t cp;
         int k = lf_utf8_decode(s + i, len - i, &cp);
+        i += (size_t)k;
+        if (cp == 0x130) { /* the one unconditional multi-character lowercase mapping (Rust to_lowercase) */
+            if (lf_buf_append(out, "i\xcc\x87", 3)) return lf_fail(err, "out of memory");
+            continue;
+        }
         char enc[4];
         int m = lf_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
         if (lf_buf_append(out, enc, (size_t)m)) return lf_fail(err, "out of memory");
-        i += (size_t)k;
     }
     return 0;
 }
@@ -155,6 +176,93 @@ static int strip(const lf_normalizer *n, const char *s, size_t len, lf_buf *out,
     return lf_buf_append(out, s + a, b - a) ? lf_fail(err, "out of memory") : 0;
 }
 
+/* General_Category Mark (Mn, Mc, Me): what StripAccents removes;
+ * BertNormalizer's strip_accents removes only Mn. */
+static bool is_mark(uint32_t cp, bool nonspacing_only) {
+    if (cp < 0x300) return false;
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_MN || (!nonspacing_only && (c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME));
+}
+
+/* BertNormalizer's classes: Rust's whitespace plus \t \n \r; controls
+ * (Cc, Cf, Co, Cs; unassigned code points are kept, as the reference keeps
+ * them) but \t \n \r; the CJK ideograph blocks. */
+static bool bert_space(uint32_t cp) { return cp == '\t' || cp == '\n' || cp == '\r' || lf_uni_is_space(cp); }
+
+static bool bert_control(uint32_t cp) {
+    if (cp == '\t' || cp == '\n' || cp == '\r') return false;
+    utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
+    return c == UTF8PROC_CATEGORY_CC || c == UTF8PROC_CATEGORY_CF || c == UTF8PROC_CATEGORY_CO ||
+           c == UTF8PROC_CATEGORY_CS;
+}
+
+static bool bert_cjk(uint32_t cp) {
+    return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x20000 && cp <= 0x2A6DF) ||
+           (cp >= 0x2A700 && cp <= 0x2B73F) || (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B920 && cp <= 0x2CEAF) ||
+           (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
+}
+
+/* Character by character: drop marks (StripAccents), Nmt's mapping, or
+ * BertNormalizer's clean_text (drop NUL, U+FFFD and controls; whitespace
+ * becomes a space) and handle_chinese_chars (spaces around CJK ideographs). */
+typedef enum { CHARS_STRIP_MARKS, CHARS_STRIP_MN, CHARS_BERT_CLEAN, CHARS_NMT } chars_mode;
+
+/* Nmt: these controls are dropped ... */
+static bool nmt_drop(uint32_t c) {
+    return (c >= 0x1 && c <= 0x8) || c == 0xB || (c >= 0xE && c <= 0x1F) || c == 0x7F || c == 0x8F || c == 0x9F;
+}
+
+/* ... and these become a space. */
+static bool nmt_space(uint32_t c) {
+    return c == 0x9 || c == 0xA || c == 0xC || c == 0xD || c == 0x1680 || (c >= 0x200B && c <= 0x200F) ||
+           c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD;
+}
+
+static int map_chars(const lf_normalizer *n, chars_mode mode, const char *s, size_t len, lf_buf *out, lf_error *err) {
+    size_t i = 0;
+    while (i < len) {
+        uint32_t cp;
+        size_t k = (size_t)lf_utf8_decode(s + i, len - i, &cp);
+        const char *src = s + i;
+        i += k;
+        int rc = 0;
+        if (mode == CHARS_NMT) {
+            if (nmt_space(cp)) rc = lf_buf_append(out, " ", 1);
+            else if (!nmt_drop(cp)) rc = lf_buf_append(out, src, k);
+        } else if (mode != CHARS_BERT_CLEAN) {
+            if (!is_mark(cp, mode == CHARS_STRIP_MN)) rc = lf_buf_append(out, src, k);
+        } else if (n->clean_text && (cp == 0 || cp == 0xFFFD || bert_control(cp))) {
+            continue;
+        } else if (n->clean_text && bert_space(cp)) {
+            rc = lf_buf_append(out, " ", 1);
+        } else if (n->chinese_chars && bert_cjk(cp)) {
+            rc = lf_buf_append(out, " ", 1) || lf_buf_append(out, src, k) || lf_buf_append(out, " ", 1);
+        } else {
+            rc = lf_buf_append(out, src, k);
+        }
+        if (rc) return lf_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+/* BertNormalizer: clean text / CJK spacing, then NFD and marks dropped
+ * (strip_accents), then lowercase. */
+static int bert_normalize(const lf_normalizer *n, const char *s, size_t len, lf_buf *out, lf_error *err) {
+    lf_buf a = {0}, b = {0};
+    int rc = map_chars(n, CHARS_BERT_CLEAN, s, len, &a, err);
+    const lf_buf *cur = &a;
+    if (!rc && n->strip_accents) {
+        rc = unicode_norm(LF_NORM_NFD, a.p ? a.p : "", a.n, &b, err);
+        a.n = 0;
+        if (!rc) rc = map_chars(n, CHARS_STRIP_MN, b.p ? b.p : "", b.n, &a, err);
+    }
+    if (!rc) rc = n->lowercase ? lowercase(cur->p ? cur->p : "", cur->n, out, err)
+                               : (lf_buf_append(out, cur->p ? cur->p : "", cur->n) ? lf_fail(err, "out of memory") : 0);
+    lf_buf_free(&a);
+    lf_buf_free(&b);
+    return rc;
+}
+
 int lf_normalizer_apply(const lf_normalizer *n, lf_scratch *sc, const char *s, size_t len, lf_buf *out,
                         lf_error *err) {
     out->n = 0;
@@ -175,6 +283,19 @@ int lf_normalizer_apply(const lf_normalizer *n, lf_scratch *sc, const char *s, s
         return replace(n, sc, s, len, out, err);
     case LF_NORM_STRIP:
         return strip(n, s, len, out, err);
+    case LF_NORM_STRIP_ACCENTS:
+        return map_chars(n, CHARS_STRIP_MARKS, s, len, out, err);
+    case LF_NORM_BERT:
+        return bert_normalize(n, s, len, out, err);
+    case LF_NORM_NMT:
+        return map_chars(n, CHARS_NMT, s, len, out, err);
+    case LF_NORM_BYTELEVEL:
+        for (size_t i = 0; i < len; i++) {
+            char enc[4];
+            int k = lf_utf8_encode(lf_bytelevel_cp((unsigned char)s[i]), enc);
+            if (lf_buf_append(out, enc, (size_t)k)) return lf_fail(err, "out of memory");
+        }
+        return 0;
     case LF_NORM_SEQUENCE: {
         if (n->n_kids == 0) return lf_buf_append(out, s, len) ? lf_fail(err, "out of memory") : 0;
         lf_buf a = {0}, b = {0};

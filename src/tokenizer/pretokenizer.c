@@ -48,6 +48,27 @@ static int parse_replacement(const cJSON *j, const char *what, char *out, size_t
     return 0;
 }
 
+/* "behavior" (a SplitDelimiterBehavior; Isolated when absent). */
+static int parse_behavior(const cJSON *j, const char *what, lf_split_behavior *out, lf_error *err) {
+    const char *b = jstr(j, "behavior");
+    if (!b) b = "Isolated";
+    if (!strcmp(b, "Removed")) *out = LF_SPLIT_REMOVED;
+    else if (!strcmp(b, "Isolated")) *out = LF_SPLIT_ISOLATED;
+    else if (!strcmp(b, "MergedWithPrevious")) *out = LF_SPLIT_MERGED_PREV;
+    else if (!strcmp(b, "MergedWithNext")) *out = LF_SPLIT_MERGED_NEXT;
+    else if (!strcmp(b, "Contiguous")) *out = LF_SPLIT_CONTIGUOUS;
+    else return lf_fail(err, "%s pre_tokenizer: unknown behavior '%s'", what, b);
+    return 0;
+}
+
+static int parse_delimiter(const cJSON *j, lf_pretok *p, lf_error *err) {
+    const char *d = jstr(j, "delimiter");
+    size_t n = d ? strlen(d) : 0;
+    if (!n || lf_utf8_valid_prefix(d, n) != n || (size_t)lf_utf8_decode(d, n, &p->delimiter) != n)
+        return lf_fail(err, "CharDelimiterSplit pre_tokenizer: \"delimiter\" must be one character");
+    return 0;
+}
+
 int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
     memset(p, 0, sizeof *p);
     const char *type = jstr(j, "type");
@@ -58,14 +79,7 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         if (!pat) return lf_fail(err, "Split pre_tokenizer without \"pattern\"");
         if (lf_pattern_parse(pat, "Split pre_tokenizer", &p->pat, err)) return -1;
         p->has_pat = true;
-        const char *b = jstr(j, "behavior");
-        if (!b) b = "Isolated";
-        if (!strcmp(b, "Removed")) p->behavior = LF_SPLIT_REMOVED;
-        else if (!strcmp(b, "Isolated")) p->behavior = LF_SPLIT_ISOLATED;
-        else if (!strcmp(b, "MergedWithPrevious")) p->behavior = LF_SPLIT_MERGED_PREV;
-        else if (!strcmp(b, "MergedWithNext")) p->behavior = LF_SPLIT_MERGED_NEXT;
-        else if (!strcmp(b, "Contiguous")) p->behavior = LF_SPLIT_CONTIGUOUS;
-        else return lf_fail(err, "Split pre_tokenizer: unknown behavior '%s'", b);
+        if (parse_behavior(j, "Split", &p->behavior, err)) return -1;
         p->invert = jbool(j, "invert", false);
     } else if (!strcmp(type, "ByteLevel")) {
         p->type = LF_PRETOK_BYTELEVEL;
@@ -89,10 +103,25 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         p->split = jbool(j, "split", true);
     } else if (!strcmp(type, "Whitespace")) {
         p->type = LF_PRETOK_WHITESPACE;
-        if (lf_pattern_from_regex("\\w+|[^\\w\\s]+", "Whitespace pre_tokenizer", &p->pat, err)) return -1;
-        p->has_pat = true;
     } else if (!strcmp(type, "WhitespaceSplit")) {
         p->type = LF_PRETOK_WHITESPACE_SPLIT;
+    } else if (!strcmp(type, "Punctuation")) {
+        p->type = LF_PRETOK_PUNCTUATION;
+        if (parse_behavior(j, "Punctuation", &p->behavior, err)) return -1;
+    } else if (!strcmp(type, "CharDelimiterSplit")) {
+        p->type = LF_PRETOK_CHAR_DELIMITER;
+        if (parse_delimiter(j, p, err)) return -1;
+    } else if (!strcmp(type, "BertPreTokenizer")) {
+        p->type = LF_PRETOK_BERT;
+    } else if (!strcmp(type, "UnicodeScripts")) {
+        p->type = LF_PRETOK_UNICODE_SCRIPTS;
+    } else if (!strcmp(type, "FixedLength")) {
+        p->type = LF_PRETOK_FIXED_LENGTH;
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "length");
+        double v = cJSON_IsNumber(l) ? l->valuedouble : l ? -1 : 5; /* the reference's default is 5 */
+        if (!(v >= 1 && v <= 1e9) || v != (double)(size_t)v)
+            return lf_fail(err, "FixedLength pre_tokenizer: \"length\" must be a positive integer");
+        p->length = (size_t)v;
     } else if (!strcmp(type, "Digits")) {
         p->type = LF_PRETOK_DIGITS;
         p->individual = jbool(j, "individual_digits", false);
@@ -113,7 +142,8 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         }
     } else {
         return lf_fail(err, "unsupported pre_tokenizer type '%s' (supported: Split, ByteLevel, Metaspace, "
-                            "Whitespace, WhitespaceSplit, Digits, Sequence)", type);
+                            "Whitespace, WhitespaceSplit, Digits, Punctuation, CharDelimiterSplit, "
+                            "BertPreTokenizer, UnicodeScripts, FixedLength, Sequence)", type);
     }
     return 0;
 }
@@ -165,21 +195,6 @@ static int find_segments(const lf_pattern *pat, lf_scratch *sc, const char *s, s
     return 0;
 }
 
-/* Whitespace (char::is_whitespace) as delimiters. */
-static int find_space_segments(const char *s, size_t n, segs *out, lf_error *err) {
-    out->n = 0;
-    if (n == 0) return segs_push(out, 0, 0, false) ? lf_fail(err, "out of memory") : 0;
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int k = lf_utf8_decode(s + i, n - i, &cp);
-        bool sp = lf_uni_is_space(cp);
-        if (segs_push(out, i, i + (size_t)k, sp)) return lf_fail(err, "out of memory");
-        i += (size_t)k;
-    }
-    return 0;
-}
-
 /* Cover s[0..n) with segments where every character for which pred is true
  * is a match of its own and the runs between them are gaps (as tokenizers'
  * Pattern for Fn(char) -> bool). */
@@ -210,6 +225,28 @@ static bool is_numeric(const lf_pretok *p, uint32_t cp) {
     if (cp < 0x80) return cp >= '0' && cp <= '9';
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
     return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+}
+
+/* Rust char::is_ascii_punctuation || General_Category P* (tokenizers'
+ * is_punc, used by Punctuation and BertPreTokenizer). */
+static bool is_punc(const lf_pretok *p, uint32_t cp) {
+    (void)p;
+    if (cp < 0x80) return (cp >= 0x21 && cp <= 0x2F) || (cp >= 0x3A && cp <= 0x40) || (cp >= 0x5B && cp <= 0x60) ||
+                          (cp >= 0x7B && cp <= 0x7E);
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_PC: case UTF8PROC_CATEGORY_PD: case UTF8PROC_CATEGORY_PS: case UTF8PROC_CATEGORY_PE:
+    case UTF8PROC_CATEGORY_PI: case UTF8PROC_CATEGORY_PF: case UTF8PROC_CATEGORY_PO:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool is_delimiter(const lf_pretok *p, uint32_t cp) { return cp == p->delimiter; }
+
+static bool is_space_char(const lf_pretok *p, uint32_t cp) {
+    (void)p;
+    return lf_uni_is_space(cp);
 }
 
 /* Apply a SplitDelimiterBehavior to segments (in place). */
@@ -302,6 +339,106 @@ static int bytelevel_map(const char *s, size_t n, bool at_start, lf_pieces *out,
     return lf_pieces_end(out, begin, at_start) ? lf_fail(err, "out of memory") : 0;
 }
 
+/* Split on the characters pred picks, with a behavior. */
+static int char_split(const lf_pretok *p, char_pred pred, lf_split_behavior b, const char *s, size_t n, bool at_start,
+                      lf_pieces *out, segs *sg, lf_error *err) {
+    if (find_char_segments(p, pred, s, n, sg, err)) return -1;
+    apply_behavior(sg, b);
+    return emit_segments(sg, s, at_start, out, err);
+}
+
+/* Whitespace: the matches of Rust's \\w+|[^\\w\\s]+ (word characters as
+ * Rust's regex has them: alphabetic, marks, decimal digits, connector
+ * punctuation, join controls); whitespace is dropped. */
+static int whitespace_split(const char *s, size_t n, bool at_start, lf_pieces *out, lf_error *err) {
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = (size_t)lf_utf8_decode(s + i, n - i, &cp);
+        if (lf_uni_is_space(cp)) {
+            i += k;
+            continue;
+        }
+        bool word = lf_uni_is_word(cp);
+        size_t start = i;
+        i += k;
+        while (i < n) {
+            k = (size_t)lf_utf8_decode(s + i, n - i, &cp);
+            if (lf_uni_is_space(cp) || lf_uni_is_word(cp) != word) break;
+            i += k;
+        }
+        if (lf_pieces_add(out, s + start, i - start, at_start && start == 0)) return lf_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+/* FixedLength: consecutive pieces of p->length characters (the last one
+ * shorter). */
+static int fixed_length_split(const lf_pretok *p, const char *s, size_t n, bool at_start, lf_pieces *out,
+                              lf_error *err) {
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        for (size_t c = 0; c < p->length && i < n; c++) {
+            uint32_t cp;
+            i += (size_t)lf_utf8_decode(s + i, n - i, &cp);
+        }
+        if (lf_pieces_add(out, s + start, i - start, at_start && start == 0)) return lf_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+/* BertPreTokenizer: whitespace removed, then punctuation isolated. */
+static int bert_split(const lf_pretok *p, const char *s, size_t n, bool at_start, lf_pieces *out, segs *sg,
+                      lf_error *err) {
+    lf_pieces words = {0};
+    int rc = char_split(p, is_space_char, LF_SPLIT_REMOVED, s, n, at_start, &words, sg, err);
+    for (size_t i = 0; i < words.n && !rc; i++)
+        rc = char_split(p, is_punc, LF_SPLIT_ISOLATED, lf_piece_str(&words, i), words.v[i].len, words.v[i].at_start,
+                        out, sg, err);
+    lf_pieces_free(&words);
+    return rc;
+}
+
+/* UnicodeScripts: a piece ends where the script changes, as tokenizers'
+ * fixed_script sees it: a space belongs to any script (and text before the
+ * first character that has one is dropped, as the reference drops it), so
+ * does a code point without a script, and Hiragana, Katakana and U+30FC count
+ * as Han. Script data are PCRE2's (Unicode 14 for PCRE2 10.42): characters
+ * assigned after the reference's tables (e.g. U+9FFF) may differ. */
+#define SCRIPT_ANY (-3)
+#define SCRIPT_NONE (-4)
+
+static int fixed_script(uint32_t cp, int han, int hira, int kata, int unknown) {
+    if (cp == 0x30FC) return han;
+    if (cp == ' ') return SCRIPT_ANY;
+    int s = lf_uni_script(cp);
+    if (s == -1 || s == unknown) return SCRIPT_ANY; /* the reference's table has no script for it */
+    return s == hira || s == kata ? han : s;
+}
+
+static int scripts_split(const char *s, size_t n, bool at_start, lf_pieces *out, lf_error *err) {
+    int han = lf_uni_script_id("han"), hira = lf_uni_script_id("hiragana"), kata = lf_uni_script_id("katakana");
+    int unknown = lf_uni_script_id("unknown");
+    int last = SCRIPT_NONE;
+    size_t i = 0, start = n; /* start: where the current piece began (n: none yet) */
+    while (i < n) {
+        uint32_t cp;
+        size_t k = (size_t)lf_utf8_decode(s + i, n - i, &cp);
+        int sc = fixed_script(cp, han, hira, kata, unknown);
+        if (sc == -2) return lf_fail(err, "UnicodeScripts pre_tokenizer: the Unicode script table is unavailable");
+        if (sc != SCRIPT_ANY && last != sc) {
+            if (start < i && lf_pieces_add(out, s + start, i - start, at_start && start == 0))
+                return lf_fail(err, "out of memory");
+            start = i;
+        }
+        if (sc != SCRIPT_ANY) last = sc;
+        i += k;
+    }
+    if (start < n && lf_pieces_add(out, s + start, n - start, at_start && start == 0)) return lf_fail(err, "out of memory");
+    return 0;
+}
+
 static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n, bool at_start, lf_pieces *out,
                      segs *sg, lf_error *err) {
     switch (p->type) {
@@ -312,15 +449,9 @@ static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n
         apply_behavior(sg, p->behavior);
         return emit_segments(sg, s, at_start, out, err);
     case LF_PRETOK_WHITESPACE:
-        if (find_segments(&p->pat, sc, s, n, sg, err)) return -1;
-        for (size_t i = 0; i < sg->n; i++) sg->v[i].match = !sg->v[i].match;
-        apply_behavior(sg, LF_SPLIT_REMOVED);
-        return emit_segments(sg, s, at_start, out, err);
+        return whitespace_split(s, n, at_start, out, err);
     case LF_PRETOK_WHITESPACE_SPLIT:
-        if (find_space_segments(s, n, sg, err)) return -1;
-        apply_behavior(sg, LF_SPLIT_CONTIGUOUS);
-        apply_behavior(sg, LF_SPLIT_REMOVED);
-        return emit_segments(sg, s, at_start, out, err);
+        return char_split(p, is_space_char, LF_SPLIT_REMOVED, s, n, at_start, out, sg, err);
     case LF_PRETOK_BYTELEVEL: {
         const char *src = s;
         size_t len = n;
@@ -360,9 +491,18 @@ static int apply_one(const lf_pretok *p, lf_scratch *sc, const char *s, size_t n
         return emit_segments(sg, t->p, at_start, out, err);
     }
     case LF_PRETOK_DIGITS:
-        if (find_char_segments(p, is_numeric, s, n, sg, err)) return -1;
-        apply_behavior(sg, p->individual ? LF_SPLIT_ISOLATED : LF_SPLIT_CONTIGUOUS);
-        return emit_segments(sg, s, at_start, out, err);
+        return char_split(p, is_numeric, p->individual ? LF_SPLIT_ISOLATED : LF_SPLIT_CONTIGUOUS, s, n, at_start,
+                          out, sg, err);
+    case LF_PRETOK_PUNCTUATION:
+        return char_split(p, is_punc, p->behavior, s, n, at_start, out, sg, err);
+    case LF_PRETOK_CHAR_DELIMITER:
+        return char_split(p, is_delimiter, LF_SPLIT_REMOVED, s, n, at_start, out, sg, err);
+    case LF_PRETOK_BERT:
+        return bert_split(p, s, n, at_start, out, sg, err);
+    case LF_PRETOK_UNICODE_SCRIPTS:
+        return scripts_split(s, n, at_start, out, err);
+    case LF_PRETOK_FIXED_LENGTH:
+        return fixed_length_split(p, s, n, at_start, out, err);
     case LF_PRETOK_SEQUENCE:
         break;
     }

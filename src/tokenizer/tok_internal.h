@@ -77,6 +77,12 @@ bool lf_uni_is_space(uint32_t cp);
 /* Rust regex \w: alphabetic, marks, decimal digits, connector punctuation. */
 bool lf_uni_is_word(uint32_t cp);
 
+/* Unicode Script of cp as an index into a fixed list (scripts.c); -1 for no
+ * script, -2 when the script table could not be built. */
+int lf_uni_script(uint32_t cp);
+/* The index of a script by its lower-case PCRE2 name ("han"), or -1. */
+int lf_uni_script_id(const char *name);
+
 /* ---- hashing ------------------------------------------------------------- */
 uint64_t lf_hash_bytes(const void *p, size_t n);
 
@@ -111,6 +117,10 @@ typedef enum lf_norm_type {
     LF_NORM_REPLACE,
     LF_NORM_STRIP,
     LF_NORM_SEQUENCE,
+    LF_NORM_STRIP_ACCENTS,
+    LF_NORM_BERT,
+    LF_NORM_NMT,       /* drops some controls, maps some spaces to ' ' */
+    LF_NORM_BYTELEVEL, /* every byte as its byte-level character */
 } lf_norm_type;
 
 typedef struct lf_normalizer {
@@ -119,6 +129,7 @@ typedef struct lf_normalizer {
     size_t str_len;
     lf_pattern pat; /* Replace */
     bool left, right; /* Strip */
+    bool clean_text, chinese_chars, strip_accents, lowercase; /* BertNormalizer */
     struct lf_normalizer *kids;
     int n_kids;
 } lf_normalizer;
@@ -136,17 +147,22 @@ typedef enum lf_pretok_type {
     LF_PRETOK_SPLIT,
     LF_PRETOK_BYTELEVEL,
     LF_PRETOK_METASPACE,
-    LF_PRETOK_WHITESPACE,       /* \w+|[^\w\s]+ */
+    LF_PRETOK_WHITESPACE,       /* Rust regex \w+|[^\w\s]+ */
     LF_PRETOK_WHITESPACE_SPLIT, /* split on whitespace, removing it */
     LF_PRETOK_SEQUENCE,
     LF_PRETOK_DIGITS,           /* numeric characters: each alone or in runs */
+    LF_PRETOK_PUNCTUATION,      /* punctuation characters, with a behavior */
+    LF_PRETOK_CHAR_DELIMITER,   /* one character as a removed delimiter */
+    LF_PRETOK_BERT,             /* whitespace removed, punctuation isolated */
+    LF_PRETOK_UNICODE_SCRIPTS,  /* splits where the Unicode script changes */
+    LF_PRETOK_FIXED_LENGTH,     /* pieces of `length` characters */
 } lf_pretok_type;
 
 typedef enum lf_prepend_scheme { LF_PREPEND_ALWAYS, LF_PREPEND_FIRST, LF_PREPEND_NEVER } lf_prepend_scheme;
 
 typedef struct lf_pretok {
     lf_pretok_type type;
-    lf_pattern pat;         /* Split; ByteLevel with use_regex; Whitespace */
+    lf_pattern pat;         /* Split; ByteLevel with use_regex */
     bool has_pat;
     lf_split_behavior behavior;
     bool invert;
@@ -156,6 +172,8 @@ typedef struct lf_pretok {
     lf_prepend_scheme prepend;
     bool split;             /* Metaspace */
     bool individual;        /* Digits: individual_digits */
+    uint32_t delimiter;     /* CharDelimiterSplit */
+    size_t length;          /* FixedLength */
     struct lf_pretok *kids;
     int n_kids;
 } lf_pretok;
@@ -169,6 +187,7 @@ typedef enum lf_dec_type {
     LF_DEC_FUSE,
     LF_DEC_STRIP,
     LF_DEC_SEQUENCE,
+    LF_DEC_BPE, /* BPEDecoder: the end-of-word suffix becomes a space */
 } lf_dec_type;
 
 typedef struct lf_decoder {
