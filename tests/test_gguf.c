@@ -17,6 +17,7 @@
 #include "cpu/kernels.h"
 #include "model/gguf.h"
 #include "model/gguf_model.h"
+#include "model/gguf_tokenizer.h"
 #include "model/model.h"
 #include "model/quant.h"
 
@@ -528,6 +529,77 @@ static void test_bad_models(void **state) {
     assert_int_equal(lf_model_load("/nonexistent/x.gguf", &m, &err), -1);
 }
 
+/* A GGUF holding only tokenizer metadata: three tokens, optional extras. */
+static void vocab_file(buf *w, int n_kv_extra) {
+    header(w, 3, 0, 2 + (uint64_t)n_kv_extra);
+    kv_str(w, "tokenizer.ggml.model", "llama");
+    put_str(w, "tokenizer.ggml.tokens");
+    put_u32(w, LF_GGUF_ARRAY);
+    put_u32(w, LF_GGUF_STRING);
+    put_u64(w, 3);
+    put_str(w, "<unk>");
+    put_str(w, "a");
+    put_str(w, "b");
+}
+
+static int read_vocab(buf *w, lf_gguf_vocab *v, lf_error *err) {
+    lf_gguf_file f;
+    if (lf_gguf_parse(w->b, w->n, "v.gguf", &f, err)) fail_msg("%s", err->msg);
+    int rc = lf_gguf_vocab_read(&f, v, err);
+    lf_gguf_close(&f);
+    free(w->b);
+    memset(w, 0, sizeof *w);
+    return rc;
+}
+
+static void test_vocab_metadata(void **state) {
+    (void)state;
+    buf w = {0};
+    lf_gguf_vocab v;
+    lf_error err = {{0}};
+    vocab_file(&w, 3);
+    put_str(&w, "tokenizer.ggml.scores");
+    put_u32(&w, LF_GGUF_ARRAY);
+    put_u32(&w, LF_GGUF_FLOAT32);
+    put_u64(&w, 3);
+    put(&w, (float[3]){0.0f, -1.5f, -2.5f}, 12);
+    kv_u32(&w, "tokenizer.ggml.unknown_token_id", 0);
+    put_str(&w, "tokenizer.ggml.add_bos_token");
+    put_u32(&w, LF_GGUF_BOOL);
+    put(&w, "\1", 1);
+    if (read_vocab(&w, &v, &err)) fail_msg("%s", err.msg);
+    assert_string_equal(v.spec.model, "llama");
+    assert_null(v.spec.pre);
+    assert_int_equal(v.spec.n_tokens, 3);
+    assert_string_equal(v.spec.tokens[2], "b");
+    assert_true(v.spec.scores[1] == -1.5f);
+    assert_null(v.spec.token_types);
+    assert_null(v.spec.merges);
+    assert_int_equal(v.spec.unk_id, 0);
+    assert_int_equal(v.spec.bos_id, -1);
+    assert_int_equal(v.spec.add_bos, 1);
+    assert_int_equal(v.spec.add_eos, -1);
+    lf_gguf_vocab_free(&v);
+
+    vocab_file(&w, 1);
+    put_str(&w, "tokenizer.ggml.scores");
+    put_u32(&w, LF_GGUF_ARRAY);
+    put_u32(&w, LF_GGUF_FLOAT32);
+    put_u64(&w, 2);
+    put(&w, (float[2]){0}, 8);
+    assert_int_equal(read_vocab(&w, &v, &err), -1);
+    assert_string_equal(err.msg, "v.gguf: key 'tokenizer.ggml.scores' has 2 entries for 3 tokens");
+
+    vocab_file(&w, 1);
+    kv_u32(&w, "tokenizer.ggml.eos_token_id", 3);
+    assert_int_equal(read_vocab(&w, &v, &err), -1);
+    assert_string_equal(err.msg, "v.gguf: key 'tokenizer.ggml.eos_token_id' = 3 is outside the vocabulary of 3 tokens");
+
+    header(&w, 3, 0, 0);
+    assert_int_equal(read_vocab(&w, &v, &err), -1);
+    assert_non_null(strstr(err.msg, "missing key 'tokenizer.ggml.model'"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dequant_matches_gguf_package),
@@ -543,6 +615,7 @@ int main(void) {
         cmocka_unit_test(test_bad_tensors),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_bad_models),
+        cmocka_unit_test(test_vocab_metadata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
