@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -380,7 +382,21 @@ static void convert_tensor(const tensor_plan *p, uint8_t *dst, uint8_t *tmp) {
                 memcpy(dst + (h * hd + s * half + i) * row_bytes, tmp + (h * hd + 2 * i + s) * row_bytes, row_bytes);
 }
 
-static int convert_all(tensor_plan *plans, int n, uint8_t *owned, const char *path, lf_error *err) {
+/* The file pages of a converted tensor are not read again: drop them from
+ * the process's resident memory as soon as it is converted, so that the
+ * peak stays near the converted weights' size (the mapping stays valid; the
+ * kernel would read the pages back from the file if touched). */
+static void release_pages(const lf_gguf_tensor *t) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t b = (uintptr_t)t->data, e = b + t->nbytes, p = (uintptr_t)page;
+    b = (b + p - 1) / p * p;
+    e = e / p * p;
+    if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
+/* release: the tensors live in a file mapping whose pages may be dropped. */
+static int convert_all(tensor_plan *plans, int n, uint8_t *owned, bool release, const char *path, lf_error *err) {
     size_t max_tmp = 0;
     for (int i = 0; i < n; i++)
         if (plans[i].heads && plans[i].dst->nbytes > max_tmp) max_tmp = plans[i].dst->nbytes;
@@ -394,6 +410,7 @@ static int convert_all(tensor_plan *plans, int n, uint8_t *owned, const char *pa
             if (plans[i].offset == SIZE_MAX || (max_tmp && !tmp)) continue;
             convert_tensor(&plans[i], owned + plans[i].offset, tmp);
             plans[i].dst->data = owned + plans[i].offset;
+            if (release) release_pages(plans[i].src);
         }
         free(tmp);
     }
@@ -420,7 +437,7 @@ static int build_view(const lf_gguf_file *f, const lf_config *cfg, lf_st_file *v
         *owned = aligned_alloc(64, bytes);
         if (!*owned) rc = lf_fail(err, "%s: cannot allocate %.2f GB for the dequantized weights", f->path, bytes / 1e9);
     }
-    if (rc == 0) rc = convert_all(plans, n, *owned, f->path, err);
+    if (rc == 0) rc = convert_all(plans, n, *owned, f->map != NULL, f->path, err);
     free(plans);
     return rc;
 }
