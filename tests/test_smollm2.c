@@ -187,9 +187,67 @@ static void test_smollm2_vocab(void **state) {
     free(jp);
 }
 
+static void expect_ids(const char *name, const int *got, int n_got, const cJSON *want) {
+    int n;
+    int *w = json_ints(want, &n);
+    if (n_got != n) fail_msg("%s: %d ids, transformers %d", name, n_got, n);
+    for (int i = 0; i < n; i++)
+        if (got[i] != w[i]) fail_msg("%s: id %d is %d, transformers %d", name, i, got[i], w[i]);
+    free(w);
+}
+
+/* The tokenizer built from the GGUF's metadata: the prompt ids transformers'
+ * tokenizer (also built from the GGUF) gave for the plain prompts and for the
+ * chat prompts as its template rendered them, the text of the greedy tokens,
+ * and the chat template. */
+static void test_smollm2_tokenizer(void **state) {
+    (void)state;
+    const char *path = gguf_path();
+    if (!path) skip();
+    char *jp = fmt("%s/smollm2/reference.json", data_dir());
+    char *text = slurp(jp);
+    cJSON *ref = cJSON_Parse(text);
+    assert_non_null(ref);
+    lf_tokenizer *t = NULL;
+    lf_error err = {{0}};
+    if (lf_model_tokenizer_load(path, &t, &err)) fail_msg("%s", err.msg);
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(ref, "prompts")) {
+        const char *name = cJSON_GetObjectItem(p, "name")->valuestring;
+        const cJSON *jt = cJSON_GetObjectItem(p, "text");
+        const char *in = jt ? jt->valuestring : cJSON_GetObjectItem(p, "rendered")->valuestring;
+        unsigned flags = LF_TOK_PARSE_SPECIAL | (jt ? LF_TOK_ADD_SPECIAL : 0);
+        int *ids = NULL, n = 0;
+        if (lf_tokenizer_encode(t, in, strlen(in), flags, &ids, &n, &err)) fail_msg("%s: %s", name, err.msg);
+        expect_ids(name, ids, n, cJSON_GetObjectItem(p, "prompt_ids"));
+        free(ids);
+        int n_out;
+        int *out = json_ints(cJSON_GetObjectItem(p, "tokens"), &n_out);
+        char *dec = NULL;
+        size_t len = 0;
+        if (lf_tokenizer_decode(t, out, n_out, false, &dec, &len, &err)) fail_msg("%s: %s", name, err.msg);
+        assert_string_equal(dec, cJSON_GetObjectItem(p, "text_out")->valuestring);
+        printf("%-12s prompt ids and decoded output equal transformers'\n", name);
+        free(dec);
+        free(out);
+    }
+    char *vp = fmt("%s/smollm2/vocab.json", data_dir());
+    char *vtext = slurp(vp);
+    cJSON *voc = cJSON_Parse(vtext);
+    assert_string_equal(lf_tokenizer_chat_template(t), cJSON_GetObjectItem(voc, "chat_template")->valuestring);
+    cJSON_Delete(voc);
+    free(vtext);
+    free(vp);
+    lf_tokenizer_free(t);
+    cJSON_Delete(ref);
+    free(text);
+    free(jp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_smollm2_vocab),
+        cmocka_unit_test(test_smollm2_tokenizer),
         cmocka_unit_test(test_smollm2_matches_transformers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
