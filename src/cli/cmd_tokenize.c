@@ -82,7 +82,7 @@ static void tokenize_usage(FILE *f) {
             "Prints the token ids of the text as a JSON array (one array per line with --lines).\n"
             "Needs only tokenizer.json (and tokenizer_config.json) in DIR.\n"
             "\n"
-            "  --model DIR            model directory (default: $LONGFLOW_MODEL, else the bundled model)\n"
+            "  --model DIR            model directory or GGUF file (default: $LONGFLOW_MODEL, else the bundled model)\n"
             "  --prompt TEXT          the text\n"
             "  --prompt-file F        the text, read from a file\n"
             "  --lines                encode each line on its own, without its newline\n"
