@@ -348,7 +348,7 @@ static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, tensor_pla
     p->heads = permuted_heads(cfg, d->name);
     if (p->heads > 0) {
         int64_t rows = t->ndim == 1 ? t->ne[0] : t->ne[1];
-        if (t->ndim > 2 || rows % ((int64_t)p->heads * 2) != 0)
+        if (t->ndim > 2 || rows == 0 || rows % ((int64_t)p->heads * 2) != 0)
             return lf_fail(err, "%s: tensor '%s': %lld rows do not split into %d heads of even size", path, t->name,
                            (long long)rows, p->heads);
     }

@@ -3,14 +3,18 @@
  * parser accepts is then used the way the loader uses it: every metadata
  * value read through the typed getters, every tensor's bytes read, the first
  * blocks of each tensor dequantized, and the config derived; a range the
- * parser failed to check shows up under ASan. Seeds: corpus/gguf/ (made by
+ * parser failed to check shows up under ASan. Then the same bytes, written to
+ * a file, go through lf_model_load (tensor mapping, dequantization, Q/K
+ * reordering, binding). Seeds: corpus/gguf/ (made by
  * tools/gen_gguf_fixtures.py). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "model/gguf.h"
 #include "model/gguf_model.h"
+#include "model/model.h"
 #include "model/quant.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -51,7 +55,28 @@ static void read_tensors(const lf_gguf_file *f) {
     (void)sink;
 }
 
+/* The whole model path needs a file: one temporary file, rewritten per
+ * input and removed at exit. */
+static char path[64];
+static void remove_file(void) { unlink(path); }
+
+static void load_as_model(const uint8_t *data, size_t size) {
+    if (!path[0]) {
+        snprintf(path, sizeof path, "/tmp/lf_fuzz_gguf_%ld.gguf", (long)getpid());
+        atexit(remove_file);
+    }
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return;
+    size_t w = fwrite(data, 1, size, fp);
+    fclose(fp);
+    if (w != size) return;
+    lf_model *m = NULL;
+    lf_error err;
+    if (lf_model_load(path, &m, &err) == 0) lf_model_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    load_as_model(data, size);
     lf_gguf_file f;
     lf_error err;
     if (lf_gguf_parse(data, size, "fuzz.gguf", &f, &err) != 0) return 0;
