@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "Measures prefill and decode speed of the CPU forward and prints one JSON object;\n"
             "with --device cuda, the throughput of the GPU engine (see below).\n"
             "\n"
-            "  --model DIR          a Hugging Face model directory\n"
+            "  --model DIR          a Hugging Face model directory or a GGUF file\n"
             "  --random-weights     generate weights for a named shape instead (with --config)\n"
             "  --config NAME        shape: qwen3-0.6b, qwen3-1.7b, qwen3-8b, llama-3.2-1b, ...\n"
             "  --dtype T            weight dtype for --random-weights: bf16 (default), f16, f32\n"

@@ -20,6 +20,7 @@
 #include "cli/input.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "model/gguf_tokenizer.h"
 #include "core/timer.h"
 #include "eval/answer.h"
 #include "model/model.h"
@@ -707,7 +708,7 @@ static int eval_prepare(eval_args *ea, eval_run *r, lf_engine_config *ec) {
     if (ea->budget_pct > 0 && apply_percent_budget(ea->reference, ea->budget_pct, r->probs, r->n_probs)) return -1;
     const char *dir = lf_gen_model_dir(&ea->o);
     if (lf_gen_load_model(&ea->o, CMD, &r->model)) return -1;
-    if (lf_tokenizer_load(dir, &r->tok, &err) || lf_chat_select(r->tok, ea->o.chat_template, &r->fam, &err) ||
+    if (lf_model_tokenizer_load(dir, &r->tok, &err) || lf_chat_select(r->tok, ea->o.chat_template, &r->fam, &err) ||
         lf_gen_model_defaults(dir, &r->defaults, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         return -1;

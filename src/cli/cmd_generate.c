@@ -23,7 +23,7 @@ static void generate_usage(FILE *f) {
             "                          --messages FILE) [options]\n"
             "\n"
             "input:\n"
-            "  --model DIR              Hugging Face model directory (default: $LONGFLOW_MODEL or the bundled model)\n"
+            "  --model DIR              Hugging Face model directory or GGUF file (default: $LONGFLOW_MODEL or the bundled model)\n"
             "  --prompt TEXT            prompt text (raw completion, or the user message with --chat)\n"
             "  --prompt-file F          read the prompt text from a file (UTF-8, read whole)\n"
             "  --prompt-ids 1,2,3       prompt as token ids (no tokenizer needed)\n"

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/input.h"
 #include "core/file.h"
+#include "model/gguf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 #ifndef LF_DEFAULT_MODEL_DIR
@@ -27,7 +28,7 @@ static int load_tokenizer(const char *cmd, const char *flag_value, lf_tokenizer 
     lf_error err = {{0}};
     const char *dir = model_dir(flag_value);
     if (lf_cli_check_model_path(cmd, dir, flag_value != NULL)) return -1;
-    if (lf_tokenizer_load(dir, t, &err)) {
+    if (lf_model_tokenizer_load(dir, t, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         return -1;
     }
@@ -81,7 +82,7 @@ static void tokenize_usage(FILE *f) {
             "Prints the token ids of the text as a JSON array (one array per line with --lines).\n"
             "Needs only tokenizer.json (and tokenizer_config.json) in DIR.\n"
             "\n"
-            "  --model DIR            model directory (default: $LONGFLOW_MODEL, else the bundled model)\n"
+            "  --model DIR            model directory or GGUF file (default: $LONGFLOW_MODEL, else the bundled model)\n"
             "  --prompt TEXT          the text\n"
             "  --prompt-file F        the text, read from a file\n"
             "  --lines                encode each line on its own, without its newline\n"

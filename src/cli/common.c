@@ -11,6 +11,7 @@
 #include "cli/input.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "model/gguf_tokenizer.h"
 #include "kv/cache.h"
 #include "model/model.h"
 
@@ -264,13 +265,14 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
     }
     const char *dir = lf_gen_model_dir(o);
     if (lf_gen_load_model(o, cmd, model)) return -1;
-    char *tj = lf_path_join(dir, "tokenizer.json");
-    bool has_tok = tj && lf_file_exists(tj);
-    free(tj);
-    if (has_tok || !o->prompt_ids) {
-        if (lf_tokenizer_load(dir, tok, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto fail;
+    if (lf_model_has_tokenizer(dir) || !o->prompt_ids) {
+        if (lf_model_tokenizer_load(dir, tok, &err)) {
+            if (!o->prompt_ids) {
+                lf_cli_error(cmd, "%s", err.msg);
+                goto fail;
+            }
+            /* ids in, ids out: the tokenizer only turns the output into text */
+            fprintf(stderr, "longflow %s: no text output: %s\n", cmd, err.msg);
         }
     }
     if (o->prompt_ids) {

@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -49,4 +52,24 @@ char *lf_path_join(const char *dir, const char *name) {
     if (a && dir[a - 1] != '/') p[k++] = '/';
     memcpy(p + k, name, b + 1);
     return p;
+}
+
+int lf_map_file(const char *path, void **map, size_t *size, lf_error *err) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lf_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lf_fail(err, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    int map_errno = errno;
+    close(fd);
+    if (m == MAP_FAILED) return lf_fail(err, "%s: cannot mmap: %s", path, strerror(map_errno));
+    *map = m;
+    *size = n;
+    return 0;
 }

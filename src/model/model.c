@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/fp.h"
+#include "model/gguf_model.h"
 
 const lf_config *lf_model_config(const lf_model *m) { return m ? &m->cfg : NULL; }
 
@@ -291,18 +292,67 @@ static int check_unused(const lf_model *m, lf_wlist *l, lf_error *err) {
     return 0;
 }
 
+/* Bind every tensor the config implies (where: the file named in messages
+ * when the model is sharded), check that none is left over, and count the
+ * bytes. Shared by the safetensors and GGUF paths. */
+static int bind_weights(lf_model *m, const cJSON *index, const char *where, const char *dir, lf_error *err) {
+    lf_wlist specs = {0};
+    int rc = -1;
+    if (check_layer_count(m, err) != 0) return -1;
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers || build_specs(m, &specs) != 0) {
+        lf_fail(err, "%s: out of memory", dir);
+        goto done;
+    }
+    for (int i = 0; i < specs.n; i++) {
+        const char *file = where;
+        const lf_tensor *t = find_tensor(m, index, specs.v[i].name, &file);
+        if (!t) {
+            if (!strcmp(specs.v[i].name, "lm_head.weight"))
+                lf_fail(err, "%s: missing tensor 'lm_head.weight' and config.json has tie_word_embeddings false",
+                        file);
+            else
+                lf_fail(err, "%s: missing tensor '%s' (needed by %s)", file, specs.v[i].name, m->cfg.arch_name);
+            goto done;
+        }
+        if (bind_tensor(&specs.v[i], t, file, err) != 0) goto done;
+    }
+    if (check_unused(m, &specs, err) != 0) goto done;
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    compute_sizes(m);
+    rc = 0;
+done:
+    free(specs.v);
+    return rc;
+}
+
+/* A GGUF file: its metadata is the config, its tensors (dequantized where
+ * needed, into m->owned) one view bound like a safetensors file. */
+static int load_gguf(lf_model *m, const char *file, lf_error *err) {
+    m->files = calloc(1, sizeof *m->files);
+    if (!m->files) return lf_fail(err, "%s: out of memory", file);
+    if (lf_gguf_model_open(file, &m->cfg, &m->files[0], &m->owned, err) != 0) return -1;
+    m->n_files = 1;
+    return bind_weights(m, NULL, file, file, err);
+}
+
 int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
     *out = NULL;
     lf_model *m = calloc(1, sizeof *m);
     if (!m) return lf_fail(err, "%s: out of memory", dir);
     cJSON *index = NULL;
-    lf_wlist specs = {0};
     char *path = NULL;
     int rc = -1;
 
     m->dir = strdup(dir);
     if (!m->dir) {
         lf_fail(err, "%s: out of memory", dir);
+        goto done;
+    }
+    int gguf = lf_gguf_model_path(dir, &path, err);
+    if (gguf < 0) goto done;
+    if (gguf > 0) {
+        rc = load_gguf(m, path, err);
         goto done;
     }
     if (lf_config_load(dir, &m->cfg, err) != 0) goto done;
@@ -334,32 +384,8 @@ int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
         m->n_files = 1;
     }
 
-    if (check_layer_count(m, err) != 0) goto done;
-    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
-    if (!m->layers || build_specs(m, &specs) != 0) {
-        lf_fail(err, "%s: out of memory", dir);
-        goto done;
-    }
-    const char *where = index ? path : m->files[0].path;
-    for (int i = 0; i < specs.n; i++) {
-        const char *file = where;
-        const lf_tensor *t = find_tensor(m, index, specs.v[i].name, &file);
-        if (!t) {
-            if (!strcmp(specs.v[i].name, "lm_head.weight"))
-                lf_fail(err, "%s: missing tensor 'lm_head.weight' and config.json has tie_word_embeddings false",
-                        file);
-            else
-                lf_fail(err, "%s: missing tensor '%s' (needed by %s)", file, specs.v[i].name, m->cfg.arch_name);
-            goto done;
-        }
-        if (bind_tensor(&specs.v[i], t, file, err) != 0) goto done;
-    }
-    if (check_unused(m, &specs, err) != 0) goto done;
-    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
-    compute_sizes(m);
-    rc = 0;
+    rc = bind_weights(m, index, index ? path : m->files[0].path, dir, err);
 done:
-    free(specs.v);
     free(path);
     cJSON_Delete(index);
     if (rc != 0) {

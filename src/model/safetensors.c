@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/file.h"
 
 /* The reference implementation refuses headers above 100 MB. */
 #define LF_ST_MAX_HEADER (100ull * 1000 * 1000)
@@ -117,22 +118,13 @@ static int parse_entry(const char *path, const cJSON *e, lf_tensor *t, size_t da
 
 int lf_st_open(const char *path, lf_st_file *f, lf_error *err) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lf_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lf_fail(err, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
+    void *map;
+    size_t size;
+    if (lf_map_file(path, &map, &size, err) != 0) return -1;
     if (size < 8) {
-        close(fd);
+        if (map) munmap(map, size);
         return lf_fail(err, "%s: truncated file: %zu bytes, too short for the 8-byte header length", path, size);
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) return lf_fail(err, "%s: cannot mmap: %s", path, strerror(map_errno));
     f->map = map;
     f->map_size = size;
     f->path = strdup(path);

