@@ -190,6 +190,9 @@ static int check_params(const lf_model *m, const int *tokens, int n, const lf_pp
                        m->cfg.max_position);
     if (p->stride < 1 || p->stride > p->ctx)
         return lf_fail(err, "--stride must be in 1..--ctx (%d) (got %d)", p->ctx, p->stride);
+    if (p->policy.kind != LF_POLICY_FULL && p->policy.budget < 2)
+        return lf_fail(err, "--budget %d is too small: tokens go through the cache one at a time, which needs at least 2 "
+                            "slots (the new token and one before it)", p->policy.budget);
     if (p->batch < 1) return lf_fail(err, "--batch must be at least 1 (got %d)", p->batch);
     if (p->top_k < 0 || p->top_k > LF_PPL_TOPK_MAX || p->top_k > m->cfg.vocab_size)
         return lf_fail(err, "top-k must be in 0..%d and at most the vocabulary (got %d)", LF_PPL_TOPK_MAX, p->top_k);

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Reference per-token NLL for tests/test_perplexity.py, computed with
+transformers in float64, independently of longflow.
+
+For each case: the text (tests/data/perplexity/text.txt) is encoded with the
+`tokenizers` library (the fixture's tokenizer.json, special tokens added as
+its post-processor says), cut into windows as the transformers perplexity
+guide does (a window of `ctx` tokens starts every `stride` tokens until one
+reaches the end; each scores the tokens the previous window did not, never
+its own first token), and each window goes through one forward pass over the
+whole window (positions restart at 0 in every window) with an explicit 4-D
+attention mask:
+
+* full: causal.
+* streaming (StreamingLLM with S sinks and a budget of B slots): token t
+  attends to every j <= t while t < B, afterwards to the S sinks and the
+  B - S newest tokens t-B+S+1 .. t. That is what a StreamingLLM cache holds
+  when each new token is written before the attention and the oldest
+  non-sink token is evicted after it; the positions kept are known in
+  advance, so no cache is simulated here.
+
+The checkpoint's bf16 weights are loaded as float64 (exact), eager attention.
+Output: tests/data/perplexity/reference.json with the token ids, and per case
+the longflow flags, the scored token indices and their NLL (nats).
+
+Usage: python3 tools/perplexity_reference.py [--out tests/data/perplexity]
+(needs torch, transformers>=5, tokenizers; CPU, a few seconds)
+"""
+import argparse
+import json
+import os
+
+import torch
+import transformers
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "tests", "data", "models")
+
+# (fixture, case name, ctx, stride, policy, budget, sinks)
+CASES = [
+    ("qwen3_hd64", "full", 4096, 4096, "full", 0, 0),
+    ("qwen3_hd64", "full_windows", 40, 25, "full", 0, 0),
+    ("qwen3_hd64", "streaming_b16", 4096, 4096, "streaming", 16, 4),
+    ("qwen3_hd64", "streaming_b24_s2_windows", 60, 60, "streaming", 24, 2),
+    ("llama_hd64_gqa4", "full", 4096, 4096, "full", 0, 0),
+    ("llama_hd64_gqa4", "streaming_b20", 4096, 4096, "streaming", 20, 4),
+]
+
+
+def windows(n, ctx, stride):
+    """(begin, end, first scored index) as the transformers guide loops."""
+    out, prev_end = [], 0
+    for begin in range(0, n, stride):
+        end = min(begin + ctx, n)
+        first = max(prev_end, begin + 1)
+        if first < end:
+            out.append((begin, end, first))
+        prev_end = end
+        if end == n:
+            break
+    return out
+
+
+def mask(L, policy, budget, sinks):
+    t = torch.arange(L).unsqueeze(1)
+    j = torch.arange(L).unsqueeze(0)
+    allowed = j <= t
+    if policy == "streaming":
+        allowed &= (t < budget) | (j < sinks) | (j > t - (budget - sinks))
+    m = torch.zeros(L, L, dtype=torch.float64)
+    m[~allowed] = float("-inf")
+    return m.view(1, 1, L, L)
+
+
+@torch.no_grad()
+def case_nll(model, ids, ctx, stride, policy, budget, sinks):
+    index, nll = [], []
+    for begin, end, first in windows(len(ids), ctx, stride):
+        w = torch.tensor([ids[begin:end]])
+        L = end - begin
+        logits = model(input_ids=w, attention_mask=mask(L, policy, budget, sinks),
+                       position_ids=torch.arange(L).unsqueeze(0), use_cache=False).logits[0]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        for k in range(first, end):
+            index.append(k)
+            nll.append(float(-logp[k - 1 - begin, ids[k]]))
+    return index, nll
+
+
+def flags(ctx, stride, policy, budget, sinks):
+    f = ["--ctx", str(ctx), "--stride", str(stride), "--policy", policy]
+    if policy != "full":
+        f += ["--budget", str(budget), "--sinks", str(sinks)]
+    return f
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "perplexity"))
+    args = ap.parse_args()
+    with open(os.path.join(args.out, "text.txt"), encoding="utf-8") as f:
+        text = f.read()
+    out = {"text": "text.txt", "transformers": transformers.__version__, "torch": torch.__version__,
+           "fixtures": {}}
+    loaded = {}
+    for fixture, name, ctx, stride, policy, budget, sinks in CASES:
+        d = os.path.join(MODELS, fixture)
+        if fixture not in loaded:
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64, attn_implementation="eager")
+            model.eval()
+            ids = Tokenizer.from_file(os.path.join(d, "tokenizer.json")).encode(text).ids
+            loaded[fixture] = (model, ids)
+            out["fixtures"][fixture] = {"tokens": ids, "cases": []}
+        model, ids = loaded[fixture]
+        index, nll = case_nll(model, ids, ctx, stride, policy, budget, sinks)
+        out["fixtures"][fixture]["cases"].append({
+            "name": name, "flags": flags(ctx, stride, policy, budget, sinks), "scored_index": index,
+            "nll": [round(x, 9) for x in nll], "mean_nll": sum(nll) / len(nll)})
+        print(f"{fixture} {name}: {len(ids)} tokens, {len(nll)} scored, mean NLL {sum(nll) / len(nll):.6f}")
+    with open(os.path.join(args.out, "reference.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
