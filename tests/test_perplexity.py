@@ -5,7 +5,8 @@ References are independent of the engine: tests/data/perplexity/reference.json
 holds the per-token NLL transformers computes in float64 on two conformance
 fixtures (tools/perplexity_reference.py), with the full cache, with windows
 and a stride, and under StreamingLLM through an attention mask of the
-positions a sinks + recent cache keeps. Also: the KL of full against its own
+positions a sinks + recent cache keeps, and the text after an unscored
+prompt (--prompt-file). Also: the KL of full against its own
 base is 0 with top-1 agreement 1, a policy's delta NLL against the base equals
 the references' difference, bases made for something else are refused with a
 message naming the mismatch, and bad input gives one-line errors.
@@ -47,6 +48,11 @@ def ppl(model, *extra, text=TEXT):
     return json.loads(p.stdout)
 
 
+def case_flags(c):
+    """The case's flags, --prompt-file's path made absolute."""
+    return [os.path.join(DATA, a) if a.endswith(".txt") else a for a in c["flags"]]
+
+
 def case(fixture, name):
     return next(c for c in REF["fixtures"][fixture]["cases"] if c["name"] == name)
 
@@ -58,8 +64,11 @@ class Reference(unittest.TestCase):
         for fixture, d in REF["fixtures"].items():
             for c in d["cases"]:
                 with self.subTest(fixture=fixture, case=c["name"]):
-                    j = ppl(fixture, "--per-token", *c["flags"])
-                    self.assertEqual(j["tokens"], len(d["tokens"]))
+                    j = ppl(fixture, "--per-token", *case_flags(c))
+                    prompt = c["name"].startswith("prompt")
+                    self.assertEqual(j["tokens"], len(d["tokens_with_prompt" if prompt else "tokens"]))
+                    if prompt:
+                        self.assertEqual(j["prompt_tokens"], len(d["tokens_with_prompt"]) - len(d["tokens"]))
                     self.assertEqual(j["scored_index"], c["scored_index"])
                     self.assertEqual(j["tokens_scored"], len(c["nll"]))
                     for i, (got, want) in enumerate(zip(j["nll_per_token"], c["nll"])):
@@ -187,6 +196,8 @@ class Errors(unittest.TestCase):
             (m + ["--file", nul], "NUL byte"),
             (m + ["--file", utf], "invalid UTF-8"),
             (m + ["--file", one], "at least 2"),
+            (m + ["--file", TEXT, "--prompt-file", empty], "empty"),
+            (m + ["--file", TEXT, "--prompt-file", nul], "NUL byte"),
             (m + ["--file", os.path.join(tmp.name, "missing.txt")], "missing.txt"),
             (m, "--file"),
             (m + ["--file", TEXT, "--ctx", "1"], "--ctx"),

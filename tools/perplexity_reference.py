@@ -38,8 +38,13 @@ from transformers import AutoModelForCausalLM
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "data", "models")
 
-# (fixture, case name, ctx, stride, policy, budget, sinks)
+# (fixture, case name, ctx, stride, policy, budget, sinks); a name starting
+# with "prompt" runs the text after prompt.txt (--prompt-file: the prompt's
+# tokens, special tokens added, then the text's, none added; only the text's
+# are scored)
 CASES = [
+    ("qwen3_hd64", "prompt_full", 4096, 4096, "full", 0, 0),
+    ("qwen3_hd64", "prompt_streaming_b16_windows", 48, 32, "streaming", 16, 4),
     ("qwen3_hd64", "full", 4096, 4096, "full", 0, 0),
     ("qwen3_hd64", "full_windows", 40, 25, "full", 0, 0),
     ("qwen3_hd64", "streaming_b16", 4096, 4096, "streaming", 16, 4),
@@ -54,9 +59,7 @@ def windows(n, ctx, stride):
     out, prev_end = [], 0
     for begin in range(0, n, stride):
         end = min(begin + ctx, n)
-        first = max(prev_end, begin + 1)
-        if first < end:
-            out.append((begin, end, first))
+        out.append((begin, end, max(prev_end, begin + 1)))
         prev_end = end
         if end == n:
             break
@@ -75,9 +78,12 @@ def mask(L, policy, budget, sinks):
 
 
 @torch.no_grad()
-def case_nll(model, ids, ctx, stride, policy, budget, sinks):
+def case_nll(model, ids, ctx, stride, policy, budget, sinks, score_from=0):
     index, nll = [], []
     for begin, end, first in windows(len(ids), ctx, stride):
+        first = max(first, score_from)
+        if first >= end:
+            continue
         w = torch.tensor([ids[begin:end]])
         L = end - begin
         logits = model(input_ids=w, attention_mask=mask(L, policy, budget, sinks),
@@ -102,6 +108,8 @@ def main():
     args = ap.parse_args()
     with open(os.path.join(args.out, "text.txt"), encoding="utf-8") as f:
         text = f.read()
+    with open(os.path.join(args.out, "prompt.txt"), encoding="utf-8") as f:
+        prompt = f.read()
     out = {"text": "text.txt", "transformers": transformers.__version__, "torch": torch.__version__,
            "fixtures": {}}
     loaded = {}
@@ -110,13 +118,20 @@ def main():
         if fixture not in loaded:
             model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64, attn_implementation="eager")
             model.eval()
-            ids = Tokenizer.from_file(os.path.join(d, "tokenizer.json")).encode(text).ids
-            loaded[fixture] = (model, ids)
-            out["fixtures"][fixture] = {"tokens": ids, "cases": []}
-        model, ids = loaded[fixture]
-        index, nll = case_nll(model, ids, ctx, stride, policy, budget, sinks)
+            tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            ids = tok.encode(text).ids
+            with_prompt = tok.encode(prompt).ids + tok.encode(text, add_special_tokens=False).ids
+            loaded[fixture] = (model, ids, with_prompt, len(tok.encode(prompt).ids))
+            out["fixtures"][fixture] = {"tokens": ids, "tokens_with_prompt": with_prompt, "cases": []}
+        model, ids, with_prompt, n_prompt = loaded[fixture]
+        f = flags(ctx, stride, policy, budget, sinks)
+        if name.startswith("prompt"):
+            ids = with_prompt
+            f += ["--prompt-file", "prompt.txt"]
+        index, nll = case_nll(model, ids, ctx, stride, policy, budget, sinks,
+                              n_prompt if name.startswith("prompt") else 0)
         out["fixtures"][fixture]["cases"].append({
-            "name": name, "flags": flags(ctx, stride, policy, budget, sinks), "scored_index": index,
+            "name": name, "flags": f, "scored_index": index,
             "nll": [round(x, 9) for x in nll], "mean_nll": sum(nll) / len(nll)})
         print(f"{fixture} {name}: {len(ids)} tokens, {len(nll)} scored, mean NLL {sum(nll) / len(nll):.6f}")
     with open(os.path.join(args.out, "reference.json"), "w") as f:

@@ -2,6 +2,7 @@
  * under a policy, and its KL divergence from the full cache
  * (src/eval/perplexity.h, docs/perplexity.md). */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ static void usage(FILE *f) {
             "\n"
             "  --model DIR            a Hugging Face model directory (with tokenizer.json)\n"
             "  --file TEXT            the UTF-8 text to score\n"
+            "  --prompt-file P        a prompt the text follows: its tokens go through the cache\n"
+            "                         first (BOS as generate adds it) and are never scored\n"
             "  --ctx N                window length in tokens (default: min(model context, 2048))\n"
             "  --stride S             a window starts every S tokens (1..ctx, default ctx); each\n"
             "                         scores only the tokens the previous one did not\n"
@@ -49,7 +52,7 @@ static void usage(FILE *f) {
 
 typedef struct ppl_cli {
     lf_gen_options o;
-    const char *file, *kl_base;
+    const char *file, *kl_base, *prompt_file;
     int ctx, stride, batch, limit, top_k;
     bool kl_write, per_token;
 } ppl_cli;
@@ -65,6 +68,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
             usage(stdout);
             return 1;
         } else if (!strcmp(f, "--file")) ok = (c->file = lf_arg_value(&a, f)) != NULL;
+        else if (!strcmp(f, "--prompt-file")) ok = (c->prompt_file = lf_arg_value(&a, f)) != NULL;
         else if (!strcmp(f, "--kl-base")) ok = (c->kl_base = lf_arg_value(&a, f)) != NULL;
         else if (!strcmp(f, "--ctx")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->ctx);
         else if (!strcmp(f, "--stride")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->stride);
@@ -110,28 +114,55 @@ static int check_flags(const ppl_cli *c) {
     return -1;
 }
 
-/* The text's token ids: the file read whole (UTF-8, no NUL) and encoded as
- * generate encodes a prompt file. */
-static int read_tokens(const ppl_cli *c, const lf_tokenizer *tok, int **ids, int *n) {
+/* One file's token ids: read whole (UTF-8, no NUL, not empty) and encoded
+ * with the added special tokens parsed; add_special: the tokenizer's BOS
+ * (as generate encodes a prompt file). */
+static int encode_file(const char *path, const lf_tokenizer *tok, bool add_special, int **ids, int *n) {
     char *text;
     size_t len;
-    if (lf_cli_read_prompt_file(CMD, c->file, &text, &len)) return -1;
+    *ids = NULL;
+    if (lf_cli_read_prompt_file(CMD, path, &text, &len)) return -1;
     if (len == 0) {
         free(text);
-        lf_cli_error(CMD, "%s: the file is empty", c->file);
+        lf_cli_error(CMD, "%s: the file is empty", path);
         return -1;
     }
     lf_error err = {{0}};
-    int rc = lf_tokenizer_encode(tok, text, len, LF_TOK_ADD_SPECIAL | LF_TOK_PARSE_SPECIAL, ids, n, &err);
+    unsigned flags = LF_TOK_PARSE_SPECIAL | (add_special ? LF_TOK_ADD_SPECIAL : 0);
+    int rc = lf_tokenizer_encode(tok, text, len, flags, ids, n, &err);
     free(text);
-    if (rc) lf_cli_error(CMD, "%s: %s", c->file, err.msg);
-    else if (*n < 2)
-        lf_cli_error(CMD, "%s: the text has %d token%s; at least 2 are needed to score one", c->file, *n,
-                     *n == 1 ? "" : "s");
-    else return 0;
-    free(*ids);
+    if (rc) lf_cli_error(CMD, "%s: %s", path, err.msg);
+    return rc;
+}
+
+/* The token ids to run: the prompt's (*n_prompt of them, never scored), then
+ * the text's. */
+static int read_tokens(const ppl_cli *c, const lf_tokenizer *tok, int **ids, int *n, int *n_prompt) {
+    int *p = NULL, *t = NULL, np = 0, nt = 0;
     *ids = NULL;
-    return -1;
+    if ((c->prompt_file && encode_file(c->prompt_file, tok, true, &p, &np)) ||
+        encode_file(c->file, tok, !c->prompt_file, &t, &nt)) {
+        free(p);
+        return -1;
+    }
+    int rc = -1;
+    if (nt < (c->prompt_file ? 1 : 2))
+        lf_cli_error(CMD, "%s: the text has %d token%s; at least %s needed to score one", c->file, nt,
+                     nt == 1 ? "" : "s", c->prompt_file ? "1 is" : "2 are");
+    else if (nt > INT_MAX - np)
+        lf_cli_error(CMD, "%s: too many tokens", c->file);
+    else if (!(*ids = malloc(((size_t)np + nt) * sizeof **ids)))
+        lf_cli_error(CMD, "out of memory for %d tokens", np + nt);
+    else {
+        if (np) memcpy(*ids, p, (size_t)np * sizeof *p);
+        memcpy(*ids + np, t, (size_t)nt * sizeof *t);
+        *n = np + nt;
+        *n_prompt = np;
+        rc = 0;
+    }
+    free(p);
+    free(t);
+    return rc;
 }
 
 typedef struct ppl_progress {
@@ -163,10 +194,14 @@ static void print_text(const ppl_cli *c, const lf_ppl_summary *s, int windows, d
 }
 
 static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_result *r, int windows,
-                       int n_tokens, double secs) {
+                       int n_tokens, int n_prompt, double secs) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", lf_gen_model_dir(&c->o));
     cJSON_AddStringToObject(j, "file", c->file);
+    if (c->prompt_file) {
+        cJSON_AddStringToObject(j, "prompt_file", c->prompt_file);
+        cJSON_AddNumberToObject(j, "prompt_tokens", n_prompt);
+    }
     cJSON_AddStringToObject(j, "policy", lf_policy_name(c->o.policy.kind));
     cJSON_AddNumberToObject(j, "budget", c->o.policy.kind == LF_POLICY_FULL ? 0 : c->o.policy.budget);
     cJSON_AddNumberToObject(j, "ctx", c->ctx);
@@ -201,7 +236,7 @@ static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_r
 }
 
 /* The header a base for this run has. */
-static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int n, int top_k,
+static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int n, int n_prompt, int top_k,
                        lf_ppl_base_header *h) {
     memset(h, 0, sizeof *h);
     h->k = (uint32_t)top_k;
@@ -209,7 +244,7 @@ static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int 
     h->stride = (uint32_t)c->stride;
     h->vocab = (uint32_t)m->cfg.vocab_size;
     h->n_tokens = (uint64_t)n;
-    h->text_hash = lf_ppl_hash_tokens(ids, n);
+    h->text_hash = lf_ppl_hash_tokens(ids, n, n_prompt);
     h->model_hash = lf_ppl_model_fingerprint(m);
     snprintf(h->model_name, sizeof h->model_name, "%s", lf_gen_model_dir(&c->o));
 }
@@ -227,17 +262,17 @@ static int load_base(const ppl_cli *c, const lf_ppl_base_header *want, lf_ppl_re
 }
 
 /* Model loaded and text tokenized: run, write or compare, print. */
-static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n) {
+static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_prompt) {
     lf_error err = {{0}};
     lf_ppl_base_header hdr;
     lf_ppl_result base = {0}, r = {0};
     int top_k = c->kl_write ? (c->top_k > 0 ? c->top_k : 32) : 0;
     if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
-    run_header(c, m, ids, n, top_k, &hdr);
+    run_header(c, m, ids, n, n_prompt, top_k, &hdr);
     if (c->kl_base && !c->kl_write && load_base(c, &hdr, &base)) return 1;
     ppl_progress prog = {lf_now_ms(), 0};
     lf_ppl_params p = {.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
-                       .max_windows = c->limit, .top_k = top_k, .base = c->kl_base && !c->kl_write ? &base : NULL,
+                       .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = c->kl_base && !c->kl_write ? &base : NULL,
                        .progress = on_progress, .progress_user = &prog};
     int rc = 1;
     if (lf_ppl_run(m, ids, n, &p, &r, &err)) {
@@ -250,10 +285,10 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n) {
     }
     double secs = (lf_now_ms() - prog.t0) / 1e3;
     int windows, scored;
-    lf_ppl_plan(n, c->ctx, c->stride, c->limit, &windows, &scored);
+    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
     lf_ppl_summary s;
     lf_ppl_summarize(&r, p.base, &s);
-    if (c->o.json) print_json(c, &s, &r, windows, n, secs);
+    if (c->o.json) print_json(c, &s, &r, windows, n, n_prompt, secs);
     else print_text(c, &s, windows, secs);
     rc = 0;
 out:
@@ -288,7 +323,7 @@ int lf_cmd_perplexity(int argc, char **argv) {
     lf_cpu_set_threads(c.o.threads);
     lf_model *m = NULL;
     lf_tokenizer *tok = NULL;
-    int *ids = NULL, n = 0, rc = 1;
+    int *ids = NULL, n = 0, n_prompt = 0, rc = 1;
     lf_error err = {{0}};
     if (lf_gen_load_model(&c.o, CMD, &m)) goto out;
     if (lf_tokenizer_load(lf_gen_model_dir(&c.o), &tok, &err)) {
@@ -299,8 +334,8 @@ int lf_cmd_perplexity(int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    if (read_tokens(&c, tok, &ids, &n)) goto out;
-    rc = evaluate(&c, m, ids, n);
+    if (read_tokens(&c, tok, &ids, &n, &n_prompt)) goto out;
+    rc = evaluate(&c, m, ids, n, n_prompt);
 out:
     free(ids);
     lf_tokenizer_free(tok);

@@ -25,13 +25,16 @@ typedef struct ppl_window {
 
 /* The windows, in the order of the transformers perplexity guide: starts every
  * stride tokens until one reaches the end; each scores what the previous one
- * did not, never its own first token. A window with nothing to score is left
- * out. Returns the count; w (may be NULL) receives them. */
-static int plan_windows(int n, int ctx, int stride, int max_windows, ppl_window *w, int *n_scored) {
+ * did not, never its own first token nor one before score_from. A window with
+ * nothing to score is left out. Returns the count; w (may be NULL) receives
+ * them. */
+static int plan_windows(int n, int ctx, int stride, int max_windows, int score_from, ppl_window *w,
+                        int *n_scored) {
     int count = 0, prev_end = 0, scored = 0;
     for (int begin = 0; begin < n; begin += stride) {
         int end = n - begin < ctx ? n : begin + ctx;
         int from = prev_end > begin + 1 ? prev_end : begin + 1;
+        if (from < score_from) from = score_from;
         prev_end = end;
         if (from < end && (max_windows <= 0 || count < max_windows)) {
             if (w) w[count] = (ppl_window){begin, end, from, scored};
@@ -44,8 +47,8 @@ static int plan_windows(int n, int ctx, int stride, int max_windows, ppl_window 
     return count;
 }
 
-void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int *n_windows, int *n_scored) {
-    *n_windows = plan_windows(n, ctx, stride, max_windows, NULL, n_scored);
+void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int score_from, int *n_windows, int *n_scored) {
+    *n_windows = plan_windows(n, ctx, stride, max_windows, score_from, NULL, n_scored);
 }
 
 /* Keep the k largest of logits (descending; ties: lower id first). */
@@ -197,6 +200,8 @@ static int check_params(const lf_model *m, const int *tokens, int n, const lf_pp
     if (p->top_k < 0 || p->top_k > LF_PPL_TOPK_MAX || p->top_k > m->cfg.vocab_size)
         return lf_fail(err, "top-k must be in 0..%d and at most the vocabulary (got %d)", LF_PPL_TOPK_MAX, p->top_k);
     if (n < 2) return lf_fail(err, "the text has %d token%s: at least 2 are needed", n, n == 1 ? "" : "s");
+    if (p->score_from < 0 || p->score_from >= n)
+        return lf_fail(err, "the prompt (%d tokens) leaves nothing of the %d tokens to score", p->score_from, n);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
             return lf_fail(err, "token %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
@@ -248,13 +253,14 @@ int lf_ppl_run(const lf_model *m, const int *tokens, int n, const lf_ppl_params 
     memset(out, 0, sizeof *out);
     if (check_params(m, tokens, n, p, err)) return -1;
     int n_scored;
-    int nw = plan_windows(n, p->ctx, p->stride, p->max_windows, NULL, &n_scored);
+    int nw = plan_windows(n, p->ctx, p->stride, p->max_windows, p->score_from, NULL, &n_scored);
+    if (n_scored == 0) return lf_fail(err, "no token to score: the text after the prompt is empty");
     if (p->base && (p->base->k < 1 || p->base->n < n_scored))
         return lf_fail(err, "the KL base holds %d positions with %d logits each; this run scores %d", p->base->n,
                        p->base->k, n_scored);
     ppl_window *w = malloc((size_t)nw * sizeof *w);
     if (!w) return lf_fail(err, "out of memory for %d windows", nw);
-    plan_windows(n, p->ctx, p->stride, p->max_windows, w, &n_scored);
+    plan_windows(n, p->ctx, p->stride, p->max_windows, p->score_from, w, &n_scored);
     const int batch = p->batch < nw ? p->batch : nw;
     ppl_group g;
     lf_cpu_ctx *cpu = NULL;

@@ -52,6 +52,7 @@ typedef struct lf_ppl_params {
     int batch;               /* windows decoded together (>= 1) */
     int max_windows;         /* 0 = every window */
     int top_k;               /* top logits to record (0 .. LF_PPL_TOPK_MAX) */
+    int score_from;          /* tokens before this index are context only, never scored (a prompt) */
     const lf_ppl_result *base; /* NULL, or the full cache's result (k >= 1) to compute KL against */
     lf_ppl_progress progress;  /* called after every step with scored positions so far; may be NULL */
     void *progress_user;
@@ -59,7 +60,7 @@ typedef struct lf_ppl_params {
 
 /* Windows of n tokens: how many (after max_windows) and how many positions
  * they score. */
-void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int *n_windows, int *n_scored);
+void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int score_from, int *n_windows, int *n_scored);
 
 /* Run the evaluation on the CPU (threads as set by lf_cpu_set_threads).
  * Fails on a bad ctx/stride/batch/top_k, a token outside the vocabulary, a
@@ -97,8 +98,8 @@ typedef struct lf_ppl_base_header {
     char model_name[256]; /* the --model path as given (informational) */
 } lf_ppl_base_header;
 
-/* FNV-1a 64 over the token ids (each as 4 bytes little-endian). */
-uint64_t lf_ppl_hash_tokens(const int *tokens, int n);
+/* FNV-1a 64 over the token ids and score_from (each as 4 bytes little-endian). */
+uint64_t lf_ppl_hash_tokens(const int *tokens, int n, int score_from);
 /* FNV-1a 64 over the config's shape and the first bytes of the embedding,
  * final norm and lm_head: the same weights give the same value wherever the
  * directory lies. */

@@ -9,7 +9,7 @@
  *   24      4     vocab size
  *   28      4     n: positions
  *   32      8     tokens of the text
- *   40      8     text hash (FNV-1a 64 of the token ids)
+ *   40      8     text hash (FNV-1a 64 of the token ids and the prompt's length)
  *   48      8     model fingerprint
  *   56      256   model name, NUL-padded
  *   312     n records of 12 + 8k bytes: u32 index, f32 lse, f32 nll,
@@ -65,14 +65,15 @@ static float get_f32(const unsigned char *p) {
     return f;
 }
 
-uint64_t lf_ppl_hash_tokens(const int *tokens, int n) {
+uint64_t lf_ppl_hash_tokens(const int *tokens, int n, int score_from) {
     uint64_t h = FNV_OFFSET;
     unsigned char b[4];
     for (int i = 0; i < n; i++) {
         put_u32(b, (uint32_t)tokens[i]);
         h = fnv(h, b, 4);
     }
-    return h;
+    put_u32(b, (uint32_t)score_from);
+    return fnv(h, b, 4);
 }
 
 static uint64_t fnv_weight(uint64_t h, const lf_weight *w, size_t max_bytes) {
@@ -210,7 +211,7 @@ int lf_ppl_base_check(const char *path, const lf_ppl_base_header *file, const lf
     if (file->model_hash != run->model_hash || file->vocab != run->vocab)
         return lf_fail(err, "%s was made with another model (%s), not %s", path, file->model_name, run->model_name);
     if (file->n_tokens != run->n_tokens || file->text_hash != run->text_hash)
-        return lf_fail(err, "%s was made for another text (%llu tokens, hash %016llx; this one: %llu tokens, hash %016llx)",
+        return lf_fail(err, "%s was made for another text or --prompt-file (%llu tokens, hash %016llx; this one: %llu tokens, hash %016llx)",
                        path, (unsigned long long)file->n_tokens, (unsigned long long)file->text_hash,
                        (unsigned long long)run->n_tokens, (unsigned long long)run->text_hash);
     if (file->ctx != run->ctx)
