@@ -109,6 +109,9 @@ int lf_ppl_base_write(const char *path, const lf_ppl_base_header *h, const lf_pp
 /* Read a base file; every size is checked against the file before it sizes
  * an allocation, ids against the header's vocabulary. */
 int lf_ppl_base_read(const char *path, lf_ppl_base_header *h, lf_ppl_result *r, lf_error *err);
+/* The same over the bytes of a file (path names it in messages). */
+int lf_ppl_base_parse(const char *path, const void *data, size_t len, lf_ppl_base_header *h, lf_ppl_result *r,
+                      lf_error *err);
 /* A base made for this run? The message names the mismatch (model, text,
  * --ctx, --stride) and the file. */
 int lf_ppl_base_check(const char *path, const lf_ppl_base_header *file, const lf_ppl_base_header *run,

@@ -184,12 +184,10 @@ static int parse_records(const char *path, const unsigned char *b, const lf_ppl_
     return 0;
 }
 
-int lf_ppl_base_read(const char *path, lf_ppl_base_header *h, lf_ppl_result *r, lf_error *err) {
+int lf_ppl_base_parse(const char *path, const void *data, size_t len, lf_ppl_base_header *h, lf_ppl_result *r,
+                      lf_error *err) {
     memset(r, 0, sizeof *r);
-    char *buf;
-    size_t len;
-    if (lf_read_file(path, &buf, &len, err)) return -1;
-    const unsigned char *b = (const unsigned char *)buf;
+    const unsigned char *b = data;
     uint32_t n = 0;
     int rc = parse_header(path, b, len, h, &n, err);
     if (rc == 0) {
@@ -201,8 +199,17 @@ int lf_ppl_base_read(const char *path, lf_ppl_base_header *h, lf_ppl_result *r, 
         if (!r->pos || !r->top_id || !r->top_logit) rc = lf_fail(err, "%s: out of memory for %u positions", path, n);
     }
     if (rc == 0) rc = parse_records(path, b, h, r, err);
-    free(buf);
     if (rc) lf_ppl_result_free(r);
+    return rc;
+}
+
+int lf_ppl_base_read(const char *path, lf_ppl_base_header *h, lf_ppl_result *r, lf_error *err) {
+    char *buf;
+    size_t len;
+    memset(r, 0, sizeof *r);
+    if (lf_read_file(path, &buf, &len, err)) return -1;
+    int rc = lf_ppl_base_parse(path, buf, len, h, r, err);
+    free(buf);
     return rc;
 }
 
