@@ -159,6 +159,19 @@ class KL(unittest.TestCase):
                 self.assertIn(self.base, p.stderr)
                 self.assertEqual(p.stdout, "")
 
+    def test_limit_chunks_with_a_base(self):
+        """A base of the first windows serves a run of fewer windows, and
+        refuses one of more, naming --limit-chunks."""
+        self.write_base("qwen3_hd64", "--ctx", "32", "--limit-chunks", "2")
+        j = ppl("qwen3_hd64", "--ctx", "32", "--limit-chunks", "1", "--kl-base", self.base)
+        self.assertEqual(j["tokens_scored"], 31)
+        self.assertLess(j["kl"], 1e-6)
+        p = run(["--model", os.path.join(MODELS, "qwen3_hd64"), "--file", TEXT, "--ctx", "32", "--kl-base", self.base],
+                check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--limit-chunks", p.stderr)
+        self.assertIn(self.base, p.stderr)
+
     def test_damaged_base_is_refused(self):
         self.write_base()
         with open(self.base, "rb") as f:

@@ -249,13 +249,20 @@ static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int 
     snprintf(h->model_name, sizeof h->model_name, "%s", lf_gen_model_dir(&c->o));
 }
 
-/* Load a base to compare against (not with --kl-write). */
-static int load_base(const ppl_cli *c, const lf_ppl_base_header *want, lf_ppl_result *base) {
+/* Load a base to compare against (not with --kl-write); it must hold the
+ * n_scored positions of this run. */
+static int load_base(const ppl_cli *c, const lf_ppl_base_header *want, int n_scored, lf_ppl_result *base) {
     lf_error err = {{0}};
     lf_ppl_base_header h;
     if (lf_ppl_base_read(c->kl_base, &h, base, &err) || lf_ppl_base_check(c->kl_base, &h, want, &err)) {
         lf_ppl_result_free(base);
         lf_cli_error(CMD, "--kl-base: %s", err.msg);
+        return -1;
+    }
+    if (base->n < n_scored) {
+        lf_cli_error(CMD, "--kl-base: %s holds %d positions, this run scores %d (the base was made with a smaller "
+                          "--limit-chunks)", c->kl_base, base->n, n_scored);
+        lf_ppl_result_free(base);
         return -1;
     }
     return 0;
@@ -269,7 +276,9 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
     int top_k = c->kl_write ? (c->top_k > 0 ? c->top_k : 32) : 0;
     if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
     run_header(c, m, ids, n, n_prompt, top_k, &hdr);
-    if (c->kl_base && !c->kl_write && load_base(c, &hdr, &base)) return 1;
+    int windows, scored;
+    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
+    if (c->kl_base && !c->kl_write && load_base(c, &hdr, scored, &base)) return 1;
     ppl_progress prog = {lf_now_ms(), 0};
     lf_ppl_params p = {.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
                        .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = c->kl_base && !c->kl_write ? &base : NULL,
@@ -284,8 +293,6 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
         goto out;
     }
     double secs = (lf_now_ms() - prog.t0) / 1e3;
-    int windows, scored;
-    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
     lf_ppl_summary s;
     lf_ppl_summarize(&r, p.base, &s);
     if (c->o.json) print_json(c, &s, &r, windows, n, n_prompt, secs);
