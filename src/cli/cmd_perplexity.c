@@ -167,12 +167,14 @@ static int read_tokens(const ppl_cli *c, const lf_tokenizer *tok, int **ids, int
 
 typedef struct ppl_progress {
     double t0, last;
+    bool finished;
 } ppl_progress;
 
 static void on_progress(void *user, long done, long total) {
     ppl_progress *p = user;
     double now = lf_now_ms();
-    if (done < total && now - p->last < 250) return;
+    if (p->finished || (done < total && now - p->last < 250)) return;
+    p->finished = done >= total;
     p->last = now;
     double s = (now - p->t0) / 1e3;
     fprintf(stderr, "\rperplexity: %ld/%ld tokens scored (%.0f%%), %.1f tokens/s", done, total,
@@ -279,7 +281,7 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
     int windows, scored;
     lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
     if (c->kl_base && !c->kl_write && load_base(c, &hdr, scored, &base)) return 1;
-    ppl_progress prog = {lf_now_ms(), 0};
+    ppl_progress prog = {lf_now_ms(), 0, false};
     lf_ppl_params p = {.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
                        .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = c->kl_base && !c->kl_write ? &base : NULL,
                        .progress = on_progress, .progress_user = &prog};

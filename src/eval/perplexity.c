@@ -182,6 +182,7 @@ static int run_group(const lf_model *m, lf_cpu_ctx *cpu, const int *tokens, cons
         }
         if (p->progress) p->progress(p->progress_user, *done, r->n);
     }
+    if (p->progress) p->progress(p->progress_user, *done, r->n); /* windows of 2 tokens have no decode step */
     group_free_caches(g);
     return 0;
 }

@@ -54,7 +54,8 @@ typedef struct lf_ppl_params {
     int top_k;               /* top logits to record (0 .. LF_PPL_TOPK_MAX) */
     int score_from;          /* tokens before this index are context only, never scored (a prompt) */
     const lf_ppl_result *base; /* NULL, or the full cache's result (k >= 1) to compute KL against */
-    lf_ppl_progress progress;  /* called after every step with scored positions so far; may be NULL */
+    lf_ppl_progress progress;  /* called after every step with scored positions so far (more than once
+                                  with the final count); may be NULL */
     void *progress_user;
 } lf_ppl_params;
 
