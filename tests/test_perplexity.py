@@ -6,7 +6,8 @@ holds the per-token NLL transformers computes in float64 on two conformance
 fixtures (tools/perplexity_reference.py), with the full cache, with windows
 and a stride, and under StreamingLLM through an attention mask of the
 positions a sinks + recent cache keeps, and the text after an unscored
-prompt (--prompt-file). Also: the KL of full against its own
+prompt (--prompt-file); and KL(full || StreamingLLM) and the top-1 agreement
+from the same float64 logits. Also: the KL of full against its own
 base is 0 with top-1 agreement 1, a policy's delta NLL against the base equals
 the references' difference, bases made for something else are refused with a
 message naming the mismatch, and bad input gives one-line errors.
@@ -138,6 +139,23 @@ class KL(unittest.TestCase):
         self.assertGreater(j["kl_se"], 0)
         self.assertLess(j["top1"], 1.0)
         self.assertGreaterEqual(j["top1"], 0.0)
+
+    def test_kl_matches_transformers(self):
+        """KL(full || streaming) and top-1 agreement equal transformers' float64
+        values: over the top K plus a remainder bucket for K = 8 and 32, and
+        the exact KL with K = the whole vocabulary (512)."""
+        d = REF["fixtures"]["qwen3_hd64"]
+        pol = case("qwen3_hd64", "streaming_b16")
+        for want in d["kl_streaming_b16"] + [dict(d["kl_streaming_b16"][0], k=512)]:
+            with self.subTest(k=want["k"]):
+                self.write_base("qwen3_hd64", "--kl-top-k", str(want["k"]), *case("qwen3_hd64", "full")["flags"])
+                j = ppl("qwen3_hd64", "--kl-base", self.base, *pol["flags"])
+                kl = want["exact_mean"] if want["k"] == 512 else want["topk_mean"]
+                self.assertAlmostEqual(j["kl"], kl, delta=1e-3)  # measured 9e-5 at KL 9.8
+                self.assertAlmostEqual(j["top1"], want["top1"], delta=1.01 / j["tokens_scored"])
+        # the bucket makes K = 8 and 32 lower bounds of the exact KL
+        self.assertLess(d["kl_streaming_b16"][0]["topk_mean"], d["kl_streaming_b16"][1]["topk_mean"])
+        self.assertLess(d["kl_streaming_b16"][1]["topk_mean"], d["kl_streaming_b16"][0]["exact_mean"])
 
     def test_mismatched_base_is_refused(self):
         self.write_base("qwen3_hd64", "--ctx", "64")

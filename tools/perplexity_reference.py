@@ -21,7 +21,10 @@ attention mask:
 
 The checkpoint's bf16 weights are loaded as float64 (exact), eager attention.
 Output: tests/data/perplexity/reference.json with the token ids, and per case
-the longflow flags, the scored token indices and their NLL (nats).
+the longflow flags, the scored token indices and their NLL (nats); for
+qwen3_hd64, KL(full || streaming_b16) per position averaged, exactly and over
+the full cache's top K plus a remainder bucket (K = 8, 32), and the share of
+positions where the two argmaxes agree.
 
 Usage: python3 tools/perplexity_reference.py [--out tests/data/perplexity]
 (needs torch, transformers>=5, tokenizers; CPU, a few seconds)
@@ -79,7 +82,9 @@ def mask(L, policy, budget, sinks):
 
 @torch.no_grad()
 def case_nll(model, ids, ctx, stride, policy, budget, sinks, score_from=0):
-    index, nll = [], []
+    """Scored indices, their NLL, and the log-probabilities of every scored
+    position [n][vocab]."""
+    index, nll, rows = [], [], []
     for begin, end, first in windows(len(ids), ctx, stride):
         first = max(first, score_from)
         if first >= end:
@@ -92,7 +97,25 @@ def case_nll(model, ids, ctx, stride, policy, budget, sinks, score_from=0):
         for k in range(first, end):
             index.append(k)
             nll.append(float(-logp[k - 1 - begin, ids[k]]))
-    return index, nll
+            rows.append(logp[k - 1 - begin])
+    return index, nll, torch.stack(rows)
+
+
+def kl_stats(base, run, k):
+    """Per position KL(P || Q) exactly and over P's top k plus one bucket for
+    the rest of the vocabulary; the share of positions with the same argmax."""
+    p = base.exp()
+    exact = (p * (base - run)).sum(-1)
+    top = torch.topk(base, k, dim=-1).indices
+    lp, lq = base.gather(-1, top), run.gather(-1, top)
+    pk = lp.exp()
+    p_rest = (1 - pk.sum(-1)).clamp_min(0)
+    q_rest = (1 - lq.exp().sum(-1)).clamp_min(1e-300)
+    approx = (pk * (lp - lq)).sum(-1) + torch.where(p_rest > 1e-12, p_rest * (p_rest.clamp_min(1e-300).log() - q_rest.log()),
+                                                    torch.zeros_like(p_rest))
+    agree = (base.argmax(-1) == run.argmax(-1)).double()
+    return {"k": k, "exact_mean": float(exact.mean()), "topk_mean": float(approx.mean()),
+            "top1": float(agree.mean())}
 
 
 def flags(ctx, stride, policy, budget, sinks):
@@ -113,6 +136,7 @@ def main():
     out = {"text": "text.txt", "transformers": transformers.__version__, "torch": torch.__version__,
            "fixtures": {}}
     loaded = {}
+    full_logp = None
     for fixture, name, ctx, stride, policy, budget, sinks in CASES:
         d = os.path.join(MODELS, fixture)
         if fixture not in loaded:
@@ -128,8 +152,12 @@ def main():
         if name.startswith("prompt"):
             ids = with_prompt
             f += ["--prompt-file", "prompt.txt"]
-        index, nll = case_nll(model, ids, ctx, stride, policy, budget, sinks,
-                              n_prompt if name.startswith("prompt") else 0)
+        index, nll, logp = case_nll(model, ids, ctx, stride, policy, budget, sinks,
+                                    n_prompt if name.startswith("prompt") else 0)
+        if name == "full":
+            full_logp = logp
+        elif name == "streaming_b16":  # KL from the full cache (same windows: one)
+            out["fixtures"][fixture]["kl_streaming_b16"] = [kl_stats(full_logp, logp, k) for k in (8, 32)]
         out["fixtures"][fixture]["cases"].append({
             "name": name, "flags": f, "scored_index": index,
             "nll": [round(x, 9) for x in nll], "mean_nll": sum(nll) / len(nll)})
