@@ -10,5 +10,6 @@ int lf_cmd_bench(int argc, char **argv);      /* cmd_bench.c */
 int lf_cmd_policies(int argc, char **argv);   /* cmd_policies.c */
 int lf_cmd_eval(int argc, char **argv);       /* cmd_eval.c */
 int lf_cmd_serve(int argc, char **argv);      /* cmd_serve.c */
+int lf_cmd_perplexity(int argc, char **argv); /* cmd_perplexity.c */
 
 #endif

@@ -19,6 +19,7 @@ static void usage(FILE *f) {
             "  policies     list the KV-cache policies\n"
             "  eval         accuracy of a model and KV policy on a math benchmark (JSONL)\n"
             "  serve        an OpenAI-compatible HTTP server (longflow serve --help)\n"
+            "  perplexity   teacher-forced NLL of a text through the KV cache, KL from full\n"
             "  help         this message\n",
             LF_VERSION);
 }
@@ -37,6 +38,7 @@ int main(int argc, char **argv) {
         {"detokenize", lf_cmd_detokenize}, {"bench", lf_cmd_bench},
         {"policies", lf_cmd_policies}, {"eval", lf_cmd_eval},
         {"serve", lf_cmd_serve},
+        {"perplexity", lf_cmd_perplexity},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return cmds[i].fn(argc - 2, argv + 2);
