@@ -78,7 +78,7 @@ for name in "${names[@]}"; do
   if [ "$per" -gt 0 ]; then
     log="$out/$name/fuzz.log"
     echo "== fuzz_$name: fuzz ${per}s"
-    if ! "$bin" "${common[@]}" "${dict[@]}" -max_total_time="$per" -jobs=1 -workers=1 \
+    if ! "$bin" "${common[@]}" "${dict[@]}" -max_total_time="$per" \
          "$out/$name/new" "${seeds[@]}" >"$log" 2>&1; then
       report "$name" "$log"; failed+=("$name"); continue
     fi
