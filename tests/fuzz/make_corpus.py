@@ -3,7 +3,9 @@
 of the repository (tests/data, models/tiny-reasoner) and hand-made edge
 cases. Run from the repository root; the output is committed, so CI needs
 neither this script nor its inputs. Multi-file inputs join their files with
-the separator of tests/fuzz/harness.h."""
+the separator of tests/fuzz/harness.h. The script overwrites its own files
+and deletes nothing: inputs added by hand (regress_* crash inputs found by
+fuzzing) stay."""
 import json
 import lzma
 import os
@@ -183,6 +185,22 @@ def chat_seeds():
     put("chat", "not_array", bytes([1]) + b'{"role":"user"}')
 
 
+def hardening_seeds():
+    """The inputs of issue 11's fuzzing findings (tests/data/hardening, with
+    their regression tests in tests/test_hardening.c): every build replays
+    them through the harnesses too."""
+    h = "tests/data/hardening"
+    for name in sorted(os.listdir(h)):
+        d = os.path.join(h, name)
+        if name.startswith("cfg_"):
+            put("config", "regress_" + name, rd(f"{d}/config.json"))
+            put("model", "regress_" + name, SEP.join([rd(f"{d}/config.json"), b""]))
+        elif name.startswith("tok_"):
+            put("tokenizer", "regress_" + name, SEP.join([rd(f"{d}/tokenizer.json"), b"{}", b"hello x"]))
+        elif name == "layers_vs_weights":
+            put("model", "regress_" + name, SEP.join([rd(f"{d}/config.json"), b"", rd(f"{d}/model.safetensors")]))
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     model_seeds()
@@ -192,3 +210,4 @@ if __name__ == "__main__":
     tokenize_seeds()
     tokenizer_seeds()
     chat_seeds()
+    hardening_seeds()
