@@ -22,8 +22,9 @@ typedef struct lf_fuzz_part {
  * size 0 and data NULL. Returns the number of parts found. */
 int lf_fuzz_split(const uint8_t *data, size_t size, lf_fuzz_part *parts, int max);
 
-/* The process's scratch directory (created on first use under /dev/shm or
- * /tmp, removed at exit). */
+/* The process's scratch directory, created on first use under
+ * $LF_FUZZ_SCRATCH, else /dev/shm or /tmp, and removed at a normal exit (a
+ * crash leaves it: run.sh points LF_FUZZ_SCRATCH into its own directory). */
 const char *lf_fuzz_dir(void);
 
 /* Write (or, with data NULL, remove) dir/name. Aborts on I/O failure: that
@@ -37,10 +38,10 @@ char *lf_fuzz_cstr(const uint8_t *data, size_t size);
  * source directory the harness was built from). */
 const char *lf_fuzz_source_dir(void);
 
-/* Copy a file of the repository (relative path; decompressed with xz when
- * it ends in .xz) to dst in a new scratch subdirectory sub/. Returns the
- * subdirectory's path (static storage per call site is the caller's job:
- * the string is malloc'd). Aborts when the file is missing. */
+/* Copy files of the repository (paths relative to it; decompressed with xz
+ * when they end in .xz) to the names dsts in the scratch subdirectory sub/.
+ * Returns the subdirectory's path, malloc'd. Aborts when a file is
+ * missing. */
 char *lf_fuzz_stage(const char *sub, const char *const *srcs, const char *const *dsts, int n);
 
 /* Is s valid UTF-8? Is it in Unicode normalization form C? */
