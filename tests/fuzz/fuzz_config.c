@@ -1,5 +1,7 @@
-/* A model directory's JSON settings: config.json (src/model/config.c),
- * generation_config.json and longflow.json (src/eval/problems.c). Input
+/* A model directory's JSON settings: config.json and generation_config.json
+ * (src/model/config.c), and the CLI's reading of longflow.json and
+ * generation_config.json for its defaults (lf_gen_model_defaults,
+ * src/cli/common.c). Input
  * parts, separated by LF_FUZZ_SEP: the three files in that order; a missing
  * part means a missing file. A configuration the loader accepts must be
  * self-consistent (positive sizes, heads that divide). */
@@ -7,7 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "eval/problems.h"
+#include "cli/common.h"
 #include "harness.h"
 #include "model/config.h"
 
@@ -38,8 +40,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         lf_fuzz_note("config", err.msg);
     }
-    char *instruction = NULL;
-    if (lf_eval_instruction_load(lf_fuzz_dir(), &instruction, &err) == 0) free(instruction);
-    else lf_fuzz_note("longflow.json", err.msg);
+    lf_model_defaults d;
+    if (lf_gen_model_defaults(lf_fuzz_dir(), &d, &err) == 0) {
+        if (d.max_tokens < 0 || d.max_length < 0) {
+            fprintf(stderr, "negative default max_tokens %d / max_length %d\n", d.max_tokens, d.max_length);
+            abort();
+        }
+        lf_gen_model_defaults_free(&d);
+    } else {
+        lf_fuzz_note("model defaults", err.msg);
+    }
     return 0;
 }
