@@ -168,7 +168,7 @@ def tokenizer_seeds():
 
 
 def chat_seeds():
-    n_cases = 6  # fuzz_chat.c's table
+    n_cases = 7  # fuzz_chat.c's table
     convs = [
         [{"role": "user", "content": "What is 2+2?"}],
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
