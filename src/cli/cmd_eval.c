@@ -23,6 +23,7 @@
 #include "model/gguf_tokenizer.h"
 #include "core/timer.h"
 #include "eval/answer.h"
+#include "eval/problems.h"
 #include "model/model.h"
 #include "kv/policy.h"
 
@@ -101,27 +102,17 @@ static void free_problems(problem *p, int n) {
 
 /* One data line into p; prints the error (naming file and line) on failure. */
 static int parse_problem(const char *path, int line_no, const char *line, int n, problem *p) {
-    cJSON *j = cJSON_Parse(line);
-    const cJSON *q = j ? cJSON_GetObjectItemCaseSensitive(j, "question") : NULL;
-    const cJSON *a = j ? cJSON_GetObjectItemCaseSensitive(j, "true_answer") : NULL;
-    const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
-    int rc = -1;
+    lf_eval_problem ep;
+    lf_error err;
     memset(p, 0, sizeof *p);
-    if (!j || !cJSON_IsString(q) || !(cJSON_IsString(a) || cJSON_IsNumber(a))) {
-        lf_cli_error(CMD, "%s:%d: expected a JSON object with string \"question\" and \"true_answer\"", path, line_no);
-    } else if (ix && (!cJSON_IsNumber(ix) || ix->valuedouble != floor(ix->valuedouble) || fabs(ix->valuedouble) > 1e9)) {
-        lf_cli_error(CMD, "%s:%d: \"index\" must be an integer", path, line_no);
-    } else {
-        p->index = ix ? (int)ix->valuedouble : n;
-        char buf[64];
-        if (cJSON_IsNumber(a)) snprintf(buf, sizeof buf, "%.17g", a->valuedouble);
-        p->question = strdup(q->valuestring);
-        p->truth = strdup(cJSON_IsString(a) ? a->valuestring : buf);
-        if (p->question && p->truth) rc = 0;
-        else lf_cli_error(CMD, "out of memory");
+    if (lf_eval_problem_parse(line, strlen(line), n, &ep, &err)) {
+        lf_cli_error(CMD, "%s:%d: %s", path, line_no, err.msg);
+        return -1;
     }
-    cJSON_Delete(j);
-    return rc;
+    p->index = ep.index;
+    p->question = ep.question;
+    p->truth = ep.truth;
+    return 0;
 }
 
 /* The problems of the data file (the first `limit`, 0 = all). Indices must
@@ -188,14 +179,11 @@ static int apply_percent_budget(const char *ref_path, double pct, problem *p, in
     }
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        if (!j) continue;
-        const cJSON *ix = cJSON_GetObjectItemCaseSensitive(j, "index");
-        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(j, "n_tokens");
-        if (cJSON_IsNumber(ix) && cJSON_IsNumber(nt))
-            for (int i = 0; i < n; i++)
-                if (p[i].index == ix->valueint) p[i].budget = (int)ceil(nt->valuedouble * pct / 100.0);
-        cJSON_Delete(j);
+        lf_eval_result r;
+        if (lf_eval_result_parse(line, strlen(line), &r) || !r.has_index || !r.has_n_tokens) continue;
+        for (int i = 0; i < n; i++)
+            if (p[i].index == r.index) /* up to 10x INT_MAX tokens: clamp before the cast */
+                p[i].budget = (int)fmin(ceil(r.n_tokens * pct / 100.0), (double)INT_MAX);
     }
     free(text);
     for (int i = 0; i < n; i++) {
@@ -294,24 +282,22 @@ static int read_existing(const char *path, const cJSON *settings, problem *p, in
     char *save = NULL, *first = NULL;
     int rc = 0;
     for (char *line = strtok_r(text, "\n", &save); line && rc == 0; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
+        lf_eval_result r;
+        /* (a line cut by an interruption does not parse: that problem is redone) */
+        bool ok = lf_eval_result_parse(line, strlen(line), &r) == 0 && r.has_index;
         if (!first) first = line;
-        if (cJSON_IsNumber(ix) && *restart) { /* the first result: the settings must match */
+        if (ok && *restart) { /* the first result: the settings must match */
             *restart = false;
             rc = check_settings(path, first, settings);
         }
-        /* (a line cut by an interruption does not parse: that problem is redone) */
-        const cJSON *run = j ? cJSON_GetObjectItemCaseSensitive(j, "run") : NULL;
-        if (cJSON_IsNumber(run) && run->valueint >= st->run) st->run = run->valueint + 1;
-        for (int i = 0; rc == 0 && cJSON_IsNumber(ix) && i < n; i++)
-            if (p[i].index == ix->valueint && !p[i].done) {
+        if (ok && r.run >= st->run) st->run = r.run + 1;
+        for (int i = 0; rc == 0 && ok && i < n; i++)
+            if (p[i].index == r.index && !p[i].done) {
                 p[i].done = true;
                 st->n_done++;
-                st->n_correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
+                st->n_correct += r.correct;
                 break;
             }
-        cJSON_Delete(j);
     }
     free(text);
     return rc;
@@ -471,29 +457,22 @@ typedef struct summary {
     double kv_all_peak;      /* all sequences at once, the largest run's */
 } summary;
 
-static double num(const cJSON *j, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
 static void max_size(size_t *acc, double v) {
     if (v > (double)*acc) *acc = (size_t)v;
 }
 
 /* Tally one stored record (the first of each index of the problem set). */
-static void tally(summary *s, const cJSON *j, double *run_secs, int n_runs) {
+static void tally(summary *s, const lf_eval_result *r, double *run_secs, int n_runs) {
     s->problems++;
-    s->correct += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "correct"));
-    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(j, "finish_reason");
-    s->truncated += cJSON_IsString(fr) && !strcmp(fr->valuestring, "length");
-    s->out_tokens += (long)num(j, "n_tokens");
-    max_size(&s->kv.bytes, num(j, "kv_bytes"));
-    max_size(&s->kv.in_use_peak, num(j, "kv_bytes_in_use_peak"));
-    max_size(&s->kv.full_bytes, num(j, "kv_bytes_full"));
-    max_size(&s->kv.full_in_use_peak, num(j, "kv_bytes_full_in_use_peak"));
-    if (num(j, "kv_bytes_all_peak") > s->kv_all_peak) s->kv_all_peak = num(j, "kv_bytes_all_peak");
-    int run = (int)num(j, "run");
-    if (run >= 1 && run < n_runs && num(j, "elapsed_s") > run_secs[run]) run_secs[run] = num(j, "elapsed_s");
+    s->correct += r->correct;
+    s->truncated += r->truncated;
+    s->out_tokens += r->n_tokens;
+    max_size(&s->kv.bytes, r->kv_bytes);
+    max_size(&s->kv.in_use_peak, r->kv_in_use_peak);
+    max_size(&s->kv.full_bytes, r->kv_full_bytes);
+    max_size(&s->kv.full_in_use_peak, r->kv_full_in_use_peak);
+    if (r->kv_all_peak > s->kv_all_peak) s->kv_all_peak = r->kv_all_peak;
+    if (r->run >= 1 && r->run < n_runs && r->elapsed_s > run_secs[r->run]) run_secs[r->run] = r->elapsed_s;
 }
 
 static int summarize(const char *path, const problem *p, int n, int n_runs, summary *s) {
@@ -515,15 +494,14 @@ static int summarize(const char *path, const problem *p, int n, int n_runs, summ
     }
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *ix = j ? cJSON_GetObjectItemCaseSensitive(j, "index") : NULL;
-        for (int i = 0; cJSON_IsNumber(ix) && i < n; i++)
-            if (p[i].index == ix->valueint && !seen[i]) {
+        lf_eval_result r;
+        if (lf_eval_result_parse(line, strlen(line), &r) || !r.has_index) continue;
+        for (int i = 0; i < n; i++)
+            if (p[i].index == r.index && !seen[i]) {
                 seen[i] = true;
-                tally(s, j, run_secs, n_runs + 1);
+                tally(s, &r, run_secs, n_runs + 1);
                 break;
             }
-        cJSON_Delete(j);
     }
     for (int r = 1; r <= n_runs; r++) s->seconds += run_secs[r];
     free(seen);
