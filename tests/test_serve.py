@@ -16,6 +16,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_util import SANITIZED, Server, generate, problems, sse_events  # noqa: E402
 
+CANCELLED = 'longflow_requests_finished_total{reason="cancelled"}'
+
 import openai  # noqa: E402
 
 CHAT = "/v1/chat/completions"
@@ -306,7 +308,7 @@ class Serve(unittest.TestCase):
             time.sleep(0.02)
         self.assertEqual(m["longflow_running_sequences"], 0)
         self.assertEqual(m["longflow_kv_slots_allocated"], 0)
-        self.assertEqual(m["longflow_requests_cancelled_total"], before["longflow_requests_cancelled_total"] + 1)
+        self.assertEqual(m[CANCELLED], before[CANCELLED] + 1)
         self.assertLess(m["longflow_generation_tokens_total"] - before["longflow_generation_tokens_total"], 3000)
         self.assert_serving()
 
@@ -325,10 +327,10 @@ class Serve(unittest.TestCase):
         t0 = time.time()
         while time.time() - t0 < 30:
             m = self.srv.metrics()
-            if m["longflow_requests_cancelled_total"] > before["longflow_requests_cancelled_total"]:
+            if m[CANCELLED] > before[CANCELLED]:
                 break
             time.sleep(0.02)
-        self.assertEqual(m["longflow_requests_cancelled_total"], before["longflow_requests_cancelled_total"] + 1)
+        self.assertEqual(m[CANCELLED], before[CANCELLED] + 1)
         self.assertEqual(m["longflow_kv_slots_allocated"], 0)
         self.assertLess(m["longflow_generation_tokens_total"] - before["longflow_generation_tokens_total"], 3000)
         self.assert_serving()

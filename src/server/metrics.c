@@ -9,6 +9,7 @@
 static const double bounds[LF_METRICS_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
                                                   0.25,  0.5,    1.0,   2.5,  5.0,   10.0, 30.0,  60.0};
 static const char *const status_labels[6] = {"200", "400", "401", "404_413", "429_503", "500"};
+static const char *const finish_labels[LF_FINISH_REASONS] = {"stop", "length", "cancelled", "error"};
 
 void lf_metrics_init(lf_metrics *m) {
     memset(m, 0, sizeof *m);
@@ -35,12 +36,18 @@ void lf_metrics_request(lf_metrics *m, int status) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted, int cancelled) {
+static int finish_class(const char *finish) {
+    for (int i = 0; i < LF_FINISH_REASONS - 1; i++)
+        if (finish && !strcmp(finish, finish_labels[i])) return i;
+    return LF_FINISH_REASONS - 1;
+}
+
+void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted, const char *finish) {
     pthread_mutex_lock(&m->mu);
     m->prompt_tokens += (unsigned long)prompt;
     m->generation_tokens += (unsigned long)generated;
     m->evictions += (unsigned long)(evicted > 0 ? evicted : 0);
-    m->cancelled += (unsigned long)cancelled;
+    m->finished[finish_class(finish)]++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -128,8 +135,10 @@ char *lf_metrics_render(lf_metrics *m) {
            (double)m->generation_tokens);
     scalar(&b, "longflow_kv_evictions_total", "counter",
            "tokens the KV policies evicted (per layer, finished requests)", (double)m->evictions);
-    scalar(&b, "longflow_requests_cancelled_total", "counter", "requests cancelled (client gone, shutdown)",
-           (double)m->cancelled);
+    put(&b, "# HELP longflow_requests_finished_total requests the engine ran, by how they ended\n"
+            "# TYPE longflow_requests_finished_total counter\n");
+    for (int i = 0; i < LF_FINISH_REASONS; i++)
+        put(&b, "longflow_requests_finished_total{reason=\"%s\"} %lu\n", finish_labels[i], m->finished[i]);
     scalar(&b, "longflow_running_sequences", "gauge", "sequences generating now", m->running);
     scalar(&b, "longflow_queued_sequences", "gauge", "requests waiting for a place", m->queued);
     scalar(&b, "longflow_kv_slots_in_use", "gauge", "KV slots per layer holding a token, all running sequences",

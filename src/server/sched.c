@@ -178,8 +178,7 @@ static void job_finish(lf_sched *s, lf_job *j, const char *finish, const char *e
     pthread_mutex_unlock(&j->mu);
     if (g) {
         long written = (long)g->n_prompt + g->n_tokens - 1;
-        lf_metrics_tokens(s->metrics, g->n_prompt, g->n_tokens, written - (long)g->kv_tokens_peak,
-                          !strcmp(j->finish, "cancelled"));
+        lf_metrics_tokens(s->metrics, g->n_prompt, g->n_tokens, written - (long)g->kv_tokens_peak, j->finish);
         lf_engine_release(s->engine, j->engine_id, NULL);
     }
     pthread_mutex_lock(&s->mu);
