@@ -16,6 +16,7 @@ Writes:
                                        string arrays, a few tensor types; v2, v3
 
 Run from the repository root: python3 tools/gen_gguf_fixtures.py
+(`--gpu-shapes DIR`: only the head_dim-64 checkpoint, BF16 and Q8_0, into DIR.)
 """
 import json
 import os
@@ -169,14 +170,14 @@ def write_metadata(w, arch, cfg, gen):
         w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
 
 
-def convert_model(name, quant):
+def convert_model(name, quant, out=None):
     src = os.path.join(ROOT, "tests", "data", "models", name)
     cfg = json.load(open(os.path.join(src, "config.json")))
     arch = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
             "Qwen3ForCausalLM": "qwen3"}[cfg["architectures"][0]]
     tensors = read_safetensors(os.path.join(src, "model.safetensors"))
     suffix = "-q8_0" if quant else ""
-    path = os.path.join(OUT, "models", name + suffix + ".gguf")
+    path = os.path.join(out or os.path.join(OUT, "models"), name + suffix + ".gguf")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     w = gguf.GGUFWriter(path, arch)
     w.add_name(name)
@@ -236,7 +237,16 @@ def write_seed(path, version, rng):
             f.write(struct.pack("<I", 2))
 
 
+GPU_SHAPES = ("qwen3_hd64",)  # head_dim 64, a shape the CUDA backend runs (llama_hd64_gqa4 has llama3 rope)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--gpu-shapes":
+        # not committed: bench/cuda/check_gguf_gpu.sh converts these on the fly
+        for name in GPU_SHAPES:
+            convert_model(name, quant=False, out=sys.argv[2])
+            convert_model(name, quant=True, out=sys.argv[2])
+        return 0
     rng = np.random.default_rng(20261202)
     write_quant_refs(rng)
     for name in ("llama_linear", "qwen2_bias", "qwen3_tied_hd"):

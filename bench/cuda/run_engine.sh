@@ -80,6 +80,7 @@ if [ -f "$BIN/bin.tar.gz" ]; then
   tar xzf "$BIN/bin.tar.gz" -C "$PROG" || { echo "cannot unpack $BIN/bin.tar.gz" | tee -a "$SUMMARY"; exit 1; }
 fi
 export LF_BIN="$PROG/longflow"
+export LD_LIBRARY_PATH="$PROG:$LD_LIBRARY_PATH" # the CUDA plugin, for the test programs linked to it
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1
   echo "PARTS=$PARTS"; ls -l "$PROG" "$BIN/lib" 2>&1; } >> "$LOG"
 if [ ! -x "$PROG/longflow" ]; then
