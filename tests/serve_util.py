@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 
 SRC = os.environ.get("LF_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,12 +29,15 @@ class Server:
         self.port = free_port()
         e = dict(os.environ)
         e.update(env or {})
+        # stderr goes to a file: a pipe that nobody reads while the server runs
+        # fills up and blocks whichever server thread writes to it next
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen([BIN, "serve", "--model", MODEL, "--port", str(self.port), "--threads", "2",
-                                      *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+                                      *args], stdout=subprocess.DEVNULL, stderr=self.log, text=True, env=e)
         deadline = time.time() + (120 if SANITIZED else 30)
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.stderr()}")
             try:
                 st, _, _ = self.request("GET", "/health")
                 if st == 200:
@@ -41,8 +45,8 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)
-        self.stop()
-        raise AssertionError("serve did not become ready")
+        _, err = self.stop()
+        raise AssertionError(f"serve did not become ready: {err}")
 
     @property
     def base_url(self):
@@ -86,15 +90,23 @@ class Server:
     def signal_stop(self, sig):
         self.proc.send_signal(sig)
 
+    def stderr(self):
+        """What the server wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read()
+
     def stop(self, timeout=60):
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate()
-        return self.proc.returncode, err
+            self.proc.wait()
+        if not self.log.closed:
+            self.err = self.stderr()
+            self.log.close()
+        return self.proc.returncode, self.err
 
 
 def sse_events(resp):

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <microhttpd.h>
 
 #include "core/error.h"
+#include "core/timer.h"
 #include "server/response.h"
 #include "server/server.h"
 #include "server/think.h"
@@ -433,6 +435,34 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 
 /* ---- the daemon ---------------------------------------------------------- */
 
+/* libmicrohttpd's own messages, at most one every 10 s (with the count of
+ * those left out). Every client that hangs up mid-stream makes one ("Failed
+ * to send the chunked response body ..."): written each time, they flood the
+ * log, and once stderr is a pipe nobody drains, the connection threads block
+ * in write(2) and never get to cancel their requests. */
+static void http_log(void *cls, const char *fmt, va_list ap) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static double last_ms = -1e9;
+    static long left_out = 0;
+    (void)cls;
+    pthread_mutex_lock(&mu);
+    double now = lf_now_ms();
+    if (now - last_ms < 10000.0) {
+        left_out++;
+        pthread_mutex_unlock(&mu);
+        return;
+    }
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strcspn(msg, "\n");
+    fprintf(stderr, "longflow serve: http: %.*s", (int)n, msg);
+    if (left_out > 0) fprintf(stderr, " (and %ld more messages in the last %.0f s)", left_out, (now - last_ms) / 1e3);
+    fputc('\n', stderr);
+    last_ms = now;
+    left_out = 0;
+    pthread_mutex_unlock(&mu);
+}
+
 int lf_http_start(lf_server *s, lf_error *err) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     char port[16];
@@ -441,8 +471,9 @@ int lf_http_start(lf_server *s, lf_error *err) {
     if (rc || !ai) return lf_fail(err, "--host %s: %s", s->opt.host, gai_strerror(rc));
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    s->mhd = MHD_start_daemon(flags, (uint16_t)s->opt.port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+    s->mhd = MHD_start_daemon(flags, (uint16_t)s->opt.port, NULL, NULL, handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_log,
+                              s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                              MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned)s->opt.timeout_s, MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) return lf_fail(err, "cannot listen on %s:%d (in use, or not an address of this machine)", s->opt.host,

@@ -1,6 +1,9 @@
 #include "server/server.h"
 
 #include <signal.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,21 @@ static int load(lf_server *s, const char *dir, const lf_engine_config *ec, lf_mo
     return 0;
 }
 
+/* A request's KV cache is one block of megabytes (9 MB each for K and V at
+ * 3,000 tokens on the bundled model), allocated by the scheduler thread and
+ * freed when the request ends. glibc maps such blocks at first, but raises
+ * its mmap threshold to the size of each mapped block that is freed; from
+ * then on the caches come from the scheduler thread's arena, whose free
+ * memory stays resident (measured: 1.7 MB in use but 68 MB free and resident
+ * after 8 clients' 3,000-token streams, 83 MB RSS at idle; 19 MB after
+ * malloc_trim). A fixed threshold keeps every large block mapped, so a
+ * finished request's cache goes back to the system at once. */
+static void keep_large_blocks_mapped(void) {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
 /* Wait for SIGINT or SIGTERM (blocked in every thread, taken here). */
 static int wait_signal(const sigset_t *set) {
     int sig = 0;
@@ -73,6 +91,7 @@ int lf_serve_run(const lf_serve_options *o, const char *model_dir, const lf_engi
     atomic_init(&s->next_id, 1);
     atomic_init(&s->http_jobs, 0);
     lf_metrics_init(&s->metrics);
+    keep_large_blocks_mapped();
 
     sigset_t set;
     sigemptyset(&set);
