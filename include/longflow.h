@@ -166,6 +166,9 @@ typedef struct lf_request_params {
     int budget;             /* slots per layer for a budgeted policy (> 0); ignored for full */
     const int *stop_ids;    /* generation stops after any of these ids (copied at submit) */
     int n_stop_ids;
+    int64_t stream;         /* the sampler's random stream: -1 = the request id (independent streams for the
+                               requests of one run); >= 0 = this one, so that a request with its own seed
+                               samples the same tokens on any run (0 = `longflow generate --seed`) */
 } lf_request_params;
 
 /* params for a request of n_prompt ids that takes every setting from the

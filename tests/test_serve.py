@@ -70,6 +70,37 @@ class Serve(unittest.TestCase):
             self.assertEqual(kv["peak_slots"], ref["stats"]["kv_tokens_peak"])
             self.assertEqual(kv["bytes"], ref["stats"]["kv_bytes"])
 
+    def test_seed_reproducible_across_runs(self):
+        """A sampled request with its own seed gets generate --seed's tokens, whatever the server ran before and
+        on a second server; without a seed, the first request of a server started with --seed S samples as
+        generate --seed S (its number is 0) and a later one differs from it. (A completion of an odd prompt at
+        temperature 1: the bundled model is too sure of itself on its chat problems for seeds to matter.)"""
+        prompt, n = "zebra quantum 7", 24
+        opts = ["--prompt", prompt, "--temperature", "1", "--max-tokens", str(n), "--ignore-eos"]
+        ref = generate("--seed", "4242", *opts)["tokens"]
+        ref77 = generate("--seed", "77", *opts)["tokens"]
+        self.assertNotEqual(ref77, ref)
+        body = {"prompt": prompt, "max_tokens": n, "temperature": 1, "seed": 4242, "ignore_eos": True,
+                "return_token_ids": True}
+        unseeded = {k: v for k, v in body.items() if k != "seed"}
+
+        def ids(srv, b):
+            st, _, r = srv.post(CMPL, b)
+            self.assertEqual(st, 200, r)
+            return r["choices"][0]["token_ids"]
+
+        self.assert_serving()  # this server has answered other requests before
+        self.assertEqual(ids(self.srv, body), ref)
+        other = Server("--seed", "77", "--temperature", "1")
+        try:
+            first, again, second = ids(other, unseeded), ids(other, body), ids(other, unseeded)
+        finally:
+            rc, err = other.stop()
+            self.assertEqual(rc, 0, err)
+        self.assertEqual(again, ref)
+        self.assertEqual(first, ref77)
+        self.assertNotEqual(second, ref77)
+
     def test_reasoning_split_whole_answer(self):
         """A problem solved to the end: reasoning_content and content as generate --split-think, finish 'stop'."""
         q = problems(1, "sum")[0]

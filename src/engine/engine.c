@@ -36,6 +36,7 @@ typedef struct lf_request {
     int max_new;     /* tokens it may generate: max_tokens, or less at the model's context */
     bool ignore_eos;
     lf_sampling sampling;
+    uint64_t stream; /* the sampler's random stream */
     lf_policy_kind policy;
     lf_kv_cache cache;
     bool has_cache;
@@ -213,6 +214,7 @@ void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prom
     p->ignore_eos = e->cfg.ignore_eos;
     p->policy = e->cfg.policy.kind;
     p->budget = e->cfg.policy.budget;
+    p->stream = -1;
 }
 
 static int check_ids(const lf_engine *e, const int *ids, int n, const char *what, lf_error *err) {
@@ -356,6 +358,7 @@ int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *
     r->budget = p->policy == LF_POLICY_FULL ? 0 : p->budget;
     r->entry = -1;
     r->g.id = e->id_base + e->n_reqs;
+    r->stream = p->stream >= 0 ? (uint64_t)p->stream : (uint64_t)r->g.id;
     r->g.prompt = r->prompt;
     r->g.n_prompt = p->n_prompt;
     r->g.tokens = r->tokens;
@@ -446,7 +449,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     r->history = malloc((size_t)(r->g.n_prompt + r->max_new) * sizeof(int));
     if (!r->history) return lf_fail(err, "engine: out of memory");
     memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
-    if (lf_sampler_init(&r->sampler, &r->sampling, c->vocab_size, (uint64_t)r->g.id, err)) return -1;
+    if (lf_sampler_init(&r->sampler, &r->sampling, c->vocab_size, r->stream, err)) return -1;
     r->has_sampler = true;
     lf_policy_config pc = request_policy(e, r);
     if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(r), err)) return -1;

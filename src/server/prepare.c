@@ -69,6 +69,7 @@ int lf_server_prepare(const lf_server *s, const lf_api_request *r, lf_request_pa
     lf_request_params_default(s->engine, *prompt, n, p);
     p->max_tokens = max_tokens;
     p->sampling = r->sampling;
+    p->stream = r->seed_given ? 0 : -1; /* without a seed: --seed mixed with the request id */
     p->ignore_eos = r->ignore_eos;
     p->policy = r->policy;
     p->budget = r->budget;

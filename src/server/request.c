@@ -124,7 +124,7 @@ static int bool_field(const cJSON *o, const char *name, const char *param, bool 
     return 1;
 }
 
-static int parse_sampling(const cJSON *o, lf_sampling *s, lf_api_error *e) {
+static int parse_sampling(const cJSON *o, lf_sampling *s, bool *seed_given, lf_api_error *e) {
     double x;
     int rc;
     if ((rc = number_field(o, "temperature", 0, 2, false, &x, e)) < 0) return -1;
@@ -142,6 +142,7 @@ static int parse_sampling(const cJSON *o, lf_sampling *s, lf_api_error *e) {
     if (rc) s->repetition_penalty = (float)x;
     if ((rc = number_field(o, "seed", -9007199254740991.0, 9007199254740991.0, true, &x, e)) < 0) return -1;
     if (rc) s->seed = (uint64_t)(int64_t)x;
+    *seed_given = rc == 1;
     const char *unsupported[] = {"presence_penalty", "frequency_penalty"};
     for (int i = 0; i < 2; i++) {
         if ((rc = number_field(o, unsupported[i], -2, 2, false, &x, e)) < 0) return -1;
@@ -296,7 +297,7 @@ int lf_api_parse(const char *body, size_t len, bool chat, const lf_api_defaults 
         lf_api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object");
         goto out;
     }
-    if (parse_input(o, r, e) || parse_options(o, d, r, e) || parse_sampling(o, &r->sampling, e) ||
+    if (parse_input(o, r, e) || parse_options(o, d, r, e) || parse_sampling(o, &r->sampling, &r->seed_given, e) ||
         parse_stop(o, r, e) || parse_policy(o, d, r, e))
         goto out;
     rc = 0;

@@ -47,6 +47,7 @@ typedef struct lf_api_request {
     int n_prompt_ids;
     int max_tokens;          /* 0 = not given (the server picks, see docs/serve.md) */
     lf_sampling sampling;
+    bool seed_given;         /* "seed": sample on a stream of its own, the same on any server run */
     bool ignore_eos;
     bool stream, include_usage;
     bool enable_thinking;    /* chat_template_kwargs.enable_thinking (default true) */
