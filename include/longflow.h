@@ -74,6 +74,16 @@ typedef struct lf_policy_config {
 
 /* Parse a policy name ("full", "longflow", ...). Returns -1 if unknown. */
 int lf_policy_from_name(const char *name, lf_policy_kind *out);
+/* The same for a setting that a user wrote: what names it ("--policy",
+ * "kv_policy"); unknown: -1 with err "WHAT: unknown policy 'NAME' (known:
+ * ...)". The CLI and the server both check names here. */
+int lf_policy_parse(const char *what, const char *name, lf_policy_kind *out, lf_error *err);
+/* The rule for a policy and a budget chosen together (the CLI's --policy
+ * and --budget, the server's kv_policy and kv_budget): a budgeted policy
+ * needs a budget, full takes none. policy_what and budget_what name the two
+ * settings in the message. Returns 0, or -1 with err. */
+int lf_policy_check_budget(lf_policy_kind kind, bool budget_given, const char *policy_what, const char *budget_what,
+                           lf_error *err);
 /* The name of a kind ("?" when out of range). */
 const char *lf_policy_name(lf_policy_kind k);
 /* The number of policies (kinds are 0 .. lf_policy_count()-1). */

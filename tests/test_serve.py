@@ -8,13 +8,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_util import SANITIZED, Server, generate, problems, sse_events  # noqa: E402
+from serve_util import BIN, MODEL, SANITIZED, Server, generate, problems, sse_events  # noqa: E402
 
 CANCELLED = 'longflow_requests_finished_total{reason="cancelled"}'
 
@@ -316,6 +317,28 @@ class Serve(unittest.TestCase):
         with self.assertRaises(openai.BadRequestError) as cm:
             self.client.chat.completions.create(model="tiny-reasoner", messages=[], max_tokens=4)
         self.assertEqual(cm.exception.body["param"], "messages")
+
+    def test_policy_rules_as_cli(self):
+        """kv_policy/kv_budget are refused with the CLI's --policy/--budget rules and words (every policy of
+        `longflow policies` is known; the setting's name is the request field's)."""
+        names = [p["name"] for p in json.loads(subprocess.run([BIN, "policies", "--json"], capture_output=True,
+                                                              text=True, check=True).stdout)]
+        cases = [(["--policy", "magic"], {"kv_policy": "magic"}), (["--policy", "tova"], {"kv_policy": "tova"}),
+                 (["--budget", "64"], {"kv_budget": 64})]
+        for flags, fields in cases:
+            with self.subTest(flags=flags):
+                cli = subprocess.run([BIN, "generate", "--model", MODEL, "--prompt", "x", *flags],
+                                     capture_output=True, text=True)
+                self.assertNotEqual(cli.returncode, 0)
+                want = cli.stderr.strip().split(": ", 1)[1]
+                want = want.replace("--policy", "kv_policy").replace("--budget", "kv_budget")
+                st, _, b = self.srv.post(CHAT, dict(chat_body("A1", 4), **fields))
+                self.assertEqual(st, 400, b)
+                self.assertEqual(b["error"]["message"], want)
+        for name in names:
+            fields = {"kv_policy": name} if name == "full" else {"kv_policy": name, "kv_budget": 64}
+            st, _, b = self.srv.post(CHAT, dict(chat_body("A1", 4), **fields))
+            self.assertEqual(st, 200, (name, b))
 
     def test_disconnect_frees_slot(self):
         """A client that goes away mid-stream: its sequence is cancelled, its slots freed (/metrics)."""

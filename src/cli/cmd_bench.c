@@ -195,16 +195,8 @@ int lf_cmd_bench(int argc, char **argv) {
         lf_cli_error(CMD, "--mode and --lengths apply to --device cuda only");
         return 2;
     }
+    if (lf_gen_check_budget(&o, CMD)) return 2;
     bool budgeted = o.policy.kind != LF_POLICY_FULL;
-    if (budgeted && !o.budget_given) {
-        lf_cli_error(CMD, "--policy %s needs --budget N (KV slots per sequence and layer)",
-                     lf_policy_name(o.policy.kind));
-        return 2;
-    }
-    if (!budgeted && o.budget_given) {
-        lf_cli_error(CMD, "--budget applies to budgeted policies; --policy full keeps every token");
-        return 2;
-    }
     if (o.device == LF_DEVICE_CUDA) {
         lf_bench_cuda_args ca;
         memset(&ca, 0, sizeof ca);

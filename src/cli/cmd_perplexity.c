@@ -99,11 +99,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
 static int check_flags(const ppl_cli *c) {
     bool budgeted = c->o.policy.kind != LF_POLICY_FULL;
     if (!c->file) lf_cli_error(CMD, "--file TEXT is required (the text to score)");
-    else if (budgeted && !c->o.budget_given)
-        lf_cli_error(CMD, "--policy %s needs --budget N (KV slots per window and layer)",
-                     lf_policy_name(c->o.policy.kind));
-    else if (!budgeted && c->o.budget_given)
-        lf_cli_error(CMD, "--budget applies to budgeted policies; --policy full keeps every token");
+    else if (lf_gen_check_budget(&c->o, CMD)) return -1;
     else if (c->kl_write && !c->kl_base) lf_cli_error(CMD, "--kl-write needs --kl-base FILE (where to write)");
     else if (c->kl_write && budgeted)
         lf_cli_error(CMD, "--kl-write stores the full cache's logits: use it with --policy full, not %s",

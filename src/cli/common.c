@@ -52,6 +52,13 @@ bool lf_gen_parse_batch(lf_args *a, const char *flag, int *out) {
     return true;
 }
 
+int lf_gen_check_budget(const lf_gen_options *o, const char *cmd) {
+    lf_error err = {{0}};
+    if (lf_policy_check_budget(o->policy.kind, o->budget_given, "--policy", "--budget", &err) == 0) return 0;
+    lf_cli_error(cmd, "%s", err.msg);
+    return -1;
+}
+
 int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
     if (o->device != LF_DEVICE_CUDA && o->max_seqs == 0) {
         lf_cli_error(cmd, "--batch/--max-seqs max (as many sequences as fit in GPU memory) needs --device cuda; "
@@ -133,10 +140,9 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
     if (!strcmp(f, "--policy")) {
         const char *v = lf_arg_value(a, f);
         if (!v) return -1;
-        if (lf_policy_from_name(v, &o->policy.kind)) {
-            char known[256];
-            lf_policy_list(known, sizeof known);
-            lf_cli_error(a->cmd, "--policy: unknown policy '%s' (known: %s; see longflow policies)", v, known);
+        lf_error err = {{0}};
+        if (lf_policy_parse("--policy", v, &o->policy.kind, &err)) {
+            lf_cli_error(a->cmd, "%s", err.msg);
             return -1;
         }
         return 1;
@@ -329,18 +335,7 @@ int lf_gen_engine_config(const lf_gen_options *o, const char *cmd, const lf_mode
     ec->ignore_eos = o->ignore_eos;
     ec->sampling = o->sampling;
     ec->policy = o->policy;
-    if (o->policy.kind == LF_POLICY_FULL) {
-        if (o->budget_given) {
-            lf_cli_error(cmd, "--budget applies to budgeted policies; --policy full keeps every token "
-                              "(use --policy longflow --budget N)");
-            return -1;
-        }
-    } else if (!o->budget_given) {
-        lf_cli_error(cmd, "--policy %s needs --budget N (KV slots per sequence and layer)",
-                     lf_policy_name(o->policy.kind));
-        return -1;
-    }
-    return 0;
+    return lf_gen_check_budget(o, cmd);
 }
 
 

@@ -42,6 +42,10 @@ bool lf_gen_parse_batch(lf_args *a, const char *flag, int *out);
  * --gpu-mem-fraction only with --device cuda. Prints; returns -1 on error. */
 int lf_gen_check_device(const lf_gen_options *o, const char *cmd);
 
+/* --policy and --budget together (lf_policy_check_budget). Prints; returns
+ * -1 on error. */
+int lf_gen_check_budget(const lf_gen_options *o, const char *cmd);
+
 /* The model directory: --model, else $LONGFLOW_MODEL, else the bundled one. */
 const char *lf_gen_model_dir(const lf_gen_options *o);
 

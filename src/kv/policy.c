@@ -33,6 +33,24 @@ void lf_policy_list(char *buf, size_t size) {
     }
 }
 
+int lf_policy_parse(const char *what, const char *name, lf_policy_kind *out, lf_error *err) {
+    if (lf_policy_from_name(name, out) == 0) return 0;
+    char known[256];
+    lf_policy_list(known, sizeof known);
+    return lf_fail(err, "%s: unknown policy '%.40s' (known: %s; see longflow policies)", what, name ? name : "",
+                   known);
+}
+
+int lf_policy_check_budget(lf_policy_kind kind, bool budget_given, const char *policy_what, const char *budget_what,
+                           lf_error *err) {
+    if (kind == LF_POLICY_FULL && budget_given)
+        return lf_fail(err, "%s applies to budgeted policies; %s full keeps every token", budget_what, policy_what);
+    if (kind != LF_POLICY_FULL && !budget_given)
+        return lf_fail(err, "%s %s needs %s (KV slots per sequence and layer)", policy_what, lf_policy_name(kind),
+                       budget_what);
+    return 0;
+}
+
 void lf_policy_config_default(lf_policy_config *p) {
     p->kind = LF_POLICY_FULL;
     p->budget = 0;

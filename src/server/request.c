@@ -180,6 +180,7 @@ static int parse_stop(const cJSON *o, lf_api_request *r, lf_api_error *e) {
  * known name, a budget only for a budgeted policy and always with one. */
 static int parse_policy(const cJSON *o, const lf_api_defaults *d, lf_api_request *r, lf_api_error *e) {
     const cJSON *p = field(o, "kv_policy");
+    lf_error err = {{0}};
     double b = 0;
     int has_budget = number_field(o, "kv_budget", 1, 100000000, true, &b, e);
     if (has_budget < 0) return -1;
@@ -187,19 +188,15 @@ static int parse_policy(const cJSON *o, const lf_api_defaults *d, lf_api_request
     r->budget = d->budget;
     if (p && !cJSON_IsNull(p)) {
         if (!cJSON_IsString(p)) return BAD("kv_policy", "kv_policy must be a string");
-        if (lf_policy_from_name(p->valuestring, &r->policy))
-            return BAD("kv_policy",
-                       "kv_policy: unknown policy '%.40s' (known: full, longflow, streaming, tova, h2o, vatp, rkv)",
-                       p->valuestring);
+        if (lf_policy_parse("kv_policy", p->valuestring, &r->policy, &err)) return BAD("kv_policy", "%s", err.msg);
         if (r->policy != d->policy) r->budget = 0;
     }
     if (has_budget) r->budget = (int)b;
-    if (r->policy == LF_POLICY_FULL && has_budget)
-        return BAD("kv_budget", "kv_budget applies to budgeted policies; kv_policy full keeps every token");
+    /* the default budget counts as given for the default policy */
+    bool budget_given = has_budget || (r->policy != LF_POLICY_FULL && r->budget > 0);
+    if (lf_policy_check_budget(r->policy, budget_given, "kv_policy", "kv_budget", &err))
+        return BAD("kv_budget", "%s", err.msg);
     if (r->policy == LF_POLICY_FULL) r->budget = 0;
-    else if (r->budget <= 0)
-        return BAD("kv_budget", "kv_policy %s needs kv_budget (KV slots per sequence and layer)",
-                   lf_policy_name(r->policy));
     return 0;
 }
 
