@@ -177,6 +177,11 @@ class Soak(unittest.TestCase):
         self.assertEqual(m["longflow_queued_sequences"], 0)
         self.assertEqual(m["longflow_kv_slots_allocated"], 0)
         self.assertGreaterEqual(m["longflow_generation_tokens_total"], seen["tokens"])
+        # a step makes at most 2 tokens per place (a prefill's first token and a decode); the scheduler's host
+        # time is part of the run's
+        self.assertGreaterEqual(m["longflow_scheduler_steps_total"] * 2 * 4, m["longflow_generation_tokens_total"])
+        self.assertGreater(m["longflow_scheduler_host_seconds_total"], 0)
+        self.assertLess(m["longflow_scheduler_host_seconds_total"], SOAK_S)
         self.assertGreaterEqual(m["longflow_time_to_first_token_seconds_count"], seen["200"] - seen["abandoned"])
         print(f"soak {SOAK_S:.0f}s: {seen['200']} answered, {seen['400']} refused, {seen['abandoned']} abandoned "
               f"({int(fin['cancelled'])} cancelled), {int(m['longflow_generation_tokens_total'])} tokens; RSS idle "

@@ -51,7 +51,7 @@ void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted,
     pthread_mutex_unlock(&m->mu);
 }
 
-static void observe(lf_histogram *h, double v) {
+void lf_histogram_observe(lf_histogram *h, double v) {
     int b = 0;
     while (b < LF_METRICS_BUCKETS && v > bounds[b]) b++;
     h->counts[b]++;
@@ -59,21 +59,23 @@ static void observe(lf_histogram *h, double v) {
     h->n++;
 }
 
-void lf_metrics_latency(lf_metrics *m, double ttft_s, double itl_s) {
-    pthread_mutex_lock(&m->mu);
-    if (ttft_s >= 0) observe(&m->ttft, ttft_s);
-    if (itl_s >= 0) observe(&m->itl, itl_s);
-    pthread_mutex_unlock(&m->mu);
+static void histogram_add(lf_histogram *to, const lf_histogram *h) {
+    for (int i = 0; i <= LF_METRICS_BUCKETS; i++) to->counts[i] += h->counts[i];
+    to->sum += h->sum;
+    to->n += h->n;
 }
 
-void lf_metrics_gauges(lf_metrics *m, int running, int queued, long slots_in_use, long slots_allocated,
-                       size_t kv_bytes) {
+void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st) {
     pthread_mutex_lock(&m->mu);
-    m->running = running;
-    m->queued = queued;
-    m->kv_slots_in_use = slots_in_use;
-    m->kv_slots_allocated = slots_allocated;
-    m->kv_bytes_allocated = kv_bytes;
+    histogram_add(&m->ttft, &st->ttft);
+    histogram_add(&m->itl, &st->itl);
+    m->sched_steps += (unsigned long)st->stepped;
+    m->sched_host_s += st->host_s;
+    m->running = st->running;
+    m->queued = st->queued;
+    m->kv_slots_in_use = st->slots_in_use;
+    m->kv_slots_allocated = st->slots_allocated;
+    m->kv_bytes_allocated = st->kv_bytes;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -151,6 +153,10 @@ char *lf_metrics_render(lf_metrics *m) {
               &m->ttft);
     histogram(&b, "longflow_inter_token_latency_seconds", "time between consecutive tokens of a request",
               &m->itl);
+    scalar(&b, "longflow_scheduler_steps_total", "counter", "engine steps the scheduler ran", (double)m->sched_steps);
+    put(&b, "# HELP longflow_scheduler_host_seconds_total scheduler time outside the model's forward passes\n"
+            "# TYPE longflow_scheduler_host_seconds_total counter\nlongflow_scheduler_host_seconds_total %.6f\n",
+        m->sched_host_s);
     pthread_mutex_unlock(&m->mu);
     return b.s;
 }

@@ -24,7 +24,20 @@ typedef struct lf_metrics {
     long kv_slots_in_use, kv_slots_allocated; /* per layer, summed over running sequences */
     size_t kv_bytes_allocated;
     lf_histogram ttft, itl;         /* seconds */
+    unsigned long sched_steps;      /* engine steps the scheduler ran */
+    double sched_host_s;            /* scheduler time outside the model's forward passes */
 } lf_metrics;
+
+/* What the scheduler thread publishes once per loop (one lock): the
+ * latencies it observed, its host time, and the gauges. */
+typedef struct lf_metrics_step {
+    lf_histogram ttft, itl;
+    double host_s;
+    int stepped;                    /* 1 when an engine step ran */
+    int running, queued;
+    long slots_in_use, slots_allocated;
+    size_t kv_bytes;
+} lf_metrics_step;
 
 void lf_metrics_init(lf_metrics *m);
 void lf_metrics_destroy(lf_metrics *m);
@@ -32,9 +45,10 @@ void lf_metrics_request(lf_metrics *m, int status);
 /* A request the engine ran is over; finish is "stop", "length", "cancelled"
  * or "error" (anything else counts as "error"). */
 void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted, const char *finish);
-void lf_metrics_latency(lf_metrics *m, double ttft_s, double itl_s); /* < 0: not observed */
-void lf_metrics_gauges(lf_metrics *m, int running, int queued, long slots_in_use, long slots_allocated,
-                       size_t kv_bytes);
+/* Count v (seconds) in h. */
+void lf_histogram_observe(lf_histogram *h, double v);
+/* Add st's latencies and host time, set the gauges. */
+void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st);
 /* Prometheus text exposition; malloc'd. */
 char *lf_metrics_render(lf_metrics *m);
 

@@ -123,8 +123,8 @@ static void on_token(void *user, const lf_generation *g, int tok) {
     lf_job *j = find_live(s, g->id);
     if (!j || j->stop_hit) return;
     double now = lf_now_ms();
-    lf_metrics_latency(s->metrics, g->n_tokens == 1 ? (now - j->t_arrival) / 1e3 : -1,
-                       g->n_tokens > 1 ? (now - j->t_last) / 1e3 : -1);
+    if (g->n_tokens == 1) lf_histogram_observe(&s->step.ttft, (now - j->t_arrival) / 1e3);
+    else lf_histogram_observe(&s->step.itl, (now - j->t_last) / 1e3);
     j->t_last = now;
     const char *text = NULL;
     size_t n = 0;
@@ -147,6 +147,7 @@ static void on_token(void *user, const lf_generation *g, int tok) {
     job_scan_stop(j, from, false);
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
+    s->step.host_s += (lf_now_ms() - now) / 1e3;
 }
 
 static const char *openai_finish(const char *engine_reason) {
@@ -249,19 +250,21 @@ static void finish_done_jobs(lf_sched *s, const char *step_error) {
     }
 }
 
-static void update_gauges(lf_sched *s) {
-    int queued = 0, running = 0;
-    lf_engine_pending(s->engine, &queued, &running);
-    long in_use = 0, alloc = 0;
-    size_t bytes = 0;
+/* The gauges, the step's latencies and host time, to /metrics. */
+static void publish_step(lf_sched *s) {
+    lf_metrics_step *st = &s->step;
+    lf_engine_pending(s->engine, &st->queued, &st->running);
+    st->slots_in_use = st->slots_allocated = 0;
+    st->kv_bytes = 0;
     for (int i = 0; i < s->n_live; i++) {
         const lf_generation *g = lf_engine_result(s->engine, s->live[i]->engine_id);
         if (!g || g->kv_slots == 0) continue;
-        in_use += (long)g->kv_tokens_peak;
-        alloc += g->kv_slots;
-        bytes += g->kv_bytes;
+        st->slots_in_use += (long)g->kv_tokens_peak;
+        st->slots_allocated += g->kv_slots;
+        st->kv_bytes += g->kv_bytes;
     }
-    lf_metrics_gauges(s->metrics, running, queued, in_use, alloc, bytes);
+    lf_metrics_publish_step(s->metrics, st);
+    memset(st, 0, sizeof *st);
 }
 
 static void *sched_main(void *arg) {
@@ -276,16 +279,24 @@ static void *sched_main(void *arg) {
         s->wake = false;
         pthread_mutex_unlock(&s->mu);
 
+        double t0 = lf_now_ms();
         take_inbox(s, list);
         cancel_jobs(s, all);
         if (quit && s->n_live == 0) break;
         lf_error err = {{0}};
-        int rc = lf_engine_pending(s->engine, NULL, NULL) > 0 ? lf_engine_step(s->engine, on_token, s, &err) : 0;
+        int rc = 0;
+        double t1 = lf_now_ms(), t2 = t1;
+        if (lf_engine_pending(s->engine, NULL, NULL) > 0) {
+            rc = lf_engine_step(s->engine, on_token, s, &err);
+            s->step.stepped = 1;
+            t2 = lf_now_ms();
+        }
         cancel_jobs(s, false); /* stop strings found during the step */
         finish_done_jobs(s, rc ? err.msg : NULL);
-        update_gauges(s);
+        publish_step(s); /* before the clock stops: its own cost counts */
+        s->step.host_s += (t1 - t0 + lf_now_ms() - t2) / 1e3;
     }
-    update_gauges(s);
+    publish_step(s);
     return NULL;
 }
 

@@ -75,6 +75,7 @@ typedef struct lf_sched {
     /* scheduler-only */
     lf_job **live;
     int n_live, cap_live;
+    lf_metrics_step step;      /* this loop's figures, published once at its end */
 } lf_sched;
 
 int lf_sched_start(lf_sched *s, lf_engine *engine, const lf_model *m, const lf_tokenizer *tok, lf_metrics *metrics,
