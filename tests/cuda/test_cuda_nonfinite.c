@@ -28,7 +28,10 @@
  * failed in that step, worded as the CPU engine words it. Rows of a batch of
  * <= 16 do not interact on the GPU (the GEMV path; attention and sampling
  * are per sequence, the sampling stream is the request id), which is what
- * lets the other sequences' tokens be compared exactly. */
+ * lets the other sequences' tokens be compared exactly.
+ *
+ * test_cpu_same_rule runs the same checks on the CPU engine (also without a
+ * GPU): the behaviour the GPU must match, and a check of the checks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
