@@ -3,7 +3,7 @@
 #   tools/stage_devbin.sh BUILD_DIR        (here, after a -DLF_CUDA=ON build)
 #   PARTS="tests gemm" bench/cuda/run_engine.sh      (on the GPU machine, carrying .devbin)
 # Parts (PARTS, space-separated; default all, in this order):
-#   tests    the GPU tests (test_cuda_attention/kernels/gemm/forward, each with a
+#   tests    the GPU tests (test_cuda_attention/kernels/gemm/forward/knorm/nonfinite, each with a
 #            timeout, continuing on failure) and compute-sanitizer memcheck on
 #            test_cuda_kernels (LF_CUDA_TEST_SMALL=1)
 #   gemm     bench_cuda_gemm
@@ -101,10 +101,13 @@ bench_json() {
   rm -f "$tmp"
 }
 
+# the GPU test programs (parts tests and pdl)
+GPU_TESTS="test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm test_cuda_nonfinite"
+
 for part in $PARTS; do
   case $part in
   tests)
-    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm; do
+    for t in $GPU_TESTS; do
       if [ -x "$PROG/$t" ]; then run "$t" 150 "$PROG/$t"; else sum "MISSING $t (not in $PROG)"; fi
     done
     if command -v compute-sanitizer > /dev/null && [ -x "$PROG/test_cuda_kernels" ]; then
@@ -170,7 +173,7 @@ for part in $PARTS; do
     ;;
   pdl)
     # the same GPU tests and batch-1 benches with programmatic dependent launch on
-    for t in test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm; do
+    for t in $GPU_TESTS; do
       if [ -x "$PROG/$t" ]; then run "PDL $t" 150 env LF_CUDA_PDL=1 "$PROG/$t"; else sum "MISSING $t"; fi
     done
     for cfg in qwen3-1.7b qwen3-8b; do

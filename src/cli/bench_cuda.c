@@ -32,6 +32,7 @@
 #ifdef LF_HAVE_CUDA
 #include "cuda/cuda_forward.h"
 #include "cuda/cuda_membw.h"
+#include "sampler/sampler.h"
 #endif
 
 static const char *CMD = "bench";
@@ -179,6 +180,15 @@ typedef struct result {
 } result;
 
 /* K+V bytes of one slot of one sequence, all layers (bf16) */
+/* The backend answers LF_SAMPLE_NONFINITE for an entry whose logits are
+ * NaN or Inf: a benchmark of broken weights stops there. */
+static int check_sampled(const int *tok, int n, lf_error *err) {
+    for (int e = 0; e < n; e++)
+        if (tok[e] == LF_SAMPLE_NONFINITE)
+            return lf_fail(err, "entry %d: logits are NaN or Inf (check the model's weights)", e);
+    return 0;
+}
+
 static double slot_bytes(const lf_model *m) {
     const lf_config *c = &m->cfg;
     return 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * 2.0;
@@ -233,7 +243,7 @@ static int run_sampled(const lf_bench_cuda_args *a, lf_model *m, int capacity, p
     double t0 = lf_now_ms();
     for (int e = 0; e < B; e++) {
         for (int i = 0; i < P; i++) prompt[i] = (int)(splitmix(&rs) % (uint64_t)V);
-        if (lf_cuda_prefill(b, e, prompt, P, 0, (uint64_t)e, &tok[e], NULL, err)) {
+        if (lf_cuda_prefill(b, e, prompt, P, 0, (uint64_t)e, &tok[e], NULL, err) || check_sampled(tok, e + 1, err)) {
             lf_fail_prefix(err, "prefill of entry %d", e);
             goto out;
         }
@@ -254,7 +264,7 @@ static int run_sampled(const lf_bench_cuda_args *a, lf_model *m, int capacity, p
         }
         for (int s = 0; s < WARM_STEPS + TIMED_STEPS; s++) {
             double ts = lf_now_ms();
-            if (lf_cuda_decode(b, B, entries, tok, pos, out, NULL, err)) {
+            if (lf_cuda_decode(b, B, entries, tok, pos, out, NULL, err) || check_sampled(out, B, err)) {
                 lf_fail_prefix(err, "decode at length %d", pos[0]);
                 goto out;
             }

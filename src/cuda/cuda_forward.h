@@ -56,7 +56,11 @@ void lf_cuda_backend_info(const lf_cuda_backend *b, lf_cuda_info *info);
  * first generated token with the sampling stream `seed`. budget: the slots
  * per layer this sequence may use, 1..capacity (a budgeted policy; the
  * entry's other slots stay unused), or 0 for all of them. logits (host, may
- * be NULL) receives the last prompt token's logits [vocab]. Synchronous. */
+ * be NULL) receives the last prompt token's logits [vocab]. Synchronous.
+ * When the last token's logits hold a NaN or +inf (or are all -inf: broken
+ * weights or activations), *first_token is LF_SAMPLE_NONFINITE
+ * (sampler/sampler.h) and the call still succeeds: the caller fails the
+ * request, as the CPU path does. */
 int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, int budget, uint64_t seed,
                     int *first_token, float *logits, lf_error *err);
 
@@ -64,7 +68,11 @@ int lf_cuda_prefill(lf_cuda_backend *b, int entry, const int *tokens, int n, int
  * tokens[i] at position pos[i]; the sampled next token goes to out[i].
  * logits (host, may be NULL) receives [n][vocab]. Synchronous (returns with
  * the tokens on the host). The decode kernels of a batch size are captured
- * in a CUDA graph on first use. */
+ * in a CUDA graph on first use. A row whose logits hold a NaN or +inf (or
+ * are all -inf) gets out[i] = LF_SAMPLE_NONFINITE, found by the sampling
+ * kernel in its argmax pass and read back with the tokens; the other rows
+ * are not affected and the call succeeds (its K/V were stored: the caller
+ * ends that sequence). */
 int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, const int *tokens, const int *pos, int *out,
                    float *logits, lf_error *err);
 

@@ -20,6 +20,7 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+#include "sampler/sampler.h" /* LF_SAMPLE_NONFINITE */
 
 /* x[r][:] = table[tokens[r]][:] as fp32. table bf16 [vocab][hidden]. A token
  * outside [0, vocab) gives a zero row (the engine checks tokens first). */
@@ -156,7 +157,10 @@ int lf_cuda_history_reset(uint32_t *seen, int words, const int32_t *tokens, int 
  * applied here: lf_cuda_repetition_penalty does it first). Row r draws with
  * the counter-based generator keyed by (row_seed[r], row_step[r]) so a sequence's draws do
  * not depend on which batch it is in. out int32 [n]. Ties at the top-k or
- * top-p threshold value are all kept; greedy ignores NaN (all NaN -> 0). */
+ * top-p threshold value are all kept. A row with a NaN or +inf logit, or
+ * with every logit -inf, samples nothing: out[r] = LF_SAMPLE_NONFINITE, as
+ * the CPU sampler answers (the check rides on the argmax pass every row
+ * makes; -inf alone masks a token). */
 size_t lf_cuda_sample_workspace_bytes(int max_n, int vocab);
 int lf_cuda_sample(float *logits, int n, int vocab, const lf_sampling *params, const uint64_t *row_seed,
                    const int32_t *row_step, int32_t *out, void *workspace, size_t workspace_bytes,

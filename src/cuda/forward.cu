@@ -1079,7 +1079,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     if (ck(cudaMemcpyAsync(b->h_out, b->d_out, 4, cudaMemcpyDeviceToHost, s), err, "token download") ||
         ck(cudaStreamSynchronize(s), err, "prefill"))
         return -1;
-    *first_token = b->h_out[0];
+    *first_token = b->h_out[0]; /* or LF_SAMPLE_NONFINITE */
 
     entry_state *st = &b->st[entry];
     st->live = true;
@@ -1467,15 +1467,13 @@ extern "C" int lf_cuda_decode(lf_cuda_backend *b, int n, const int *entries, con
         decode_recover(b);
         return -1;
     }
+    decode_advance(b, n, entries, pos); /* the K/V were stored */
     for (int i = 0; i < n; i++) {
         out[i] = b->h_out[i];
-        if (out[i] < 0 || out[i] >= b->vocab) {
-            decode_advance(b, n, entries, pos); /* the K/V were stored */
+        if (out[i] != LF_SAMPLE_NONFINITE && (out[i] < 0 || out[i] >= b->vocab))
             return lf_fail(err, "cuda decode: row %d sampled token %d outside the vocabulary [0, %d)", i, out[i],
                            b->vocab);
-        }
     }
-    decode_advance(b, n, entries, pos);
     return 0;
 }
 

@@ -372,13 +372,9 @@ __device__ __forceinline__ uint32_t fkey(float f) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* unnormalised probability of a logit: exp((l - m) / T), NaN -> 0; when the
- * max is +inf the +inf logits share the mass equally */
-__device__ __forceinline__ float sweight(float l, float m, float T, bool m_inf) {
-    if (l != l) return 0.f;
-    if (m_inf) return l == INFINITY ? 1.f : 0.f;
-    return expf((l - m) / T);
-}
+/* unnormalised probability of a logit: exp((l - m) / T). k_sample calls it
+ * only on rows whose logits are finite or -inf, with m the finite max. */
+__device__ __forceinline__ float sweight(float l, float m, float T) { return expf((l - m) / T); }
 
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
     uint64_t z = x + 0x9e3779b97f4a7c15ull;
@@ -403,13 +399,18 @@ struct sample_smem {
     int aidx;
 };
 
-/* argmax over non-NaN values, lowest index on ties; -1 when every value is NaN */
-__device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, int *imax) {
+/* argmax over non-NaN values, lowest index on ties; -1 when every value is
+ * NaN. *usable: no value is NaN or +inf and the max is not -inf (the rule of
+ * the CPU sampler's lf_logits_usable), found in the same pass over the row
+ * (one compare per value) and reduced by the barrier the argmax needs anyway. */
+__device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, int *imax, bool *usable) {
     const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     float bv = -INFINITY;
     int bi = -1;
+    int broken = 0; /* this thread saw a NaN or a +inf */
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         const float l = x[i];
+        broken |= !(l < INFINITY);
         if (l == l && (bi < 0 || l > bv)) {
             bv = l;
             bi = i;
@@ -428,7 +429,7 @@ __device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, 
         sm.bv[wid] = bv;
         sm.bi[wid] = bi;
     }
-    __syncthreads();
+    broken = __syncthreads_or(broken);
     if (threadIdx.x == 0) {
         float v = -INFINITY;
         int idx = -1;
@@ -443,6 +444,7 @@ __device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, 
     __syncthreads();
     *vmax = sm.amax;
     *imax = sm.aidx;
+    *usable = !broken && sm.amax != -INFINITY;
 }
 
 __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, int V, float T, int top_k,
@@ -456,12 +458,12 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
 
     float m;
     int am;
-    row_argmax(x, V, sm, &m, &am);
-    if (T == 0.f || am < 0 || m == -INFINITY) { /* greedy, or nothing has mass: the argmax */
-        if (tid == 0) out[r] = am < 0 ? 0 : am;
+    bool usable;
+    row_argmax(x, V, sm, &m, &am, &usable);
+    if (!usable || T == 0.f) { /* broken logits are refused; greedy takes the argmax */
+        if (tid == 0) out[r] = usable ? am : LF_SAMPLE_NONFINITE;
         return;
     }
-    const bool m_inf = m == INFINITY;
 
     /* ---- top-k: the k-th largest key, by radix select on counts ---- */
     uint32_t thr = 0;
@@ -505,7 +507,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         float z = 0.f;
         for (int i = tid; i < V; i += blockDim.x) {
             const float l = x[i];
-            if (fkey(l) >= thr) z += sweight(l, m, T, m_inf);
+            if (fkey(l) >= thr) z += sweight(l, m, T);
         }
         z = block_sum(z, sm.fred);
         const float scl = MASS_ONE / z;
@@ -518,7 +520,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
                 const float l = x[i];
                 const uint32_t key = fkey(l);
                 if (key < thr || (key & pmask) != prefix) continue;
-                const unsigned long long u = __float2ull_rz(sweight(l, m, T, m_inf) * scl);
+                const unsigned long long u = __float2ull_rz(sweight(l, m, T) * scl);
                 if (u) atomicAdd(&hist[(key >> shift) & 255u], u);
             }
             __syncthreads();
@@ -564,7 +566,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
     for (int i = lo + lane; i < hi; i += 32) {
         const float l = x[i];
         if (fkey(l) >= thr) {
-            const float w = sweight(l, m, T, m_inf);
+            const float w = sweight(l, m, T);
             if (w > 0.f && w >= wcut) part += w;
         }
     }
@@ -613,7 +615,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         if (i < whi) {
             const float l = x[i];
             if (fkey(l) >= thr) {
-                const float ww = sweight(l, m, T, m_inf);
+                const float ww = sweight(l, m, T);
                 if (ww > 0.f && ww >= wcut) w = ww;
             }
         }

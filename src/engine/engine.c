@@ -430,6 +430,23 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
     return r->g.done;
 }
 
+/* Record the token sampled for r, or fail r alone when the sampler refused
+ * (LF_SAMPLE_NONFINITE: NaN or Inf logits, on the CPU or the GPU). */
+static int take_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb, void *user, lf_error *err) {
+    if (tok == LF_SAMPLE_NONFINITE) return nonfinite_fail(r, err);
+    push_token(e, r, tok, cb, user);
+    return 0;
+}
+
+/* A decode step's token for running request r: a refusal finishes r with
+ * "error" (compact_active frees it) and err names r; the others go on. */
+static int step_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb, void *user, lf_error *err) {
+    if (take_token(e, r, tok, cb, user, err) == 0) return 0;
+    r->g.done = true;
+    r->g.finish_reason = "error";
+    return lf_fail_prefix(err, "request %d", r->g.id);
+}
+
 /* The cache policy of one request: the engine's sinks/recent/evict_every
  * when it runs the engine's policy, the policy's defaults otherwise; its own
  * budget (which sets what depends on it, e.g. H2O's and VATP's default
@@ -466,9 +483,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
     int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
-    if (tok < 0) return nonfinite_fail(r, err);
-    push_token(e, r, tok, cb, user);
-    return 0;
+    return take_token(e, r, tok, cb, user, err);
 }
 
 static void retire(lf_engine *e, lf_request *r) {
@@ -583,14 +598,7 @@ static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *er
         lf_request *r = e->active[i];
         int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
                                     r->g.n_prompt + r->g.n_tokens);
-        if (tok < 0) { /* this request fails; the others go on */
-            nonfinite_fail(r, err);
-            rc = lf_fail_prefix(err, "request %d", r->g.id);
-            r->g.done = true;
-            r->g.finish_reason = "error";
-            continue;
-        }
-        push_token(e, r, tok, cb, user);
+        if (step_token(e, r, tok, cb, user, err)) rc = -1;
     }
     compact_active(e);
     e->stats.decode_ms += lf_now_ms() - t0;
@@ -711,8 +719,7 @@ static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *us
         return -1;
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
-    push_token(e, r, tok, cb, user);
-    return 0;
+    return take_token(e, r, tok, cb, user, err);
 }
 
 /* A freed entry takes the next queued request (in order: a request the plan
@@ -755,11 +762,13 @@ static int gpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *er
     if (lf_cuda_decode(e->gpu, n, e->step_entries, e->step_tokens, e->step_pos, e->step_out, NULL, err))
         return fail_all_active(e, err);
     e->stats.decode_tokens += n;
-    for (int i = 0; i < n; i++) push_token(e, e->active[i], e->step_out[i], cb, user);
+    int rc = 0;
+    for (int i = 0; i < n; i++)
+        if (step_token(e, e->active[i], e->step_out[i], cb, user, err)) rc = -1;
     compact_active(e);
     e->stats.decode_ms += lf_now_ms() - t0;
     e->stats.decode_steps++;
-    return 0;
+    return rc;
 }
 #endif /* LF_HAVE_CUDA */
 

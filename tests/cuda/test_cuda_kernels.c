@@ -2,7 +2,9 @@
  * straightforward double-precision references written here: embedding,
  * RMSNorm, bias, SwiGLU, q/k-norm + RoPE + K/V store in every layout, causal
  * prefill attention (with chunking), K/V row gather, greedy sampling with
- * planted ties and NaNs, and the distribution of temperature / top-k / top-p
+ * planted ties, -inf masks and refused NaN/+inf rows, the refusal of broken
+ * rows by every sampling mode (the others of the launch unaffected), and
+ * the distribution of temperature / top-k / top-p
  * / min-p sampling (chi-square against the exact renormalised distribution;
  * tokens outside the allowed set must never be drawn). Argument errors are
  * checked without a GPU. Skips the GPU cases when there is no CUDA device.
@@ -12,6 +14,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -829,24 +832,41 @@ static void test_sample_greedy(void **state) {
         if (r % 4 == 0) { /* planted tie: the lower index wins */
             x[a] = top;
             x[b] = top;
-        } else if (r % 4 == 1) { /* NaNs around, even at index 0 and above the max */
+        } else if (r % 4 == 1 && r % 8 == 1) { /* NaNs around, even at index 0: refused */
             x[a] = top;
             x[0] = NAN;
             x[b] = NAN;
             for (int j = 0; j < 50; j++) x[rng_int(V)] = NAN;
+            x[a] = top;
+        } else if (r % 4 == 1) { /* -inf masks around, even at index 0 and the last: the argmax of the rest */
+            x[a] = top;
+            x[0] = -INFINITY;
+            x[V - 1] = -INFINITY;
+            for (int j = 0; j < 50; j++) x[rng_int(V)] = -INFINITY;
             x[a] = top;
         } else if (r % 4 == 2) { /* the maximum at the very end, all negative */
             for (int i = 0; i < V; i++) x[i] = -fabsf(x[i]) - 1.f;
             x[V - 1] = -0.5f;
         } else if (r == 3) { /* every value equal: index 0 */
             for (int i = 0; i < V; i++) x[i] = 1.5f;
-        } else if (r == 7) { /* every value NaN: 0 (documented) */
+        } else if (r == 7) { /* every value NaN: refused */
             for (int i = 0; i < V; i++) x[i] = NAN;
+        } else if (r == 11) { /* every value -inf: refused */
+            for (int i = 0; i < V; i++) x[i] = -INFINITY;
+        } else if (r == 15) { /* one +inf at the very end: refused */
+            x[V - 1] = INFINITY;
+        } else if (r == 19) { /* a NaN at the very end only: refused */
+            x[V - 1] = NAN;
         }
+        /* the CPU sampler's rule, written out: NaN or +inf anywhere, or no
+         * value above -inf, is refused; else the argmax, lowest index on ties */
         int best = -1;
-        for (int i = 0; i < V; i++)
-            if (!isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
-        want[r] = best < 0 ? 0 : best;
+        bool broken = false;
+        for (int i = 0; i < V; i++) {
+            broken |= isnan(x[i]) || x[i] == INFINITY;
+            if (x[i] > -INFINITY && (best < 0 || x[i] > x[best])) best = i;
+        }
+        want[r] = broken || best < 0 ? LF_SAMPLE_NONFINITE : best;
     }
     float *dl = dev_copy(lg, sizeof(float) * n * V);
     int32_t *dout = dev_alloc(sizeof(int32_t) * n);
@@ -1128,6 +1148,93 @@ static void test_sample_batch_independent(void **state) {
     assert_int_equal(g_failures, f0);
 }
 
+/* Broken rows in every sampling mode: a row with a NaN or a +inf (anywhere,
+ * the first and last index included) or with every logit -inf draws
+ * LF_SAMPLE_NONFINITE, as the CPU sampler answers; the usable rows of the
+ * same launch draw what they draw in a launch without the broken rows, and
+ * never a -inf (masked) token. */
+#define NF_ROWS 12
+static void test_sample_nonfinite(void **state) {
+    (void)state;
+    const int f0 = g_failures;
+    if (!g_have_gpu) skip();
+    const int V = VOCAB;
+    /* rows 1, 3, 5, 7, 9, 11 broken; the even rows usable, row 4 with -inf masks */
+    const char *kind[NF_ROWS] = {"usable", "NaN at 0", "usable", "+inf at the end", "usable, -inf masks", "all NaN",
+                                 "usable", "all -inf", "usable", "NaN at the end", "usable", "+inf and NaN"};
+    float *lg = malloc(sizeof(float) * NF_ROWS * V), *good = malloc(sizeof(float) * NF_ROWS * V);
+    uint64_t seed[NF_ROWS], gseed[NF_ROWS];
+    int32_t step[NF_ROWS], gstep[NF_ROWS], out[NF_ROWS], gout[NF_ROWS], where[NF_ROWS];
+    for (int r = 0; r < NF_ROWS; r++) {
+        float *x = lg + (long)r * V;
+        for (int i = 0; i < V; i++) x[i] = (float)(rng_normal() * 2);
+        seed[r] = rng_u64();
+        step[r] = rng_int(1000);
+        if (r == 1) x[0] = NAN;
+        if (r == 3) x[V - 1] = INFINITY;
+        if (r == 4)
+            for (int j = 0; j < 200; j++) x[rng_int(V)] = -INFINITY;
+        if (r == 5 || r == 7)
+            for (int i = 0; i < V; i++) x[i] = r == 5 ? NAN : -INFINITY;
+        if (r == 9) x[V - 1] = NAN;
+        if (r == 11) {
+            x[rng_int(V)] = INFINITY;
+            x[rng_int(V)] = NAN;
+        }
+    }
+    int ng = 0; /* the usable rows alone, same seeds and steps */
+    for (int r = 0; r < NF_ROWS; r += 2) {
+        memcpy(good + (long)ng * V, lg + (long)r * V, sizeof(float) * V);
+        gseed[ng] = seed[r];
+        gstep[ng] = step[r];
+        where[r] = ng++;
+    }
+    lf_sampling modes[6];
+    const char *mname[6] = {"greedy", "temperature 0.8", "top-k 2", "top-p 0.9", "min-p 0.1",
+                            "T 0.6 + top-k 3 + top-p 0.95 + min-p 0.05"};
+    for (int m = 0; m < 6; m++) lf_sampling_default(&modes[m]);
+    modes[1].temperature = 0.8f;
+    modes[2].temperature = 1.f, modes[2].top_k = 2;
+    modes[3].temperature = 1.f, modes[3].top_p = 0.9f;
+    modes[4].temperature = 1.f, modes[4].min_p = 0.1f;
+    modes[5].temperature = 0.6f, modes[5].top_k = 3, modes[5].top_p = 0.95f, modes[5].min_p = 0.05f;
+    lf_error err;
+    int refused = 0, kept = 0;
+    for (int m = 0; m < 6; m++) {
+        /* the kernel may overwrite the logits: fresh copies per launch */
+        float *dl = dev_copy(lg, sizeof(float) * NF_ROWS * V), *dg = dev_copy(good, sizeof(float) * ng * V);
+        uint64_t *ds = dev_copy(seed, sizeof seed), *dgs = dev_copy(gseed, sizeof gseed);
+        int32_t *dst = dev_copy(step, sizeof step), *dgt = dev_copy(gstep, sizeof gstep);
+        int32_t *dout = dev_alloc(sizeof out), *dgout = dev_alloc(sizeof gout);
+        CHECK(lf_cuda_sample(dl, NF_ROWS, V, &modes[m], ds, dst, dout, NULL, 0, NULL, &err) == 0, "%s: %s", mname[m],
+              err.msg);
+        CHECK(lf_cuda_sample(dg, ng, V, &modes[m], dgs, dgt, dgout, NULL, 0, NULL, &err) == 0, "%s: %s", mname[m],
+              err.msg);
+        if (to_host(out, dout, sizeof out) == 0 && to_host(gout, dgout, sizeof gout) == 0) {
+            for (int r = 0; r < NF_ROWS; r++) {
+                if (r % 2) {
+                    CHECK(out[r] == LF_SAMPLE_NONFINITE, "%s: row %d (%s) drew %d instead of LF_SAMPLE_NONFINITE",
+                          mname[m], r, kind[r], out[r]);
+                    refused += out[r] == LF_SAMPLE_NONFINITE;
+                    continue;
+                }
+                const int g = gout[where[r]];
+                CHECK(out[r] == g, "%s: row %d (%s) drew %d beside the broken rows, %d without them", mname[m], r,
+                      kind[r], out[r], g);
+                CHECK(out[r] >= 0 && out[r] < V && lg[(long)r * V + out[r]] > -INFINITY,
+                      "%s: row %d (%s) drew %d, not a usable token", mname[m], r, kind[r], out[r]);
+                kept += out[r] == g;
+            }
+        }
+        dev_free_all();
+    }
+    printf("[ nonfinite ] 6 sampling modes x %d rows of %d logits: %d broken rows refused (want %d), %d usable rows "
+           "drew as without them (want %d)\n", NF_ROWS, V, refused, 6 * NF_ROWS / 2, kept, 6 * NF_ROWS / 2);
+    free(lg);
+    free(good);
+    assert_int_equal(g_failures, f0);
+}
+
 /* ======================================================================== */
 /* Bad arguments fail with -1 and a message naming the kernel (no GPU needed:
  * the checks come before any launch). */
@@ -1238,6 +1345,7 @@ int main(void) {
         cmocka_unit_test(test_gather_rows),   cmocka_unit_test(test_sample_greedy),
         cmocka_unit_test(test_sample_dist),   cmocka_unit_test(test_sample_batch_independent),
         cmocka_unit_test(test_window_sums),   cmocka_unit_test(test_repetition_penalty),
+        cmocka_unit_test(test_sample_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
