@@ -122,23 +122,32 @@ def pooled(rows, key, se_key):
     return mean, se
 
 
+TITLES = {"text": "Long texts", "answer": "The model's own answers"}
+
+
+def evicts(r):
+    """Whether a run's budget is below what its window holds (else it equals the full cache)."""
+    return r["policy"] == "full" or r["budget"] < min(r["tokens"], r["ctx"])
+
+
 def table(args):
     rows = [json.loads(line) for line in open(args.runs) if line.strip()]
+    rows = [r for r in rows if "kl" not in r or evicts(r)]
     policies = []
     for r in rows:
         if r["policy"] != "full" and r["policy"] not in policies:
             policies.append(r["policy"])
-    budgets = sorted({r["budget"] for r in rows if r["policy"] != "full"})
+    budgets = sorted({r["budget"] for r in rows if r["policy"] != "full" and "kl" in r})
     out = []
     plot = {}
     for kind in ("text", "answer"):
-        full = [r for r in rows if r["kind"] == kind and r["policy"] == "full" and "kl" not in r]
+        full = [r for r in rows if r["kind"] == kind and "kl" not in r]
         if not full:
             continue
         seqs = [r["sequence"] for r in full]
         scored = sum(r["tokens_scored"] for r in full)
         nll, nll_se = pooled(full, "nll", "se")
-        out.append(f"\n### {'Long texts' if kind == 'text' else 'The model''s own answers'}: {len(seqs)} "
+        out.append(f"\n### {TITLES[kind]}: {len(seqs)} "
                    f"sequences, {scored} scored tokens; full cache NLL {nll:.3f} ± {nll_se:.3f}\n")
         out.append("Δ NLL (nats/token) / KL(full ‖ policy) / top-1 agreement, token-weighted over the sequences; "
                    "in brackets the sequences a budget evicts in (a budget at or above a sequence's length "
@@ -148,7 +157,7 @@ def table(args):
         for pol in policies:
             cells = []
             for b in budgets:
-                sel = [r for r in rows if r["kind"] == kind and r["policy"] == pol and r["budget"] == b]
+                sel = [r for r in rows if r["kind"] == kind and r["policy"] == pol and r["budget"] == b and "kl" in r]
                 if not sel:
                     cells.append("no eviction")
                     continue
@@ -179,11 +188,12 @@ def table(args):
             ax[1][c].set_title(f"KL(full ‖ policy), {title}")
             for r in (0, 1):
                 ax[r][c].set_xscale("log", base=2)
-                ax[r][c].set_yscale("log")
+                ax[r][c].set_yscale("symlog", linthresh=1e-3)
                 ax[r][c].set_xlabel("budget (KV slots per layer)")
                 ax[r][c].legend(fontsize=8)
             ax[0][c].set_ylabel("nats/token")
             ax[1][c].set_ylabel("nats")
+            ax[1][c].set_ylim(bottom=0)
         fig.tight_layout()
         fig.savefig(args.png, dpi=90)
 
