@@ -66,10 +66,10 @@ def past_deadline(deadline):
     return now >= deadline
 
 
-def fidelity(args, extra, n_scored_max):
-    budgets = [b for b in args.budgets.split(",") if int(b) < n_scored_max]
+def fidelity(args, extra, n_scored_max, policies=None, min_budget=0):
+    budgets = [b for b in args.budgets.split(",") if min_budget < int(b) < n_scored_max] if n_scored_max else []
     cmd = [args.bin, "perplexity", "--model", args.model, "--fidelity", "--json", "--threads", str(args.threads),
-           "--batch", "64", "--policy", args.policies, *extra]
+           "--batch", "64", "--policy", policies or args.policies, *extra]
     if budgets:
         cmd += ["--budget", ",".join(budgets)]
     else:
@@ -78,6 +78,25 @@ def fidelity(args, extra, n_scored_max):
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: {p.stderr.strip()[-500:]}")
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()], cmd
+
+
+def protect_prompt(args, name, extra, n_max):
+    """LongFlow that keeps the question: --sinks = the prompt's tokens (never
+    evicted), at the budgets above them; reported as policy longflow+prompt.
+    The prompt's length comes from the sequence's earlier rows in --out."""
+    n_prompt = None
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            for line in f:
+                r = json.loads(line)
+                if r["sequence"] == name and "prompt_tokens" in r:
+                    n_prompt = r["prompt_tokens"]
+    if n_prompt is None:
+        n_prompt = fidelity(args, extra, 0, "full")[0][0]["prompt_tokens"]
+    rows, _ = fidelity(args, extra + ["--sinks", str(n_prompt)], n_max, "longflow", min_budget=n_prompt + 1)
+    for r in rows[1:]:
+        r["policy"] = "longflow+prompt"
+    return rows[1:]
 
 
 def run(args):
@@ -105,7 +124,12 @@ def run(args):
                 print(f"deadline {args.deadline} UTC reached: {name} and later not run", file=sys.stderr)
                 break
             t0 = datetime.datetime.now()
-            rows, cmd = fidelity(args, extra, n_max)
+            if args.protect_prompt_only:
+                if kind != "answer":
+                    continue
+                rows = protect_prompt(args, name, extra, n_max)
+            else:
+                rows, cmd = fidelity(args, extra, n_max)
             for r in rows:
                 r.update({"sequence": name, "kind": kind, "source": src})
                 r["model"] = os.path.basename(r["model"])
@@ -155,6 +179,8 @@ def table(args):
         out.append("| policy | " + " | ".join(f"budget {b}" for b in budgets) + " |")
         out.append("|---|" + "---:|" * len(budgets))
         for pol in policies:
+            if not any(r["kind"] == kind and r["policy"] == pol for r in rows):
+                continue
             cells = []
             for b in budgets:
                 sel = [r for r in rows if r["kind"] == kind and r["policy"] == pol and r["budget"] == b and "kl" in r]
@@ -214,6 +240,8 @@ def main():
     r.add_argument("--ctx-answer", type=int, default=2048)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--deadline", help="UTC HH:MM: start no sequence after it")
+    r.add_argument("--protect-prompt-only", action="store_true",
+                   help="answers only: LongFlow with --sinks = the prompt's tokens (the question kept)")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--md", required=True)
