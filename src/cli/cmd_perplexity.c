@@ -15,6 +15,7 @@
 #include "core/timer.h"
 #include "cpu/forward.h"
 #include "eval/perplexity.h"
+#include "model/gguf_tokenizer.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,29 +24,38 @@ static const char *CMD = "perplexity";
 static void usage(FILE *f) {
     fprintf(f,
             "usage: longflow perplexity --model DIR --file TEXT [options]\n"
+            "       longflow perplexity --model DIR --prompt-file P --gen N [--chat] [options]\n"
+            "       longflow perplexity --fidelity ... --policy P1,P2 --budget B1,B2 [options]\n"
             "\n"
             "Teacher-forced NLL of a text on the CPU: each window's first token is prefilled,\n"
             "every later token goes through one decode step, so the KV policy evicts exactly as\n"
             "it does while generating. Reports mean NLL (nats/token), perplexity and the\n"
             "standard error of the mean NLL (docs/perplexity.md).\n"
             "\n"
-            "  --model DIR            a Hugging Face model directory (with tokenizer.json)\n"
+            "  --model DIR            a Hugging Face model directory (with tokenizer.json) or GGUF file\n"
             "  --file TEXT            the UTF-8 text to score\n"
             "  --prompt-file P        a prompt the text follows: its tokens go through the cache\n"
             "                         first (BOS as generate adds it) and are never scored\n"
             "  --ctx N                window length in tokens (default: min(model context, 2048))\n"
             "  --stride S             a window starts every S tokens (1..ctx, default ctx); each\n"
             "                         scores only the tokens the previous one did not\n"
+            "  --gen N                score the model's own greedy continuation of --prompt-file (full\n"
+            "                         cache, N tokens at most, the stop token included) instead of --file\n"
+            "  --chat --system S --no-think --chat-template NAME  with --gen: the prompt as a chat\n"
+            "                         message, as for generate\n"
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
+            "  --fidelity             run the full cache first and keep its top logits in memory, then\n"
+            "                         every --policy x --budget of the comma-separated lists against it\n"
+            "                         (KL, top-1 agreement, delta NLL); one result per run\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
-            "  --batch N              windows decoded together (default 4)\n"
+            "  --batch N              windows (x policies with --fidelity) decoded together (default 4)\n"
             "  --limit-chunks K       score only the first K windows\n"
             "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
             "                         logits; otherwise read them and report KL(full || policy),\n"
             "                         top-1 agreement and the NLL difference\n"
             "  --kl-write             write --kl-base instead of reading it\n"
-            "  --kl-top-k K           logits stored per position by --kl-write (default 32)\n"
-            "  --json                 one JSON object on stdout\n"
+            "  --kl-top-k K           logits kept per position by --kl-write or --fidelity (default 32)\n"
+            "  --json                 one JSON object on stdout (a line per run with --fidelity)\n"
             "  --per-token            with --json: the index and NLL of every scored token\n"
             "  --threads N            threads (default: all cores)\n");
 }
@@ -53,8 +63,11 @@ static void usage(FILE *f) {
 typedef struct ppl_cli {
     lf_gen_options o;
     const char *file, *kl_base, *prompt_file;
-    int ctx, stride, batch, limit, top_k;
-    bool kl_write, per_token;
+    const char *policy_arg, *budget_arg; /* --policy / --budget as given (lists with --fidelity) */
+    int ctx, stride, batch, limit, top_k, gen;
+    bool kl_write, per_token, fidelity;
+    lf_policy_config *runs; /* what --policy x --budget asks for */
+    int n_runs;
 } ppl_cli;
 
 /* Parse argv into c; returns 0, 1 for --help, or -1 (printed). */
@@ -75,12 +88,16 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--batch")) ok = lf_arg_int(&a, f, 1, 4096, &c->batch);
         else if (!strcmp(f, "--limit-chunks")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->limit);
         else if (!strcmp(f, "--kl-top-k")) ok = lf_arg_int(&a, f, 1, LF_PPL_TOPK_MAX, &c->top_k);
+        else if (!strcmp(f, "--gen")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->gen);
+        else if (!strcmp(f, "--policy")) ok = (c->policy_arg = lf_arg_value(&a, f)) != NULL;
+        else if (!strcmp(f, "--budget")) ok = (c->budget_arg = lf_arg_value(&a, f)) != NULL;
+        else if (!strcmp(f, "--fidelity")) c->fidelity = true;
         else if (!strcmp(f, "--kl-write")) c->kl_write = true;
         else if (!strcmp(f, "--per-token")) c->per_token = true;
         else if (!strcmp(f, "--json")) c->o.json = true;
-        else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
-                 !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
-                 !strcmp(f, "--evict-every"))
+        else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--sinks") ||
+                 !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
+                 !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template"))
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);
@@ -95,19 +112,119 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
     return 0;
 }
 
+/* --policy's comma-separated names into kinds (*n of them). */
+static int parse_policies(const char *arg, lf_policy_kind **kinds, int *n) {
+    size_t len = strlen(arg);
+    char *buf = malloc(len + 1);
+    *kinds = malloc((len / 2 + 1) * sizeof **kinds);
+    *n = 0;
+    int rc = buf && *kinds ? 0 : -1;
+    if (rc) lf_cli_error(CMD, "--policy: out of memory");
+    else memcpy(buf, arg, len + 1);
+    for (char *save = NULL, *tok = rc ? NULL : strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (!lf_policy_from_name(tok, &(*kinds)[*n])) {
+            (*n)++;
+            continue;
+        }
+        char known[256];
+        lf_policy_list(known, sizeof known);
+        lf_cli_error(CMD, "--policy: unknown policy '%s' (known: %s; see longflow policies)", tok, known);
+        rc = -1;
+        break;
+    }
+    if (rc == 0 && *n == 0) rc = -1, lf_cli_error(CMD, "--policy: no policy named");
+    free(buf);
+    if (rc) free(*kinds), *kinds = NULL;
+    return rc;
+}
+
+/* c->runs: every policy with every budget (full once, with no budget). */
+static int build_runs(ppl_cli *c, const lf_policy_kind *kinds, int nk, const int *budgets, int nb) {
+    c->runs = malloc(((size_t)nk * (nb > 0 ? nb : 1)) * sizeof *c->runs);
+    if (!c->runs) {
+        lf_cli_error(CMD, "out of memory for %d policies x %d budgets", nk, nb);
+        return -1;
+    }
+    for (int i = 0; i < nk; i++) {
+        lf_policy_config pc = c->o.policy; /* --sinks, --recent, --evict-every */
+        pc.kind = kinds[i];
+        pc.budget = 0;
+        if (kinds[i] == LF_POLICY_FULL) {
+            lf_policy_config_default(&c->runs[c->n_runs++]); /* --sinks etc. are for the others */
+            continue;
+        }
+        if (nb == 0) {
+            lf_cli_error(CMD, "--policy %s needs --budget N (KV slots per window and layer)", lf_policy_name(kinds[i]));
+            return -1;
+        }
+        for (int j = 0; j < nb; j++) {
+            pc.budget = budgets[j];
+            c->runs[c->n_runs++] = pc;
+        }
+    }
+    return 0;
+}
+
+/* --policy and --budget: one each, or lists with --fidelity. c->o.policy
+ * holds the single run's. */
+static int resolve_policies(ppl_cli *c) {
+    lf_policy_kind *kinds = NULL, one = LF_POLICY_FULL;
+    int *budgets = NULL, nk = 1, nb = 0, rc = -1;
+    if (c->policy_arg && parse_policies(c->policy_arg, &kinds, &nk)) return -1;
+    if (c->budget_arg && !lf_parse_ids(CMD, "--budget", c->budget_arg, 100000001, "1..100000000", &budgets, &nb))
+        goto out;
+    bool budgeted = false;
+    for (int i = 0; i < nk; i++) budgeted |= (kinds ? kinds[i] : one) != LF_POLICY_FULL;
+    if (!c->fidelity && (nk > 1 || nb > 1))
+        lf_cli_error(CMD, "lists in --policy or --budget need --fidelity (one run per policy and budget)");
+    else if (!budgeted && nb > 0)
+        lf_cli_error(CMD, "--budget applies to budgeted policies; --policy full keeps every token");
+    else
+        rc = build_runs(c, kinds ? kinds : &one, nk, budgets, nb);
+    if (rc == 0) c->o.policy = c->runs[0];
+out:
+    free(kinds);
+    free(budgets);
+    return rc;
+}
+
 /* Checks that need no model. */
-static int check_flags(const ppl_cli *c) {
-    bool budgeted = c->o.policy.kind != LF_POLICY_FULL;
-    if (!c->file) lf_cli_error(CMD, "--file TEXT is required (the text to score)");
-    else if (lf_gen_check_budget(&c->o, CMD)) return -1;
+static int check_flags(ppl_cli *c) {
+    bool budgeted = false, chat = c->o.chat || c->o.system || c->o.no_think || c->o.chat_template;
+    if (resolve_policies(c)) return -1;
+    for (int i = 0; i < c->n_runs; i++) budgeted |= c->runs[i].kind != LF_POLICY_FULL;
+    if (!c->file && !c->gen)
+        lf_cli_error(CMD, "--file TEXT is required (the text to score), or --prompt-file P --gen N");
+    else if (c->gen && c->file)
+        lf_cli_error(CMD, "--gen scores the model's own continuation of --prompt-file: give it instead of --file");
+    else if (c->gen && !c->prompt_file) lf_cli_error(CMD, "--gen N needs --prompt-file P (the prompt to continue)");
+    else if (chat && !c->gen) lf_cli_error(CMD, "--chat, --system, --no-think and --chat-template apply with --gen");
     else if (c->kl_write && !c->kl_base) lf_cli_error(CMD, "--kl-write needs --kl-base FILE (where to write)");
     else if (c->kl_write && budgeted)
         lf_cli_error(CMD, "--kl-write stores the full cache's logits: use it with --policy full, not %s",
                      lf_policy_name(c->o.policy.kind));
-    else if (c->top_k > 0 && !c->kl_write) lf_cli_error(CMD, "--kl-top-k applies with --kl-write");
+    else if (c->fidelity && c->kl_base)
+        lf_cli_error(CMD, "--fidelity keeps the full cache's logits in memory: give it without --kl-base");
+    else if (c->top_k > 0 && !c->kl_write && !c->fidelity)
+        lf_cli_error(CMD, "--kl-top-k applies with --kl-write or --fidelity");
     else if (c->per_token && !c->o.json) lf_cli_error(CMD, "--per-token applies with --json");
     else return 0;
     return -1;
+}
+
+/* Concatenate a and b into *out (the token ids to run). */
+static int join_ids(const int *a, int na, const int *b, int nb, int **out) {
+    if (nb > INT_MAX - na) {
+        lf_cli_error(CMD, "too many tokens");
+        return -1;
+    }
+    if (!(*out = malloc(((size_t)na + nb) * sizeof **out))) {
+        lf_cli_error(CMD, "out of memory for %d tokens", na + nb);
+        return -1;
+    }
+    if (na) memcpy(*out, a, (size_t)na * sizeof *a);
+    if (nb) memcpy(*out + na, b, (size_t)nb * sizeof *b);
+    return 0;
 }
 
 /* One file's token ids: read whole (UTF-8, no NUL, not empty) and encoded
@@ -145,19 +262,71 @@ static int read_tokens(const ppl_cli *c, const lf_tokenizer *tok, int **ids, int
     if (nt < (c->prompt_file ? 1 : 2))
         lf_cli_error(CMD, "%s: the text has %d token%s; at least %s needed to score one", c->file, nt,
                      nt == 1 ? "" : "s", c->prompt_file ? "1 is" : "2 are");
-    else if (nt > INT_MAX - np)
-        lf_cli_error(CMD, "%s: too many tokens", c->file);
-    else if (!(*ids = malloc(((size_t)np + nt) * sizeof **ids)))
-        lf_cli_error(CMD, "out of memory for %d tokens", np + nt);
-    else {
-        if (np) memcpy(*ids, p, (size_t)np * sizeof *p);
-        memcpy(*ids + np, t, (size_t)nt * sizeof *t);
+    else if (join_ids(p, np, t, nt, ids) == 0) {
         *n = np + nt;
         *n_prompt = np;
         rc = 0;
     }
     free(p);
     free(t);
+    return rc;
+}
+
+/* The model's greedy continuation of the prompt with the full cache, at most
+ * c->gen tokens (the stop token included: it is what the model chose). */
+static int generate(const ppl_cli *c, lf_model *m, const int *prompt, int n_prompt, int **gen, int *n_gen) {
+    lf_gen_options o = c->o;
+    lf_policy_config_default(&o.policy);
+    o.budget_given = false;
+    o.max_tokens = c->gen;
+    lf_engine_config ec;
+    lf_engine *eng = NULL;
+    lf_error err = {{0}};
+    *gen = NULL;
+    int rc = -1;
+    if (lf_gen_engine_config(&o, CMD, m, &ec)) return -1;
+    if (lf_engine_create(m, &ec, &eng, &err)) {
+        lf_cli_error(CMD, "--gen: %s", err.msg);
+        return -1;
+    }
+    int id = lf_engine_submit(eng, prompt, n_prompt, &err);
+    if (id < 0 || lf_engine_run(eng, NULL, NULL, &err)) {
+        lf_cli_error(CMD, "--gen: %s", err.msg);
+    } else {
+        const lf_generation *g = lf_engine_result(eng, id);
+        *n_gen = g->n_tokens;
+        if (!(*gen = malloc(((size_t)g->n_tokens + 1) * sizeof **gen))) lf_cli_error(CMD, "--gen: out of memory");
+        else {
+            memcpy(*gen, g->tokens, (size_t)g->n_tokens * sizeof **gen);
+            rc = 0;
+        }
+    }
+    lf_engine_free(eng);
+    return rc;
+}
+
+/* --gen: load the model and the prompt as generate does, generate, and run
+ * prompt + continuation with the prompt unscored. */
+static int load_generated(ppl_cli *c, lf_model **m, lf_tokenizer **tok, int **ids, int *n, int *n_prompt) {
+    lf_gen_options o = c->o;
+    o.prompt_file = c->prompt_file;
+    int *prompt = NULL, np = 0, *gen = NULL, ng = 0;
+    char *rendered = NULL;
+    bool think_open;
+    if (lf_gen_prepare_prompt(&o, CMD, m, tok, &prompt, &np, &rendered, &think_open)) return -1;
+    free(rendered);
+    int rc = -1;
+    if (np + c->gen > (*m)->cfg.max_position)
+        lf_cli_error(CMD, "--gen %d after a prompt of %d tokens is more than the model's context (%d)", c->gen, np,
+                     (*m)->cfg.max_position);
+    else if (generate(c, *m, prompt, np, &gen, &ng) == 0 && join_ids(prompt, np, gen, ng, ids) == 0) {
+        *n = np + ng;
+        *n_prompt = np;
+        c->gen = ng;
+        rc = 0;
+    }
+    free(prompt);
+    free(gen);
     return rc;
 }
 
@@ -179,47 +348,66 @@ static void on_progress(void *user, long done, long total) {
     fflush(stderr);
 }
 
-static void print_text(const ppl_cli *c, const lf_ppl_summary *s, int windows, double secs) {
-    const char *pol = lf_policy_name(c->o.policy.kind);
-    printf("%s: %d tokens scored in %d windows (ctx %d, stride %d), policy %s", c->file, s->n, windows, c->ctx,
-           c->stride, pol);
-    if (c->o.policy.kind != LF_POLICY_FULL) printf(" budget %d", c->o.policy.budget);
-    printf(", %.1f s\n", secs);
+/* What a run's report says besides its summary. */
+typedef struct ppl_report {
+    const lf_policy_config *pc;
+    const int *ids; /* the sequence run (n_tokens) */
+    int windows, n_tokens, n_prompt;
+    double secs;
+    double gen_match; /* --gen, full cache: share of positions whose argmax is the generated token; < 0: none */
+} ppl_report;
+
+/* What was scored: the text file, or the continuation of the prompt file. */
+static const char *scored_name(const ppl_cli *c) {
+    return c->file ? c->file : c->prompt_file;
+}
+
+static void print_text(const ppl_cli *c, const lf_ppl_summary *s, const ppl_report *rep) {
+    const char *pol = lf_policy_name(rep->pc->kind);
+    printf("%s%s: %d tokens scored in %d windows (ctx %d, stride %d), policy %s", scored_name(c),
+           c->gen ? " (generated continuation)" : "", s->n, rep->windows, c->ctx, c->stride, pol);
+    if (rep->pc->kind != LF_POLICY_FULL) printf(" budget %d", rep->pc->budget);
+    printf(", %.1f s\n", rep->secs);
     printf("NLL %.6f +/- %.6f nats/token, perplexity %.4f\n", s->nll.mean, s->nll.se, exp(s->nll.mean));
     if (s->with_base)
         printf("KL(full || %s) %.6f +/- %.6f, top-1 agreement %.4f +/- %.4f, delta NLL %+.6f +/- %.6f\n", pol,
                s->kl.mean, s->kl.se, s->top1.mean, s->top1.se, s->delta_nll.mean, s->delta_nll.se);
 }
 
-static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_result *r, int windows,
-                       int n_tokens, int n_prompt, double secs) {
+static void json_add_stat(cJSON *j, const char *key, const char *se_key, lf_ppl_stat st) {
+    cJSON_AddNumberToObject(j, key, st.mean);
+    cJSON_AddNumberToObject(j, se_key, st.se);
+}
+
+static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_result *r, const ppl_report *rep) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", lf_gen_model_dir(&c->o));
-    cJSON_AddStringToObject(j, "file", c->file);
+    if (c->file) cJSON_AddStringToObject(j, "file", c->file);
     if (c->prompt_file) {
         cJSON_AddStringToObject(j, "prompt_file", c->prompt_file);
-        cJSON_AddNumberToObject(j, "prompt_tokens", n_prompt);
+        cJSON_AddNumberToObject(j, "prompt_tokens", rep->n_prompt);
     }
-    cJSON_AddStringToObject(j, "policy", lf_policy_name(c->o.policy.kind));
-    cJSON_AddNumberToObject(j, "budget", c->o.policy.kind == LF_POLICY_FULL ? 0 : c->o.policy.budget);
+    if (c->gen) cJSON_AddNumberToObject(j, "generated", rep->n_tokens - rep->n_prompt);
+    if (rep->gen_match >= 0) cJSON_AddNumberToObject(j, "gen_match", rep->gen_match);
+    cJSON_AddStringToObject(j, "policy", lf_policy_name(rep->pc->kind));
+    cJSON_AddNumberToObject(j, "budget", rep->pc->kind == LF_POLICY_FULL ? 0 : rep->pc->budget);
     cJSON_AddNumberToObject(j, "ctx", c->ctx);
     cJSON_AddNumberToObject(j, "stride", c->stride);
-    cJSON_AddNumberToObject(j, "windows", windows);
-    cJSON_AddNumberToObject(j, "tokens", n_tokens);
+    cJSON_AddNumberToObject(j, "windows", rep->windows);
+    cJSON_AddNumberToObject(j, "tokens", rep->n_tokens);
     cJSON_AddNumberToObject(j, "tokens_scored", s->n);
-    cJSON_AddNumberToObject(j, "nll", s->nll.mean);
-    cJSON_AddNumberToObject(j, "se", s->nll.se);
+    json_add_stat(j, "nll", "se", s->nll);
     cJSON_AddNumberToObject(j, "ppl", exp(s->nll.mean));
-    cJSON_AddNumberToObject(j, "seconds", secs);
+    cJSON_AddNumberToObject(j, "seconds", rep->secs);
     if (c->kl_base) cJSON_AddStringToObject(j, c->kl_write ? "kl_base_written" : "kl_base", c->kl_base);
     if (s->with_base) {
-        cJSON_AddNumberToObject(j, "kl", s->kl.mean);
-        cJSON_AddNumberToObject(j, "kl_se", s->kl.se);
-        cJSON_AddNumberToObject(j, "top1", s->top1.mean);
-        cJSON_AddNumberToObject(j, "top1_se", s->top1.se);
-        cJSON_AddNumberToObject(j, "delta_nll", s->delta_nll.mean);
-        cJSON_AddNumberToObject(j, "delta_nll_se", s->delta_nll.se);
+        json_add_stat(j, "kl", "kl_se", s->kl);
+        json_add_stat(j, "top1", "top1_se", s->top1);
+        json_add_stat(j, "delta_nll", "delta_nll_se", s->delta_nll);
     }
+    if (c->per_token && c->gen && rep->ids)
+        cJSON_AddItemToObject(j, "generated_ids", cJSON_CreateIntArray(rep->ids + rep->n_prompt,
+                                                                        rep->n_tokens - rep->n_prompt));
     if (c->per_token) {
         cJSON *idx = cJSON_AddArrayToObject(j, "scored_index"), *nll = cJSON_AddArrayToObject(j, "nll_per_token");
         for (int i = 0; i < r->n; i++) {
@@ -231,6 +419,22 @@ static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_r
     if (out) puts(out);
     free(out);
     cJSON_Delete(j);
+    fflush(stdout);
+}
+
+/* Summarize r (against base, may be NULL) and print it. */
+static void report(const ppl_cli *c, const lf_ppl_result *r, const lf_ppl_result *base, const ppl_report *rep) {
+    lf_ppl_summary s;
+    lf_ppl_summarize(r, base, &s);
+    if (c->o.json) print_json(c, &s, r, rep);
+    else print_text(c, &s, rep);
+}
+
+/* Share of r's positions whose argmax is the token the sequence has there. */
+static double argmax_match(const lf_ppl_result *r, const int *ids) {
+    long hit = 0;
+    for (int i = 0; i < r->n; i++) hit += r->pos[i].argmax == ids[r->pos[i].index];
+    return r->n ? (double)hit / r->n : 0.0;
 }
 
 /* The header a base for this run has. */
@@ -266,6 +470,13 @@ static int load_base(const ppl_cli *c, const lf_ppl_base_header *want, int n_sco
     return 0;
 }
 
+static lf_ppl_params run_params(const ppl_cli *c, int top_k, int n_prompt, const lf_ppl_result *base,
+                                 ppl_progress *prog) {
+    return (lf_ppl_params){.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
+                           .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = base,
+                           .progress = on_progress, .progress_user = prog};
+}
+
 /* Model loaded and text tokenized: run, write or compare, print. */
 static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_prompt) {
     lf_error err = {{0}};
@@ -274,13 +485,12 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
     int top_k = c->kl_write ? (c->top_k > 0 ? c->top_k : 32) : 0;
     if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
     run_header(c, m, ids, n, n_prompt, top_k, &hdr);
-    int windows, scored;
-    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
+    ppl_report rep = {.pc = &c->o.policy, .ids = ids, .n_tokens = n, .n_prompt = n_prompt, .gen_match = -1};
+    int scored;
+    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &rep.windows, &scored);
     if (c->kl_base && !c->kl_write && load_base(c, &hdr, scored, &base)) return 1;
     ppl_progress prog = {lf_now_ms(), 0, false};
-    lf_ppl_params p = {.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
-                       .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = c->kl_base && !c->kl_write ? &base : NULL,
-                       .progress = on_progress, .progress_user = &prog};
+    lf_ppl_params p = run_params(c, top_k, n_prompt, c->kl_base && !c->kl_write ? &base : NULL, &prog);
     int rc = 1;
     if (lf_ppl_run(m, ids, n, &p, &r, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
@@ -290,14 +500,52 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
         lf_cli_error(CMD, "--kl-base: %s", err.msg);
         goto out;
     }
-    double secs = (lf_now_ms() - prog.t0) / 1e3;
-    lf_ppl_summary s;
-    lf_ppl_summarize(&r, p.base, &s);
-    if (c->o.json) print_json(c, &s, &r, windows, n, n_prompt, secs);
-    else print_text(c, &s, windows, secs);
+    rep.secs = (lf_now_ms() - prog.t0) / 1e3;
+    if (c->gen && c->o.policy.kind == LF_POLICY_FULL) rep.gen_match = argmax_match(&r, ids);
+    report(c, &r, p.base, &rep);
     rc = 0;
 out:
     lf_ppl_result_free(&r);
+    lf_ppl_result_free(&base);
+    return rc;
+}
+
+/* --fidelity: the full cache (its top logits kept), then every run against
+ * it, all runs decoded together. */
+static int evaluate_fidelity(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_prompt) {
+    lf_error err = {{0}};
+    lf_policy_config full;
+    lf_policy_config_default(&full);
+    int top_k = c->top_k > 0 ? c->top_k : 32;
+    if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
+    ppl_report rep = {.pc = &full, .ids = ids, .n_tokens = n, .n_prompt = n_prompt, .gen_match = -1};
+    int scored;
+    lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &rep.windows, &scored);
+    ppl_progress prog = {lf_now_ms(), 0, false};
+    lf_ppl_params p = run_params(c, top_k, n_prompt, NULL, &prog);
+    p.policy = full;
+    lf_ppl_result base = {0}, *outs = calloc((size_t)c->n_runs, sizeof *outs);
+    int rc = 1;
+    if (!outs) lf_cli_error(CMD, "out of memory for %d runs", c->n_runs);
+    else if (lf_ppl_run(m, ids, n, &p, &base, &err)) lf_cli_error(CMD, "%s", err.msg);
+    else {
+        rep.secs = (lf_now_ms() - prog.t0) / 1e3;
+        if (c->gen) rep.gen_match = argmax_match(&base, ids);
+        report(c, &base, NULL, &rep);
+        prog = (ppl_progress){lf_now_ms(), 0, false};
+        p.top_k = 0;
+        p.base = &base;
+        if (lf_ppl_run_policies(m, ids, n, &p, c->runs, c->n_runs, outs, &err)) lf_cli_error(CMD, "%s", err.msg);
+        else rc = 0;
+    }
+    rep.secs = (lf_now_ms() - prog.t0) / 1e3; /* all runs together */
+    rep.gen_match = -1;
+    for (int j = 0; rc == 0 && j < c->n_runs; j++) {
+        rep.pc = &c->runs[j];
+        report(c, &outs[j], &base, &rep);
+    }
+    for (int j = 0; outs && j < c->n_runs; j++) lf_ppl_result_free(&outs[j]);
+    free(outs);
     lf_ppl_result_free(&base);
     return rc;
 }
@@ -322,6 +570,7 @@ int lf_cmd_perplexity(int argc, char **argv) {
     lf_gen_options_default(&c.o);
     int pr = parse_flags(&c, argc, argv);
     if (pr != 0 || check_flags(&c)) {
+        free(c.runs);
         lf_gen_options_free(&c.o);
         return pr == 1 ? 0 : 2;
     }
@@ -330,8 +579,11 @@ int lf_cmd_perplexity(int argc, char **argv) {
     lf_tokenizer *tok = NULL;
     int *ids = NULL, n = 0, n_prompt = 0, rc = 1;
     lf_error err = {{0}};
-    if (lf_gen_load_model(&c.o, CMD, &m)) goto out;
-    if (lf_tokenizer_load(lf_gen_model_dir(&c.o), &tok, &err)) {
+    if (c.gen) {
+        if (load_generated(&c, &m, &tok, &ids, &n, &n_prompt)) goto out;
+    } else if (lf_gen_load_model(&c.o, CMD, &m)) {
+        goto out;
+    } else if (lf_model_tokenizer_load(lf_gen_model_dir(&c.o), &tok, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         goto out;
     }
@@ -339,10 +591,11 @@ int lf_cmd_perplexity(int argc, char **argv) {
         rc = 2;
         goto out;
     }
-    if (read_tokens(&c, tok, &ids, &n, &n_prompt)) goto out;
-    rc = evaluate(&c, m, ids, n, n_prompt);
+    if (!c.gen && read_tokens(&c, tok, &ids, &n, &n_prompt)) goto out;
+    rc = c.fidelity ? evaluate_fidelity(&c, m, ids, n, n_prompt) : evaluate(&c, m, ids, n, n_prompt);
 out:
     free(ids);
+    free(c.runs);
     lf_tokenizer_free(tok);
     lf_model_free(m);
     lf_gen_options_free(&c.o);

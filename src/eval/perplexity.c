@@ -1,6 +1,7 @@
 /* Teacher-forced perplexity through the KV cache (perplexity.h). */
 #include "eval/perplexity.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,11 +113,17 @@ static int score_row(const float *logits, int V, int target, const lf_ppl_result
     return 0;
 }
 
-/* State of one group of windows decoded together. */
+/* One unit of work: a window under one of the policies (its own cache). */
+typedef struct ppl_unit {
+    const ppl_window *w;
+    int run; /* index into the policies and results */
+} ppl_unit;
+
+/* State of one group of units decoded together. */
 typedef struct ppl_group {
     lf_kv_cache *cache;   /* [batch] */
     lf_kv_cache **cptr;   /* [batch] the active caches of a step */
-    int *tok, *pos, *who; /* [batch] the active windows' input token, position, window */
+    int *tok, *pos, *who; /* [batch] the active units' input token, position, unit */
     float *logits;        /* [batch][V] */
     int n_init;           /* caches initialized */
 } ppl_group;
@@ -128,14 +135,14 @@ static void group_free_caches(ppl_group *g) {
 
 /* Slots a window's cache needs: every input token for full, else the
  * budget (at most the window's inputs, as the engine sizes a request). */
-static int cache_slots(const lf_ppl_params *p, const ppl_window *w) {
+static int cache_slots(const lf_policy_config *pc, const ppl_window *w) {
     int need = w->end - w->begin;
-    if (p->policy.kind == LF_POLICY_FULL) return need;
-    return p->policy.budget < need ? p->policy.budget : need;
+    if (pc->kind == LF_POLICY_FULL) return need;
+    return pc->budget < need ? pc->budget : need;
 }
 
 /* Score the logits of window w's input at offset t (predicting token
- * begin+t+1) when that token is one the window scores. */
+ * begin+t+1) into r when that token is one the window scores. */
 static int score_step(const lf_ppl_params *p, const ppl_window *w, int t, const float *logits, int V,
                       const int *tokens, lf_ppl_result *r, lf_error *err) {
     int idx = w->begin + t + 1;
@@ -150,53 +157,58 @@ static int score_step(const lf_ppl_params *p, const ppl_window *w, int t, const 
     return 0;
 }
 
-/* Run windows w[0..nw) together: prefill each first token, then decode
- * step by step while any window has inputs left. */
+/* Run units u[0..nu) together: prefill each window's first token, then
+ * decode step by step while any unit has inputs left. */
 static int run_group(const lf_model *m, lf_cpu_ctx *cpu, const int *tokens, const lf_ppl_params *p,
-                     const ppl_window *w, int nw, ppl_group *g, lf_ppl_result *r, long *done, lf_error *err) {
+                     const lf_policy_config *pols, const ppl_unit *u, int nu, ppl_group *g, lf_ppl_result *out,
+                     long *done, long total, lf_error *err) {
     const int V = m->cfg.vocab_size;
-    for (int s = 0; s < nw; s++) {
-        lf_policy_config pc = p->policy;
+    for (int s = 0; s < nu; s++) {
+        const ppl_window *w = u[s].w;
+        lf_policy_config pc = pols[u[s].run];
         if (pc.kind == LF_POLICY_FULL) pc.budget = 0;
-        if (lf_kv_cache_init(&g->cache[s], &m->cfg, &pc, cache_slots(p, &w[s]), err)) return -1;
+        if (lf_kv_cache_init(&g->cache[s], &m->cfg, &pc, cache_slots(&pols[u[s].run], w), err)) return -1;
         g->n_init++;
-        if (lf_cpu_prefill(cpu, m, &g->cache[s], tokens + w[s].begin, 1, g->logits, err)) return -1;
-        if (score_step(p, &w[s], 0, g->logits, V, tokens, r, err)) return -1;
-        if (w[s].begin + 1 >= w[s].score_from) (*done)++;
+        if (lf_cpu_prefill(cpu, m, &g->cache[s], tokens + w->begin, 1, g->logits, err)) return -1;
+        if (score_step(p, w, 0, g->logits, V, tokens, &out[u[s].run], err)) return -1;
+        if (w->begin + 1 >= w->score_from) (*done)++;
     }
     for (int t = 1;; t++) {
         int na = 0;
-        for (int s = 0; s < nw; s++) {
-            if (w[s].begin + t + 1 >= w[s].end) continue; /* no token left to predict */
+        for (int s = 0; s < nu; s++) {
+            if (u[s].w->begin + t + 1 >= u[s].w->end) continue; /* no token left to predict */
             g->cptr[na] = &g->cache[s];
-            g->tok[na] = tokens[w[s].begin + t];
+            g->tok[na] = tokens[u[s].w->begin + t];
             g->pos[na] = t;
             g->who[na++] = s;
         }
         if (na == 0) break;
         if (lf_cpu_decode(cpu, m, g->cptr, g->tok, g->pos, na, g->logits, err)) return -1;
         for (int a = 0; a < na; a++) {
-            const ppl_window *ws = &w[g->who[a]];
-            if (score_step(p, ws, t, g->logits + (size_t)a * V, V, tokens, r, err)) return -1;
-            if (ws->begin + t + 1 >= ws->score_from) (*done)++;
+            const ppl_unit *us = &u[g->who[a]];
+            if (score_step(p, us->w, t, g->logits + (size_t)a * V, V, tokens, &out[us->run], err)) return -1;
+            if (us->w->begin + t + 1 >= us->w->score_from) (*done)++;
         }
-        if (p->progress) p->progress(p->progress_user, *done, r->n);
+        if (p->progress) p->progress(p->progress_user, *done, total);
     }
-    if (p->progress) p->progress(p->progress_user, *done, r->n); /* windows of 2 tokens have no decode step */
+    if (p->progress) p->progress(p->progress_user, *done, total); /* windows of 2 tokens have no decode step */
     group_free_caches(g);
     return 0;
 }
 
-static int check_params(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p, lf_error *err) {
+static int check_params(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
+                        const lf_policy_config *pols, int n_pols, lf_error *err) {
+    if (n_pols < 1) return lf_fail(err, "no policy to run");
+    for (int j = 0; j < n_pols; j++)
+        if (pols[j].kind != LF_POLICY_FULL && pols[j].budget < 2)
+            return lf_fail(err, "--budget %d is too small: tokens go through the cache one at a time, which needs at "
+                                "least 2 slots (the new token and one before it)", pols[j].budget);
     if (p->ctx < 2) return lf_fail(err, "--ctx must be at least 2 (got %d)", p->ctx);
     if (p->ctx > m->cfg.max_position)
         return lf_fail(err, "--ctx %d is larger than the model's context (max_position_embeddings %d)", p->ctx,
                        m->cfg.max_position);
     if (p->stride < 1 || p->stride > p->ctx)
         return lf_fail(err, "--stride must be in 1..--ctx (%d) (got %d)", p->ctx, p->stride);
-    if (p->policy.kind != LF_POLICY_FULL && p->policy.budget < 2)
-        return lf_fail(err, "--budget %d is too small: tokens go through the cache one at a time, which needs at least 2 "
-                            "slots (the new token and one before it)", p->policy.budget);
     if (p->batch < 1) return lf_fail(err, "--batch must be at least 1 (got %d)", p->batch);
     if (p->top_k < 0 || p->top_k > LF_PPL_TOPK_MAX || p->top_k > m->cfg.vocab_size)
         return lf_fail(err, "top-k must be in 0..%d and at most the vocabulary (got %d)", LF_PPL_TOPK_MAX, p->top_k);
@@ -249,34 +261,60 @@ static void free_group(ppl_group *g) {
     free(g->logits);
 }
 
-int lf_ppl_run(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p, lf_ppl_result *out,
-               lf_error *err) {
-    memset(out, 0, sizeof *out);
-    if (check_params(m, tokens, n, p, err)) return -1;
+static void free_results(lf_ppl_result *out, int n) {
+    for (int j = 0; j < n; j++) lf_ppl_result_free(&out[j]);
+}
+
+/* The (window, policy) units in run order: window by window, every policy
+ * of a window next to each other (they share the window's tokens). */
+static ppl_unit *plan_units(const ppl_window *w, int nw, int n_pols, lf_error *err) {
+    ppl_unit *u = malloc((size_t)nw * n_pols * sizeof *u);
+    if (!u) {
+        lf_fail(err, "out of memory for %d windows x %d policies", nw, n_pols);
+        return NULL;
+    }
+    for (int i = 0; i < nw; i++)
+        for (int j = 0; j < n_pols; j++) u[(size_t)i * n_pols + j] = (ppl_unit){&w[i], j};
+    return u;
+}
+
+int lf_ppl_run_policies(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
+                        const lf_policy_config *pols, int n_pols, lf_ppl_result *out, lf_error *err) {
+    if (n_pols > 0) memset(out, 0, (size_t)n_pols * sizeof *out);
+    if (check_params(m, tokens, n, p, pols, n_pols, err)) return -1;
     int n_scored;
     int nw = plan_windows(n, p->ctx, p->stride, p->max_windows, p->score_from, NULL, &n_scored);
     if (n_scored == 0) return lf_fail(err, "no token to score: the text after the prompt is empty");
     if (p->base && (p->base->k < 1 || p->base->n < n_scored))
         return lf_fail(err, "the KL base holds %d positions with %d logits each; this run scores %d", p->base->n,
                        p->base->k, n_scored);
+    if ((long)nw * n_pols > INT_MAX / 2) return lf_fail(err, "%d windows x %d policies: too many", nw, n_pols);
     ppl_window *w = malloc((size_t)nw * sizeof *w);
     if (!w) return lf_fail(err, "out of memory for %d windows", nw);
     plan_windows(n, p->ctx, p->stride, p->max_windows, p->score_from, w, &n_scored);
-    const int batch = p->batch < nw ? p->batch : nw;
+    const int nu = nw * n_pols, batch = p->batch < nu ? p->batch : nu;
+    ppl_unit *u = plan_units(w, nw, n_pols, err);
     ppl_group g;
+    memset(&g, 0, sizeof g);
     lf_cpu_ctx *cpu = NULL;
-    long done = 0;
-    int rc = alloc_result(out, n_scored, p->top_k, err);
+    long done = 0, total = (long)n_scored * n_pols;
+    int rc = u ? 0 : -1;
+    for (int j = 0; rc == 0 && j < n_pols; j++) rc = alloc_result(&out[j], n_scored, p->top_k, err);
     if (rc == 0) rc = alloc_group(&g, batch, m->cfg.vocab_size, err);
-    else memset(&g, 0, sizeof g);
     if (rc == 0) rc = lf_cpu_ctx_create(m, batch, &cpu, err);
-    for (int i = 0; rc == 0 && i < nw; i += batch)
-        rc = run_group(m, cpu, tokens, p, w + i, nw - i < batch ? nw - i : batch, &g, out, &done, err);
+    for (int i = 0; rc == 0 && i < nu; i += batch)
+        rc = run_group(m, cpu, tokens, p, pols, u + i, nu - i < batch ? nu - i : batch, &g, out, &done, total, err);
     lf_cpu_ctx_free(cpu);
     free_group(&g);
+    free(u);
     free(w);
-    if (rc) lf_ppl_result_free(out);
+    if (rc) free_results(out, n_pols);
     return rc;
+}
+
+int lf_ppl_run(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p, lf_ppl_result *out,
+               lf_error *err) {
+    return lf_ppl_run_policies(m, tokens, n, p, &p->policy, 1, out, err);
 }
 
 /* Running mean and variance (Welford), for the standard error of a mean. */

@@ -70,6 +70,14 @@ void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int score_from, in
 int lf_ppl_run(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p, lf_ppl_result *out,
                lf_error *err);
 
+/* The same for several policies over the same windows: out[j] (n_policies
+ * of them) receives policies[j]'s result; p->policy is not used. Each
+ * (window, policy) pair has its own cache; p->batch of them are decoded
+ * together (different policies in one batched step), so a text scored under
+ * many policies reads the weights once per step for all of them. */
+int lf_ppl_run_policies(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
+                        const lf_policy_config *policies, int n_policies, lf_ppl_result *out, lf_error *err);
+
 /* Mean and standard error of the mean (sample standard deviation / sqrt(n);
  * 0 when n < 2). */
 typedef struct lf_ppl_stat {
