@@ -12,11 +12,9 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/input.h"
+#include "longflow.h"
 #include "core/timer.h"
-#include "cpu/forward.h"
 #include "eval/perplexity.h"
-#include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 static const char *CMD = "perplexity";
 
@@ -244,7 +242,7 @@ static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int 
     h->k = (uint32_t)top_k;
     h->ctx = (uint32_t)c->ctx;
     h->stride = (uint32_t)c->stride;
-    h->vocab = (uint32_t)m->cfg.vocab_size;
+    h->vocab = (uint32_t)lf_config_vocab_size(lf_model_config(m));
     h->n_tokens = (uint64_t)n;
     h->text_hash = lf_ppl_hash_tokens(ids, n, n_prompt);
     h->model_hash = lf_ppl_model_fingerprint(m);
@@ -276,7 +274,7 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
     lf_ppl_base_header hdr;
     lf_ppl_result base = {0}, r = {0};
     int top_k = c->kl_write ? (c->top_k > 0 ? c->top_k : 32) : 0;
-    if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
+    if (top_k > lf_config_vocab_size(lf_model_config(m))) top_k = lf_config_vocab_size(lf_model_config(m));
     run_header(c, m, ids, n, n_prompt, top_k, &hdr);
     int windows, scored;
     lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &windows, &scored);
@@ -308,7 +306,7 @@ out:
 
 /* --ctx and --stride against the model (defaults filled in). */
 static int resolve_window(ppl_cli *c, const lf_model *m) {
-    const int mctx = m->cfg.max_position;
+    const int mctx = lf_config_context_length(lf_model_config(m));
     if (c->ctx == 0) c->ctx = mctx < 2048 ? mctx : 2048;
     if (c->ctx < 2) lf_cli_error(CMD, "--ctx must be at least 2 (got %d)", c->ctx);
     else if (c->ctx > mctx)
@@ -329,7 +327,7 @@ int lf_cmd_perplexity(int argc, char **argv) {
         lf_gen_options_free(&c.o);
         return pr == 1 ? 0 : 2;
     }
-    lf_cpu_set_threads(c.o.threads);
+    lf_threads_set(c.o.threads);
     lf_model *m = NULL;
     lf_tokenizer *tok = NULL;
     int *ids = NULL, n = 0, n_prompt = 0, rc = 1;

@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "cpu/forward.h"
+#include "cpu/kernels.h"
 #include "kv/cache.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
@@ -63,7 +64,7 @@ static int cpu_open(void *self, int place, const lf_backend_seq *s, lf_backend_m
     p->has_sampler = true;
     if (lf_kv_cache_init(&p->cache, c, &s->policy, s->slots, err)) return -1;
     p->has_cache = true;
-    mem->kv_bytes = lf_kv_bytes_for(b->model, p->cache.capacity);
+    mem->kv_bytes = lf_kv_bytes_for(b->model, p->cache.capacity, LF_DEVICE_CPU);
     mem->slots = p->cache.capacity;
     mem->aux_bytes = p->cache.bytes > mem->kv_bytes ? p->cache.bytes - mem->kv_bytes : 0;
     return 0;
@@ -139,6 +140,10 @@ static const lf_backend_ops cpu_ops = {
     .stats = cpu_stats,
     .destroy = cpu_destroy,
 };
+
+/* The public names of the CPU kernels' thread count (cpu/kernels.c). */
+void lf_threads_set(int n) { lf_cpu_set_threads(n); }
+int lf_threads_get(void) { return lf_cpu_threads(); }
 
 int lf_backend_cpu_create(const lf_model *m, const lf_engine_config *cfg, lf_backend *out, lf_error *err) {
     out->ops = NULL;

@@ -333,14 +333,8 @@ int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *
 }
 
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err) {
-    return lf_engine_submit_budget(e, prompt, n_prompt, 0, err);
-}
-
-int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err) {
-    if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
     lf_request_params p;
     lf_request_params_default(e, prompt, n_prompt, &p);
-    if (budget > 0) p.budget = budget;
     return lf_engine_submit_params(e, &p, err);
 }
 
@@ -651,15 +645,10 @@ int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err) {
     return plan_for(e, q > max_prompt ? q : max_prompt, err);
 }
 
-size_t lf_kv_bytes_for(const lf_model *m, int slots) {
+size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device) {
     const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * sizeof(float);
-}
-
-size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device) {
-    if (device == LF_DEVICE_CPU) return lf_kv_bytes_for(m, slots);
-    const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * 2; /* bf16 */
+    const size_t elem = device == LF_DEVICE_CPU ? sizeof(float) : 2; /* fp32 on the CPU, bf16 on CUDA */
+    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * elem;
 }
 
 const lf_generation *lf_engine_result(const lf_engine *e, int id) {
