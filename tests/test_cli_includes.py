@@ -27,13 +27,15 @@ CLI_INTERNAL = {
     "eval/perplexity.h": "longflow perplexity",
     "server/server.h": "longflow serve (the server is part of the binary)",
 }
-# bench drives the device code directly (kernel timings, bench_fill,
-# profile_step, the bandwidth probes), which the backend interface does not
+# bench: on the CPU it drives the engine's backend interface (backend.h) and
+# reads the model's weight sizes, the SIMD level and the bandwidth probe; on
+# the GPU (bench_cuda.c) it still calls the CUDA entry points directly
+# (lf_cuda_bench_fill, lf_cuda_profile_step), which the interface does not
 # carry; it is the one command that may
 BENCH_FILES = {"cmd_bench.c", "bench_cuda.c"}
 BENCH_INTERNAL = {
-    "core/membw.h", "cpu/forward.h", "cpu/kernels.h", "cpu/simd.h", "kv/cache.h", "model/model.h",
-    "cuda/cuda_forward.h", "cuda/cuda_membw.h",
+    "backend/backend.h", "core/membw.h", "cpu/simd.h", "model/model.h", "cuda/cuda_forward.h",
+    "cuda/cuda_membw.h",
 }
 
 

@@ -85,6 +85,9 @@ typedef struct lf_backend_ops {
      * valid slots; written = prompt + generated tokens so far, less the last
      * sampled one (the next step writes it). */
     void (*usage)(const void *self, int place, long written, size_t *tokens_peak, size_t *bytes_in_use_peak);
+    /* K/V slots holding a token in the sequence in place, summed over its
+     * layers (for bench's bytes-read figures). NULL: not known (the GPU). */
+    long (*valid_slots)(const void *self, int place);
     /* Free the sequence's cache and sampler; the place can be opened again. */
     void (*close)(void *self, int place);
     /* The device part of lf_engine_stats (max_batch, device name, plan). */

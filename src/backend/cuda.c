@@ -197,6 +197,7 @@ static const lf_backend_ops cuda_ops = {
     .room = cuda_room,
     .step = cuda_step,
     .usage = cuda_usage,
+    .valid_slots = NULL,
     .close = cuda_close,
     .stats = cuda_stats,
     .destroy = cuda_destroy,

@@ -110,6 +110,10 @@ static void cpu_usage(const void *self, int place, long written, size_t *tokens_
     *bytes_in_use_peak = lf_kv_cache_peak_bytes_in_use(c);
 }
 
+static long cpu_valid_slots(const void *self, int place) {
+    return ((const cpu_backend *)self)->place[place].cache.total_valid;
+}
+
 static void cpu_stats(const void *self, lf_engine_stats *s) {
     s->max_batch = ((const cpu_backend *)self)->places;
     snprintf(s->device_name, sizeof s->device_name, "cpu");
@@ -136,6 +140,7 @@ static const lf_backend_ops cpu_ops = {
     .room = cpu_room,
     .step = cpu_step,
     .usage = cpu_usage,
+    .valid_slots = cpu_valid_slots,
     .close = cpu_close,
     .stats = cpu_stats,
     .destroy = cpu_destroy,
