@@ -26,6 +26,7 @@ typedef struct lf_backend_info {
     int max_prompt;      /* longest prompt a prefill takes; 0 = any (CPU) */
     size_t kv_bytes_per_place;  /* fixed pools only (capacity > 0): K+V of one place, all layers */
     size_t aux_bytes_per_place; /* fixed pools only: slot positions and policy state of one place */
+    unsigned plan_id;    /* changes whenever plan made a new pool (a kept one keeps its id) */
 } lf_backend_info;
 
 /* What the engine asks a plan for (lf_backend_ops.plan). */

@@ -28,6 +28,7 @@ typedef struct cuda_backend {
     lf_cuda_info info;
     int max_prompt;       /* longest prompt the pool was planned for */
     cuda_place *place;    /* [info.entries] */
+    unsigned plans;       /* pools made so far (lf_backend_info.plan_id) */
 } cuda_backend;
 
 static void drop(cuda_backend *b) {
@@ -59,6 +60,7 @@ static int cuda_plan(void *self, const lf_backend_plan *p, lf_error *err) {
     }
     lf_cuda_backend_info(b->gpu, &b->info);
     b->max_prompt = p->max_prompt;
+    b->plans++;
     const int n = b->info.entries;
     if (n < 1) {
         lf_fail(err, "--device cuda: the memory plan admits no sequence (%s)", b->info.plan);
@@ -82,6 +84,7 @@ static void cuda_info(const void *self, lf_backend_info *info) {
     info->max_prompt = b->max_prompt;
     info->kv_bytes_per_place = b->info.kv_bytes_per_entry;
     info->aux_bytes_per_place = b->info.aux_bytes_per_entry;
+    info->plan_id = b->plans;
 }
 
 /* What the GPU pool can run: one policy and one sampling configuration for

@@ -517,11 +517,12 @@ static int plan_for(lf_engine *e, int max_prompt, lf_error *err) {
     const int rc = e->be.ops->plan(e->be.self, &p, err);
     lf_backend_info now;
     e->be.ops->info(e->be.self, &now);
-    const lf_backend_info *was = &e->plan;
-    if (now.places != was->places || now.capacity != was->capacity || now.max_prompt != was->max_prompt ||
-        now.kv_bytes_per_place != was->kv_bytes_per_place || now.aux_bytes_per_place != was->aux_bytes_per_place ||
-        rc)
-        if (adopt_plan(e, rc ? NULL : err)) return -1;
+    /* a new pool (or none, after a failure) resets the free places; a kept
+     * one keeps them as they are */
+    if ((rc || now.plan_id != e->plan.plan_id || now.places != e->plan.places) && adopt_plan(e, rc ? NULL : err)) {
+        e->plan.plan_id = ~now.plan_id; /* adopt again at the next plan */
+        return -1;
+    }
     return rc;
 }
 
