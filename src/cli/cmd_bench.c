@@ -221,7 +221,7 @@ int lf_cmd_bench(int argc, char **argv) {
     lf_error err = {{0}};
     int rc = 1;
     lf_model *m = NULL;
-    lf_backend be = {0};
+    lf_backend be = {.ops = NULL};
     int *prompts = NULL, *tok = NULL, *next = NULL, *pos = NULL, *places = NULL;
     double *step_ms = NULL;
     int n_open = 0;

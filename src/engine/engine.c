@@ -392,7 +392,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
         .sampling = r->sampling,
         .stream = (uint64_t)r->g.id, /* a request's sampling stream is its id */
     };
-    lf_backend_mem mem = {0};
+    lf_backend_mem mem = {.slots = 0};
     r->place = e->free_places[--e->n_free];
     const int rc = e->be.ops->open(e->be.self, r->place, &seq, &mem, err);
     r->g.kv_bytes = mem.kv_bytes;
