@@ -48,6 +48,180 @@ int lf_model_random(const char *preset, lf_dtype dtype, uint64_t seed, lf_model 
 void lf_model_free(lf_model *m);
 const lf_config *lf_model_config(const lf_model *m);
 
+/* Read-only accessors for a model's configuration (config.json, or the GGUF
+ * metadata that stands for it). */
+const char *lf_config_architecture(const lf_config *c); /* "Qwen3ForCausalLM", ... */
+int lf_config_layers(const lf_config *c);
+int lf_config_hidden_size(const lf_config *c);
+int lf_config_heads(const lf_config *c);       /* query heads */
+int lf_config_kv_heads(const lf_config *c);    /* key/value heads (GQA) */
+int lf_config_head_dim(const lf_config *c);
+int lf_config_vocab_size(const lf_config *c);
+int lf_config_context_length(const lf_config *c); /* max_position_embeddings */
+/* Is token one of the model's end-of-sequence ids? */
+bool lf_config_is_eos(const lf_config *c, int token);
+
+/* Threads the CPU kernels use from now on (0 = all cores), and how many
+ * that is. lf_engine_create sets it from lf_engine_config.threads. */
+void lf_threads_set(int n);
+int lf_threads_get(void);
+
+/* ---- tokenizer ----------------------------------------------------------- */
+/* Hugging Face tokenizer.json (BPE: byte-level and SentencePiece-style with
+ * byte fallback) with tokenizer_config.json, or a GGUF file's tokenizer
+ * metadata; encodes and decodes as the `tokenizers` library does. */
+typedef struct lf_tokenizer lf_tokenizer;
+
+/* Load dir/tokenizer.json and dir/tokenizer_config.json (optional). */
+int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err);
+void lf_tokenizer_free(lf_tokenizer *t);
+
+enum {
+    LF_TOK_ADD_SPECIAL = 1,   /* the post-processor's BOS/EOS (tokenizer.json's TemplateProcessing;
+                               * add_bos_token in tokenizer_config.json is not used, as in
+                               * transformers 5) */
+    LF_TOK_PARSE_SPECIAL = 2, /* match added/special tokens in the text (reference default) */
+};
+
+/* Encode UTF-8 text (invalid UTF-8 is an error). *ids is malloc'd.
+ * Thread-safe: calls on one tokenizer may run at once. */
+int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags,
+                        int **ids, int *n_ids, lf_error *err);
+
+/* Decode ids to a malloc'd NUL-terminated string. */
+int lf_tokenizer_decode(const lf_tokenizer *t, const int *ids, int n, bool skip_special, char **out,
+                        size_t *len, lf_error *err);
+
+/* Largest token id (model vocabulary or added token) + 1. */
+int lf_tokenizer_vocab_size(const lf_tokenizer *t);
+int lf_tokenizer_token_to_id(const lf_tokenizer *t, const char *token); /* -1 if none */
+const char *lf_tokenizer_id_to_token(const lf_tokenizer *t, int id);   /* NULL if none */
+bool lf_tokenizer_is_special(const lf_tokenizer *t, int id);
+/* tokenizer_config.json's chat_template text, or NULL. */
+const char *lf_tokenizer_chat_template(const lf_tokenizer *t);
+/* eos_token / bos_token from tokenizer_config.json as ids, or -1. */
+int lf_tokenizer_eos_id(const lf_tokenizer *t);
+int lf_tokenizer_bos_id(const lf_tokenizer *t);
+/* The same tokens as text, or NULL. */
+const char *lf_tokenizer_bos_token(const lf_tokenizer *t);
+const char *lf_tokenizer_eos_token(const lf_tokenizer *t);
+
+/* Streaming decode: text comes out only in whole UTF-8 characters, and none
+ * is lost when a token ends inside a multi-byte character. */
+typedef struct lf_detok_stream lf_detok_stream;
+lf_detok_stream *lf_detok_stream_new(const lf_tokenizer *t, bool skip_special);
+/* Push one id; text and len receive the newly completed text (valid until the
+ * next call). */
+int lf_detok_stream_push(lf_detok_stream *s, int id, const char **text, size_t *len, lf_error *err);
+/* End of stream: whatever is left (incomplete bytes as U+FFFD). */
+int lf_detok_stream_flush(lf_detok_stream *s, const char **text, size_t *len);
+void lf_detok_stream_free(lf_detok_stream *s);
+
+/* The tokenizer of the model at path: a GGUF file (or a directory holding
+ * one) through its metadata, else a Hugging Face directory's
+ * tokenizer.json. */
+int lf_model_tokenizer_load(const char *path, lf_tokenizer **out, lf_error *err);
+/* Whether path has a tokenizer to load (a GGUF, or a tokenizer.json). */
+bool lf_model_has_tokenizer(const char *path);
+
+/* ---- chat templates ------------------------------------------------------ */
+/* The model's own Jinja chat_template (rendered as transformers'
+ * apply_chat_template renders it) or a built-in template; the prompt is
+ * encoded with special tokens recognised only in the template's markup,
+ * never in message contents. */
+typedef struct lf_chat_message {
+    char *role;    /* "system", "user", "assistant" */
+    char *content;
+} lf_chat_message;
+
+typedef enum lf_chat_family {
+    LF_CHAT_QWEN3 = 0,     /* ChatML with <think> handling and enable_thinking (Qwen3) */
+    LF_CHAT_CHATML,        /* plain ChatML (Qwen2.5: with its default system message) */
+    LF_CHAT_DEEPSEEK_R1,   /* <｜User｜>/<｜Assistant｜> with opening <think>\n */
+    LF_CHAT_LLAMA3,        /* <|start_header_id|> headers */
+    LF_CHAT_LLAMA2,        /* [INST] ... [/INST] */
+    LF_CHAT_QWQ,           /* ChatML whose generation prompt opens <think>\n (QwQ-32B) */
+    LF_CHAT_TEMPLATE,      /* the model's own Jinja chat_template ("model") */
+    LF_CHAT_COUNT
+} lf_chat_family;
+
+typedef struct lf_chat_options {
+    bool add_generation_prompt; /* open the assistant turn (default true) */
+    bool enable_thinking;       /* default true; false = --no-think. The model's template gets it as the
+                                   variable enable_thinking (both values) */
+} lf_chat_options;
+
+/* What else the model's template may be given (lf_chat_render_json); NULL
+ * or zeroed fields for the defaults. */
+typedef struct lf_chat_template_args {
+    const char *kwargs; /* JSON object of extra variables (chat_template_kwargs); they override
+                           enable_thinking, bos_token and eos_token */
+    const char *tools;  /* JSON array for `tools`; NULL leaves it undefined (as llama.cpp does:
+                           transformers' tools=None breaks Phi-4-mini's template) */
+    int64_t now;        /* strftime_now's clock, seconds since the epoch (local time); 0 = now */
+} lf_chat_template_args;
+
+/* Pick the template: override name if given ("qwen3", "qwq", "chatml",
+ * "deepseek-r1", "llama3", "llama2", or "model" for the model's own), else
+ * the model's own chat_template when it has one (parsed here, so that a
+ * template outside the supported Jinja subset is an error naming the feature
+ * and line), else a built-in family recognised from the tokenizer's chat
+ * tokens. Clear error when nothing fits or when the tokenizer lacks the
+ * family's tokens. */
+int lf_chat_select(const lf_tokenizer *t, const char *override_name, lf_chat_family *out,
+                   lf_error *err);
+const char *lf_chat_family_name(lf_chat_family f);
+
+/* Render messages (roles system, user, assistant) to the prompt text and its
+ * ids; opt NULL means add_generation_prompt and enable_thinking. The text is
+ * encoded in one pass, as the whole string would be, except that special
+ * tokens are recognised only in the template's markup, not in message
+ * contents, so a user cannot inject <|im_start|>system. */
+int lf_chat_apply(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
+                  const lf_chat_options *opt, char **text, int **ids, int *n_ids, lf_error *err);
+
+/* A rendered prompt. */
+typedef struct lf_chat_prompt {
+    char *text;      /* the rendered template, NUL-terminated */
+    int *ids;        /* its token ids (special tokens from the markup only) */
+    int n_ids;
+    bool think_open; /* the prompt ends inside a <think> block that the template's markup opened
+                        (DeepSeek-R1, QwQ): generated text starts with reasoning */
+} lf_chat_prompt;
+void lf_chat_prompt_free(lf_chat_prompt *p);
+
+/* lf_chat_apply, with think_open. */
+int lf_chat_render_messages(lf_chat_family f, const lf_tokenizer *t, const lf_chat_message *msgs, int n,
+                            const lf_chat_options *opt, lf_chat_prompt *out, lf_error *err);
+
+/* For a server: messages as an OpenAI-style JSON array. The model's template
+ * sees every field of every message (tool_calls, reasoning_content, content
+ * parts, any role); the built-in families take what lf_chat_messages_parse
+ * accepts (and ignore args). `what` names the messages in errors. */
+int lf_chat_render_json(lf_chat_family f, const lf_tokenizer *t, const char *messages_json, const char *what,
+                        const lf_chat_options *opt, const lf_chat_template_args *args, lf_chat_prompt *out,
+                        lf_error *err);
+
+/* Parse an OpenAI-style JSON array of {"role","content"}. */
+int lf_chat_messages_parse(const char *json, const char *what, lf_chat_message **msgs, int *n,
+                           lf_error *err);
+void lf_chat_messages_free(lf_chat_message *msgs, int n);
+
+/* Split generated text at the last </think>: *reasoning gets what precedes
+ * it (without an opening <think>), *answer what follows; both without
+ * leading and trailing newlines. Without </think>, the text is all answer,
+ * unless it starts with <think> (reasoning cut short). Both malloc'd.
+ * Returns 0, or -1 when out of memory. */
+int lf_chat_split_think(const char *text, char **reasoning, char **answer);
+/* The same, for a prompt that already opened the think block (DeepSeek-R1,
+ * QwQ: see lf_chat_opens_think): then text without </think> is all
+ * reasoning. */
+int lf_chat_split_think_ex(const char *text, bool think_open, char **reasoning, char **answer);
+/* Does the generation prompt of this built-in family (with these options)
+ * end inside an opened <think> block? (For the model's template, which only
+ * its rendering can tell, see lf_chat_prompt.think_open; false here.) */
+bool lf_chat_opens_think(lf_chat_family f, const lf_chat_options *opt);
+
 /* ---- KV-cache policies --------------------------------------------------- */
 /* A policy is named by a string ("full", "longflow", ...; `longflow
  * policies` lists them) and identified by its index in the registry
@@ -91,6 +265,29 @@ int lf_policy_count(void);
 /* Every policy's name, ", "-separated, into buf (truncated to fit size). */
 void lf_policy_list(char *buf, size_t size);
 void lf_policy_config_default(lf_policy_config *p);
+
+/* What `longflow policies` prints about a policy (strings owned by the
+ * library). */
+typedef struct lf_policy_info {
+    const char *name;       /* --policy NAME */
+    const char *paper;      /* citation */
+    const char *rule;       /* what is evicted, one line */
+    const char *aux;        /* auxiliary memory per slot and layer, in words */
+    int aux_bytes_per_slot; /* the same in bytes */
+    bool budgeted;          /* evicts (false: `full`) */
+    bool gpu;               /* runs on --device cuda too */
+    const char *score_mode; /* what the fused kernel computes per slot */
+} lf_policy_info;
+/* Fill info for kind; -1 when kind is out of range. */
+int lf_policy_describe(lf_policy_kind kind, lf_policy_info *info);
+
+/* SnapKV prompt compression (every budgeted policy, when a prompt is longer
+ * than budget-1): observation window of the last LF_SNAPKV_WINDOW prompt
+ * queries, average pooling of width LF_SNAPKV_POOL; the smallest budget that
+ * holds a compressed prompt is LF_SNAPKV_MIN_BUDGET (B-1-32 >= 1). */
+#define LF_SNAPKV_WINDOW 32
+#define LF_SNAPKV_POOL 5
+#define LF_SNAPKV_MIN_BUDGET (LF_SNAPKV_WINDOW + 2)
 
 /* ---- sampling ------------------------------------------------------------ */
 typedef struct lf_sampling {
@@ -139,11 +336,9 @@ typedef struct lf_generation {
     int kv_slots;              /* slots per layer this sequence may use (0 until admitted) */
 } lf_generation;
 
-/* Bytes of K and V tensors for `slots` slots per layer (as the CPU cache
- * stores them, fp32). */
-size_t lf_kv_bytes_for(const lf_model *m, int slots);
-/* The same as `device` stores them: fp32 on the CPU, bf16 on CUDA. */
-size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device);
+/* Bytes of K and V tensors for `slots` slots per layer as `device` stores
+ * them: fp32 on the CPU, bf16 on CUDA. */
+size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device);
 
 typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token);
 
@@ -158,11 +353,10 @@ void lf_engine_free(lf_engine *e);
  * finish_reason "length" and a note. */
 int lf_context_check(const lf_model *m, int n_prompt, lf_error *err);
 
-/* Queue a prompt; returns a request id >= 0, or -1 with err filled. */
+/* Queue a prompt with the engine's settings; returns a request id >= 0, or
+ * -1 with err filled. A request with settings of its own (budget, sampling,
+ * stop ids, ...) goes through lf_engine_submit_params. */
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err);
-/* The same with this request's own budget (slots per layer) for a budgeted
- * policy; 0 = the engine's. */
-int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err);
 /* One request's own settings (lf_engine_submit_params). Start from
  * lf_request_params_default, which copies the engine's configuration, then
  * set what this request changes. */

@@ -1,6 +1,8 @@
-/* longflow bench: prefill and decode speed of the CPU forward, with the
- * machine's read bandwidth measured in the same run, printed as one JSON
- * object on stdout. --device cuda: the throughput benchmark of the GPU
+/* longflow bench: prefill and decode speed of the CPU forward, driven
+ * through the engine's CPU backend (backend/backend.h: the same open,
+ * prefill and step the engine calls, greedy sampling included in the times),
+ * with the machine's read bandwidth measured in the same run, printed as one
+ * JSON object on stdout. --device cuda: the throughput benchmark of the GPU
  * engine (src/cli/bench_cuda.c).
  *
  *   longflow bench (--model DIR | --random-weights --config NAME)
@@ -24,13 +26,11 @@
 #include "cli/bench_cuda.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "backend/backend.h"
 #include "core/error.h"
 #include "core/membw.h"
 #include "core/timer.h"
-#include "cpu/forward.h"
-#include "cpu/kernels.h"
 #include "cpu/simd.h"
-#include "kv/cache.h"
 #include "model/model.h"
 
 static const char *CMD = "bench";
@@ -71,13 +71,6 @@ static uint64_t splitmix(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
 }
 
 static size_t weight_bytes(const lf_weight *w) {
@@ -215,17 +208,16 @@ int lf_cmd_bench(int argc, char **argv) {
     if (batch < 0) batch = 1;
     if (membw_mb < 0) membw_mb = 1024;
 
-    lf_cpu_set_threads(o.threads);
-    int threads = lf_cpu_threads();
+    lf_threads_set(o.threads);
+    int threads = lf_threads_get();
     lf_error err = {{0}};
     int rc = 1;
     lf_model *m = NULL;
-    lf_cpu_ctx *ctx = NULL;
-    lf_kv_cache *caches = NULL, **cptr = NULL;
-    int *prompts = NULL, *tok = NULL, *pos = NULL;
-    float *logits = NULL;
+    lf_backend be = {.ops = NULL};
+    int *prompts = NULL, *tok = NULL, *next = NULL, *pos = NULL, *places = NULL;
     double *step_ms = NULL;
-    int n_init = 0;
+    int n_open = 0;
+    size_t kv_bytes = 0;
 
     lf_membw_result bw = {0};
     if (membw_mb > 0 && lf_membw_measure((size_t)membw_mb << 20, threads, 6, &bw, &err)) {
@@ -252,47 +244,60 @@ int lf_cmd_bench(int argc, char **argv) {
         goto out;
     }
 
-    caches = calloc((size_t)batch, sizeof *caches);
-    cptr = calloc((size_t)batch, sizeof *cptr);
     prompts = malloc((size_t)batch * prompt_len * sizeof(int));
     tok = malloc((size_t)batch * sizeof(int));
+    next = malloc((size_t)batch * sizeof(int));
     pos = malloc((size_t)batch * sizeof(int));
-    logits = malloc((size_t)batch * V * sizeof(float));
+    places = malloc((size_t)batch * sizeof(int));
     step_ms = malloc((size_t)gen_len * sizeof(double));
-    if (!caches || !cptr || !prompts || !tok || !pos || !logits || !step_ms) {
+    if (!prompts || !tok || !next || !pos || !places || !step_ms) {
         lf_cli_error(CMD, "out of memory for %d sequences", batch);
         goto out;
     }
-    if (lf_cpu_ctx_create(m, batch, &ctx, &err)) goto fail;
-    for (; n_init < batch; n_init++) {
-        if (lf_kv_cache_init(&caches[n_init], cfg, &o.policy, budget, &err)) goto fail;
-        cptr[n_init] = &caches[n_init];
-    }
+    /* the engine's CPU backend, one place per sequence, greedy */
+    lf_engine_config ec;
+    lf_engine_config_default(&ec);
+    ec.threads = o.threads;
+    ec.max_seqs = batch;
+    if (lf_backend_cpu_create(m, &ec, &be, &err)) goto fail;
     uint64_t rs = o.sampling.seed ^ 0x5eedull;
     for (size_t i = 0; i < (size_t)batch * prompt_len; i++) prompts[i] = (int)(splitmix(&rs) % (uint64_t)V);
+    lf_backend_seq seq = {.n_prompt = prompt_len, .max_new = gen_len, .slots = budget, .policy = o.policy};
+    seq.sampling = ec.sampling;
+    seq.sampling.temperature = 0; /* greedy */
 
     /* warm-up (page in mapped weights, grow scratch): a short prefill and one
-     * decode step in a cache of its own */
+     * decode step in place 0 with a `full` cache of its own */
     {
-        lf_kv_cache wc;
-        lf_policy_config full;
-        lf_policy_config_default(&full);
-        int wn = prompt_len < 8 ? prompt_len : 8;
-        if (lf_kv_cache_init(&wc, cfg, &full, wn + 1, &err)) goto fail;
-        lf_kv_cache *wp = &wc;
-        int wt = 0, wpos = wn;
-        int r1 = lf_cpu_prefill(ctx, m, &wc, prompts, wn, logits, &err);
-        int r2 = r1 ? -1 : lf_cpu_decode(ctx, m, &wp, &wt, &wpos, 1, logits, &err);
-        lf_kv_cache_free(&wc);
-        if (r1 || r2) goto fail;
+        lf_backend_seq w = seq;
+        lf_backend_mem wm;
+        w.prompt = prompts;
+        w.n_prompt = prompt_len < 8 ? prompt_len : 8;
+        w.max_new = 1;
+        w.slots = w.n_prompt + 1;
+        lf_policy_config_default(&w.policy);
+        int p0 = 0, wt = 0, wpos = w.n_prompt, wout;
+        int r = be.ops->open(be.self, 0, &w, &wm, &err);
+        if (!r) r = be.ops->prefill(be.self, 0, &wt, &err);
+        if (!r) r = be.ops->step(be.self, 1, &p0, &wt, &wpos, &wout, &err);
+        be.ops->close(be.self, 0);
+        if (r) goto fail;
     }
 
+    for (; n_open < batch; n_open++) {
+        lf_backend_mem mem;
+        seq.prompt = prompts + (size_t)n_open * prompt_len;
+        seq.stream = (uint64_t)n_open;
+        places[n_open] = n_open;
+        if (be.ops->open(be.self, n_open, &seq, &mem, &err)) {
+            n_open++; /* (closed below) */
+            goto fail;
+        }
+        kv_bytes += mem.kv_bytes + mem.aux_bytes;
+    }
     t0 = lf_now_ms();
     for (int s = 0; s < batch; s++) {
-        if (lf_cpu_prefill(ctx, m, &caches[s], prompts + (size_t)s * prompt_len, prompt_len,
-                           logits + (size_t)s * V, &err))
-            goto fail;
-        tok[s] = argmax(logits + (size_t)s * V, V);
+        if (be.ops->prefill(be.self, s, &tok[s], &err)) goto fail;
         pos[s] = prompt_len;
     }
     double prefill_ms = lf_now_ms() - t0;
@@ -303,24 +308,21 @@ int lf_cmd_bench(int argc, char **argv) {
         /* K and V this step's attention reads: the valid slots of every layer
          * plus the token being added */
         for (int s = 0; s < batch; s++)
-            for (int l = 0; l < cfg->n_layers; l++) kv_read += (double)(caches[s].layers[l].n_valid + 1) * kv_row;
+            kv_read += (double)(be.ops->valid_slots(be.self, s) + cfg->n_layers) * kv_row;
         t0 = lf_now_ms();
-        if (lf_cpu_decode(ctx, m, cptr, tok, pos, batch, logits, &err)) goto fail;
+        if (be.ops->step(be.self, batch, places, tok, pos, next, &err)) goto fail;
         step_ms[k] = lf_now_ms() - t0;
         decode_ms += step_ms[k];
         for (int s = 0; s < batch; s++) {
-            tok[s] = argmax(logits + (size_t)s * V, V);
+            tok[s] = next[s];
             pos[s]++;
         }
     }
     qsort(step_ms, (size_t)gen_len, sizeof *step_ms, cmp_double);
 
     size_t wbytes = m->decode_bytes_per_token ? m->decode_bytes_per_token : decode_weight_bytes(m);
-    size_t kv_bytes = 0, kv_used = 0;
-    for (int s = 0; s < batch; s++) {
-        kv_bytes += caches[s].bytes;
-        kv_used += lf_kv_cache_bytes_in_use(&caches[s]);
-    }
+    size_t kv_used = 0;
+    for (int s = 0; s < batch; s++) kv_used += (size_t)be.ops->valid_slots(be.self, s) * kv_row;
     double ms_step = decode_ms / gen_len;
     double prefill_tps = (double)batch * prompt_len / (prefill_ms / 1e3);
     double decode_tps = (double)batch * gen_len / (decode_ms / 1e3);
@@ -360,15 +362,16 @@ int lf_cmd_bench(int argc, char **argv) {
 fail:
     lf_cli_error(CMD, "%s", err.msg);
 out:
-    for (int s = 0; s < n_init; s++) lf_kv_cache_free(&caches[s]);
-    free(caches);
-    free(cptr);
+    if (be.ops) {
+        for (int s = 0; s < n_open; s++) be.ops->close(be.self, s);
+        be.ops->destroy(be.self);
+    }
     free(prompts);
     free(tok);
+    free(next);
     free(pos);
-    free(logits);
+    free(places);
     free(step_ms);
-    lf_cpu_ctx_free(ctx);
     lf_model_free(m);
     lf_gen_options_free(&o);
     return rc;

@@ -13,19 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat/chat.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/input.h"
+#include "longflow.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "model/gguf_tokenizer.h"
 #include "core/timer.h"
 #include "eval/answer.h"
 #include "eval/problems.h"
-#include "model/model.h"
-#include "kv/policy.h"
 
 #define LF_R1_INSTRUCTION "Please reason step by step, and put your final answer within \\boxed{}."
 #define CMD "eval"
@@ -437,7 +434,10 @@ static int submit_all(lf_engine *eng, problem *probs, int n, int *req_to_prob) {
     lf_error err = {{0}};
     for (int i = 0; i < n; i++) {
         if (probs[i].done) continue;
-        int id = lf_engine_submit_budget(eng, probs[i].ids, probs[i].n_ids, probs[i].budget, &err);
+        lf_request_params rp;
+        lf_request_params_default(eng, probs[i].ids, probs[i].n_ids, &rp);
+        if (probs[i].budget > 0) rp.budget = probs[i].budget; /* its own (--budget P%); else the engine's */
+        int id = lf_engine_submit_params(eng, &rp, &err);
         if (id < 0) {
             lf_cli_error(CMD, "problem %d: %s", probs[i].index, err.msg);
             return -1;

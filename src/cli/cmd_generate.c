@@ -5,15 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat/chat.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/file.h"
 #include "core/memstat.h"
 #include "longflow.h"
-#include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 static void generate_usage(FILE *f) {
     char policies[256];

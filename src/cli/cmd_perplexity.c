@@ -12,12 +12,9 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/input.h"
+#include "longflow.h"
 #include "core/timer.h"
-#include "cpu/forward.h"
 #include "eval/perplexity.h"
-#include "model/gguf_tokenizer.h"
-#include "model/model.h"
-#include "tokenizer/tokenizer.h"
 
 static const char *CMD = "perplexity";
 
@@ -316,9 +313,9 @@ static int load_generated(ppl_cli *c, lf_model **m, lf_tokenizer **tok, int **id
     if (lf_gen_prepare_prompt(&o, CMD, m, tok, &prompt, &np, &rendered, &think_open)) return -1;
     free(rendered);
     int rc = -1;
-    if (np + c->gen > (*m)->cfg.max_position)
+    if (np + c->gen > lf_config_context_length(lf_model_config(*m)))
         lf_cli_error(CMD, "--gen %d after a prompt of %d tokens is more than the model's context (%d)", c->gen, np,
-                     (*m)->cfg.max_position);
+                     lf_config_context_length(lf_model_config(*m)));
     else if (generate(c, *m, prompt, np, &gen, &ng) == 0 && join_ids(prompt, np, gen, ng, ids) == 0) {
         *n = np + ng;
         *n_prompt = np;
@@ -444,7 +441,7 @@ static void run_header(const ppl_cli *c, const lf_model *m, const int *ids, int 
     h->k = (uint32_t)top_k;
     h->ctx = (uint32_t)c->ctx;
     h->stride = (uint32_t)c->stride;
-    h->vocab = (uint32_t)m->cfg.vocab_size;
+    h->vocab = (uint32_t)lf_config_vocab_size(lf_model_config(m));
     h->n_tokens = (uint64_t)n;
     h->text_hash = lf_ppl_hash_tokens(ids, n, n_prompt);
     h->model_hash = lf_ppl_model_fingerprint(m);
@@ -483,7 +480,7 @@ static int evaluate(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_
     lf_ppl_base_header hdr;
     lf_ppl_result base = {0}, r = {0};
     int top_k = c->kl_write ? (c->top_k > 0 ? c->top_k : 32) : 0;
-    if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
+    if (top_k > lf_config_vocab_size(lf_model_config(m))) top_k = lf_config_vocab_size(lf_model_config(m));
     run_header(c, m, ids, n, n_prompt, top_k, &hdr);
     ppl_report rep = {.pc = &c->o.policy, .ids = ids, .n_tokens = n, .n_prompt = n_prompt, .gen_match = -1};
     int scored;
@@ -517,7 +514,7 @@ static int evaluate_fidelity(ppl_cli *c, const lf_model *m, const int *ids, int 
     lf_policy_config full;
     lf_policy_config_default(&full);
     int top_k = c->top_k > 0 ? c->top_k : 32;
-    if (top_k > m->cfg.vocab_size) top_k = m->cfg.vocab_size;
+    if (top_k > lf_config_vocab_size(lf_model_config(m))) top_k = lf_config_vocab_size(lf_model_config(m));
     ppl_report rep = {.pc = &full, .ids = ids, .n_tokens = n, .n_prompt = n_prompt, .gen_match = -1};
     int scored;
     lf_ppl_plan(n, c->ctx, c->stride, c->limit, n_prompt, &rep.windows, &scored);
@@ -552,7 +549,7 @@ static int evaluate_fidelity(ppl_cli *c, const lf_model *m, const int *ids, int 
 
 /* --ctx and --stride against the model (defaults filled in). */
 static int resolve_window(ppl_cli *c, const lf_model *m) {
-    const int mctx = m->cfg.max_position;
+    const int mctx = lf_config_context_length(lf_model_config(m));
     if (c->ctx == 0) c->ctx = mctx < 2048 ? mctx : 2048;
     if (c->ctx < 2) lf_cli_error(CMD, "--ctx must be at least 2 (got %d)", c->ctx);
     else if (c->ctx > mctx)
@@ -574,7 +571,7 @@ int lf_cmd_perplexity(int argc, char **argv) {
         lf_gen_options_free(&c.o);
         return pr == 1 ? 0 : 2;
     }
-    lf_cpu_set_threads(c.o.threads);
+    lf_threads_set(c.o.threads);
     lf_model *m = NULL;
     lf_tokenizer *tok = NULL;
     int *ids = NULL, n = 0, n_prompt = 0, rc = 1;

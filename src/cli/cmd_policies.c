@@ -7,7 +7,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "kv/policy.h"
+#include "longflow.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -40,16 +40,17 @@ int lf_cmd_policies(int argc, char **argv) {
     if (json) {
         cJSON *arr = cJSON_CreateArray();
         for (int k = 0; k < lf_policy_count(); k++) {
-            const lf_policy_desc *p = lf_policy_get((lf_policy_kind)k);
+            lf_policy_info p;
+            lf_policy_describe((lf_policy_kind)k, &p);
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "name", p->name);
-            cJSON_AddStringToObject(o, "paper", p->paper);
-            cJSON_AddStringToObject(o, "rule", p->rule);
-            cJSON_AddStringToObject(o, "aux_memory_per_slot", p->aux);
-            cJSON_AddNumberToObject(o, "aux_bytes_per_slot", p->aux_bytes_per_slot);
-            cJSON_AddBoolToObject(o, "budgeted", p->budgeted);
-            cJSON_AddBoolToObject(o, "gpu", p->gpu != LF_GPU_NONE);
-            cJSON_AddStringToObject(o, "score_mode", lf_score_mode_name(p->score));
+            cJSON_AddStringToObject(o, "name", p.name);
+            cJSON_AddStringToObject(o, "paper", p.paper);
+            cJSON_AddStringToObject(o, "rule", p.rule);
+            cJSON_AddStringToObject(o, "aux_memory_per_slot", p.aux);
+            cJSON_AddNumberToObject(o, "aux_bytes_per_slot", p.aux_bytes_per_slot);
+            cJSON_AddBoolToObject(o, "budgeted", p.budgeted);
+            cJSON_AddBoolToObject(o, "gpu", p.gpu);
+            cJSON_AddStringToObject(o, "score_mode", p.score_mode);
             cJSON_AddItemToArray(arr, o);
         }
         char *s = cJSON_PrintUnformatted(arr);
@@ -63,9 +64,10 @@ int lf_cmd_policies(int argc, char **argv) {
         return 0;
     }
     for (int k = 0; k < lf_policy_count(); k++) {
-        const lf_policy_desc *p = lf_policy_get((lf_policy_kind)k);
-        printf("%-10s %s | %s | aux memory per slot: %s%s\n", p->name, p->paper, p->rule, p->aux,
-               p->gpu == LF_GPU_NONE ? " | CPU only" : "");
+        lf_policy_info p;
+        lf_policy_describe((lf_policy_kind)k, &p);
+        printf("%-10s %s | %s | aux memory per slot: %s%s\n", p.name, p.paper, p.rule, p.aux,
+               p.gpu ? "" : " | CPU only");
     }
     return 0;
 }

@@ -5,13 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chat/chat.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/input.h"
+#include "longflow.h"
 #include "core/file.h"
-#include "model/gguf_tokenizer.h"
-#include "tokenizer/tokenizer.h"
 
 #ifndef LF_DEFAULT_MODEL_DIR
 #define LF_DEFAULT_MODEL_DIR "models/tiny-reasoner"

@@ -7,13 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "chat/chat.h"
 #include "cli/input.h"
+#include "longflow.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "model/gguf_tokenizer.h"
-#include "kv/cache.h"
-#include "model/model.h"
 
 #ifndef LF_DEFAULT_MODEL_DIR
 #define LF_DEFAULT_MODEL_DIR "models/tiny-reasoner"
@@ -282,7 +279,7 @@ int lf_gen_prepare_prompt(const lf_gen_options *o, const char *cmd, lf_model **m
         }
     }
     if (o->prompt_ids) {
-        if (!lf_parse_ids(cmd, "--prompt-ids", o->prompt_ids, lf_model_config(*model)->vocab_size,
+        if (!lf_parse_ids(cmd, "--prompt-ids", o->prompt_ids, lf_config_vocab_size(lf_model_config(*model)),
                           "the model's vocabulary", prompt, n_prompt))
             goto fail;
         return 0;
@@ -435,10 +432,10 @@ void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, lf_device device,
                            int max_tokens) {
     r->bytes = g->kv_bytes;
     r->in_use_peak = g->kv_bytes_in_use_peak;
-    r->full_bytes = lf_kv_bytes_for_device(m, g->n_prompt + max_tokens, device);
+    r->full_bytes = lf_kv_bytes_for(m, g->n_prompt + max_tokens, device);
     /* full holds the prompt and every generated token but the last (which no step reads) */
     int held = g->n_prompt + (g->n_tokens > 0 ? g->n_tokens - 1 : 0);
-    r->full_in_use_peak = lf_kv_bytes_for_device(m, held, device);
+    r->full_in_use_peak = lf_kv_bytes_for(m, held, device);
 }
 
 void lf_gen_kv_report_json(const lf_kv_report *r, cJSON *obj) {

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include "cli/args.h"
 #include "longflow.h"
-#include "tokenizer/tokenizer.h"
 
 typedef struct lf_gen_options {
     const char *model_dir;

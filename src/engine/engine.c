@@ -3,33 +3,29 @@
  * a finished sequence frees its cache and the next queued request is
  * prefilled in its place (continuous batching).
  *
- * Two backends: the CPU forward (src/cpu/forward.h, one lf_kv_cache per
- * request) and, when built with LF_HAVE_CUDA, the CUDA backend
- * (src/cuda/cuda_forward.h), which owns a pool of per-sequence caches
- * ("entries") on the GPU. The CUDA backend is created at the first
- * lf_engine_run (or lf_engine_reserve), when the queued prompts are known. */
+ * One loop for every device, over the backend interface
+ * (backend/backend.h): the CPU backend (src/cpu/backend.c, its places fixed
+ * at max_seqs) and, when built with LF_HAVE_CUDA, the CUDA backend
+ * (src/backend/cuda.c, a pool of entries on the GPU planned at the first
+ * lf_engine_run or lf_engine_reserve, when the queued prompts are known).
+ * Both return sampled tokens. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 #include "core/timer.h"
-#include "cpu/forward.h"
-#include "kv/cache.h"
 #include "kv/policy.h"
 #include "longflow.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
-#ifdef LF_HAVE_CUDA
-#include "cuda/cuda_forward.h"
-#endif
 
 typedef struct lf_request {
     lf_generation g;
     int *prompt;
     int *tokens;     /* [max_new] */
-    int *history;    /* prompt + generated, for the repetition penalty */
     int *stop_ids;   /* [n_stop_ids] */
     int n_stop_ids;
     int max_tokens;  /* asked for */
@@ -38,41 +34,30 @@ typedef struct lf_request {
     lf_sampling sampling;
     uint64_t stream; /* the sampler's random stream */
     lf_policy_kind policy;
-    lf_kv_cache cache;
-    bool has_cache;
-    lf_sampler sampler;
-    bool has_sampler;
     bool running;    /* admitted and not yet retired */
     int budget;      /* slots for a budgeted policy (the engine's, or per request) */
-    int entry;       /* CUDA: the pool entry this request runs in, -1 = none */
+    int place;       /* the backend place this request runs in, -1 = none */
 } lf_request;
 
 struct lf_engine {
     lf_model *model;
     lf_engine_config cfg;
-    lf_cpu_ctx *cpu;
+    lf_backend be;
+    lf_backend_info plan; /* what the backend holds now (places 0: not planned) */
     /* every request not yet released: reqs[i] has id id_base + i (NULL once released) */
     lf_request **reqs;
     int id_base, n_reqs, cap_reqs;
     /* FIFO of queued requests: queue[q_head .. q_head + q_len) */
     lf_request **queue;
     int q_head, q_len, q_cap;
-    lf_request **active; /* running sequences [max_seqs] (CUDA: [entries]) */
+    lf_request **active; /* running sequences [places] */
     int n_active;
     lf_engine_stats stats;
     size_t kv_bytes_now;
-    /* step scratch */
-    float *logits; /* [max_seqs][vocab] */
-    int *step_tokens, *step_pos;
-    lf_kv_cache **step_caches;
-#ifdef LF_HAVE_CUDA
-    lf_cuda_backend *gpu;
-    lf_cuda_info gpu_info;
-    int gpu_max_prompt;  /* longest prompt the backend was planned for */
-    int *free_entries;   /* [entries] stack of unused pool entries */
+    int *free_places;    /* [places] stack of unused places */
     int n_free;
-    int *step_entries, *step_out; /* [entries] */
-#endif
+    /* step scratch [places] */
+    int *step_places, *step_tokens, *step_pos, *step_out;
 };
 
 void lf_engine_config_default(lf_engine_config *c) {
@@ -84,6 +69,43 @@ void lf_engine_config_default(lf_engine_config *c) {
     c->ignore_eos = false;
     lf_policy_config_default(&c->policy);
     lf_sampling_default(&c->sampling);
+}
+
+static void free_step_arrays(lf_engine *e) {
+    free(e->active);
+    free(e->free_places);
+    free(e->step_places);
+    free(e->step_tokens);
+    free(e->step_pos);
+    free(e->step_out);
+    e->active = NULL;
+    e->free_places = e->step_places = e->step_tokens = e->step_pos = e->step_out = NULL;
+    e->n_free = 0;
+}
+
+/* Take the backend's current plan: the running set, the free places and the
+ * step arrays, one per place (none when it is not planned yet). Only with
+ * no sequence running. */
+static int adopt_plan(lf_engine *e, lf_error *err) {
+    free_step_arrays(e);
+    e->be.ops->info(e->be.self, &e->plan);
+    const int n = e->plan.places;
+    if (n == 0) return 0;
+    e->active = malloc((size_t)n * sizeof(lf_request *));
+    e->free_places = malloc((size_t)n * sizeof(int));
+    e->step_places = malloc((size_t)n * sizeof(int));
+    e->step_tokens = malloc((size_t)n * sizeof(int));
+    e->step_pos = malloc((size_t)n * sizeof(int));
+    e->step_out = malloc((size_t)n * sizeof(int));
+    if (!e->active || !e->free_places || !e->step_places || !e->step_tokens || !e->step_pos || !e->step_out) {
+        free_step_arrays(e);
+        e->plan.places = 0;
+        return lf_fail(err, "engine: out of memory for a batch of %d", n);
+    }
+    /* a stack: place 0 is handed out first */
+    e->n_free = n;
+    for (int i = 0; i < n; i++) e->free_places[i] = n - 1 - i;
+    return 0;
 }
 
 int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err) {
@@ -115,22 +137,14 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
     if (!e) return lf_fail(err, "engine: out of memory");
     e->model = m;
     e->cfg = *cfg;
-    if (cfg->device == LF_DEVICE_CUDA) { /* the backend and the step arrays come with the plan */
-        *out = e;
-        return 0;
-    }
-    lf_cpu_set_threads(cfg->threads);
-    int B = cfg->max_seqs, V = m->cfg.vocab_size;
-    e->logits = malloc((size_t)B * V * sizeof(float));
-    e->step_tokens = malloc((size_t)B * sizeof(int));
-    e->step_pos = malloc((size_t)B * sizeof(int));
-    e->step_caches = malloc((size_t)B * sizeof(lf_kv_cache *));
-    e->active = malloc((size_t)B * sizeof(lf_request *));
-    if (!e->logits || !e->step_tokens || !e->step_pos || !e->step_caches || !e->active) {
-        lf_engine_free(e);
-        return lf_fail(err, "engine: out of memory for a batch of %d", B);
-    }
-    if (lf_cpu_ctx_create(m, B, &e->cpu, err)) {
+    int rc;
+#ifdef LF_HAVE_CUDA
+    if (cfg->device == LF_DEVICE_CUDA)
+        rc = lf_backend_cuda_create(m, cfg, &e->be, err); /* the places come with the plan */
+    else
+#endif
+        rc = lf_backend_cpu_create(m, cfg, &e->be, err);
+    if (rc || adopt_plan(e, err)) {
         lf_engine_free(e);
         return -1;
     }
@@ -138,19 +152,8 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
     return 0;
 }
 
-/* Free what a running request holds (cache, sampler, history); its ids and
- * result stay until lf_engine_release. */
-static void request_release(lf_request *r) {
-    if (r->has_cache) lf_kv_cache_free(&r->cache);
-    if (r->has_sampler) lf_sampler_free(&r->sampler);
-    r->has_cache = r->has_sampler = false;
-    free(r->history);
-    r->history = NULL;
-}
-
 static void request_free(lf_request *r) {
     if (!r) return;
-    request_release(r);
     free(r->prompt);
     free(r->tokens);
     free(r->stop_ids);
@@ -162,18 +165,8 @@ void lf_engine_free(lf_engine *e) {
     for (int i = 0; i < e->n_reqs; i++) request_free(e->reqs[i]);
     free(e->reqs);
     free(e->queue);
-    free(e->active);
-    lf_cpu_ctx_free(e->cpu);
-    free(e->logits);
-    free(e->step_tokens);
-    free(e->step_pos);
-    free(e->step_caches);
-#ifdef LF_HAVE_CUDA
-    lf_cuda_backend_free(e->gpu);
-    free(e->free_entries);
-    free(e->step_entries);
-    free(e->step_out);
-#endif
+    free_step_arrays(e);
+    if (e->be.ops) e->be.ops->destroy(e->be.self);
     free(e);
 }
 
@@ -225,39 +218,11 @@ static int check_ids(const lf_engine *e, const int *ids, int n, const char *what
     return 0;
 }
 
-/* What the GPU pool can run: one policy and one sampling configuration for
- * every entry (chosen when the pool is planned), per-request budgets up to
- * the entries' capacity, prompts up to the planned prefill length. */
+/* What the device can run as asked (the GPU pool: one policy and one
+ * sampling configuration, the planned prompt length and slots). */
 static int check_device(const lf_engine *e, const lf_request_params *p, lf_error *err) {
-#ifdef LF_HAVE_CUDA
-    if (e->cfg.device != LF_DEVICE_CUDA) return 0;
-    if (p->policy != e->cfg.policy.kind)
-        return lf_fail(err, "kv_policy %s: the GPU pool runs one policy for every sequence (%s, from --policy)",
-                       lf_policy_name(p->policy), lf_policy_name(e->cfg.policy.kind));
-    const lf_sampling *a = &p->sampling, *b = &e->cfg.sampling;
-    if (a->temperature != b->temperature || a->top_k != b->top_k || a->top_p != b->top_p || a->min_p != b->min_p ||
-        a->repetition_penalty != b->repetition_penalty || a->seed != b->seed)
-        return lf_fail(err, "sampling: the GPU pool samples every sequence with the server's settings (temperature, "
-                            "top_p, top_k, min_p, repetition_penalty, seed); a request cannot change them on --device "
-                            "cuda");
-    if (e->gpu) {
-        if (p->n_prompt > e->gpu_max_prompt)
-            return lf_fail(err, "prompt of %d tokens is longer than the GPU pool was planned for (%d)", p->n_prompt,
-                           e->gpu_max_prompt);
-        const int room = e->model->cfg.max_position - p->n_prompt;
-        long need = (long)p->n_prompt + (p->max_tokens < room ? p->max_tokens : room);
-        long slots = p->policy == LF_POLICY_FULL ? need : (p->budget < need ? p->budget : need);
-        if (slots > e->gpu_info.capacity)
-            return lf_fail(err, "%s %ld slots exceeds the GPU pool's %d slots per sequence",
-                           p->policy == LF_POLICY_FULL ? "prompt + max_tokens needs" : "kv_budget of", slots,
-                           e->gpu_info.capacity);
-    }
-#else
-    (void)e;
-    (void)p;
-    (void)err;
-#endif
-    return 0;
+    if (!e->be.ops->check) return 0;
+    return e->be.ops->check(e->be.self, &e->cfg, p, e->model->cfg.max_position, err);
 }
 
 int lf_engine_check_params(const lf_engine *e, const lf_request_params *p, lf_error *err) {
@@ -356,7 +321,7 @@ int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *
     r->sampling = p->sampling;
     r->policy = p->policy;
     r->budget = p->policy == LF_POLICY_FULL ? 0 : p->budget;
-    r->entry = -1;
+    r->place = -1;
     r->g.id = e->id_base + e->n_reqs;
     r->stream = p->stream >= 0 ? (uint64_t)p->stream : (uint64_t)r->g.id;
     r->g.prompt = r->prompt;
@@ -371,14 +336,8 @@ int lf_engine_submit_params(lf_engine *e, const lf_request_params *p, lf_error *
 }
 
 int lf_engine_submit(lf_engine *e, const int *prompt, int n_prompt, lf_error *err) {
-    return lf_engine_submit_budget(e, prompt, n_prompt, 0, err);
-}
-
-int lf_engine_submit_budget(lf_engine *e, const int *prompt, int n_prompt, int budget, lf_error *err) {
-    if (budget < 0) return lf_fail(err, "budget must be positive (got %d)", budget);
     lf_request_params p;
     lf_request_params_default(e, prompt, n_prompt, &p);
-    if (budget > 0) p.budget = budget;
     return lf_engine_submit_params(e, &p, err);
 }
 
@@ -391,7 +350,6 @@ static bool is_stop_id(const lf_request *r, int tok) {
 /* Record a sampled token; returns true when the sequence is finished. */
 static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb, void *user) {
     r->tokens[r->g.n_tokens++] = tok;
-    if (r->history) r->history[r->g.n_prompt + r->g.n_tokens - 1] = tok;
     e->stats.generated_tokens++;
     if (!r->ignore_eos && lf_config_is_eos(&e->model->cfg, tok)) {
         r->g.done = true;
@@ -404,30 +362,25 @@ static bool push_token(lf_engine *e, lf_request *r, int tok, lf_token_callback c
         r->g.finish_reason = "length";
         if (r->max_new < r->max_tokens) r->g.note = "stopped at the model's context (max_position_embeddings)";
     }
-    if (r->has_cache) {
-        if ((size_t)r->cache.peak_valid > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)r->cache.peak_valid;
-        r->g.kv_bytes_in_use_peak = lf_kv_cache_peak_bytes_in_use(&r->cache);
-    }
-#ifdef LF_HAVE_CUDA
-    if (r->entry >= 0) {
-        /* The GPU path derives these instead of reading the device: after the
-         * prefill and each decode step the entry holds the prompt (what the
-         * policy kept of it) plus the generated tokens written so far (the last
-         * sampled one is written by the next step), never more than capacity.
-         * For a prompt longer than the capacity this is an upper bound
-         * (SnapKV may keep a few slots fewer). A budgeted request holds at
-         * most its own budget's slots of its entry. */
-        const lf_cuda_info *in = &e->gpu_info;
-        long held = (long)r->g.n_prompt + r->g.n_tokens - 1;
-        const long slots = r->policy == LF_POLICY_FULL ? in->capacity : cache_slots(r);
-        if (held > slots) held = slots;
-        if ((size_t)held > r->g.kv_tokens_peak) r->g.kv_tokens_peak = (size_t)held;
-        size_t per_slot = in->capacity > 0 ? in->kv_bytes_per_entry / (size_t)in->capacity : 0;
-        r->g.kv_bytes_in_use_peak = r->g.kv_tokens_peak * per_slot;
-    }
-#endif
+    if (r->place >= 0)
+        e->be.ops->usage(e->be.self, r->place, (long)r->g.n_prompt + r->g.n_tokens - 1, &r->g.kv_tokens_peak,
+                         &r->g.kv_bytes_in_use_peak);
     if (cb) cb(user, &r->g, tok);
     return r->g.done;
+}
+
+/* The cache policy of one request: the engine's sinks/recent/evict_every
+ * when it runs the engine's policy, the policy's defaults otherwise; its own
+ * budget (which sets what depends on it, e.g. H2O's and VATP's default
+ * recent window, budget / 2). */
+static lf_policy_config request_policy(const lf_engine *e, const lf_request *r) {
+    lf_policy_config pc = e->cfg.policy;
+    if (r->policy != pc.kind) {
+        lf_policy_config_default(&pc);
+        pc.kind = r->policy;
+    }
+    pc.budget = r->budget;
+    return pc;
 }
 
 /* Record the token sampled for r, or fail r alone when the sampler refused
@@ -447,60 +400,43 @@ static int step_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb
     return lf_fail_prefix(err, "request %d", r->g.id);
 }
 
-/* The cache policy of one request: the engine's sinks/recent/evict_every
- * when it runs the engine's policy, the policy's defaults otherwise; its own
- * budget (which sets what depends on it, e.g. H2O's and VATP's default
- * recent window, budget / 2). */
-static lf_policy_config request_policy(const lf_engine *e, const lf_request *r) {
-    lf_policy_config pc = e->cfg.policy;
-    if (r->policy != pc.kind) {
-        lf_policy_config_default(&pc);
-        pc.kind = r->policy;
-    }
-    pc.budget = r->budget;
-    return pc;
-}
-
+/* Open request r in a free place and run its prompt, which gives its first
+ * token. */
 static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
-    const lf_config *c = &e->model->cfg;
-    r->history = malloc((size_t)(r->g.n_prompt + r->max_new) * sizeof(int));
-    if (!r->history) return lf_fail(err, "engine: out of memory");
-    memcpy(r->history, r->prompt, (size_t)r->g.n_prompt * sizeof(int));
-    if (lf_sampler_init(&r->sampler, &r->sampling, c->vocab_size, r->stream, err)) return -1;
-    r->has_sampler = true;
-    lf_policy_config pc = request_policy(e, r);
-    if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(r), err)) return -1;
-    r->has_cache = true;
-    r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
-    r->g.kv_slots = r->cache.capacity;
-    r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
-    e->kv_bytes_now += r->cache.bytes;
+    const lf_backend_seq seq = {
+        .prompt = r->prompt,
+        .n_prompt = r->g.n_prompt,
+        .max_new = r->max_new,
+        .slots = cache_slots(r),
+        .policy = request_policy(e, r),
+        .sampling = r->sampling,
+        .stream = r->stream,
+    };
+    lf_backend_mem mem = {.slots = 0};
+    r->place = e->free_places[--e->n_free];
+    const int rc = e->be.ops->open(e->be.self, r->place, &seq, &mem, err);
+    r->g.kv_bytes = mem.kv_bytes;
+    r->g.kv_aux_bytes = mem.aux_bytes;
+    r->g.kv_slots = mem.slots;
+    e->kv_bytes_now += mem.kv_bytes + mem.aux_bytes;
     if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;
+    if (rc) return -1;
 
     double t0 = lf_now_ms();
-    float *logits = e->logits;
-    if (lf_cpu_prefill(e->cpu, e->model, &r->cache, r->prompt, r->g.n_prompt, logits, err)) return -1;
+    int tok = 0;
+    if (e->be.ops->prefill(e->be.self, r->place, &tok, err)) return -1;
     e->stats.prefill_ms += lf_now_ms() - t0;
     e->stats.prompt_tokens += r->g.n_prompt;
-    int tok = lf_sampler_sample(&r->sampler, logits, r->history, r->g.n_prompt);
     return take_token(e, r, tok, cb, user, err);
 }
 
-static void retire(lf_engine *e, lf_request *r) {
-    if (r->has_cache) e->kv_bytes_now -= r->cache.bytes;
-    request_release(r);
-}
-
-/* Free request r's cache: its CPU cache, or its GPU pool entry. */
+/* Free request r's place (its cache and sampler) for the next request. */
 static void free_slots(lf_engine *e, lf_request *r) {
-#ifdef LF_HAVE_CUDA
-    if (r->entry >= 0) {
-        e->free_entries[e->n_free++] = r->entry;
-        e->kv_bytes_now -= e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
-        r->entry = -1;
-    }
-#endif
-    retire(e, r);
+    if (r->place < 0) return;
+    e->be.ops->close(e->be.self, r->place);
+    e->free_places[e->n_free++] = r->place;
+    e->kv_bytes_now -= r->g.kv_bytes + r->g.kv_aux_bytes;
+    r->place = -1;
 }
 
 /* Take request r out of the running set and free its cache. */
@@ -548,150 +484,15 @@ static int fail_all_active(lf_engine *e, lf_error *err) {
     return -1;
 }
 
-typedef int (*admit_fn)(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err);
-
 /* Move the queue's head r into the running set and admit it (its prefill);
  * when that fails, r finishes with "error" and err names it. */
-static int start_request(lf_engine *e, lf_request *r, admit_fn fn, lf_token_callback cb, void *user,
-                         lf_error *err) {
+static int start_request(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
     queue_pop(e);
     r->running = true;
     e->active[e->n_active++] = r;
-    if (fn(e, r, cb, user, err) == 0) return 0;
+    if (admit(e, r, cb, user, err) == 0) return 0;
     fail_request(e, r);
     return lf_fail_prefix(err, "request %d", r->g.id);
-}
-
-static int cpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-    int rc = 0;
-    lf_request *r;
-    while (e->n_active < e->cfg.max_seqs && (r = queue_peek(e)))
-        if (start_request(e, r, admit, cb, user, err)) {
-            rc = -1;
-            break; /* err names this request; the others wait for the next step */
-        }
-    compact_active(e); /* a request done at its first token leaves at once */
-    return rc;
-}
-
-static int cpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-    const int V = e->model->cfg.vocab_size;
-    if (cpu_admit_queued(e, cb, user, err)) return -1;
-    const int n = e->n_active;
-    if (n == 0) return 0;
-    for (int i = 0; i < n; i++) {
-        lf_request *r = e->active[i];
-        e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
-        e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
-        e->step_caches[i] = &r->cache;
-        if (lf_kv_cache_room(&r->cache) <= 0) { /* never by the sizing above: refuse, do not drop tokens */
-            lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, r->cache.capacity);
-            return fail_all_active(e, err);
-        }
-    }
-    double t0 = lf_now_ms();
-    if (lf_cpu_decode(e->cpu, e->model, e->step_caches, e->step_tokens, e->step_pos, n, e->logits, err))
-        return fail_all_active(e, err);
-    e->stats.decode_tokens += n;
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        lf_request *r = e->active[i];
-        int tok = lf_sampler_sample(&r->sampler, e->logits + (size_t)i * V, r->history,
-                                    r->g.n_prompt + r->g.n_tokens);
-        if (step_token(e, r, tok, cb, user, err)) rc = -1;
-    }
-    compact_active(e);
-    e->stats.decode_ms += lf_now_ms() - t0;
-    e->stats.decode_steps++;
-    return rc;
-}
-
-/* ---- the CUDA path ------------------------------------------------------- */
-#ifdef LF_HAVE_CUDA
-
-/* Slots every entry needs for prompts of up to max_prompt tokens: the most
- * any queued request needs (its budget for a budgeted policy, capped at what
- * its sequence can ever hold; prompt + max_tokens for `full`, so that `full`
- * never runs out of slots); with nothing queued, what a request with the
- * engine's settings and a max_prompt-token prompt needs. A request with a
- * smaller budget uses that many of its entry's slots (lf_cuda_prefill's
- * budget). */
-static int gpu_capacity(const lf_engine *e, int max_prompt) {
-    long need = (long)max_prompt + e->cfg.max_tokens;
-    if (need > 1 << 30) need = 1 << 30;
-    long cap = 0;
-    for (int i = 0; i < e->q_len; i++) {
-        const lf_request *r = e->queue[e->q_head + i];
-        if (!r->g.done && cache_slots(r) > cap) cap = cache_slots(r);
-    }
-    if (e->cfg.policy.kind == LF_POLICY_FULL && need > cap) return (int)need;
-    if (cap > 0) return (int)cap;
-    return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
-}
-
-/* Does the current plan hold request r (its prompt and its slots)? */
-static bool gpu_fits(const lf_engine *e, const lf_request *r) {
-    return e->gpu && r->g.n_prompt <= e->gpu_max_prompt && cache_slots(r) <= e->gpu_info.capacity;
-}
-
-static int gpu_alloc_step_arrays(lf_engine *e, int n, lf_error *err) {
-    free(e->free_entries);
-    free(e->step_entries);
-    free(e->step_out);
-    free(e->step_tokens);
-    free(e->step_pos);
-    free(e->active);
-    e->free_entries = malloc((size_t)n * sizeof(int));
-    e->step_entries = malloc((size_t)n * sizeof(int));
-    e->step_out = malloc((size_t)n * sizeof(int));
-    e->step_tokens = malloc((size_t)n * sizeof(int));
-    e->step_pos = malloc((size_t)n * sizeof(int));
-    e->active = malloc((size_t)n * sizeof(lf_request *));
-    if (!e->free_entries || !e->step_entries || !e->step_out || !e->step_tokens || !e->step_pos || !e->active)
-        return lf_fail(err, "engine: out of memory for a batch of %d", n);
-    /* a stack: entry 0 is handed out first */
-    e->n_free = n;
-    for (int i = 0; i < n; i++) e->free_entries[i] = n - 1 - i;
-    return 0;
-}
-
-/* Create the backend for prompts of up to max_prompt tokens, or keep the
- * current one when it was planned for at least that. Only called with no
- * sequence running, so a recreate loses nothing. */
-static int gpu_plan(lf_engine *e, int max_prompt, lf_error *err) {
-    int cap = gpu_capacity(e, max_prompt);
-    if (e->gpu && max_prompt <= e->gpu_max_prompt && cap <= e->gpu_info.capacity) return 0;
-    if (e->gpu) {
-        lf_cuda_backend_free(e->gpu);
-        e->gpu = NULL;
-    }
-    lf_cuda_options o;
-    memset(&o, 0, sizeof o);
-    o.policy = e->cfg.policy;
-    o.capacity = cap;
-    o.max_prompt = max_prompt;
-    o.max_seqs = e->cfg.max_seqs;
-    o.sampling = e->cfg.sampling;
-    o.mem_fraction = e->cfg.gpu_mem_fraction;
-    o.no_graphs = false;
-    if (lf_cuda_backend_create(e->model, &o, &e->gpu, err)) {
-        e->gpu = NULL;
-        return -1;
-    }
-    lf_cuda_backend_info(e->gpu, &e->gpu_info);
-    e->gpu_max_prompt = max_prompt;
-    int n = e->gpu_info.entries;
-    if (n < 1) {
-        lf_cuda_backend_free(e->gpu);
-        e->gpu = NULL;
-        return lf_fail(err, "--device cuda: the memory plan admits no sequence (%s)", e->gpu_info.plan);
-    }
-    if (gpu_alloc_step_arrays(e, n, err)) {
-        lf_cuda_backend_free(e->gpu);
-        e->gpu = NULL;
-        return -1;
-    }
-    return 0;
 }
 
 /* Longest prompt among the queued requests (0 when none waits). */
@@ -704,79 +505,99 @@ static int queued_max_prompt(const lf_engine *e) {
     return max_prompt;
 }
 
-static int gpu_admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, lf_error *err) {
-    r->entry = e->free_entries[--e->n_free];
-    r->g.kv_bytes = e->gpu_info.kv_bytes_per_entry;
-    r->g.kv_slots = r->policy == LF_POLICY_FULL ? e->gpu_info.capacity : cache_slots(r);
-    r->g.kv_aux_bytes = e->gpu_info.aux_bytes_per_entry;
-    e->kv_bytes_now += e->gpu_info.kv_bytes_per_entry + e->gpu_info.aux_bytes_per_entry;
-    if (e->kv_bytes_now > e->stats.kv_bytes_peak) e->stats.kv_bytes_peak = e->kv_bytes_now;
-    double t0 = lf_now_ms();
-    int tok = 0;
-    /* the sampling stream of a request is its id, as on the CPU */
-    const int budget = r->policy == LF_POLICY_FULL ? 0 : cache_slots(r);
-    if (lf_cuda_prefill(e->gpu, r->entry, r->prompt, r->g.n_prompt, budget, (uint64_t)r->g.id, &tok, NULL, err))
-        return -1;
-    e->stats.prefill_ms += lf_now_ms() - t0;
-    e->stats.prompt_tokens += r->g.n_prompt;
-    return take_token(e, r, tok, cb, user, err);
+/* Slots every place of a planned backend (the GPU pool) needs for prompts
+ * of up to max_prompt tokens: the most any queued request needs (its budget
+ * for a budgeted policy, capped at what its sequence can ever hold; prompt +
+ * max_tokens for `full`, so that `full` never runs out of slots); with
+ * nothing queued, what a request with the engine's settings and a
+ * max_prompt-token prompt needs. A request with a smaller budget uses that
+ * many of its place's slots. */
+static int plan_capacity(const lf_engine *e, int max_prompt) {
+    long need = (long)max_prompt + e->cfg.max_tokens;
+    if (need > 1 << 30) need = 1 << 30;
+    long cap = 0;
+    for (int i = 0; i < e->q_len; i++) {
+        const lf_request *r = e->queue[e->q_head + i];
+        if (!r->g.done && cache_slots(r) > cap) cap = cache_slots(r);
+    }
+    if (e->cfg.policy.kind == LF_POLICY_FULL && need > cap) return (int)need;
+    if (cap > 0) return (int)cap;
+    return e->cfg.policy.budget < need ? e->cfg.policy.budget : (int)need;
 }
 
-/* A freed entry takes the next queued request (in order: a request the plan
- * cannot hold waits until the pool is empty, then the pool is replanned).
+/* Plan the backend for prompts of up to max_prompt tokens (a backend with
+ * fixed places has nothing to plan); the backend keeps its current plan
+ * when that holds them. Only called with no sequence running, so a
+ * replan loses nothing. */
+static int plan_for(lf_engine *e, int max_prompt, lf_error *err) {
+    if (!e->be.ops->plan) return 0;
+    const lf_backend_plan p = {.max_prompt = max_prompt, .capacity = plan_capacity(e, max_prompt)};
+    const int rc = e->be.ops->plan(e->be.self, &p, err);
+    lf_backend_info now;
+    e->be.ops->info(e->be.self, &now);
+    /* a new pool (or none, after a failure) resets the free places; a kept
+     * one keeps them as they are */
+    if ((rc || now.plan_id != e->plan.plan_id || now.places != e->plan.places) && adopt_plan(e, rc ? NULL : err)) {
+        e->plan.plan_id = ~now.plan_id; /* adopt again at the next plan */
+        return -1;
+    }
+    return rc;
+}
+
+/* Does the current plan hold request r (its prompt and its slots)? */
+static bool plan_fits(const lf_engine *e, const lf_request *r) {
+    const lf_backend_info *p = &e->plan;
+    return p->places > 0 && (p->max_prompt == 0 || r->g.n_prompt <= p->max_prompt) &&
+           (p->capacity == 0 || cache_slots(r) <= p->capacity);
+}
+
+/* A free place takes the next queued request (in order: a request the plan
+ * cannot hold waits until no sequence runs, then the backend is replanned).
  * Its prefill runs while the other sequences wait for this one prefill. */
-static int gpu_admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+static int admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
     lf_request *r = queue_peek(e);
-    if (r && !gpu_fits(e, r) && e->n_active == 0 && gpu_plan(e, queued_max_prompt(e), err)) {
+    if (r && !plan_fits(e, r) && e->n_active == 0 && plan_for(e, queued_max_prompt(e), err)) {
         queue_pop(e);
         r->g.done = true;
         r->g.finish_reason = "error";
         return lf_fail_prefix(err, "request %d", r->g.id);
     }
     int rc = 0;
-    while (e->gpu && e->n_free > 0 && (r = queue_peek(e)) && gpu_fits(e, r))
-        if (start_request(e, r, gpu_admit, cb, user, err)) {
+    while (e->n_free > 0 && (r = queue_peek(e)) && plan_fits(e, r))
+        if (start_request(e, r, cb, user, err)) {
             rc = -1;
-            break;
+            break; /* err names this request; the others wait for the next step */
         }
-    compact_active(e);
+    compact_active(e); /* a request done at its first token leaves at once */
     return rc;
 }
 
-static int gpu_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-    if (gpu_admit_queued(e, cb, user, err)) return -1;
+int lf_engine_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
+    if (admit_queued(e, cb, user, err)) return -1;
     const int n = e->n_active;
     if (n == 0) return 0;
     for (int i = 0; i < n; i++) {
         lf_request *r = e->active[i];
-        e->step_entries[i] = r->entry;
+        e->step_places[i] = r->place;
         e->step_tokens[i] = r->tokens[r->g.n_tokens - 1];
         e->step_pos[i] = r->g.n_prompt + r->g.n_tokens - 1;
-        /* never by the sizing (capacity >= prompt + max_tokens): refuse, do not drop tokens */
-        if (r->policy == LF_POLICY_FULL && e->step_pos[i] >= e->gpu_info.capacity) {
-            lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, e->gpu_info.capacity);
+        if (!e->be.ops->room(e->be.self, r->place, e->step_pos[i])) { /* never by the sizing: refuse, do not drop tokens */
+            lf_fail(err, "request %d: KV cache of %d slots is full", r->g.id, r->g.kv_slots);
             return fail_all_active(e, err);
         }
     }
     double t0 = lf_now_ms();
-    if (lf_cuda_decode(e->gpu, n, e->step_entries, e->step_tokens, e->step_pos, e->step_out, NULL, err))
+    if (e->be.ops->step(e->be.self, n, e->step_places, e->step_tokens, e->step_pos, e->step_out, err))
         return fail_all_active(e, err);
     e->stats.decode_tokens += n;
     int rc = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (step_token(e, e->active[i], e->step_out[i], cb, user, err)) rc = -1;
+    }
     compact_active(e);
     e->stats.decode_ms += lf_now_ms() - t0;
     e->stats.decode_steps++;
     return rc;
-}
-#endif /* LF_HAVE_CUDA */
-
-int lf_engine_step(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-#ifdef LF_HAVE_CUDA
-    if (e->cfg.device == LF_DEVICE_CUDA) return gpu_step(e, cb, user, err);
-#endif
-    return cpu_step(e, cb, user, err);
 }
 
 int lf_engine_pending(const lf_engine *e, int *queued, int *running) {
@@ -816,12 +637,8 @@ int lf_engine_release(lf_engine *e, int id, lf_error *err) {
 }
 
 int lf_engine_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err) {
-#ifdef LF_HAVE_CUDA
     /* plan once for every queued prompt, as a batch run always did */
-    if (e->cfg.device == LF_DEVICE_CUDA && e->n_active == 0 && queued_max_prompt(e) > 0 &&
-        gpu_plan(e, queued_max_prompt(e), err))
-        return -1;
-#endif
+    if (e->n_active == 0 && queued_max_prompt(e) > 0 && plan_for(e, queued_max_prompt(e), err)) return -1;
     while (lf_engine_pending(e, NULL, NULL) > 0)
         if (lf_engine_step(e, cb, user, err)) {
             /* a batch run stops at the first failure: nothing keeps running */
@@ -833,25 +650,16 @@ int lf_engine_run(lf_engine *e, lf_token_callback cb, void *user, lf_error *err)
 
 int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err) {
     if (max_prompt < 1) return lf_fail(err, "engine: max_prompt must be >= 1 (got %d)", max_prompt);
-#ifdef LF_HAVE_CUDA
-    if (e->cfg.device == LF_DEVICE_CUDA) {
-        if (e->n_active > 0) return lf_fail(err, "engine: lf_engine_reserve while sequences run");
-        int q = queued_max_prompt(e);
-        return gpu_plan(e, q > max_prompt ? q : max_prompt, err);
-    }
-#endif
-    return 0;
+    if (!e->be.ops->plan) return 0; /* fixed places (CPU): nothing to plan */
+    if (e->n_active > 0) return lf_fail(err, "engine: lf_engine_reserve while sequences run");
+    int q = queued_max_prompt(e);
+    return plan_for(e, q > max_prompt ? q : max_prompt, err);
 }
 
-size_t lf_kv_bytes_for(const lf_model *m, int slots) {
+size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device) {
     const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * sizeof(float);
-}
-
-size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device) {
-    if (device == LF_DEVICE_CPU) return lf_kv_bytes_for(m, slots);
-    const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * 2; /* bf16 */
+    const size_t elem = device == LF_DEVICE_CPU ? sizeof(float) : 2; /* fp32 on the CPU, bf16 on CUDA */
+    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * elem;
 }
 
 const lf_generation *lf_engine_result(const lf_engine *e, int id) {
@@ -861,22 +669,5 @@ const lf_generation *lf_engine_result(const lf_engine *e, int id) {
 
 void lf_engine_stats_get(const lf_engine *e, lf_engine_stats *s) {
     *s = e->stats;
-    if (e->cfg.device == LF_DEVICE_CPU) {
-        s->max_batch = e->cfg.max_seqs;
-        snprintf(s->device_name, sizeof s->device_name, "cpu");
-        return;
-    }
-#ifdef LF_HAVE_CUDA
-    if (e->gpu) {
-        const lf_cuda_info *in = &e->gpu_info;
-        s->max_batch = in->entries;
-        s->capacity = in->capacity;
-        s->gpu_peak_bytes = lf_cuda_backend_peak_bytes(e->gpu);
-        s->gpu_weight_bytes = in->weight_bytes;
-        s->gpu_kv_bytes_per_seq = in->kv_bytes_per_entry;
-        s->gpu_aux_bytes_per_seq = in->aux_bytes_per_entry;
-        snprintf(s->device_name, sizeof s->device_name, "%s", in->device_name);
-        snprintf(s->gpu_plan, sizeof s->gpu_plan, "%s", in->plan);
-    }
-#endif
+    e->be.ops->stats(e->be.self, s); /* max_batch, the device's name and plan */
 }

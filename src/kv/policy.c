@@ -131,3 +131,17 @@ int lf_snapkv_sinks(const lf_policy_config *p, bool sinks_default, int keep) {
     if (sinks_default && sinks > keep - LF_SNAPKV_WINDOW - 1) sinks = keep - LF_SNAPKV_WINDOW - 1;
     return sinks;
 }
+
+int lf_policy_describe(lf_policy_kind kind, lf_policy_info *info) {
+    const lf_policy_desc *d = lf_policy_get(kind);
+    if (!d) return -1;
+    info->name = d->name;
+    info->paper = d->paper;
+    info->rule = d->rule;
+    info->aux = d->aux;
+    info->aux_bytes_per_slot = d->aux_bytes_per_slot;
+    info->budgeted = d->budgeted;
+    info->gpu = d->gpu != LF_GPU_NONE;
+    info->score_mode = lf_score_mode_name(d->score);
+    return 0;
+}

@@ -17,12 +17,8 @@
 #include "kv/score_mode.h"
 #include "kv/slots.h"
 
-/* SnapKV prompt compression (every budgeted policy): observation window of
- * the last 32 prompt queries, average pooling of width 5. */
-#define LF_SNAPKV_WINDOW 32
-#define LF_SNAPKV_POOL 5
-/* The smallest budget that can hold a compressed prompt: B-1-32 >= 1. */
-#define LF_SNAPKV_MIN_BUDGET (LF_SNAPKV_WINDOW + 2)
+/* SnapKV's window, pool and minimum budget (LF_SNAPKV_*) are public:
+ * include/longflow.h. */
 
 /* R-KV: decode tokens gather in a buffer of 128 slots on top of the budget;
  * when it is full the cache is compressed back to the budget, scoring with

@@ -87,6 +87,6 @@ int lf_config_preset(const char *name, lf_config *cfg, lf_error *err);
 /* Names accepted by lf_config_preset, NULL-terminated. */
 extern const char *const lf_config_preset_names[];
 
-bool lf_config_is_eos(const lf_config *cfg, int token);
+/* lf_config_is_eos and the read-only accessors are public: include/longflow.h. */
 
 #endif

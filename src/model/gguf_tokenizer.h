@@ -24,11 +24,7 @@ typedef struct lf_gguf_vocab {
 int lf_gguf_vocab_read(const lf_gguf_file *f, lf_gguf_vocab *v, lf_error *err);
 void lf_gguf_vocab_free(lf_gguf_vocab *v);
 
-/* The tokenizer of the model at path: a GGUF file (or a directory holding
- * one) through its metadata, else a Hugging Face directory's
- * tokenizer.json. */
-int lf_model_tokenizer_load(const char *path, lf_tokenizer **out, lf_error *err);
-/* Whether path has a tokenizer to load (a GGUF, or a tokenizer.json). */
-bool lf_model_has_tokenizer(const char *path);
+/* lf_model_tokenizer_load (the tokenizer of a GGUF file or a Hugging Face
+ * directory) and lf_model_has_tokenizer are public: include/longflow.h. */
 
 #endif
