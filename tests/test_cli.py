@@ -99,13 +99,15 @@ class Generate(unittest.TestCase):
         """Once the budget is full, peak memory does not grow with --max-tokens (full's does)."""
         name = fixtures()[0]
         model = os.path.join(MODELS, name)
-        base = ["generate", "--model", model, "--prompt-ids", "1,2,3,4,5", "--ignore-eos", "--threads", "1"]
+        # an fp32 cache: the largest per slot, so the growth stands out of the RSS noise
+        base = ["generate", "--model", model, "--prompt-ids", "1,2,3,4,5", "--ignore-eos", "--threads", "1",
+                "--kv-dtype", "fp32"]
         # 1000 and 4000 tokens: both inside the fixture's context (4096 positions)
         lf_short = peak_rss_kb(base + ["--max-tokens", "1000", "--policy", "longflow", "--budget", "64"])
         lf_long = peak_rss_kb(base + ["--max-tokens", "4000", "--policy", "longflow", "--budget", "64"])
         full_short = peak_rss_kb(base + ["--max-tokens", "1000"])
         full_long = peak_rss_kb(base + ["--max-tokens", "4000"])
-        kv = gen_json(name, [1, 2, 3, 4, 5], 4)["stats"]["kv_bytes"] / 9  # bytes per slot
+        kv = gen_json(name, [1, 2, 3, 4, 5], 4, "--kv-dtype", "fp32")["stats"]["kv_bytes"] / 9  # bytes per slot
         grow_full = (full_long - full_short) * 1024
         grow_lf = (lf_long - lf_short) * 1024
         print(f"peak RSS: longflow {lf_short} -> {lf_long} kB, full {full_short} -> {full_long} kB; "

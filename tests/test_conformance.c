@@ -167,6 +167,7 @@ static int check_row(const conf_fixture *f, const conf_prompt *p, int step, cons
 static void cache_init_full(lf_kv_cache *c, const lf_model *m, const conf_prompt *p) {
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = LF_POLICY_FULL;
     lf_error err = {{0}};
     if (lf_kv_cache_init(c, lf_model_config(m), &pc, p->n_prompt + p->n_steps, &err) != 0)

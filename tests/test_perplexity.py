@@ -44,8 +44,9 @@ def run(args, check=True):
 
 
 def ppl(model, *extra, text=TEXT):
+    # an fp32 KV cache: the references are transformers' float32/float64
     p = run(["--model", os.path.join(MODELS, model) if not os.path.isabs(model) else model, "--file", text,
-             "--json", "--threads", "2", *extra])
+             "--json", "--threads", "2", "--kv-dtype", "fp32", *extra])
     return json.loads(p.stdout)
 
 

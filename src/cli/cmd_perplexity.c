@@ -38,6 +38,7 @@ static void usage(FILE *f) {
             "                         scores only the tokens the previous one did not\n"
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
+            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
             "  --batch N              windows decoded together (default 4)\n"
             "  --limit-chunks K       score only the first K windows\n"
             "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
@@ -80,7 +81,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--json")) c->o.json = true;
         else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
                  !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
-                 !strcmp(f, "--evict-every"))
+                 !strcmp(f, "--evict-every") || !strcmp(f, "--kv-dtype"))
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);

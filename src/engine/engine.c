@@ -17,6 +17,7 @@
 #include "core/timer.h"
 #include "cpu/forward.h"
 #include "kv/cache.h"
+#include "kv/dtype.h"
 #include "kv/policy.h"
 #include "longflow.h"
 #include "model/model.h"
@@ -102,6 +103,11 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
         return lf_fail(err, "--gpu-mem-fraction must be in (0, 0.98] (got %g; 0 = the backend default)",
                        cfg->gpu_mem_fraction);
     if (cfg->max_tokens < 1) return lf_fail(err, "--max-tokens must be >= 1 (got %d)", cfg->max_tokens);
+    if ((unsigned)cfg->policy.kv_dtype > LF_KV_FP8)
+        return lf_fail(err, "engine: unknown --kv-dtype %d (fp32, bf16 or fp8)", (int)cfg->policy.kv_dtype);
+    if (cfg->device == LF_DEVICE_CUDA && cfg->policy.kv_dtype != LF_KV_BF16)
+        return lf_fail(err, "--kv-dtype %s: the CUDA backend stores its KV cache in bf16 only (use --kv-dtype bf16)",
+                       lf_kv_dtype_name(cfg->policy.kv_dtype));
     if (cfg->policy.kind != LF_POLICY_FULL && cfg->policy.budget <= 0)
         return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
                        lf_policy_name(cfg->policy.kind), cfg->policy.budget);
@@ -436,6 +442,7 @@ static lf_policy_config request_policy(const lf_engine *e, const lf_request *r) 
     if (r->policy != pc.kind) {
         lf_policy_config_default(&pc);
         pc.kind = r->policy;
+        pc.kv_dtype = e->cfg.policy.kv_dtype; /* the engine's, for every request */
     }
     pc.budget = r->budget;
     return pc;
@@ -451,7 +458,7 @@ static int admit(lf_engine *e, lf_request *r, lf_token_callback cb, void *user, 
     lf_policy_config pc = request_policy(e, r);
     if (lf_kv_cache_init(&r->cache, c, &pc, cache_slots(r), err)) return -1;
     r->has_cache = true;
-    r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity);
+    r->g.kv_bytes = lf_kv_bytes_for(e->model, r->cache.capacity, r->cache.dtype);
     r->g.kv_slots = r->cache.capacity;
     r->g.kv_aux_bytes = r->cache.bytes > r->g.kv_bytes ? r->cache.bytes - r->g.kv_bytes : 0;
     e->kv_bytes_now += r->cache.bytes;
@@ -831,15 +838,13 @@ int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err) {
     return 0;
 }
 
-size_t lf_kv_bytes_for(const lf_model *m, int slots) {
+size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_kv_dtype dtype) {
     const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * sizeof(float);
+    return (size_t)c->n_layers * (size_t)slots * lf_kv_token_bytes(dtype, c->n_kv_heads, c->head_dim);
 }
 
-size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device) {
-    if (device == LF_DEVICE_CPU) return lf_kv_bytes_for(m, slots);
-    const lf_config *c = &m->cfg;
-    return 2 * (size_t)c->n_layers * c->n_kv_heads * c->head_dim * (size_t)slots * 2; /* bf16 */
+size_t lf_kv_bytes_for_device(const lf_model *m, int slots, lf_device device, lf_kv_dtype dtype) {
+    return lf_kv_bytes_for(m, slots, device == LF_DEVICE_CPU ? dtype : LF_KV_BF16);
 }
 
 const lf_generation *lf_engine_result(const lf_engine *e, int id) {
