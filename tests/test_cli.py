@@ -349,6 +349,37 @@ class NewUser(unittest.TestCase):
         self.assertEqual((b["policy"], b["budget"]), ("full", 0))
 
 
+class KvDtype(unittest.TestCase):
+    """--kv-dtype: the bytes each dtype's cache allocates (fp32 4, bf16 2, fp8 1 byte an
+    element plus a float scale per row), bf16 by default, and the refusals."""
+
+    def test_bytes_per_dtype(self):
+        name = fixtures()[0]
+        cfg = json.load(open(os.path.join(MODELS, name, "config.json")))
+        layers, kvh = cfg["num_hidden_layers"], cfg["num_key_value_heads"]
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        slots = 3 + 4  # prompt + max tokens, --policy full
+        per = {"fp32": hd * 4, "bf16": hd * 2, "fp8": hd + 4}
+        got = {}
+        for dt in ("fp32", "bf16", "fp8", None):
+            extra = ["--kv-dtype", dt] if dt else []
+            st = gen_json(name, [1, 2, 3], 4, *extra)["stats"]
+            got[dt] = st["kv_bytes"]
+            if dt:
+                self.assertEqual(st["kv_bytes"], 2 * layers * kvh * slots * per[dt], dt)
+                self.assertEqual(st["kv_bytes_full"], st["kv_bytes"])
+        self.assertEqual(got[None], got["bf16"])  # the default
+
+    def test_refusals(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        g = ["generate", "--model", m, "--prompt-ids", "1,2", "--max-tokens", "2"]
+        BadInput.expect_error(self, g + ["--kv-dtype", "fp16"], "--kv-dtype", "'fp16'", "fp32, bf16 or fp8")
+        BadInput.expect_error(self, g + ["--kv-dtype"], "--kv-dtype")
+        for dt in ("fp8", "fp32"):
+            BadInput.expect_error(self, g + ["--device", "cuda", "--kv-dtype", dt], f"--kv-dtype {dt}",
+                                  "bf16 only")
+
+
 class DeviceFlags(unittest.TestCase):
     """--device cuda, --batch/--max-seqs max and --gpu-mem-fraction on a
     machine without a GPU (or a build without CUDA): clean one-line errors,
