@@ -14,7 +14,7 @@
  *
  *   bench_attention [--slots 2048,4096,8192] [--heads 16] [--kv-heads 8]
  *                   [--head-dim 128] [--batch 1] [--threads N] [--rounds 30]
- *                   [--working-set-mb 512]
+ *                   [--working-set-mb 512] [--kv-dtype fp32|bf16|fp8]
  *
  * Each configuration cycles through enough layers that the K/V read per
  * round exceeds the last-level cache many times over (--working-set-mb),
@@ -31,6 +31,7 @@
 #include "core/membw.h"
 #include "core/timer.h"
 #include "kv/cache.h"
+#include "kv/dtype.h"
 #include "model/config.h"
 
 /* The read roofline of the same bytes: stream every K and V row the kernel
@@ -67,14 +68,15 @@ static float sum_scalar(const float *p, size_t n) {
 
 static double read_pass(lf_kv_cache *caches, int batch, int n_layers) {
     const int G = caches[0].n_kv_heads;
-    const size_t per = (size_t)caches[0].capacity * caches[0].head_dim;
+    const size_t per = (size_t)caches[0].capacity * caches[0].row_bytes / sizeof(float); /* the same bytes */
     float total = 0;
     double t0 = lf_now_ms();
     for (int l = 0; l < n_layers; l++) {
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : total)
         for (int sg = 0; sg < batch * G; sg++) {
             lf_kv_cache *c = &caches[sg / G];
-            total += SUM(lf_kv_k(c, l, sg % G), per) + SUM(lf_kv_v(c, l, sg % G), per);
+            total += SUM((const float *)(const void *)lf_kv_k(c, l, sg % G), per) +
+                     SUM((const float *)(const void *)lf_kv_v(c, l, sg % G), per);
         }
     }
     double t = lf_now_ms() - t0;
@@ -109,6 +111,7 @@ static int parse_list(const char *s, int *out, int max) {
 int main(int argc, char **argv) {
     int slots[16] = {2048, 4096, 8192}, n_slots = 3;
     int H = 16, G = 8, hd = 128, batch = 1, threads = 0, rounds = 30, ws_mb = 512;
+    lf_kv_dtype dt = LF_KV_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -129,6 +132,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) threads = atoi(val);
         else if (!strcmp(a, "--rounds")) rounds = atoi(val);
         else if (!strcmp(a, "--working-set-mb")) ws_mb = atoi(val);
+        else if (!strcmp(a, "--kv-dtype")) {
+            if (lf_kv_dtype_from_name(val, &dt)) {
+                fprintf(stderr, "bench_attention: unknown --kv-dtype '%s' (fp32, bf16 or fp8)\n", val);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "bench_attention: unknown option %s\n", a);
             return 2;
@@ -148,8 +157,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("# fused attention + LongFlow scoring, %d query heads / %d KV heads / head_dim %d, batch %d, "
-           "%d threads\n",
-           H, G, hd, batch, nt);
+           "%d threads, %s cache\n",
+           H, G, hd, batch, nt, lf_kv_dtype_name(dt));
     printf("# read bandwidth (membw, %d MiB, %d threads): best %.2f GB/s, median %.2f GB/s\n", ws_mb, nt,
            bw0.gbps, bw0.gbps_median);
     printf("# per call (one layer), medians over rounds; sc/un and st/un are medians of the per-round ratios;\n"
@@ -161,7 +170,7 @@ int main(int argc, char **argv) {
     double bwbest = bw0.gbps;
     for (int si = 0; si < n_slots; si++) {
         const int B = slots[si];
-        size_t per_layer = 2 * (size_t)G * B * hd * sizeof(float) * batch;
+        size_t per_layer = 2 * (size_t)G * B * hd * lf_kv_dtype_elem(dt) * batch;
         int n_layers = (int)(((size_t)ws_mb << 20) / per_layer) + 1;
         if (n_layers < 2) n_layers = 2;
         lf_config cfg;
@@ -174,6 +183,7 @@ int main(int argc, char **argv) {
         lf_policy_config_default(&pc);
         pc.kind = LF_POLICY_LONGFLOW;
         pc.budget = B;
+        pc.kv_dtype = dt;
         lf_kv_cache *caches = calloc((size_t)batch, sizeof *caches);
         lf_kv_cache **cp = calloc((size_t)batch, sizeof *cp);
         float *q = malloc((size_t)batch * H * hd * sizeof *q);
@@ -198,13 +208,25 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < B; i++) L->pos[i] = i;
                 L->n_valid = L->hw = B;
                 L->next_slot = 0;
+                float *kr = malloc((size_t)hd * sizeof *kr), *vr = malloc((size_t)hd * sizeof *vr);
+                if (!kr || !vr) {
+                    fprintf(stderr, "bench_attention: out of memory\n");
+                    return 1;
+                }
                 for (int g = 0; g < G; g++) {
-                    float *K = lf_kv_k(c, l, g), *V = lf_kv_v(c, l, g);
-                    for (size_t i = 0; i < (size_t)B * hd; i++) {
-                        K[i] = frand();
-                        V[i] = frand();
+                    float *ks = lf_kv_kscale(c, l, g), *vs = lf_kv_vscale(c, l, g);
+                    for (int i = 0; i < B; i++) {
+                        for (int d = 0; d < hd; d++) {
+                            kr[d] = frand();
+                            vr[d] = frand();
+                        }
+                        size_t off = (size_t)i * c->row_bytes;
+                        lf_kv_row_store(dt, kr, hd, lf_kv_k(c, l, g) + off, ks ? ks + i : NULL);
+                        lf_kv_row_store(dt, vr, hd, lf_kv_v(c, l, g) + off, vs ? vs + i : NULL);
                     }
                 }
+                free(kr);
+                free(vr);
             }
             c->total_valid = (long)B * n_layers;
             pos[s] = B;

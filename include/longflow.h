@@ -238,12 +238,27 @@ typedef enum lf_policy_kind {
     LF_POLICY_RKV,       /* R-KV: importance - redundancy, buffered */
 } lf_policy_kind;
 
+/* How the KV cache stores K and V (docs/kv-cache.md). The CPU stores all
+ * three; the CUDA backend stores bf16 only. lf_policy_config_default picks
+ * bf16; the conformance tests against float32 references use fp32. */
+typedef enum lf_kv_dtype {
+    LF_KV_F32 = 0, /* 4 bytes an element */
+    LF_KV_BF16,    /* 2 bytes, rounded to nearest even when written */
+    LF_KV_FP8,     /* 1 byte, e4m3 with a float scale per (token, KV head) from the row's |max| */
+} lf_kv_dtype;
+
+/* Parse "fp32", "bf16" or "fp8". Returns -1 if unknown. */
+int lf_kv_dtype_from_name(const char *name, lf_kv_dtype *out);
+/* The name of a dtype ("?" when out of range). */
+const char *lf_kv_dtype_name(lf_kv_dtype t);
+
 typedef struct lf_policy_config {
     lf_policy_kind kind;
     int budget;      /* slots per sequence and layer; 0 = prompt + max tokens (full) */
     int sinks;       /* first N prompt tokens never evicted (-1 = policy default) */
     int recent;      /* N newest tokens never evicted (-1 = policy default) */
     int evict_every; /* LongFlow: evict K slots at once every K steps (1 = paper) */
+    lf_kv_dtype kv_dtype; /* storage of the cache's K and V (default bf16) */
 } lf_policy_config;
 
 /* Parse a policy name ("full", "longflow", ...). Returns -1 if unknown. */
@@ -337,8 +352,8 @@ typedef struct lf_generation {
 } lf_generation;
 
 /* Bytes of K and V tensors for `slots` slots per layer as `device` stores
- * them: fp32 on the CPU, bf16 on CUDA. */
-size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device);
+ * them in `dtype` (fp8: with its per-row scales; CUDA stores bf16 only). */
+size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device, lf_kv_dtype dtype);
 
 typedef void (*lf_token_callback)(void *user, const lf_generation *g, int token);
 

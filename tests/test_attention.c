@@ -3,7 +3,10 @@
  * reference written here: the output of every query head, every slot's
  * score, the victim slot, and the store of the new token. Both the AVX2 and
  * the scalar path, GQA groups of 1 to 32 heads, head dims that are and are
- * not multiples of the vector width, caches spanning several chunks. */
+ * not multiples of the vector width, caches spanning several chunks; with
+ * fp32, bf16 and fp8 caches (the reference reads the values the cache holds:
+ * rounded when stored, widened when read; tests/test_kv_dtype.c checks that
+ * rounding against ml_dtypes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +21,7 @@
 
 #include "kv/attention.h"
 #include "kv/cache.h"
+#include "kv/dtype.h"
 #include "kv/policy.h"
 #include "kv/policies/common.h"
 #include "model/config.h"
@@ -39,7 +43,35 @@ typedef struct step_case {
     int sinks, recent;  /* -1 = policy default */
     float qscale;       /* query magnitude (large: sharp softmax) */
     int scalar;         /* force the scalar kernel */
+    lf_kv_dtype dt;     /* the cache's dtype (fp32 when not given) */
 } step_case;
+
+/* Store k, v [hd] in slot i of (layer, g) as the cache does. */
+static void put_row(lf_kv_cache *c, int layer, int g, int i, const float *k, const float *v) {
+    float *ks = lf_kv_kscale(c, layer, g), *vs = lf_kv_vscale(c, layer, g);
+    size_t off = (size_t)i * c->row_bytes;
+    lf_kv_row_store(c->dtype, k, c->head_dim, lf_kv_k(c, layer, g) + off, ks ? ks + i : NULL);
+    lf_kv_row_store(c->dtype, v, c->head_dim, lf_kv_v(c, layer, g) + off, vs ? vs + i : NULL);
+}
+
+/* What slot i of (layer, g) holds, as floats. */
+static void get_row(const lf_kv_cache *c, int layer, int g, int i, float *k, float *v) {
+    const float *ks = lf_kv_kscale(c, layer, g), *vs = lf_kv_vscale(c, layer, g);
+    size_t off = (size_t)i * c->row_bytes;
+    lf_kv_row_load(c->dtype, lf_kv_k(c, layer, g) + off, ks ? ks[i] : 1.0f, c->head_dim, k);
+    lf_kv_row_load(c->dtype, lf_kv_v(c, layer, g) + off, vs ? vs[i] : 1.0f, c->head_dim, v);
+}
+
+/* k, v [hd] as a cache of dtype dt would give them back (stored in a
+ * one-slot cache of that dtype and read). */
+static void round_trip(lf_kv_dtype dt, int hd, const float *k, const float *v, float *ko, float *vo) {
+    uint8_t kb[4 * 1024], vb[4 * 1024];
+    float ks = 1, vs = 1;
+    lf_kv_row_store(dt, k, hd, kb, &ks);
+    lf_kv_row_store(dt, v, hd, vb, &vs);
+    lf_kv_row_load(dt, kb, ks, hd, ko);
+    lf_kv_row_load(dt, vb, vs, hd, vo);
+}
 
 /* Snapshot of one sequence's layer before the step. */
 typedef struct snap {
@@ -68,13 +100,16 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
         K[i] = S->K[i];
         V[i] = S->V[i];
     }
+    float *kr = malloc((size_t)hd * sizeof *kr), *vr = malloc((size_t)hd * sizeof *vr);
     if (slot >= 0) {
         pos[slot] = pnow;
-        for (int g = 0; g < G; g++)
+        for (int g = 0; g < G; g++) {
+            round_trip(c->dtype, hd, k + g * hd, v + g * hd, kr, vr);
             for (int d = 0; d < hd; d++) {
-                K[((size_t)g * cap + slot) * hd + d] = k[g * hd + d];
-                V[((size_t)g * cap + slot) * hd + d] = v[g * hd + d];
+                K[((size_t)g * cap + slot) * hd + d] = kr[d];
+                V[((size_t)g * cap + slot) * hd + d] = vr[d];
             }
+        }
         assert_int_equal(L->pos[slot], pnow);
     }
     for (int i = 0; i < cap; i++) assert_int_equal(L->pos[i], pos[i]);
@@ -83,11 +118,15 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
     assert_int_equal(L->n_valid, nvalid);
     for (int g = 0; g < G; g++)
         for (int i = 0; i < cap; i++)
-            if (pos[i] >= 0)
+            if (pos[i] >= 0) {
+                get_row(c, layer, g, i, kr, vr);
                 for (int d = 0; d < hd; d++) {
-                    assert_true(lf_kv_k(c, layer, g)[(size_t)i * hd + d] == (float)K[((size_t)g * cap + i) * hd + d]);
-                    assert_true(lf_kv_v(c, layer, g)[(size_t)i * hd + d] == (float)V[((size_t)g * cap + i) * hd + d]);
+                    assert_true(kr[d] == (float)K[((size_t)g * cap + i) * hd + d]);
+                    assert_true(vr[d] == (float)V[((size_t)g * cap + i) * hd + d]);
                 }
+            }
+    free(kr);
+    free(vr);
 
     /* attention in double */
     double *alpha = calloc((size_t)H * cap, sizeof *alpha);
@@ -216,6 +255,7 @@ static void run_case(const step_case *tc) {
     lf_config cfg = shape(2, tc->H, tc->G, tc->hd);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = tc->dt;
     pc.kind = tc->kind;
     pc.sinks = tc->sinks;
     pc.recent = tc->recent;
@@ -255,10 +295,17 @@ static void run_case(const step_case *tc) {
         for (int i = 0; i < cap; i++) L->n_valid += L->pos[i] >= 0;
         c->total_valid = L->n_valid;
         L->hw = hw;
+        S[s].K = malloc((size_t)G * cap * hd * sizeof(float));
+        S[s].V = malloc((size_t)G * cap * hd * sizeof(float));
         for (int g = 0; g < G; g++)
-            for (size_t i = 0; i < (size_t)cap * hd; i++) {
-                lf_kv_k(c, layer, g)[i] = frand(-1, 1);
-                lf_kv_v(c, layer, g)[i] = frand(-1, 1);
+            for (int i = 0; i < cap; i++) {
+                float *kr = S[s].K + ((size_t)g * cap + i) * hd, *vr = S[s].V + ((size_t)g * cap + i) * hd;
+                for (int d = 0; d < hd; d++) {
+                    kr[d] = frand(-1, 1);
+                    vr[d] = frand(-1, 1);
+                }
+                put_row(c, layer, g, i, kr, vr);
+                get_row(c, layer, g, i, kr, vr); /* the snapshot: what the cache holds */
             }
         if (SC && SC->acc)
             for (int i = 0; i < cap; i++) SC->acc[i] = L->pos[i] >= 0 ? frand(0, 2) : 0;
@@ -267,10 +314,6 @@ static void run_case(const step_case *tc) {
         else
             L->next_slot = irand(cap);
         pnow[s] = base + 1 + irand(5);
-        S[s].K = malloc((size_t)G * cap * hd * sizeof(float));
-        S[s].V = malloc((size_t)G * cap * hd * sizeof(float));
-        memcpy(S[s].K, lf_kv_k(c, layer, 0), (size_t)G * cap * hd * sizeof(float));
-        memcpy(S[s].V, lf_kv_v(c, layer, 0), (size_t)G * cap * hd * sizeof(float));
         S[s].pos = malloc((size_t)cap * sizeof(int));
         for (int i = 0; i < cap; i++) S[s].pos[i] = L->pos[i];
         if (SC && SC->acc) {
@@ -336,8 +379,8 @@ static void test_qwen_shape_every_policy(void **state) {
                               LF_POLICY_STREAMING, LF_POLICY_FULL};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         /* full cache, and one with holes and an unwritten tail */
-        run_both((step_case){kinds[i], 16, 8, 128, 600, 2, 0.0, 0, -1, -1, 1.0f, 0});
-        run_both((step_case){kinds[i], 16, 8, 128, 300, 1, 0.1, 37, -1, -1, 1.0f, 0});
+        run_both((step_case){kinds[i], 16, 8, 128, 600, 2, 0.0, 0, -1, -1, 1.0f, 0, LF_KV_F32});
+        run_both((step_case){kinds[i], 16, 8, 128, 300, 1, 0.1, 37, -1, -1, 1.0f, 0, LF_KV_F32});
     }
 }
 
@@ -348,33 +391,57 @@ static void test_group_sizes_and_head_dims(void **state) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t i = 0; i < 4; i++)
             run_both((step_case){scored_kinds[i], shapes[s][0], shapes[s][1], shapes[s][2], 77, 3, 0.2, 5, -1, -1,
-                                 1.5f, 0});
+                                 1.5f, 0, LF_KV_F32});
 }
 
 static void test_long_cache_many_chunks(void **state) {
     (void)state;
     rng = 13;
-    run_both((step_case){LF_POLICY_LONGFLOW, 4, 2, 64, 3000, 1, 0.01, 3, -1, -1, 2.0f, 0});
-    run_both((step_case){LF_POLICY_H2O, 4, 2, 64, 1100, 2, 0.0, 0, -1, -1, 2.0f, 0});
+    run_both((step_case){LF_POLICY_LONGFLOW, 4, 2, 64, 3000, 1, 0.01, 3, -1, -1, 2.0f, 0, LF_KV_F32});
+    run_both((step_case){LF_POLICY_H2O, 4, 2, 64, 1100, 2, 0.0, 0, -1, -1, 2.0f, 0, LF_KV_F32});
 }
 
 static void test_protected_slots(void **state) {
     (void)state;
     rng = 14;
     for (size_t i = 0; i < 4; i++) {
-        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 3, 5, 1.0f, 0});
-        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 0, 20, 1.0f, 0});
+        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 3, 5, 1.0f, 0, LF_KV_F32});
+        run_both((step_case){scored_kinds[i], 8, 4, 32, 64, 2, 0.0, 0, 0, 20, 1.0f, 0, LF_KV_F32});
     }
-    run_both((step_case){LF_POLICY_STREAMING, 8, 4, 32, 64, 2, 0.0, 0, 6, -1, 1.0f, 0});
+    run_both((step_case){LF_POLICY_STREAMING, 8, 4, 32, 64, 2, 0.0, 0, 6, -1, 1.0f, 0, LF_KV_F32});
 }
 
 static void test_sharp_softmax_and_empty_cache(void **state) {
     (void)state;
     rng = 15;
     /* large logits: many weights underflow in fp32 */
-    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 200, 2, 0.05, 0, -1, -1, 40.0f, 0});
+    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 200, 2, 0.05, 0, -1, -1, 40.0f, 0, LF_KV_F32});
     /* a fresh layer: only the new token, written into slot `next` */
-    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 50, 1, 1.0, 0, -1, -1, 1.0f, 0});
+    for (size_t i = 0; i < 4; i++) run_both((step_case){scored_kinds[i], 4, 2, 32, 50, 1, 1.0, 0, -1, -1, 1.0f, 0, LF_KV_F32});
+}
+
+/* bf16 and fp8 caches: every policy at Qwen3's shape, group sizes and head
+ * dims (the scalar path where hd is not a multiple of 8), many chunks, a
+ * sharp softmax. */
+static void test_bf16_fp8_caches(void **state) {
+    (void)state;
+    rng = 17;
+    const lf_kv_dtype dts[] = {LF_KV_BF16, LF_KV_FP8};
+    lf_policy_kind kinds[] = {LF_POLICY_LONGFLOW, LF_POLICY_TOVA, LF_POLICY_H2O, LF_POLICY_VATP,
+                              LF_POLICY_STREAMING, LF_POLICY_FULL};
+    const int shapes[][3] = {{6, 2, 24}, {32, 1, 16}, {5, 1, 40}, {2, 2, 136}};
+    for (int t = 0; t < 2; t++) {
+        lf_kv_dtype dt = dts[t];
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            run_both((step_case){kinds[i], 16, 8, 128, 300, 2, 0.1, 37, -1, -1, 1.0f, 0, dt});
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t i = 0; i < 4; i++)
+                run_both((step_case){scored_kinds[i], shapes[s][0], shapes[s][1], shapes[s][2], 77, 3, 0.2, 5, -1,
+                                     -1, 1.5f, 0, dt});
+        run_both((step_case){LF_POLICY_LONGFLOW, 4, 2, 64, 3000, 1, 0.01, 3, -1, -1, 2.0f, 0, dt});
+        for (size_t i = 0; i < 4; i++)
+            run_both((step_case){scored_kinds[i], 4, 2, 32, 200, 2, 0.05, 0, -1, -1, 40.0f, 0, dt});
+    }
 }
 
 static void test_exp_block(void **state) {
@@ -409,6 +476,7 @@ static void test_thread_count_invariance(void **state) {
     lf_config cfg = shape(1, H, G, hd);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = LF_POLICY_LONGFLOW;
     pc.budget = cap;
     lf_kv_cache c;
@@ -418,9 +486,13 @@ static void test_thread_count_invariance(void **state) {
     for (int i = 0; i < cap; i++) L->pos[i] = urand() < 0.05 ? -1 : i;
     L->hw = cap;
     for (int g = 0; g < G; g++)
-        for (size_t i = 0; i < (size_t)cap * hd; i++) {
-            lf_kv_k(&c, 0, g)[i] = frand(-1, 1);
-            lf_kv_v(&c, 0, g)[i] = frand(-1, 1);
+        for (int i = 0; i < cap; i++) {
+            float kr[64], vr[64];
+            for (int d = 0; d < hd; d++) {
+                kr[d] = frand(-1, 1);
+                vr[d] = frand(-1, 1);
+            }
+            put_row(&c, 0, g, i, kr, vr);
         }
     float *q = malloc((size_t)H * hd * sizeof *q), *o1 = malloc((size_t)H * hd * sizeof *o1);
     float *o2 = malloc((size_t)H * hd * sizeof *o2), *a1 = malloc((size_t)G * cap * sizeof *a1);
@@ -451,6 +523,7 @@ int main(void) {
         cmocka_unit_test(test_protected_slots),
         cmocka_unit_test(test_sharp_softmax_and_empty_cache),
         cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_bf16_fp8_caches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,13 +99,15 @@ class Generate(unittest.TestCase):
         """Once the budget is full, peak memory does not grow with --max-tokens (full's does)."""
         name = fixtures()[0]
         model = os.path.join(MODELS, name)
-        base = ["generate", "--model", model, "--prompt-ids", "1,2,3,4,5", "--ignore-eos", "--threads", "1"]
+        # an fp32 cache: the largest per slot, so the growth stands out of the RSS noise
+        base = ["generate", "--model", model, "--prompt-ids", "1,2,3,4,5", "--ignore-eos", "--threads", "1",
+                "--kv-dtype", "fp32"]
         # 1000 and 4000 tokens: both inside the fixture's context (4096 positions)
         lf_short = peak_rss_kb(base + ["--max-tokens", "1000", "--policy", "longflow", "--budget", "64"])
         lf_long = peak_rss_kb(base + ["--max-tokens", "4000", "--policy", "longflow", "--budget", "64"])
         full_short = peak_rss_kb(base + ["--max-tokens", "1000"])
         full_long = peak_rss_kb(base + ["--max-tokens", "4000"])
-        kv = gen_json(name, [1, 2, 3, 4, 5], 4)["stats"]["kv_bytes"] / 9  # bytes per slot
+        kv = gen_json(name, [1, 2, 3, 4, 5], 4, "--kv-dtype", "fp32")["stats"]["kv_bytes"] / 9  # bytes per slot
         grow_full = (full_long - full_short) * 1024
         grow_lf = (lf_long - lf_short) * 1024
         print(f"peak RSS: longflow {lf_short} -> {lf_long} kB, full {full_short} -> {full_long} kB; "
@@ -350,6 +352,37 @@ class NewUser(unittest.TestCase):
         b = json.loads(run(["bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "8", "--gen-len",
                             "4", "--threads", "2", "--membw-mb", "0"]).stdout)
         self.assertEqual((b["policy"], b["budget"]), ("full", 0))
+
+
+class KvDtype(unittest.TestCase):
+    """--kv-dtype: the bytes each dtype's cache allocates (fp32 4, bf16 2, fp8 1 byte an
+    element plus a float scale per row), bf16 by default, and the refusals."""
+
+    def test_bytes_per_dtype(self):
+        name = fixtures()[0]
+        cfg = json.load(open(os.path.join(MODELS, name, "config.json")))
+        layers, kvh = cfg["num_hidden_layers"], cfg["num_key_value_heads"]
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        slots = 3 + 4  # prompt + max tokens, --policy full
+        per = {"fp32": hd * 4, "bf16": hd * 2, "fp8": hd + 4}
+        got = {}
+        for dt in ("fp32", "bf16", "fp8", None):
+            extra = ["--kv-dtype", dt] if dt else []
+            st = gen_json(name, [1, 2, 3], 4, *extra)["stats"]
+            got[dt] = st["kv_bytes"]
+            if dt:
+                self.assertEqual(st["kv_bytes"], 2 * layers * kvh * slots * per[dt], dt)
+                self.assertEqual(st["kv_bytes_full"], st["kv_bytes"])
+        self.assertEqual(got[None], got["bf16"])  # the default
+
+    def test_refusals(self):
+        m = os.path.join(MODELS, fixtures()[0])
+        g = ["generate", "--model", m, "--prompt-ids", "1,2", "--max-tokens", "2"]
+        BadInput.expect_error(self, g + ["--kv-dtype", "fp16"], "--kv-dtype", "'fp16'", "fp32, bf16 or fp8")
+        BadInput.expect_error(self, g + ["--kv-dtype"], "--kv-dtype")
+        for dt in ("fp8", "fp32"):
+            BadInput.expect_error(self, g + ["--device", "cuda", "--kv-dtype", dt], f"--kv-dtype {dt}",
+                                  "bf16 only")
 
 
 class DeviceFlags(unittest.TestCase):

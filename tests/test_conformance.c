@@ -10,7 +10,17 @@
  *              lf_cpu_decode call per step (different lengths and positions);
  *   staggered: sequences join the batch at different steps and are passed in
  *              changing order, as continuous batching does.
- * Each run feeds the engine's own argmax back (true greedy decoding). */
+ * Each run feeds the engine's own argmax back (true greedy decoding); the
+ * runs use an fp32 KV cache, as transformers' reference is float32.
+ *
+ * Then the bf16 and fp8 caches against the fp32 cache: one sequence at a
+ * time, fed the reference tokens (so that every row has its fp32 twin): the
+ * logits' relative L2 to the fp32 cache's (printed per fixture, bounded by
+ * LF_CONF_BF16_TOL / LF_CONF_FP8_TOL) and the same greedy token wherever the
+ * fp32 cache's top-1 leads its top-2 by more than LF_CONF_BF16_TIE /
+ * LF_CONF_FP8_TIE (these random-weight models' logits are nearly flat: most
+ * margins are under 1, and e4m3's 3 mantissa bits move logits by a few
+ * percent), for fp8 also on LF_CONF_FP8_SAME of all rows. */
 #include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
@@ -31,6 +41,11 @@
 #include "test_util.h"
 
 #define LF_CONF_TOL 1e-3
+#define LF_CONF_BF16_TOL 2e-2
+#define LF_CONF_FP8_TOL 2e-1
+#define LF_CONF_BF16_TIE 0.05
+#define LF_CONF_FP8_TIE 1.0
+#define LF_CONF_FP8_SAME 0.85 /* and the same greedy token on this share of all rows */
 
 typedef struct conf_prompt {
     char name[64];
@@ -164,13 +179,97 @@ static int check_row(const conf_fixture *f, const conf_prompt *p, int step, cons
     return tok;
 }
 
-static void cache_init_full(lf_kv_cache *c, const lf_model *m, const conf_prompt *p) {
+static void cache_init_dtype(lf_kv_cache *c, const lf_model *m, const conf_prompt *p, lf_kv_dtype dt) {
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = dt;
     pc.kind = LF_POLICY_FULL;
     lf_error err = {{0}};
     if (lf_kv_cache_init(c, lf_model_config(m), &pc, p->n_prompt + p->n_steps, &err) != 0)
         fail_msg("%s", err.msg);
+}
+
+static void cache_init_full(lf_kv_cache *c, const lf_model *m, const conf_prompt *p) {
+    cache_init_dtype(c, m, p, LF_KV_F32); /* against float32 references */
+}
+
+/* Logits of every step of every prompt with a `dt` cache, fed the reference
+ * tokens: rows[prompt][step][vocab], in prompt order. */
+static float *run_forced(const conf_fixture *f, const lf_model *m, lf_kv_dtype dt, size_t n_rows) {
+    lf_error err = {{0}};
+    lf_cpu_ctx *ctx = NULL;
+    if (lf_cpu_ctx_create(m, 1, &ctx, &err) != 0) fail_msg("%s: %s", f->name, err.msg);
+    float *rows = malloc(n_rows * f->vocab * sizeof *rows);
+    assert_non_null(rows);
+    float *r = rows;
+    for (int i = 0; i < f->n_prompts; i++) {
+        const conf_prompt *p = &f->p[i];
+        lf_kv_cache c;
+        cache_init_dtype(&c, m, p, dt);
+        if (lf_cpu_prefill(ctx, m, &c, p->prompt, p->n_prompt, r, &err) != 0)
+            fail_msg("%s prompt '%s': prefill: %s", f->name, p->name, err.msg);
+        for (int s = 1; s < p->n_steps; s++) {
+            int pos = p->n_prompt + s - 1, tok = p->tokens[s - 1];
+            lf_kv_cache *cp = &c;
+            r += f->vocab;
+            if (lf_cpu_decode(ctx, m, &cp, &tok, &pos, 1, r, &err) != 0)
+                fail_msg("%s prompt '%s' step %d: decode: %s", f->name, p->name, s, err.msg);
+        }
+        r += f->vocab;
+        lf_kv_cache_free(&c);
+    }
+    lf_cpu_ctx_free(ctx);
+    return rows;
+}
+
+/* The top-1 minus top-2 logit. */
+static double margin(const float *x, int n) {
+    int a = argmax(x, n);
+    float b = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (i != a && x[i] > b) b = x[i];
+    return (double)x[a] - b;
+}
+
+/* bf16 and fp8 caches against the fp32 cache (see the top of the file). */
+static void check_dtypes(const conf_fixture *f, const lf_model *m) {
+    size_t n_rows = 0;
+    for (int i = 0; i < f->n_prompts; i++) n_rows += (size_t)f->p[i].n_steps;
+    float *ref = run_forced(f, m, LF_KV_F32, n_rows);
+    const lf_kv_dtype dts[] = {LF_KV_BF16, LF_KV_FP8};
+    const double tols[] = {LF_CONF_BF16_TOL, LF_CONF_FP8_TOL}, tie[] = {LF_CONF_BF16_TIE, LF_CONF_FP8_TIE};
+    for (int t = 0; t < 2; t++) {
+        float *got = run_forced(f, m, dts[t], n_rows);
+        double max_e = 0, sum_e = 0;
+        int checked = 0, ties = 0, same = 0;
+        for (size_t r = 0; r < n_rows; r++) {
+            const float *a = got + r * f->vocab, *b = ref + r * f->vocab;
+            double e = rel_l2(a, b, f->vocab);
+            if (!(e <= tols[t]))
+                fail_msg("%s: %s cache, row %zu: logits relative L2 %.3e to the fp32 cache's > %.1e", f->name,
+                         lf_kv_dtype_name(dts[t]), r, e, tols[t]);
+            max_e = e > max_e ? e : max_e;
+            sum_e += e;
+            same += argmax(a, f->vocab) == argmax(b, f->vocab);
+            if (margin(b, f->vocab) <= tie[t]) {
+                ties++;
+                continue;
+            }
+            checked++;
+            if (argmax(a, f->vocab) != argmax(b, f->vocab))
+                fail_msg("%s: %s cache, row %zu: greedy token %d, fp32 cache %d (margin %.4f)", f->name,
+                         lf_kv_dtype_name(dts[t]), r, argmax(a, f->vocab), argmax(b, f->vocab),
+                         margin(b, f->vocab));
+        }
+        printf("[ kv-dtype ] %-22s %-4s vs fp32 cache: logits rel L2 mean %.2e max %.2e; greedy token the same "
+               "on %d of %zu rows (required on the %d with margin > %.2f)\n",
+               f->name, lf_kv_dtype_name(dts[t]), sum_e / (double)n_rows, max_e, same, n_rows, checked, tie[t]);
+        if (dts[t] == LF_KV_FP8 && same < LF_CONF_FP8_SAME * (double)n_rows)
+            fail_msg("%s: fp8 cache: the same greedy token as the fp32 cache on only %d of %zu rows", f->name, same,
+                     n_rows);
+        free(got);
+    }
+    free(ref);
 }
 
 /* One sequence at a time. */
@@ -288,6 +387,7 @@ static void test_fixture(void **state) {
     for (int i = 0; i < f.n_prompts; i++) start[i] = 3 * i;
     run_batched(&f, m, start, "staggered", &st);
     free(start);
+    check_dtypes(&f, m);
 
     double min_margin = INFINITY;
     for (int i = 0; i < f.n_prompts; i++)

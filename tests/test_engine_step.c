@@ -64,6 +64,7 @@ static void reference_greedy(const int *prompt, int n_prompt, int n_gen, int *ou
     assert_int_equal(lf_cpu_ctx_create(model, 1, &ctx, &err), 0);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     for (int t = 0; t < n_gen; t++) {
         lf_kv_cache cache;
         assert_int_equal(lf_kv_cache_init(&cache, c, &pc, n_prompt + n_gen, &err), 0);

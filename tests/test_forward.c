@@ -282,6 +282,7 @@ static double rel_l2(const float *got, const double *want, int n) {
 static int new_cache(const lf_model *m, lf_kv_cache *c, int budget) {
     lf_policy_config p;
     lf_policy_config_default(&p);
+    p.kv_dtype = LF_KV_F32; /* against float32 references */
     lf_error err;
     int rc = lf_kv_cache_init(c, &m->cfg, &p, budget, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);

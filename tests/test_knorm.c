@@ -87,6 +87,7 @@ static void run(int H, int G, int hd, int B, int n_prompt, int sinks, int recent
     lf_config cfg = shape(1, H, G, hd);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     assert_int_equal(lf_policy_from_name("knorm", &pc.kind), 0);
     pc.budget = B;
     pc.sinks = sinks;
@@ -235,6 +236,7 @@ static void test_descriptor(void **state) {
     assert_true(d->gpu == LF_GPU_ARGMIN);
     lf_policy_config in, out;
     lf_policy_config_default(&in);
+    in.kv_dtype = LF_KV_F32; /* against float32 references */
     in.kind = k;
     lf_error err;
     assert_int_equal(lf_policy_resolve(&in, 100, &out, &err), 0);

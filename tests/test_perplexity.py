@@ -42,7 +42,8 @@ with open(os.path.join(DATA, "fidelity.json")) as f:
 
 
 def run(args, check=True):
-    p = subprocess.run([BIN, "perplexity"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # an fp32 KV cache: the references are transformers' float32/float64
+    p = subprocess.run([BIN, "perplexity", "--kv-dtype", "fp32"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"longflow perplexity {' '.join(args)} failed ({p.returncode}): {p.stderr}")

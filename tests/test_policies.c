@@ -83,6 +83,7 @@ static void replay_example(const char *name, int scalar) {
     lf_config cfg = shape(1, H, G, hd);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = LF_POLICY_LONGFLOW;
     pc.budget = B;
     pc.sinks = json_int(j, "sinks");
@@ -409,6 +410,7 @@ static void run_multi(const multi_case *mc, int scalar) {
     lf_config cfg = shape(1, H, G, hd);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = mc->kind;
     pc.budget = mc->B;
     pc.sinks = mc->sinks;
@@ -517,6 +519,7 @@ static int try_init(lf_policy_kind kind, int budget, int sinks, int recent, int 
     lf_config cfg = shape(2, 4, 2, 16);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = kind;
     pc.budget = budget;
     pc.sinks = sinks;
@@ -565,6 +568,7 @@ static void test_bad_inputs(void **state) {
             if (kind == LF_POLICY_RKV && B <= 8) continue;
             lf_policy_config pc;
             lf_policy_config_default(&pc);
+            pc.kv_dtype = LF_KV_F32; /* against float32 references */
             pc.kind = (lf_policy_kind)kind;
             pc.budget = B;
             lf_kv_cache c;
@@ -588,6 +592,7 @@ static void test_bad_inputs(void **state) {
     {
         lf_policy_config pc;
         lf_policy_config_default(&pc);
+        pc.kv_dtype = LF_KV_F32; /* against float32 references */
         pc.kind = LF_POLICY_LONGFLOW;
         pc.budget = 40;
         pc.sinks = 7;
@@ -601,6 +606,7 @@ static void test_bad_inputs(void **state) {
     {
         lf_policy_config pc;
         lf_policy_config_default(&pc);
+        pc.kv_dtype = LF_KV_F32; /* against float32 references */
         lf_kv_cache c;
         assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, 50, &err), 0);
         assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, n, &err), -1);
@@ -615,6 +621,7 @@ static void test_bad_inputs(void **state) {
         lf_config bad = shape(1, 6, 4, 16);
         lf_policy_config pc;
         lf_policy_config_default(&pc);
+        pc.kv_dtype = LF_KV_F32; /* against float32 references */
         lf_kv_cache c;
         assert_int_equal(lf_kv_cache_init(&c, &bad, &pc, 10, &err), -1);
         assert_non_null(strstr(err.msg, "heads"));
@@ -631,6 +638,7 @@ static void test_capped_budget(void **state) {
     lf_config cfg = shape(1, 4, 2, 16);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = LF_POLICY_H2O;
     pc.budget = 256;
     pc.recent = 100;
@@ -660,6 +668,7 @@ static void test_accounting(void **state) {
     for (int kind = 0; kind < lf_policy_count(); kind++) {
         lf_policy_config pc;
         lf_policy_config_default(&pc);
+        pc.kv_dtype = LF_KV_F32; /* against float32 references */
         pc.kind = (lf_policy_kind)kind;
         pc.budget = B;
         lf_kv_cache c;

@@ -57,8 +57,8 @@ static void test_config_accessors(void **state) {
     /* K and V of every layer: fp32 on the CPU, bf16 on CUDA */
     const size_t per_slot = 2 * (size_t)jint(j, "num_hidden_layers") * jint(j, "num_key_value_heads") *
                             jint(j, "head_dim");
-    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CPU), per_slot * 100 * 4);
-    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CUDA), per_slot * 100 * 2);
+    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CPU, LF_KV_F32), per_slot * 100 * 4);
+    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CUDA, LF_KV_F32), per_slot * 100 * 2);
     cJSON_Delete(j);
     lf_model_free(m);
 }

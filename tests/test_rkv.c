@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "kv/cache.h"
+#include "kv/dtype.h"
 #include "kv/policy.h"
 #include "model/config.h"
 
@@ -138,13 +139,18 @@ static void test_select_random_states(void **state) {
     rng = 41;
     const int cases[][5] = {/* H, G, hd, B, nq */ {4, 2, 16, 40, 8}, {8, 8, 32, 64, 8}, {6, 2, 24, 20, 5},
                             {4, 1, 16, 9, 8}};
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        const int H = cases[ci][0], G = cases[ci][1], hd = cases[ci][2], B = cases[ci][3], nq = cases[ci][4];
+    /* each case with each cache dtype: the reference scores the keys as the
+     * cache holds them (rounded when stored, widened when read) */
+    for (size_t ci = 0; ci < 3 * sizeof cases / sizeof cases[0]; ci++) {
+        const lf_kv_dtype dt = (lf_kv_dtype)(ci % 3);
+        const int *cs = cases[ci / 3];
+        const int H = cs[0], G = cs[1], hd = cs[2], B = cs[3], nq = cs[4];
         lf_config cfg = shape(1, H, G, hd);
         lf_policy_config pc;
         lf_policy_config_default(&pc);
         pc.kind = LF_POLICY_RKV;
         pc.budget = B;
+        pc.kv_dtype = dt;
         lf_kv_cache c;
         lf_error err;
         assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);
@@ -161,12 +167,19 @@ static void test_select_random_states(void **state) {
             L->pos[j] = t;
         }
         L->n_valid = L->hw = cap;
+        float *Kall = malloc((size_t)G * cap * hd * sizeof *Kall);
         for (int g = 0; g < G; g++) {
-            float *K = lf_kv_k(&c, 0, g);
+            float *K = Kall + (size_t)g * cap * hd;
             for (size_t i = 0; i < (size_t)cap * hd; i++) K[i] = frand(-1, 1);
             for (int r = 0; r < cap / 4; r++) {
                 int a = (int)(urand() * cap), b = (int)(urand() * cap);
                 for (int e = 0; e < hd; e++) K[(size_t)a * hd + e] = K[(size_t)b * hd + e] * 1.5f + frand(-0.05f, 0.05f);
+            }
+            float *ks = lf_kv_kscale(&c, 0, g);
+            for (int i = 0; i < cap; i++) { /* store, then read back what the cache holds */
+                float *row = K + (size_t)i * hd;
+                lf_kv_row_store(dt, row, hd, lf_kv_k(&c, 0, g) + (size_t)i * c.row_bytes, ks ? ks + i : NULL);
+                lf_kv_row_load(dt, lf_kv_k(&c, 0, g) + (size_t)i * c.row_bytes, ks ? ks[i] : 1.0f, hd, row);
             }
         }
         int *qcount;
@@ -176,9 +189,10 @@ static void test_select_random_states(void **state) {
         float *work = malloc(lf_rkv_work_floats(cap, H, G, hd) * sizeof *work);
         int32_t *keep = malloc((size_t)cap * sizeof *keep);
         int nk = lf_rkv_select(&c, 0, keep, work);
-        rstate s = {cap, H, G, hd, B, L->pos, c.k, rq, nq};
+        rstate s = {cap, H, G, hd, B, L->pos, Kall, rq, nq};
         check_keep(&s, keep, nk);
         assert_int_equal(nk, B);
+        free(Kall);
         free(work);
         free(keep);
         lf_kv_cache_free(&c);
@@ -197,6 +211,7 @@ static void test_decode_compressions(void **state) {
     lf_policy_config_default(&pc);
     pc.kind = LF_POLICY_RKV;
     pc.budget = B;
+    pc.kv_dtype = LF_KV_F32; /* the test copies the stored keys as floats */
     lf_kv_cache c;
     lf_error err;
     assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);

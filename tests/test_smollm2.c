@@ -75,6 +75,7 @@ static void run_prompt(lf_cpu_ctx *ctx, const lf_model *m, const cJSON *p, const
     lf_error err = {{0}};
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* against float32 references */
     pc.kind = LF_POLICY_FULL;
     if (lf_kv_cache_init(&c, lf_model_config(m), &pc, n_prompt + n_steps, &err)) fail_msg("%s", err.msg);
     float *logits = malloc((size_t)vocab * sizeof *logits), *want = malloc((size_t)vocab * sizeof *want);

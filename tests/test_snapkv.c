@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kv/cache.h"
+#include "kv/dtype.h"
 #include "kv/policy.h"
 #include "model/config.h"
 
@@ -241,9 +242,13 @@ static void test_prefill_layout(void **state) {
     cfg.n_heads = H;
     cfg.n_kv_heads = G;
     cfg.head_dim = hd;
-    for (int kind = LF_POLICY_LONGFLOW; kind < lf_policy_count(); kind++) {
+    /* every budgeted policy, every cache dtype: slot i holds prompt token
+     * kept[i] as that dtype stores it */
+    for (int kd = LF_POLICY_LONGFLOW * 3; kd < lf_policy_count() * 3; kd++) {
+        const int kind = kd / 3;
         lf_policy_config pc;
         lf_policy_config_default(&pc);
+        pc.kv_dtype = (lf_kv_dtype)(kd % 3);
         pc.kind = (lf_policy_kind)kind;
         pc.budget = B;
         if (kind == LF_POLICY_STREAMING) pc.sinks = 0;
@@ -257,10 +262,15 @@ static void test_prefill_layout(void **state) {
             for (int i = 0; i < c.capacity; i++) assert_int_equal(L->pos[i], i < B - 1 ? kept[i] : -1);
             for (int g = 0; g < G; g++)
                 for (int i = 0; i < B - 1; i++) {
-                    assert_memory_equal(lf_kv_k(&c, l, g) + (size_t)i * hd, p.k + ((size_t)kept[i] * G + g) * hd,
-                                        hd * sizeof(float));
-                    assert_memory_equal(lf_kv_v(&c, l, g) + (size_t)i * hd, p.v + ((size_t)kept[i] * G + g) * hd,
-                                        hd * sizeof(float));
+                    const size_t src = ((size_t)kept[i] * G + g) * hd, off = (size_t)i * c.row_bytes;
+                    uint8_t want[4 * 64];
+                    float sc = 0;
+                    lf_kv_row_store(c.dtype, p.k + src, hd, want, &sc);
+                    assert_memory_equal(lf_kv_k(&c, l, g) + off, want, c.row_bytes);
+                    if (c.ks) assert_true(memcmp(&c.ks[lf_kv_row0(&c, l, g) + i], &sc, sizeof sc) == 0);
+                    lf_kv_row_store(c.dtype, p.v + src, hd, want, &sc);
+                    assert_memory_equal(lf_kv_v(&c, l, g) + off, want, c.row_bytes);
+                    if (c.vs) assert_true(memcmp(&c.vs[lf_kv_row0(&c, l, g) + i], &sc, sizeof sc) == 0);
                 }
         }
         assert_int_equal(c.n_prompt, n);

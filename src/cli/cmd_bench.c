@@ -51,6 +51,7 @@ static void usage(FILE *f) {
             "  --batch N            sequences decoded together (default 1)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
+            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
             "  --device cpu|cuda    the device (default cpu)\n"
             "  --seed S             seed of the random weights and prompts (default 1)\n"
             "  --membw-mb N         buffer of the bandwidth probe in MiB (default 1024 on the CPU,\n"
@@ -150,7 +151,7 @@ int lf_cmd_bench(int argc, char **argv) {
             if (!(lengths = lf_arg_value(&a, f))) return 2;
         } else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
                    !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
-                   !strcmp(f, "--evict-every") || !strcmp(f, "--device") || !strcmp(f, "--seed") ||
+                   !strcmp(f, "--evict-every") || !strcmp(f, "--kv-dtype") || !strcmp(f, "--device") || !strcmp(f, "--seed") ||
                    !strcmp(f, "--gpu-mem-fraction")) {
             if (lf_gen_options_parse(&o, &a, f) != 1) return 2;
         } else {
@@ -303,7 +304,7 @@ int lf_cmd_bench(int argc, char **argv) {
     double prefill_ms = lf_now_ms() - t0;
 
     double decode_ms = 0, kv_read = 0;
-    size_t kv_row = (size_t)cfg->n_kv_heads * cfg->head_dim * 2 * sizeof(float); /* K + V of a slot */
+    size_t kv_row = lf_kv_bytes_for(m, 1, LF_DEVICE_CPU, o.policy.kv_dtype) / (size_t)cfg->n_layers; /* K + V of a slot */
     for (int k = 0; k < gen_len; k++) {
         /* K and V this step's attention reads: the valid slots of every layer
          * plus the token being added */
@@ -338,6 +339,8 @@ int lf_cmd_bench(int argc, char **argv) {
            threads);
     printf(",\"policy\":\"%s\",\"budget\":%d,\"batch\":%d,\"prompt_len\":%d,\"gen_len\":%d",
            lf_policy_name(o.policy.kind), budgeted ? budget : 0, batch, prompt_len, gen_len); /* full: 0, as generate */
+    printf(",\"kv_dtype\":\"%s\",\"kv_bytes_per_token\":%zu", lf_kv_dtype_name(o.policy.kv_dtype),
+           (size_t)cfg->n_layers * kv_row);
     printf(",\"load_ms\":%.1f,\"prefill_ms\":%.2f,\"prefill_tokens_per_s\":%.2f", load_ms, prefill_ms,
            prefill_tps);
     printf(",\"decode_ms\":%.2f,\"decode_tokens_per_s\":%.3f,\"decode_ms_per_step\":%.3f", decode_ms,

@@ -39,6 +39,7 @@ static void eval_usage(FILE *f) {
             "  --limit N              first N problems only\n"
             "  --batch N|max          problems in flight at once (default 8; max = as many as fit, --device cuda)\n"
             "  --budget N             KV slots per sequence and layer\n"
+            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
             "  --budget P%%            P percent of each problem's full-cache output length, read from\n"
             "                         --reference FILE (the results of a --policy full run)\n"
             "  --instruction TEXT     appended to each question on a new line (default: the model's\n"
@@ -210,6 +211,7 @@ static cJSON *settings_json(const eval_args *ea, const lf_engine_config *ec, con
     cJSON_AddNumberToObject(s, "sinks", ec->policy.sinks);
     cJSON_AddNumberToObject(s, "recent", ec->policy.recent);
     cJSON_AddNumberToObject(s, "evict_every", ec->policy.evict_every);
+    cJSON_AddStringToObject(s, "kv_dtype", lf_kv_dtype_name(ec->policy.kv_dtype));
     cJSON_AddNumberToObject(s, "max_tokens", ec->max_tokens);
     cJSON_AddBoolToObject(s, "ignore_eos", ec->ignore_eos);
     cJSON_AddNumberToObject(s, "temperature", ec->sampling.temperature);
@@ -356,7 +358,7 @@ static cJSON *result_json(const eval_state *st, const problem *p, const lf_gener
     cJSON_AddStringToObject(j, "finish_reason", g->finish_reason ? g->finish_reason : "");
     cJSON_AddNumberToObject(j, "budget", p->budget);
     lf_kv_report kv;
-    lf_gen_kv_report_fill(&kv, st->model, st->ec->device, g, st->ec->max_tokens);
+    lf_gen_kv_report_fill(&kv, st->model, st->ec, g);
     lf_gen_kv_report_json(&kv, j);
     cJSON_AddNumberToObject(j, "kv_tokens_peak", (double)g->kv_tokens_peak);
     lf_engine_stats es;
@@ -519,6 +521,7 @@ static void print_summary(const eval_args *ea, const char *out_path, const summa
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "data", ea->data);
         cJSON_AddStringToObject(j, "policy", pol);
+        cJSON_AddStringToObject(j, "kv_dtype", lf_kv_dtype_name(ea->o.policy.kv_dtype));
         if (ea->budget_pct > 0) {
             cJSON_AddNullToObject(j, "budget");
             cJSON_AddNumberToObject(j, "budget_percent", ea->budget_pct);

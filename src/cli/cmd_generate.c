@@ -42,6 +42,7 @@ static void generate_usage(FILE *f) {
             "  --budget N               KV slots per sequence and layer (budgeted policies)\n"
             "  --sinks N  --recent N    tokens never evicted (first prompt tokens / newest tokens)\n"
             "  --evict-every K          LongFlow: evict K slots at once every K steps (default 1)\n"
+            "  --kv-dtype fp32|bf16|fp8 how the cache stores K and V (default bf16; cuda: bf16 only)\n"
             "output and machine:\n"
             "  --json                   print one JSON object on stdout\n"
             "  --split-think            with --json: add \"reasoning\" and \"answer\"\n"
@@ -223,7 +224,7 @@ int lf_cmd_generate(int argc, char **argv) {
     }
     double tps = st.decode_ms > 0 ? (double)st.decode_tokens / (st.decode_ms / 1e3) : 0.0;
     lf_kv_report kv;
-    lf_gen_kv_report_fill(&kv, model, ec.device, g, ec.max_tokens);
+    lf_gen_kv_report_fill(&kv, model, &ec, g);
     if (o.json) {
         root = generation_json(g, gen_text, rendered, o.split_think, think_open, &st, &ec, tps, &kv);
         char *s = root ? cJSON_PrintUnformatted(root) : NULL;

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "                         every --policy x --budget of the comma-separated lists against it\n"
             "                         (KL, top-1 agreement, delta NLL); one result per run\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
+            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
             "  --batch N              windows (x policies with --fidelity) decoded together (default 4)\n"
             "  --limit-chunks K       score only the first K windows\n"
             "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
@@ -94,7 +95,8 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--json")) c->o.json = true;
         else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--sinks") ||
                  !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
-                 !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template"))
+                 !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template") ||
+                 !strcmp(f, "--kv-dtype"))
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);
@@ -118,21 +120,26 @@ static int parse_policies(const char *arg, lf_policy_kind **kinds, int *n) {
     int rc = buf && *kinds ? 0 : -1;
     if (rc) lf_cli_error(CMD, "--policy: out of memory");
     else memcpy(buf, arg, len + 1);
+    lf_error err = {{0}};
     for (char *save = NULL, *tok = rc ? NULL : strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (!lf_policy_from_name(tok, &(*kinds)[*n])) {
-            (*n)++;
-            continue;
+        if (lf_policy_parse("--policy", tok, &(*kinds)[(*n)++], &err)) {
+            lf_cli_error(CMD, "%s", err.msg);
+            rc = -1;
+            break;
         }
-        char known[256];
-        lf_policy_list(known, sizeof known);
-        lf_cli_error(CMD, "--policy: unknown policy '%s' (known: %s; see longflow policies)", tok, known);
-        rc = -1;
-        break;
     }
     if (rc == 0 && *n == 0) rc = -1, lf_cli_error(CMD, "--policy: no policy named");
     free(buf);
     if (rc) free(*kinds), *kinds = NULL;
     return rc;
+}
+
+/* The full cache's run: no policy options, the cache's dtype as given. */
+static lf_policy_config full_run(const ppl_cli *c) {
+    lf_policy_config f;
+    lf_policy_config_default(&f);
+    f.kv_dtype = c->o.policy.kv_dtype;
+    return f;
 }
 
 /* c->runs: every policy with every budget (full once, with no budget). */
@@ -147,7 +154,7 @@ static int build_runs(ppl_cli *c, const lf_policy_kind *kinds, int nk, const int
         pc.kind = kinds[i];
         pc.budget = 0;
         if (kinds[i] == LF_POLICY_FULL) {
-            lf_policy_config_default(&c->runs[c->n_runs++]); /* --sinks etc. are for the others */
+            c->runs[c->n_runs++] = full_run(c); /* --sinks etc. are for the others */
             continue;
         }
         if (nb == 0) {
@@ -511,8 +518,7 @@ out:
  * it, all runs decoded together. */
 static int evaluate_fidelity(ppl_cli *c, const lf_model *m, const int *ids, int n, int n_prompt) {
     lf_error err = {{0}};
-    lf_policy_config full;
-    lf_policy_config_default(&full);
+    lf_policy_config full = full_run(c);
     int top_k = c->top_k > 0 ? c->top_k : 32;
     if (top_k > lf_config_vocab_size(lf_model_config(m))) top_k = lf_config_vocab_size(lf_model_config(m));
     ppl_report rep = {.pc = &full, .ids = ids, .n_tokens = n, .n_prompt = n_prompt, .gen_match = -1};

@@ -66,6 +66,11 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
         lf_cli_error(cmd, "--gpu-mem-fraction applies to --device cuda only");
         return -1;
     }
+    if (o->device == LF_DEVICE_CUDA && o->policy.kv_dtype != LF_KV_BF16) {
+        lf_cli_error(cmd, "--kv-dtype %s: the CUDA backend stores its KV cache in bf16 only (use --kv-dtype bf16)",
+                     lf_kv_dtype_name(o->policy.kv_dtype));
+        return -1;
+    }
     return 0;
 }
 
@@ -152,6 +157,15 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
     if (!strcmp(f, "--sinks")) return lf_arg_int(a, f, 0, 100000000, &o->policy.sinks) ? 1 : -1;
     if (!strcmp(f, "--recent")) return lf_arg_int(a, f, 0, 100000000, &o->policy.recent) ? 1 : -1;
     if (!strcmp(f, "--evict-every")) return lf_arg_int(a, f, 1, 100000000, &o->policy.evict_every) ? 1 : -1;
+    if (!strcmp(f, "--kv-dtype")) {
+        const char *v = lf_arg_value(a, f);
+        if (!v) return -1;
+        if (lf_kv_dtype_from_name(v, &o->policy.kv_dtype)) {
+            lf_cli_error(a->cmd, "--kv-dtype: unknown KV-cache dtype '%s' (fp32, bf16 or fp8)", v);
+            return -1;
+        }
+        return 1;
+    }
     if (!strcmp(f, "--max-seqs")) return lf_gen_parse_batch(a, f, &o->max_seqs) ? 1 : -1;
     if (!strcmp(f, "--gpu-mem-fraction")) {
         if (!lf_arg_float(a, f, -1e30, 1e30, &o->gpu_mem_fraction)) return -1;
@@ -428,14 +442,16 @@ int lf_gen_resolve_max_tokens(lf_gen_options *o, const char *cmd, const lf_model
     return 0;
 }
 
-void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, lf_device device, const lf_generation *g,
-                           int max_tokens) {
+void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, const lf_engine_config *ec, const lf_generation *g) {
+    const lf_device device = ec->device;
+    const int max_tokens = ec->max_tokens;
     r->bytes = g->kv_bytes;
     r->in_use_peak = g->kv_bytes_in_use_peak;
-    r->full_bytes = lf_kv_bytes_for(m, g->n_prompt + max_tokens, device);
+    const lf_kv_dtype dt = ec->policy.kv_dtype;
+    r->full_bytes = lf_kv_bytes_for(m, g->n_prompt + max_tokens, device, dt);
     /* full holds the prompt and every generated token but the last (which no step reads) */
     int held = g->n_prompt + (g->n_tokens > 0 ? g->n_tokens - 1 : 0);
-    r->full_in_use_peak = lf_kv_bytes_for(m, held, device);
+    r->full_in_use_peak = lf_kv_bytes_for(m, held, device, dt);
 }
 
 void lf_gen_kv_report_json(const lf_kv_report *r, cJSON *obj) {

@@ -97,8 +97,8 @@ typedef struct lf_kv_report {
     size_t full_in_use_peak; /* what full holds at its peak: prompt + generated tokens */
 } lf_kv_report;
 
-void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, lf_device device, const lf_generation *g,
-                           int max_tokens);
+/* (with ec's device, KV dtype and max_tokens) */
+void lf_gen_kv_report_fill(lf_kv_report *r, const lf_model *m, const lf_engine_config *ec, const lf_generation *g);
 /* kv_bytes, kv_bytes_in_use_peak, kv_bytes_full, kv_bytes_full_in_use_peak */
 void lf_gen_kv_report_json(const lf_kv_report *r, cJSON *obj);
 /* "KV cache P: X MB allocated, Y MB in use at peak; full would allocate ..." (no newline) */

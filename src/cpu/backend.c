@@ -64,7 +64,7 @@ static int cpu_open(void *self, int place, const lf_backend_seq *s, lf_backend_m
     p->has_sampler = true;
     if (lf_kv_cache_init(&p->cache, c, &s->policy, s->slots, err)) return -1;
     p->has_cache = true;
-    mem->kv_bytes = lf_kv_bytes_for(b->model, p->cache.capacity, LF_DEVICE_CPU);
+    mem->kv_bytes = lf_kv_bytes_for(b->model, p->cache.capacity, LF_DEVICE_CPU, p->cache.dtype);
     mem->slots = p->cache.capacity;
     mem->aux_bytes = p->cache.bytes > mem->kv_bytes ? p->cache.bytes - mem->kv_bytes : 0;
     return 0;

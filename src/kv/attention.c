@@ -4,6 +4,7 @@
  * at run time; the scalar path computes the same thing in portable C. */
 #include "kv/attention.h"
 #include "cpu/kernels.h"
+#include "kv/dtype.h"
 #include "cpu/pool.h"
 
 #include <math.h>
@@ -79,7 +80,10 @@ static bool use_avx2(void) {
 /* ---- one task: a chunk of slots of one (sequence, KV head) ----------------- */
 
 typedef struct att_task {
-    const float *K, *V;    /* [cap][hd] of this layer and KV head */
+    const uint8_t *K, *V;  /* [cap][rb] stored rows of this layer and KV head */
+    const float *ks, *vs;  /* [cap] their fp8 scales, or NULL */
+    lf_kv_dtype dt;
+    size_t rb;             /* bytes of a stored row */
     const int32_t *pos;    /* [cap] */
     const float *q;        /* [rep][hd] the group's query heads */
     int rep, hd, s0, s1;   /* slots [s0, s1) */
@@ -92,6 +96,35 @@ typedef struct att_task {
     float *part;           /* part + h*part_stride: O[hd], M, L */
     size_t part_stride;
 } att_task;
+
+/* The K and V rows rows[0..nv) of a block as floats: kr[j], vr[j] point at
+ * the stored rows (fp32) or at their widened copies in kb, vb
+ * [LF_ATT_BLOCK][hd] (bf16, fp8: `widen` turns one stored row into floats). */
+typedef void (*widen_fn)(const uint8_t *src, float scale, int hd, float *out);
+
+static void scalar_widen_bf16(const uint8_t *src, float scale, int hd, float *out) {
+    lf_kv_row_load(LF_KV_BF16, src, scale, hd, out);
+}
+static void scalar_widen_fp8(const uint8_t *src, float scale, int hd, float *out) {
+    lf_kv_row_load(LF_KV_FP8, src, scale, hd, out);
+}
+
+static void block_rows(const att_task *t, widen_fn widen, const int *rows, int nv, float *kb, float *vb,
+                       const float **kr, const float **vr) {
+    for (int j = 0; j < nv; j++) {
+        const uint8_t *k = t->K + (size_t)rows[j] * t->rb, *v = t->V + (size_t)rows[j] * t->rb;
+        if (t->dt == LF_KV_F32) {
+            kr[j] = (const float *)(const void *)k;
+            vr[j] = (const float *)(const void *)v;
+            continue;
+        }
+        float *ko = kb + (size_t)j * t->hd, *vo = vb + (size_t)j * t->hd;
+        widen(k, t->ks ? t->ks[rows[j]] : 1.0f, t->hd, ko);
+        widen(v, t->vs ? t->vs[rows[j]] : 1.0f, t->hd, vo);
+        kr[j] = ko;
+        vr[j] = vo;
+    }
+}
 
 /* Online-softmax update of one block for head h: logits s[0..n) (-inf for
  * empty slots) become exp-weights relative to the new running max, which is
@@ -118,7 +151,10 @@ static void block_softmax_scalar(float *s, int n, float *O, int hd, float *M, fl
 static void task_scalar(const att_task *t) {
     const int rep = t->rep, hd = t->hd;
     float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
-    int idx[LF_ATT_BLOCK];
+    int idx[LF_ATT_BLOCK], rows[LF_ATT_BLOCK];
+    float kb[LF_ATT_BLOCK * LF_ATT_WIDE_HD], vb[LF_ATT_BLOCK * LF_ATT_WIDE_HD];
+    const float *kr[LF_ATT_BLOCK], *vr[LF_ATT_BLOCK];
+    const widen_fn widen = t->dt == LF_KV_FP8 ? scalar_widen_fp8 : scalar_widen_bf16;
     for (int h = 0; h < rep; h++) {
         float *O = t->part + h * t->part_stride;
         memset(O, 0, (size_t)hd * sizeof(float));
@@ -130,7 +166,10 @@ static void task_scalar(const att_task *t) {
         int blk = b0 / LF_ATT_BLOCK;
         int nv = 0;
         for (int i = 0; i < n; i++)
-            if (t->pos[b0 + i] >= 0) idx[nv++] = i;
+            if (t->pos[b0 + i] >= 0) {
+                idx[nv] = i;
+                rows[nv++] = b0 + i;
+            }
         if (nv == 0) {
             for (int h = 0; h < rep; h++) {
                 if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
@@ -139,14 +178,14 @@ static void task_scalar(const att_task *t) {
             if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             continue;
         }
+        block_rows(t, widen, rows, nv, kb, vb, kr, vr);
         for (int h = 0; h < rep; h++)
             for (int i = 0; i < n; i++) sb[h * LF_ATT_BLOCK + i] = -INFINITY;
         for (int j = 0; j < nv; j++) {
-            const float *kr = t->K + (size_t)(b0 + idx[j]) * hd;
             for (int h = 0; h < rep; h++) {
                 const float *qh = t->q + (size_t)h * hd;
                 float d = 0;
-                for (int e = 0; e < hd; e++) d += qh[e] * kr[e];
+                for (int e = 0; e < hd; e++) d += qh[e] * kr[j][e];
                 sb[h * LF_ATT_BLOCK + idx[j]] = d * t->scale;
             }
         }
@@ -160,18 +199,16 @@ static void task_scalar(const att_task *t) {
         if (t->vn) {
             memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             for (int j = 0; j < nv; j++) {
-                const float *vr = t->V + (size_t)(b0 + idx[j]) * hd;
                 float a = 0;
-                for (int e = 0; e < hd; e++) a += fabsf(vr[e]);
+                for (int e = 0; e < hd; e++) a += fabsf(vr[j][e]);
                 t->vn[b0 + idx[j]] = a;
             }
         }
         for (int j = 0; j < nv; j++) {
-            const float *vr = t->V + (size_t)(b0 + idx[j]) * hd;
             for (int h = 0; h < rep; h++) {
                 float w = sb[h * LF_ATT_BLOCK + idx[j]];
                 float *O = t->part + h * t->part_stride;
-                for (int e = 0; e < hd; e++) O[e] += w * vr[e];
+                for (int e = 0; e < hd; e++) O[e] += w * vr[j][e];
             }
         }
     }
@@ -286,7 +323,7 @@ LF_ATT_AVX2 static inline void dots_8x1(const float *const *k, const float *q, i
 
 /* O[h] += sum_j w[h][j] * V[row j] for nh (<= 2) heads, 32 floats of the
  * head dimension at a time (hd % 8 == 0). */
-LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const float *w, int wstride, float *O0,
+LF_ATT_AVX2 static void vacc2(const float *const *vrow, int nr, const float *w, int wstride, float *O0,
                               float *O1, int nh, int hd) {
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
@@ -298,7 +335,7 @@ LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const flo
             y2 = _mm256_loadu_ps(O1 + d + 16), y3 = _mm256_loadu_ps(O1 + d + 24);
         }
         for (int j = 0; j < nr; j++) {
-            const float *vr = V + (size_t)rows[j] * hd + d;
+            const float *vr = vrow[j] + d;
             __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
             __m256 v2 = _mm256_loadu_ps(vr + 16), v3 = _mm256_loadu_ps(vr + 24);
             __m256 p0 = _mm256_broadcast_ss(w + j);
@@ -328,7 +365,7 @@ LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const flo
     for (; d < hd; d += 8) {
         __m256 x0 = _mm256_loadu_ps(O0 + d), y0 = nh > 1 ? _mm256_loadu_ps(O1 + d) : _mm256_setzero_ps();
         for (int j = 0; j < nr; j++) {
-            __m256 v0 = _mm256_loadu_ps(V + (size_t)rows[j] * hd + d);
+            __m256 v0 = _mm256_loadu_ps(vrow[j] + d);
             x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), v0, x0);
             if (nh > 1) y0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + wstride + j), v0, y0);
         }
@@ -337,13 +374,37 @@ LF_ATT_AVX2 static void vacc2(const float *V, const int *rows, int nr, const flo
     }
 }
 
+/* Widen one stored row (hd % 8 == 0) to floats, 8 elements at a time: bf16
+ * by a shift into the float's top half; fp8 e4m3 by putting its exponent
+ * and mantissa bits at a float's, rebiasing by 2^120 and multiplying by the
+ * row's scale (the same floats as lf_fp8_to_f32(c) * scale). */
+LF_ATT_AVX2 static void avx2_widen_bf16(const uint8_t *src, float scale, int hd, float *out) {
+    (void)scale;
+    for (int d = 0; d < hd; d += 8) {
+        __m256i x = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * (size_t)d)));
+        _mm256_storeu_ps(out + d, _mm256_castsi256_ps(_mm256_slli_epi32(x, 16)));
+    }
+}
+
+LF_ATT_AVX2 static void avx2_widen_fp8(const uint8_t *src, float scale, int hd, float *out) {
+    const __m256 rebias = _mm256_set1_ps(0x1p120f), s = _mm256_set1_ps(scale);
+    const __m256i mag = _mm256_set1_epi32(0x7f), sgn = _mm256_set1_epi32(0x80);
+    for (int d = 0; d < hd; d += 8) {
+        __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(src + d)));
+        __m256i m = _mm256_slli_epi32(_mm256_and_si256(x, mag), 20);
+        __m256 a = _mm256_mul_ps(_mm256_castsi256_ps(m), rebias);
+        __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(x, sgn), 24));
+        _mm256_storeu_ps(out + d, _mm256_mul_ps(_mm256_or_ps(a, sign), s));
+    }
+}
+
 /* Prefetch rows r0..r0+n-1 (those inside the task) of X (K or V). */
-LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, const float *X, int r0, int n) {
+LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, const uint8_t *X, int r0, int n) {
     if (LF_ATT_PF_AHEAD < 0) return;
     int r1 = r0 + n < t->s1 ? r0 + n : t->s1;
     if (r0 >= r1) return;
-    const char *p = (const char *)(X + (size_t)r0 * t->hd);
-    size_t bytes = (size_t)(r1 - r0) * t->hd * sizeof(float);
+    const char *p = (const char *)(X + (size_t)r0 * t->rb);
+    size_t bytes = (size_t)(r1 - r0) * t->rb;
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
 
@@ -352,6 +413,9 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
     float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
     float wb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK]; /* weights of the valid rows, packed */
     int idx[LF_ATT_BLOCK], rows[LF_ATT_BLOCK];
+    float kb[LF_ATT_BLOCK * LF_ATT_WIDE_HD], vb[LF_ATT_BLOCK * LF_ATT_WIDE_HD];
+    const float *krow[LF_ATT_BLOCK], *vrow[LF_ATT_BLOCK];
+    const widen_fn widen = t->dt == LF_KV_FP8 ? avx2_widen_fp8 : avx2_widen_bf16;
     for (int h = 0; h < rep; h++) {
         float *O = t->part + h * t->part_stride;
         memset(O, 0, (size_t)hd * sizeof(float));
@@ -375,6 +439,7 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             continue;
         }
+        block_rows(t, widen, rows, nv, kb, vb, krow, vrow);
         /* logits, packed over the valid rows: sb[h][j]; four rows and two
          * heads (or eight rows and one head) at a time */
         int j0 = 0;
@@ -385,16 +450,13 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             for (; j0 + 8 <= nv; j0 += 8) {
                 prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 8);
                 prefetch_rows(t, t->V, b0 + j0, 8);
-                const float *kr[8];
-                for (int r = 0; r < 8; r++) kr[r] = t->K + (size_t)rows[j0 + r] * hd;
-                dots_8x1(kr, t->q, hd, t->scale, sb + j0);
+                dots_8x1(krow + j0, t->q, hd, t->scale, sb + j0);
             }
         } else if (rep % 2 == 0) {
             for (; j0 + 4 <= nv; j0 += 4) {
                 prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 4);
                 prefetch_rows(t, t->V, b0 + j0, 4);
-                const float *k0 = t->K + (size_t)rows[j0] * hd, *k1 = t->K + (size_t)rows[j0 + 1] * hd;
-                const float *k2 = t->K + (size_t)rows[j0 + 2] * hd, *k3 = t->K + (size_t)rows[j0 + 3] * hd;
+                const float *k0 = krow[j0], *k1 = krow[j0 + 1], *k2 = krow[j0 + 2], *k3 = krow[j0 + 3];
                 for (int h = 0; h < rep; h += 2)
                     dots_4x2(k0, k1, k2, k3, t->q + (size_t)h * hd, hd, t->scale, sb + h * LF_ATT_BLOCK + j0,
                              sb + (h + 1) * LF_ATT_BLOCK + j0);
@@ -407,7 +469,7 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             prefetch_rows(t, t->V, b0 + j0, LF_ATT_BLOCK - j0);
         }
         for (int j = j0; j < nv; j++) {
-            const float *kr = t->K + (size_t)rows[j] * hd;
+            const float *kr = krow[j];
             float dd[4];
             for (int h0 = 0; h0 < rep; h0 += 4) {
                 int nh = rep - h0 < 4 ? rep - h0 : 4;
@@ -450,7 +512,7 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
             if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
             for (int j = 0; j < nv; j++) {
-                const float *vr = t->V + (size_t)rows[j] * hd;
+                const float *vr = vrow[j];
                 __m256 a0 = _mm256_setzero_ps(), a1 = a0;
                 int d = 0;
                 for (; d + 16 <= hd; d += 16) {
@@ -464,7 +526,7 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
         for (int h = 0; h < rep; h += 2) {
             int nh = rep - h < 2 ? rep - h : 2;
             float *O0 = t->part + h * t->part_stride, *O1 = t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride;
-            vacc2(t->V, rows, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd);
+            vacc2(vrow, nv, wb + h * LF_ATT_BLOCK, LF_ATT_BLOCK, O0, O1, nh, hd);
         }
     }
 }
@@ -555,6 +617,10 @@ static void attend_chunk(void *arg, int ti, int worker) {
     att_task t = {
         .K = lf_kv_k(c, j->layer, g),
         .V = lf_kv_v(c, j->layer, g),
+        .ks = lf_kv_kscale(c, j->layer, g),
+        .vs = lf_kv_vscale(c, j->layer, g),
+        .dt = c->dtype,
+        .rb = c->row_bytes,
         .pos = L->pos,
         .q = j->q + ((size_t)s * j->nh + (size_t)g * j->rep) * j->hd,
         .rep = j->rep,
@@ -605,7 +671,7 @@ void lf_kv_attend(lf_kv_cache *const *caches, int n_seq, int layer, const float 
      * same pool as the matrix products, so the two never compete for cores */
     size_t bytes = 0;
     for (int s = 0; s < n_seq; s++)
-        bytes += (size_t)caches[s]->layers[layer].hw * j.nkv * j.hd * 2 * sizeof(float);
+        bytes += (size_t)caches[s]->layers[layer].hw * j.nkv * 2 * caches[s]->row_bytes;
     const int nth = bytes >= LF_ATT_PARALLEL_BYTES ? lf_cpu_threads() : 1;
     lf_pool_run(n_seq * j.nkv * j.maxch, attend_chunk, &j, nth);
     lf_pool_run(n_seq * j.nkv, attend_combine, &j, nth);

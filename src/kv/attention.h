@@ -22,6 +22,8 @@
 #define LF_ATT_BLOCK 16  /* slots per softmax block */
 #define LF_ATT_CHUNK 256 /* slots per task */
 #define LF_ATT_MAX_GROUP 32 /* most query heads per KV head */
+#define LF_ATT_WIDE_HD 256  /* most head_dim of a bf16 or fp8 cache (the kernel widens a block
+                               of rows on its stack) */
 
 /* Workspace floats a cache needs. */
 size_t lf_att_scratch_floats(int n_heads, int n_kv_heads, int head_dim, int capacity);

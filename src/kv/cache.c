@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "kv/attention.h"
+#include "kv/dtype.h"
 #include "kv/policy.h"
 
 static void layer_reset(lf_kv_cache *c, lf_kv_layer *L) {
@@ -33,18 +34,25 @@ static int check_shape(const lf_config *cfg, lf_error *err) {
     return 0;
 }
 
-/* K, V, the layers with their slot positions and policy state, the kernel's
- * scratch and the policy's per-cache state; c->bytes counts them. */
+/* K, V (and fp8's row scales), the layers with their slot positions and
+ * policy state, the kernel's scratch and the policy's per-cache state;
+ * c->bytes counts them. */
 static int alloc_slots(lf_kv_cache *c) {
     const lf_policy_desc *d = c->desc;
     const int cap = c->capacity;
-    size_t n = (size_t)c->n_layers * c->n_kv_heads * (size_t)cap * c->head_dim;
+    size_t rows = (size_t)c->n_layers * c->n_kv_heads * (size_t)cap;
     size_t bytes = 0;
-    c->k = calloc(n, sizeof(float));
-    c->v = calloc(n, sizeof(float));
+    c->k = calloc(rows, c->row_bytes);
+    c->v = calloc(rows, c->row_bytes);
     c->layers = calloc((size_t)c->n_layers, sizeof *c->layers);
     if (!c->k || !c->v || !c->layers) return -1;
-    bytes += 2 * n * sizeof(float) + (size_t)c->n_layers * sizeof *c->layers;
+    bytes += 2 * rows * c->row_bytes + (size_t)c->n_layers * sizeof *c->layers;
+    if (c->dtype == LF_KV_FP8) {
+        c->ks = calloc(rows, sizeof(float));
+        c->vs = calloc(rows, sizeof(float));
+        if (!c->ks || !c->vs) return -1;
+        bytes += 2 * rows * sizeof(float);
+    }
     for (int l = 0; l < c->n_layers; l++) {
         lf_kv_layer *L = &c->layers[l];
         if (!(L->pos = malloc((size_t)cap * sizeof *L->pos))) return -1;
@@ -65,6 +73,11 @@ int lf_kv_cache_init(lf_kv_cache *c, const lf_config *cfg, const lf_policy_confi
     memset(c, 0, sizeof *c);
     if (budget <= 0) return lf_fail(err, "KV cache: budget must be positive (got %d)", budget);
     if (check_shape(cfg, err)) return -1;
+    if ((unsigned)p->kv_dtype > LF_KV_FP8)
+        return lf_fail(err, "KV cache: unknown --kv-dtype %d (fp32, bf16 or fp8)", (int)p->kv_dtype);
+    if (p->kv_dtype != LF_KV_F32 && cfg->head_dim > LF_ATT_WIDE_HD)
+        return lf_fail(err, "KV cache: --kv-dtype %s supports head_dim up to %d (the model has %d; use --kv-dtype fp32)",
+                       lf_kv_dtype_name(p->kv_dtype), LF_ATT_WIDE_HD, cfg->head_dim);
     lf_policy_config res;
     if (lf_policy_resolve_slots(p, budget, &res, err)) return -1;
     const lf_policy_desc *d = lf_policy_get(res.kind);
@@ -76,6 +89,8 @@ int lf_kv_cache_init(lf_kv_cache *c, const lf_config *cfg, const lf_policy_confi
     c->n_heads = cfg->n_heads;
     c->n_kv_heads = cfg->n_kv_heads;
     c->head_dim = cfg->head_dim;
+    c->dtype = p->kv_dtype;
+    c->row_bytes = (size_t)cfg->head_dim * lf_kv_dtype_elem(p->kv_dtype);
     c->budget = budget;
     c->capacity = budget + d->extra_slots;
     if (alloc_slots(c)) {
@@ -96,6 +111,8 @@ void lf_kv_cache_free(lf_kv_cache *c) {
     free(c->layers);
     free(c->k);
     free(c->v);
+    free(c->ks);
+    free(c->vs);
     free(c->scratch);
     memset(c, 0, sizeof *c);
 }
@@ -114,20 +131,35 @@ static void note_peaks(lf_kv_cache *c, const lf_kv_layer *L) {
     if (c->total_valid > c->peak_total_valid) c->peak_total_valid = c->total_valid;
 }
 
+/* ---- rows -------------------------------------------------------------------- */
+
+/* Store k, v [head_dim] of KV head kvh in `slot` of `layer`, in the cache's dtype. */
+static void put_rows(lf_kv_cache *c, int layer, int kvh, int slot, const float *k, const float *v) {
+    const size_t off = (size_t)slot * c->row_bytes;
+    float *ks = lf_kv_kscale(c, layer, kvh), *vs = lf_kv_vscale(c, layer, kvh);
+    lf_kv_row_store(c->dtype, k, c->head_dim, lf_kv_k(c, layer, kvh) + off, ks ? ks + slot : NULL);
+    lf_kv_row_store(c->dtype, v, c->head_dim, lf_kv_v(c, layer, kvh) + off, vs ? vs + slot : NULL);
+}
+
+const float *lf_kv_key_row(const lf_kv_cache *c, int layer, int kvh, int slot, float *buf) {
+    const uint8_t *r = lf_kv_k(c, layer, kvh) + (size_t)slot * c->row_bytes;
+    if (c->dtype == LF_KV_F32) return (const float *)(const void *)r;
+    const float *ks = lf_kv_kscale(c, layer, kvh);
+    lf_kv_row_load(c->dtype, r, ks ? ks[slot] : 1.0f, c->head_dim, buf);
+    return buf;
+}
+
 /* ---- prefill ----------------------------------------------------------------- */
 
-/* Copy prompt tokens kept[i] (i when kept is NULL), i < nk, into slots 0..nk-1. */
+/* Store prompt tokens kept[i] (i when kept is NULL), i < nk, into slots 0..nk-1. */
 static void copy_prompt(lf_kv_cache *c, int layer, const float *k, const float *v, const int32_t *kept, int nk) {
     const int nkv = c->n_kv_heads, hd = c->head_dim;
     lf_kv_layer *L = &c->layers[layer];
-    for (int h = 0; h < nkv; h++) {
-        float *K = lf_kv_k(c, layer, h), *V = lf_kv_v(c, layer, h);
+    for (int h = 0; h < nkv; h++)
         for (int i = 0; i < nk; i++) {
-            int t = kept ? kept[i] : i;
-            memcpy(K + (size_t)i * hd, k + ((size_t)t * nkv + h) * hd, (size_t)hd * sizeof(float));
-            memcpy(V + (size_t)i * hd, v + ((size_t)t * nkv + h) * hd, (size_t)hd * sizeof(float));
+            size_t t = (size_t)(kept ? kept[i] : i);
+            put_rows(c, layer, h, i, k + (t * nkv + h) * hd, v + (t * nkv + h) * hd);
         }
-    }
     for (int i = 0; i < nk; i++) L->pos[i] = kept ? kept[i] : i;
 }
 
@@ -172,10 +204,7 @@ static void store(lf_kv_cache *c, int layer, const float *k, const float *v, con
         return;
     }
     const int nkv = c->n_kv_heads, hd = c->head_dim;
-    for (int h = 0; h < nkv; h++) {
-        memcpy(lf_kv_k(c, layer, h) + (size_t)slot * hd, k + (size_t)h * hd, (size_t)hd * sizeof(float));
-        memcpy(lf_kv_v(c, layer, h) + (size_t)slot * hd, v + (size_t)h * hd, (size_t)hd * sizeof(float));
-    }
+    for (int h = 0; h < nkv; h++) put_rows(c, layer, h, slot, k + (size_t)h * hd, v + (size_t)h * hd);
     if (L->pos[slot] < 0) {
         L->n_valid++;
         c->total_valid++;
@@ -225,7 +254,7 @@ int lf_kv_cache_tokens(const lf_kv_cache *c) {
 }
 
 static size_t bytes_per_token_layer(const lf_kv_cache *c) {
-    return 2 * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+    return lf_kv_token_bytes(c->dtype, c->n_kv_heads, c->head_dim);
 }
 
 size_t lf_kv_cache_bytes_in_use(const lf_kv_cache *c) {

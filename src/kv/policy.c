@@ -57,6 +57,7 @@ void lf_policy_config_default(lf_policy_config *p) {
     p->sinks = -1;
     p->recent = -1;
     p->evict_every = 1;
+    p->kv_dtype = LF_KV_BF16;
 }
 
 bool lf_policy_is_budgeted(lf_policy_kind k) {

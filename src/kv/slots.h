@@ -6,7 +6,9 @@
  *
  *   cache.c  ->  attention.c, policies/, snapkv.c  ->  slots.h
  *
- *   k, v:  [layer][kv_head][slot][head_dim]  (fp32, RoPE already applied to K)
+ *   k, v:  [layer][kv_head][slot][head_dim]  (RoPE already applied to K), elements
+ *          of c->dtype (kv/dtype.h: fp32, bf16 or fp8 e4m3)
+ *   ks, vs: [layer][kv_head][slot] fp8 only: each row's scale (NULL otherwise)
  *   per layer: pos[slot] (token position held, -1 = empty), next_slot, n_valid,
  *   and the policy's own per-layer state (pstate, allocated by the policy). */
 #ifndef LF_KV_SLOTS_H
@@ -34,7 +36,10 @@ typedef struct lf_kv_cache {
     int n_layers, n_heads, n_kv_heads, head_dim;
     int budget;        /* slots the policy may keep */
     int capacity;      /* slots allocated (budget, plus the policy's extra_slots) */
-    float *k, *v;      /* [n_layers][n_kv_heads][capacity][head_dim] */
+    lf_kv_dtype dtype; /* how k and v store their elements (= policy.kv_dtype) */
+    size_t row_bytes;  /* bytes of one stored row of head_dim elements */
+    uint8_t *k, *v;    /* [n_layers][n_kv_heads][capacity][row_bytes] */
+    float *ks, *vs;    /* fp8: [n_layers][n_kv_heads][capacity] row scales; NULL otherwise */
     lf_kv_layer *layers;
     size_t bytes;      /* all memory this cache allocated */
     int n_prompt;      /* prompt tokens seen */
@@ -49,12 +54,28 @@ typedef struct lf_kv_cache {
     size_t scratch_floats;
 } lf_kv_cache;
 
-static inline float *lf_kv_k(const lf_kv_cache *c, int layer, int kvh) {
-    return c->k + ((size_t)layer * c->n_kv_heads + kvh) * (size_t)c->capacity * c->head_dim;
+/* Index of the first slot of (layer, kvh) among all rows. */
+static inline size_t lf_kv_row0(const lf_kv_cache *c, int layer, int kvh) {
+    return ((size_t)layer * c->n_kv_heads + kvh) * (size_t)c->capacity;
 }
-static inline float *lf_kv_v(const lf_kv_cache *c, int layer, int kvh) {
-    return c->v + ((size_t)layer * c->n_kv_heads + kvh) * (size_t)c->capacity * c->head_dim;
+/* The stored rows of (layer, kvh): [capacity][row_bytes]. */
+static inline uint8_t *lf_kv_k(const lf_kv_cache *c, int layer, int kvh) {
+    return c->k + lf_kv_row0(c, layer, kvh) * c->row_bytes;
 }
+static inline uint8_t *lf_kv_v(const lf_kv_cache *c, int layer, int kvh) {
+    return c->v + lf_kv_row0(c, layer, kvh) * c->row_bytes;
+}
+/* Their fp8 scales, [capacity] (NULL for fp32 and bf16). */
+static inline float *lf_kv_kscale(const lf_kv_cache *c, int layer, int kvh) {
+    return c->ks ? c->ks + lf_kv_row0(c, layer, kvh) : NULL;
+}
+static inline float *lf_kv_vscale(const lf_kv_cache *c, int layer, int kvh) {
+    return c->vs ? c->vs + lf_kv_row0(c, layer, kvh) : NULL;
+}
+
+/* The K row of `slot` as floats: the stored row itself for fp32, else
+ * widened into buf[head_dim] (policies that read keys: K-norm, R-KV). */
+const float *lf_kv_key_row(const lf_kv_cache *c, int layer, int kvh, int slot, float *buf);
 
 /* Mark slot i of layer L empty (a policy that drops tokens, R-KV). */
 static inline void lf_kv_drop_slot(lf_kv_cache *c, lf_kv_layer *L, int i) {

@@ -232,6 +232,7 @@ static void cpu_greedy(const lf_model *m, const prompt *p, cpu_run *r) {
     if (lf_cpu_ctx_create(m, 1, &ctx, &err)) fail_msg("cpu ctx: %s", err.msg);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* the CPU reference as before bf16 became the default */
     lf_kv_cache c;
     if (lf_kv_cache_init(&c, &m->cfg, &pc, p->n + STEPS, &err)) fail_msg("cpu cache: %s", err.msg);
     r->logits = xmalloc((size_t)STEPS * V * sizeof(float));
@@ -492,6 +493,7 @@ static void check_policy(const char *name, const lf_model *m, lf_policy_kind kin
     lf_error err = {{0}};
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* the CPU reference as before bf16 became the default */
     pc.kind = kind;
     pc.budget = POLICY_BUDGET;
     lf_kv_cache c;
@@ -738,6 +740,7 @@ static void test_tiny_reasoner(void **state) {
     if (lf_cpu_ctx_create(m, 1, &ctx, &err)) fail_msg("%s", err.msg);
     lf_policy_config pc;
     lf_policy_config_default(&pc);
+    pc.kv_dtype = LF_KV_F32; /* the CPU reference as before bf16 became the default */
     lf_kv_cache c;
     if (lf_kv_cache_init(&c, &m->cfg, &pc, n_ids + GEN, &err)) fail_msg("%s", err.msg);
     float *logits = xmalloc((size_t)V * sizeof(float));
@@ -909,6 +912,7 @@ static void run_engine(const tiny_sum *t, int n, lf_device device, int max_seqs,
     lf_engine_config ec;
     lf_engine_config_default(&ec);
     ec.device = device;
+    if (device == LF_DEVICE_CPU) ec.policy.kv_dtype = LF_KV_F32; /* the CPU reference as before */
     ec.max_seqs = max_seqs;
     ec.max_tokens = max_tokens;
     ec.gpu_mem_fraction = 0.5;

@@ -92,7 +92,8 @@ float lf_slot_stat_value(const lf_kv_cache *c, int layer, int slot, lf_slot_stat
     case LF_SLOT_STAT_NEG_KEY_L2: {
         float sum = 0;
         for (int g = 0; g < G; g++) {
-            const float *k = lf_kv_k(c, layer, g) + (size_t)slot * hd;
+            float buf[LF_ATT_WIDE_HD];
+            const float *k = lf_kv_key_row(c, layer, g, slot, buf);
             float n2 = 0;
             for (int d = 0; d < hd; d++) n2 += k[d] * k[d];
             sum += sqrtf(n2);

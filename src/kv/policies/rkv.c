@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kv/attention.h"
 #include "kv/policies/common.h"
 
 /* Per layer: the last LF_RKV_WINDOW decode queries. */
@@ -86,7 +87,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
             if (h < H) {
                 /* importance of query head h */
                 int g = h / rep;
-                const float *K = lf_kv_k(c, layer, g);
+                float kb[LF_ATT_WIDE_HD];
                 float *a = imp_h + (size_t)h * cap;
                 float *row = rows + (size_t)h * cap;
                 memset(a, 0, (size_t)nc * sizeof(float));
@@ -95,7 +96,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
                     const float *qt = RL->q + ((size_t)t * H + h) * hd;
                     float mx = -INFINITY;
                     for (int j = 0; j < nc; j++) {
-                        const float *kr = K + (size_t)cand[j] * hd;
+                        const float *kr = lf_kv_key_row(c, layer, g, cand[j], kb);
                         float d = 0;
                         for (int e = 0; e < hd; e++) d += qt[e] * kr[e];
                         row[j] = d * scale;
@@ -118,12 +119,12 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
             } else {
                 /* redundancy for KV head g */
                 int g = h - H;
-                const float *K = lf_kv_k(c, layer, g);
+                float kb[LF_ATT_WIDE_HD];
                 float *S = ssum + (size_t)g * hd;
                 float *r = red_g + (size_t)g * cap;
                 memset(S, 0, (size_t)hd * sizeof(float));
                 for (int j = 0; j < nc; j++) {
-                    const float *kr = K + (size_t)cand[j] * hd;
+                    const float *kr = lf_kv_key_row(c, layer, g, cand[j], kb);
                     float nn = 0;
                     for (int e = 0; e < hd; e++) nn += kr[e] * kr[e];
                     float inv = 1.0f / (sqrtf(nn) + 1e-8f);
@@ -132,7 +133,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
                 }
                 float mx = -INFINITY;
                 for (int j = 0; j < nc; j++) {
-                    const float *kr = K + (size_t)cand[j] * hd;
+                    const float *kr = lf_kv_key_row(c, layer, g, cand[j], kb);
                     float inv = r[j], d = 0, self = 0;
                     for (int e = 0; e < hd; e++) {
                         float x = kr[e] * inv;

@@ -1,0 +1,123 @@
+/* bf16 and FP8 e4m3 rows of the KV cache (see dtype.h). */
+#include "kv/dtype.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const names[] = {"fp32", "bf16", "fp8"};
+
+int lf_kv_dtype_from_name(const char *name, lf_kv_dtype *out) {
+    if (!name) return -1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (lf_kv_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *lf_kv_dtype_name(lf_kv_dtype t) { return (unsigned)t < 3 ? names[t] : "?"; }
+
+size_t lf_kv_dtype_elem(lf_kv_dtype t) { return t == LF_KV_F32 ? 4 : t == LF_KV_BF16 ? 2 : 1; }
+
+size_t lf_kv_token_bytes(lf_kv_dtype t, int n_kv_heads, int head_dim) {
+    size_t row = (size_t)head_dim * lf_kv_dtype_elem(t) + (t == LF_KV_FP8 ? sizeof(float) : 0);
+    return 2 * (size_t)n_kv_heads * row;
+}
+
+static uint32_t f32_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+uint16_t lf_bf16_from_f32(float x) {
+    uint32_t u = f32_bits(x);
+    if (isnan(x)) return (uint16_t)((u >> 16) | 0x40); /* quiet, sign kept */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float lf_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
+
+uint8_t lf_fp8_from_f32(float x) {
+    uint32_t u = f32_bits(x);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80);
+    float a = fabsf(x);
+    if (isnan(x)) return (uint8_t)(sign | 0x7f);
+    if (a >= LF_FP8_MAX) return (uint8_t)(sign | 0x7e); /* saturate (and +-inf) */
+    if (a < 0x1p-6f) { /* subnormal: multiples of 2^-9, 0..8 (8 is the least normal) */
+        return (uint8_t)(sign | (uint8_t)nearbyintf(a * 512.0f));
+    }
+    uint32_t m = f32_bits(a);
+    m += 0x7ffffu + ((m >> 20) & 1u); /* round 23 -> 3 mantissa bits, to nearest even */
+    int e = (int)(m >> 23) - 127;     /* -6 .. 8 (448 is the most a rounds to) */
+    return (uint8_t)(sign | (uint8_t)((e + 7) << 3) | (uint8_t)((m >> 20) & 7u));
+}
+
+float lf_fp8_to_f32(uint8_t c) {
+    if ((c & 0x7f) == 0x7f) return NAN;
+    /* e4m3's exponent and mantissa bits put at a float's: the float's
+     * exponent bias is 127 rather than 7, so scale by 2^120 (exact, also
+     * for subnormal codes, which become float subnormals) */
+    float a = bits_f32((uint32_t)(c & 0x7f) << 20) * 0x1p120f;
+    return (c & 0x80) ? -a : a;
+}
+
+static float fp8_row_scale(const float *x, int n) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(x[i])) return NAN;
+        float a = fabsf(x[i]);
+        if (a > amax) amax = a;
+    }
+    return amax / LF_FP8_MAX;
+}
+
+void lf_kv_row_store(lf_kv_dtype t, const float *x, int n, void *dst, float *scale) {
+    switch (t) {
+    case LF_KV_F32:
+        memcpy(dst, x, (size_t)n * sizeof(float));
+        break;
+    case LF_KV_BF16: {
+        uint16_t *o = dst;
+        for (int i = 0; i < n; i++) o[i] = lf_bf16_from_f32(x[i]);
+        break;
+    }
+    case LF_KV_FP8: {
+        uint8_t *o = dst;
+        float s = fp8_row_scale(x, n);
+        *scale = s;
+        if (!(s > 0)) { /* zeros, or a non-finite row (NaN scale) */
+            memset(o, 0, (size_t)n);
+            break;
+        }
+        for (int i = 0; i < n; i++) o[i] = lf_fp8_from_f32(x[i] / s);
+        break;
+    }
+    }
+}
+
+void lf_kv_row_load(lf_kv_dtype t, const void *src, float scale, int n, float *out) {
+    switch (t) {
+    case LF_KV_F32:
+        memcpy(out, src, (size_t)n * sizeof(float));
+        break;
+    case LF_KV_BF16: {
+        const uint16_t *b = src;
+        for (int i = 0; i < n; i++) out[i] = lf_bf16_to_f32(b[i]);
+        break;
+    }
+    case LF_KV_FP8: {
+        const uint8_t *b = src;
+        for (int i = 0; i < n; i++) out[i] = lf_fp8_to_f32(b[i]) * scale;
+        break;
+    }
+    }
+}
