@@ -29,10 +29,17 @@ typedef enum lf_dtype {
     LF_DTYPE_F32 = 0,
     LF_DTYPE_F16 = 1,
     LF_DTYPE_BF16 = 2,
+    /* ggml's 32-value blocks, as GGUF files store them (CPU only) */
+    LF_DTYPE_Q8_0 = 3,  /* f16 scale, 32 int8 */
+    LF_DTYPE_Q4_0 = 4,  /* f16 scale, 16 bytes of nibbles (offset 8) */
+    LF_DTYPE_Q4_1 = 5,  /* f16 scale and min, 16 bytes of nibbles */
 } lf_dtype;
 
 const char *lf_dtype_name(lf_dtype t);
+/* Bytes of one element; 0 for the block types (see lf_dtype_row_bytes). */
 size_t lf_dtype_size(lf_dtype t);
+/* Bytes of n consecutive values (for block types n is a multiple of 32). */
+size_t lf_dtype_row_bytes(lf_dtype t, size_t n);
 
 /* ---- model --------------------------------------------------------------- */
 typedef struct lf_model lf_model;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include "cli/args.h"
 #include "longflow.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct lf_gen_options {
@@ -26,6 +27,8 @@ typedef struct lf_gen_options {
     bool budget_given;
     int max_seqs;            /* --max-seqs / --batch: -1 = not given, 0 = "max" (as many as fit, cuda only) */
     float gpu_mem_fraction;  /* --gpu-mem-fraction: 0 = not given (the backend default) */
+    lf_weights_mode weights; /* --weights quant|bf16 (GGUF block matrices) */
+    bool weights_given;
 } lf_gen_options;
 
 void lf_gen_options_default(lf_gen_options *o);
@@ -41,6 +44,10 @@ bool lf_gen_parse_batch(lf_args *a, const char *flag, int *out);
 /* Checks of the device flags that do not need the model: "max" batch and
  * --gpu-mem-fraction only with --device cuda. Prints; returns -1 on error. */
 int lf_gen_check_device(const lf_gen_options *o, const char *cmd);
+
+/* How a GGUF file's block matrices are held: --weights, else quant on the
+ * CPU and bf16 on cuda (which has no quantized kernels). */
+lf_weights_mode lf_gen_weights(const lf_gen_options *o);
 
 /* The model directory: --model, else $LONGFLOW_MODEL, else the bundled one. */
 const char *lf_gen_model_dir(const lf_gen_options *o);

@@ -40,4 +40,20 @@ struct lf_model {
     size_t decode_bytes_per_token;/* weight bytes one decode step reads (no embed table) */
 };
 
+/* How a GGUF file's quantized matrices are held. QUANT (lf_model_load's
+ * choice): Q8_0, Q4_0 and Q4_1 stay in their blocks, in the file mapping,
+ * and the CPU computes on them (src/cpu/qmatmul.c); other block types are
+ * dequantized to bf16. BF16: every block type is dequantized to bf16 (what
+ * the CUDA backend needs, and the reference the quantized path is compared
+ * with). Safetensors checkpoints are the same in both. */
+typedef enum lf_weights_mode {
+    LF_WEIGHTS_QUANT = 0,
+    LF_WEIGHTS_BF16 = 1,
+} lf_weights_mode;
+
+int lf_model_load_mode(const char *path, lf_weights_mode mode, lf_model **out, lf_error *err);
+
+/* Bytes of a weight's data (0 when absent); block types included. */
+size_t lf_weight_nbytes(const lf_weight *w);
+
 #endif
