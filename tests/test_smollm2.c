@@ -28,16 +28,16 @@
 #include "test_util.h"
 
 #define LOGITS_TOL 1e-2
-/* Quantized weights (Q4_1/Q8_0 blocks as stored, activations rounded to
- * int8 per 32 values, as llama.cpp does): the first-step logits measured
- * 1.5e-2 to 6.6e-2 rel-L2 from transformers' on the four prompts (the
- * 5-token plain-france prompt is the worst: its few positions are dominated
- * by the outlier activations of the first one, which per-block int8 rounds
- * worst). The tokens may part from transformers' only where its top-2
- * margin is below QUANT_TIE_MARGIN logits: measured partings at margins
- * 0.004 to 0.26 (after 5 to 56 equal tokens, docs/cpu-quant.md). */
-#define QUANT_LOGITS_TOL 1e-1
-#define QUANT_TIE_MARGIN 0.5
+/* Quantized weights (Q4_1/Q8_0 blocks as stored): decode steps round the
+ * activations to int8 per 32 values (as llama.cpp does), the prompt's
+ * products widen the blocks to fp32. The first step's logits (whose lm_head
+ * product is an int8 one) measured 5.2e-3 to 1.1e-2 rel-L2 from
+ * transformers' on the four prompts. The tokens may part from transformers'
+ * only where its top-2 margin is below QUANT_TIE_MARGIN logits: measured
+ * partings after 11 to 75 equal tokens at margins 0.020 to 0.106
+ * (docs/cpu-quant.md). */
+#define QUANT_LOGITS_TOL 3e-2
+#define QUANT_TIE_MARGIN 0.25
 
 static const char *gguf_path(void) {
     const char *p = getenv("LF_SMOLLM2_GGUF");

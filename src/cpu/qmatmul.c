@@ -44,10 +44,16 @@ lf_qdot_level lf_qdot_supported(void) {
 #endif
 }
 
+/* The default is AVX2 even where AVX-512 VNNI exists: on the Xeon this was
+ * measured on (2 cores of a VM), the 512-bit vpdpbusd kernel ran at 0.6x the
+ * AVX2 one for one token and 0.3-0.5x for 128 (docs/cpu-quant.md); a
+ * 256-bit vpdpbusd variant was no faster than AVX2 either. LF_QDOT=
+ * avx512vnni selects it. */
 static lf_qdot_level level_from_env(lf_qdot_level best) {
     const char *env = getenv("LF_QDOT");
-    if (!env) return best;
-    lf_qdot_level want = !strcmp(env, "scalar") ? LF_QDOT_SCALAR : !strcmp(env, "avx2") ? LF_QDOT_AVX2 : best;
+    lf_qdot_level want = LF_QDOT_AVX2;
+    if (env && !strcmp(env, "scalar")) want = LF_QDOT_SCALAR;
+    if (env && !strcmp(env, "avx512vnni")) want = LF_QDOT_AVX512VNNI;
     return want < best ? want : best;
 }
 

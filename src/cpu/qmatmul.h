@@ -11,7 +11,7 @@
  *   Q4_1: dw * dx * sum(nw qx) + mw * s         (w = dw nw + mw)
  * Three implementations, chosen at run time: portable scalar C, AVX2
  * (vpmaddubsw + vpmaddwd, 32 values per block), AVX-512 VNNI (vpdpbusd,
- * two blocks per 512-bit instruction). They compute the same integer sums
+ * two blocks per 512-bit instruction; opt-in, see lf_qdot_level_get). They compute the same integer sums
  * and differ only in the order of the fp32 additions. */
 #ifndef LF_CPU_QMATMUL_H
 #define LF_CPU_QMATMUL_H
@@ -32,9 +32,11 @@ typedef enum lf_qdot_level {
 
 /* The best level this CPU has. */
 lf_qdot_level lf_qdot_supported(void);
-/* The level the products use: the best the CPU has, lowered by LF_QDOT in
- * the environment (scalar, avx2, avx512vnni), by lf_qdot_set_level, and
- * scalar whenever the CPU kernels' SIMD level is scalar (LF_SIMD=scalar). */
+/* The level the products use: AVX2 when the CPU has it (the faster one
+ * measured, also where AVX-512 VNNI exists: qmatmul.c), else scalar;
+ * LF_QDOT in the environment (scalar, avx2, avx512vnni) or
+ * lf_qdot_set_level choose another the CPU has, and the CPU kernels'
+ * scalar level (LF_SIMD=scalar) makes it scalar. */
 lf_qdot_level lf_qdot_level_get(void);
 /* Force a level (clamped to what the CPU has). */
 void lf_qdot_set_level(lf_qdot_level level);
