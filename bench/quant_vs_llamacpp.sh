@@ -23,14 +23,18 @@ out=$(mktemp); trap 'rm -f "$out" "$out.t"' EXIT
 
 llama() { # $1: round
   # --poll 0 and passive OpenMP: llama.cpp's threads sleep rather than spin
-  # while waiting (spinning threads collapsed on this shared, oversubscribed VM)
+  # while waiting (spinning threads collapsed on this shared, oversubscribed VM).
+  # --repack 0: no extra buffer types; with them, its AMX path (chosen on this
+  # AMX Xeon, -DGGML_NATIVE=ON) segfaulted in
+  # ggml::cpu::amx::tensor_traits::compute_forward on the first prompt
+  # (LB_ARGS overrides)
   OMP_WAIT_POLICY=passive /usr/bin/time -f "%M" -o "$out.t" "$LB" -m "$GGUF" -t "$T" -p "$P" -n "$G" -r 1 \
-      --poll 0 -o json > "$out" 2>/dev/null
+      --poll 0 ${LB_ARGS:---repack 0} -o json > "$out" 2>/dev/null
   local rss; rss=$(tail -1 "$out.t")
   local pp tg tgl
   pp=$(python3 -c 'import json,sys; print(next(x["avg_ts"] for x in json.load(open(sys.argv[1])) if x["n_gen"] == 0))' "$out")
   tg=$(python3 -c 'import json,sys; print(next(x["avg_ts"] for x in json.load(open(sys.argv[1])) if x["n_prompt"] == 0))' "$out")
-  OMP_WAIT_POLICY=passive "$LB" -m "$GGUF" -t "$T" -p 0 -n "$GL" -d "$D" -r 1 --poll 0 -o json > "$out" 2>/dev/null
+  OMP_WAIT_POLICY=passive "$LB" -m "$GGUF" -t "$T" -p 0 -n "$GL" -d "$D" -r 1 --poll 0 ${LB_ARGS:---repack 0} -o json > "$out" 2>/dev/null
   tgl=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["avg_ts"])' "$out")
   echo "{\"engine\":\"llama.cpp\",\"round\":$1,\"prefill\":$pp,\"decode_short\":$tg,\"decode_long\":$tgl,\"rss\":$((rss * 1024))}"
 }
