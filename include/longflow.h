@@ -29,10 +29,17 @@ typedef enum lf_dtype {
     LF_DTYPE_F32 = 0,
     LF_DTYPE_F16 = 1,
     LF_DTYPE_BF16 = 2,
+    /* ggml's 32-value blocks, as GGUF files store them (CPU only) */
+    LF_DTYPE_Q8_0 = 3,  /* f16 scale, 32 int8 */
+    LF_DTYPE_Q4_0 = 4,  /* f16 scale, 16 bytes of nibbles (offset 8) */
+    LF_DTYPE_Q4_1 = 5,  /* f16 scale and min, 16 bytes of nibbles */
 } lf_dtype;
 
 const char *lf_dtype_name(lf_dtype t);
+/* Bytes of one element; 0 for the block types (see lf_dtype_row_bytes). */
 size_t lf_dtype_size(lf_dtype t);
+/* Bytes of n consecutive values (for block types n is a multiple of 32). */
+size_t lf_dtype_row_bytes(lf_dtype t, size_t n);
 
 /* ---- model --------------------------------------------------------------- */
 typedef struct lf_model lf_model;
@@ -41,6 +48,17 @@ typedef struct lf_config lf_config;
 /* Load a Hugging Face model directory (config.json, safetensors). Weights are
  * memory-mapped and stay in their stored dtype. */
 int lf_model_load(const char *dir, lf_model **out, lf_error *err);
+/* How a GGUF file's quantized matrices are held. QUANT (lf_model_load's
+ * choice): Q8_0, Q4_0 and Q4_1 stay in their blocks, in the file mapping, and
+ * the CPU computes on them (docs/cpu-quant.md); other block types are
+ * dequantized to bf16. BF16: every block type is dequantized to bf16 (what the
+ * CUDA backend needs, and the reference the quantized path is compared with).
+ * Safetensors checkpoints load the same in both. */
+typedef enum lf_weights_mode {
+    LF_WEIGHTS_QUANT = 0,
+    LF_WEIGHTS_BF16 = 1,
+} lf_weights_mode;
+int lf_model_load_mode(const char *path, lf_weights_mode mode, lf_model **out, lf_error *err);
 /* A model of a named shape ("qwen3-0.6b", "qwen3-1.7b", "qwen3-8b",
  * "deepseek-r1-distill-llama-8b", ...) with random weights, for benchmarks. */
 int lf_model_random(const char *preset, lf_dtype dtype, uint64_t seed, lf_model **out,

@@ -126,13 +126,15 @@ static void compare_configs(const lf_config *g, const lf_config *s) {
     assert_int_equal(g->eos_token_ids[0], s->eos_token_ids[0]);
 }
 
-/* max_rel: 0 = every value equal; else each tensor's rel-L2 error bound. */
-static void compare_models(const char *name, const char *gguf_name, double max_rel) {
+/* max_rel: 0 = every value equal; else each tensor's rel-L2 error bound.
+ * mode: how the GGUF's block matrices are held (kept blocks are read back
+ * through lf_weight_row_f32, which dequantizes them). */
+static void compare_models_mode(const char *name, const char *gguf_name, double max_rel, lf_weights_mode mode) {
     char *gpath = fmt("%s/gguf/models/%s.gguf", data_dir(), gguf_name);
     char *dir = fmt("%s/models/%s", data_dir(), name);
     lf_model *g = NULL, *s = NULL;
     lf_error err = {{0}};
-    if (lf_model_load(gpath, &g, &err)) fail_msg("%s", err.msg);
+    if (lf_model_load_mode(gpath, mode, &g, &err)) fail_msg("%s", err.msg);
     if (lf_model_load(dir, &s, &err)) fail_msg("%s", err.msg);
     compare_configs(&g->cfg, &s->cfg);
     const lf_weight *wg[3 + 15 * 64], *ws[3 + 15 * 64];
@@ -147,9 +149,9 @@ static void compare_models(const char *name, const char *gguf_name, double max_r
         assert_int_equal(wg[k]->cols, ws[k]->cols);
         size_t cnt = (size_t)ws[k]->rows * (size_t)ws[k]->cols;
         float *a = malloc(cnt * sizeof *a), *b = malloc(cnt * sizeof *b);
-        for (size_t i = 0; i < cnt; i++) {
-            a[i] = lf_weight_at(wg[k], i);
-            b[i] = lf_weight_at(ws[k], i);
+        for (int r = 0; r < ws[k]->rows; r++) {
+            lf_weight_row_f32(wg[k], r, a + (size_t)r * ws[k]->cols);
+            lf_weight_row_f32(ws[k], r, b + (size_t)r * ws[k]->cols);
         }
         bool exact = wg[k]->rows == 1 || max_rel == 0; /* 1-D tensors are F32 copies of the bf16 values */
         if (exact) {
@@ -163,12 +165,18 @@ static void compare_models(const char *name, const char *gguf_name, double max_r
         free(a);
         free(b);
     }
-    printf("%s: %d weights match the safetensors checkpoint (worst rel-L2 %.2e)\n", gguf_name, n, worst);
+    printf("%s (%s): %d weights match the safetensors checkpoint (worst rel-L2 %.2e)\n", gguf_name,
+           mode == LF_WEIGHTS_QUANT ? "blocks kept" : "bf16", n, worst);
     assert_int_equal(g->weight_bytes > 0, 1);
     lf_model_free(g);
     lf_model_free(s);
     free(gpath);
     free(dir);
+}
+
+static void compare_models(const char *name, const char *gguf_name, double max_rel) {
+    compare_models_mode(name, gguf_name, max_rel, LF_WEIGHTS_BF16);
+    compare_models_mode(name, gguf_name, max_rel, LF_WEIGHTS_QUANT);
 }
 
 static void test_llama_bf16(void **state) {
@@ -184,7 +192,8 @@ static void test_qwen3_bf16(void **state) {
     compare_models("qwen3_tied_hd", "qwen3_tied_hd", 0);
 }
 /* Q8_0 keeps ~8 bits per value: a mapping or Q/K order mistake would give
- * errors near 1, the quantization alone stays below 1%. */
+ * errors near 1, the quantization alone stays below 1%. Both dequantized
+ * and as kept blocks (whose Q/K rows are reordered as blocks). */
 static void test_llama_q8_0(void **state) {
     (void)state;
     compare_models("llama_linear", "llama_linear-q8_0", 1e-2);

@@ -28,6 +28,16 @@
 #include "test_util.h"
 
 #define LOGITS_TOL 1e-2
+/* Quantized weights (Q4_1/Q8_0 blocks as stored): decode steps round the
+ * activations to int8 per 32 values (as llama.cpp does), the prompt's
+ * products widen the blocks to fp32. The first step's logits (whose lm_head
+ * product is an int8 one) measured 5.2e-3 to 1.1e-2 rel-L2 from
+ * transformers' on the four prompts. The tokens may part from transformers'
+ * only where its top-2 margin is below QUANT_TIE_MARGIN logits: measured
+ * partings after 11 to 75 equal tokens at margins 0.020 to 0.106
+ * (docs/cpu-quant.md). */
+#define QUANT_LOGITS_TOL 3e-2
+#define QUANT_TIE_MARGIN 0.25
 
 static const char *gguf_path(void) {
     const char *p = getenv("LF_SMOLLM2_GGUF");
@@ -41,7 +51,7 @@ static int *json_ints(const cJSON *a, int *n) {
     return v;
 }
 
-static void check_config(const lf_model *m) {
+static void check_config(const lf_model *m, bool quant) {
     const lf_config *c = &m->cfg;
     assert_int_equal(c->arch, LF_ARCH_LLAMA);
     assert_int_equal(c->hidden_size, 576);
@@ -56,14 +66,18 @@ static void check_config(const lf_model *m) {
     assert_int_equal(c->max_position, 8192);
     assert_int_equal(c->bos_token_id, 1);
     assert_int_equal(c->eos_token_ids[0], 2);
-    assert_int_equal(m->embed.dtype, LF_DTYPE_BF16);  /* Q8_0 dequantized */
-    assert_int_equal(m->layers[0].wq.dtype, LF_DTYPE_BF16); /* Q4_1 dequantized */
+    /* Q8_0 and Q4_1 kept as blocks, or dequantized */
+    assert_int_equal(m->embed.dtype, quant ? LF_DTYPE_Q8_0 : LF_DTYPE_BF16);
+    assert_int_equal(m->layers[0].wq.dtype, quant ? LF_DTYPE_Q4_1 : LF_DTYPE_BF16);
     assert_int_equal(m->final_norm.dtype, LF_DTYPE_F32);    /* stays in the mapping */
 }
 
-/* One prompt: prefill, compare the logits, then greedy decoding. */
+/* One prompt: prefill, compare the logits, then greedy decoding. quant: the
+ * tokens may part from transformers' where its top-2 margin is below
+ * QUANT_TIE_MARGIN (a near-tie the int8 activations can flip); the
+ * comparison stops there. */
 static void run_prompt(lf_cpu_ctx *ctx, const lf_model *m, const cJSON *p, const uint16_t *ref_logits_f16,
-                       int vocab) {
+                       int vocab, bool quant) {
     const char *name = cJSON_GetObjectItem(p, "name")->valuestring;
     int n_prompt, n_steps, n_margins;
     int *prompt = json_ints(cJSON_GetObjectItem(p, "prompt_ids"), &n_prompt);
@@ -85,9 +99,15 @@ static void run_prompt(lf_cpu_ctx *ctx, const lf_model *m, const cJSON *p, const
     int tok = argmax(logits, vocab);
     int steps_equal = 0;
     for (int s = 0; s < n_steps; s++) {
+        double margin = cJSON_GetArrayItem(jm, s)->valuedouble;
+        if (tok != ref[s] && quant && margin <= QUANT_TIE_MARGIN) {
+            printf("%-12s parts from transformers at token %d (%d, transformers %d): reference top-2 margin %.4f\n",
+                   name, s, tok, ref[s], margin);
+            break;
+        }
         if (tok != ref[s])
             fail_msg("%s: greedy token %d is %d, transformers %d (reference top-2 margin there %.4f)", name, s, tok,
-                     ref[s], cJSON_GetArrayItem(jm, s)->valuedouble);
+                     ref[s], margin);
         steps_equal++;
         if (s + 1 == n_steps) break;
         int pos = n_prompt + s;
@@ -97,7 +117,8 @@ static void run_prompt(lf_cpu_ctx *ctx, const lf_model *m, const cJSON *p, const
     }
     printf("%-12s %3d prompt ids: first-step logits rel-L2 %.2e, %d of %d greedy tokens equal\n", name, n_prompt,
            r, steps_equal, n_steps);
-    if (r > LOGITS_TOL) fail_msg("%s: first-step logits rel-L2 %.3e > %g", name, r, LOGITS_TOL);
+    double tol = quant ? QUANT_LOGITS_TOL : LOGITS_TOL;
+    if (r > tol) fail_msg("%s: first-step logits rel-L2 %.3e > %g", name, r, tol);
     lf_kv_cache_free(&c);
     free(logits);
     free(want);
@@ -105,8 +126,7 @@ static void run_prompt(lf_cpu_ctx *ctx, const lf_model *m, const cJSON *p, const
     free(ref);
 }
 
-static void test_smollm2_matches_transformers(void **state) {
-    (void)state;
+static void matches_transformers(lf_weights_mode mode) {
     const char *path = gguf_path();
     if (!path) {
         if (getenv("LF_REQUIRE_SMOLLM2"))
@@ -131,11 +151,12 @@ static void test_smollm2_matches_transformers(void **state) {
 
     lf_model *m = NULL;
     lf_error err = {{0}};
-    if (lf_model_load(path, &m, &err)) fail_msg("%s", err.msg);
-    check_config(m);
+    if (lf_model_load_mode(path, mode, &m, &err)) fail_msg("%s", err.msg);
+    bool quant = mode == LF_WEIGHTS_QUANT;
+    check_config(m, quant);
     lf_cpu_ctx *ctx = NULL;
     if (lf_cpu_ctx_create(m, 1, &ctx, &err)) fail_msg("%s", err.msg);
-    for (int i = 0; i < n; i++) run_prompt(ctx, m, cJSON_GetArrayItem(prompts, i), ref_logits + (size_t)i * vocab, vocab);
+    for (int i = 0; i < n; i++) run_prompt(ctx, m, cJSON_GetArrayItem(prompts, i), ref_logits + (size_t)i * vocab, vocab, quant);
     lf_cpu_ctx_free(ctx);
     lf_model_free(m);
     free(ref_logits);
@@ -143,6 +164,18 @@ static void test_smollm2_matches_transformers(void **state) {
     free(text);
     free(jp);
     free(lp);
+}
+
+/* Every matrix dequantized to bf16 at load (--weights bf16). */
+static void test_smollm2_matches_transformers(void **state) {
+    (void)state;
+    matches_transformers(LF_WEIGHTS_BF16);
+}
+
+/* Q4_1 matrices and the Q8_0 embedding/lm_head computed on as blocks. */
+static void test_smollm2_quantized(void **state) {
+    (void)state;
+    matches_transformers(LF_WEIGHTS_QUANT);
 }
 
 static int opt_int(const cJSON *j, const char *key) {
@@ -250,6 +283,7 @@ int main(void) {
         cmocka_unit_test(test_smollm2_vocab),
         cmocka_unit_test(test_smollm2_tokenizer),
         cmocka_unit_test(test_smollm2_matches_transformers),
+        cmocka_unit_test(test_smollm2_quantized),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

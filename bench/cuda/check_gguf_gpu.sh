@@ -23,7 +23,9 @@ D=tests/data
 fail=0
 tokens() { # MODEL DEVICE PROMPT_IDS N
   local out
-  out=$("$PROG/longflow" generate --model "$1" --device "$2" --prompt-ids "$3" --max-tokens "$4" --ignore-eos \
+  # --weights bf16: the CPU side dequantizes as the GPU does (its default
+  # computes on Q8_0/Q4_0/Q4_1 blocks, docs/cpu-quant.md)
+  out=$("$PROG/longflow" generate --model "$1" --device "$2" --weights bf16 --prompt-ids "$3" --max-tokens "$4" --ignore-eos \
     --json --threads 2 2>/tmp/lf-gguf-err.txt) || { echo "longflow failed: $(tail -1 /tmp/lf-gguf-err.txt)" >&2; return; }
   python3 -c "import json,sys; print(' '.join(map(str, json.load(sys.stdin)['tokens'])))" <<<"$out"
 }

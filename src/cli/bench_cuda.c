@@ -407,7 +407,7 @@ int lf_bench_cuda(const lf_bench_cuda_args *a) {
     lf_model *m = NULL;
     double t0 = lf_now_ms();
     if (a->preset ? lf_model_random(a->preset, a->dtype, o->sampling.seed, &m, &err)
-                  : lf_model_load(o->model_dir, &m, &err)) {
+                  : lf_model_load_mode(o->model_dir, LF_WEIGHTS_BF16, &m, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         return 1;
     }

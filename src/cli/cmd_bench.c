@@ -30,6 +30,7 @@
 #include "core/error.h"
 #include "core/membw.h"
 #include "core/timer.h"
+#include "cpu/qmatmul.h"
 #include "cpu/simd.h"
 #include "model/model.h"
 
@@ -53,6 +54,8 @@ static void usage(FILE *f) {
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
             "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
             "  --device cpu|cuda    the device (default cpu)\n"
+            "  --weights quant|bf16 GGUF Q8_0/Q4_0/Q4_1 matrices: computed on as blocks (quant, the\n"
+            "                       CPU default) or dequantized to bf16 at load (bf16, cuda's)\n"
             "  --seed S             seed of the random weights and prompts (default 1)\n"
             "  --membw-mb N         buffer of the bandwidth probe in MiB (default 1024 on the CPU,\n"
             "                       2048 copied device-to-device on cuda; 0 = skip)\n"
@@ -74,20 +77,17 @@ static uint64_t splitmix(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
-static size_t weight_bytes(const lf_weight *w) {
-    return w->data ? (size_t)w->rows * w->cols * lf_dtype_size(w->dtype) : 0;
-}
 
 /* Weight bytes one decode step reads: every layer matrix, vector and bias,
  * the final norm and lm_head (the embedding rows looked up are negligible). */
 static size_t decode_weight_bytes(const lf_model *m) {
-    size_t b = weight_bytes(&m->final_norm) + weight_bytes(&m->lm_head);
+    size_t b = lf_weight_nbytes(&m->final_norm) + lf_weight_nbytes(&m->lm_head);
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const lf_layer_weights *L = &m->layers[l];
         const lf_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->bq, &L->bk,
                                  &L->bv, &L->bo, &L->q_norm, &L->k_norm, &L->ffn_norm,
                                  &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) b += weight_bytes(ws[i]);
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) b += lf_weight_nbytes(ws[i]);
     }
     return b;
 }
@@ -152,6 +152,7 @@ int lf_cmd_bench(int argc, char **argv) {
         } else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--policy") ||
                    !strcmp(f, "--budget") || !strcmp(f, "--sinks") || !strcmp(f, "--recent") ||
                    !strcmp(f, "--evict-every") || !strcmp(f, "--kv-dtype") || !strcmp(f, "--device") || !strcmp(f, "--seed") ||
+                   !strcmp(f, "--weights") ||
                    !strcmp(f, "--gpu-mem-fraction")) {
             if (lf_gen_options_parse(&o, &a, f) != 1) return 2;
         } else {
@@ -228,7 +229,7 @@ int lf_cmd_bench(int argc, char **argv) {
 
     double t0 = lf_now_ms();
     if (random_weights ? lf_model_random(preset, dtype, o.sampling.seed, &m, &err)
-                       : lf_model_load(o.model_dir, &m, &err)) {
+                       : lf_model_load_mode(o.model_dir, lf_gen_weights(&o), &m, &err)) {
         lf_cli_error(CMD, "%s", err.msg);
         return 1;
     }
@@ -335,8 +336,10 @@ int lf_cmd_bench(int argc, char **argv) {
     json_str(cfg->arch_name);
     printf(",\"random_weights\":%s,\"dtype\":", random_weights ? "true" : "false");
     json_str(random_weights ? lf_dtype_name(dtype) : lf_dtype_name(m->lm_head.dtype));
-    printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"threads\":%d", lf_simd_level_name(lf_cpu_simd_level()),
-           threads);
+    printf(",\"matrix_dtype\":");
+    json_str(lf_dtype_name(m->layers[0].w_up.dtype));
+    printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"qdot\":\"%s\",\"threads\":%d",
+           lf_simd_level_name(lf_cpu_simd_level()), lf_qdot_level_name(lf_qdot_level_get()), threads);
     printf(",\"policy\":\"%s\",\"budget\":%d,\"batch\":%d,\"prompt_len\":%d,\"gen_len\":%d",
            lf_policy_name(o.policy.kind), budgeted ? budget : 0, batch, prompt_len, gen_len); /* full: 0, as generate */
     printf(",\"kv_dtype\":\"%s\",\"kv_bytes_per_token\":%zu", lf_kv_dtype_name(o.policy.kv_dtype),

@@ -46,6 +46,8 @@ static void usage(FILE *f) {
             "                         (KL, top-1 agreement, delta NLL); one result per run\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
             "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
+            "  --weights quant|bf16   GGUF Q8_0/Q4_0/Q4_1 matrices computed on as blocks (default) or\n"
+            "                         dequantized to bf16 at load\n"
             "  --batch N              windows (x policies with --fidelity) decoded together (default 4)\n"
             "  --limit-chunks K       score only the first K windows\n"
             "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
@@ -96,7 +98,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--sinks") ||
                  !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
                  !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template") ||
-                 !strcmp(f, "--kv-dtype"))
+                 !strcmp(f, "--kv-dtype") || !strcmp(f, "--weights"))
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);

@@ -71,7 +71,16 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
                      lf_kv_dtype_name(o->policy.kv_dtype));
         return -1;
     }
+    if (o->device == LF_DEVICE_CUDA && o->weights_given && o->weights == LF_WEIGHTS_QUANT) {
+        lf_cli_error(cmd, "--weights quant applies to --device cpu only (cuda dequantizes GGUF blocks to bf16)");
+        return -1;
+    }
     return 0;
+}
+
+lf_weights_mode lf_gen_weights(const lf_gen_options *o) {
+    if (o->weights_given) return o->weights;
+    return o->device == LF_DEVICE_CUDA ? LF_WEIGHTS_BF16 : LF_WEIGHTS_QUANT;
 }
 
 bool lf_gen_parse_threads(lf_args *a, const char *flag, int *out) {
@@ -83,6 +92,20 @@ bool lf_gen_parse_threads(lf_args *a, const char *flag, int *out) {
                 flag, *out, cores, cores);
         *out = (int)cores;
     }
+    return true;
+}
+
+/* A flag's value that is one of two names: *out = 0 for the first, 1 for
+ * the second; prints "FLAG: unknown WHAT 'v' (a or b)" otherwise. */
+static bool two_way_choice(lf_args *a, const char *flag, const char *what, const char *first, const char *second,
+                           int *out) {
+    const char *v = lf_arg_value(a, flag);
+    if (!v) return false;
+    if (strcmp(v, first) && strcmp(v, second)) {
+        lf_cli_error(a->cmd, "%s: unknown %s '%s' (%s or %s)", flag, what, v, first, second);
+        return false;
+    }
+    *out = strcmp(v, first) != 0;
     return true;
 }
 
@@ -175,15 +198,17 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
         }
         return 1;
     }
+    if (!strcmp(f, "--weights")) {
+        int v;
+        if (!two_way_choice(a, f, "mode", "quant", "bf16", &v)) return -1;
+        o->weights = v ? LF_WEIGHTS_BF16 : LF_WEIGHTS_QUANT;
+        o->weights_given = true;
+        return 1;
+    }
     if (!strcmp(f, "--device")) {
-        const char *v = lf_arg_value(a, f);
-        if (!v) return -1;
-        if (!strcmp(v, "cpu")) o->device = LF_DEVICE_CPU;
-        else if (!strcmp(v, "cuda")) o->device = LF_DEVICE_CUDA;
-        else {
-            lf_cli_error(a->cmd, "--device: unknown device '%s' (cpu or cuda)", v);
-            return -1;
-        }
+        int v;
+        if (!two_way_choice(a, f, "device", "cpu", "cuda", &v)) return -1;
+        o->device = v ? LF_DEVICE_CUDA : LF_DEVICE_CPU;
         return 1;
     }
     return 0;
@@ -246,7 +271,7 @@ int lf_gen_load_model(const lf_gen_options *o, const char *cmd, lf_model **model
     const char *dir = lf_gen_model_dir(o);
     *model = NULL;
     if (lf_cli_check_model_path(cmd, dir, o->model_dir != NULL)) return -1;
-    if (lf_model_load(dir, model, &err)) {
+    if (lf_model_load_mode(dir, lf_gen_weights(o), model, &err)) {
         lf_cli_error(cmd, "%s", err.msg);
         return -1;
     }

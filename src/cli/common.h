@@ -25,6 +25,8 @@ typedef struct lf_gen_options {
     bool budget_given;
     int max_seqs;            /* --max-seqs / --batch: -1 = not given, 0 = "max" (as many as fit, cuda only) */
     float gpu_mem_fraction;  /* --gpu-mem-fraction: 0 = not given (the backend default) */
+    lf_weights_mode weights; /* --weights quant|bf16 (GGUF block matrices) */
+    bool weights_given;
 } lf_gen_options;
 
 void lf_gen_options_default(lf_gen_options *o);
@@ -44,6 +46,10 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd);
 /* --policy and --budget together (lf_policy_check_budget). Prints; returns
  * -1 on error. */
 int lf_gen_check_budget(const lf_gen_options *o, const char *cmd);
+
+/* How a GGUF file's block matrices are held: --weights, else quant on the
+ * CPU and bf16 on cuda (which has no quantized kernels). */
+lf_weights_mode lf_gen_weights(const lf_gen_options *o);
 
 /* The model directory: --model, else $LONGFLOW_MODEL, else the bundled one. */
 const char *lf_gen_model_dir(const lf_gen_options *o);

@@ -1,4 +1,4 @@
-/* Names and element sizes of the tensor storage types. */
+/* Names and sizes of the tensor storage types. */
 #include "longflow.h"
 
 const char *lf_dtype_name(lf_dtype t) {
@@ -6,6 +6,9 @@ const char *lf_dtype_name(lf_dtype t) {
     case LF_DTYPE_F32: return "f32";
     case LF_DTYPE_F16: return "f16";
     case LF_DTYPE_BF16: return "bf16";
+    case LF_DTYPE_Q8_0: return "q8_0";
+    case LF_DTYPE_Q4_0: return "q4_0";
+    case LF_DTYPE_Q4_1: return "q4_1";
     }
     return "unknown";
 }
@@ -15,6 +18,15 @@ size_t lf_dtype_size(lf_dtype t) {
     case LF_DTYPE_F32: return 4;
     case LF_DTYPE_F16: return 2;
     case LF_DTYPE_BF16: return 2;
+    default: return 0;
     }
-    return 0;
+}
+
+size_t lf_dtype_row_bytes(lf_dtype t, size_t n) {
+    switch (t) {
+    case LF_DTYPE_Q8_0: return n / 32 * 34;
+    case LF_DTYPE_Q4_0: return n / 32 * 18;
+    case LF_DTYPE_Q4_1: return n / 32 * 20;
+    default: return n * lf_dtype_size(t);
+    }
 }

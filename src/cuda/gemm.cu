@@ -203,6 +203,7 @@ const char *ydt_name(lf_dtype t) {
     case LF_DTYPE_F32: return "f32";
     case LF_DTYPE_BF16: return "bf16";
     case LF_DTYPE_F16: return "f16";
+    default: break;
     }
     return "?";
 }

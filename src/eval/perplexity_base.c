@@ -78,7 +78,7 @@ uint64_t lf_ppl_hash_tokens(const int *tokens, int n, int score_from) {
 
 static uint64_t fnv_weight(uint64_t h, const lf_weight *w, size_t max_bytes) {
     if (!w->data) return h;
-    size_t bytes = (size_t)w->rows * w->cols * lf_dtype_size(w->dtype);
+    size_t bytes = (size_t)w->rows * lf_dtype_row_bytes(w->dtype, (size_t)w->cols);
     return fnv(h, w->data, bytes < max_bytes ? bytes : max_bytes);
 }
 

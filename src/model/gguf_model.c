@@ -322,6 +322,7 @@ typedef struct {
     const lf_gguf_tensor *src;
     lf_tensor *dst;
     int heads;      /* > 0: rows to reorder in heads of this many */
+    bool quant;     /* blocks kept as they are (a block dtype) */
     size_t offset;  /* into the owned block; SIZE_MAX = stays in the mapping */
 } tensor_plan;
 
@@ -333,17 +334,31 @@ static bool is_float_type(uint32_t ggml) {
     return ggml == LF_GGML_F32 || ggml == LF_GGML_F16 || ggml == LF_GGML_BF16;
 }
 
-/* Shape (reversed ggml order), dtype, and whether a copy is needed. */
-static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, tensor_plan *p, size_t *owned_bytes,
-                       const char *path, lf_error *err) {
+/* The block dtype the CPU kernels compute on for a matrix of this ggml
+ * type, or LF_DTYPE_F32 (not a block dtype) when it is dequantized. */
+static lf_dtype kept_block_dtype(uint32_t ggml) {
+    switch (ggml) {
+    case LF_GGML_Q8_0: return LF_DTYPE_Q8_0;
+    case LF_GGML_Q4_0: return LF_DTYPE_Q4_0;
+    case LF_GGML_Q4_1: return LF_DTYPE_Q4_1;
+    default: return LF_DTYPE_F32;
+    }
+}
+
+/* Shape (reversed ggml order), dtype, and whether a copy is needed.
+ * keep_quant: Q8_0/Q4_0/Q4_1 matrices keep their blocks. */
+static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, bool keep_quant, tensor_plan *p,
+                       size_t *owned_bytes, const char *path, lf_error *err) {
     lf_tensor *d = p->dst;
     if (!(d->name = hf_name(t->name))) return lf_fail(err, "%s: out of memory", path);
     d->ndim = t->ndim;
     for (int k = 0; k < t->ndim; k++) d->shape[k] = t->ne[t->ndim - 1 - k];
-    d->dtype = is_float_type(t->type->type) ? float_dtype(t->type->type) : LF_DTYPE_BF16;
+    lf_dtype block = keep_quant && t->ndim == 2 ? kept_block_dtype(t->type->type) : LF_DTYPE_F32;
+    p->quant = block != LF_DTYPE_F32;
+    d->dtype = p->quant ? block : is_float_type(t->type->type) ? float_dtype(t->type->type) : LF_DTYPE_BF16;
     size_t elems = 1;
     for (int k = 0; k < t->ndim; k++) elems *= (size_t)t->ne[k];
-    d->nbytes = elems * lf_dtype_size(d->dtype);
+    d->nbytes = p->quant ? t->nbytes : elems * lf_dtype_size(d->dtype);
     p->src = t;
     p->heads = permuted_heads(cfg, d->name);
     if (p->heads > 0) {
@@ -352,8 +367,9 @@ static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, tensor_pla
             return lf_fail(err, "%s: tensor '%s': %lld rows do not split into %d heads of even size", path, t->name,
                            (long long)rows, p->heads);
     }
-    bool aligned = ((uintptr_t)t->data % lf_dtype_size(d->dtype)) == 0;
-    if (is_float_type(t->type->type) && p->heads == 0 && aligned) {
+    /* blocks are read bytewise: any alignment will do */
+    bool aligned = p->quant || ((uintptr_t)t->data % lf_dtype_size(d->dtype)) == 0;
+    if ((p->quant || is_float_type(t->type->type)) && p->heads == 0 && aligned) {
         p->offset = SIZE_MAX;
         d->data = t->data;
         return 0;
@@ -363,16 +379,15 @@ static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, tensor_pla
     return 0;
 }
 
-/* Convert one tensor into dst: float types are copied as they are, block
- * types dequantized to bf16; then Q/K rows are put back in Hugging Face
- * order (tmp: scratch of the tensor's size). */
+/* Convert one tensor into dst: float types and kept blocks are copied as
+ * they are, other block types dequantized to bf16; then Q/K rows are put
+ * back in Hugging Face order (tmp: scratch of the tensor's size). */
 static void convert_tensor(const tensor_plan *p, uint8_t *dst, uint8_t *tmp) {
     const lf_gguf_tensor *t = p->src;
     size_t n = p->dst->nbytes;
     uint8_t *first = p->heads ? tmp : dst;
-    size_t elems = n / lf_dtype_size(p->dst->dtype);
-    if (is_float_type(t->type->type)) memcpy(first, t->data, n);
-    else lf_quant_to_bf16(t->type, t->data, elems, (uint16_t *)first);
+    if (p->quant || is_float_type(t->type->type)) memcpy(first, t->data, n);
+    else lf_quant_to_bf16(t->type, t->data, n / lf_dtype_size(p->dst->dtype), (uint16_t *)first);
     if (!p->heads) return;
     size_t rows = (size_t)(t->ndim == 1 ? t->ne[0] : t->ne[1]);
     size_t row_bytes = n / rows, hd = rows / (size_t)p->heads, half = hd / 2;
@@ -418,7 +433,8 @@ static int convert_all(tensor_plan *plans, int n, uint8_t *owned, bool release, 
 }
 
 /* The view's tensors and the owned block of converted ones. */
-static int build_view(const lf_gguf_file *f, const lf_config *cfg, lf_st_file *view, void **owned, lf_error *err) {
+static int build_view(const lf_gguf_file *f, const lf_config *cfg, bool keep_quant, lf_st_file *view, void **owned,
+                      lf_error *err) {
     int n = f->n_tensors;
     tensor_plan *plans = calloc(n ? (size_t)n : 1, sizeof *plans);
     view->tensors = calloc(n ? (size_t)n : 1, sizeof *view->tensors);
@@ -431,7 +447,7 @@ static int build_view(const lf_gguf_file *f, const lf_config *cfg, lf_st_file *v
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         plans[i].dst = &view->tensors[i];
-        rc = plan_tensor(cfg, &f->tensors[i], &plans[i], &bytes, f->path, err);
+        rc = plan_tensor(cfg, &f->tensors[i], keep_quant, &plans[i], &bytes, f->path, err);
     }
     if (rc == 0 && bytes) {
         *owned = aligned_alloc(64, bytes);
@@ -442,13 +458,14 @@ static int build_view(const lf_gguf_file *f, const lf_config *cfg, lf_st_file *v
     return rc;
 }
 
-int lf_gguf_model_open(const char *path, lf_config *cfg, lf_st_file *view, void **owned, lf_error *err) {
+int lf_gguf_model_open(const char *path, bool keep_quant, lf_config *cfg, lf_st_file *view, void **owned,
+                       lf_error *err) {
     memset(view, 0, sizeof *view);
     *owned = NULL;
     lf_gguf_file f;
     if (lf_gguf_open(path, &f, err) != 0) return -1;
     int rc = lf_gguf_config(&f, cfg, err);
-    if (rc == 0) rc = build_view(&f, cfg, view, owned, err);
+    if (rc == 0) rc = build_view(&f, cfg, keep_quant, view, owned, err);
     if (rc == 0 && !(view->path = strdup(path))) rc = lf_fail(err, "%s: out of memory", path);
     if (rc == 0) { /* the view takes the mapping over */
         view->map = f.map;

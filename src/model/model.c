@@ -94,8 +94,8 @@ static int build_specs(lf_model *m, lf_wlist *l) {
     return rc ? -1 : 0;
 }
 
-static size_t weight_nbytes(const lf_weight *w) {
-    return w->data ? (size_t)w->rows * (size_t)w->cols * lf_dtype_size(w->dtype) : 0;
+size_t lf_weight_nbytes(const lf_weight *w) {
+    return w->data ? (size_t)w->rows * lf_dtype_row_bytes(w->dtype, (size_t)w->cols) : 0;
 }
 
 /* weight_bytes: every distinct weight; decode bytes: everything a decode
@@ -108,11 +108,11 @@ static void compute_sizes(lf_model *m) {
         const lf_weight *all[] = {&w->attn_norm, &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk,
                                   &w->bv, &w->bo, &w->q_norm, &w->k_norm, &w->ffn_norm, &w->w_gate,
                                   &w->w_up, &w->w_down};
-        for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) layers += weight_nbytes(all[k]);
+        for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) layers += lf_weight_nbytes(all[k]);
     }
-    size_t norm = weight_nbytes(&m->final_norm);
-    size_t head = weight_nbytes(&m->lm_head);
-    size_t embed = weight_nbytes(&m->embed);
+    size_t norm = lf_weight_nbytes(&m->final_norm);
+    size_t head = lf_weight_nbytes(&m->lm_head);
+    size_t embed = lf_weight_nbytes(&m->embed);
     m->weight_bytes = layers + norm + embed + (m->cfg.tie_word_embeddings ? 0 : head);
     m->decode_bytes_per_token = layers + norm + head;
 }
@@ -328,15 +328,19 @@ done:
 
 /* A GGUF file: its metadata is the config, its tensors (dequantized where
  * needed, into m->owned) one view bound like a safetensors file. */
-static int load_gguf(lf_model *m, const char *file, lf_error *err) {
+static int load_gguf(lf_model *m, const char *file, lf_weights_mode mode, lf_error *err) {
     m->files = calloc(1, sizeof *m->files);
     if (!m->files) return lf_fail(err, "%s: out of memory", file);
-    if (lf_gguf_model_open(file, &m->cfg, &m->files[0], &m->owned, err) != 0) return -1;
+    if (lf_gguf_model_open(file, mode == LF_WEIGHTS_QUANT, &m->cfg, &m->files[0], &m->owned, err) != 0) return -1;
     m->n_files = 1;
     return bind_weights(m, NULL, file, file, err);
 }
 
 int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
+    return lf_model_load_mode(dir, LF_WEIGHTS_QUANT, out, err);
+}
+
+int lf_model_load_mode(const char *dir, lf_weights_mode mode, lf_model **out, lf_error *err) {
     *out = NULL;
     lf_model *m = calloc(1, sizeof *m);
     if (!m) return lf_fail(err, "%s: out of memory", dir);
@@ -352,7 +356,7 @@ int lf_model_load(const char *dir, lf_model **out, lf_error *err) {
     int gguf = lf_gguf_model_path(dir, &path, err);
     if (gguf < 0) goto done;
     if (gguf > 0) {
-        rc = load_gguf(m, path, err);
+        rc = load_gguf(m, path, mode, err);
         goto done;
     }
     if (lf_config_load(dir, &m->cfg, err) != 0) goto done;

@@ -40,4 +40,9 @@ struct lf_model {
     size_t decode_bytes_per_token;/* weight bytes one decode step reads (no embed table) */
 };
 
+/* lf_weights_mode and lf_model_load_mode are public: include/longflow.h. */
+
+/* Bytes of a weight's data (0 when absent); block types included. */
+size_t lf_weight_nbytes(const lf_weight *w);
+
 #endif

@@ -240,3 +240,9 @@ void lf_quant_to_bf16(const lf_quant_type *q, const void *src, size_t n_elems, u
         for (size_t i = 0; i < be; i++) dst[b * be + i] = lf_f32_to_bf16(y[i]);
     }
 }
+
+void lf_quant_to_f32(const lf_quant_type *q, const void *src, size_t n_elems, float *dst) {
+    lf_deq_fn fn = find_entry(q->type)->fn;
+    size_t be = (size_t)q->block_elems;
+    for (size_t b = 0; b < n_elems / be; b++) fn((const uint8_t *)src + b * (size_t)q->block_bytes, dst + b * be);
+}

@@ -41,5 +41,8 @@ size_t lf_quant_row_bytes(const lf_quant_type *q, size_t n_elems);
 /* Dequantize n_elems values (a multiple of the block size) from src into
  * dst as bf16. */
 void lf_quant_to_bf16(const lf_quant_type *q, const void *src, size_t n_elems, uint16_t *dst);
+/* Dequantize n_elems values of a block type (not F32/F16/BF16) into dst as
+ * fp32 (the values lf_quant_to_bf16 rounds). */
+void lf_quant_to_f32(const lf_quant_type *q, const void *src, size_t n_elems, float *dst);
 
 #endif

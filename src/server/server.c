@@ -28,7 +28,8 @@ static int load(lf_server *s, const char *dir, const lf_engine_config *ec, lf_mo
     lf_error err = {{0}};
     const char *tdir = s->opt.tokenizer_dir ? s->opt.tokenizer_dir : dir;
     int rc = s->opt.random_preset ? lf_model_random(s->opt.random_preset, LF_DTYPE_BF16, 1, m, &err)
-                                  : lf_model_load(dir, m, &err);
+                                  : lf_model_load_mode(dir, ec->device == LF_DEVICE_CUDA ? LF_WEIGHTS_BF16 : LF_WEIGHTS_QUANT,
+                                                       m, &err);
     if (rc || lf_model_tokenizer_load(tdir, t, &err) ||
         lf_engine_create(*m, ec, &s->engine, &err)) {
         fprintf(stderr, "longflow serve: %s\n", err.msg);

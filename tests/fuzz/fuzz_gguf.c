@@ -4,8 +4,9 @@
  * value read through the typed getters, every tensor's bytes read, the first
  * blocks of each tensor dequantized, and the config derived; a range the
  * parser failed to check shows up under ASan. Then the same bytes, written to
- * a file, go through lf_model_load (tensor mapping, dequantization, Q/K
- * reordering, binding). Seeds: corpus/gguf/ (made by
+ * a file, go through lf_model_load_mode, both with the Q8_0/Q4_0/Q4_1
+ * blocks kept and with every block type dequantized (tensor mapping,
+ * dequantization, Q/K reordering, binding). Seeds: corpus/gguf/ (made by
  * tools/gen_gguf_fixtures.py). */
 #include <stdint.h>
 #include <stdio.h>
@@ -72,7 +73,8 @@ static void load_as_model(const uint8_t *data, size_t size) {
     if (w != size) return;
     lf_model *m = NULL;
     lf_error err;
-    if (lf_model_load(path, &m, &err) == 0) lf_model_free(m);
+    if (lf_model_load_mode(path, LF_WEIGHTS_QUANT, &m, &err) == 0) lf_model_free(m);
+    if (lf_model_load_mode(path, LF_WEIGHTS_BF16, &m, &err) == 0) lf_model_free(m);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

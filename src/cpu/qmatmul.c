@@ -1,0 +1,372 @@
+/* Matrix products on Q8_0/Q4_0/Q4_1 blocks with int8 activations. See
+ * qmatmul.h for the arithmetic; the block layouts are ggml's:
+ *   Q8_0 (34 bytes): f16 d, int8 q[32]                  w = d q
+ *   Q4_0 (18 bytes): f16 d, 16 bytes, low nibble of byte j is value j,
+ *                    high nibble value j + 16           w = d (n - 8)
+ *   Q4_1 (20 bytes): f16 d, f16 m, nibbles as Q4_0      w = d n + m */
+#include "cpu/qmatmul.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fp.h"
+#include "cpu/pool.h"
+#include "cpu/simd.h"
+#include "model/quant.h"
+
+/* ---- types and levels ----------------------------------------------------- */
+
+bool lf_dtype_is_block(lf_dtype t) {
+    return t == LF_DTYPE_Q8_0 || t == LF_DTYPE_Q4_0 || t == LF_DTYPE_Q4_1;
+}
+
+static int block_bytes(lf_dtype t) { return t == LF_DTYPE_Q8_0 ? 34 : t == LF_DTYPE_Q4_0 ? 18 : 20; }
+
+static atomic_int g_qlevel = -1; /* -1: not chosen yet */
+
+#if LF_X86
+#define LF_TARGET_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#endif
+
+lf_qdot_level lf_qdot_supported(void) {
+    if (lf_cpu_simd_supported() < LF_SIMD_AVX2) return LF_QDOT_SCALAR;
+#if LF_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni"))
+        return LF_QDOT_AVX512VNNI;
+    return LF_QDOT_AVX2;
+#else
+    return LF_QDOT_SCALAR;
+#endif
+}
+
+/* The default is AVX2 even where AVX-512 VNNI exists: on the Xeon this was
+ * measured on (2 cores of a VM), the 512-bit vpdpbusd kernel ran at 0.6x the
+ * AVX2 one for one token and 0.3-0.5x for 128 (docs/cpu-quant.md); a
+ * 256-bit vpdpbusd variant was no faster than AVX2 either. LF_QDOT=
+ * avx512vnni selects it. */
+static lf_qdot_level level_from_env(lf_qdot_level best) {
+    const char *env = getenv("LF_QDOT");
+    lf_qdot_level want = LF_QDOT_AVX2;
+    if (env && !strcmp(env, "scalar")) want = LF_QDOT_SCALAR;
+    if (env && !strcmp(env, "avx512vnni")) want = LF_QDOT_AVX512VNNI;
+    return want < best ? want : best;
+}
+
+lf_qdot_level lf_qdot_level_get(void) {
+    int v = atomic_load(&g_qlevel);
+    if (v < 0) {
+        v = (int)level_from_env(lf_qdot_supported());
+        atomic_store(&g_qlevel, v);
+    }
+    return lf_cpu_simd_level() == LF_SIMD_SCALAR ? LF_QDOT_SCALAR : (lf_qdot_level)v;
+}
+
+void lf_qdot_set_level(lf_qdot_level level) {
+    lf_qdot_level best = lf_qdot_supported();
+    atomic_store(&g_qlevel, (int)(level > best ? best : level));
+}
+
+const char *lf_qdot_level_name(lf_qdot_level level) {
+    return level == LF_QDOT_AVX512VNNI ? "avx512vnni" : level == LF_QDOT_AVX2 ? "avx2" : "scalar";
+}
+
+/* ---- activations ---------------------------------------------------------- */
+
+void lf_quantize_row(const float *x, int cols, lf_qblock *out) {
+    for (int b = 0; b < cols / LF_QK; b++) {
+        const float *xb = x + (size_t)b * LF_QK;
+        float amax = 0.0f;
+        for (int j = 0; j < LF_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < LF_QK; j++) {
+            int q = (int)nearbyintf(xb[j] * id);
+            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            out[b].q[j] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+    }
+}
+
+/* ---- scalar reference ------------------------------------------------------- */
+
+static float rd_f16(const uint8_t *p) { return lf_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
+
+/* sum over the block of nibble(j) * q[j] */
+static int nibble_dot(const uint8_t *qs, const int8_t *q) {
+    int s = 0;
+    for (int j = 0; j < LF_QK / 2; j++) s += (qs[j] & 0x0F) * q[j] + (qs[j] >> 4) * q[j + LF_QK / 2];
+    return s;
+}
+
+static float qdot_scalar(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int nb) {
+    float acc = 0.0f;
+    int bb = block_bytes(wt);
+    for (int b = 0; b < nb; b++, w += bb) {
+        float d = rd_f16(w);
+        if (wt == LF_DTYPE_Q8_0) {
+            int s = 0;
+            for (int j = 0; j < LF_QK; j++) s += (int8_t)w[2 + j] * x[b].q[j];
+            acc += d * x[b].d * (float)s;
+        } else if (wt == LF_DTYPE_Q4_0) {
+            acc += d * (x[b].d * (float)nibble_dot(w + 2, x[b].q) - 8.0f * x[b].s);
+        } else {
+            acc += d * x[b].d * (float)nibble_dot(w + 4, x[b].q) + rd_f16(w + 2) * x[b].s;
+        }
+    }
+    return acc;
+}
+
+/* ---- AVX2 and AVX-512 VNNI ---------------------------------------------------- */
+
+#if LF_X86
+/* A weight block ready for u8 x s8 products: the unsigned bytes (Q4:
+ * nibbles in value order; Q8_0: |q|), for Q8_0 the signs to put on x
+ * (vpsignb), the scale d and the coefficient of the activation block's s
+ * (Q4_0: -8 d; Q4_1: m; Q8_0: 0). */
+typedef struct {
+    __m256i wu, sgn;
+    float d, m;
+} wblock;
+
+static inline LF_TARGET_AVX2 wblock load_wblock(lf_dtype wt, const uint8_t *w) {
+    wblock b;
+    uint16_t h;
+    memcpy(&h, w, 2);
+    b.d = _cvtsh_ss(h);
+    if (wt == LF_DTYPE_Q8_0) {
+        b.sgn = _mm256_loadu_si256((const __m256i *)(const void *)(w + 2));
+        b.wu = _mm256_sign_epi8(b.sgn, b.sgn);
+        b.m = 0.0f;
+        return b;
+    }
+    const uint8_t *qs = w + (wt == LF_DTYPE_Q4_0 ? 2 : 4);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)qs), m4 = _mm_set1_epi8(0x0F);
+    b.wu = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+    b.sgn = b.wu;
+    if (wt == LF_DTYPE_Q4_0) {
+        b.m = -8.0f * b.d;
+    } else {
+        memcpy(&h, w + 2, 2);
+        b.m = _cvtsh_ss(h);
+    }
+    return b;
+}
+
+/* The activation block's signed bytes to multiply into b.wu. */
+static inline LF_TARGET_AVX2 __m256i x_signed(lf_dtype wt, const wblock *b, const lf_qblock *x) {
+    __m256i xq = _mm256_loadu_si256((const __m256i *)(const void *)x->q);
+    return wt == LF_DTYPE_Q8_0 ? _mm256_sign_epi8(xq, b->sgn) : xq;
+}
+
+/* Up to LF_QT tokens against one weight row: out[t] for t < LF_QT (the
+ * callers pad with repeated tokens). */
+#define LF_QT 4
+
+static LF_TARGET_AVX2 void qdot_avx2(lf_dtype wt, const uint8_t *w, const lf_qblock *const *x, int nb,
+                                     float *out) {
+    __m256 acc[LF_QT];
+    float extra[LF_QT];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < LF_QT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        extra[t] = 0.0f;
+    }
+    int bb = block_bytes(wt);
+    for (int b = 0; b < nb; b++, w += bb) {
+        wblock wb = load_wblock(wt, w);
+        for (int t = 0; t < LF_QT; t++) {
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[t][b])), ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * x[t][b].d), _mm256_cvtepi32_ps(p), acc[t]);
+            extra[t] += wb.m * x[t][b].s;
+        }
+    }
+    for (int t = 0; t < LF_QT; t++) out[t] = lf_hsum256(acc[t]) + extra[t];
+}
+
+/* One token (decode): the same arithmetic with one accumulator. */
+static LF_TARGET_AVX2 float qdot1_avx2(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int nb) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    float extra = 0.0f;
+    int bb = block_bytes(wt);
+    for (int b = 0; b < nb; b++, w += bb) {
+        wblock wb = load_wblock(wt, w);
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[b])), ones);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * x[b].d), _mm256_cvtepi32_ps(p), acc);
+        extra += wb.m * x[b].s;
+    }
+    return lf_hsum256(acc) + extra;
+}
+
+/* Two blocks per vpdpbusd: lanes 0-7 block b, 8-15 block b + 1. */
+static inline LF_TARGET_VNNI512 __m512 pair_scales(float s0, float s1) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(s0)), _mm256_set1_ps(s1), 1);
+}
+
+static inline LF_TARGET_VNNI512 __m512i pair_bytes(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
+static LF_TARGET_VNNI512 void qdot_vnni512(lf_dtype wt, const uint8_t *w, const lf_qblock *const *x, int nb,
+                                           float *out) {
+    __m512 acc[LF_QT];
+    float extra[LF_QT];
+    for (int t = 0; t < LF_QT; t++) {
+        acc[t] = _mm512_setzero_ps();
+        extra[t] = 0.0f;
+    }
+    int bb = block_bytes(wt), b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * bb) {
+        wblock w0 = load_wblock(wt, w), w1 = load_wblock(wt, w + bb);
+        __m512i wv = pair_bytes(w0.wu, w1.wu);
+        for (int t = 0; t < LF_QT; t++) {
+            const lf_qblock *xb = &x[t][b];
+            __m512i xv = pair_bytes(x_signed(wt, &w0, xb), x_signed(wt, &w1, xb + 1));
+            __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+            acc[t] = _mm512_fmadd_ps(pair_scales(w0.d * xb[0].d, w1.d * xb[1].d), _mm512_cvtepi32_ps(p), acc[t]);
+            extra[t] += w0.m * xb[0].s + w1.m * xb[1].s;
+        }
+    }
+    for (int t = 0; t < LF_QT; t++) {
+        out[t] = _mm512_reduce_add_ps(acc[t]) + extra[t];
+        if (b < nb) out[t] += qdot1_avx2(wt, w, x[t] + b, nb - b);
+    }
+}
+
+static LF_TARGET_VNNI512 float qdot1_vnni512(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int nb) {
+    __m512 acc = _mm512_setzero_ps();
+    float extra = 0.0f;
+    int bb = block_bytes(wt), b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * bb) {
+        wblock w0 = load_wblock(wt, w), w1 = load_wblock(wt, w + bb);
+        __m512i xv = pair_bytes(x_signed(wt, &w0, &x[b]), x_signed(wt, &w1, &x[b + 1]));
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pair_bytes(w0.wu, w1.wu), xv);
+        acc = _mm512_fmadd_ps(pair_scales(w0.d * x[b].d, w1.d * x[b + 1].d), _mm512_cvtepi32_ps(p), acc);
+        extra += w0.m * x[b].s + w1.m * x[b + 1].s;
+    }
+    float sum = _mm512_reduce_add_ps(acc) + extra;
+    return b < nb ? sum + qdot1_avx2(wt, w, x + b, nb - b) : sum;
+}
+#endif
+
+float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
+#if LF_X86
+    if (level == LF_QDOT_AVX512VNNI) return qdot1_vnni512(wt, wrow, x, nb);
+    if (level == LF_QDOT_AVX2) return qdot1_avx2(wt, wrow, x, nb);
+#else
+    (void)level;
+#endif
+    return qdot_scalar(wt, wrow, x, nb);
+}
+
+void lf_qdot4(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int nb, lf_qdot_level level, float *out) {
+#if LF_X86
+    if (level == LF_QDOT_AVX512VNNI) {
+        qdot_vnni512(wt, wrow, x, nb, out);
+        return;
+    }
+    if (level == LF_QDOT_AVX2) {
+        qdot_avx2(wt, wrow, x, nb, out);
+        return;
+    }
+#endif
+    for (int t = 0; t < 4; t++) out[t] = qdot_scalar(wt, wrow, x[t], nb);
+}
+
+/* ---- the product ------------------------------------------------------------ */
+
+#define QM_ROWS 16  /* rows per task */
+#define QM_MAX_JOBS 8
+
+size_t lf_qmatmul_scratch_bytes(int n, int cols) {
+    if (n < 1) n = 1;
+    if (cols < 0) cols = 0;
+    return (size_t)n * (size_t)(cols / LF_QK) * sizeof(lf_qblock);
+}
+
+typedef struct {
+    const float *x;
+    lf_qblock *xq;   /* [n][nb] */
+    int n, cols, nb;
+    const lf_matmul_job *jobs;
+    int gstart[QM_MAX_JOBS + 1]; /* first row group of each job */
+    lf_qdot_level level;
+} qm_args;
+
+static void qm_quant_task(void *p, int t, int worker) {
+    (void)worker;
+    const qm_args *a = p;
+    lf_quantize_row(a->x + (size_t)t * a->cols, a->cols, a->xq + (size_t)t * a->nb);
+}
+
+/* Rows [r0, r1) of one job for every token. One token: a dot product per
+ * row. Several: 4 tokens at a time per row, so that each weight block is
+ * unpacked once for 4 tokens (their activation blocks stay in L1 while the
+ * group's rows, in L1/L2 after the first 4 tokens, pass by). */
+static void qm_task(void *p, int g, int worker) {
+    (void)worker;
+    const qm_args *a = p;
+    int j = 0;
+    while (g >= a->gstart[j + 1]) j++;
+    const lf_matmul_job *job = &a->jobs[j];
+    const lf_weight *w = job->w;
+    int r0 = (g - a->gstart[j]) * QM_ROWS, r1 = r0 + QM_ROWS < w->rows ? r0 + QM_ROWS : w->rows;
+    size_t row_bytes = lf_dtype_row_bytes(w->dtype, (size_t)a->cols);
+    const uint8_t *base = w->data;
+    bool bias = job->bias && job->bias->data;
+    if (a->n == 1) {
+        for (int r = r0; r < r1; r++) {
+            float v = lf_qdot(w->dtype, base + (size_t)r * row_bytes, a->xq, a->nb, a->level);
+            job->y[r] = bias ? v + lf_weight_at(job->bias, (size_t)r) : v;
+        }
+        return;
+    }
+    for (int t0 = 0; t0 < a->n; t0 += 4) {
+        int T = a->n - t0 < 4 ? a->n - t0 : 4;
+        const lf_qblock *xs[4];
+        for (int t = 0; t < 4; t++) xs[t] = a->xq + (size_t)(t0 + (t < T ? t : T - 1)) * a->nb;
+        for (int r = r0; r < r1; r++) {
+            float v[4];
+            lf_qdot4(w->dtype, base + (size_t)r * row_bytes, xs, a->nb, a->level, v);
+            float bv = bias ? lf_weight_at(job->bias, (size_t)r) : 0.0f;
+            for (int t = 0; t < T; t++) job->y[(size_t)(t0 + t) * w->rows + r] = v[t] + bv;
+        }
+    }
+}
+
+static void qm_run(qm_args *a, int n_jobs) {
+    int total = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        a->gstart[j] = total;
+        total += (a->jobs[j].w->rows + QM_ROWS - 1) / QM_ROWS;
+    }
+    a->gstart[n_jobs] = total;
+    lf_pool_run(total, qm_task, a, lf_cpu_threads());
+}
+
+void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs, void *scratch) {
+    if (n <= 0 || n_jobs <= 0) return;
+    qm_args a = {.x = x, .xq = scratch, .n = n, .cols = cols, .nb = cols / LF_QK, .level = lf_qdot_level_get()};
+    lf_pool_run(n, qm_quant_task, &a, n >= 8 ? lf_cpu_threads() : 1);
+    for (int j0 = 0; j0 < n_jobs; j0 += QM_MAX_JOBS) {
+        a.jobs = jobs + j0;
+        qm_run(&a, n_jobs - j0 < QM_MAX_JOBS ? n_jobs - j0 : QM_MAX_JOBS);
+    }
+}
+
+static const lf_quant_type *ggml_type_of(lf_dtype t) {
+    return lf_quant_find(t == LF_DTYPE_Q8_0 ? LF_GGML_Q8_0 : t == LF_DTYPE_Q4_0 ? LF_GGML_Q4_0 : LF_GGML_Q4_1);
+}
+
+void lf_qweight_row_f32(const lf_weight *w, int row, float *out) {
+    size_t row_bytes = lf_dtype_row_bytes(w->dtype, (size_t)w->cols);
+    lf_quant_to_f32(ggml_type_of(w->dtype), (const uint8_t *)w->data + (size_t)row * row_bytes, (size_t)w->cols, out);
+}
