@@ -109,6 +109,88 @@ static void job_scan_stop(lf_job *j, size_t from, bool final) {
     if (safe > j->safe) j->safe = safe;
 }
 
+/* ---- the waker thread ----------------------------------------------------- */
+
+/* Grow a job-pointer array to hold one more; false when out of memory. */
+static bool jobs_reserve(lf_job ***a, int n, int *cap) {
+    if (n < *cap) return true;
+    int nc = *cap ? 2 * *cap : 64;
+    lf_job **na = realloc(*a, (size_t)nc * sizeof *na);
+    if (!na) return false;
+    *a = na;
+    *cap = nc;
+    return true;
+}
+
+/* j has new tokens (caller holds j->mu): put it on this step's list for the
+ * waker, which holds a reference until it has woken it; wake it here when the
+ * list cannot grow. */
+static void queue_wake(lf_sched *s, lf_job *j) {
+    if (j->wake_queued) return;
+    if (!jobs_reserve(&s->woken, s->n_woken, &s->cap_woken)) {
+        pthread_cond_broadcast(&j->cv);
+        return;
+    }
+    j->wake_queued = true;
+    j->refs++;
+    s->woken[s->n_woken++] = j;
+}
+
+static void wake_job(lf_job *j) {
+    pthread_mutex_lock(&j->mu);
+    j->wake_queued = false;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    lf_job_unref(j);
+}
+
+/* Hand this step's list to the waker (one lock, one signal per step). */
+static void post_wakes(lf_sched *s) {
+    if (s->n_woken == 0) return;
+    pthread_mutex_lock(&s->wmu);
+    int i = 0;
+    for (; i < s->n_woken && jobs_reserve(&s->wq, s->wq_n, &s->wq_cap); i++) s->wq[s->wq_n++] = s->woken[i];
+    pthread_cond_signal(&s->wcv);
+    pthread_mutex_unlock(&s->wmu);
+    for (; i < s->n_woken; i++) wake_job(s->woken[i]); /* out of memory: wake them here */
+    s->n_woken = 0;
+}
+
+static void *waker_main(void *arg) {
+    lf_sched *s = arg;
+    pthread_mutex_lock(&s->wmu);
+    for (;;) {
+        while (!s->wquit && s->wq_n == 0) pthread_cond_wait(&s->wcv, &s->wmu);
+        if (s->wq_n == 0) break; /* quit, and nothing left to wake */
+        lf_job **batch = s->wq;
+        int n = s->wq_n, cap = s->wq_cap;
+        s->wq = s->wq_spare;
+        s->wq_cap = s->wq_spare_cap;
+        s->wq_n = 0;
+        pthread_mutex_unlock(&s->wmu);
+        for (int i = 0; i < n; i++) wake_job(batch[i]);
+        pthread_mutex_lock(&s->wmu);
+        s->wq_spare = batch;
+        s->wq_spare_cap = cap;
+    }
+    pthread_mutex_unlock(&s->wmu);
+    return NULL;
+}
+
+static void waker_stop(lf_sched *s) {
+    if (!s->waker_started) return;
+    pthread_mutex_lock(&s->wmu);
+    s->wquit = true;
+    pthread_cond_signal(&s->wcv);
+    pthread_mutex_unlock(&s->wmu);
+    pthread_join(s->waker, NULL);
+    s->waker_started = false;
+    free(s->wq);
+    free(s->wq_spare);
+    free(s->woken);
+    s->wq = s->wq_spare = s->woken = NULL;
+}
+
 /* ---- the scheduler thread ------------------------------------------------ */
 
 static lf_job *find_live(lf_sched *s, int engine_id) {
@@ -145,7 +227,7 @@ static void on_token(void *user, const lf_generation *g, int tok) {
     size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
     if (n) job_append(j, text, n);
     job_scan_stop(j, from, false);
-    pthread_cond_broadcast(&j->cv);
+    queue_wake(s, j);
     pthread_mutex_unlock(&j->mu);
     s->step.host_s += (lf_now_ms() - now) / 1e3;
 }
@@ -289,6 +371,7 @@ static void *sched_main(void *arg) {
         if (lf_engine_pending(s->engine, NULL, NULL) > 0) {
             rc = lf_engine_step(s->engine, on_token, s, &err);
             s->step.stepped = 1;
+            post_wakes(s);
             t2 = lf_now_ms();
         }
         cancel_jobs(s, false); /* stop strings found during the step */
@@ -310,7 +393,14 @@ int lf_sched_start(lf_sched *s, lf_engine *engine, const lf_model *m, const lf_t
     s->max_inflight = max_inflight;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    if (pthread_create(&s->thread, NULL, sched_main, s)) return lf_fail(err, "serve: cannot start the scheduler thread");
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_cond_init(&s->wcv, NULL);
+    if (pthread_create(&s->waker, NULL, waker_main, s)) return lf_fail(err, "serve: cannot start the waker thread");
+    s->waker_started = true;
+    if (pthread_create(&s->thread, NULL, sched_main, s)) {
+        waker_stop(s);
+        return lf_fail(err, "serve: cannot start the scheduler thread");
+    }
     s->started = true;
     return 0;
 }
@@ -359,6 +449,7 @@ void lf_sched_shutdown(lf_sched *s, double timeout_s) {
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+    waker_stop(s); /* after the scheduler: it wakes what the last steps queued */
     s->started = false;
     free(s->live);
     s->live = NULL;

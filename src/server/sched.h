@@ -38,7 +38,8 @@ typedef struct lf_job {
     bool cancel;               /* the HTTP side wants it stopped (client gone) */
     size_t kv_tokens_peak, kv_bytes;
     int kv_slots;
-    int refs;                  /* 2 while both the HTTP side and the scheduler hold it */
+    int refs;                  /* 2 while both the HTTP side and the scheduler hold it (+1 on the waker's list) */
+    bool wake_queued;          /* on the waker's list: its HTTP thread is woken soon */
 
     /* scheduler-only */
     int engine_id;
@@ -72,9 +73,21 @@ typedef struct lf_sched {
     bool draining;             /* no new jobs (shutdown) */
     bool abort_all;            /* cancel every job now (shutdown deadline) */
     bool quit;
+    /* the waker thread: wakes the HTTP threads of the jobs that a step gave
+     * tokens, while the scheduler goes on with the next step (a futex wake
+     * per stream and step would otherwise stall it: bench/results/serve.md) */
+    pthread_t waker;
+    bool waker_started;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    lf_job **wq, **wq_spare;   /* jobs to wake; the waker's batch array when idle */
+    int wq_n, wq_cap, wq_spare_cap;
+    bool wquit;
     /* scheduler-only */
     lf_job **live;
     int n_live, cap_live;
+    lf_job **woken;            /* this step's jobs with new tokens, for the waker */
+    int n_woken, cap_woken;
     lf_metrics_step step;      /* this loop's figures, published once at its end */
 } lf_sched;
 
