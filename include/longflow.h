@@ -361,7 +361,8 @@ typedef struct lf_generation {
     int n_tokens;
     bool done;
     const char *finish_reason; /* "eos", "length", "stop" (a stop id), "cancelled", "error", or NULL while running */
-    const char *note;          /* why it stopped when finish_reason alone does not say (the model's context), or NULL */
+    const char *note;          /* why it stopped when finish_reason alone does not say: the model's context, or
+                                * for "error" this request's own message (as lf_engine_step's err said it); or NULL */
     size_t kv_bytes;           /* bytes of the K and V tensors of this sequence's cache */
     size_t kv_aux_bytes;       /* slot metadata and policy state of that cache */
     size_t kv_bytes_in_use_peak; /* most bytes of K/V in valid slots at any step */

@@ -368,6 +368,46 @@ static void test_engine_nan_in_decode(void **state) {
     lf_model_free(m);
 }
 
+/* Two requests that fail in the same decode step each keep their own
+ * message (lf_generation.note): the server reports each job's own error
+ * from it. */
+static void test_engine_two_fail_in_one_step(void **state) {
+    (void)state;
+    lf_model *m = tiny_model();
+    const int prompt[4] = {1, 5, 9, 13};
+    lf_error err = {{0}};
+    lf_engine *e = tiny_engine(m, 3);
+    int id = lf_engine_submit(e, prompt, 4, &err);
+    if (lf_engine_run(e, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    const int first = lf_engine_result(e, id)->tokens[0];
+    lf_engine_free(e);
+    for (int i = 0; i < 4; i++)
+        if (prompt[i] == first) skip();
+    ((float *)m->embed.data)[(size_t)first * m->embed.cols] = NAN;
+    lf_engine_config ec;
+    lf_engine_config_default(&ec);
+    ec.max_tokens = 3;
+    ec.ignore_eos = true;
+    ec.threads = 1;
+    ec.max_seqs = 2;
+    if (lf_engine_create(m, &ec, &e, &err)) fail_msg("%s", err.msg);
+    int a = lf_engine_submit(e, prompt, 4, &err), b = lf_engine_submit(e, prompt, 4, &err);
+    assert_true(a >= 0 && b >= 0);
+    /* one step: both prefills (finite), then one decode that reads the NaN row for both */
+    assert_int_equal(lf_engine_step(e, NULL, NULL, &err), -1);
+    char want[64];
+    for (int k = 0; k < 2; k++) {
+        const lf_generation *g = lf_engine_result(e, k ? b : a);
+        assert_true(g->done);
+        assert_string_equal(g->finish_reason, "error");
+        assert_non_null(g->note);
+        snprintf(want, sizeof want, "request %d: logits are NaN or Inf at step 1", k ? b : a);
+        assert_has(g->note, want);
+    }
+    lf_engine_free(e);
+    lf_model_free(m);
+}
+
 static void test_engine_nan_weights(void **state) {
     (void)state;
     lf_model *m = tiny_model();
@@ -430,7 +470,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_empty_pieces),  cmocka_unit_test(test_config_dimensions),
         cmocka_unit_test(test_layers_vs_weights),       cmocka_unit_test(test_safetensors_many_tensors),
         cmocka_unit_test(test_sampler_nonfinite),       cmocka_unit_test(test_engine_nan_weights),
-        cmocka_unit_test(test_engine_nan_in_decode),
+        cmocka_unit_test(test_engine_nan_in_decode),      cmocka_unit_test(test_engine_two_fail_in_one_step),
         cmocka_unit_test(test_engine_context),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,7 @@ typedef struct lf_request {
     bool running;    /* admitted and not yet retired */
     int budget;      /* slots for a budgeted policy (the engine's, or per request) */
     int place;       /* the backend place this request runs in, -1 = none */
+    char error[sizeof(lf_error)]; /* why it finished with "error" (g.note points here) */
 } lf_request;
 
 struct lf_engine {
@@ -202,6 +203,18 @@ int lf_context_check(const lf_model *m, int n_prompt, lf_error *err) {
 /* (the caller prefixes the request) */
 static int nonfinite_fail(const lf_request *r, lf_error *err) {
     return lf_fail(err, "logits are NaN or Inf at step %d (check the model's weights)", r->g.n_tokens);
+}
+
+/* r finishes with "error": err (prefixed with r's id unless named_all) is
+ * also r's own message, g.note, so that requests failing in one step keep
+ * theirs. Returns -1. */
+static int mark_failed(lf_request *r, lf_error *err, bool named_all) {
+    if (!named_all) lf_fail_prefix(err, "request %d", r->g.id);
+    memcpy(r->error, err->msg, sizeof r->error);
+    r->g.note = r->error;
+    r->g.done = true;
+    r->g.finish_reason = "error";
+    return -1;
 }
 
 void lf_request_params_default(const lf_engine *e, const int *prompt, int n_prompt, lf_request_params *p) {
@@ -402,9 +415,7 @@ static int take_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb
  * "error" (compact_active frees it) and err names r; the others go on. */
 static int step_token(lf_engine *e, lf_request *r, int tok, lf_token_callback cb, void *user, lf_error *err) {
     if (take_token(e, r, tok, cb, user, err) == 0) return 0;
-    r->g.done = true;
-    r->g.finish_reason = "error";
-    return lf_fail_prefix(err, "request %d", r->g.id);
+    return mark_failed(r, err, false);
 }
 
 /* Open request r in a free place and run its prompt, which gives its first
@@ -459,12 +470,6 @@ static void finish(lf_engine *e, lf_request *r) {
     }
 }
 
-/* Finish request r with finish_reason "error" (a step failed for it). */
-static void fail_request(lf_engine *e, lf_request *r) {
-    r->g.done = true;
-    r->g.finish_reason = "error";
-    finish(e, r);
-}
 
 /* Keep the running requests that are not done, in order; free the rest. */
 static void compact_active(lf_engine *e) {
@@ -483,10 +488,7 @@ static void compact_active(lf_engine *e) {
 
 /* Every running sequence fails: a batched forward failed for all of them. */
 static int fail_all_active(lf_engine *e, lf_error *err) {
-    for (int i = 0; i < e->n_active; i++) {
-        e->active[i]->g.done = true;
-        e->active[i]->g.finish_reason = "error";
-    }
+    for (int i = 0; i < e->n_active; i++) mark_failed(e->active[i], err, true);
     compact_active(e);
     return -1;
 }
@@ -498,8 +500,9 @@ static int start_request(lf_engine *e, lf_request *r, lf_token_callback cb, void
     r->running = true;
     e->active[e->n_active++] = r;
     if (admit(e, r, cb, user, err) == 0) return 0;
-    fail_request(e, r);
-    return lf_fail_prefix(err, "request %d", r->g.id);
+    mark_failed(r, err, false);
+    finish(e, r);
+    return -1;
 }
 
 /* Longest prompt among the queued requests (0 when none waits). */
@@ -565,9 +568,7 @@ static int admit_queued(lf_engine *e, lf_token_callback cb, void *user, lf_error
     lf_request *r = queue_peek(e);
     if (r && !plan_fits(e, r) && e->n_active == 0 && plan_for(e, queued_max_prompt(e), err)) {
         queue_pop(e);
-        r->g.done = true;
-        r->g.finish_reason = "error";
-        return lf_fail_prefix(err, "request %d", r->g.id);
+        return mark_failed(r, err, false);
     }
     int rc = 0;
     while (e->n_free > 0 && (r = queue_peek(e)) && plan_fits(e, r))

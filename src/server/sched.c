@@ -318,6 +318,8 @@ static void cancel_jobs(lf_sched *s, bool all) {
     }
 }
 
+/* Jobs the engine finished; a failed one gets its own message (g->note),
+ * else the step's. */
 static void finish_done_jobs(lf_sched *s, const char *step_error) {
     for (int i = 0; i < s->n_live;) {
         lf_job *j = s->live[i];
@@ -325,7 +327,7 @@ static void finish_done_jobs(lf_sched *s, const char *step_error) {
         if (g && g->done) {
             live_remove(s, i);
             const char *f = openai_finish(g->finish_reason);
-            job_finish(s, j, f, !strcmp(f, "error") ? step_error : NULL);
+            job_finish(s, j, f, !strcmp(f, "error") ? (g->note ? g->note : step_error) : NULL);
         } else {
             i++;
         }
