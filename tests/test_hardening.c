@@ -341,15 +341,11 @@ static lf_engine *tiny_engine(lf_model *m, int max_tokens) {
     return e;
 }
 
-/* 2. A NaN weight: the engine stops with an error naming the step, in the
- * prefill's sampling (a NaN in the final norm) and in a decode step's (a NaN
- * in the embedding row of the first generated token, which only the decode
- * reads: test-tiny's lm_head is untied). */
-static void test_engine_nan_in_decode(void **state) {
-    (void)state;
-    lf_model *m = tiny_model();
+/* Put a NaN in the embedding row of the token the model generates first after
+ * prompt[4] (which only a decode step reads: test-tiny's lm_head is untied);
+ * skips the test when that token is also in the prompt. */
+static void poison_first_token(lf_model *m, const int *prompt) {
     assert_false(m->cfg.tie_word_embeddings);
-    const int prompt[4] = {1, 5, 9, 13};
     lf_error err = {{0}};
     lf_engine *e = tiny_engine(m, 3);
     int id = lf_engine_submit(e, prompt, 4, &err);
@@ -358,9 +354,20 @@ static void test_engine_nan_in_decode(void **state) {
     lf_engine_free(e);
     for (int i = 0; i < 4; i++)
         if (prompt[i] == first) skip(); /* the row would also feed the prefill */
-    float *row = (float *)m->embed.data + (size_t)first * m->embed.cols;
-    row[0] = NAN;
-    e = tiny_engine(m, 3);
+    ((float *)m->embed.data)[(size_t)first * m->embed.cols] = NAN;
+}
+
+/* 2. A NaN weight: the engine stops with an error naming the step, in the
+ * prefill's sampling (a NaN in the final norm) and in a decode step's (a NaN
+ * in the embedding row of the first generated token, which only the decode
+ * reads: test-tiny's lm_head is untied). */
+static void test_engine_nan_in_decode(void **state) {
+    (void)state;
+    lf_model *m = tiny_model();
+    const int prompt[4] = {1, 5, 9, 13};
+    lf_error err = {{0}};
+    poison_first_token(m, prompt);
+    lf_engine *e = tiny_engine(m, 3);
     assert_true(lf_engine_submit(e, prompt, 4, &err) >= 0);
     assert_int_equal(lf_engine_run(e, NULL, NULL, &err), -1);
     assert_has(err.msg, "request 0: logits are NaN or Inf at step 1 (check the model's weights)");
@@ -376,14 +383,8 @@ static void test_engine_two_fail_in_one_step(void **state) {
     lf_model *m = tiny_model();
     const int prompt[4] = {1, 5, 9, 13};
     lf_error err = {{0}};
-    lf_engine *e = tiny_engine(m, 3);
-    int id = lf_engine_submit(e, prompt, 4, &err);
-    if (lf_engine_run(e, NULL, NULL, &err)) fail_msg("%s", err.msg);
-    const int first = lf_engine_result(e, id)->tokens[0];
-    lf_engine_free(e);
-    for (int i = 0; i < 4; i++)
-        if (prompt[i] == first) skip();
-    ((float *)m->embed.data)[(size_t)first * m->embed.cols] = NAN;
+    poison_first_token(m, prompt);
+    lf_engine *e = NULL;
     lf_engine_config ec;
     lf_engine_config_default(&ec);
     ec.max_tokens = 3;
