@@ -428,219 +428,265 @@ typedef struct rope_case {
     float attention_factor;
 } rope_case;
 
-static void run_rope(const rope_case *c) {
-    const int n = c->n, nh = c->nh, nkv = c->nkv, hd = c->hd, half = hd / 2, tot = nh + 2 * nkv;
-    const lf_dtype dt = c->dt;
-    const int entries = c->layout == 2 ? n + 3 : 1;
-    const int cap = c->layout == 0 ? n + 5 : 2 * n + 7;
-    const int64_t kvh_stride = (int64_t)cap * hd + 24, entry_stride = nkv * kvh_stride + 40;
-    const int64_t slot_stride = cap + 3;
-    const long cache_elems = (long)entries * entry_stride, pos_elems = (long)entries * slot_stride;
-    float *qkv = malloc(sizeof(float) * n * tot * hd);
-    uint16_t *bias = malloc(sizeof(uint16_t) * tot * hd), *qn = malloc(sizeof(uint16_t) * hd),
-             *kn = malloc(sizeof(uint16_t) * hd);
-    float *inv_freq = malloc(sizeof(float) * half);
-    int32_t *pos = malloc(sizeof(int32_t) * n), *row_entry = malloc(sizeof(int32_t) * n),
-            *slot_by_entry = malloc(sizeof(int32_t) * entries), *row_slot = malloc(sizeof(int32_t) * n);
-    uint16_t *kc = malloc(sizeof(uint16_t) * cache_elems), *vc = malloc(sizeof(uint16_t) * cache_elems);
-    int32_t *cpos = malloc(sizeof(int32_t) * pos_elems), *ref_cpos = malloc(sizeof(int32_t) * pos_elems);
-    double *ref_k = malloc(sizeof(double) * cache_elems), *ref_v = malloc(sizeof(double) * cache_elems);
-    char *written = calloc((size_t)cache_elems, 1);
-    double *ref_q = malloc(sizeof(double) * n * nh * hd), *ref_kf = malloc(sizeof(double) * n * nkv * hd);
-    uint16_t *q16 = malloc(sizeof(uint16_t) * n * nh * hd);
-    float *qf = malloc(sizeof(float) * n * nh * hd), *kf = malloc(sizeof(float) * n * nkv * hd);
-    double *got = malloc(sizeof(double) * (cache_elems > n * nh * hd ? cache_elems : n * nh * hd));
-    double *refbuf = malloc(sizeof(double) * (cache_elems > n * nh * hd ? cache_elems : n * nh * hd));
-    double *x = malloc(sizeof(double) * hd);
-    lf_error err;
-    const int skip_entry = c->layout == 2 ? 1 : -1; /* this entry has no room: slot -1 */
+/* The host side of one rope_store case: inputs, the double reference, and
+ * the scratch to compare with. */
+typedef struct rope_host {
+    int entries, cap, skip_entry;
+    int64_t kvh_stride, entry_stride, slot_stride;
+    long cache_elems, pos_elems;
+    float *qkv, *inv_freq;
+    uint16_t *bias, *qn, *kn, *kc, *vc, *q16;
+    int32_t *pos, *row_entry, *slot_by_entry, *row_slot, *cpos, *ref_cpos;
+    double *ref_k, *ref_v, *ref_q, *ref_kf, *got, *refbuf, *x;
+    char *written; /* per cache element: 1 = K written, 2 = V written */
+    float *qf, *kf;
+} rope_host;
 
-    for (long i = 0; i < (long)n * tot * hd; i++) qkv[i] = (float)(rng_normal() * 2);
-    for (int i = 0; i < tot * hd; i++) bias[i] = lf_f32_to_bf16((float)(rng_normal() * 0.5));
+static void rope_free(rope_host *h) {
+    void *all[] = {h->qkv, h->inv_freq, h->bias, h->qn, h->kn, h->kc, h->vc, h->q16, h->pos, h->row_entry,
+                   h->slot_by_entry, h->row_slot, h->cpos, h->ref_cpos, h->ref_k, h->ref_v, h->ref_q, h->ref_kf,
+                   h->got, h->refbuf, h->x, h->written, h->qf, h->kf};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+}
+
+static void rope_alloc(const rope_case *c, rope_host *h) {
+    const int n = c->n, nh = c->nh, nkv = c->nkv, hd = c->hd, tot = nh + 2 * nkv;
+    memset(h, 0, sizeof *h);
+    h->entries = c->layout == 2 ? n + 3 : 1;
+    h->cap = c->layout == 0 ? n + 5 : 2 * n + 7;
+    h->kvh_stride = (int64_t)h->cap * hd + 24;
+    h->entry_stride = nkv * h->kvh_stride + 40;
+    h->slot_stride = h->cap + 3;
+    h->cache_elems = (long)h->entries * h->entry_stride;
+    h->pos_elems = (long)h->entries * h->slot_stride;
+    h->skip_entry = c->layout == 2 ? 1 : -1; /* this entry has no room: slot -1 */
+    const long qn_elems = (long)n * nh * hd, big = h->cache_elems > qn_elems ? h->cache_elems : qn_elems;
+    h->qkv = malloc(sizeof(float) * n * tot * hd);
+    h->bias = malloc(sizeof(uint16_t) * tot * hd);
+    h->qn = malloc(sizeof(uint16_t) * hd);
+    h->kn = malloc(sizeof(uint16_t) * hd);
+    h->inv_freq = malloc(sizeof(float) * (hd / 2));
+    h->pos = malloc(sizeof(int32_t) * n);
+    h->row_entry = malloc(sizeof(int32_t) * n);
+    h->slot_by_entry = malloc(sizeof(int32_t) * h->entries);
+    h->row_slot = malloc(sizeof(int32_t) * n);
+    h->kc = malloc(sizeof(uint16_t) * h->cache_elems);
+    h->vc = malloc(sizeof(uint16_t) * h->cache_elems);
+    h->cpos = malloc(sizeof(int32_t) * h->pos_elems);
+    h->ref_cpos = malloc(sizeof(int32_t) * h->pos_elems);
+    h->ref_k = malloc(sizeof(double) * h->cache_elems);
+    h->ref_v = malloc(sizeof(double) * h->cache_elems);
+    h->written = calloc((size_t)h->cache_elems, 1);
+    h->ref_q = malloc(sizeof(double) * qn_elems);
+    h->ref_kf = malloc(sizeof(double) * n * nkv * hd);
+    h->q16 = malloc(sizeof(uint16_t) * qn_elems);
+    h->qf = malloc(sizeof(float) * qn_elems);
+    h->kf = malloc(sizeof(float) * n * nkv * hd);
+    h->got = malloc(sizeof(double) * big);
+    h->refbuf = malloc(sizeof(double) * big);
+    h->x = malloc(sizeof(double) * hd);
+}
+
+/* Random activations, bias and norms; distinct slots and entries; a cache
+ * filled with a pattern that must survive where nothing is written. */
+static void rope_inputs(const rope_case *c, rope_host *h) {
+    const int n = c->n, hd = c->hd, half = hd / 2, tot = c->nh + 2 * c->nkv;
+    for (long i = 0; i < (long)n * tot * hd; i++) h->qkv[i] = (float)(rng_normal() * 2);
+    for (int i = 0; i < tot * hd; i++) h->bias[i] = lf_f32_to_bf16((float)(rng_normal() * 0.5));
     for (int i = 0; i < hd; i++) {
-        qn[i] = lf_f32_to_bf16((float)(0.5 + rng_uniform()));
-        kn[i] = lf_f32_to_bf16((float)(0.5 + rng_uniform()));
+        h->qn[i] = lf_f32_to_bf16((float)(0.5 + rng_uniform()));
+        h->kn[i] = lf_f32_to_bf16((float)(0.5 + rng_uniform()));
     }
     const double theta = hd == 128 ? 1000000.0 : 10000.0;
-    for (int i = 0; i < half; i++) inv_freq[i] = (float)(1.0 / pow(theta, (double)(2 * i) / hd));
-    for (int r = 0; r < n; r++) pos[r] = r == 0 ? c->max_pos : rng_int(c->max_pos + 1);
-    /* distinct slots / entries */
-    for (int r = 0; r < n; r++) row_slot[r] = 2 * r + 1;
-    for (int r = 0; r < n; r++) row_entry[r] = (r * 7 + 2) % entries; /* distinct since gcd(7, n+3) = 1 below */
-    for (int e = 0; e < entries; e++) slot_by_entry[e] = e == skip_entry ? -1 : (e * 5 + 3) % cap;
-    for (long i = 0; i < cache_elems; i++) {
-        kc[i] = (uint16_t)(0x1234 + i % 97);
-        vc[i] = (uint16_t)(0x2345 + i % 89);
+    for (int i = 0; i < half; i++) h->inv_freq[i] = (float)(1.0 / pow(theta, (double)(2 * i) / hd));
+    for (int r = 0; r < n; r++) h->pos[r] = r == 0 ? c->max_pos : rng_int(c->max_pos + 1);
+    for (int r = 0; r < n; r++) h->row_slot[r] = 2 * r + 1;
+    for (int r = 0; r < n; r++) h->row_entry[r] = (r * 7 + 2) % h->entries; /* distinct since gcd(7, n+3) = 1 below */
+    for (int e = 0; e < h->entries; e++) h->slot_by_entry[e] = e == h->skip_entry ? -1 : (e * 5 + 3) % h->cap;
+    for (long i = 0; i < h->cache_elems; i++) {
+        h->kc[i] = (uint16_t)(0x1234 + i % 97);
+        h->vc[i] = (uint16_t)(0x2345 + i % 89);
     }
-    for (long i = 0; i < pos_elems; i++) cpos[i] = -7;
-    memcpy(ref_cpos, cpos, sizeof(int32_t) * pos_elems);
+    for (long i = 0; i < h->pos_elems; i++) h->cpos[i] = -7;
+    memcpy(h->ref_cpos, h->cpos, sizeof(int32_t) * h->pos_elems);
+}
 
-    /* reference */
-    for (int r = 0; r < n; r++) {
+/* One head's row in double: bias, then for q and k the norm and the rotation
+ * (fp32 angle, as transformers). kind: 0 q, 1 k, 2 v. */
+static void rope_ref_row(const rope_case *c, const rope_host *h, int r, int hh, int kind) {
+    const int hd = c->hd, half = hd / 2, tot = c->nh + 2 * c->nkv;
+    double *x = h->x;
+    for (int d = 0; d < hd; d++)
+        x[d] = (double)h->qkv[((long)r * tot + hh) * hd + d] + (c->bias ? lf_bf16_to_f32(h->bias[hh * hd + d]) : 0.0);
+    if (kind == 2) return;
+    if (c->qk_norm) {
+        double ss = 0;
+        for (int d = 0; d < hd; d++) ss += x[d] * x[d];
+        const double rs = 1.0 / sqrt(ss / hd + 1e-6);
+        const uint16_t *w = kind == 0 ? h->qn : h->kn;
+        for (int d = 0; d < hd; d++) x[d] = x[d] * rs * lf_bf16_to_f32(w[d]);
+    }
+    for (int i = 0; i < half; i++) {
+        const float ang = (float)h->pos[r] * h->inv_freq[i];
+        const double cs = cos((double)ang) * c->attention_factor, sn = sin((double)ang) * c->attention_factor;
+        const double a = x[i], b = x[i + half];
+        x[i] = a * cs - b * sn;
+        x[i + half] = b * cs + a * sn;
+    }
+}
+
+/* The reference: q rows, k rows (f32 copies) and the cache elements each
+ * layout writes (marked in `written`), with their positions. */
+static void rope_reference(const rope_case *c, rope_host *h) {
+    const int nh = c->nh, nkv = c->nkv, hd = c->hd, tot = nh + 2 * nkv;
+    for (int r = 0; r < c->n; r++) {
         int e = 0, s = r;
-        if (c->layout == 1) s = row_slot[r];
+        if (c->layout == 1) s = h->row_slot[r];
         if (c->layout == 2) {
-            e = row_entry[r];
-            s = slot_by_entry[e];
+            e = h->row_entry[r];
+            s = h->slot_by_entry[e];
         }
-        if (s >= 0 && c->cache_pos) ref_cpos[(long)e * slot_stride + s] = pos[r];
+        if (s >= 0 && c->cache_pos) h->ref_cpos[(long)e * h->slot_stride + s] = h->pos[r];
         for (int hh = 0; hh < tot; hh++) {
             const int kind = hh < nh ? 0 : hh < nh + nkv ? 1 : 2;
-            for (int d = 0; d < hd; d++)
-                x[d] = (double)qkv[((long)r * tot + hh) * hd + d] + (c->bias ? lf_bf16_to_f32(bias[hh * hd + d]) : 0.0);
-            if (kind != 2) {
-                if (c->qk_norm) {
-                    double ss = 0;
-                    for (int d = 0; d < hd; d++) ss += x[d] * x[d];
-                    const double rs = 1.0 / sqrt(ss / hd + 1e-6);
-                    const uint16_t *w = kind == 0 ? qn : kn;
-                    for (int d = 0; d < hd; d++) x[d] = x[d] * rs * lf_bf16_to_f32(w[d]);
-                }
-                for (int i = 0; i < half; i++) {
-                    const float ang = (float)pos[r] * inv_freq[i]; /* fp32 angle, as transformers */
-                    const double cs = cos((double)ang) * c->attention_factor, sn = sin((double)ang) * c->attention_factor;
-                    const double a = x[i], b = x[i + half];
-                    x[i] = a * cs - b * sn;
-                    x[i + half] = b * cs + a * sn;
-                }
-            }
+            rope_ref_row(c, h, r, hh, kind);
             if (kind == 0) {
-                for (int d = 0; d < hd; d++) ref_q[((long)r * nh + hh) * hd + d] = x[d];
-            } else {
-                const int kh = kind == 1 ? hh - nh : hh - nh - nkv;
-                if (kind == 1)
-                    for (int d = 0; d < hd; d++) ref_kf[((long)r * nkv + kh) * hd + d] = x[d];
-                if (s >= 0)
-                    for (int d = 0; d < hd; d++) {
-                        const long o = (long)e * entry_stride + (long)kh * kvh_stride + (long)s * hd + d;
-                        (kind == 1 ? ref_k : ref_v)[o] = x[d];
-                        written[o] |= (char)(kind == 1 ? 1 : 2);
-                    }
+                for (int d = 0; d < hd; d++) h->ref_q[((long)r * nh + hh) * hd + d] = h->x[d];
+                continue;
+            }
+            const int kh = kind == 1 ? hh - nh : hh - nh - nkv;
+            if (kind == 1)
+                for (int d = 0; d < hd; d++) h->ref_kf[((long)r * nkv + kh) * hd + d] = h->x[d];
+            if (s < 0) continue;
+            for (int d = 0; d < hd; d++) {
+                const long o = (long)e * h->entry_stride + (long)kh * h->kvh_stride + (long)s * hd + d;
+                (kind == 1 ? h->ref_k : h->ref_v)[o] = h->x[d];
+                h->written[o] |= (char)(kind == 1 ? 1 : 2);
             }
         }
     }
+}
 
-    float *dqkv = dev_copy(qkv, sizeof(float) * n * tot * hd);
-    void *dbias = dev_copy(bias, sizeof(uint16_t) * tot * hd);
-    void *dqn = dev_copy(qn, sizeof(uint16_t) * hd), *dkn = dev_copy(kn, sizeof(uint16_t) * hd);
-    float *dinv = dev_copy(inv_freq, sizeof(float) * half);
-    int32_t *dpos = dev_copy(pos, sizeof(int32_t) * n);
-    int32_t *dre = dev_copy(row_entry, sizeof(int32_t) * n), *dsbe = dev_copy(slot_by_entry, sizeof(int32_t) * entries);
-    int32_t *drs = dev_copy(row_slot, sizeof(int32_t) * n);
-    void *dq = dev_alloc(sizeof(uint16_t) * n * nh * hd);
-    float *dqf = dev_alloc(sizeof(float) * n * nh * hd), *dkf = dev_alloc(sizeof(float) * n * nkv * hd);
-    void *dk = dev_copy(kc, sizeof(uint16_t) * cache_elems), *dv = dev_copy(vc, sizeof(uint16_t) * cache_elems);
-    int32_t *dcpos = dev_copy(cpos, sizeof(int32_t) * pos_elems);
+/* Device copies of the inputs and the call. */
+typedef struct rope_dev {
+    float *qkv, *qf, *kf;
+    void *q, *k, *v;
+    int32_t *cpos;
+} rope_dev;
 
+static int rope_gpu(const rope_case *c, const rope_host *h, rope_dev *d, lf_error *err) {
+    const int n = c->n, nh = c->nh, nkv = c->nkv, hd = c->hd, tot = nh + 2 * nkv;
+    d->qkv = dev_copy(h->qkv, sizeof(float) * n * tot * hd);
+    d->q = dev_alloc(sizeof(uint16_t) * n * nh * hd);
+    d->qf = dev_alloc(sizeof(float) * n * nh * hd);
+    d->kf = dev_alloc(sizeof(float) * n * nkv * hd);
+    d->k = dev_copy(h->kc, sizeof(uint16_t) * h->cache_elems);
+    d->v = dev_copy(h->vc, sizeof(uint16_t) * h->cache_elems);
+    d->cpos = dev_copy(h->cpos, sizeof(int32_t) * h->pos_elems);
     lf_cuda_rope_store_args a;
     memset(&a, 0, sizeof a);
     a.n = n;
     a.n_heads = nh;
     a.n_kv_heads = nkv;
     a.head_dim = hd;
-    a.dt = dt;
-    a.qkv = dqkv;
-    a.bias = c->bias ? dbias : NULL;
-    a.q_norm = c->qk_norm ? dqn : NULL;
-    a.k_norm = c->qk_norm ? dkn : NULL;
+    a.dt = c->dt;
+    a.qkv = d->qkv;
+    a.bias = c->bias ? dev_copy(h->bias, sizeof(uint16_t) * tot * hd) : NULL;
+    a.q_norm = c->qk_norm ? dev_copy(h->qn, sizeof(uint16_t) * hd) : NULL;
+    a.k_norm = c->qk_norm ? dev_copy(h->kn, sizeof(uint16_t) * hd) : NULL;
     a.eps = 1e-6f;
-    a.inv_freq = dinv;
+    a.inv_freq = dev_copy(h->inv_freq, sizeof(float) * (hd / 2));
     a.attention_factor = c->attention_factor;
-    a.pos = dpos;
-    a.q_out = dq;
+    a.pos = dev_copy(h->pos, sizeof(int32_t) * n);
+    a.q_out = d->q;
     a.q_head_major = c->head_major;
-    a.q_f32 = c->f32_copies ? dqf : NULL;
-    a.k_f32 = c->f32_copies ? dkf : NULL;
-    a.k_dst = dk;
-    a.v_dst = dv;
-    a.kv_entry_stride = entry_stride;
-    a.kvh_stride = kvh_stride;
-    a.row_entry = c->layout == 2 ? dre : NULL;
-    a.slot_by_entry = c->layout == 2 ? dsbe : NULL;
-    a.row_slot = c->layout == 1 ? drs : NULL;
-    a.cache_pos = c->cache_pos ? dcpos : NULL;
-    a.slot_entry_stride = slot_stride;
-    if (lf_cuda_rope_store(&a, NULL, &err)) {
-        CHECK(0, "%s: rope_store: %s", c->name, err.msg);
-        goto done;
-    }
+    a.q_f32 = c->f32_copies ? d->qf : NULL;
+    a.k_f32 = c->f32_copies ? d->kf : NULL;
+    a.k_dst = d->k;
+    a.v_dst = d->v;
+    a.kv_entry_stride = h->entry_stride;
+    a.kvh_stride = h->kvh_stride;
+    a.row_entry = c->layout == 2 ? dev_copy(h->row_entry, sizeof(int32_t) * n) : NULL;
+    a.slot_by_entry = c->layout == 2 ? dev_copy(h->slot_by_entry, sizeof(int32_t) * h->entries) : NULL;
+    a.row_slot = c->layout == 1 ? dev_copy(h->row_slot, sizeof(int32_t) * n) : NULL;
+    a.cache_pos = c->cache_pos ? d->cpos : NULL;
+    a.slot_entry_stride = h->slot_stride;
+    return lf_cuda_rope_store(&a, NULL, err);
+}
+
+/* q_out (in its layout) and the f32 copies against the reference. */
+static int rope_check_q(const rope_case *c, rope_host *h, const rope_dev *d) {
+    const int n = c->n, nh = c->nh, nkv = c->nkv, hd = c->hd;
     char what[160];
-    /* q */
-    if (to_host(q16, dq, sizeof(uint16_t) * n * nh * hd)) goto done;
+    if (to_host(h->q16, d->q, sizeof(uint16_t) * n * nh * hd)) return -1;
     for (int r = 0; r < n; r++)
-        for (int h = 0; h < nh; h++)
-            for (int d = 0; d < hd; d++) {
-                const long o = c->head_major ? ((long)h * n + r) * hd + d : ((long)r * nh + h) * hd + d;
-                got[((long)r * nh + h) * hd + d] = from16(q16[o], dt);
+        for (int hh = 0; hh < nh; hh++)
+            for (int k = 0; k < hd; k++) {
+                const long o = c->head_major ? ((long)hh * n + r) * hd + k : ((long)r * nh + hh) * hd + k;
+                h->got[((long)r * nh + hh) * hd + k] = from16(h->q16[o], c->dt);
             }
     snprintf(what, sizeof what, "%s: q_out", c->name);
-    compare(what, ref_q, got, (long)n * nh * hd, TOL_16);
-    if (c->f32_copies) {
-        if (to_host(qf, dqf, sizeof(float) * n * nh * hd) || to_host(kf, dkf, sizeof(float) * n * nkv * hd)) goto done;
-        for (long i = 0; i < (long)n * nh * hd; i++) got[i] = qf[i];
-        snprintf(what, sizeof what, "%s: q_f32", c->name);
-        compare(what, ref_q, got, (long)n * nh * hd, TOL_F32);
-        for (long i = 0; i < (long)n * nkv * hd; i++) got[i] = kf[i];
-        snprintf(what, sizeof what, "%s: k_f32", c->name);
-        compare(what, ref_kf, got, (long)n * nkv * hd, TOL_F32);
-    }
-    /* cache: written elements compared numerically, all others must be untouched */
+    compare(what, h->ref_q, h->got, (long)n * nh * hd, TOL_16);
+    if (!c->f32_copies) return 0;
+    if (to_host(h->qf, d->qf, sizeof(float) * n * nh * hd) || to_host(h->kf, d->kf, sizeof(float) * n * nkv * hd))
+        return -1;
+    for (long i = 0; i < (long)n * nh * hd; i++) h->got[i] = h->qf[i];
+    snprintf(what, sizeof what, "%s: q_f32", c->name);
+    compare(what, h->ref_q, h->got, (long)n * nh * hd, TOL_F32);
+    for (long i = 0; i < (long)n * nkv * hd; i++) h->got[i] = h->kf[i];
+    snprintf(what, sizeof what, "%s: k_f32", c->name);
+    compare(what, h->ref_kf, h->got, (long)n * nkv * hd, TOL_F32);
+    return 0;
+}
+
+/* The cache: written elements compared numerically, all others untouched;
+ * then the positions. */
+static int rope_check_cache(const rope_case *c, rope_host *h, const rope_dev *d) {
+    char what[160];
     for (int kv = 0; kv < 2; kv++) {
-        uint16_t *h0 = kv ? vc : kc;
-        uint16_t *hb = malloc(sizeof(uint16_t) * cache_elems);
-        if (to_host(hb, kv ? dv : dk, sizeof(uint16_t) * cache_elems)) {
+        const uint16_t *h0 = kv ? h->vc : h->kc;
+        uint16_t *hb = malloc(sizeof(uint16_t) * h->cache_elems);
+        if (to_host(hb, kv ? d->v : d->k, sizeof(uint16_t) * h->cache_elems)) {
             free(hb);
-            goto done;
+            return -1;
         }
         long m = 0, untouched_bad = -1;
-        for (long i = 0; i < cache_elems; i++) {
-            if (written[i] & (kv ? 2 : 1)) {
-                got[m] = from16(hb[i], dt);
-                refbuf[m] = (kv ? ref_v : ref_k)[i];
+        for (long i = 0; i < h->cache_elems; i++) {
+            if (h->written[i] & (kv ? 2 : 1)) {
+                h->got[m] = from16(hb[i], c->dt);
+                h->refbuf[m] = (kv ? h->ref_v : h->ref_k)[i];
                 m++;
             } else if (hb[i] != h0[i] && untouched_bad < 0) {
                 untouched_bad = i;
             }
         }
         snprintf(what, sizeof what, "%s: cache %s", c->name, kv ? "v" : "k");
-        compare(what, refbuf, got, m, TOL_16);
+        compare(what, h->refbuf, h->got, m, TOL_16);
         CHECK(untouched_bad < 0, "%s: cache %s element %ld written but should not be (0x%04x, was 0x%04x)", c->name,
               kv ? "v" : "k", untouched_bad, untouched_bad >= 0 ? hb[untouched_bad] : 0,
               untouched_bad >= 0 ? h0[untouched_bad] : 0);
         free(hb);
     }
-    if (to_host(cpos, dcpos, sizeof(int32_t) * pos_elems)) goto done;
-    for (long i = 0; i < pos_elems; i++)
-        if (cpos[i] != ref_cpos[i]) {
-            CHECK(0, "%s: cache_pos[%ld] = %d, want %d", c->name, i, cpos[i], ref_cpos[i]);
+    if (to_host(h->cpos, d->cpos, sizeof(int32_t) * h->pos_elems)) return -1;
+    for (long i = 0; i < h->pos_elems; i++)
+        if (h->cpos[i] != h->ref_cpos[i]) {
+            CHECK(0, "%s: cache_pos[%ld] = %d, want %d", c->name, i, h->cpos[i], h->ref_cpos[i]);
             break;
         }
-done:
+    return 0;
+}
+
+static void run_rope(const rope_case *c) {
+    rope_host h;
+    rope_dev d;
+    lf_error err;
+    rope_alloc(c, &h);
+    rope_inputs(c, &h);
+    rope_reference(c, &h);
+    if (rope_gpu(c, &h, &d, &err)) CHECK(0, "%s: rope_store: %s", c->name, err.msg);
+    else if (rope_check_q(c, &h, &d) == 0) rope_check_cache(c, &h, &d);
     dev_free_all();
-    free(qkv);
-    free(bias);
-    free(qn);
-    free(kn);
-    free(inv_freq);
-    free(pos);
-    free(row_entry);
-    free(slot_by_entry);
-    free(row_slot);
-    free(kc);
-    free(vc);
-    free(cpos);
-    free(ref_cpos);
-    free(ref_k);
-    free(ref_v);
-    free(written);
-    free(ref_q);
-    free(ref_kf);
-    free(q16);
-    free(qf);
-    free(kf);
-    free(got);
-    free(refbuf);
-    free(x);
+    rope_free(&h);
 }
 
 static void test_rope_store(void **state) {
