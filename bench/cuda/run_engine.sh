@@ -7,6 +7,9 @@
 #            timeout, continuing on failure) and compute-sanitizer memcheck on
 #            test_cuda_kernels (LF_CUDA_TEST_SMALL=1)
 #   gemm     bench_cuda_gemm
+#   ppl      tests/cuda/test_cuda_perplexity.py: longflow perplexity --device cuda against the CPU
+#            (fp32 cache) and transformers' float64 references on the head_dim-64 fixtures
+#            (NLL, KL, top-1 of every GPU policy); its "measured" lines go to the log
 #   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
 #            budget 3200, --batch max, sampled: longflow full h2o tova streaming
 #   bench8b  the same for qwen3-8b and deepseek-r1-distill-llama-8b: longflow, full
@@ -137,6 +140,10 @@ for part in $PARTS; do
         --max-seqs $N --max-queue 1024 --max-prompt 512 --max-tokens $GEN "${P[@]}"
     done
     ;;
+  ppl)
+    run "test_cuda_perplexity.py" 400 python3 "$ROOT/tests/cuda/test_cuda_perplexity.py"
+    grep -o 'measured .*' "$LOG" | sed 's/^/  /' >> "$SUMMARY"
+    ;;
   gemm)
     if [ -x "$PROG/bench_cuda_gemm" ]; then run "bench_cuda_gemm" 120 "$PROG/bench_cuda_gemm" ${LF_GEMM_ARGS:-}
     else sum "MISSING bench_cuda_gemm (not in $PROG)"; fi
@@ -245,7 +252,7 @@ for part in $PARTS; do
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct prefill sweep hf)"
+    sum "unknown part '$part' (tests ppl gemm bench bench1 bench8b agree pdl eval evalpct prefill sweep hf)"
     ;;
   esac
 done
