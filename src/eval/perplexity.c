@@ -380,6 +380,19 @@ static int select_pass(const lf_policy_config *pols, int n_pols, int lead, bool 
     return ns;
 }
 
+/* Host logits rows "as many as fit" (batch 0, cuda) may take: 1 GiB. */
+#define PPL_MAX_LOGITS_BYTES (1l << 30)
+
+/* Places to ask a backend for: the batch, at most the units; for batch 0
+ * (as many as the GPU pool holds) at most what PPL_MAX_LOGITS_BYTES of
+ * logits rows hold. */
+static int batch_places(int batch, int nu, int V) {
+    if (batch > 0) return batch < nu ? batch : nu;
+    long rows = PPL_MAX_LOGITS_BYTES / ((long)V * (long)sizeof(float));
+    if (rows < 1) rows = 1;
+    return rows < nu ? (int)rows : nu;
+}
+
 /* Every unit, pass by pass: one backend per pass (one in all on the CPU,
  * one per GPU pool), its places filled group by group. */
 static int run_units(const lf_model *m, const int *tokens, const lf_ppl_params *p, const lf_policy_config *pols,
@@ -387,7 +400,7 @@ static int run_units(const lf_model *m, const int *tokens, const lf_ppl_params *
     bool *taken = calloc((size_t)n_pols * 2, sizeof *taken);
     ppl_unit *sel = malloc((size_t)nu * sizeof *sel);
     int rc = taken && sel ? 0 : lf_fail(err, "out of memory for %d windows", nu);
-    const int max_seqs = p->batch > 0 && p->batch < nu ? p->batch : nu, V = m->cfg.vocab_size;
+    const int V = m->cfg.vocab_size, max_seqs = batch_places(p->batch, nu, V);
     long done = 0;
     for (int lead = 0; rc == 0 && lead < n_pols; lead++) {
         if (taken[lead]) continue;
