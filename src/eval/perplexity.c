@@ -221,10 +221,9 @@ static int run_group(const int *tokens, const lf_ppl_params *p, const lf_policy_
     int rc = 0;
     for (int s = 0; rc == 0 && s < nu; s++) {
         g->act[0] = s;
-        rc = open_unit(g, s, tokens, &pols[u[s].run], u[s].w, err) || ops->prefill_logits(g->be.self, s, g->logits, err) ||
-                     score_rows(p, u, g->act, 1, 0, g->logits, V, tokens, out, err)
-                 ? -1
-                 : 0;
+        rc = open_unit(g, s, tokens, &pols[u[s].run], u[s].w, err);
+        if (rc == 0) rc = ops->prefill_logits(g->be.self, s, g->logits, err);
+        if (rc == 0) rc = score_rows(p, u, g->act, 1, 0, g->logits, V, tokens, out, err);
         if (rc == 0) count_scored(&u[s], 0, done);
     }
     for (int t = 1; rc == 0; t++) {
@@ -236,10 +235,8 @@ static int run_group(const int *tokens, const lf_ppl_params *p, const lf_policy_
             g->act[na++] = s;
         }
         if (na == 0) break;
-        rc = ops->step_logits(g->be.self, na, g->act, g->tok, g->pos, g->logits, err) ||
-                     score_rows(p, u, g->act, na, t, g->logits, V, tokens, out, err)
-                 ? -1
-                 : 0;
+        rc = ops->step_logits(g->be.self, na, g->act, g->tok, g->pos, g->logits, err);
+        if (rc == 0) rc = score_rows(p, u, g->act, na, t, g->logits, V, tokens, out, err);
         for (int a = 0; rc == 0 && a < na; a++) count_scored(&u[g->act[a]], t, done);
         if (rc == 0 && p->progress) p->progress(p->progress_user, *done, total);
     }
