@@ -109,15 +109,21 @@ class AgainstReferences(unittest.TestCase):
                                    cpu["nll"])
 
     def test_batch_sizes_agree(self):
-        """One window at a time, a few, and the whole pool give the same NLL
-        (the batched GEMM may round differently: 1e-2 nats)."""
+        """One window at a time, a few, and the whole pool score the same
+        tokens with the same NLL up to bf16 rounding (a batch of another size
+        takes another GEMM path: docs/cuda.md allows logits rel-L2 2e-2), so
+        within the GPU tolerances; a row given to the wrong window would be
+        off by nats."""
         c = case("qwen3_hd64", "full_windows")
         one = ppl("qwen3_hd64", "--per-token", "--batch", "1", *case_flags(c))
         for b in ("3", "max"):
             r = ppl("qwen3_hd64", "--per-token", "--batch", b, *case_flags(c))
+            self.assertEqual(r["scored_index"], one["scored_index"])
             d = max(abs(x - y) for x, y in zip(one["nll_per_token"], r["nll_per_token"]))
-            print(f"measured batch 1 vs batch {b}: per token max |diff| {d:.2e}")
-            self.assertLess(d, 1e-2)
+            print(f"measured batch 1 vs batch {b}: per token max |diff| {d:.2e}, mean NLL diff "
+                  f"{r['nll'] - one['nll']:+.2e}")
+            self.assertLess(d, TOL_TOKEN)
+            self.assertAlmostEqual(r["nll"], one["nll"], delta=TOL_MEAN)
 
 
 class KLAgainstFull(unittest.TestCase):
@@ -129,9 +135,10 @@ class KLAgainstFull(unittest.TestCase):
         self.assertEqual(want["k"], 32)
         with tempfile.TemporaryDirectory() as tmp:
             base = os.path.join(tmp, "full.klb")
-            ppl("qwen3_hd64", "--kl-base", base, "--kl-write", "--kl-top-k", "32", *case_flags(case("qwen3_hd64", "full")))
+            full = case_flags(case("qwen3_hd64", "full"))
+            ppl("qwen3_hd64", "--kl-base", base, "--kl-write", "--kl-top-k", "32", *full)
             j = ppl("qwen3_hd64", "--kl-base", base, *case_flags(case("qwen3_hd64", "streaming_b16")))
-            same = ppl("qwen3_hd64", "--kl-base", base)
+            same = ppl("qwen3_hd64", "--kl-base", base, *full)
         print(f"measured KL(full || streaming b16) gpu {j['kl']:.4f} vs transformers {want['topk_mean']:.4f}; "
               f"top-1 {j['top1']:.4f} vs {want['top1']:.4f}; full vs its own base: KL {same['kl']:.2e}, "
               f"top-1 {same['top1']}")
@@ -158,9 +165,11 @@ class Fidelity(unittest.TestCase):
         self.assertEqual(len(gpu), 2 + 6 * 2)
         full = gpu[("full", 0)]
         print(f"measured gpu full vs itself: KL {full['kl']:.2e}, top-1 {full['top1']}, delta NLL {full['delta_nll']:.2e}")
-        self.assertLess(full["kl"], 1e-4)
-        self.assertEqual(full["top1"], 1.0)
-        self.assertLess(abs(full["delta_nll"]), 1e-4)
+        # the same pool shape and rows as the base run: equal up to the GEMM's
+        # algorithm choice for a pool of another size (one flip at most)
+        self.assertLess(full["kl"], 1e-3)
+        self.assertGreaterEqual(full["top1"], 1.0 - 1.01 / full["tokens_scored"])
+        self.assertLess(abs(full["delta_nll"]), 1e-3)
         self.assertAlmostEqual(gpu[("base", 0)]["nll"], cpu[("base", 0)]["nll"], delta=TOL_MEAN)
         for key in sorted(k for k in gpu if k[0] not in ("base", "full")):
             g, c = gpu[key], cpu[key]
