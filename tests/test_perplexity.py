@@ -327,6 +327,19 @@ class Errors(unittest.TestCase):
             (m + ["--file", TEXT, "--prompt-file", TEXT, "--gen", "8"], "--gen"),
             (m + ["--file", TEXT, "--chat"], "--chat"),
             (m + ["--prompt-file", TEXT, "--gen", "0"], "--gen"),
+            # --device cuda: refused before the model loads, with or without a GPU
+            (m + ["--file", TEXT, "--device", "cuda"], "bf16"),  # run() asks for an fp32 cache
+            (m + ["--file", TEXT, "--device", "cuda", "--kv-dtype", "bf16", "--policy", "rkv", "--budget", "16"],
+             "CPU only"),
+            (m + ["--file", TEXT, "--device", "cuda", "--kv-dtype", "bf16", "--fidelity", "--policy", "tova,rkv",
+                  "--budget", "16"], "CPU only"),
+            (m + ["--file", TEXT, "--device", "cuda", "--kv-dtype", "bf16", "--policy", "longflow", "--budget", "16",
+                  "--evict-every", "2"], "--evict-every 2"),
+            (m + ["--file", TEXT, "--device", "cuda", "--kv-dtype", "bf16", "--weights", "quant"], "--weights quant"),
+            (m + ["--file", TEXT, "--device", "tpu"], "tpu"),
+            (m + ["--file", TEXT, "--batch", "max"], "--device cuda"),
+            (m + ["--file", TEXT, "--batch", "0"], "--batch"),
+            (m + ["--file", TEXT, "--gpu-mem-fraction", "0.5"], "--device cuda"),
         ]
         for args, phrase in cases:
             with self.subTest(args=args[2:]):

@@ -7,6 +7,11 @@
 #            timeout, continuing on failure) and compute-sanitizer memcheck on
 #            test_cuda_kernels (LF_CUDA_TEST_SMALL=1)
 #   gemm     bench_cuda_gemm
+#   ppl      tests/cuda/test_cuda_perplexity.py: longflow perplexity --device cuda against the CPU
+#            (fp32 cache) and transformers' float64 references on the head_dim-64 fixtures
+#            (NLL, KL, top-1 of every GPU policy; its "measured" lines go to the summary), then
+#            perplexity --gen 1500 --fidelity on the tiny reasoner's demo prompt, every GPU
+#            policy at budgets 64/128/256, on cuda (--batch max) and on the CPU (ppl.jsonl)
 #   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
 #            budget 3200, --batch max, sampled: longflow full h2o tova streaming
 #   bench8b  the same for qwen3-8b and deepseek-r1-distill-llama-8b: longflow, full
@@ -24,7 +29,7 @@
 #   PARTS="tests gemm", PARTS="bench", PARTS="bench8b agree", PARTS="hf".
 # Every command has its own timeout, and no new command starts once
 # LF_BUDGET_S seconds (default 540) have passed since the script started.
-# Files under $OUT (at most 8): run_engine.log (everything, combined),
+# Files under $OUT (at most 8): run_engine.log (everything, combined), ppl.jsonl (ppl),
 # engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
 # engine_agree.jsonl (agree), hf_baseline.json (hf), eval.jsonl and eval_results.tar.gz (eval),
 # eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), gpu_accuracy.md/.json (sweep),
@@ -137,6 +142,31 @@ for part in $PARTS; do
         --max-seqs $N --max-queue 1024 --max-prompt 512 --max-tokens $GEN "${P[@]}"
     done
     ;;
+  ppl)
+    run "test_cuda_perplexity.py" 400 python3 "$ROOT/tests/cuda/test_cuda_perplexity.py"
+    grep -o 'measured .*' "$LOG" | sed 's/^/  /' >> "$SUMMARY"
+    PPL=(perplexity --model models/tiny-reasoner --prompt-file models/tiny-reasoner/demo_prompt.txt --gen 1500
+         --fidelity --policy full,longflow,tova,h2o,vatp,streaming,knorm --budget 64,128,256 --json)
+    for dev in cuda cpu; do
+      B=(--batch 64); [ $dev = cuda ] && B=(--batch max)
+      RUN_STDOUT="$OUTD/ppl_$dev.out" run "perplexity --fidelity tiny-reasoner ($dev)" 150 "$PROG/longflow" \
+          "${PPL[@]}" --device $dev "${B[@]}"
+      grep '^{' "$OUTD/ppl_$dev.out" >> "$OUTD/ppl.jsonl"; rm -f "$OUTD/ppl_$dev.out"
+    done
+    python3 - "$OUTD/ppl.jsonl" >> "$SUMMARY" 2>> "$LOG" <<'PY'
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    rows.setdefault((j["policy"], j["budget"], "kl" in j), {})[j["device"]] = j
+print("perplexity --fidelity, tiny reasoner (each device scores its own greedy continuation):")
+for (pol, bud, vs), d in rows.items():
+    g, c = d.get("cuda"), d.get("cpu")
+    f = lambda j: ("scored %4d NLL %.4f" % (j["tokens_scored"], j["nll"]) +
+                   (" KL %.4f top-1 %.4f" % (j["kl"], j["top1"]) if vs else "") + " %.1fs" % j["seconds"]) if j else "-"
+    print("  %-9s %4s%s  cuda: %s | cpu: %s" % (pol, bud or "", "" if vs else " (base)", f(g), f(c)))
+PY
+    ;;
   gemm)
     if [ -x "$PROG/bench_cuda_gemm" ]; then run "bench_cuda_gemm" 120 "$PROG/bench_cuda_gemm" ${LF_GEMM_ARGS:-}
     else sum "MISSING bench_cuda_gemm (not in $PROG)"; fi
@@ -245,7 +275,7 @@ for part in $PARTS; do
         --json "$OUTD/hf_baseline.json"
     ;;
   *)
-    sum "unknown part '$part' (tests gemm bench bench1 bench8b agree pdl eval evalpct prefill sweep hf)"
+    sum "unknown part '$part' (tests ppl gemm bench bench1 bench8b agree pdl eval evalpct prefill sweep hf)"
     ;;
   esac
 done

@@ -7,7 +7,9 @@
  * the queue and which request runs in which place. Sampling happens behind
  * the interface, where each device does it: the CPU backend samples host
  * logits with the sampler (src/sampler), the CUDA backend samples on the
- * GPU. Either way prefill and step return token ids.
+ * GPU. Either way prefill and step return token ids; prefill_logits and
+ * step_logits return the logits rows instead (teacher-forced evaluation,
+ * src/eval/perplexity.c).
  *
  * Implementations: src/cpu/backend.c (lf_backend_cpu_create) and
  * src/backend/cuda.c (lf_backend_cuda_create, over the plugin's entry points
@@ -15,6 +17,7 @@
 #ifndef LF_BACKEND_BACKEND_H
 #define LF_BACKEND_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "longflow.h"
@@ -94,6 +97,19 @@ typedef struct lf_backend_ops {
     /* The device part of lf_engine_stats (max_batch, device name, plan). */
     void (*stats)(const void *self, lf_engine_stats *s);
     void (*destroy)(void *self);
+    /* prefill and step, with the logits instead of a sampled token: the
+     * prompt's last row (logits [vocab]) and one row per sequence (logits
+     * [n][vocab]), fp32 on the host, as the lm_head computed them (no
+     * sampling, no repetition penalty; non-finite values are passed on). The
+     * sequences' sampling state does not advance. */
+    int (*prefill_logits)(void *self, int place, float *logits, lf_error *err);
+    int (*step_logits)(void *self, int n, const int *places, const int *tokens, const int *pos, float *logits,
+                       lf_error *err);
+    /* true: every place runs the policy (kind, sinks, recent, evict_every)
+     * of the config the backend was created with, each with its own budget
+     * up to the plan's capacity (the GPU pool); false: each sequence opens
+     * with a policy of its own (CPU). */
+    bool one_policy;
 } lf_backend_ops;
 
 typedef struct lf_backend {
@@ -101,6 +117,9 @@ typedef struct lf_backend {
     void *self;
 } lf_backend;
 
+/* The backend of cfg->device (src/engine/engine.c): the CPU's, or the
+ * CUDA backend (refused with a message by a build without it). */
+int lf_backend_create(const lf_model *m, const lf_engine_config *cfg, lf_backend *out, lf_error *err);
 /* The CPU forward with max_seqs places (threads: 0 = all cores). */
 int lf_backend_cpu_create(const lf_model *m, const lf_engine_config *cfg, lf_backend *out, lf_error *err);
 #ifdef LF_HAVE_CUDA

@@ -28,6 +28,7 @@ typedef struct cuda_backend {
     lf_cuda_info info;
     int max_prompt;       /* longest prompt the pool was planned for */
     cuda_place *place;    /* [info.entries] */
+    int *unused_tokens;   /* [info.entries] what step_logits's decode samples (not used) */
     unsigned plans;       /* pools made so far (lf_backend_info.plan_id) */
 } cuda_backend;
 
@@ -36,6 +37,8 @@ static void drop(cuda_backend *b) {
     b->gpu = NULL;
     free(b->place);
     b->place = NULL;
+    free(b->unused_tokens);
+    b->unused_tokens = NULL;
     memset(&b->info, 0, sizeof b->info);
     b->max_prompt = 0;
 }
@@ -68,7 +71,8 @@ static int cuda_plan(void *self, const lf_backend_plan *p, lf_error *err) {
         return -1;
     }
     b->place = calloc((size_t)n, sizeof *b->place);
-    if (!b->place) {
+    b->unused_tokens = malloc((size_t)n * sizeof *b->unused_tokens);
+    if (!b->place || !b->unused_tokens) {
         drop(b);
         return lf_fail(err, "engine: out of memory for a batch of %d", n);
     }
@@ -132,10 +136,21 @@ static int cuda_open(void *self, int place, const lf_backend_seq *s, lf_backend_
     return 0;
 }
 
-static int cuda_prefill(void *self, int place, int *token, lf_error *err) {
-    cuda_backend *b = self;
+/* logits (may be NULL): the prompt's last row, downloaded before sampling */
+static int prefill_into(cuda_backend *b, int place, int *token, float *logits, lf_error *err) {
     const cuda_place *p = &b->place[place];
-    return lf_cuda_prefill(b->gpu, place, p->prompt, p->n_prompt, p->budget, p->stream, token, NULL, err);
+    return lf_cuda_prefill(b->gpu, place, p->prompt, p->n_prompt, p->budget, p->stream, token, logits, err);
+}
+
+static int cuda_prefill(void *self, int place, int *token, lf_error *err) {
+    return prefill_into(self, place, token, NULL, err);
+}
+
+/* The GPU samples anyway (its graphs end with the sampling kernel); the
+ * logits are copied before it, and its token is dropped. */
+static int cuda_prefill_logits(void *self, int place, float *logits, lf_error *err) {
+    int unused;
+    return prefill_into(self, place, &unused, logits, err);
 }
 
 /* `full` has a slot for every position below the capacity; a budgeted
@@ -149,6 +164,12 @@ static int cuda_step(void *self, int n, const int *places, const int *tokens, co
                      lf_error *err) {
     cuda_backend *b = self;
     return lf_cuda_decode(b->gpu, n, places, tokens, pos, out, NULL, err);
+}
+
+static int cuda_step_logits(void *self, int n, const int *places, const int *tokens, const int *pos, float *logits,
+                            lf_error *err) {
+    cuda_backend *b = self;
+    return lf_cuda_decode(b->gpu, n, places, tokens, pos, b->unused_tokens, logits, err);
 }
 
 /* Derived instead of read from the device: after the prefill and each decode
@@ -204,6 +225,9 @@ static const lf_backend_ops cuda_ops = {
     .close = cuda_close,
     .stats = cuda_stats,
     .destroy = cuda_destroy,
+    .prefill_logits = cuda_prefill_logits,
+    .step_logits = cuda_step_logits,
+    .one_policy = true,
 };
 
 int lf_backend_cuda_create(const lf_model *m, const lf_engine_config *cfg, lf_backend *out, lf_error *err) {

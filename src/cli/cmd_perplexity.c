@@ -24,7 +24,7 @@ static void usage(FILE *f) {
             "       longflow perplexity --model DIR --prompt-file P --gen N [--chat] [options]\n"
             "       longflow perplexity --fidelity ... --policy P1,P2 --budget B1,B2 [options]\n"
             "\n"
-            "Teacher-forced NLL of a text on the CPU: each window's first token is prefilled,\n"
+            "Teacher-forced NLL of a text on the CPU or the GPU: each window's first token is prefilled,\n"
             "every later token goes through one decode step, so the KV policy evicts exactly as\n"
             "it does while generating. Reports mean NLL (nats/token), perplexity and the\n"
             "standard error of the mean NLL (docs/perplexity.md).\n"
@@ -48,7 +48,12 @@ static void usage(FILE *f) {
             "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
             "  --weights quant|bf16   GGUF Q8_0/Q4_0/Q4_1 matrices computed on as blocks (default) or\n"
             "                         dequantized to bf16 at load\n"
-            "  --batch N              windows (x policies with --fidelity) decoded together (default 4)\n"
+            "  --batch N|max          windows (x policies with --fidelity) decoded together (default 4 on\n"
+            "                         the CPU; 64 on cuda, fewer when the GPU pool holds fewer; max: as\n"
+            "                         many as fit, cuda only)\n"
+            "  --device cpu|cuda      where the model runs (default cpu, the reference; cuda: bf16 weights\n"
+            "                         and KV cache, one GPU pool per policy)\n"
+            "  --gpu-mem-fraction F   cuda: share of the free GPU memory a pool may use (default 0.92)\n"
             "  --limit-chunks K       score only the first K windows\n"
             "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
             "                         logits; otherwise read them and report KL(full || policy),\n"
@@ -57,7 +62,7 @@ static void usage(FILE *f) {
             "  --kl-top-k K           logits kept per position by --kl-write or --fidelity (default 32)\n"
             "  --json                 one JSON object on stdout (a line per run with --fidelity)\n"
             "  --per-token            with --json: the index and NLL of every scored token\n"
-            "  --threads N            threads (default: all cores)\n");
+            "  --threads N            threads (default: all cores; on cuda they score the logits)\n");
 }
 
 typedef struct ppl_cli {
@@ -85,7 +90,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--kl-base")) ok = (c->kl_base = lf_arg_value(&a, f)) != NULL;
         else if (!strcmp(f, "--ctx")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->ctx);
         else if (!strcmp(f, "--stride")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->stride);
-        else if (!strcmp(f, "--batch")) ok = lf_arg_int(&a, f, 1, 4096, &c->batch);
+        else if (!strcmp(f, "--batch")) ok = lf_gen_parse_batch(&a, f, &c->o.max_seqs);
         else if (!strcmp(f, "--limit-chunks")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->limit);
         else if (!strcmp(f, "--kl-top-k")) ok = lf_arg_int(&a, f, 1, LF_PPL_TOPK_MAX, &c->top_k);
         else if (!strcmp(f, "--gen")) ok = lf_arg_int(&a, f, 1, 1 << 24, &c->gen);
@@ -98,7 +103,8 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
         else if (!strcmp(f, "--model") || !strcmp(f, "--threads") || !strcmp(f, "--sinks") ||
                  !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
                  !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template") ||
-                 !strcmp(f, "--kv-dtype") || !strcmp(f, "--weights"))
+                 !strcmp(f, "--kv-dtype") || !strcmp(f, "--weights") || !strcmp(f, "--device") ||
+                 !strcmp(f, "--gpu-mem-fraction"))
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);
@@ -194,10 +200,23 @@ out:
     return rc;
 }
 
+/* --batch (default by device), --device and its companions, and every run
+ * against the device. */
+static int check_device(ppl_cli *c) {
+    const bool cuda = c->o.device == LF_DEVICE_CUDA;
+    c->batch = c->o.max_seqs >= 0 ? c->o.max_seqs : cuda ? 64 : 4;
+    if (lf_gen_check_device(&c->o, CMD)) return -1;
+    lf_ppl_params p = {.device = c->o.device, .batch = c->batch};
+    lf_error err = {{0}};
+    if (lf_ppl_check_runs(&p, c->runs, c->n_runs, &err) == 0) return 0;
+    lf_cli_error(CMD, "%s", err.msg);
+    return -1;
+}
+
 /* Checks that need no model. */
 static int check_flags(ppl_cli *c) {
     bool budgeted = false, chat = c->o.chat || c->o.system || c->o.no_think || c->o.chat_template;
-    if (resolve_policies(c)) return -1;
+    if (resolve_policies(c) || check_device(c)) return -1;
     for (int i = 0; i < c->n_runs; i++) budgeted |= c->runs[i].kind != LF_POLICY_FULL;
     if (!c->file && !c->gen)
         lf_cli_error(CMD, "--file TEXT is required (the text to score), or --prompt-file P --gen N");
@@ -285,6 +304,7 @@ static int generate(const ppl_cli *c, lf_model *m, const int *prompt, int n_prom
     lf_policy_config_default(&o.policy);
     o.budget_given = false;
     o.max_tokens = c->gen;
+    o.max_seqs = -1; /* one sequence (--batch is the windows') */
     lf_engine_config ec;
     lf_engine *eng = NULL;
     lf_error err = {{0}};
@@ -373,7 +393,7 @@ static void print_text(const ppl_cli *c, const lf_ppl_summary *s, const ppl_repo
     printf("%s%s: %d tokens scored in %d windows (ctx %d, stride %d), policy %s", scored_name(c),
            c->gen ? " (generated continuation)" : "", s->n, rep->windows, c->ctx, c->stride, pol);
     if (rep->pc->kind != LF_POLICY_FULL) printf(" budget %d", rep->pc->budget);
-    printf(", %.1f s\n", rep->secs);
+    printf(", %s, %.1f s\n", c->o.device == LF_DEVICE_CUDA ? "cuda" : "cpu", rep->secs);
     printf("NLL %.6f +/- %.6f nats/token, perplexity %.4f\n", s->nll.mean, s->nll.se, exp(s->nll.mean));
     if (s->with_base)
         printf("KL(full || %s) %.6f +/- %.6f, top-1 agreement %.4f +/- %.4f, delta NLL %+.6f +/- %.6f\n", pol,
@@ -395,6 +415,7 @@ static void print_json(const ppl_cli *c, const lf_ppl_summary *s, const lf_ppl_r
     }
     if (c->gen) cJSON_AddNumberToObject(j, "generated", rep->n_tokens - rep->n_prompt);
     if (rep->gen_match >= 0) cJSON_AddNumberToObject(j, "gen_match", rep->gen_match);
+    cJSON_AddStringToObject(j, "device", c->o.device == LF_DEVICE_CUDA ? "cuda" : "cpu");
     cJSON_AddStringToObject(j, "policy", lf_policy_name(rep->pc->kind));
     cJSON_AddNumberToObject(j, "budget", rep->pc->kind == LF_POLICY_FULL ? 0 : rep->pc->budget);
     cJSON_AddNumberToObject(j, "ctx", c->ctx);
@@ -480,7 +501,8 @@ static lf_ppl_params run_params(const ppl_cli *c, int top_k, int n_prompt, const
                                  ppl_progress *prog) {
     return (lf_ppl_params){.policy = c->o.policy, .ctx = c->ctx, .stride = c->stride, .batch = c->batch,
                            .max_windows = c->limit, .top_k = top_k, .score_from = n_prompt, .base = base,
-                           .progress = on_progress, .progress_user = prog};
+                           .progress = on_progress, .progress_user = prog, .device = c->o.device,
+                           .gpu_mem_fraction = c->o.gpu_mem_fraction};
 }
 
 /* Model loaded and text tokenized: run, write or compare, print. */
@@ -571,7 +593,7 @@ static int resolve_window(ppl_cli *c, const lf_model *m) {
 }
 
 int lf_cmd_perplexity(int argc, char **argv) {
-    ppl_cli c = {.batch = 4};
+    ppl_cli c = {.batch = 0}; /* (--batch's default comes with --device) */
     lf_gen_options_default(&c.o);
     int pr = parse_flags(&c, argc, argv);
     if (pr != 0 || check_flags(&c)) {

@@ -76,11 +76,16 @@ static int sample(cpu_place *p, float *logits) {
     return tok < 0 ? LF_BACKEND_NONFINITE : tok;
 }
 
-static int cpu_prefill(void *self, int place, int *token, lf_error *err) {
+static int cpu_prefill_logits(void *self, int place, float *logits, lf_error *err) {
     cpu_backend *b = self;
     cpu_place *p = &b->place[place];
-    if (lf_cpu_prefill(b->ctx, b->model, &p->cache, p->prompt, p->n_prompt, b->logits, err)) return -1;
-    *token = sample(p, b->logits);
+    return lf_cpu_prefill(b->ctx, b->model, &p->cache, p->prompt, p->n_prompt, logits, err);
+}
+
+static int cpu_prefill(void *self, int place, int *token, lf_error *err) {
+    cpu_backend *b = self;
+    if (cpu_prefill_logits(self, place, b->logits, err)) return -1;
+    *token = sample(&b->place[place], b->logits);
     return 0;
 }
 
@@ -89,12 +94,18 @@ static int cpu_room(const void *self, int place, int pos) {
     return lf_kv_cache_room(&((const cpu_backend *)self)->place[place].cache) > 0;
 }
 
+static int cpu_step_logits(void *self, int n, const int *places, const int *tokens, const int *pos, float *logits,
+                           lf_error *err) {
+    cpu_backend *b = self;
+    for (int i = 0; i < n; i++) b->caches[i] = &b->place[places[i]].cache;
+    return lf_cpu_decode(b->ctx, b->model, b->caches, tokens, pos, n, logits, err);
+}
+
 static int cpu_step(void *self, int n, const int *places, const int *tokens, const int *pos, int *out,
                     lf_error *err) {
     cpu_backend *b = self;
     const int V = b->model->cfg.vocab_size;
-    for (int i = 0; i < n; i++) b->caches[i] = &b->place[places[i]].cache;
-    if (lf_cpu_decode(b->ctx, b->model, b->caches, tokens, pos, n, b->logits, err)) return -1;
+    if (cpu_step_logits(self, n, places, tokens, pos, b->logits, err)) return -1;
     for (int i = 0; i < n; i++) {
         cpu_place *p = &b->place[places[i]];
         p->history[p->n_history++] = tokens[i]; /* the token this step took */
@@ -144,6 +155,9 @@ static const lf_backend_ops cpu_ops = {
     .close = cpu_close,
     .stats = cpu_stats,
     .destroy = cpu_destroy,
+    .prefill_logits = cpu_prefill_logits,
+    .step_logits = cpu_step_logits,
+    .one_policy = false,
 };
 
 /* The public names of the CPU kernels' thread count (cpu/kernels.c). */

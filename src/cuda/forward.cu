@@ -280,13 +280,7 @@ static int launch_fill_f32(lf_cuda_backend *b, float *base, long long layer_stri
 
 static int check_options(const lf_model *m, const lf_cuda_options *o, lf_policy_config *pol, lf_error *err) {
     const lf_config *c = &m->cfg;
-    const lf_policy_desc *pd = lf_policy_get(o->policy.kind);
-    if (!pd) return lf_fail(err, "cuda: unknown policy kind %d", (int)o->policy.kind);
-    if (pd->gpu == LF_GPU_NONE)
-        return lf_fail(err, "--policy %s runs on the CPU only (use --device cpu)", pd->name);
-    if (o->policy.evict_every > 1)
-        return lf_fail(err, "--evict-every %d: the GPU runs --policy %s with --evict-every 1 only",
-                       o->policy.evict_every, pd->name);
+    if (lf_policy_check_gpu(&o->policy, err)) return -1;
     if (!(o->sampling.repetition_penalty > 0.0f) || !isfinite(o->sampling.repetition_penalty))
         return lf_fail(err, "--repetition-penalty must be finite and > 0 (got %g)",
                        (double)o->sampling.repetition_penalty);

@@ -110,15 +110,32 @@ static int adopt_plan(lf_engine *e, lf_error *err) {
     return 0;
 }
 
+/* A build without the CUDA backend refuses --device cuda. */
+static int check_cuda_built(lf_device device, lf_error *err) {
+#ifndef LF_HAVE_CUDA
+    if (device == LF_DEVICE_CUDA)
+        return lf_fail(err, "--device cuda: this build has no CUDA backend (configure with -DLF_CUDA=ON on a "
+                            "machine with nvcc)");
+#else
+    (void)device;
+    (void)err;
+#endif
+    return 0;
+}
+
+int lf_backend_create(const lf_model *m, const lf_engine_config *cfg, lf_backend *out, lf_error *err) {
+    if (check_cuda_built(cfg->device, err)) return -1;
+#ifdef LF_HAVE_CUDA
+    if (cfg->device == LF_DEVICE_CUDA) return lf_backend_cuda_create(m, cfg, out, err); /* places come with the plan */
+#endif
+    return lf_backend_cpu_create(m, cfg, out, err);
+}
+
 int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, lf_error *err) {
     *out = NULL;
     if (cfg->device != LF_DEVICE_CPU && cfg->device != LF_DEVICE_CUDA)
         return lf_fail(err, "engine: unknown device %d (cpu or cuda)", (int)cfg->device);
-#ifndef LF_HAVE_CUDA
-    if (cfg->device == LF_DEVICE_CUDA)
-        return lf_fail(err, "--device cuda: this build has no CUDA backend (configure with -DLF_CUDA=ON on a "
-                            "machine with nvcc)");
-#endif
+    if (check_cuda_built(cfg->device, err)) return -1;
     if (cfg->device == LF_DEVICE_CPU && cfg->max_seqs < 1)
         return lf_fail(err, "engine: max_seqs must be >= 1 on the CPU (got %d; 0 = as many as fit is for --device "
                             "cuda)", cfg->max_seqs);
@@ -144,14 +161,7 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
     if (!e) return lf_fail(err, "engine: out of memory");
     e->model = m;
     e->cfg = *cfg;
-    int rc;
-#ifdef LF_HAVE_CUDA
-    if (cfg->device == LF_DEVICE_CUDA)
-        rc = lf_backend_cuda_create(m, cfg, &e->be, err); /* the places come with the plan */
-    else
-#endif
-        rc = lf_backend_cpu_create(m, cfg, &e->be, err);
-    if (rc || adopt_plan(e, err)) {
+    if (lf_backend_create(m, cfg, &e->be, err) || adopt_plan(e, err)) {
         lf_engine_free(e);
         return -1;
     }

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
-#include "cpu/forward.h"
-#include "kv/cache.h"
+#include "kv/policy.h"
 #include "model/model.h"
 
 void lf_ppl_result_free(lf_ppl_result *r) {
@@ -113,25 +113,23 @@ static int score_row(const float *logits, int V, int target, const lf_ppl_result
     return 0;
 }
 
-/* One unit of work: a window under one of the policies (its own cache). */
+/* One unit of work: a window under one of the policies (its own cache, in
+ * a place of the backend). */
 typedef struct ppl_unit {
     const ppl_window *w;
     int run; /* index into the policies and results */
 } ppl_unit;
 
-/* State of one group of units decoded together. */
+/* A backend and the buffers of the units it decodes together. */
 typedef struct ppl_group {
-    lf_kv_cache *cache;   /* [batch] */
-    lf_kv_cache **cptr;   /* [batch] the active caches of a step */
-    int *tok, *pos, *who; /* [batch] the active units' input token, position, unit */
-    float *logits;        /* [batch][V] */
-    int n_init;           /* caches initialized */
+    lf_backend be;
+    int places;     /* units decoded together: the backend's places (at most the batch) */
+    int capacity;   /* slots of every place (the GPU pool); 0: each cache sized on its own (CPU) */
+    int n_open;     /* places 0..n_open-1 were opened (close is due even after a failed open) */
+    int *act;       /* [places] the active units of a step (unit s runs in place s) */
+    int *tok, *pos; /* [places] their input token and position */
+    float *logits;  /* [places][V] */
 } ppl_group;
-
-static void group_free_caches(ppl_group *g) {
-    for (int s = 0; s < g->n_init; s++) lf_kv_cache_free(&g->cache[s]);
-    g->n_init = 0;
-}
 
 /* Slots a window's cache needs: every input token for full, else the
  * budget (at most the window's inputs, as the engine sizes a request). */
@@ -141,75 +139,136 @@ static int cache_slots(const lf_policy_config *pc, const ppl_window *w) {
     return pc->budget < need ? pc->budget : need;
 }
 
-/* Score the logits of window w's input at offset t (predicting token
- * begin+t+1) into r when that token is one the window scores. */
-static int score_step(const lf_ppl_params *p, const ppl_window *w, int t, const float *logits, int V,
-                      const int *tokens, lf_ppl_result *r, lf_error *err) {
+/* Slots a unit opens with. In a pool of `capacity` slots per place (the GPU)
+ * a budgeted run takes its budget, capped at the capacity: when that cap
+ * applies the window fits whole, so nothing is evicted either way, and the
+ * policy's sinks stay below its slots as on the CPU. */
+static int unit_slots(const lf_policy_config *pc, const ppl_window *w, int capacity) {
+    if (capacity == 0) return cache_slots(pc, w);
+    if (pc->kind == LF_POLICY_FULL) return capacity;
+    return pc->budget < capacity ? pc->budget : capacity;
+}
+
+/* The index in the result of the token window w's input at offset t
+ * predicts (token begin+t+1); -1 when the window does not score it. */
+static int scored_slot(const ppl_window *w, int t) {
     int idx = w->begin + t + 1;
-    if (idx < w->score_from) return 0;
-    int i = w->out + (idx - w->score_from);
-    r->pos[i].index = idx;
-    if (p->base && p->base->pos[i].index != idx)
-        return lf_fail(err, "the KL base scored token %d at its position %d, this run token %d", p->base->pos[i].index,
-                       i, idx);
-    if (score_row(logits, V, tokens[idx], p->base, r, i))
-        return lf_fail(err, "logits are NaN or Inf at token %d (check the model's weights)", idx);
+    return idx < w->score_from ? -1 : w->out + (idx - w->score_from);
+}
+
+/* Score the rows of one step: row a holds the logits of unit u[act[a]]'s
+ * input at offset t. Rows are scored in parallel (each writes its own
+ * positions); the first failing row (in row order) names the error. */
+static int score_rows(const lf_ppl_params *p, const ppl_unit *u, const int *act, int na, int t, const float *logits,
+                      int V, const int *tokens, lf_ppl_result *out, lf_error *err) {
+    for (int a = 0; a < na; a++) {
+        const ppl_unit *us = &u[act[a]];
+        int i = scored_slot(us->w, t), idx = us->w->begin + t + 1;
+        if (i < 0) continue;
+        out[us->run].pos[i].index = idx;
+        if (p->base && p->base->pos[i].index != idx)
+            return lf_fail(err, "the KL base scored token %d at its position %d, this run token %d",
+                           p->base->pos[i].index, i, idx);
+    }
+    int bad = INT_MAX;
+#pragma omp parallel for schedule(dynamic, 1) reduction(min : bad) if (na > 1)
+    for (int a = 0; a < na; a++) {
+        const ppl_unit *us = &u[act[a]];
+        int i = scored_slot(us->w, t);
+        if (i >= 0 && score_row(logits + (size_t)a * V, V, tokens[us->w->begin + t + 1], p->base, &out[us->run], i))
+            bad = a < bad ? a : bad;
+    }
+    if (bad != INT_MAX)
+        return lf_fail(err, "logits are NaN or Inf at token %d (check the model's weights)",
+                       u[act[bad]].w->begin + t + 1);
     return 0;
 }
 
-/* Run units u[0..nu) together: prefill each window's first token, then
- * decode step by step while any unit has inputs left. */
-static int run_group(const lf_model *m, lf_cpu_ctx *cpu, const int *tokens, const lf_ppl_params *p,
-                     const lf_policy_config *pols, const ppl_unit *u, int nu, ppl_group *g, lf_ppl_result *out,
-                     long *done, long total, lf_error *err) {
-    const int V = m->cfg.vocab_size;
-    for (int s = 0; s < nu; s++) {
-        const ppl_window *w = u[s].w;
-        lf_policy_config pc = pols[u[s].run];
-        if (pc.kind == LF_POLICY_FULL) pc.budget = 0;
-        if (lf_kv_cache_init(&g->cache[s], &m->cfg, &pc, cache_slots(&pols[u[s].run], w), err)) return -1;
-        g->n_init++;
-        if (lf_cpu_prefill(cpu, m, &g->cache[s], tokens + w->begin, 1, g->logits, err)) return -1;
-        if (score_step(p, w, 0, g->logits, V, tokens, &out[u[s].run], err)) return -1;
-        if (w->begin + 1 >= w->score_from) (*done)++;
+/* Open unit s's sequence in place s: the window's first token as its
+ * prompt, the rest as tokens to come. */
+static int open_unit(ppl_group *g, int s, const int *tokens, const lf_policy_config *run, const ppl_window *w,
+                     lf_error *err) {
+    lf_backend_seq seq;
+    memset(&seq, 0, sizeof seq);
+    seq.prompt = tokens + w->begin;
+    seq.n_prompt = 1;
+    seq.max_new = w->end - w->begin;
+    seq.slots = unit_slots(run, w, g->capacity);
+    seq.policy = *run;
+    if (run->kind == LF_POLICY_FULL) seq.policy.budget = 0;
+    lf_sampling_default(&seq.sampling);
+    seq.sampling.temperature = 0; /* nothing is sampled; the CPU's sampler checks its settings */
+    lf_backend_mem mem;
+    g->n_open = s + 1;
+    return g->be.ops->open(g->be.self, s, &seq, &mem, err);
+}
+
+static void close_units(ppl_group *g) {
+    for (int s = 0; s < g->n_open; s++) g->be.ops->close(g->be.self, s);
+    g->n_open = 0;
+}
+
+/* Count the positions unit us scores at offset t. */
+static void count_scored(const ppl_unit *us, int t, long *done) {
+    if (us->w->begin + t + 1 >= us->w->score_from) (*done)++;
+}
+
+/* Run units u[0..nu) (nu <= places) together: prefill each window's first
+ * token, then decode step by step while any unit has inputs left. */
+static int run_group(const int *tokens, const lf_ppl_params *p, const lf_policy_config *pols, const ppl_unit *u,
+                     int nu, int V, ppl_group *g, lf_ppl_result *out, long *done, long total, lf_error *err) {
+    const lf_backend_ops *ops = g->be.ops;
+    int rc = 0;
+    for (int s = 0; rc == 0 && s < nu; s++) {
+        g->act[0] = s;
+        rc = open_unit(g, s, tokens, &pols[u[s].run], u[s].w, err);
+        if (rc == 0) rc = ops->prefill_logits(g->be.self, s, g->logits, err);
+        if (rc == 0) rc = score_rows(p, u, g->act, 1, 0, g->logits, V, tokens, out, err);
+        if (rc == 0) count_scored(&u[s], 0, done);
     }
-    for (int t = 1;; t++) {
+    for (int t = 1; rc == 0; t++) {
         int na = 0;
         for (int s = 0; s < nu; s++) {
             if (u[s].w->begin + t + 1 >= u[s].w->end) continue; /* no token left to predict */
-            g->cptr[na] = &g->cache[s];
             g->tok[na] = tokens[u[s].w->begin + t];
             g->pos[na] = t;
-            g->who[na++] = s;
+            g->act[na++] = s;
         }
         if (na == 0) break;
-        if (lf_cpu_decode(cpu, m, g->cptr, g->tok, g->pos, na, g->logits, err)) return -1;
-        for (int a = 0; a < na; a++) {
-            const ppl_unit *us = &u[g->who[a]];
-            if (score_step(p, us->w, t, g->logits + (size_t)a * V, V, tokens, &out[us->run], err)) return -1;
-            if (us->w->begin + t + 1 >= us->w->score_from) (*done)++;
-        }
-        if (p->progress) p->progress(p->progress_user, *done, total);
+        rc = ops->step_logits(g->be.self, na, g->act, g->tok, g->pos, g->logits, err);
+        if (rc == 0) rc = score_rows(p, u, g->act, na, t, g->logits, V, tokens, out, err);
+        for (int a = 0; rc == 0 && a < na; a++) count_scored(&u[g->act[a]], t, done);
+        if (rc == 0 && p->progress) p->progress(p->progress_user, *done, total);
     }
-    if (p->progress) p->progress(p->progress_user, *done, total); /* windows of 2 tokens have no decode step */
-    group_free_caches(g);
-    return 0;
+    if (rc == 0 && p->progress) p->progress(p->progress_user, *done, total); /* windows of 2 tokens have no decode step */
+    close_units(g);
+    return rc;
 }
 
-static int check_params(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
-                        const lf_policy_config *pols, int n_pols, lf_error *err) {
+int lf_ppl_check_runs(const lf_ppl_params *p, const lf_policy_config *pols, int n_pols, lf_error *err) {
     if (n_pols < 1) return lf_fail(err, "no policy to run");
     for (int j = 0; j < n_pols; j++)
         if (pols[j].kind != LF_POLICY_FULL && pols[j].budget < 2)
             return lf_fail(err, "--budget %d is too small: tokens go through the cache one at a time, which needs at "
                                 "least 2 slots (the new token and one before it)", pols[j].budget);
+    if (p->device != LF_DEVICE_CPU && p->device != LF_DEVICE_CUDA)
+        return lf_fail(err, "unknown device %d (cpu or cuda)", (int)p->device);
+    if (p->batch < (p->device == LF_DEVICE_CUDA ? 0 : 1))
+        return lf_fail(err, "--batch must be at least 1 (got %d; \"max\" is for --device cuda)", p->batch);
+    for (int j = 0; p->device == LF_DEVICE_CUDA && j < n_pols; j++)
+        if (lf_policy_check_gpu(&pols[j], err)) return -1;
+    return 0;
+}
+
+static int check_params(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
+                        const lf_policy_config *pols, int n_pols, lf_error *err) {
+    if (lf_ppl_check_runs(p, pols, n_pols, err)) return -1;
     if (p->ctx < 2) return lf_fail(err, "--ctx must be at least 2 (got %d)", p->ctx);
     if (p->ctx > m->cfg.max_position)
         return lf_fail(err, "--ctx %d is larger than the model's context (max_position_embeddings %d)", p->ctx,
                        m->cfg.max_position);
     if (p->stride < 1 || p->stride > p->ctx)
         return lf_fail(err, "--stride must be in 1..--ctx (%d) (got %d)", p->ctx, p->stride);
-    if (p->batch < 1) return lf_fail(err, "--batch must be at least 1 (got %d)", p->batch);
     if (p->top_k < 0 || p->top_k > LF_PPL_TOPK_MAX || p->top_k > m->cfg.vocab_size)
         return lf_fail(err, "top-k must be in 0..%d and at most the vocabulary (got %d)", LF_PPL_TOPK_MAX, p->top_k);
     if (n < 2) return lf_fail(err, "the text has %d token%s: at least 2 are needed", n, n == 1 ? "" : "s");
@@ -238,27 +297,124 @@ static int alloc_result(lf_ppl_result *r, int n, int k, lf_error *err) {
     return 0;
 }
 
-static int alloc_group(ppl_group *g, int batch, int V, lf_error *err) {
+static void free_group(ppl_group *g) {
+    if (g->be.ops) {
+        close_units(g);
+        g->be.ops->destroy(g->be.self);
+    }
+    free(g->act);
+    free(g->tok);
+    free(g->pos);
+    free(g->logits);
     memset(g, 0, sizeof *g);
-    g->cache = calloc((size_t)batch, sizeof *g->cache);
-    g->cptr = calloc((size_t)batch, sizeof *g->cptr);
-    g->tok = malloc((size_t)batch * sizeof *g->tok);
-    g->pos = malloc((size_t)batch * sizeof *g->pos);
-    g->who = malloc((size_t)batch * sizeof *g->who);
-    g->logits = malloc((size_t)batch * V * sizeof *g->logits);
-    if (!g->cache || !g->cptr || !g->tok || !g->pos || !g->who || !g->logits)
-        return lf_fail(err, "out of memory for a batch of %d windows", batch);
+}
+
+/* The backend of p->device for runs of policy pc (the policy of every place
+ * when the backend runs one), up to max_seqs places. */
+static int create_backend(const lf_model *m, const lf_ppl_params *p, const lf_policy_config *pc, int max_seqs,
+                          ppl_group *g, lf_error *err) {
+    lf_engine_config ec;
+    lf_engine_config_default(&ec);
+    ec.device = p->device;
+    ec.threads = lf_threads_get();
+    ec.max_seqs = max_seqs;
+    ec.policy = *pc;
+    lf_sampling_default(&ec.sampling);
+    ec.sampling.temperature = 0; /* the GPU samples (and drops) a token per row: the cheapest way */
+    ec.gpu_mem_fraction = p->gpu_mem_fraction;
+    if (lf_backend_create(m, &ec, &g->be, err)) return -1;
+    if (!g->be.ops->prefill_logits || !g->be.ops->step_logits)
+        return lf_fail(err, "the %s backend does not return logits", p->device == LF_DEVICE_CUDA ? "cuda" : "cpu");
     return 0;
 }
 
-static void free_group(ppl_group *g) {
-    group_free_caches(g);
-    free(g->cache);
-    free(g->cptr);
-    free(g->tok);
-    free(g->pos);
-    free(g->who);
-    free(g->logits);
+/* Plan the backend for units of `capacity` slots at most and allocate the
+ * buffers of its places. */
+static int plan_group(ppl_group *g, int capacity, int V, lf_error *err) {
+    if (g->be.ops->plan) {
+        const lf_backend_plan plan = {.max_prompt = 1, .capacity = capacity};
+        if (g->be.ops->plan(g->be.self, &plan, err)) return -1;
+    }
+    lf_backend_info info;
+    g->be.ops->info(g->be.self, &info);
+    g->places = info.places;
+    g->capacity = info.capacity;
+    if (g->places < 1) return lf_fail(err, "the backend has no place to run a window in");
+    g->act = malloc((size_t)g->places * sizeof *g->act);
+    g->tok = malloc((size_t)g->places * sizeof *g->tok);
+    g->pos = malloc((size_t)g->places * sizeof *g->pos);
+    g->logits = malloc((size_t)g->places * V * sizeof *g->logits);
+    if (!g->act || !g->tok || !g->pos || !g->logits)
+        return lf_fail(err, "out of memory for a batch of %d windows", g->places);
+    return 0;
+}
+
+/* Same policy but for the budget: runs that share a GPU pool. */
+static bool same_pool(const lf_policy_config *a, const lf_policy_config *b) {
+    return a->kind == b->kind && a->sinks == b->sinks && a->recent == b->recent && a->evict_every == b->evict_every &&
+           a->kv_dtype == b->kv_dtype;
+}
+
+/* What one backend runs: the runs of pols not taken yet (taken[j] == 0)
+ * that it can hold, the first of them `lead` (all of them on the CPU; on the
+ * GPU those of lead's pool). They are marked taken; their units (in run
+ * order) go to sel, their largest cache to *capacity. */
+static int select_pass(const lf_policy_config *pols, int n_pols, int lead, bool one_policy, bool *taken,
+                       const ppl_unit *u, int nu, ppl_unit *sel, int *capacity) {
+    bool *mine = taken + n_pols; /* (scratch: runs of this pass) */
+    for (int j = 0; j < n_pols; j++) {
+        mine[j] = !taken[j] && (!one_policy || same_pool(&pols[j], &pols[lead]));
+        taken[j] = taken[j] || mine[j];
+    }
+    int ns = 0;
+    *capacity = 2;
+    for (int i = 0; i < nu; i++) {
+        if (!mine[u[i].run]) continue;
+        sel[ns++] = u[i];
+        int c = cache_slots(&pols[u[i].run], u[i].w);
+        if (c > *capacity) *capacity = c;
+    }
+    return ns;
+}
+
+/* Host logits rows "as many as fit" (batch 0, cuda) may take: 1 GiB. */
+#define PPL_MAX_LOGITS_BYTES (1l << 30)
+
+/* Places to ask a backend for: the batch, at most the units; for batch 0
+ * (as many as the GPU pool holds) at most what PPL_MAX_LOGITS_BYTES of
+ * logits rows hold. */
+static int batch_places(int batch, int nu, int V) {
+    if (batch > 0) return batch < nu ? batch : nu;
+    long rows = PPL_MAX_LOGITS_BYTES / ((long)V * (long)sizeof(float));
+    if (rows < 1) rows = 1;
+    return rows < nu ? (int)rows : nu;
+}
+
+/* Every unit, pass by pass: one backend per pass (one in all on the CPU,
+ * one per GPU pool), its places filled group by group. */
+static int run_units(const lf_model *m, const int *tokens, const lf_ppl_params *p, const lf_policy_config *pols,
+                     int n_pols, const ppl_unit *u, int nu, lf_ppl_result *out, long total, lf_error *err) {
+    bool *taken = calloc((size_t)n_pols * 2, sizeof *taken);
+    ppl_unit *sel = malloc((size_t)nu * sizeof *sel);
+    int rc = taken && sel ? 0 : lf_fail(err, "out of memory for %d windows", nu);
+    const int V = m->cfg.vocab_size, max_seqs = batch_places(p->batch, nu, V);
+    long done = 0;
+    for (int lead = 0; rc == 0 && lead < n_pols; lead++) {
+        if (taken[lead]) continue;
+        ppl_group g;
+        memset(&g, 0, sizeof g);
+        int capacity = 0;
+        rc = create_backend(m, p, &pols[lead], max_seqs, &g, err);
+        const int ns = rc ? 0 : select_pass(pols, n_pols, lead, g.be.ops->one_policy, taken, u, nu, sel, &capacity);
+        if (rc == 0) rc = plan_group(&g, capacity, V, err);
+        for (int i = 0; rc == 0 && i < ns; i += g.places)
+            rc = run_group(tokens, p, pols, sel + i, ns - i < g.places ? ns - i : g.places, V, &g, out, &done, total,
+                           err);
+        free_group(&g);
+    }
+    free(taken);
+    free(sel);
+    return rc;
 }
 
 static void free_results(lf_ppl_result *out, int n) {
@@ -292,20 +448,10 @@ int lf_ppl_run_policies(const lf_model *m, const int *tokens, int n, const lf_pp
     ppl_window *w = malloc((size_t)nw * sizeof *w);
     if (!w) return lf_fail(err, "out of memory for %d windows", nw);
     plan_windows(n, p->ctx, p->stride, p->max_windows, p->score_from, w, &n_scored);
-    const int nu = nw * n_pols, batch = p->batch < nu ? p->batch : nu;
     ppl_unit *u = plan_units(w, nw, n_pols, err);
-    ppl_group g;
-    memset(&g, 0, sizeof g);
-    lf_cpu_ctx *cpu = NULL;
-    long done = 0, total = (long)n_scored * n_pols;
     int rc = u ? 0 : -1;
     for (int j = 0; rc == 0 && j < n_pols; j++) rc = alloc_result(&out[j], n_scored, p->top_k, err);
-    if (rc == 0) rc = alloc_group(&g, batch, m->cfg.vocab_size, err);
-    if (rc == 0) rc = lf_cpu_ctx_create(m, batch, &cpu, err);
-    for (int i = 0; rc == 0 && i < nu; i += batch)
-        rc = run_group(m, cpu, tokens, p, pols, u + i, nu - i < batch ? nu - i : batch, &g, out, &done, total, err);
-    lf_cpu_ctx_free(cpu);
-    free_group(&g);
+    if (rc == 0) rc = run_units(m, tokens, p, pols, n_pols, u, nw * n_pols, out, (long)n_scored * n_pols, err);
     free(u);
     free(w);
     if (rc) free_results(out, n_pols);

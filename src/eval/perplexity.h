@@ -6,8 +6,8 @@
  * prefilled alone and every later token goes through one decode step, so the
  * policy evicts exactly as it does while generating. A window scores the
  * tokens the previous window did not (all but its first token when stride =
- * ctx). Windows run `batch` at a time through the CPU forward's batched
- * decode, one cache per window.
+ * ctx). Windows run `batch` at a time through a backend's batched decode
+ * (src/backend/backend.h: the CPU's or the GPU's), one cache per window.
  *
  * Per scored position: the NLL of the text's token, the log-sum-exp and the
  * argmax of the logits, optionally the top-K logits (a KL base), and, given a
@@ -49,7 +49,7 @@ typedef struct lf_ppl_params {
     lf_policy_config policy; /* budget: the policy's slots (ignored for full) */
     int ctx;                 /* window length (>= 2) */
     int stride;              /* 1 .. ctx */
-    int batch;               /* windows decoded together (>= 1) */
+    int batch;               /* windows decoded together (>= 1; cuda: 0 = as many as fit in the pool) */
     int max_windows;         /* 0 = every window */
     int top_k;               /* top logits to record (0 .. LF_PPL_TOPK_MAX) */
     int score_from;          /* tokens before this index are context only, never scored (a prompt) */
@@ -57,26 +57,37 @@ typedef struct lf_ppl_params {
     lf_ppl_progress progress;  /* called after every step with scored positions so far (more than once
                                   with the final count); may be NULL */
     void *progress_user;
+    lf_device device;          /* LF_DEVICE_CPU (the reference) or LF_DEVICE_CUDA */
+    double gpu_mem_fraction;   /* cuda: share of the free GPU memory a pool may use (0 = the backend's default) */
 } lf_ppl_params;
 
 /* Windows of n tokens: how many (after max_windows) and how many positions
  * they score. */
 void lf_ppl_plan(int n, int ctx, int stride, int max_windows, int score_from, int *n_windows, int *n_scored);
 
-/* Run the evaluation on the CPU (threads as set by lf_cpu_set_threads).
+/* Run the evaluation through the backend of p->device (src/backend), whose
+ * prefill_logits/step_logits return each step's logits; CPU threads as set
+ * by lf_threads_set (the CPU forward, and the scoring of each step's rows).
  * Fails on a bad ctx/stride/batch/top_k, a token outside the vocabulary, a
- * policy the cache refuses (the message names the flag), a base that does
- * not cover the positions, or non-finite logits. */
+ * policy the cache or the device refuses (the message names the flag), a
+ * base that does not cover the positions, or non-finite logits. */
 int lf_ppl_run(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p, lf_ppl_result *out,
                lf_error *err);
 
 /* The same for several policies over the same windows: out[j] (n_policies
  * of them) receives policies[j]'s result; p->policy is not used. Each
  * (window, policy) pair has its own cache; p->batch of them are decoded
- * together (different policies in one batched step), so a text scored under
- * many policies reads the weights once per step for all of them. */
+ * together (on the CPU different policies in one batched step, so a text
+ * scored under many policies reads the weights once per step for all of
+ * them; the GPU pool runs one policy, so there the runs go pool by pool:
+ * one pass per policy, its budgets side by side). */
 int lf_ppl_run_policies(const lf_model *m, const int *tokens, int n, const lf_ppl_params *p,
                         const lf_policy_config *policies, int n_policies, lf_ppl_result *out, lf_error *err);
+
+/* The checks of the runs that need no model: budgets, device, batch, and
+ * on cuda each policy against what the GPU runs (lf_ppl_run_policies makes
+ * them too; a caller can make them before a long first run). */
+int lf_ppl_check_runs(const lf_ppl_params *p, const lf_policy_config *policies, int n_policies, lf_error *err);
 
 /* Mean and standard error of the mean (sample standard deviation / sqrt(n);
  * 0 when n < 2). */

@@ -108,6 +108,16 @@ int lf_policy_resolve_slots(const lf_policy_config *in, int slots, lf_policy_con
     return 0;
 }
 
+int lf_policy_check_gpu(const lf_policy_config *p, lf_error *err) {
+    const lf_policy_desc *d = lf_policy_get(p->kind);
+    if (!d) return lf_fail(err, "unknown policy kind %d", (int)p->kind);
+    if (d->gpu == LF_GPU_NONE) return lf_fail(err, "--policy %s runs on the CPU only (use --device cpu)", d->name);
+    if (p->evict_every > 1)
+        return lf_fail(err, "--evict-every %d: the GPU runs --policy %s with --evict-every 1 only", p->evict_every,
+                       d->name);
+    return 0;
+}
+
 int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, int n, lf_error *err) {
     if (n <= 0) return lf_fail(err, "KV cache: empty prompt");
     if (!lf_policy_is_budgeted(p->kind)) {
