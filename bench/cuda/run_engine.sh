@@ -174,7 +174,7 @@ PY
     # the FP8 KV cache against bf16 in the same run: compute-sanitizer memcheck of the FP8
     # kernel (small shapes, both launch modes), the fused kernel alone (bench_cuda_kvdtype:
     # B 64/128/256 x 3200/8192 slots), and the engine at the paper's setting with
-    # LF_KV_POLICIES (default longflow) at budget 3200 in both dtypes
+    # LF_KV_POLICIES (default longflow, full) at budget 3200 in both dtypes
     if command -v compute-sanitizer > /dev/null; then
       run "memcheck bench_cuda_kvdtype (small)" 90 compute-sanitizer --tool memcheck --leak-check no \
           --error-exitcode 3 "$PROG/bench_cuda_kvdtype" --reps 1 --batch 2,40 --slots 200,700
@@ -183,7 +183,7 @@ PY
     fi
     run "bench_cuda_kvdtype" 150 "$PROG/bench_cuda_kvdtype" ${LF_KVDTYPE_ARGS:-}
     COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
-    for pol in ${LF_KV_POLICIES:-longflow}; do
+    for pol in ${LF_KV_POLICIES:-longflow full}; do
       if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
       for kv in fp8 bf16; do
         bench_json "$BENCH_JSON" 150 "bench qwen3-1.7b $pol kv $kv" "${COMMON[@]}" "${P[@]}" --kv-dtype $kv
