@@ -257,7 +257,7 @@ typedef enum lf_policy_kind {
 } lf_policy_kind;
 
 /* How the KV cache stores K and V (docs/kv-cache.md). The CPU stores all
- * three; the CUDA backend stores bf16 only. lf_policy_config_default picks
+ * three; the CUDA backend stores bf16 or fp8. lf_policy_config_default picks
  * bf16; the conformance tests against float32 references use fp32. */
 typedef enum lf_kv_dtype {
     LF_KV_F32 = 0, /* 4 bytes an element */
@@ -336,6 +336,11 @@ void lf_sampling_default(lf_sampling *s);
 
 /* ---- engine -------------------------------------------------------------- */
 typedef enum lf_device { LF_DEVICE_CPU = 0, LF_DEVICE_CUDA = 1 } lf_device;
+
+/* Where each KV-cache dtype may be used, the one rule every caller applies
+ * (CLI, engine, CUDA backend): the GPU stores bf16 or fp8 (fp32 is the CPU's
+ * reference format). 0, or -1 with a message naming --kv-dtype. */
+int lf_kv_dtype_check_device(lf_kv_dtype t, lf_device device, lf_error *err);
 
 typedef struct lf_engine_config {
     lf_device device;

@@ -54,11 +54,15 @@ static void test_config_accessors(void **state) {
     assert_true(lf_config_is_eos(c, jint(j, "eos_token_id")));
     assert_false(lf_config_is_eos(c, jint(j, "eos_token_id") + 1));
 
-    /* K and V of every layer: fp32 on the CPU, bf16 on CUDA */
+    /* K and V of every layer, the same bytes on either device: 4 / 2 bytes an element, fp8 one
+     * byte and a float scale per (token, layer, KV head) row */
     const size_t per_slot = 2 * (size_t)jint(j, "num_hidden_layers") * jint(j, "num_key_value_heads") *
                             jint(j, "head_dim");
+    const size_t rows = 2 * (size_t)jint(j, "num_hidden_layers") * jint(j, "num_key_value_heads");
     assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CPU, LF_KV_F32), per_slot * 100 * 4);
-    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CUDA, LF_KV_F32), per_slot * 100 * 2);
+    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CUDA, LF_KV_BF16), per_slot * 100 * 2);
+    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CUDA, LF_KV_FP8), (per_slot + rows * 4) * 100);
+    assert_int_equal(lf_kv_bytes_for(m, 100, LF_DEVICE_CPU, LF_KV_FP8), (per_slot + rows * 4) * 100);
     cJSON_Delete(j);
     lf_model_free(m);
 }

@@ -12,6 +12,8 @@
 #            (NLL, KL, top-1 of every GPU policy; its "measured" lines go to the summary), then
 #            perplexity --gen 1500 --fidelity on the tiny reasoner's demo prompt, every GPU
 #            policy at budgets 64/128/256, on cuda (--batch max) and on the CPU (ppl.jsonl)
+#   kvdtype  the FP8 KV cache vs bf16: memcheck of the FP8 kernel, bench_cuda_kvdtype, and
+#            longflow bench --kv-dtype fp8 / bf16 at the paper's setting (LF_KV_POLICIES)
 #   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
 #            budget 3200, --batch max, sampled: longflow full h2o tova streaming
 #   bench8b  the same for qwen3-8b and deepseek-r1-distill-llama-8b: longflow, full
@@ -107,7 +109,7 @@ bench_json() {
 }
 
 # the GPU test programs (parts tests and pdl)
-GPU_TESTS="test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm test_cuda_nonfinite"
+GPU_TESTS=${LF_GPU_TESTS:-"test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm test_cuda_nonfinite test_cuda_fp8"}
 
 for part in $PARTS; do
   case $part in
@@ -115,7 +117,8 @@ for part in $PARTS; do
     for t in $GPU_TESTS; do
       if [ -x "$PROG/$t" ]; then run "$t" 150 "$PROG/$t"; else sum "MISSING $t (not in $PROG)"; fi
     done
-    if command -v compute-sanitizer > /dev/null && [ -x "$PROG/test_cuda_kernels" ]; then
+    if command -v compute-sanitizer > /dev/null && [ -x "$PROG/test_cuda_kernels" ] &&
+       [[ " $GPU_TESTS " == *" test_cuda_kernels "* ]]; then
       run "memcheck test_cuda_kernels (LF_CUDA_TEST_SMALL=1)" 150 env LF_CUDA_TEST_SMALL=1 \
           compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 "$PROG/test_cuda_kernels"
     else
@@ -166,6 +169,26 @@ for (pol, bud, vs), d in rows.items():
                    (" KL %.4f top-1 %.4f" % (j["kl"], j["top1"]) if vs else "") + " %.1fs" % j["seconds"]) if j else "-"
     print("  %-9s %4s%s  cuda: %s | cpu: %s" % (pol, bud or "", "" if vs else " (base)", f(g), f(c)))
 PY
+    ;;
+  kvdtype)
+    # the FP8 KV cache against bf16 in the same run: compute-sanitizer memcheck of the FP8
+    # kernel (small shapes, both launch modes), the fused kernel alone (bench_cuda_kvdtype:
+    # B 64/128/256 x 3200/8192 slots), and the engine at the paper's setting with
+    # LF_KV_POLICIES (default longflow, full) at budget 3200 in both dtypes
+    if command -v compute-sanitizer > /dev/null; then
+      run "memcheck bench_cuda_kvdtype (small)" 90 compute-sanitizer --tool memcheck --leak-check no \
+          --error-exitcode 3 "$PROG/bench_cuda_kvdtype" --reps 1 --batch 2,40 --slots 200,700
+    else
+      sum "SKIP  memcheck (no compute-sanitizer)"
+    fi
+    run "bench_cuda_kvdtype" 150 "$PROG/bench_cuda_kvdtype" ${LF_KVDTYPE_ARGS:-}
+    COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
+    for pol in ${LF_KV_POLICIES:-longflow full}; do
+      if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
+      for kv in fp8 bf16; do
+        bench_json "$BENCH_JSON" 150 "bench qwen3-1.7b $pol kv $kv" "${COMMON[@]}" "${P[@]}" --kv-dtype $kv
+      done
+    done
     ;;
   gemm)
     if [ -x "$PROG/bench_cuda_gemm" ]; then run "bench_cuda_gemm" 120 "$PROG/bench_cuda_gemm" ${LF_GEMM_ARGS:-}

@@ -444,6 +444,7 @@ int lf_bench_cuda(const lf_bench_cuda_args *a) {
         cJSON_AddStringToObject(j, "config", a->preset ? a->preset : o->model_dir);
         cJSON_AddStringToObject(j, "arch", cfg->arch_name);
         cJSON_AddStringToObject(j, "policy", lf_policy_name(o->policy.kind));
+        cJSON_AddStringToObject(j, "kv_dtype", lf_kv_dtype_name(o->policy.kv_dtype));
         cJSON_AddNumberToObject(j, "budget", budget);
         cJSON_AddNumberToObject(j, "capacity", r.capacity);
         cJSON_AddStringToObject(j, "mode", sampled ? "sampled" : "real");
@@ -514,8 +515,9 @@ int lf_bench_cuda(const lf_bench_cuda_args *a) {
         cJSON_Delete(j);
     } else {
         printf("device      %s\n", r.device_name);
-        printf("model       %s (%s), policy %s, budget %d, capacity %d slots per layer\n",
+        printf("model       %s (%s), policy %s, budget %d, KV cache %s, capacity %d slots per layer\n",
                a->preset ? a->preset : o->model_dir, cfg->arch_name, lf_policy_name(o->policy.kind), budget,
+               lf_kv_dtype_name(o->policy.kv_dtype),
                r.capacity);
         printf("batch       %d sequences at once (%s)\n", B, r.plan);
         printf("memory      weights %.2f GB, K+V %.1f MB per sequence (%.2f GB for %d), peak GPU %.2f GB\n",

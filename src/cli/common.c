@@ -66,9 +66,9 @@ int lf_gen_check_device(const lf_gen_options *o, const char *cmd) {
         lf_cli_error(cmd, "--gpu-mem-fraction applies to --device cuda only");
         return -1;
     }
-    if (o->device == LF_DEVICE_CUDA && o->policy.kv_dtype != LF_KV_BF16) {
-        lf_cli_error(cmd, "--kv-dtype %s: the CUDA backend stores its KV cache in bf16 only (use --kv-dtype bf16)",
-                     lf_kv_dtype_name(o->policy.kv_dtype));
+    lf_error kerr;
+    if (lf_kv_dtype_check_device(o->policy.kv_dtype, o->device, &kerr)) {
+        lf_cli_error(cmd, "%s", kerr.msg);
         return -1;
     }
     if (o->device == LF_DEVICE_CUDA && o->weights_given && o->weights == LF_WEIGHTS_QUANT) {

@@ -66,6 +66,8 @@ struct Params {
     int n_chunks, chunk_len, sub_len; /* combine_kernel: slot chunks per sequence, staging rounds */
     unsigned *pair_cnt, *seq_cnt;
     float *part_ml, *part_o, *gE, *gmref, *g, *nb, *cpart;
+    const float *kscale, *vscale;   /* FP8 cache: row scales, (p, kvh, slot) at p*sc_seq_stride + kvh*kvh_slots + slot */
+    long long sc_seq_stride;        /* kv_seq_stride / head_dim */
 };
 
 /* ---- small PTX wrappers ------------------------------------------------ */
@@ -170,6 +172,36 @@ template <> struct TypeOps<__nv_bfloat16> {
 
 __device__ __forceinline__ float ex2(float x) { return exp2f(x); }
 
+/* ---- FP8 e4m3 -> bf16 in registers ----------------------------------------
+ * prmt's sign mode puts a code c in the low byte of a 16-bit half and
+ * replicates its sign bit through the high byte; (u << 4) & 0x87f0 per half
+ * is then sign | (c & 0x7f) << 4: the bf16 whose exponent and mantissa
+ * fields are e4m3's, i.e. the code's value times 2^-120 (the bias is 127
+ * instead of 7; subnormal codes become bf16 subnormals, which bf16 FMA keeps).
+ * One exact multiply by 2^120 gives the code's value: every e4m3 value is a
+ * bf16. No code yields NaN or inf (0x7f gives 480), so stale codes of empty
+ * slots stay finite. */
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t u) {
+    const uint32_t r = (u << 4) & 0x87f087f0u;
+    uint32_t d;
+    /* r * 2^120 (0x7b80) + (-0): exact */
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(r), "r"(0x7b807b80u), "r"(0x80008000u));
+    return d;
+}
+/* The pair (byte k of a, byte k of b), as bf16x2 (a's in the low half). */
+template <int K> __device__ __forceinline__ uint32_t e4m3_pair(uint32_t a, uint32_t b) {
+    return e4m3x2_to_bf16x2(prmt(a, b, (uint32_t)(K | (8 | K) << 4 | (4 + K) << 8 | (12 + K) << 12)));
+}
+template <int N> __device__ __forceinline__ uint32_t word_of(const uint4 (&x)[N], int i) {
+    const uint4 &c = x[i / 4];
+    return (i & 3) == 0 ? c.x : (i & 3) == 1 ? c.y : (i & 3) == 2 ? c.z : c.w;
+}
+
 /* Byte offset of 16-byte chunk c of row r in a swizzled tile of rows of D
  * 16-bit elements: chunk c is stored at c ^ (r & 7), so the 8 rows an
  * ldmatrix reads at one logical chunk hit 8 different bank groups. */
@@ -177,9 +209,15 @@ template <int D> __device__ __forceinline__ uint32_t swz(int r, int c) {
     return (uint32_t)(r * D * 2 + ((c ^ (r & 7)) << 4));
 }
 
-template <int D> struct Smem {
-    static constexpr int KV_BYTES = TILE * D * 2;                 /* one of K or V */
-    static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4;   /* + pos */
+/* The same for a tile of FP8 rows (D bytes each, 16-byte chunks c ^ (r mod
+ * chunks per row)): the 8 rows of a quarter warp's loads hit 8 bank groups. */
+template <int D> __device__ __forceinline__ uint32_t swz8(int r, int c) {
+    return (uint32_t)(r * D + ((c ^ (r & (D / 16 - 1))) << 4));
+}
+
+template <int D, bool F8 = false> struct Smem {
+    static constexpr int KV_BYTES = TILE * D * (F8 ? 1 : 2);      /* one of K or V */
+    static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4 * (F8 ? 3 : 1); /* + pos (+ K, V scales) */
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     static constexpr int OBUF_BYTES = WARPS * MAXG * D * 4;       /* warp O merge */
     static_assert(OBUF_BYTES + 3 * MAX_SPLIT * MAXG * 4 <= PIPE_BYTES, "scratch fits the pipeline");
@@ -373,13 +411,19 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
     }
 }
 
-template <typename T, int D, int KIND>
+/* F8: K and V are e4m3 codes with a scale per row (then T is bf16). The
+ * head_dim order inside the tensor-core fragments is permuted so that each
+ * lane reads contiguous bytes: for S, lane tig's k-elements of chunk kc are
+ * dims tig*D/4 + 4kc .. +3 (q is loaded the same way); for O, n-tile nt's
+ * column n is dim n*D/8 + nt. The K scale multiplies S per slot; the V scale
+ * is folded into P (rows of P V are slots), and into |v|_1. */
+template <typename T, int D, int KIND, bool F8>
 __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     /* First, before any global access (the workspace counters and the
      * last-block-combines protocol included): PDL wait, cuda_pdl.h. */
     lf_pdl_wait();
     using Ops = TypeOps<T>;
-    using SM = Smem<D>;
+    using SM = Smem<D, F8>;
     constexpr int NKC = D / 16; /* k-chunks of 16 along head_dim */
     constexpr int NNT = D / 8;  /* n-tiles of 8 along head_dim */
     constexpr int CPR = D / 8;  /* 16-byte chunks per row */
@@ -408,6 +452,10 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
 
     const T *kb = static_cast<const T *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
     const T *vb = static_cast<const T *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
+    const unsigned char *kb8 = static_cast<const unsigned char *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
+    const unsigned char *vb8 = static_cast<const unsigned char *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
+    const float *ksb = F8 ? p.kscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
+    const float *vsb = F8 ? p.vscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
     const int *posb = p.pos + pidx * p.slot_seq_stride;
 
     /* E destination: shared (range-relative) or global (cap-relative) */
@@ -436,20 +484,42 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         unsigned char *st = smem + (t % STAGES) * SM::STAGE_BYTES;
         const uint32_t ks = smem_u32(st), vs = ks + SM::KV_BYTES;
         const int base = lo + t * TILE;
+        if (F8) {
+            constexpr int C8 = D / 16; /* 16-byte chunks per FP8 row */
 #pragma unroll
-        for (int it = 0; it < TILE * CPR / THREADS; it++) {
-            const int idx = tid + it * THREADS;
-            const int r = idx / CPR, c = idx % CPR;
-            const int slot = base + r;
-            const bool in = slot < p.cap;
-            const long off = in ? (long)slot * D + c * 8 : 0;
-            cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0, pol);
-            cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0, pol);
-        }
-        if (tid < TILE) {
-            const int slot = base + tid;
-            const bool in = slot < p.cap;
-            cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
+            for (int it = 0; it < TILE * C8 / THREADS; it++) {
+                const int idx = tid + it * THREADS;
+                const int r = idx / C8, c = idx % C8;
+                const int slot = base + r;
+                const bool in = slot < p.cap;
+                const long off = in ? (long)slot * D + c * 16 : 0;
+                cp_async16(ks + swz8<D>(r, c), kb8 + off, in ? 16 : 0, pol);
+                cp_async16(vs + swz8<D>(r, c), vb8 + off, in ? 16 : 0, pol);
+            }
+            if (tid < TILE) {
+                const int slot = base + tid;
+                const bool in = slot < p.cap;
+                unsigned char *sc = st + 2 * SM::KV_BYTES + TILE * 4;
+                cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
+                cp_async4(smem_u32(sc + tid * 4), ksb + (in ? slot : 0), in ? 4 : 0);
+                cp_async4(smem_u32(sc + TILE * 4 + tid * 4), vsb + (in ? slot : 0), in ? 4 : 0);
+            }
+        } else {
+#pragma unroll
+            for (int it = 0; it < TILE * CPR / THREADS; it++) {
+                const int idx = tid + it * THREADS;
+                const int r = idx / CPR, c = idx % CPR;
+                const int slot = base + r;
+                const bool in = slot < p.cap;
+                const long off = in ? (long)slot * D + c * 8 : 0;
+                cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0, pol);
+                cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0, pol);
+            }
+            if (tid < TILE) {
+                const int slot = base + tid;
+                const bool in = slot < p.cap;
+                cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
+            }
         }
     };
 
@@ -460,8 +530,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
 #pragma unroll
         for (int kc = 0; kc < NKC; kc++) {
             if (gid < G) {
-                qa[kc][0] = *reinterpret_cast<const uint32_t *>(qh + kc * 16 + 2 * tig);
-                qa[kc][1] = *reinterpret_cast<const uint32_t *>(qh + kc * 16 + 8 + 2 * tig);
+                const int d0 = F8 ? tig * (D / 4) + 4 * kc : kc * 16 + 2 * tig;
+                qa[kc][0] = *reinterpret_cast<const uint32_t *>(qh + d0);
+                qa[kc][1] = *reinterpret_cast<const uint32_t *>(qh + d0 + (F8 ? 2 : 8));
             } else {
                 qa[kc][0] = qa[kc][1] = 0u;
             }
@@ -508,7 +579,21 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         float sacc[2][4];
 #pragma unroll
         for (int j = 0; j < 2; j++) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.f;
-        {
+        if (F8) { /* lane reads bytes tig*D/4 .. +D/4 of slots gid and gid + 8 */
+            constexpr int NCH = D / 64;
+            uint4 k0[NCH], k1[NCH];
+#pragma unroll
+            for (int i = 0; i < NCH; i++) {
+                k0[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid, tig * NCH + i));
+                k1[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid + 8, tig * NCH + i));
+            }
+#pragma unroll
+            for (int kc = 0; kc < NKC; kc++) {
+                const uint32_t w0 = word_of(k0, kc), w1 = word_of(k1, kc);
+                Ops::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, e4m3_pair<0>(w0, w0 >> 8), e4m3_pair<2>(w0, w0 >> 8));
+                Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, e4m3_pair<0>(w1, w1 >> 8), e4m3_pair<2>(w1, w1 >> 8));
+            }
+        } else {
             const int lr = (lane & 7) + ((lane >> 4) << 3);
             const int lc = (lane >> 3) & 1;
 #pragma unroll
@@ -519,12 +604,22 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
                 Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, b[2], b[3]);
             }
         }
+        /* FP8: the K and V scales of this lane's 4 slots */
+        float ksc[4] = {1.f, 1.f, 1.f, 1.f}, vsc[4] = {1.f, 1.f, 1.f, 1.f};
+        if (F8) {
+            const float *ksm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 4) + wrow + 2 * tig;
+            const float *vsm = ksm + TILE;
+            const float2 ka = *reinterpret_cast<const float2 *>(ksm), kb2 = *reinterpret_cast<const float2 *>(ksm + 8);
+            const float2 va = *reinterpret_cast<const float2 *>(vsm), vb2 = *reinterpret_cast<const float2 *>(vsm + 8);
+            ksc[0] = ka.x; ksc[1] = ka.y; ksc[2] = kb2.x; ksc[3] = kb2.y;
+            vsc[0] = va.x; vsc[1] = va.y; vsc[2] = vb2.x; vsc[3] = vb2.y;
+        }
 
         /* online softmax (row = head gid; lanes of a row: the 4 tig) */
         float sv[4] = {sacc[0][0], sacc[0][1], sacc[1][0], sacc[1][1]};
         const bool row_ok = gid < G;
 #pragma unroll
-        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * p.scale_log2 : -INFINITY;
+        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * ksc[j] * p.scale_log2 : -INFINITY;
         float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
@@ -545,13 +640,54 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
 
         /* P as an A fragment: rows gid = hi part, rows gid+8 = lo part */
         uint32_t a0, a1, a2, a3;
-        Ops::split2(pr[0], pr[1], a0, a1);
-        Ops::split2(pr[2], pr[3], a2, a3);
+        if (F8) { /* P times the V scale of each slot (0 for invalid slots: their scale may be anything) */
+            float pv[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) pv[j] = val[j] ? pr[j] * vsc[j] : 0.f;
+            Ops::split2(pv[0], pv[1], a0, a1);
+            Ops::split2(pv[2], pv[3], a2, a3);
+        } else {
+            Ops::split2(pr[0], pr[1], a0, a1);
+            Ops::split2(pr[2], pr[3], a2, a3);
+        }
 
         const uint32_t m01 = (val[0] ? 0x0000ffffu : 0u) | (val[1] ? 0xffff0000u : 0u);
         const uint32_t m23 = (val[2] ? 0x0000ffffu : 0u) | (val[3] ? 0xffff0000u : 0u);
         float nacc[4] = {0.f, 0.f, 0.f, 0.f};
-        {
+        if (F8) { /* lane reads bytes gid*D/8 .. +D/8 of slots 2tig, 2tig+1, 2tig+8, 2tig+9 */
+            constexpr int NW = D / 32; /* words per lane and slot */
+            const unsigned char *vt = st + SM::KV_BYTES;
+            uint32_t w[4][NW];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int r = wrow + 2 * tig + (j & 1) + (j >> 1) * 8;
+                if (NW == 4) {
+                    const uint4 x = *reinterpret_cast<const uint4 *>(vt + swz8<D>(r, gid));
+                    w[j][0] = x.x; w[j][1] = x.y; w[j][2 % NW] = x.z; w[j][3 % NW] = x.w;
+                } else {
+                    const uint2 x = *reinterpret_cast<const uint2 *>(vt + swz8<D>(r, gid >> 1) + (gid & 1) * 8);
+                    w[j][0] = x.x; w[j][1 % NW] = x.y;
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < NNT; nt++) {
+                uint32_t b0, b1;
+                switch (nt & 3) {
+                case 0: b0 = e4m3_pair<0>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<0>(w[2][nt / 4], w[3][nt / 4]); break;
+                case 1: b0 = e4m3_pair<1>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<1>(w[2][nt / 4], w[3][nt / 4]); break;
+                case 2: b0 = e4m3_pair<2>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<2>(w[2][nt / 4], w[3][nt / 4]); break;
+                default: b0 = e4m3_pair<3>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<3>(w[2][nt / 4], w[3][nt / 4]);
+                }
+                if (KIND == K_LF || KIND == K_VATP) {
+                    const float2 x0 = Ops::abs2(b0), x1 = Ops::abs2(b1);
+                    nacc[0] += x0.x;
+                    nacc[1] += x0.y;
+                    nacc[2] += x1.x;
+                    nacc[3] += x1.y;
+                }
+                Ops::mma(o[nt], a0, a1, a2, a3, b0, b1);
+            }
+        } else {
             const int lr = (lane & 7) + (((lane >> 3) & 1) << 3);
             const int lc = lane >> 4;
 #pragma unroll
@@ -581,6 +717,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
                     nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 4);
                     nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 8);
                     nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 16);
+                    if (F8) nacc[j] *= vsc[j];
                 }
             }
             const int es = slot0 - e_base + 2 * tig; /* E index of slot 2tig */
@@ -623,10 +760,11 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         if (gid < G) {
 #pragma unroll
             for (int nt = 0; nt < NNT; nt++) {
-                const int d = nt * 8 + 2 * tig;
-                float *ob = obuf + ((long)warp * G + gid) * D + d;
-                ob[0] = (o[nt][0] + o[nt][2]) * sc;
-                ob[1] = (o[nt][1] + o[nt][3]) * sc;
+                /* columns 2tig, 2tig+1 of n-tile nt (F8: dims 2tig*NNT + nt and + NNT) */
+                const int d0 = F8 ? 2 * tig * NNT + nt : nt * 8 + 2 * tig, d1 = F8 ? d0 + NNT : d0 + 1;
+                float *ob = obuf + ((long)warp * G + gid) * D;
+                ob[d0] = (o[nt][0] + o[nt][2]) * sc;
+                ob[d1] = (o[nt][1] + o[nt][3]) * sc;
             }
         }
         if (warp == 0 && tig == 0 && gid < G) {
@@ -986,22 +1124,30 @@ int kind_of(int mode) {
 
 using KernelFn = void (*)(Params);
 
-template <typename T, int D> KernelFn pick_kind(int kind, bool combine) {
+template <typename T, int D, bool F8> KernelFn pick_kind(int kind, bool combine) {
     switch (kind) {
-    case K_NONE: return combine ? combine_kernel<T, D, K_NONE> : attn_kernel<T, D, K_NONE>;
-    case K_ATTN: return combine ? combine_kernel<T, D, K_ATTN> : attn_kernel<T, D, K_ATTN>;
-    case K_LF: return combine ? combine_kernel<T, D, K_LF> : attn_kernel<T, D, K_LF>;
-    default: return combine ? combine_kernel<T, D, K_VATP> : attn_kernel<T, D, K_VATP>;
+    case K_NONE: return combine ? combine_kernel<T, D, K_NONE> : attn_kernel<T, D, K_NONE, F8>;
+    case K_ATTN: return combine ? combine_kernel<T, D, K_ATTN> : attn_kernel<T, D, K_ATTN, F8>;
+    case K_LF: return combine ? combine_kernel<T, D, K_LF> : attn_kernel<T, D, K_LF, F8>;
+    default: return combine ? combine_kernel<T, D, K_VATP> : attn_kernel<T, D, K_VATP, F8>;
     }
 }
 
-KernelFn pick(int dtype, int D, int kind, bool combine = false) {
+/* f8: the FP8-cache attention kernel (q and out bf16; combine_kernel reads no K/V) */
+KernelFn pick(int dtype, int D, int kind, bool combine = false, bool f8 = false) {
+    if (f8)
+        return D == 64 ? pick_kind<__nv_bfloat16, 64, true>(kind, combine)
+                       : pick_kind<__nv_bfloat16, 128, true>(kind, combine);
     if (dtype == LF_DTYPE_F16)
-        return D == 64 ? pick_kind<__half, 64>(kind, combine) : pick_kind<__half, 128>(kind, combine);
-    return D == 64 ? pick_kind<__nv_bfloat16, 64>(kind, combine) : pick_kind<__nv_bfloat16, 128>(kind, combine);
+        return D == 64 ? pick_kind<__half, 64, false>(kind, combine) : pick_kind<__half, 128, false>(kind, combine);
+    return D == 64 ? pick_kind<__nv_bfloat16, 64, false>(kind, combine)
+                   : pick_kind<__nv_bfloat16, 128, false>(kind, combine);
 }
 
-int pipe_bytes(int D) { return D == 64 ? Smem<64>::PIPE_BYTES : Smem<128>::PIPE_BYTES; }
+int pipe_bytes(int D, bool f8) {
+    if (f8) return D == 64 ? Smem<64, true>::PIPE_BYTES : Smem<128, true>::PIPE_BYTES;
+    return D == 64 ? Smem<64>::PIPE_BYTES : Smem<128>::PIPE_BYTES;
+}
 
 struct Plan {
     int G, cap_pad, kind, n_split, split_len, e_smem, smem, blocks, bps;
@@ -1047,8 +1193,8 @@ int make_plan(const lf_cuda_attn_desc *d, Plan *pl, KernelFn *fn_out, lf_error *
     P.G = d->n_heads / d->n_kv_heads;
     P.cap_pad = round_up(d->capacity, TILE);
     P.kind = kind_of(d->mode);
-    KernelFn fn = pick(d->dtype, d->head_dim, P.kind);
-    const int base_smem = pipe_bytes(d->head_dim) + small_bytes();
+    KernelFn fn = pick(d->dtype, d->head_dim, P.kind, false, d->kv_fp8 != 0);
+    const int base_smem = pipe_bytes(d->head_dim, d->kv_fp8 != 0) + small_bytes();
     const int pairs = d->n_seq * d->n_kv_heads;
     const int tiles = P.cap_pad / TILE;
     int bps = 1;
@@ -1176,6 +1322,8 @@ extern "C" int lf_cuda_attn_check(const lf_cuda_attn_desc *d, lf_error *err) {
         return lf_fail(err, "cuda attention: capacity %d out of range", d->capacity);
     if (d->dtype != LF_DTYPE_F16 && d->dtype != LF_DTYPE_BF16)
         return lf_fail(err, "cuda attention: cache dtype must be f16 or bf16");
+    if (d->kv_fp8 != 0 && (d->kv_fp8 != 1 || d->dtype != LF_DTYPE_BF16))
+        return lf_fail(err, "cuda attention: kv_fp8 %d must be 0 or 1, and an FP8 cache needs bf16 q", d->kv_fp8);
     if (d->out_dtype != LF_DTYPE_F32 && d->out_dtype != d->dtype)
         return lf_fail(err, "cuda attention: output dtype must be f32 or the cache dtype");
     if (d->mode < 0 || d->mode >= LF_SCORE_MODE_COUNT)
@@ -1251,8 +1399,13 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     if (a->slot_seq_stride < d->capacity && d->n_seq > 1)
         return lf_fail(err, "cuda attention: slot_seq_stride %lld smaller than capacity %d",
                        (long long)a->slot_seq_stride, d->capacity);
-    if (((uintptr_t)a->k | (uintptr_t)a->v) % 16 || (a->kv_seq_stride * 2) % 16 || ((uintptr_t)a->q) % 4)
-        return lf_fail(err, "cuda attention: k and v must be 16-byte aligned (kv_seq_stride a multiple of 8)");
+    const int elem = d->kv_fp8 ? 1 : 2;
+    if (((uintptr_t)a->k | (uintptr_t)a->v) % 16 || (a->kv_seq_stride * elem) % 16 || ((uintptr_t)a->q) % 4)
+        return lf_fail(err, "cuda attention: k and v must be 16-byte aligned (kv_seq_stride a multiple of %d)",
+                       16 / elem);
+    if (d->kv_fp8 && (!a->k_scale || !a->v_scale || a->kv_seq_stride % d->head_dim))
+        return lf_fail(err, "cuda attention: an FP8 cache needs k_scale and v_scale, and kv_seq_stride a multiple "
+                            "of head_dim");
     const WsLayout L = ws_layout(d, P);
     if (a->workspace_bytes < L.total)
         return lf_fail(err, "cuda attention: workspace of %zu bytes, %zu needed", a->workspace_bytes, L.total);
@@ -1296,6 +1449,9 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.g = reinterpret_cast<float *>(ws + L.g);
     p.nb = P.kind == K_VATP ? reinterpret_cast<float *>(ws + L.nb) : nullptr;
     p.cpart = reinterpret_cast<float *>(ws + L.cpart);
+    p.kscale = a->k_scale;
+    p.vscale = a->v_scale;
+    p.sc_seq_stride = d->kv_fp8 ? a->kv_seq_stride / d->head_dim : 0;
 
     cudaError_t e = lf_launch(fn, dim3((unsigned)P.blocks), dim3(THREADS), (size_t)P.smem, (cudaStream_t)a->stream, p);
     if (e != cudaSuccess) return lf_fail(err, "cuda attention: launch: %s", cudaGetErrorString(e));

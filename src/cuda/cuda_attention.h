@@ -8,6 +8,7 @@
  *
  * Layout, per layer (element strides, pool index p = seq_index ? seq_index[s] : s):
  *   q    [n_seq][n_heads][head_dim]                       dtype (f16 or bf16)
+ *   (kv_fp8: k and v one byte an element, e4m3, scale per row in k_scale/v_scale)
  *   k, v element (p, kvh, slot, d) at p*kv_seq_stride + (kvh*kvh_slots + slot)*head_dim + d
  *        (kvh_slots = capacity unless the args say otherwise)
  *   pos  [p*slot_seq_stride + slot]  int32, token position held, -1 = empty,
@@ -67,6 +68,9 @@ typedef struct lf_cuda_attn_desc {
                           scratch; 2 evict_first only; 3 none */
     int32_t launches;  /* 0 auto (two for scored modes below 4 waves of blocks, else one); 1 one launch
                           (last blocks combine); 2 attention kernel + combine kernel */
+    int32_t kv_fp8;    /* 1: k and v hold FP8 e4m3 codes (one byte an element, same element offsets)
+                          with a float scale per row in k_scale/v_scale (the CPU's format,
+                          src/kv/dtype.h); q and out stay dtype, which must be bf16. 0: k and v are dtype */
 } lf_cuda_attn_desc;
 
 /* Device pointers of one call. */
@@ -95,6 +99,9 @@ typedef struct lf_cuda_attn_args {
                                   unaffected (slot_seq_stride). */
     const int32_t *recent_by_entry; /* [pool entry] the recent window of each entry (entries with
                                   their own budgets resolve their own), or NULL: `recent` */
+    const float *k_scale, *v_scale; /* kv_fp8: the scale of the row at element offset o of k/v is
+                                  k_scale/v_scale[o / head_dim] (kv_seq_stride a multiple of head_dim);
+                                  element = code value * scale */
 } lf_cuda_attn_args;
 
 /* Check a descriptor (head_dim 64 or 128, n_heads/n_kv_heads <= 8, ...). */

@@ -54,7 +54,13 @@ int lf_cuda_swiglu(const float *gu, int n, int inter, void *out, void *stream, l
  *       element (e, kvh, s, d) at e*kv_entry_stride + kvh*kvh_stride + s*hd + d
  *     and cache_pos[e*slot_entry_stride + s] = pos[r] (if cache_pos given).
  *     A slot < 0 means no room: the row's K/V are not stored (the engine
- *     never lets this happen; the kernel just does not write out of range). */
+ *     never lets this happen; the kernel just does not write out of range).
+ *     k_dst/v_dst may be NULL when the FP8 copy below is asked for;
+ *   - optionally store k and v as FP8 (the CPU cache's format, src/kv/dtype.h:
+ *     e4m3 codes of the fp32 row over its scale |max| / 448, same bytes as
+ *     lf_kv_row_store): codes of (e, kvh, s) at byte e*f8_entry_stride +
+ *     kvh*f8_kvh_stride + s*hd of k8_dst/v8_dst, the row's scale at
+ *     k8_scale/v8_scale[that offset / hd] (both strides multiples of hd). */
 typedef struct lf_cuda_rope_store_args {
     int32_t n, n_heads, n_kv_heads, head_dim;
     int32_t dt;                   /* lf_dtype of q_out and the cache: BF16 or F16 */
@@ -75,6 +81,9 @@ typedef struct lf_cuda_rope_store_args {
     const int32_t *row_slot;      /* [n] or NULL */
     int32_t *cache_pos;           /* layer base of the slot positions, or NULL */
     int64_t slot_entry_stride;
+    void *k8_dst, *v8_dst;        /* FP8 codes (layer base), or NULL */
+    float *k8_scale, *v8_scale;   /* their row scales (required with k8_dst/v8_dst) */
+    int64_t f8_entry_stride, f8_kvh_stride;
 } lf_cuda_rope_store_args;
 int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream, lf_error *err);
 

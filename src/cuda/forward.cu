@@ -42,6 +42,7 @@ extern "C" {
 #include "core/fp.h"
 #include "cpu/kernels.h"
 #include "kv/policy.h"
+#include "kv/dtype.h"
 #include "cuda/cuda_attention.h"
 #include "cuda/cuda_forward.h"
 #include "cuda/cuda_gemm.h"
@@ -82,9 +83,12 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long x) {
  * uniform values in [-0.5, 0.5) from a hash of (seed, element), positions as
  * bench_position() says, empty slots -1. kbase/vbase/pbase point at the
  * entry in layer 0. */
-__global__ void bench_fill_kernel(bf16 *kbase, bf16 *vbase, int32_t *pbase, int n_layers, int nkv, int cap,
-                                  int hd, long long kv_layer_stride, long long slot_layer_stride, int n_valid,
-                                  int sinks, int length, unsigned long long seed) {
+/* FP8 cache (ks, vs given): the same values stored as codes with the scale
+ * 0.5 / 448 of every row (the scale the rows' |max| gives up to rounding). */
+__global__ void bench_fill_kernel(void *kbase, void *vbase, float *ks, float *vs, int32_t *pbase, int n_layers,
+                                  int nkv, int cap, int hd, long long kv_layer_stride, long long slot_layer_stride,
+                                  int n_valid, int sinks, int length, unsigned long long seed) {
+    const float f8s = 0.5f / LF_FP8_MAX;
     const long long per_layer = (long long)nkv * n_valid * hd;
     const long long total = (long long)n_layers * per_layer;
     const long long stride = (long long)gridDim.x * blockDim.x;
@@ -98,8 +102,14 @@ __global__ void bench_fill_kernel(bf16 *kbase, bf16 *vbase, int32_t *pbase, int 
         const unsigned long long h = mix64(seed ^ mix64((unsigned long long)t));
         const float a = (float)(h & 0xffffu) * (1.0f / 65536.0f) - 0.5f;
         const float b = (float)((h >> 16) & 0xffffu) * (1.0f / 65536.0f) - 0.5f;
-        kbase[off] = __float2bfloat16(a);
-        vbase[off] = __float2bfloat16(b);
+        if (ks) {
+            static_cast<uint8_t *>(kbase)[off] = lf_fp8_row_code(a, f8s);
+            static_cast<uint8_t *>(vbase)[off] = lf_fp8_row_code(b, f8s);
+            if (d == 0) ks[off / hd] = vs[off / hd] = f8s;
+        } else {
+            static_cast<bf16 *>(kbase)[off] = __float2bfloat16(a);
+            static_cast<bf16 *>(vbase)[off] = __float2bfloat16(b);
+        }
     }
     const long long ptotal = (long long)n_layers * cap;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < ptotal; t += stride) {
@@ -144,6 +154,8 @@ struct lf_cuda_backend {
     const lf_policy_desc *desc; /* the policy's descriptor: score mode, slot rule, stored stat */
     int mode;             /* desc->score */
     bool scored, uses_acc;
+    bool f8;              /* --kv-dtype fp8: K/V are e4m3 codes (kv_elem 1 byte) with row scales KS/VS */
+    int kv_elem;          /* bytes of a stored K/V element: 2 (bf16) or 1 (fp8) */
 
     /* shape */
     int L, H, KV, HD, hidden, inter, vocab, vocab_pad, qdim, kvdim, qkvdim;
@@ -181,7 +193,8 @@ struct lf_cuda_backend {
     /* pool (one allocation) */
     void *pool;
     size_t pool_bytes, kv_per_entry, aux_per_entry;
-    bf16 *K, *V;
+    void *K, *V;       /* [layer][entry][kvh][cap][hd], kv_elem bytes an element */
+    float *KS, *VS;    /* fp8: the row scales, [layer][entry][kvh][cap] (element offset / hd), else NULL */
     int32_t *cpos, *next_slot;
     int32_t *recent_e; /* [entry] the recent window each entry resolved for its budget */
     uint32_t *seen;    /* [entry][seen_words] token history bitmaps (repetition penalty only) */
@@ -194,6 +207,8 @@ struct lf_cuda_backend {
     size_t ws_bytes;
     float *x, *qkv, *gu, *logits, *logits_copy, *q32, *k32;
     bf16 *h, *q, *att, *mlp, *pk, *pv;
+    uint8_t *pk8, *pv8; /* fp8 + compressing prefill: the prompt's FP8 rows [kvh][n][hd] before SnapKV picks */
+    float *pks, *pvs;   /* and their scales [kvh][n] */
     uint64_t *d_seeds;
     int32_t *d_tokens, *d_pos, *d_entries, *d_row_slot, *d_steps, *d_out;
     int32_t *d_ptok, *d_ppos, *d_kept, *d_slotpos;
@@ -234,6 +249,15 @@ static int ck(cudaError_t e, lf_error *err, const char *what) {
 }
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Layer l of the K or V cache at entry e (element offsets are the same for
+ * bf16 and fp8, kv_elem bytes each), and of their row scales (fp8). */
+static void *kv_at(const lf_cuda_backend *b, void *base, int l, int e) {
+    return (char *)base + ((size_t)l * b->kv_layer_stride + (size_t)e * b->kv_seq_stride) * b->kv_elem;
+}
+static float *kv_scale_at(const lf_cuda_backend *b, float *base, int l, int e) {
+    return base ? base + ((size_t)l * b->kv_layer_stride + (size_t)e * b->kv_seq_stride) / b->HD : NULL;
+}
 
 static void note_peak(lf_cuda_backend *b) {
     size_t fr = 0, tot = 0;
@@ -488,7 +512,7 @@ static int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) 
 /* Workspace bytes for E entries (every buffer that depends on the entry
  * count, plus the prefill buffers). Fills the offsets when `b` is set. */
 typedef struct ws_layout {
-    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, win, wsum;
+    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, pk8, pv8, pks, pvs, win, wsum;
     size_t win_bytes;
     size_t in, ptok, ppos, kept, slotpos, slotacc, attn, samp, total;
     size_t in_bytes, attn_bytes, samp_bytes;
@@ -512,6 +536,8 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     const size_t P = (size_t)b->P;
     const bool may_compress = prefill_may_compress(b);
     const bool need_f32 = may_compress || lf_score_writes_acc(b->mode);
+    const bool bf16_scratch = may_compress || b->f8; /* fp8: prefill attention reads the bf16 rows */
+    const bool f8_scratch = may_compress && b->f8;
     size_t off = 0;
 #define TAKE(field, bytes)        \
     do {                          \
@@ -529,8 +555,12 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     TAKE(logits_copy, (size_t)E * b->vocab_pad * 4);
     TAKE(q32, need_f32 ? P * b->qdim * 4 : 0);
     TAKE(k32, need_f32 ? P * b->kvdim * 4 : 0);
-    TAKE(pk, may_compress ? P * b->kvdim * 2 : 0);
-    TAKE(pv, may_compress ? P * b->kvdim * 2 : 0);
+    TAKE(pk, bf16_scratch ? P * b->kvdim * 2 : 0);
+    TAKE(pv, bf16_scratch ? P * b->kvdim * 2 : 0);
+    TAKE(pk8, f8_scratch ? P * b->kvdim : 0);
+    TAKE(pv8, f8_scratch ? P * b->kvdim : 0);
+    TAKE(pks, f8_scratch ? P * b->KV * 4 : 0);
+    TAKE(pvs, f8_scratch ? P * b->KV * 4 : 0);
     /* the window softmax sums: scratch, and SnapKV's [P] + the accumulator's [P] */
     w->win_bytes = need_f32 ? lf_cuda_window_sums_bytes(b->P, b->H, LF_SNAPKV_WINDOW) : 0;
     TAKE(win, w->win_bytes);
@@ -552,6 +582,7 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     d.dtype = LF_DTYPE_BF16;
     d.out_dtype = LF_DTYPE_BF16;
     d.mode = b->mode;
+    d.kv_fp8 = b->f8;
     /* every scan a step may use (multiples of 64, and cap): the kernel's plan,
      * and with it the workspace, is not monotonic in the slots scanned */
     w->attn_bytes = 0;
@@ -652,6 +683,8 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
     b->mode = b->desc->score;
     b->scored = b->mode != LF_SCORE_NONE;
     b->uses_acc = lf_score_reads_acc(b->mode);
+    b->f8 = o->policy.kv_dtype == LF_KV_FP8;
+    b->kv_elem = b->f8 ? 1 : 2;
     b->L = c->n_layers;
     b->H = c->n_heads;
     b->KV = c->n_kv_heads;
@@ -699,7 +732,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
 
     {
         /* ---- the plan ---- */
-        b->kv_per_entry = (size_t)2 * b->L * b->KV * (size_t)b->cap * b->HD * 2;
+        b->kv_per_entry = (size_t)b->L * b->cap * lf_kv_token_bytes(o->policy.kv_dtype, b->KV, b->HD);
         b->seen_words = o->sampling.repetition_penalty != 1.0f ? (b->vocab + 31) / 32 : 0;
         b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0)) +
                            (size_t)b->L * 4 + 4 + (size_t)b->seen_words * 4;
@@ -727,9 +760,13 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         const size_t slots = (size_t)b->L * E * b->cap;
         size_t off = 0;
         const size_t oK = off;
-        off += align256(kv_elems * 2);
+        off += align256(kv_elems * b->kv_elem);
         const size_t oV = off;
-        off += align256(kv_elems * 2);
+        off += align256(kv_elems * b->kv_elem);
+        const size_t oKS = off; /* fp8: a float scale per row */
+        off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
+        const size_t oVS = off;
+        off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
         const size_t oP = off;
         off += align256(slots * 4);
         const size_t oS = off;
@@ -745,8 +782,10 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         if (dmalloc(b, &b->pool, off, err, "the KV pool")) goto fail;
         b->pool_bytes = off;
         char *pb = (char *)b->pool;
-        b->K = (bf16 *)(pb + oK);
-        b->V = (bf16 *)(pb + oV);
+        b->K = pb + oK;
+        b->V = pb + oV;
+        b->KS = b->f8 ? (float *)(pb + oKS) : NULL;
+        b->VS = b->f8 ? (float *)(pb + oVS) : NULL;
         b->cpos = (int32_t *)(pb + oP);
         b->score = b->scored ? (float *)(pb + oS) : NULL;
         b->acc = b->uses_acc ? (float *)(pb + oA) : NULL;
@@ -784,6 +823,10 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->d_raw = (float *)(w + wl.wsum);
         b->d_win = b->d_raw + b->P;
         b->pv = (bf16 *)(w + wl.pv);
+        b->pk8 = (uint8_t *)(w + wl.pk8);
+        b->pv8 = (uint8_t *)(w + wl.pv8);
+        b->pks = (float *)(w + wl.pks);
+        b->pvs = (float *)(w + wl.pvs);
         b->in_bytes = wl.in_bytes;
         char *in = w + wl.in;
         b->d_seeds = (uint64_t *)in;
@@ -931,6 +974,26 @@ static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress,
     return 0;
 }
 
+/* SnapKV's kept rows (d_kept) of the prompt's FP8 scratch into the entry's
+ * slots 0..nk-1: codes and scales are copied as they are (the row's bytes do
+ * not depend on where it lives), with lf_cuda_gather_rows over 16-bit units
+ * (a row of hd codes is hd/2 units, a scale 2). */
+static int gather_fp8_rows(lf_cuda_backend *b, int n, void *Kl, float *KSl, void *Vl, float *VSl, int nk,
+                           lf_error *err) {
+    void *s = (void *)b->stream;
+    const int cap = b->cap, hu = b->HD / 2;
+    return lf_cuda_gather_rows(b->pk8, (int64_t)n * hu, Kl, (int64_t)cap * hu, b->KV, hu, LF_DTYPE_BF16, b->d_kept,
+                               nk, s, err) ||
+           lf_cuda_gather_rows(b->pv8, (int64_t)n * hu, Vl, (int64_t)cap * hu, b->KV, hu, LF_DTYPE_BF16, b->d_kept,
+                               nk, s, err) ||
+           lf_cuda_gather_rows(b->pks, (int64_t)n * 2, KSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
+                               s, err) ||
+           lf_cuda_gather_rows(b->pvs, (int64_t)n * 2, VSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
+                               s, err)
+               ? -1
+               : 0;
+}
+
 static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, int bud, uint64_t seed,
                        int *first_token, float *logits, lf_error *err) {
     cudaStream_t s = b->stream;
@@ -957,9 +1020,11 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
     if (lf_cuda_embed(b->embed, b->vocab, b->hidden, b->d_ptok, n, b->x, vs, err)) return -1;
     for (int l = 0; l < b->L; l++) {
         const gpu_layer *g = &b->layers[l];
-        bf16 *Kl = b->K + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride;
-        bf16 *Vl = b->V + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride;
+        void *Kl = kv_at(b, b->K, l, entry), *Vl = kv_at(b, b->V, l, entry);
+        float *KSl = kv_scale_at(b, b->KS, l, entry), *VSl = kv_scale_at(b, b->VS, l, entry);
         int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride + (size_t)entry * cap;
+        /* bf16 rows for the prefill attention in the scratch (fp8 cache, or SnapKV picks later) */
+        const bool scratch = compress || b->f8;
         if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) goto layer_fail;
         if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
             goto layer_fail;
@@ -970,25 +1035,32 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
             a.q_head_major = 1;
             a.q_f32 = need_f32 ? b->q32 : NULL;
             a.k_f32 = need_f32 ? b->k32 : NULL;
-            if (compress) { /* into the prefill scratch [kvh][n][hd]; SnapKV picks later */
+            if (scratch) { /* into the prefill scratch [kvh][n][hd] */
                 a.k_dst = b->pk;
                 a.v_dst = b->pv;
                 a.kvh_stride = (int64_t)n * b->HD;
-                a.cache_pos = NULL;
             } else { /* straight into the entry's slots 0..n-1 */
                 a.k_dst = Kl;
                 a.v_dst = Vl;
                 a.kvh_stride = (int64_t)cap * b->HD;
-                a.cache_pos = pos_l;
+            }
+            a.cache_pos = compress ? NULL : pos_l;
+            if (b->f8) { /* FP8 rows from the fp32 values: the entry's slots 0..n-1, or a scratch SnapKV picks from */
+                a.k8_dst = compress ? (void *)b->pk8 : Kl;
+                a.v8_dst = compress ? (void *)b->pv8 : Vl;
+                a.k8_scale = compress ? b->pks : KSl;
+                a.v8_scale = compress ? b->pvs : VSl;
+                a.f8_entry_stride = 0;
+                a.f8_kvh_stride = (int64_t)(compress ? n : cap) * b->HD;
             }
             a.kv_entry_stride = 0;
             a.slot_entry_stride = 0;
             if (lf_cuda_rope_store(&a, vs, err)) goto layer_fail;
         }
         {
-            const void *kk = compress ? (const void *)b->pk : (const void *)Kl;
-            const void *vv = compress ? (const void *)b->pv : (const void *)Vl;
-            const int64_t kst = compress ? (int64_t)n * b->HD : (int64_t)cap * b->HD;
+            const void *kk = scratch ? (const void *)b->pk : (const void *)Kl;
+            const void *vv = scratch ? (const void *)b->pv : (const void *)Vl;
+            const int64_t kst = scratch ? (int64_t)n * b->HD : (int64_t)cap * b->HD;
             if (lf_cuda_prefill_attention(b->pf, b->q, kk, vv, kst, n, 0.f, b->att, vs, err)) goto layer_fail;
         }
         if (need_f32) {
@@ -1012,10 +1084,11 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                 if (ck(cudaMemcpyAsync(b->d_kept, b->h_kept, (size_t)nk * 4, cudaMemcpyHostToDevice, s), err,
                        "SnapKV indices upload"))
                     goto layer_fail;
-                if (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
-                                        LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
-                    lf_cuda_gather_rows(b->pv, (int64_t)n * b->HD, Vl, (int64_t)cap * b->HD, b->KV, b->HD,
-                                        LF_DTYPE_BF16, b->d_kept, nk, vs, err))
+                if (b->f8 ? gather_fp8_rows(b, n, Kl, KSl, Vl, VSl, nk, err)
+                          : (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
+                                                 LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
+                             lf_cuda_gather_rows(b->pv, (int64_t)n * b->HD, Vl, (int64_t)cap * b->HD, b->KV, b->HD,
+                                                 LF_DTYPE_BF16, b->d_kept, nk, vs, err)))
                     goto layer_fail;
                 if (ck(cudaMemcpyAsync(pos_l, b->h_slotpos, (size_t)cap * 4, cudaMemcpyHostToDevice, s), err,
                        "slot positions upload"))
@@ -1192,6 +1265,7 @@ static void attn_desc(const lf_cuda_backend *b, int n, lf_cuda_attn_desc *d) {
     d->dtype = LF_DTYPE_BF16;
     d->out_dtype = LF_DTYPE_BF16;
     d->mode = b->mode;
+    d->kv_fp8 = b->f8;
 }
 
 /* The decode kernels of n rows, reading the inputs from the fixed device
@@ -1208,8 +1282,8 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
     attn_desc(b, n, &d);
     for (int l = 0; l < b->L; l++) {
         const gpu_layer *g = &b->layers[l];
-        bf16 *Kl = b->K + (size_t)l * b->kv_layer_stride;
-        bf16 *Vl = b->V + (size_t)l * b->kv_layer_stride;
+        void *Kl = kv_at(b, b->K, l, 0), *Vl = kv_at(b, b->V, l, 0);
+        float *KSl = kv_scale_at(b, b->KS, l, 0), *VSl = kv_scale_at(b, b->VS, l, 0);
         int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride;
         int32_t *next_l = b->next_slot + (size_t)l * b->E;
         prof_mark(pr, s, CAT_OTHER);
@@ -1223,10 +1297,18 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
             rope_args(b, g, n, b->d_pos, &a);
             a.q_out = b->q;
             a.q_head_major = 0;
-            a.k_dst = Kl;
-            a.v_dst = Vl;
+            a.k_dst = b->f8 ? NULL : Kl;
+            a.v_dst = b->f8 ? NULL : Vl;
             a.kv_entry_stride = b->kv_seq_stride;
             a.kvh_stride = (int64_t)cap * b->HD;
+            if (b->f8) {
+                a.k8_dst = Kl;
+                a.v8_dst = Vl;
+                a.k8_scale = KSl;
+                a.v8_scale = VSl;
+                a.f8_entry_stride = b->kv_seq_stride;
+                a.f8_kvh_stride = (int64_t)cap * b->HD;
+            }
             a.row_entry = b->d_entries;
             a.slot_by_entry = b->scored ? next_l : NULL;
             a.row_slot = b->scored ? NULL : b->d_row_slot;
@@ -1245,6 +1327,8 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
             a.q = b->q;
             a.k = Kl;
             a.v = Vl;
+            a.k_scale = KSl;
+            a.v_scale = VSl;
             a.kv_seq_stride = b->kv_seq_stride;
             a.kvh_slots = cap;
             a.pos = pos_l;
@@ -1521,8 +1605,8 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     if (blocks > 4096) blocks = 4096;
     if (blocks < 1) blocks = 1;
     bench_fill_kernel<<<blocks, 256, 0, b->stream>>>(
-        b->K + (size_t)entry * b->kv_seq_stride, b->V + (size_t)entry * b->kv_seq_stride,
-        b->cpos + (size_t)entry * cap, b->L, b->KV, cap, b->HD, b->kv_layer_stride, b->slot_layer_stride, nv,
+        kv_at(b, b->K, 0, entry), kv_at(b, b->V, 0, entry), kv_scale_at(b, b->KS, 0, entry),
+        kv_scale_at(b, b->VS, 0, entry), b->cpos + (size_t)entry * cap, b->L, b->KV, cap, b->HD, b->kv_layer_stride, b->slot_layer_stride, nv,
         sinks, length, 0x5eedull + (unsigned long long)entry);
     if (ck(cudaGetLastError(), err, "bench fill kernel launch")) return -1;
     const int next = length < cap ? length : sinks;
@@ -1534,7 +1618,7 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
         return -1;
     for (int l = 0; b->desc->slot_stat && l < b->L; l++)
-        if (lf_cuda_slot_stat(b->desc->slot_stat, b->K + (size_t)l * b->kv_layer_stride + (size_t)entry * b->kv_seq_stride,
+        if (lf_cuda_slot_stat(b->desc->slot_stat, kv_at(b, b->K, l, entry),
                               LF_DTYPE_BF16, 0, (int64_t)cap * b->HD, b->KV, b->HD, NULL, NULL, nv,
                               b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap, 0, b->stream, err))
             return -1;
@@ -1564,7 +1648,7 @@ extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entrie
     for (int i = 0; i < n; i++) {
         const entry_state *st = &b->st[entries[i]];
         int valid = st->filled < st->budget ? st->filled + 1 : st->budget;
-        kvb += (double)valid * b->L * b->KV * b->HD * 2.0 * 2.0;
+        kvb += (double)valid * b->L * (double)lf_kv_token_bytes(b->o.policy.kv_dtype, b->KV, b->HD);
     }
     cudaStream_t s = b->stream;
     prof pr;

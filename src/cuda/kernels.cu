@@ -21,6 +21,7 @@ extern "C" {
 #include "cuda/cuda_kernels.h"
 #include "kv/score_mode.h"
 #include "cuda/cuda_pdl.h"
+#include "kv/fp8_code.h"
 
 namespace {
 
@@ -195,6 +196,36 @@ static unsigned elementwise_blocks(int64_t total) {
 constexpr int ROPE_THREADS = 256;
 constexpr int ROPE_PAIRS = 4; /* head_dim <= 256: at most 4 pairs (i, i + hd/2) per lane */
 
+/* One K or V row held by a warp (lane holds elements lane + 32j and
+ * lane + 32j + hd/2) stored as FP8 at byte offset o: the scale from the
+ * row's |max| and its finiteness, then each element's code
+ * (src/kv/fp8_code.h, the CPU cache's rule). */
+__device__ void store_fp8_row(const lf_cuda_rope_store_args &a, void *dst, float *scale, int64_t o,
+                              const float (&xa)[ROPE_PAIRS], const float (&xb)[ROPE_PAIRS], int lane) {
+    const int hd = a.head_dim, half = hd / 2;
+    float amax = 0.f;
+    bool fin = true;
+#pragma unroll
+    for (int j = 0; j < ROPE_PAIRS; j++)
+        if (lane + 32 * j < half) {
+            fin = fin && isfinite(xa[j]) && isfinite(xb[j]);
+            amax = fmaxf(amax, fmaxf(fabsf(xa[j]), fabsf(xb[j])));
+        }
+    for (int m = 16; m > 0; m >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, m));
+    fin = __all_sync(0xffffffffu, fin);
+    const float sc = lf_fp8_row_scale(amax, fin);
+    uint8_t *d = static_cast<uint8_t *>(dst) + o;
+#pragma unroll
+    for (int j = 0; j < ROPE_PAIRS; j++) {
+        const int i = lane + 32 * j;
+        if (i < half) {
+            d[i] = lf_fp8_row_code(xa[j], sc);
+            d[i + half] = lf_fp8_row_code(xb[j], sc);
+        }
+    }
+    if (lane == 0) scale[o / hd] = sc;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_args a) {
     lf_pdl_wait();
@@ -264,6 +295,11 @@ __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_
                 }
             }
         }
+        if (kind != 0 && store && a.k8_dst) /* warp-uniform */
+            store_fp8_row(a, kind == 1 ? a.k8_dst : a.v8_dst, kind == 1 ? a.k8_scale : a.v8_scale,
+                          (int64_t)e * a.f8_entry_stride + (int64_t)(hh - nh - (kind == 2 ? nkv : 0)) * a.f8_kvh_stride +
+                              (int64_t)s * hd,
+                          xa, xb, lane);
         /* writes */
 #pragma unroll
         for (int j = 0; j < ROPE_PAIRS; j++) {
@@ -287,7 +323,7 @@ __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_
                     a.k_f32[of + i] = xa[j];
                     a.k_f32[of + i + half] = xb[j];
                 }
-                if (store) {
+                if (store && a.k_dst) {
                     T *dst = static_cast<T *>(kind == 1 ? a.k_dst : a.v_dst);
                     const int64_t o = (int64_t)e * a.kv_entry_stride + (int64_t)kh * a.kvh_stride + (int64_t)s * hd;
                     dst[o + i] = from_f<T>(xa[j]);
@@ -835,9 +871,15 @@ extern "C" int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream
     if (a->kvh_stride < a->head_dim || a->kv_entry_stride < 0 || a->slot_entry_stride < 0)
         return lf_fail(err, "cuda rope_store: bad strides (kvh %lld < head_dim %d, or a negative entry stride)",
                        (long long)a->kvh_stride, a->head_dim);
+    const bool f8 = a->k8_dst || a->v8_dst;
+    if (f8 && (!a->k8_dst || !a->v8_dst || !a->k8_scale || !a->v8_scale || a->f8_entry_stride < 0 ||
+               a->f8_kvh_stride < a->head_dim || a->f8_entry_stride % a->head_dim || a->f8_kvh_stride % a->head_dim))
+        return lf_fail(err, "cuda rope_store: the FP8 store needs k8_dst, v8_dst, k8_scale, v8_scale and strides "
+                            "that are multiples of head_dim %d", a->head_dim);
     if (a->n == 0) return 0;
-    if (!a->qkv || !a->inv_freq || !a->pos || !a->q_out || !a->k_dst || !a->v_dst)
-        return lf_fail(err, "cuda rope_store: qkv, inv_freq, pos, q_out, k_dst and v_dst are required");
+    if (!a->qkv || !a->inv_freq || !a->pos || !a->q_out || (!a->k_dst && !f8) || !a->k_dst != !a->v_dst)
+        return lf_fail(err, "cuda rope_store: qkv, inv_freq, pos, q_out, and k_dst and v_dst (or the FP8 store) "
+                            "are required");
     const cudaStream_t st = (cudaStream_t)stream;
     const dim3 grid((unsigned)a->n), block(ROPE_THREADS);
     const cudaError_t e = a->dt == LF_DTYPE_BF16 ? lf_launch(k_rope_store<__nv_bfloat16>, grid, block, 0, st, *a)

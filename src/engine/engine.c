@@ -144,11 +144,7 @@ int lf_engine_create(lf_model *m, const lf_engine_config *cfg, lf_engine **out, 
         return lf_fail(err, "--gpu-mem-fraction must be in (0, 0.98] (got %g; 0 = the backend default)",
                        cfg->gpu_mem_fraction);
     if (cfg->max_tokens < 1) return lf_fail(err, "--max-tokens must be >= 1 (got %d)", cfg->max_tokens);
-    if ((unsigned)cfg->policy.kv_dtype > LF_KV_FP8)
-        return lf_fail(err, "engine: unknown --kv-dtype %d (fp32, bf16 or fp8)", (int)cfg->policy.kv_dtype);
-    if (cfg->device == LF_DEVICE_CUDA && cfg->policy.kv_dtype != LF_KV_BF16)
-        return lf_fail(err, "--kv-dtype %s: the CUDA backend stores its KV cache in bf16 only (use --kv-dtype bf16)",
-                       lf_kv_dtype_name(cfg->policy.kv_dtype));
+    if (lf_kv_dtype_check_device(cfg->policy.kv_dtype, cfg->device, err)) return -1;
     if (cfg->policy.kind != LF_POLICY_FULL && cfg->policy.budget <= 0)
         return lf_fail(err, "--budget must be a positive number of slots for --policy %s (got %d)",
                        lf_policy_name(cfg->policy.kind), cfg->policy.budget);
@@ -676,7 +672,7 @@ int lf_engine_reserve(lf_engine *e, int max_prompt, lf_error *err) {
 
 size_t lf_kv_bytes_for(const lf_model *m, int slots, lf_device device, lf_kv_dtype dtype) {
     const lf_config *c = &m->cfg;
-    if (device != LF_DEVICE_CPU) dtype = LF_KV_BF16; /* the CUDA cache is bf16 */
+    (void)device; /* the same bytes on either device (the CUDA cache stores bf16 or fp8 rows as the CPU's) */
     return (size_t)c->n_layers * (size_t)slots * lf_kv_token_bytes(dtype, c->n_kv_heads, c->head_dim);
 }
 

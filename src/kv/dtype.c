@@ -1,5 +1,7 @@
 /* bf16 and FP8 e4m3 rows of the KV cache (see dtype.h). */
 #include "kv/dtype.h"
+#include "kv/fp8_code.h"
+#include "core/error.h"
 
 #include <math.h>
 #include <string.h>
@@ -17,6 +19,14 @@ int lf_kv_dtype_from_name(const char *name, lf_kv_dtype *out) {
 }
 
 const char *lf_kv_dtype_name(lf_kv_dtype t) { return (unsigned)t < 3 ? names[t] : "?"; }
+
+int lf_kv_dtype_check_device(lf_kv_dtype t, lf_device device, lf_error *err) {
+    if ((unsigned)t > LF_KV_FP8) return lf_fail(err, "--kv-dtype %d: unknown KV-cache dtype (fp32, bf16 or fp8)", (int)t);
+    if (device == LF_DEVICE_CUDA && t == LF_KV_F32)
+        return lf_fail(err, "--kv-dtype fp32: the CUDA backend stores its KV cache as bf16 or fp8 (use --kv-dtype "
+                            "bf16 or fp8)");
+    return 0;
+}
 
 size_t lf_kv_dtype_elem(lf_kv_dtype t) { return t == LF_KV_F32 ? 4 : t == LF_KV_BF16 ? 2 : 1; }
 
@@ -46,20 +56,7 @@ uint16_t lf_bf16_from_f32(float x) {
 
 float lf_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
 
-uint8_t lf_fp8_from_f32(float x) {
-    uint32_t u = f32_bits(x);
-    uint8_t sign = (uint8_t)((u >> 24) & 0x80);
-    float a = fabsf(x);
-    if (isnan(x)) return (uint8_t)(sign | 0x7f);
-    if (a >= LF_FP8_MAX) return (uint8_t)(sign | 0x7e); /* saturate (and +-inf) */
-    if (a < 0x1p-6f) { /* subnormal: multiples of 2^-9, 0..8 (8 is the least normal) */
-        return (uint8_t)(sign | (uint8_t)nearbyintf(a * 512.0f));
-    }
-    uint32_t m = f32_bits(a);
-    m += 0x7ffffu + ((m >> 20) & 1u); /* round 23 -> 3 mantissa bits, to nearest even */
-    int e = (int)(m >> 23) - 127;     /* -6 .. 8 (448 is the most a rounds to) */
-    return (uint8_t)(sign | (uint8_t)((e + 7) << 3) | (uint8_t)((m >> 20) & 7u));
-}
+uint8_t lf_fp8_from_f32(float x) { return lf_fp8_code(x); }
 
 float lf_fp8_to_f32(uint8_t c) {
     if ((c & 0x7f) == 0x7f) return NAN;
@@ -73,11 +70,11 @@ float lf_fp8_to_f32(uint8_t c) {
 static float fp8_row_scale(const float *x, int n) {
     float amax = 0;
     for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i])) return NAN;
+        if (!isfinite(x[i])) return lf_fp8_row_scale(0, 0);
         float a = fabsf(x[i]);
         if (a > amax) amax = a;
     }
-    return amax / LF_FP8_MAX;
+    return lf_fp8_row_scale(amax, 1);
 }
 
 void lf_kv_row_store(lf_kv_dtype t, const float *x, int n, void *dst, float *scale) {
@@ -94,11 +91,7 @@ void lf_kv_row_store(lf_kv_dtype t, const float *x, int n, void *dst, float *sca
         uint8_t *o = dst;
         float s = fp8_row_scale(x, n);
         *scale = s;
-        if (!(s > 0)) { /* zeros, or a non-finite row (NaN scale) */
-            memset(o, 0, (size_t)n);
-            break;
-        }
-        for (int i = 0; i < n; i++) o[i] = lf_fp8_from_f32(x[i] / s);
+        for (int i = 0; i < n; i++) o[i] = lf_fp8_row_code(x[i], s); /* all 0 for zeros or a NaN scale */
         break;
     }
     }

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include "longflow.h"
 
-#define LF_FP8_MAX 448.0f
+#include "kv/fp8_code.h" /* LF_FP8_MAX, the code and the row-scale rule */
 
 /* Bytes of one stored element. */
 size_t lf_kv_dtype_elem(lf_kv_dtype t);

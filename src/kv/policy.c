@@ -115,6 +115,10 @@ int lf_policy_check_gpu(const lf_policy_config *p, lf_error *err) {
     if (p->evict_every > 1)
         return lf_fail(err, "--evict-every %d: the GPU runs --policy %s with --evict-every 1 only", p->evict_every,
                        d->name);
+    if (lf_kv_dtype_check_device(p->kv_dtype, LF_DEVICE_CUDA, err)) return -1;
+    if (p->kv_dtype == LF_KV_FP8 && d->slot_stat)
+        return lf_fail(err, "--policy %s with --kv-dtype fp8 is not supported on the GPU yet (its stored key "
+                            "statistic reads bf16 keys; use --kv-dtype bf16)", d->name);
     return 0;
 }
 

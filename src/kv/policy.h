@@ -106,8 +106,9 @@ int lf_policy_resolve(const lf_policy_config *in, int budget, lf_policy_config *
  * out->budget = slots. Both backends size their caches with it. */
 int lf_policy_resolve_slots(const lf_policy_config *in, int slots, lf_policy_config *out, lf_error *err);
 
-/* What the GPU backend runs: a policy with a GPU slot rule (not R-KV) and
- * --evict-every 1. Fails with a message naming the flag. */
+/* What the GPU backend runs: a policy with a GPU slot rule (not R-KV),
+ * --evict-every 1, a bf16 or fp8 cache (lf_kv_dtype_check_device), and not a
+ * stored key statistic (KNorm) with fp8. Fails with a message naming the flag. */
 int lf_policy_check_gpu(const lf_policy_config *p, lf_error *err);
 
 /* Whether the policy evicts (everything except `full`). */

@@ -18,9 +18,10 @@ INC=(-I"$SRC/include" -I"$SRC/src")
 "$NVCC" -std=c++17 -O3 $GENCODE -lineinfo -Xptxas -v -Werror=all-warnings -Xcompiler -fPIC "${INC[@]}" \
     -c "$SRC/src/cuda/attention.cu" -o "$OUT/attention.o" 2> "$OUT/ptxas.log" || { cat "$OUT/ptxas.log"; exit 1; }
 "$CC" -std=c11 -O2 -fPIC -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE "${INC[@]}" -c "$SRC/src/core/error.c" -o "$OUT/error.o"
+"$CC" -std=c11 -O2 -fPIC -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE "${INC[@]}" -c "$SRC/src/kv/dtype.c" -o "$OUT/dtype.o"
 "$NVCC" -shared "$OUT/attention.o" "$OUT/error.o" -o "$OUT/liblf_cuda_attention.so"
 "$CC" -std=c11 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Werror \
     -DLF_TEST_STANDALONE "${INC[@]}" -isystem "$CUDA_INC" \
     -c "$SRC/tests/cuda/test_cuda_attention.c" -o "$OUT/test_cuda_attention.o"
-"$NVCC" "$OUT/test_cuda_attention.o" "$OUT/attention.o" "$OUT/error.o" -lm -o "$OUT/test_cuda_attention"
+"$NVCC" "$OUT/test_cuda_attention.o" "$OUT/attention.o" "$OUT/error.o" "$OUT/dtype.o" -lm -o "$OUT/test_cuda_attention"
 echo "built $OUT/test_cuda_attention and $OUT/liblf_cuda_attention.so"

@@ -16,6 +16,7 @@
 
 #include "core/fp.h"
 #include "cuda/cuda_attention.h"
+#include "kv/dtype.h"
 
 #include "cuda_test.h"
 
@@ -52,13 +53,32 @@ typedef struct tcase {
     float scale;       /* 0 = default */
     double q_gain;     /* logit spread */
     int all_empty_seq; /* make sequence 0 entirely empty */
+    int kv_fp8;        /* K/V stored as FP8 rows by the CPU's lf_kv_row_store (outlier rows included);
+                          the reference reads the dequantized values */
 } tcase;
+
+/* An FP8 test row: normal values, or (1 in 16 each) a row of zeros, one
+ * huge element, every value beyond e4m3's range, tiny values. */
+static void fp8_test_row(float *x, int D) {
+    const int kind = (int)(rng_u64() % 16);
+    for (int d = 0; d < D; d++) {
+        double v = rng_normal();
+        if (kind == 0) v = 0;
+        else if (kind == 2) v *= 1000.0; /* |x| far beyond 448 */
+        else if (kind == 3) v *= 1e-6;
+        x[d] = (float)v;
+    }
+    if (kind == 1) x[rng_u64() % (unsigned)D] = 3e4f; /* one outlier sets the scale */
+}
+
+/* The value of K/V element i as the kernel must read it. */
+#define KV(h16, hd, i) (c->kv_fp8 ? (double)(hd)[i] : from16((h16)[i], c->dtype))
 
 static int run_case(const tcase *c) {
     const int fails0 = g_failures;
     const int B = c->B, H = c->H, Hkv = c->Hkv, D = c->D, cap = c->cap, G = H / Hkv;
     const int n_pool = c->pool ? B + 2 : B;
-    const long kv_entry = (long)Hkv * cap * D + (c->pool ? 8 * 3 : 0); /* padded pool entries */
+    const long kv_entry = (long)Hkv * cap * D + (c->pool ? (c->kv_fp8 ? D : 8 * 3) : 0); /* padded pool entries */
     const long slot_stride = cap + (c->pool ? 5 : 0);
     const size_t out_es = c->out_dtype == LF_DTYPE_F32 ? 4 : 2;
     const double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)D);
@@ -78,7 +98,13 @@ static int run_case(const tcase *c) {
     double *ref_score = malloc(sizeof(double) * cap);
     double *alpha = malloc(sizeof(double) * H * cap);
     double *vn = malloc(sizeof(double) * Hkv * cap);
-    void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dws = NULL;
+    /* fp8: codes, row scales, and the values they stand for */
+    const long n_rows = c->kv_fp8 ? (long)n_pool * kv_entry / D : 0;
+    uint8_t *hk8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1), *hv8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1);
+    float *hks = malloc(sizeof(float) * (n_rows + 1)), *hvs = malloc(sizeof(float) * (n_rows + 1));
+    float *kd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
+    float *vd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
+    void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dws = NULL, *dks = NULL, *dvs = NULL;
     int32_t *dpos = NULL, *didx = NULL, *dnext = NULL, *dcur = NULL;
     float *dscore = NULL, *dacc = NULL;
     lf_error err;
@@ -89,6 +115,15 @@ static int run_case(const tcase *c) {
     for (long i = 0; i < (long)n_pool * kv_entry; i++) {
         hk[i] = to16((float)rng_normal(), c->dtype);
         hv[i] = to16((float)rng_normal(), c->dtype);
+    }
+    for (long r = 0; r < n_rows; r++) { /* fp8: rows written as the CPU cache writes them */
+        float x[128];
+        fp8_test_row(x, D);
+        lf_kv_row_store(LF_KV_FP8, x, D, hk8 + r * D, &hks[r]);
+        lf_kv_row_load(LF_KV_FP8, hk8 + r * D, hks[r], D, kd + r * D);
+        fp8_test_row(x, D);
+        lf_kv_row_store(LF_KV_FP8, x, D, hv8 + r * D, &hvs[r]);
+        lf_kv_row_load(LF_KV_FP8, hv8 + r * D, hvs[r], D, vd + r * D);
     }
     for (long i = 0; i < (long)n_pool * slot_stride; i++) hpos[i] = -1;
     for (int s = 0; s < B; s++) {
@@ -103,6 +138,10 @@ static int run_case(const tcase *c) {
                         const long o = e * kv_entry + ((long)h * cap + i) * D + d;
                         hk[o] = 0x7fff; /* NaN in both f16 and bf16 */
                         hv[o] = (uint16_t)(d & 1 ? 0xffff : 0x7c00); /* NaN / Inf (f16) */
+                        if (c->kv_fp8) { /* NaN codes, NaN scales */
+                            hk8[o] = hv8[o] = 0x7f;
+                            hks[o / D] = hvs[o / D] = NAN;
+                        }
                     }
             } else {
                 hpos[e * slot_stride + i] = i * 3 + 1;
@@ -122,10 +161,16 @@ static int run_case(const tcase *c) {
             }
 
     lf_cuda_attn_desc desc = {B, H, Hkv, D, cap, c->dtype, c->out_dtype, c->mode, c->n_split, c->e_smem,
-                              c->l2_hints, c->launches ? c->launches : g_launches};
+                              c->l2_hints, c->launches ? c->launches : g_launches, c->kv_fp8};
     if (lf_cuda_attn_workspace_bytes(&desc, &ws_bytes, &err)) {
         CHECK(0, "%s: workspace_bytes: %s", c->name, err.msg);
         goto done;
+    }
+    if (c->kv_fp8) {
+        CUDA_OK(cudaMalloc(&dks, sizeof(float) * n_rows));
+        CUDA_OK(cudaMalloc(&dvs, sizeof(float) * n_rows));
+        CUDA_OK(cudaMemcpy(dks, hks, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dvs, hvs, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
     }
     CUDA_OK(cudaMalloc(&dq, sizeof(uint16_t) * B * H * D));
     CUDA_OK(cudaMalloc(&dk, sizeof(uint16_t) * n_pool * kv_entry));
@@ -139,8 +184,13 @@ static int run_case(const tcase *c) {
     CUDA_OK(cudaMalloc((void **)&dacc, sizeof(float) * n_pool * slot_stride));
     CUDA_OK(cudaMalloc(&dws, ws_bytes));
     CUDA_OK(cudaMemcpy(dq, hq, sizeof(uint16_t) * B * H * D, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dk, hk, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dv, hv, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
+    if (c->kv_fp8) {
+        CUDA_OK(cudaMemcpy(dk, hk8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dv, hv8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
+    } else {
+        CUDA_OK(cudaMemcpy(dk, hk, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dv, hv, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
+    }
     CUDA_OK(cudaMemcpy(dpos, hpos, sizeof(int32_t) * n_pool * slot_stride, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(didx, hidx, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(dcur, hcur, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
@@ -153,6 +203,7 @@ static int run_case(const tcase *c) {
     lf_cuda_attn_args a;
     memset(&a, 0, sizeof a);
     a.q = dq; a.k = dk; a.v = dv;
+    a.k_scale = dks; a.v_scale = dvs;
     a.kv_seq_stride = kv_entry;
     a.pos = dpos;
     a.slot_seq_stride = slot_stride;
@@ -183,7 +234,7 @@ static int run_case(const tcase *c) {
         CUDA_OK(cudaMemcpy(hnext, dnext, sizeof(int32_t) * n_pool, cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(hacc, dacc, sizeof(float) * n_pool * slot_stride, cudaMemcpyDeviceToHost));
 
-        double num = 0, den = 0;
+        double num = 0, den = 0, lmax_all = 0;
         int bad_score = 0, bad_victim = 0, bad_acc = 0, unwritten = 0;
         for (int s = 0; s < B; s++) {
             const long e = hidx[s];
@@ -194,9 +245,13 @@ static int run_case(const tcase *c) {
                     double n = 0;
                     if (pos[i] >= 0)
                         for (int d = 0; d < D; d++)
-                            n += fabs(from16(hv[e * kv_entry + ((long)h * cap + i) * D + d], c->dtype));
+                            n += fabs(KV(hv, vd, e * kv_entry + ((long)h * cap + i) * D + d));
                     vn[h * cap + i] = n;
                 }
+            /* the kernel's logits are fp32: an error of a few ulp of the largest |logit| of the
+             * sequence moves every probability of its heads by that much (relatively); with
+             * K rows far beyond e4m3's range (fp8 cases) |logit| reaches ~1e4 */
+            double lmax = 0;
             for (int h = 0; h < H; h++) {
                 const int kh = h / G;
                 double mx = -INFINITY;
@@ -206,11 +261,12 @@ static int run_case(const tcase *c) {
                         sdot = 0;
                         for (int d = 0; d < D; d++)
                             sdot += from16(hq[((long)s * H + h) * D + d], c->dtype) *
-                                    from16(hk[e * kv_entry + ((long)kh * cap + i) * D + d], c->dtype);
+                                    KV(hk, kd, e * kv_entry + ((long)kh * cap + i) * D + d);
                         sdot *= scale;
                     }
                     alpha[h * cap + i] = sdot;
                     if (sdot > mx) mx = sdot;
+                    if (pos[i] >= 0 && fabs(sdot) > lmax) lmax = fabs(sdot);
                 }
                 double sum = 0;
                 for (int i = 0; i < cap; i++) {
@@ -224,7 +280,7 @@ static int run_case(const tcase *c) {
                     for (int i = 0; i < cap; i++)
                         if (pos[i] >= 0)
                             o += alpha[h * cap + i] *
-                                 from16(hv[e * kv_entry + ((long)kh * cap + i) * D + d], c->dtype);
+                                 KV(hv, vd, e * kv_entry + ((long)kh * cap + i) * D + d);
                     ref_out[((long)s * H + h) * D + d] = o;
                 }
             }
@@ -244,6 +300,8 @@ static int run_case(const tcase *c) {
                 num += (got - ref_out[o]) * (got - ref_out[o]);
                 den += ref_out[o] * ref_out[o];
             }
+            if (lmax > lmax_all) lmax_all = lmax;
+            const double ltol = lmax * 0x1p-19; /* ~16 ulp of the largest logit */
             if (c->mode == LF_SCORE_NONE) continue;
             /* reference score */
             for (int i = 0; i < cap; i++) {
@@ -270,7 +328,7 @@ static int run_case(const tcase *c) {
                 if (pos[i] < 0) sc = 0;
                 ref_score[i] = sc;
                 const double got = hscore[e * slot_stride + i];
-                if (!(fabs(got - sc) <= 1e-4 * fabs(sc) + 1e-30)) {
+                if (!(fabs(got - sc) <= (1e-4 + ltol) * fabs(sc) + 1e-30)) {
                     if (bad_score < 3)
                         fprintf(stderr, "  %s: seq %d slot %d score %.9g ref %.9g\n", c->name, s, i, got, sc);
                     bad_score++;
@@ -291,7 +349,7 @@ static int run_case(const tcase *c) {
                 /* accept a near tie (reference scores within 1e-6 relative) */
                 const int ps = pos[got];
                 const bool prot = ps >= 0 && (ps < c->sinks || (c->recent > 0 && ps > hcur[s] - c->recent));
-                ok = !prot && ref_score[got] <= ref_score[best] * (1 + 1e-6);
+                ok = !prot && ref_score[got] <= ref_score[best] * (1 + 1e-6 + ltol);
             }
             if (!ok) {
                 fprintf(stderr, "  %s: seq %d next_slot %d, reference %d (scores %.9g vs %.9g)\n", c->name, s,
@@ -302,20 +360,23 @@ static int run_case(const tcase *c) {
                 racc[e * slot_stride + got] = 0; /* the chosen slot's accumulator restarts */
                 for (int i = 0; i < cap; i++) {
                     const double r = racc[e * slot_stride + i], g = hacc[e * slot_stride + i];
-                    if (!(fabs(g - r) <= 1e-5 * fabs(r) + 1e-7)) bad_acc++;
+                    if (!(fabs(g - r) <= (1e-5 + ltol) * fabs(r) + 1e-7)) bad_acc++;
                 }
                 /* keep the next step's starting point identical on both sides */
                 for (int i = 0; i < cap; i++) racc[e * slot_stride + i] = hacc[e * slot_stride + i];
             }
         }
         const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        const double tol = c->out_dtype == LF_DTYPE_F32 ? 1e-4 : c->out_dtype == LF_DTYPE_F16 ? 1e-3 : 2e-3;
+        const double tol = (c->out_dtype == LF_DTYPE_F32 ? 1e-4 : c->out_dtype == LF_DTYPE_F16 ? 1e-3 : 2e-3) +
+                           lmax_all * 0x1p-19;
         CHECK(unwritten == 0, "%s: %d output values not written (NaN)", c->name, unwritten);
         CHECK(rel <= tol, "%s step %d: output relative L2 error %.3g > %.1g", c->name, step, rel, tol);
-        CHECK(bad_score == 0, "%s step %d: %d slot scores off by more than 1e-4 relative", c->name, step, bad_score);
+        CHECK(bad_score == 0, "%s step %d: %d slot scores off by more than 1e-4 (+ 2^-19 max|logit|) relative",
+              c->name, step, bad_score);
         CHECK(bad_victim == 0, "%s step %d: %d wrong victims", c->name, step, bad_victim);
         CHECK(bad_acc == 0, "%s step %d: %d accumulator values wrong", c->name, step, bad_acc);
-        printf("  %-40s %dL step %d: out rel err %.2e, next_slot[0] %d\n", c->name, desc.launches, step, rel,
+        printf("  %-40s %dL%s step %d: out rel err %.2e (max |logit| %.3g), next_slot[0] %d\n", c->name,
+               desc.launches, c->kv_fp8 ? " fp8" : "", step, rel, lmax_all,
                hnext[0]);
     }
 
@@ -324,6 +385,7 @@ done:
     cudaFree(dpos); cudaFree(didx); cudaFree(dnext); cudaFree(dcur); cudaFree(dscore); cudaFree(dacc);
     free(hq); free(hk); free(hv); free(hpos); free(hidx); free(hcur); free(hacc); free(racc);
     free(hout); free(hscore); free(hnext); free(ref_out); free(ref_score); free(alpha); free(vn);
+    free(hk8); free(hv8); free(hks); free(hvs); free(kd); free(vd); cudaFree(dks); cudaFree(dvs);
     return g_failures - fails0;
 }
 
@@ -513,11 +575,66 @@ static void test_large(void **state) {
 #endif
 }
 
+/* The FP8 cache: every score mode, both head dims, G = 1..8, splits, smem
+ * and gmem partials, pools, empty slots holding NaN codes and NaN scales,
+ * and rows of zeros / one huge element / values beyond e4m3's range / tiny
+ * values (fp8_test_row), against the double reference on the values the
+ * codes and scales stand for. */
+static void test_fp8(void **state) {
+    (void)state;
+    if (!g_have_gpu) SKIP_TEST();
+    const int f0 = g_failures;
+    const int modes[] = {LF_SCORE_ATT_VNORM, LF_SCORE_ATT, LF_SCORE_ACC, LF_SCORE_ACC_VNORM, LF_SCORE_NONE};
+    const char *mname[] = {"longflow", "tova", "h2o", "vatp", "none"};
+    const int hs[][3] = {{8, 2, 128}, {8, 8, 128}, {16, 2, 64}, {12, 4, 64}, {32, 8, 128}};
+    for (int i = 0; i < 5; i++) {
+        char name[96];
+        tcase c = base_case("");
+        c.kv_fp8 = 1;
+        c.mode = modes[i];
+        c.H = hs[i][0];
+        c.Hkv = hs[i][1];
+        c.D = hs[i][2];
+        c.cap = 150 + 61 * i;
+        c.empty_frac = i % 2 ? 0.1 : 0.02;
+        c.steps = (modes[i] == LF_SCORE_ACC || modes[i] == LF_SCORE_ACC_VNORM) ? 2 : 1;
+        snprintf(name, sizeof name, "fp8 %s G=%d D=%d cap=%d", mname[i], c.H / c.Hkv, c.D, c.cap);
+        c.name = name;
+        run_case(&c);
+        c.n_split = 3;
+        c.pool = 1;
+        c.e_smem = -1;
+        c.sinks = 4;
+        c.recent = 40;
+        snprintf(name, sizeof name, "fp8 %s D=%d split 3 pool gmem", mname[i], c.D);
+        run_case(&c);
+        c.n_split = 1;
+        c.e_smem = 1;
+        c.out_dtype = LF_DTYPE_F32;
+        snprintf(name, sizeof name, "fp8 %s D=%d split 1 smem out f32", mname[i], c.D);
+        run_case(&c);
+    }
+    if (!small_only()) {
+        tcase c = base_case("fp8 longflow B=24 H=16/8 cap=3000");
+        c.kv_fp8 = 1;
+        c.B = 24; c.H = 16; c.Hkv = 8; c.cap = 3000; c.empty_frac = 0.01;
+        run_case(&c);
+        c.name = "fp8 all empty sequence, peaked";
+        c.B = 3; c.cap = 200; c.all_empty_seq = 1; c.q_gain = 4;
+        run_case(&c);
+    }
+#ifndef LF_TEST_STANDALONE
+    assert_int_equal(g_failures, f0);
+#else
+    (void)f0;
+#endif
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     lf_error err;
     size_t bytes;
-    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_SCORE_ATT_VNORM, 0, 0, 0, 0};
+    lf_cuda_attn_desc d = {2, 32, 8, 96, 100, LF_DTYPE_BF16, LF_DTYPE_BF16, LF_SCORE_ATT_VNORM, 0, 0, 0, 0, 0};
     CHECK(lf_cuda_attn_check(&d, &err) == -1 && strstr(err.msg, "head_dim"), "head_dim 96 accepted");
     d.head_dim = 128;
     d.n_heads = 32;
@@ -580,6 +697,7 @@ int main(void) {
         test_modes(NULL);
         test_pool_protect_empty(NULL);
         test_large(NULL);
+        test_fp8(NULL);
     }
     printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
     return g_failures ? 1 : 0;
@@ -591,12 +709,14 @@ int main(void) {
         cmocka_unit_test(test_modes),
         cmocka_unit_test(test_pool_protect_empty),
         cmocka_unit_test(test_large),
+        cmocka_unit_test(test_fp8),
         cmocka_unit_test(set_two_launches),
         cmocka_unit_test(test_longflow_splits),
         cmocka_unit_test(test_group_shapes),
         cmocka_unit_test(test_modes),
         cmocka_unit_test(test_pool_protect_empty),
         cmocka_unit_test(test_large),
+        cmocka_unit_test(test_fp8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif

@@ -77,7 +77,7 @@ static void run_case(const lf_policy_desc *pd, const kcase *c) {
         hrow[s] = s;
         hslot[s] = (int32_t)(urand01() * cap); /* the decode-style store: one slot per sequence */
     }
-    lf_cuda_attn_desc desc = {B, H, Hkv, D, cap, LF_DTYPE_BF16, LF_DTYPE_BF16, (int32_t)pd->score, 0, 0, 0, 0};
+    lf_cuda_attn_desc desc = {B, H, Hkv, D, cap, LF_DTYPE_BF16, LF_DTYPE_BF16, (int32_t)pd->score, 0, 0, 0, 0, 0};
     size_t ws_bytes = 0;
     if (lf_cuda_attn_workspace_bytes(&desc, &ws_bytes, &err)) {
         CHECK(0, "workspace_bytes: %s", err.msg);
