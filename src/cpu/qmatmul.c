@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/fp.h"
+#include "cpu/kquant.h"
 #include "cpu/pool.h"
 #include "cpu/simd.h"
 #include "model/quant.h"
@@ -19,7 +20,7 @@
 /* ---- types and levels ----------------------------------------------------- */
 
 bool lf_dtype_is_block(lf_dtype t) {
-    return t == LF_DTYPE_Q8_0 || t == LF_DTYPE_Q4_0 || t == LF_DTYPE_Q4_1;
+    return t == LF_DTYPE_Q8_0 || t == LF_DTYPE_Q4_0 || t == LF_DTYPE_Q4_1 || lf_dtype_is_kquant(t);
 }
 
 static int block_bytes(lf_dtype t) { return t == LF_DTYPE_Q8_0 ? 34 : t == LF_DTYPE_Q4_0 ? 18 : 20; }
@@ -166,14 +167,6 @@ static inline LF_TARGET_AVX2 __m256i x_signed(lf_dtype wt, const wblock *b, cons
     return wt == LF_DTYPE_Q8_0 ? _mm256_sign_epi8(xq, b->sgn) : xq;
 }
 
-/* Bytes ahead of the block being read that the kernels prefetch: without
- * it the hardware prefetcher left the AVX2 kernel at 2 GB/s from memory on
- * the development VM (a plain read: 10-12 GB/s); 1-4 KB ahead gave 8 GB/s
- * (docs/cpu-quant.md). */
-#ifndef QM_PREFETCH
-#define QM_PREFETCH 2048
-#endif
-
 /* Up to LF_QT tokens against one weight row: out[t] for t < LF_QT (the
  * callers pad with repeated tokens). */
 #define LF_QT 4
@@ -189,7 +182,7 @@ static LF_TARGET_AVX2 void qdot_avx2(lf_dtype wt, const uint8_t *w, const lf_qbl
     }
     int bb = block_bytes(wt);
     for (int b = 0; b < nb; b++, w += bb) {
-        _mm_prefetch((const char *)(w + QM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + LF_QM_PREFETCH), _MM_HINT_T0);
         wblock wb = load_wblock(wt, w);
         for (int t = 0; t < LF_QT; t++) {
             __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[t][b])), ones);
@@ -207,7 +200,7 @@ static LF_TARGET_AVX2 float qdot1_avx2(lf_dtype wt, const uint8_t *w, const lf_q
     float extra = 0.0f;
     int bb = block_bytes(wt);
     for (int b = 0; b < nb; b++, w += bb) {
-        _mm_prefetch((const char *)(w + QM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + LF_QM_PREFETCH), _MM_HINT_T0);
         wblock wb = load_wblock(wt, w);
         __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[b])), ones);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * x[b].d), _mm256_cvtepi32_ps(p), acc);
@@ -268,6 +261,11 @@ static LF_TARGET_VNNI512 float qdot1_vnni512(lf_dtype wt, const uint8_t *w, cons
 #endif
 
 float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
+    if (lf_dtype_is_kquant(wt)) {
+        float out;
+        lf_kdot(wt, wrow, &x, 1, nb, level, &out);
+        return out;
+    }
 #if LF_X86
     if (level == LF_QDOT_AVX512VNNI) return qdot1_vnni512(wt, wrow, x, nb);
     if (level == LF_QDOT_AVX2) return qdot1_avx2(wt, wrow, x, nb);
@@ -278,6 +276,10 @@ float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot
 }
 
 void lf_qdot4(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int nb, lf_qdot_level level, float *out) {
+    if (lf_dtype_is_kquant(wt)) {
+        lf_kdot(wt, wrow, x, 4, nb, level, out);
+        return;
+    }
 #if LF_X86
     if (level == LF_QDOT_AVX512VNNI) {
         qdot_vnni512(wt, wrow, x, nb, out);
@@ -373,7 +375,14 @@ void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs
 }
 
 static const lf_quant_type *ggml_type_of(lf_dtype t) {
-    return lf_quant_find(t == LF_DTYPE_Q8_0 ? LF_GGML_Q8_0 : t == LF_DTYPE_Q4_0 ? LF_GGML_Q4_0 : LF_GGML_Q4_1);
+    switch (t) {
+    case LF_DTYPE_Q8_0: return lf_quant_find(LF_GGML_Q8_0);
+    case LF_DTYPE_Q4_0: return lf_quant_find(LF_GGML_Q4_0);
+    case LF_DTYPE_Q4_K: return lf_quant_find(LF_GGML_Q4_K);
+    case LF_DTYPE_Q5_K: return lf_quant_find(LF_GGML_Q5_K);
+    case LF_DTYPE_Q6_K: return lf_quant_find(LF_GGML_Q6_K);
+    default: return lf_quant_find(LF_GGML_Q4_1);
+    }
 }
 
 void lf_qweight_row_f32(const lf_weight *w, int row, float *out) {

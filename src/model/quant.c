@@ -85,8 +85,7 @@ static void deq_q8_0(const uint8_t *b, float *y) {
 
 /* ---- k-quants: 256-value super-blocks ------------------------------------ */
 
-/* The 6-bit scale and min of sub-block j from Q4_K/Q5_K's 12 packed bytes. */
-static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+void lf_quant_k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -105,7 +104,7 @@ static void deq_q4_k(const uint8_t *b, float *y) {
     for (int i = 0; i < 4; i++) {
         for (int half = 0; half < 2; half++) {
             int sc, m;
-            k_scale_min(2 * i + half, scales, &sc, &m);
+            lf_quant_k_scale_min(2 * i + half, scales, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             for (int l = 0; l < 32; l++) {
                 int q = half ? qs[32 * i + l] >> 4 : qs[32 * i + l] & 0x0F;
@@ -123,7 +122,7 @@ static void deq_q5_k(const uint8_t *b, float *y) {
     for (int i = 0; i < 4; i++) {
         for (int half = 0; half < 2; half++) {
             int sc, m;
-            k_scale_min(2 * i + half, scales, &sc, &m);
+            lf_quant_k_scale_min(2 * i + half, scales, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             int bit = 2 * i + half;
             for (int l = 0; l < 32; l++) {

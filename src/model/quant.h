@@ -45,4 +45,8 @@ void lf_quant_to_bf16(const lf_quant_type *q, const void *src, size_t n_elems, u
  * fp32 (the values lf_quant_to_bf16 rounds). */
 void lf_quant_to_f32(const lf_quant_type *q, const void *src, size_t n_elems, float *dst);
 
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block
+ * from its 12 packed scale bytes q. */
+void lf_quant_k_scale_min(int j, const uint8_t *q, int *sc, int *m);
+
 #endif
