@@ -458,6 +458,9 @@ static int build_view(const lf_gguf_file *f, const lf_config *cfg, bool keep_qua
     }
     if (rc == 0) rc = convert_all(plans, n, *owned, f->map != NULL, f->path, err);
     free(plans);
+    /* in name order, for lf_st_find's binary search (a GGUF file's tensors come
+     * in any order: llama-quantize's output puts output_norm first) */
+    if (rc == 0) lf_st_sort(view);
     return rc;
 }
 
