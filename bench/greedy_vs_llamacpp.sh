@@ -3,7 +3,7 @@
 # prompt token ids (longflow's tokenizer), GEN tokens each; per prompt: the
 # step where they part (or GEN when they do not), llama.cpp's top-2 logit
 # margin there, and its smallest margin up to there. llama.cpp runs
-# bench/llamacpp_greedy.c, built here against the llama.cpp of the
+# bench/llamacpp/greedy.c, built here against the llama.cpp of the
 # llama-cpp-python sdist (LLAMA_DIR: its vendor/llama.cpp, built with
 # cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF && cmake --build build).
 #
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 LD=${1:?llama.cpp dir}; GGUF=${2:?GGUF file}; GEN=${3:-64}; T=${4:-1}; W=${5:-quant}
 LF=${LF_BIN:-build/longflow}
 tool=$(mktemp -d); trap 'rm -rf "$tool"' EXIT
-gcc -O2 bench/llamacpp_greedy.c -I"$LD/include" -I"$LD/ggml/include" -L"$LD/build/bin" -lllama \
+gcc -O2 bench/llamacpp/greedy.c -I"$LD/include" -I"$LD/ggml/include" -L"$LD/build/bin" -lllama \
     -Wl,-rpath,"$LD/build/bin" -o "$tool/greedy"
 prompts=(
   "The capital of France is"

@@ -4,7 +4,9 @@
  * decodes N tokens one at a time, argmax each step, and prints one JSON
  * line: the tokens and, per step, the top-2 logit margin.
  *
- * usage: llamacpp_greedy MODEL.gguf THREADS N ID,ID,... */
+ * (In bench/llamacpp/, outside the bench/*.c glob of CMakeLists.txt.)
+ *
+ * usage: greedy MODEL.gguf THREADS N ID,ID,... */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
