@@ -54,7 +54,7 @@ static void usage(FILE *f) {
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
             "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
             "  --device cpu|cuda    the device (default cpu)\n"
-            "  --weights quant|bf16 GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices: computed on as\n"
+            "  --weights quant|bf16 GGUF block-quantized matrices: computed on as\n"
             "                       blocks (quant, the CPU default) or dequantized to bf16 at load\n"
             "                       (bf16, cuda's)\n"
             "  --seed S             seed of the random weights and prompts (default 1)\n"

@@ -46,7 +46,7 @@ static void usage(FILE *f) {
             "                         (KL, top-1 agreement, delta NLL); one result per run\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
             "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
-            "  --weights quant|bf16   GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices computed on as\n"
+            "  --weights quant|bf16   GGUF block-quantized matrices computed on as\n"
             "                         blocks (default) or dequantized to bf16 at load\n"
             "  --batch N|max          windows (x policies with --fidelity) decoded together (default 4 on\n"
             "                         the CPU; 64 on cuda, fewer when the GPU pool holds fewer; max: as\n"

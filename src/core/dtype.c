@@ -12,6 +12,8 @@ const char *lf_dtype_name(lf_dtype t) {
     case LF_DTYPE_Q4_K: return "q4_k";
     case LF_DTYPE_Q5_K: return "q5_k";
     case LF_DTYPE_Q6_K: return "q6_k";
+    case LF_DTYPE_Q5_0: return "q5_0";
+    case LF_DTYPE_Q5_1: return "q5_1";
     }
     return "unknown";
 }
@@ -33,6 +35,8 @@ size_t lf_dtype_row_bytes(lf_dtype t, size_t n) {
     case LF_DTYPE_Q4_K: return n / 256 * 144;
     case LF_DTYPE_Q5_K: return n / 256 * 176;
     case LF_DTYPE_Q6_K: return n / 256 * 210;
+    case LF_DTYPE_Q5_0: return n / 32 * 22;
+    case LF_DTYPE_Q5_1: return n / 32 * 24;
     default: return n * lf_dtype_size(t);
     }
 }

@@ -341,6 +341,8 @@ static lf_dtype kept_block_dtype(uint32_t ggml) {
     case LF_GGML_Q8_0: return LF_DTYPE_Q8_0;
     case LF_GGML_Q4_0: return LF_DTYPE_Q4_0;
     case LF_GGML_Q4_1: return LF_DTYPE_Q4_1;
+    case LF_GGML_Q5_0: return LF_DTYPE_Q5_0;
+    case LF_GGML_Q5_1: return LF_DTYPE_Q5_1;
     case LF_GGML_Q4_K: return LF_DTYPE_Q4_K;
     case LF_GGML_Q5_K: return LF_DTYPE_Q5_K;
     case LF_GGML_Q6_K: return LF_DTYPE_Q6_K;
@@ -349,7 +351,7 @@ static lf_dtype kept_block_dtype(uint32_t ggml) {
 }
 
 /* Shape (reversed ggml order), dtype, and whether a copy is needed.
- * keep_quant: Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices keep their blocks. */
+ * keep_quant: every block type's matrices keep their blocks. */
 static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, bool keep_quant, tensor_plan *p,
                        size_t *owned_bytes, const char *path, lf_error *err) {
     lf_tensor *d = p->dst;
