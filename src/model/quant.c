@@ -85,15 +85,6 @@ static void deq_q8_0(const uint8_t *b, float *y) {
 
 /* ---- k-quants: 256-value super-blocks ------------------------------------ */
 
-void lf_quant_k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 /* Q4_K: d, dmin (f16), 12 scale bytes, 128 nibble bytes. Each 64 values use
  * 32 bytes: low nibbles for the first 32 (sub-block 2i), high nibbles for
