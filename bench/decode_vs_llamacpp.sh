@@ -11,6 +11,7 @@
 set -euo pipefail
 LB=${1:?llama-bench}; GGUF=${2:?gguf}; R=${3:-5}; T=${4:-1}; G=${5:-64}; shift 5
 [ $# -ge 1 ] || set -- build/longflow
+rows=$(mktemp); trap 'rm -f "$rows"' EXIT
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for r in $(seq "$R"); do
   ts=$(OMP_WAIT_POLICY=passive "$LB" -m "$GGUF" -t "$T" -p 0 -n "$G" -r 1 --poll 0 --repack 0 -o json 2>/dev/null |
@@ -21,7 +22,7 @@ for r in $(seq "$R"); do
          python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tokens_per_s"])')
     echo "{\"round\":$r,\"engine\":\"$lf\",\"tps\":$ts}"
   done
-done | tee /dev/stderr | python3 -c '
+done | tee "$rows" | python3 -c '
 import json, statistics, sys
 rows = [json.loads(l) for l in sys.stdin]
 base = {r["round"]: r["tps"] for r in rows if r["engine"] == "llama.cpp"}
@@ -30,4 +31,5 @@ for eng in dict.fromkeys(r["engine"] for r in rows if r["engine"] != "llama.cpp"
     print(json.dumps({"engine": eng, "ratio_min": round(rat[0], 3), "median": round(statistics.median(rat), 3),
                       "max": round(rat[-1], 3), "rounds": len(rat)}))
 '
+cat "$rows" >&2 # the per-round lines (tee /dev/stderr would write over a shared log file)
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
