@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 LB=${1:?llama-bench path}; GGUF=${2:?GGUF file}
 ROUNDS=${3:-3}; T=${4:-2}; P=${5:-512}; G=${6:-64}; D=${7:-2048}; GL=${8:-32}
 LF=${LF_BIN:-build/longflow}
-out=$(mktemp); trap 'rm -f "$out" "$out.t"' EXIT
+out=$(mktemp); rows=$(mktemp); trap 'rm -f "$out" "$out.t" "$rows"' EXIT
 
 llama() { # $1: round
   # --poll 0 and passive OpenMP: llama.cpp's threads sleep rather than spin
@@ -56,7 +56,7 @@ for r in $(seq "$ROUNDS"); do
   llama "$r"
   longflow "$r" quant
   longflow "$r" bf16
-done | tee /dev/stderr | python3 -c '
+done | tee "$rows" | python3 -c '
 import json, statistics, sys
 rows = [json.loads(l) for l in sys.stdin]
 base = {r["round"]: r for r in rows if r["engine"] == "llama.cpp"}
@@ -69,3 +69,4 @@ for k in ("prefill", "decode_short", "decode_long", "rss"):
     med = {e: statistics.median(r[k] for r in rows if r["engine"] == e) for e in ("llama.cpp", "longflow-quant", "longflow-bf16")}
     print(json.dumps({"measure": k, "median": med}))
 '
+cat "$rows" >&2 # the per-run lines (tee /dev/stderr would write over a shared log file)

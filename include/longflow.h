@@ -33,12 +33,19 @@ typedef enum lf_dtype {
     LF_DTYPE_Q8_0 = 3,  /* f16 scale, 32 int8 */
     LF_DTYPE_Q4_0 = 4,  /* f16 scale, 16 bytes of nibbles (offset 8) */
     LF_DTYPE_Q4_1 = 5,  /* f16 scale and min, 16 bytes of nibbles */
+    /* ggml's 256-value k-quant super-blocks (CPU only) */
+    LF_DTYPE_Q4_K = 6,  /* f16 d and dmin, 6-bit scales and mins, nibbles */
+    LF_DTYPE_Q5_K = 7,  /* as Q4_K plus a fifth bit per value */
+    LF_DTYPE_Q6_K = 8,  /* 6-bit values, int8 scale per 16, f16 d */
+    LF_DTYPE_Q5_0 = 9,  /* f16 scale, 32 fifth bits, nibbles (offset 16) */
+    LF_DTYPE_Q5_1 = 10, /* f16 scale and min, 32 fifth bits, nibbles */
 } lf_dtype;
 
 const char *lf_dtype_name(lf_dtype t);
 /* Bytes of one element; 0 for the block types (see lf_dtype_row_bytes). */
 size_t lf_dtype_size(lf_dtype t);
-/* Bytes of n consecutive values (for block types n is a multiple of 32). */
+/* Bytes of n consecutive values (for block types n is a multiple of the
+ * block: 32 values, 256 for the k-quants). */
 size_t lf_dtype_row_bytes(lf_dtype t, size_t n);
 
 /* ---- model --------------------------------------------------------------- */
@@ -49,9 +56,9 @@ typedef struct lf_config lf_config;
  * memory-mapped and stay in their stored dtype. */
 int lf_model_load(const char *dir, lf_model **out, lf_error *err);
 /* How a GGUF file's quantized matrices are held. QUANT (lf_model_load's
- * choice): Q8_0, Q4_0 and Q4_1 stay in their blocks, in the file mapping, and
- * the CPU computes on them (docs/cpu-quant.md); other block types are
- * dequantized to bf16. BF16: every block type is dequantized to bf16 (what the
+ * choice): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K stay in their
+ * blocks, in the file mapping, and the CPU computes on them
+ * (docs/cpu-quant.md). BF16: every block type is dequantized to bf16 (what the
  * CUDA backend needs, and the reference the quantized path is compared with).
  * Safetensors checkpoints load the same in both. */
 typedef enum lf_weights_mode {

@@ -200,6 +200,29 @@ static void test_llama_q8_0(void **state) {
 }
 
 /* A directory holding one .gguf is that model; two are refused. */
+/* Every tensor of a GGUF view is found by name (lf_st_find's binary search
+ * needs the view sorted; a file's tensors come in any order). */
+static void test_view_lookup(void **state) {
+    (void)state;
+    static const char *const files[] = {"llama_linear", "llama_linear-q8_0", "llama_linear-q8_0-reversed", "qwen2_bias",
+                                         "qwen3_tied_hd"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        for (int keep = 0; keep < 2; keep++) {
+            char *path = fmt("%s/gguf/models/%s.gguf", data_dir(), files[i]);
+            lf_config cfg;
+            lf_st_file view;
+            void *owned = NULL;
+            lf_error err = {0};
+            if (lf_gguf_model_open(path, keep, &cfg, &view, &owned, &err)) fail_msg("%s", err.msg);
+            for (int t = 0; t < view.n_tensors; t++)
+                if (lf_st_find(&view, view.tensors[t].name) != &view.tensors[t])
+                    fail_msg("%s: tensor '%s' not found by name", path, view.tensors[t].name);
+            lf_st_close(&view);
+            free(owned);
+            free(path);
+        }
+}
+
 static void test_directory_forms(void **state) {
     (void)state;
     char tmpl[] = "/tmp/lf_gguf_dirXXXXXX";
@@ -617,6 +640,7 @@ int main(void) {
         cmocka_unit_test(test_qwen2_bf16),
         cmocka_unit_test(test_qwen3_bf16),
         cmocka_unit_test(test_llama_q8_0),
+        cmocka_unit_test(test_view_lookup),
         cmocka_unit_test(test_directory_forms),
         cmocka_unit_test(test_good_minimal),
         cmocka_unit_test(test_bad_header),

@@ -1,6 +1,7 @@
 /* The quantized matrix products (src/cpu/qmatmul.c) against a
  * dequantize-then-double reference written here from ggml's block layouts:
- * random Q8_0, Q4_0 and Q4_1 blocks (f16 scales built bit by bit), each
+ * random Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 blocks (f16 scales built bit by
+ * bit), each
  * row's exact dot product with the fp32 activations in double.
  *
  * Tolerance. The kernels quantize the activations per 32-value block to
@@ -54,7 +55,15 @@ static void put16(uint8_t *p, uint16_t v) {
     p[1] = (uint8_t)(v >> 8);
 }
 
-static int block_size(lf_dtype t) { return t == LF_DTYPE_Q8_0 ? 34 : t == LF_DTYPE_Q4_0 ? 18 : 20; }
+static int block_size(lf_dtype t) {
+    switch (t) {
+    case LF_DTYPE_Q8_0: return 34;
+    case LF_DTYPE_Q4_0: return 18;
+    case LF_DTYPE_Q4_1: return 20;
+    case LF_DTYPE_Q5_0: return 22;
+    default: return 24; /* Q5_1 */
+    }
+}
 
 /* One random block into b, its 32 values (double) into w. */
 static void make_block(lf_dtype t, uint8_t *b, double *w, bool extreme) {
@@ -68,13 +77,23 @@ static void make_block(lf_dtype t, uint8_t *b, double *w, bool extreme) {
         }
         return;
     }
-    if (t == LF_DTYPE_Q4_1) put16(b + 2, make_f16(-8 + irand(4), true, &m));
-    uint8_t *qs = b + (t == LF_DTYPE_Q4_0 ? 2 : 4);
+    bool has_min = t == LF_DTYPE_Q4_1 || t == LF_DTYPE_Q5_1, five = t == LF_DTYPE_Q5_0 || t == LF_DTYPE_Q5_1;
+    if (has_min) put16(b + 2, make_f16(-8 + irand(4), true, &m));
+    /* Q5: 32 fifth bits (bit j: value j) before the nibbles */
+    uint32_t qh = 0;
+    for (int j = 0; five && j < 32; j++) qh |= (uint32_t)(extreme ? j < 16 : irand(2)) << j;
+    uint8_t *qh_at = b + (has_min ? 4 : 2), *qs = qh_at + (five ? 4 : 0);
+    for (int k = 0; five && k < 4; k++) qh_at[k] = (uint8_t)(qh >> (8 * k));
+    int offset = has_min ? 0 : five ? 16 : 8;
     for (int j = 0; j < 16; j++) {
         int lo = extreme ? 15 : irand(16), hi = extreme ? 0 : irand(16);
         qs[j] = (uint8_t)(lo | (hi << 4));
-        w[j] = t == LF_DTYPE_Q4_0 ? d * (lo - 8) : d * lo + m;
-        w[j + 16] = t == LF_DTYPE_Q4_0 ? d * (hi - 8) : d * hi + m;
+        if (five) {
+            lo |= (int)((qh >> j) & 1) << 4;
+            hi |= (int)((qh >> (j + 16)) & 1) << 4;
+        }
+        w[j] = has_min ? d * lo + m : d * (lo - offset);
+        w[j + 16] = has_min ? d * hi + m : d * (hi - offset);
     }
 }
 
@@ -125,7 +144,8 @@ static void ref_dot(const double *w, const float *x, int cols, double *ref, doub
     *bound = b + 1e-5 * mag + 1e-30;
 }
 
-static const lf_dtype types[] = {LF_DTYPE_Q8_0, LF_DTYPE_Q4_0, LF_DTYPE_Q4_1};
+static const lf_dtype types[] = {LF_DTYPE_Q8_0, LF_DTYPE_Q4_0, LF_DTYPE_Q4_1, LF_DTYPE_Q5_0, LF_DTYPE_Q5_1};
+#define N_TYPES ((int)(sizeof types / sizeof types[0]))
 
 /* ---- tests --------------------------------------------------------------- */
 
@@ -136,7 +156,7 @@ static void test_qdot_levels(void **state) {
     static const int cols_list[] = {32, 64, 96, 544, 1536};
     lf_qdot_level best = lf_qdot_supported();
     printf("best level on this CPU: %s\n", lf_qdot_level_name(best));
-    for (size_t ti = 0; ti < 3; ti++)
+    for (int ti = 0; ti < N_TYPES; ti++)
         for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
             int cols = cols_list[ci], nb = cols / 32;
             for (int ex = 0; ex < 2; ex++) {
@@ -198,13 +218,13 @@ static void test_qdot_error_is_activation_rounding(void **state) {
  * 1..9 tokens, 1 and 2 threads, each level; and the embedding row. */
 static void test_matmul_multi_blocks(void **state) {
     (void)state;
-    int cols = 160, rows[3] = {37, 16, 5};
-    qmat q[3];
+    int cols = 160, rows[N_TYPES] = {37, 16, 5, 9, 21};
+    qmat q[N_TYPES];
     float *bias = malloc(37 * sizeof *bias);
     for (int r = 0; r < 37; r++) bias[r] = (float)urand();
     lf_weight wb = {bias, LF_DTYPE_F32, 1, 37};
-    lf_weight w[3];
-    for (int j = 0; j < 3; j++) {
+    lf_weight w[N_TYPES];
+    for (int j = 0; j < N_TYPES; j++) {
         q[j] = make_qmat(types[j], rows[j], cols, j == 0);
         w[j] = (lf_weight){q[j].data, types[j], rows[j], cols};
     }
@@ -217,15 +237,15 @@ static void test_matmul_multi_blocks(void **state) {
                 lf_cpu_set_threads(threads);
                 lf_qdot_set_level((lf_qdot_level)lv);
                 float *x = make_x(n, cols);
-                float *y[3];
-                lf_matmul_job jobs[3];
-                for (int j = 0; j < 3; j++) {
+                float *y[N_TYPES];
+                lf_matmul_job jobs[N_TYPES];
+                for (int j = 0; j < N_TYPES; j++) {
                     y[j] = malloc((size_t)n * rows[j] * sizeof(float));
                     jobs[j] = (lf_matmul_job){&w[j], j == 0 ? &wb : NULL, y[j]};
                 }
                 float *scratch = malloc(lf_matmul_scratch_floats(n, cols) * sizeof(float));
-                lf_matmul_multi(x, n, cols, jobs, 3, scratch);
-                for (int j = 0; j < 3; j++)
+                lf_matmul_multi(x, n, cols, jobs, N_TYPES, scratch);
+                for (int j = 0; j < N_TYPES; j++)
                     for (int t = 0; t < n; t++)
                         for (int r = 0; r < rows[j]; r++) {
                             double ref, bound;
@@ -237,7 +257,7 @@ static void test_matmul_multi_blocks(void **state) {
                                          lf_dtype_name(types[j]), n, threads, lf_qdot_level_name((lf_qdot_level)lv),
                                          t, r, got, ref);
                         }
-                for (int j = 0; j < 3; j++) free(y[j]);
+                for (int j = 0; j < N_TYPES; j++) free(y[j]);
                 free(scratch);
                 free(x);
             }
@@ -245,11 +265,11 @@ static void test_matmul_multi_blocks(void **state) {
     lf_cpu_set_threads(0);
     /* the embedding lookup: exact fp32 of the block values */
     float row[160];
-    for (int j = 0; j < 3; j++) {
+    for (int j = 0; j < N_TYPES; j++) {
         lf_weight_row_f32(&w[j], 2, row);
         for (int c = 0; c < cols; c++) assert_float_equal(row[c], q[j].w[2 * cols + c], 1e-6 * fabs(q[j].w[2 * cols + c]));
     }
-    for (int j = 0; j < 3; j++) free_qmat(&q[j]);
+    for (int j = 0; j < N_TYPES; j++) free_qmat(&q[j]);
     free(bias);
 }
 

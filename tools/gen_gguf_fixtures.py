@@ -11,7 +11,9 @@ Writes:
                                        (metadata keys, tensor names, the Llama
                                        Q/K row permutation; 1-D tensors F32,
                                        matrices BF16), and <name>-q8_0.gguf with
-                                       the matrices quantized to Q8_0
+                                       the matrices quantized to Q8_0 (for
+                                       llama_linear also -q8_0-reversed.gguf,
+                                       its tensors in reverse order)
   tests/fuzz/corpus/gguf/*.gguf        small seeds: every metadata type,
                                        string arrays, a few tensor types; v2, v3
 
@@ -170,13 +172,15 @@ def write_metadata(w, arch, cfg, gen):
         w.add_eos_token_id(eos[0] if isinstance(eos, list) else eos)
 
 
-def convert_model(name, quant, out=None):
+def convert_model(name, quant, out=None, reverse=False):
+    """reverse: the tensors in reverse order (-reversed.gguf: files need not
+    list them sorted; llama-quantize's output puts output_norm first)."""
     src = os.path.join(ROOT, "tests", "data", "models", name)
     cfg = json.load(open(os.path.join(src, "config.json")))
     arch = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
             "Qwen3ForCausalLM": "qwen3"}[cfg["architectures"][0]]
     tensors = read_safetensors(os.path.join(src, "model.safetensors"))
-    suffix = "-q8_0" if quant else ""
+    suffix = ("-q8_0" if quant else "") + ("-reversed" if reverse else "")
     path = os.path.join(out or os.path.join(OUT, "models"), name + suffix + ".gguf")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     w = gguf.GGUFWriter(path, arch)
@@ -184,7 +188,7 @@ def convert_model(name, quant, out=None):
     gen_path = os.path.join(src, "generation_config.json")
     gen = json.load(open(gen_path)) if os.path.exists(gen_path) else {}
     write_metadata(w, arch, cfg, gen)
-    for hf, (dt, shape, raw) in tensors.items():
+    for hf, (dt, shape, raw) in (reversed(tensors.items()) if reverse else tensors.items()):
         if cfg.get("tie_word_embeddings") and hf == "lm_head.weight":
             continue
         x = as_f32(dt, shape, raw)
@@ -252,6 +256,7 @@ def main():
     for name in ("llama_linear", "qwen2_bias", "qwen3_tied_hd"):
         convert_model(name, quant=False)
     convert_model("llama_linear", quant=True)
+    convert_model("llama_linear", quant=True, reverse=True)
     seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", "gguf")
     os.makedirs(seeds, exist_ok=True)
     write_seed(os.path.join(seeds, "types_v3.gguf"), 3, rng)

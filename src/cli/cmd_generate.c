@@ -48,8 +48,9 @@ static void generate_usage(FILE *f) {
             "  --split-think            with --json: add \"reasoning\" and \"answer\"\n"
             "  --threads N              CPU threads, at most the cores (default 0: all cores)\n"
             "  --device cpu|cuda        (default cpu; cuda needs a build with -DLF_CUDA=ON and a GPU)\n"
-            "  --weights quant|bf16     GGUF Q8_0/Q4_0/Q4_1 matrices computed on as blocks (quant, the CPU\n"
-            "                           default) or dequantized to bf16 at load (bf16, cuda's)\n"
+            "  --weights quant|bf16     GGUF block-quantized matrices computed on as\n"
+            "                           blocks (quant, the CPU default) or dequantized to bf16 at\n"
+            "                           load (bf16, cuda's)\n"
             "  --gpu-mem-fraction F     cuda: share of the free GPU memory to plan with (0 < F <= 0.98)\n",
             LF_DEFAULT_MAX_TOKENS, policies);
 }

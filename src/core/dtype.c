@@ -9,6 +9,11 @@ const char *lf_dtype_name(lf_dtype t) {
     case LF_DTYPE_Q8_0: return "q8_0";
     case LF_DTYPE_Q4_0: return "q4_0";
     case LF_DTYPE_Q4_1: return "q4_1";
+    case LF_DTYPE_Q4_K: return "q4_k";
+    case LF_DTYPE_Q5_K: return "q5_k";
+    case LF_DTYPE_Q6_K: return "q6_k";
+    case LF_DTYPE_Q5_0: return "q5_0";
+    case LF_DTYPE_Q5_1: return "q5_1";
     }
     return "unknown";
 }
@@ -27,6 +32,11 @@ size_t lf_dtype_row_bytes(lf_dtype t, size_t n) {
     case LF_DTYPE_Q8_0: return n / 32 * 34;
     case LF_DTYPE_Q4_0: return n / 32 * 18;
     case LF_DTYPE_Q4_1: return n / 32 * 20;
+    case LF_DTYPE_Q4_K: return n / 256 * 144;
+    case LF_DTYPE_Q5_K: return n / 256 * 176;
+    case LF_DTYPE_Q6_K: return n / 256 * 210;
+    case LF_DTYPE_Q5_0: return n / 32 * 22;
+    case LF_DTYPE_Q5_1: return n / 32 * 24;
     default: return n * lf_dtype_size(t);
     }
 }

@@ -517,7 +517,7 @@ void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs,
                      float *scratch) {
     if (n <= 0 || n_jobs <= 0) return;
     bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
-    /* block weights (GGUF Q8_0/Q4_0/Q4_1), decode and the scalar level: x
+    /* block weights (GGUF Q8_0, Q4_0/1, Q5_0/1, Q4_K/Q5_K/Q6_K), decode and the scalar level: x
      * quantized to int8 once for all of them, integer dot products. Prefill
      * (the GEMM path) widens panels of their rows to fp32 like bf16 ones
      * (measured faster than 4 tokens per pass of integer products). */
@@ -534,9 +534,10 @@ void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs,
         }
     if (nq) lf_qmatmul_multi(x, n, cols, blocks, nq, scratch);
     /* group the jobs by weight dtype (x is packed per dtype) */
-    static const lf_dtype order[6] = {LF_DTYPE_BF16, LF_DTYPE_F16, LF_DTYPE_F32,
-                                      LF_DTYPE_Q8_0, LF_DTYPE_Q4_0, LF_DTYPE_Q4_1};
-    for (int d = 0; d < (block_gemm ? 6 : 3); d++) {
+    static const lf_dtype order[] = {LF_DTYPE_BF16, LF_DTYPE_F16,  LF_DTYPE_F32,  LF_DTYPE_Q8_0,
+                                     LF_DTYPE_Q4_0, LF_DTYPE_Q4_1, LF_DTYPE_Q5_0, LF_DTYPE_Q5_1,
+                                     LF_DTYPE_Q4_K, LF_DTYPE_Q5_K, LF_DTYPE_Q6_K};
+    for (int d = 0; d < (block_gemm ? (int)(sizeof order / sizeof order[0]) : 3); d++) {
         lf_matmul_job sel[LF_MAX_JOBS];
         int ns = 0;
         for (int j = 0; j < n_jobs; j++) {

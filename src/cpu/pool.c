@@ -31,6 +31,7 @@
 #define LF_POOL_MAX 256
 #define LF_CLOSED 0xffffffffu /* task index of a closed counter */
 #define LF_SPIN_IDLE 20000 /* pause iterations a pool thread spins before sleeping */
+#define LF_SPIN_YIELD 64   /* pause iterations between sched_yield calls while spinning */
 #define LF_SPIN_WAIT 2000  /* pause iterations the caller spins before yielding */
 
 static pthread_mutex_t g_run_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
@@ -71,7 +72,13 @@ static void *worker_main(void *p) {
         int spins = 0;
         while ((s = atomic_load_explicit(&g_seq, memory_order_acquire)) == last) {
             if (++spins < LF_SPIN_IDLE) {
-                LF_PAUSE();
+                /* Yield now and then: on a machine with more runnable
+                 * threads than cores this thread may share a core with the
+                 * caller, whose next job it is waiting for. */
+                if (spins % LF_SPIN_YIELD == 0)
+                    sched_yield();
+                else
+                    LF_PAUSE();
                 continue;
             }
             pthread_mutex_lock(&g_sleep_lock);

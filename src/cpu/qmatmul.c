@@ -1,9 +1,13 @@
-/* Matrix products on Q8_0/Q4_0/Q4_1 blocks with int8 activations. See
- * qmatmul.h for the arithmetic; the block layouts are ggml's:
+/* Matrix products on Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 blocks with int8
+ * activations (the k-quants: kquant.c). See qmatmul.h for the arithmetic;
+ * the block layouts are ggml's:
  *   Q8_0 (34 bytes): f16 d, int8 q[32]                  w = d q
  *   Q4_0 (18 bytes): f16 d, 16 bytes, low nibble of byte j is value j,
  *                    high nibble value j + 16           w = d (n - 8)
- *   Q4_1 (20 bytes): f16 d, f16 m, nibbles as Q4_0      w = d n + m */
+ *   Q4_1 (20 bytes): f16 d, f16 m, nibbles as Q4_0      w = d n + m
+ *   Q5_0 (22 bytes): f16 d, u32 qh, nibbles; bit j of qh is the fifth bit
+ *                    of value j                         w = d (n - 16)
+ *   Q5_1 (24 bytes): f16 d, f16 m, u32 qh, nibbles      w = d n + m */
 #include "cpu/qmatmul.h"
 
 #include <math.h>
@@ -12,6 +16,7 @@
 #include <string.h>
 
 #include "core/fp.h"
+#include "cpu/kquant.h"
 #include "cpu/pool.h"
 #include "cpu/simd.h"
 #include "model/quant.h"
@@ -19,10 +24,27 @@
 /* ---- types and levels ----------------------------------------------------- */
 
 bool lf_dtype_is_block(lf_dtype t) {
-    return t == LF_DTYPE_Q8_0 || t == LF_DTYPE_Q4_0 || t == LF_DTYPE_Q4_1;
+    return t == LF_DTYPE_Q8_0 || t == LF_DTYPE_Q4_0 || t == LF_DTYPE_Q4_1 || t == LF_DTYPE_Q5_0 || t == LF_DTYPE_Q5_1 ||
+           lf_dtype_is_kquant(t);
 }
 
-static int block_bytes(lf_dtype t) { return t == LF_DTYPE_Q8_0 ? 34 : t == LF_DTYPE_Q4_0 ? 18 : 20; }
+static int block_bytes(lf_dtype t) { return (int)lf_dtype_row_bytes(t, LF_QK); }
+
+/* Where a 4- or 5-bit block's parts are: the f16 min (or -1), the u32 of
+ * fifth bits (or -1), the nibbles; and the offset subtracted from the
+ * unsigned value when there is no min (Q4_0: 8, Q5_0: 16). */
+typedef struct {
+    int m_at, qh_at, qs_at, offset;
+} nib_layout;
+
+static nib_layout layout_of(lf_dtype t) {
+    switch (t) {
+    case LF_DTYPE_Q4_0: return (nib_layout){-1, -1, 2, 8};
+    case LF_DTYPE_Q4_1: return (nib_layout){2, -1, 4, 0};
+    case LF_DTYPE_Q5_0: return (nib_layout){-1, 2, 6, 16};
+    default: return (nib_layout){2, 4, 8, 0}; /* Q5_1 */
+    }
+}
 
 static atomic_int g_qlevel = -1; /* -1: not chosen yet */
 
@@ -99,10 +121,14 @@ void lf_quantize_row(const float *x, int cols, lf_qblock *out) {
 
 static float rd_f16(const uint8_t *p) { return lf_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 
-/* sum over the block of nibble(j) * q[j] */
-static int nibble_dot(const uint8_t *qs, const int8_t *q) {
+/* sum over the block of n(j) * q[j], n(j) the unsigned 4-bit value j plus
+ * its fifth bit (bit j of qh) when there is one */
+static int nibble_dot(const uint8_t *qs, uint32_t qh, const int8_t *q) {
     int s = 0;
-    for (int j = 0; j < LF_QK / 2; j++) s += (qs[j] & 0x0F) * q[j] + (qs[j] >> 4) * q[j + LF_QK / 2];
+    for (int j = 0; j < LF_QK / 2; j++) {
+        int lo = (qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4), hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        s += lo * q[j] + hi * q[j + LF_QK / 2];
+    }
     return s;
 }
 
@@ -115,11 +141,16 @@ static float qdot_scalar(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int 
             int s = 0;
             for (int j = 0; j < LF_QK; j++) s += (int8_t)w[2 + j] * x[b].q[j];
             acc += d * x[b].d * (float)s;
-        } else if (wt == LF_DTYPE_Q4_0) {
-            acc += d * (x[b].d * (float)nibble_dot(w + 2, x[b].q) - 8.0f * x[b].s);
-        } else {
-            acc += d * x[b].d * (float)nibble_dot(w + 4, x[b].q) + rd_f16(w + 2) * x[b].s;
+            continue;
         }
+        nib_layout L = layout_of(wt);
+        uint32_t qh = 0;
+        if (L.qh_at >= 0) memcpy(&qh, w + L.qh_at, 4);
+        float dot = (float)nibble_dot(w + L.qs_at, qh, x[b].q);
+        if (L.m_at < 0)
+            acc += d * (x[b].d * dot - (float)L.offset * x[b].s);
+        else
+            acc += d * x[b].d * dot + rd_f16(w + L.m_at) * x[b].s;
     }
     return acc;
 }
@@ -136,6 +167,17 @@ typedef struct {
     float d, m;
 } wblock;
 
+/* The 32 bits at p spread to bytes: byte j is 16 when bit j is set, else 0. */
+static inline LF_TARGET_AVX2 __m256i fifth_bits(const uint8_t *p) {
+    uint32_t qh;
+    memcpy(&qh, p, 4);
+    /* byte j takes the qh byte j / 8, then tests bit j % 8 of it */
+    const __m256i spread = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), spread);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(16));
+}
+
 static inline LF_TARGET_AVX2 wblock load_wblock(lf_dtype wt, const uint8_t *w) {
     wblock b;
     uint16_t h;
@@ -147,14 +189,15 @@ static inline LF_TARGET_AVX2 wblock load_wblock(lf_dtype wt, const uint8_t *w) {
         b.m = 0.0f;
         return b;
     }
-    const uint8_t *qs = w + (wt == LF_DTYPE_Q4_0 ? 2 : 4);
-    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)qs), m4 = _mm_set1_epi8(0x0F);
+    nib_layout L = layout_of(wt);
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(w + L.qs_at)), m4 = _mm_set1_epi8(0x0F);
     b.wu = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+    if (L.qh_at >= 0) b.wu = _mm256_or_si256(b.wu, fifth_bits(w + L.qh_at));
     b.sgn = b.wu;
-    if (wt == LF_DTYPE_Q4_0) {
-        b.m = -8.0f * b.d;
+    if (L.m_at < 0) {
+        b.m = -(float)L.offset * b.d;
     } else {
-        memcpy(&h, w + 2, 2);
+        memcpy(&h, w + L.m_at, 2);
         b.m = _cvtsh_ss(h);
     }
     return b;
@@ -181,6 +224,7 @@ static LF_TARGET_AVX2 void qdot_avx2(lf_dtype wt, const uint8_t *w, const lf_qbl
     }
     int bb = block_bytes(wt);
     for (int b = 0; b < nb; b++, w += bb) {
+        _mm_prefetch((const char *)(w + LF_QM_PREFETCH), _MM_HINT_T0);
         wblock wb = load_wblock(wt, w);
         for (int t = 0; t < LF_QT; t++) {
             __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[t][b])), ones);
@@ -198,6 +242,7 @@ static LF_TARGET_AVX2 float qdot1_avx2(lf_dtype wt, const uint8_t *w, const lf_q
     float extra = 0.0f;
     int bb = block_bytes(wt);
     for (int b = 0; b < nb; b++, w += bb) {
+        _mm_prefetch((const char *)(w + LF_QM_PREFETCH), _MM_HINT_T0);
         wblock wb = load_wblock(wt, w);
         __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wb.wu, x_signed(wt, &wb, &x[b])), ones);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * x[b].d), _mm256_cvtepi32_ps(p), acc);
@@ -258,6 +303,11 @@ static LF_TARGET_VNNI512 float qdot1_vnni512(lf_dtype wt, const uint8_t *w, cons
 #endif
 
 float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
+    if (lf_dtype_is_kquant(wt)) {
+        float out;
+        lf_kdot(wt, wrow, &x, 1, nb, level, &out);
+        return out;
+    }
 #if LF_X86
     if (level == LF_QDOT_AVX512VNNI) return qdot1_vnni512(wt, wrow, x, nb);
     if (level == LF_QDOT_AVX2) return qdot1_avx2(wt, wrow, x, nb);
@@ -268,6 +318,10 @@ float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot
 }
 
 void lf_qdot4(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int nb, lf_qdot_level level, float *out) {
+    if (lf_dtype_is_kquant(wt)) {
+        lf_kdot(wt, wrow, x, 4, nb, level, out);
+        return;
+    }
 #if LF_X86
     if (level == LF_QDOT_AVX512VNNI) {
         qdot_vnni512(wt, wrow, x, nb, out);
@@ -363,7 +417,16 @@ void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs
 }
 
 static const lf_quant_type *ggml_type_of(lf_dtype t) {
-    return lf_quant_find(t == LF_DTYPE_Q8_0 ? LF_GGML_Q8_0 : t == LF_DTYPE_Q4_0 ? LF_GGML_Q4_0 : LF_GGML_Q4_1);
+    switch (t) {
+    case LF_DTYPE_Q8_0: return lf_quant_find(LF_GGML_Q8_0);
+    case LF_DTYPE_Q4_0: return lf_quant_find(LF_GGML_Q4_0);
+    case LF_DTYPE_Q5_0: return lf_quant_find(LF_GGML_Q5_0);
+    case LF_DTYPE_Q5_1: return lf_quant_find(LF_GGML_Q5_1);
+    case LF_DTYPE_Q4_K: return lf_quant_find(LF_GGML_Q4_K);
+    case LF_DTYPE_Q5_K: return lf_quant_find(LF_GGML_Q5_K);
+    case LF_DTYPE_Q6_K: return lf_quant_find(LF_GGML_Q6_K);
+    default: return lf_quant_find(LF_GGML_Q4_1);
+    }
 }
 
 void lf_qweight_row_f32(const lf_weight *w, int row, float *out) {

@@ -1,5 +1,6 @@
-/* Matrix products on GGUF's 32-value block weights (Q8_0, Q4_0, Q4_1) as
- * they are stored, without a dequantized copy.
+/* Matrix products on GGUF's block weights (Q8_0, Q4_0, Q4_1; the k-quants
+ * Q4_K, Q5_K, Q6_K in cpu/kquant.c) as they are stored, without a
+ * dequantized copy.
  *
  * The activations are quantized per 32-value block to int8 (as llama.cpp's
  * q8_1 activations: scale d = max|x| / 127, q = round(x / d), and
@@ -23,6 +24,12 @@
 #include "cpu/kernels.h"
 
 #define LF_QK 32
+
+/* Bytes ahead of the block being read that the decode kernels prefetch:
+ * without it the hardware prefetcher left the AVX2 kernel at 2 GB/s from
+ * memory on the development VM (a plain read: 10-12 GB/s); 1-4 KB ahead gave
+ * 8 GB/s (docs/cpu-quant.md). */
+#define LF_QM_PREFETCH 2048
 
 typedef enum lf_qdot_level {
     LF_QDOT_SCALAR = 0,
@@ -55,8 +62,8 @@ typedef struct lf_qblock {
 /* Quantize cols (a multiple of 32) floats into cols / 32 blocks. */
 void lf_quantize_row(const float *x, int cols, lf_qblock *out);
 
-/* Dot product of one weight row (nb blocks of dtype wt) with nb activation
- * blocks, at the given level. */
+/* Dot product of one weight row (dtype wt, nb * 32 values) with nb
+ * activation blocks, at the given level. */
 float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level);
 
 /* The same for 4 tokens at once (x[t] for t < 4): out[t]. */

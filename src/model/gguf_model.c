@@ -341,12 +341,17 @@ static lf_dtype kept_block_dtype(uint32_t ggml) {
     case LF_GGML_Q8_0: return LF_DTYPE_Q8_0;
     case LF_GGML_Q4_0: return LF_DTYPE_Q4_0;
     case LF_GGML_Q4_1: return LF_DTYPE_Q4_1;
+    case LF_GGML_Q5_0: return LF_DTYPE_Q5_0;
+    case LF_GGML_Q5_1: return LF_DTYPE_Q5_1;
+    case LF_GGML_Q4_K: return LF_DTYPE_Q4_K;
+    case LF_GGML_Q5_K: return LF_DTYPE_Q5_K;
+    case LF_GGML_Q6_K: return LF_DTYPE_Q6_K;
     default: return LF_DTYPE_F32;
     }
 }
 
 /* Shape (reversed ggml order), dtype, and whether a copy is needed.
- * keep_quant: Q8_0/Q4_0/Q4_1 matrices keep their blocks. */
+ * keep_quant: every block type's matrices keep their blocks. */
 static int plan_tensor(const lf_config *cfg, const lf_gguf_tensor *t, bool keep_quant, tensor_plan *p,
                        size_t *owned_bytes, const char *path, lf_error *err) {
     lf_tensor *d = p->dst;
@@ -455,6 +460,9 @@ static int build_view(const lf_gguf_file *f, const lf_config *cfg, bool keep_qua
     }
     if (rc == 0) rc = convert_all(plans, n, *owned, f->map != NULL, f->path, err);
     free(plans);
+    /* in name order, for lf_st_find's binary search (a GGUF file's tensors come
+     * in any order: llama-quantize's output puts output_norm first) */
+    if (rc == 0) lf_st_sort(view);
     return rc;
 }
 

@@ -22,9 +22,9 @@ int lf_gguf_model_path(const char *path, char **file, lf_error *err);
 int lf_gguf_config(const lf_gguf_file *f, lf_config *cfg, lf_error *err);
 
 /* Open a GGUF model: fills cfg, and view with one tensor per GGUF tensor,
- * named as in a Hugging Face checkpoint. With keep_quant, Q8_0/Q4_0/Q4_1
- * matrices keep their blocks (dtype LF_DTYPE_Q8_0/Q4_0/Q4_1, for the CPU's
- * quantized kernels); the other block types are dequantized to bf16.
+ * named as in a Hugging Face checkpoint. With keep_quant, the matrices of
+ * every block type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) keep
+ * their blocks (dtype LF_DTYPE_Q8_0 ..., for the CPU's quantized kernels).
  * Tensors that need no reordering and no conversion point into the mapping
  * (which view owns: lf_st_close unmaps it); the others live, as bf16 (or
  * their stored type when only reordered), in *owned (malloc'd, freed by the

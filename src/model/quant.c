@@ -85,16 +85,6 @@ static void deq_q8_0(const uint8_t *b, float *y) {
 
 /* ---- k-quants: 256-value super-blocks ------------------------------------ */
 
-/* The 6-bit scale and min of sub-block j from Q4_K/Q5_K's 12 packed bytes. */
-static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 /* Q4_K: d, dmin (f16), 12 scale bytes, 128 nibble bytes. Each 64 values use
  * 32 bytes: low nibbles for the first 32 (sub-block 2i), high nibbles for
@@ -105,7 +95,7 @@ static void deq_q4_k(const uint8_t *b, float *y) {
     for (int i = 0; i < 4; i++) {
         for (int half = 0; half < 2; half++) {
             int sc, m;
-            k_scale_min(2 * i + half, scales, &sc, &m);
+            lf_quant_k_scale_min(2 * i + half, scales, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             for (int l = 0; l < 32; l++) {
                 int q = half ? qs[32 * i + l] >> 4 : qs[32 * i + l] & 0x0F;
@@ -123,7 +113,7 @@ static void deq_q5_k(const uint8_t *b, float *y) {
     for (int i = 0; i < 4; i++) {
         for (int half = 0; half < 2; half++) {
             int sc, m;
-            k_scale_min(2 * i + half, scales, &sc, &m);
+            lf_quant_k_scale_min(2 * i + half, scales, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             int bit = 2 * i + half;
             for (int l = 0; l < 32; l++) {

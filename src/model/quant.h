@@ -45,4 +45,17 @@ void lf_quant_to_bf16(const lf_quant_type *q, const void *src, size_t n_elems, u
  * fp32 (the values lf_quant_to_bf16 rounds). */
 void lf_quant_to_f32(const lf_quant_type *q, const void *src, size_t n_elems, float *dst);
 
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block
+ * from its 12 packed scale bytes q (inline: the CPU's k-quant dot products
+ * unpack them for every super-block). */
+static inline void lf_quant_k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
 #endif

@@ -207,7 +207,7 @@ int lf_st_open(const char *path, lf_st_file *f, lf_error *err) {
     /* Duplicate names (cJSON keeps both entries, the format forbids it):
      * the tensors are kept sorted by name, which also serves lf_st_find */
     if (rc == 0 && f->n_tensors > 1) {
-        qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, tensor_name_cmp);
+        lf_st_sort(f);
         for (int i = 1; i < f->n_tensors && rc == 0; i++)
             if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
                 rc = lf_fail(err, "%s: tensor '%s' appears twice in the header", path, f->tensors[i].name);
@@ -235,6 +235,10 @@ int lf_st_open(const char *path, lf_st_file *f, lf_error *err) {
         return -1;
     }
     return 0;
+}
+
+void lf_st_sort(lf_st_file *f) {
+    if (f->n_tensors > 1) qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, tensor_name_cmp);
 }
 
 const lf_tensor *lf_st_find(const lf_st_file *f, const char *name) {

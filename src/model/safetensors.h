@@ -32,6 +32,9 @@ typedef struct lf_st_file {
  * unsupported dtype, ...). */
 int lf_st_open(const char *path, lf_st_file *f, lf_error *err);
 void lf_st_close(lf_st_file *f);
+/* Sort f's tensors by name (what lf_st_find needs; views built by other
+ * loaders call it). */
+void lf_st_sort(lf_st_file *f);
 /* The tensor of that name (binary search), or NULL. */
 const lf_tensor *lf_st_find(const lf_st_file *f, const char *name);
 
