@@ -5,11 +5,12 @@
 # engine (longflow eval --device cuda) on the new checkpoint, as far as the
 # time allows, then the failure kinds of every run (analyze_v2.py).
 # Run from a folder that holds tools/train/, tools/sweep_accuracy.py, tok/
-# (tokenizer files), data/ (test sets) and devbin/ (tools/stage_devbin.sh).
+# (tokenizer files), data/ (test sets) and devbin/ (tools/stage_devbin.sh):
+# tools/train/stage_v2.sh BUILD_DIR DEST stages all of it.
 # At most 8 files come back in $OUT: model.tar, train.log, metrics.json,
 # eval.jsonl.gz, sweep.tar.gz, runs.tar.gz (if under 15 MB), run.log.
-# Knobs (env): TRAIN_UNTIL (s after train.py starts, default 295), END_S (the
-# sweep's last start, s after this script starts, default 480), JOBS (8),
+# Knobs (env): TRAIN_UNTIL (s after train.py starts, default 280), END_S (the
+# sweep's last start, s after this script starts, default 465), JOBS (8),
 # DEVICE (cuda), BATCH (200: each of the parallel evals holds its own KV pool), LIMIT (problems per set, 0 = all), MAXTOK (3000), EXTRA (more
 # train.py flags, e.g. --tiny for a CPU smoke test).
 set -uo pipefail
@@ -26,10 +27,10 @@ export LD_LIBRARY_PATH="$PWD/devbin/lib:$PROG${LD_LIBRARY_PATH:+:$LD_LIBRARY_PAT
 "$PROG/longflow" policies --json > "$W/policies.json" || echo "staged longflow does not run"
 
 echo "== train ($(since) s)"
-OUT=$W/t TRAIN_SECONDS=100000 TOK_DIR=tok EVAL_DIR=data EVAL_SECONDS=${EVAL_SECONDS:-40} \
-  timeout $(( ${TRAIN_UNTIL:-295} + 120 )) bash tools/train/device_run.sh --tasks v2 --engine fast \
+OUT=$W/t TRAIN_SECONDS=100000 TOK_DIR=tok EVAL_DIR=data EVAL_SECONDS=${EVAL_SECONDS:-45} \
+  timeout $(( ${TRAIN_UNTIL:-280} + 120 )) bash tools/train/device_run.sh --tasks v2 --engine fast \
   --max-shard-size 15MB --eval-max-new-tokens 3700 --batch-tokens 32768 --lr 2e-3 --warmup 200 --reuse \
-  --log-every 250 --ckpt-seconds 120 --train-until "${TRAIN_UNTIL:-295}" --bucket-max 2944 --bucket-step 128 \
+  --log-every 250 --ckpt-seconds 120 --train-until "${TRAIN_UNTIL:-280}" --bucket-max 2944 --bucket-step 128 \
   --max-position 4096 --no-line-cache ${EXTRA:-}
 cp "$W/t/train.log" "$W/t/metrics.json" "$OUTD/" 2>/dev/null
 gzip -c "$W/t/eval.jsonl" > "$OUTD/eval.jsonl.gz" 2>/dev/null
@@ -37,7 +38,7 @@ tar cf "$OUTD/model.tar" -C "$W/t" model
 
 echo "== sweep ($(since) s)"
 LIM=(); [ "${LIMIT:-0}" != 0 ] && LIM=(--limit "$LIMIT")
-left=$(( ${END_S:-480} - $(since) ))
+left=$(( ${END_S:-465} - $(since) ))
 if [ -f "$W/t/model/model.safetensors" ] && [ "$left" -gt 20 ]; then
   mkdir -p "$W/sweep/runs"
   # the full cache on the long sets, alongside the sweep
