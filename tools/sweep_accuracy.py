@@ -73,28 +73,37 @@ def acc_cell(summary):
     return "n/a" if summary is None else f"{100 * summary['accuracy']:.1f}%"
 
 
-def plot(table, policies, budgets, path):
-    """One panel per family: accuracy against the budget, one line per policy."""
+def plot_panels(panels, path, ylabel):
+    """One panel per (title, full-cache value or None, {line: [(budget %, value)]}),
+    each line against the budget; saved as a PNG at path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fams = list(table)
-    fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 4), squeeze=False)
-    xs = [float(b.rstrip("%")) for b in budgets]
-    for ax, fam in zip(axes[0], fams):
-        rows = table[fam]
-        ax.axhline(100 * rows[("full", "100%")]["accuracy"], color="black", ls="--", label="full")
-        for pol in policies:
-            pts = [(x, 100 * rows[(pol, b)]["accuracy"]) for x, b in zip(xs, budgets) if rows.get((pol, b))]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=pol)
-        ax.set_title(fam)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (title, full, lines) in zip(axes[0], panels):
+        if full is not None:
+            ax.axhline(full, color="black", ls="--", label="full")
+        for name, pts in lines.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_title(title)
         ax.set_xlabel("budget (% of full-cache output length)")
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(ylabel)
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot(table, policies, budgets, path):
+    """One panel per family: accuracy against the budget, one line per policy."""
+    xs = [float(b.rstrip("%")) for b in budgets]
+    panels = []
+    for fam, rows in table.items():
+        lines = {pol: [(x, 100 * rows[(pol, b)]["accuracy"]) for x, b in zip(xs, budgets) if rows.get((pol, b))]
+                 for pol in policies}
+        panels.append((fam, 100 * rows[("full", "100%")]["accuracy"], lines))
+    plot_panels(panels, path, "accuracy (%)")
 
 
 def replot(out):

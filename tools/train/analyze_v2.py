@@ -112,27 +112,17 @@ def write_survival(kinds_path, md_path, png_path, first_digit=False):
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
     if png_path:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fams = [f for f in tasks_v2.FAMILIES if f in table]
-        fig, axes = plt.subplots(1, len(fams), figsize=(4.5 * len(fams), 4), squeeze=False)
-        for ax, fam in zip(axes[0], fams):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        from sweep_accuracy import plot_panels
+        panels = []
+        for fam in (f for f in tasks_v2.FAMILIES if f in table):
             rows = table[fam]
-            if ("full", 100) in rows:
-                ax.axhline(100.0 * rows[("full", 100)][0] / rows[("full", 100)][1], color="black", ls="--",
-                           label="full")
-            for pol in policies:
-                pts = [(b, 100.0 * rows[(pol, b)][0] / rows[(pol, b)][1]) for b in budgets if (pol, b) in rows]
-                ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=pol)
-            ax.set_title(fam + (": derivation intact, Q's 1st digit" if first_digit else ": derivation intact"))
-            ax.set_xlabel("budget (% of full-cache output length)")
-            ax.set_ylabel("problems (%)")
-            ax.set_ylim(0, 105)
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(png_path, dpi=120)
+            full = rows.get(("full", 100))
+            lines = {pol: [(b, 100.0 * rows[(pol, b)][0] / rows[(pol, b)][1]) for b in budgets if (pol, b) in rows]
+                     for pol in policies}
+            title = fam + (": derivation intact, Q's 1st digit" if first_digit else ": derivation intact")
+            panels.append((title, 100.0 * full[0] / full[1] if full else None, lines))
+        plot_panels(panels, png_path, "problems (%)")
 
 
 def load_questions(data_dir, family):
