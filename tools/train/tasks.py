@@ -27,8 +27,15 @@ Families:
   path  a weighted cycle: follow the arrows from a start node to a target
         node, adding up the arrow lengths (graph search with arithmetic).
 
+The second task set ("v2": fib, mul, gcd; tasks_v2.py, docs/tiny-reasoner-v2.md)
+is shaped like reasoning instead: a short question, a long derivation whose
+lines depend on the line before, and an answer that needs a number from the
+question. select("v2") makes FAMILIES that set (train.py --tasks v2).
+
 Usage:
-  tasks.py testsets OUTDIR [--n 200]   write OUTDIR/<family>.jsonl (fixed seeds)
+  tasks.py testsets OUTDIR [--n 200] [--set v1|v2] [--long 100]
+                                      write OUTDIR/<family>.jsonl (fixed seeds);
+                                      v2 also OUTDIR/<family>-long.jsonl
   tasks.py sample FAMILY [--seed S]   print one rendered training example
 """
 import argparse
@@ -37,7 +44,11 @@ import os
 import random
 import sys
 
-FAMILIES = ("sum", "walk", "path")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tasks_v2  # noqa: E402
+
+TASK_SETS = {"v1": ("sum", "walk", "path"), "v2": tasks_v2.FAMILIES}
+FAMILIES = TASK_SETS["v1"]  # the set trained and tested; select() changes it
 
 LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
@@ -114,6 +125,16 @@ def gen_path(rng):
 
 
 GENERATORS = {"sum": gen_sum, "walk": gen_walk, "path": gen_path}
+GENERATORS.update({f: (lambda rng, f=f: tasks_v2.generate(f, rng)) for f in tasks_v2.FAMILIES})
+
+
+def select(name):
+    """Make FAMILIES the task set `name` (v1 or v2); worker processes forked
+    afterwards inherit it."""
+    global FAMILIES
+    if name not in TASK_SETS:
+        raise SystemExit("tasks: unknown task set %r (have %s)" % (name, ", ".join(TASK_SETS)))
+    FAMILIES = TASK_SETS[name]
 
 
 def generate(family, rng):
@@ -133,18 +154,28 @@ def response_text(reasoning, answer):
 
 
 def test_problems(family, n):
+    if family in tasks_v2.FAMILIES:
+        return tasks_v2.test_problems(family, n)
     rng = random.Random(TEST_SEED[family])
     return [generate(family, rng) for _ in range(n)]
 
 
-def write_testsets(outdir, n):
+def _write_jsonl(path, probs):
+    with open(path, "w") as f:
+        for i, (q, _, a) in enumerate(probs):
+            f.write(json.dumps({"index": i, "question": q, "true_answer": a}) + "\n")
+    print("wrote", path)
+
+
+def write_testsets(outdir, n, n_long=0):
+    """OUTDIR/<family>.jsonl for the families of FAMILIES; for v2 families
+    also OUTDIR/<family>-long.jsonl (n_long problems 25% longer than any
+    trained one)."""
     os.makedirs(outdir, exist_ok=True)
     for fam in FAMILIES:
-        path = os.path.join(outdir, fam + ".jsonl")
-        with open(path, "w") as f:
-            for i, (q, _, a) in enumerate(test_problems(fam, n)):
-                f.write(json.dumps({"index": i, "question": q, "true_answer": a}) + "\n")
-        print("wrote", path)
+        _write_jsonl(os.path.join(outdir, fam + ".jsonl"), test_problems(fam, n))
+        if n_long and fam in tasks_v2.FAMILIES:
+            _write_jsonl(os.path.join(outdir, fam + "-long.jsonl"), tasks_v2.test_problems(fam, n_long, long=True))
 
 
 def main():
@@ -153,12 +184,15 @@ def main():
     t = sub.add_parser("testsets")
     t.add_argument("outdir")
     t.add_argument("--n", type=int, default=200)
+    t.add_argument("--set", default="v1", choices=sorted(TASK_SETS))
+    t.add_argument("--long", type=int, default=100, help="v2: problems per long test set")
     s = sub.add_parser("sample")
-    s.add_argument("family", choices=FAMILIES)
+    s.add_argument("family", choices=sorted(GENERATORS))
     s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.cmd == "testsets":
-        write_testsets(args.outdir, args.n)
+        select(args.set)
+        write_testsets(args.outdir, args.n, args.long)
     else:
         q, r, a = generate(args.family, random.Random(args.seed))
         sys.stdout.write(prompt_text(q) + response_text(r, a) + "\n")

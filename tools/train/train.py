@@ -643,6 +643,8 @@ def main_fast(args, log, tok, tok_path, test_files, test_questions, t_start):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokenizer", required=True, help="dir with tokenizer.json and tokenizer_config.json")
+    ap.add_argument("--tasks", default="v1", choices=sorted(tasks.TASK_SETS),
+                    help="task set: v1 (sum, walk, path) or v2 (fib, mul, gcd; docs/tiny-reasoner-v2.md)")
     ap.add_argument("--out", required=True, help="export dir (also written at each checkpoint)")
     ap.add_argument("--log", default=None, help="also append log lines to this file")
     ap.add_argument("--metrics", default=None, help="write a JSON summary here")
@@ -704,6 +706,7 @@ def main():
         args.layers, args.hidden, args.heads, args.kv_heads, args.head_dim, args.ffn = 2, 64, 4, 2, 16, 128
     if args.steps is None and args.train_seconds is None:
         ap.error("give --steps or --train-seconds")
+    tasks.select(args.tasks)  # before the data workers are forked
     parse_family_weights(args.family_weights)  # fail here, not in a worker
 
     t_start = time.time()
