@@ -11,15 +11,7 @@
 # check; exits non-zero when an exact check fails.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
-BIN=${LF_DEVBIN:-$PWD/.devbin}
-export LD_LIBRARY_PATH="$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-PROG=$BIN
-if [ -f "$BIN/bin.tar.gz" ]; then # packed by tools/stage_devbin.sh
-  PROG=$(mktemp -d /tmp/lf-engine.XXXXXX)
-  trap 'rm -rf "$PROG"' EXIT
-  tar xzf "$BIN/bin.tar.gz" -C "$PROG" || exit 1
-fi
-export LD_LIBRARY_PATH="$PROG:$LD_LIBRARY_PATH"
+. bench/cuda/devbin_env.sh
 python3 - "$PROG/longflow" ${LF_ENGINE_FIXTURES:-qwen3_hd64 llama_hd64_gqa4} <<'PY'
 import json, subprocess, sys
 binary, names = sys.argv[1], sys.argv[2:]

@@ -11,14 +11,7 @@
 # check; exits non-zero when an exact check fails.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
-BIN=${LF_DEVBIN:-$PWD/.devbin}
-export LD_LIBRARY_PATH="$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-PROG=$BIN
-if [ -f "$BIN/bin.tar.gz" ]; then # packed by tools/stage_devbin.sh
-  PROG=$(mktemp -d /tmp/lf-gguf.XXXXXX)
-  trap 'rm -rf "$PROG"' EXIT
-  tar xzf "$BIN/bin.tar.gz" -C "$PROG" || exit 1
-fi
+. bench/cuda/devbin_env.sh
 D=tests/data
 fail=0
 tokens() { # MODEL DEVICE PROMPT_IDS N
