@@ -45,6 +45,8 @@ def run_eval(args, data, policy, budget, ref, out_path):
     cmd = [args.bin, "eval", "--model", args.model, "--data", data, "--policy", policy,
            "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--output", out_path,
            "--instruction", args.instruction, "--json", "--device", args.device]
+    if args.kv_dtype:
+        cmd += ["--kv-dtype", args.kv_dtype]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     if args.threads:
@@ -127,6 +129,8 @@ def main():
     ap.add_argument("--data", nargs="+", required=True)
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--kv-dtype", choices=["fp32", "bf16", "fp8"], default=None,
+                    help="how the cache stores K and V in every run, full cache included (default: eval's)")
     ap.add_argument("--batch", default="16", help="problems in flight (max: as many as fit, cuda)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--max-tokens", type=int, default=4096)

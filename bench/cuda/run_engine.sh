@@ -34,7 +34,7 @@
 # Files under $OUT (at most 8): run_engine.log (everything, combined), ppl.jsonl (ppl),
 # engine_bench.jsonl (one JSON object per throughput run: bench, bench8b),
 # engine_agree.jsonl (agree), hf_baseline.json (hf), eval.jsonl and eval_results.tar.gz (eval),
-# eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), gpu_accuracy.md/.json (sweep),
+# eval_pct.jsonl and eval_pct_results.tar.gz (evalpct), gpu_accuracy[-DTYPE].md/.json (sweep),
 # summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
@@ -264,16 +264,20 @@ PY
     ;;
   sweep)
     # the accuracy sweep of bench/accuracy on the GPU, every test problem (200 per family), every
-    # GPU policy at budgets of 10-80% of the full-cache output length; the summaries come back as
-    # gpu_accuracy.md / gpu_accuracy.json (the per-problem results stay on the machine)
-    SW=$(mktemp -d /tmp/lf-sweep.XXXXXX)
-    run "accuracy sweep on the GPU (tools/sweep_accuracy.py --device cuda, 200 problems per family)" 400 \
-        python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device cuda --batch max --model models/tiny-reasoner \
-        --data models/tiny-reasoner/data/sum.jsonl models/tiny-reasoner/data/walk.jsonl \
-        models/tiny-reasoner/data/path.jsonl --limit 200 --max-tokens 1500 --out "$SW" \
-        --budgets 10% 20% 40% 60% 80%
-    cp "$SW/accuracy.md" "$OUTD/gpu_accuracy.md" 2>> "$LOG"
-    cp "$SW/accuracy.json" "$OUTD/gpu_accuracy.json" 2>> "$LOG"
+    # GPU policy at budgets of 10-80% of the full-cache output length, once per KV cache dtype of
+    # LF_SWEEP_DTYPES (default bf16); the summaries come back as gpu_accuracy[-DTYPE].md / .json
+    # (no suffix for bf16; the per-problem results stay on the machine)
+    for dt in ${LF_SWEEP_DTYPES:-bf16}; do
+      SW=$(mktemp -d /tmp/lf-sweep.XXXXXX)
+      sfx=$([ "$dt" = bf16 ] || echo "-$dt")
+      run "accuracy sweep on the GPU, --kv-dtype $dt (tools/sweep_accuracy.py --device cuda, 200 problems per family)" 400 \
+          python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device cuda --batch max --model models/tiny-reasoner \
+          --data models/tiny-reasoner/data/sum.jsonl models/tiny-reasoner/data/walk.jsonl \
+          models/tiny-reasoner/data/path.jsonl --limit 200 --max-tokens 1500 --out "$SW" \
+          --budgets 10% 20% 40% 60% 80% --kv-dtype "$dt"
+      cp "$SW/accuracy.md" "$OUTD/gpu_accuracy$sfx.md" 2>> "$LOG"
+      cp "$SW/accuracy.json" "$OUTD/gpu_accuracy$sfx.json" 2>> "$LOG"
+    done
     ;;
   evalpct)
     # per-problem budgets on the GPU (eval --budget P%): the first 40 problems of each family at the

@@ -52,7 +52,7 @@ static void usage(FILE *f) {
             "  --batch N            sequences decoded together (default 1)\n"
             "  --threads N          threads (default: all cores)\n"
             "  --policy P --budget B  KV-cache policy and slots (default: full)\n"
-            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
+            "  --kv-dtype fp32|bf16|fp8  " LF_KV_DTYPE_HELP
             "  --device cpu|cuda    the device (default cpu)\n"
             "  --weights quant|bf16 GGUF block-quantized matrices: computed on as\n"
             "                       blocks (quant, the CPU default) or dequantized to bf16 at load\n"

@@ -39,7 +39,7 @@ static void eval_usage(FILE *f) {
             "  --limit N              first N problems only\n"
             "  --batch N|max          problems in flight at once (default 8; max = as many as fit, --device cuda)\n"
             "  --budget N             KV slots per sequence and layer\n"
-            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16; cuda: bf16 only)\n"
+            "  --kv-dtype fp32|bf16|fp8  " LF_KV_DTYPE_HELP
             "  --budget P%%            P percent of each problem's full-cache output length, read from\n"
             "                         --reference FILE (the results of a --policy full run)\n"
             "  --instruction TEXT     appended to each question on a new line (default: the model's\n"

@@ -42,7 +42,7 @@ static void generate_usage(FILE *f) {
             "  --budget N               KV slots per sequence and layer (budgeted policies)\n"
             "  --sinks N  --recent N    tokens never evicted (first prompt tokens / newest tokens)\n"
             "  --evict-every K          LongFlow: evict K slots at once every K steps (default 1)\n"
-            "  --kv-dtype fp32|bf16|fp8 how the cache stores K and V (default bf16; cuda: bf16 only)\n"
+            "  --kv-dtype fp32|bf16|fp8 " LF_KV_DTYPE_HELP
             "output and machine:\n"
             "  --json                   print one JSON object on stdout\n"
             "  --split-think            with --json: add \"reasoning\" and \"answer\"\n"

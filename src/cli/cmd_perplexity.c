@@ -45,7 +45,7 @@ static void usage(FILE *f) {
             "                         every --policy x --budget of the comma-separated lists against it\n"
             "                         (KL, top-1 agreement, delta NLL); one result per run\n"
             "  --sinks N --recent N --evict-every K  policy options as for generate\n"
-            "  --kv-dtype fp32|bf16|fp8  how the cache stores K and V (default bf16)\n"
+            "  --kv-dtype fp32|bf16|fp8  " LF_KV_DTYPE_HELP
             "  --weights quant|bf16   GGUF block-quantized matrices computed on as\n"
             "                         blocks (default) or dequantized to bf16 at load\n"
             "  --batch N|max          windows (x policies with --fidelity) decoded together (default 4 on\n"

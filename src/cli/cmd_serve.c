@@ -32,7 +32,7 @@ static void serve_usage(FILE *f) {
             "  --repetition-penalty R  --seed S  --ignore-eos\n"
             "  --policy NAME --budget N KV-cache policy and slots per layer (default full)\n"
             "  --sinks N  --recent N  --evict-every K\n"
-            "  --kv-dtype fp32|bf16|fp8 how the cache stores K and V (default bf16; cuda: bf16 only)\n"
+            "  --kv-dtype fp32|bf16|fp8 " LF_KV_DTYPE_HELP
             "model and machine:\n"
             "  --model DIR              (default: $LONGFLOW_MODEL or the bundled model)\n"
             "  --random-weights NAME    benchmarks: random bf16 weights of a shape (qwen3-1.7b, ...; see bench)\n"

@@ -79,6 +79,9 @@ int lf_gen_load_model(const lf_gen_options *o, const char *cmd, lf_model **model
  * context leaves after the prompt). */
 #define LF_DEFAULT_MAX_TOKENS 8192
 
+/* the help text of --kv-dtype after its values, in every command that has it */
+#define LF_KV_DTYPE_HELP "how the cache stores K and V (default bf16; fp32: CPU only)\n"
+
 /* What a model directory's own files say about running it. */
 typedef struct lf_model_defaults {
     char *eval_instruction;        /* longflow.json "eval_instruction"; NULL when absent */

@@ -352,6 +352,11 @@ static void policy_gap(lf_model *m, const int *p, int n, int budget, lf_policy_k
     gpu_run(m, &pc, budget, p, n, cpu.tokens, &gpu);
     logits_err(gpu.logits, cpu.logits, V, mean, mx);
     *first = rel_l2(gpu.logits, cpu.logits, V);
+    /* the gap step by step: a jump at one step (a different victim after a
+     * near tie) reads differently from a gap that grows from the first step */
+    printf("[ fp8      ] %-10s %s rel-L2 by step:", lf_policy_name(kind), lf_kv_dtype_name(dt));
+    for (int s = 0; s < STEPS; s++) printf(" %.3f", rel_l2(gpu.logits + (size_t)s * V, cpu.logits + (size_t)s * V, V));
+    printf("\n");
     free(cpu.logits);
     free(gpu.logits);
 }
