@@ -67,6 +67,7 @@ struct Params {
     unsigned *pair_cnt, *seq_cnt;
     float *part_ml, *part_o, *gE, *gmref, *g, *nb, *cpart;
     const float *kscale, *vscale;   /* FP8 cache: row scales, (p, kvh, slot) at p*sc_seq_stride + kvh*kvh_slots + slot */
+    const float *vnorm;             /* FP8 cache: |v|_1 of each V row (same index), or NULL (summed here) */
     long long sc_seq_stride;        /* kv_seq_stride / head_dim */
 };
 
@@ -193,6 +194,22 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t u) {
     asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(r), "r"(0x7b807b80u), "r"(0x80008000u));
     return d;
 }
+/* The e4m3 pair in the low (hi = 0) or high 16 bits of w as f16x2: one
+ * conversion instruction from sm_89 on; elsewhere the bf16 trick with f16's
+ * bias (15: times 2^-8, then an exact multiply by 2^8; e4m3 subnormals are
+ * f16 subnormals, which f16 FMA keeps). Every e4m3 value is an f16. */
+template <int HI> __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t w) {
+    uint32_t d;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    const uint16_t h = (uint16_t)(HI ? w >> 16 : w);
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(d) : "h"(h));
+#else
+    const uint32_t u = prmt(w, w >> 8, HI ? 0xB3A2u : 0x9180u);
+    const uint32_t r = (u << 7) & 0xbf80bf80u;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(r), "r"(0x5c005c00u), "r"(0x80008000u));
+#endif
+    return d;
+}
 /* The pair (byte k of a, byte k of b), as bf16x2 (a's in the low half). */
 template <int K> __device__ __forceinline__ uint32_t e4m3_pair(uint32_t a, uint32_t b) {
     return e4m3x2_to_bf16x2(prmt(a, b, (uint32_t)(K | (8 | K) << 4 | (4 + K) << 8 | (12 + K) << 12)));
@@ -217,7 +234,7 @@ template <int D> __device__ __forceinline__ uint32_t swz8(int r, int c) {
 
 template <int D, bool F8 = false> struct Smem {
     static constexpr int KV_BYTES = TILE * D * (F8 ? 1 : 2);      /* one of K or V */
-    static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4 * (F8 ? 3 : 1); /* + pos (+ K, V scales) */
+    static constexpr int STAGE_BYTES = 2 * KV_BYTES + TILE * 4 * (F8 ? 4 : 1); /* + pos (+ K, V scales, |v|_1) */
     static constexpr int PIPE_BYTES = STAGES * STAGE_BYTES;
     static constexpr int OBUF_BYTES = WARPS * MAXG * D * 4;       /* warp O merge */
     static_assert(OBUF_BYTES + 3 * MAX_SPLIT * MAXG * 4 <= PIPE_BYTES, "scratch fits the pipeline");
@@ -456,6 +473,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     const unsigned char *vb8 = static_cast<const unsigned char *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
     const float *ksb = F8 ? p.kscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
     const float *vsb = F8 ? p.vscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
+    /* FP8 with stored |v|_1 (LongFlow, VATP): read per slot instead of summing the codes */
+    const bool use_vn = F8 && (KIND == K_LF || KIND == K_VATP) && p.vnorm != nullptr;
+    const float *vnb = use_vn ? p.vnorm + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
     const int *posb = p.pos + pidx * p.slot_seq_stride;
 
     /* E destination: shared (range-relative) or global (cap-relative) */
@@ -503,6 +523,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
                 cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
                 cp_async4(smem_u32(sc + tid * 4), ksb + (in ? slot : 0), in ? 4 : 0);
                 cp_async4(smem_u32(sc + TILE * 4 + tid * 4), vsb + (in ? slot : 0), in ? 4 : 0);
+                if (use_vn) cp_async4(smem_u32(sc + TILE * 8 + tid * 4), vnb + (in ? slot : 0), in ? 4 : 0);
             }
         } else {
 #pragma unroll
@@ -537,6 +558,36 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
                 qa[kc][0] = qa[kc][1] = 0u;
             }
         }
+    }
+
+    /* FP8: S = Q K^T runs on the f16 tensor cores (K codes convert to f16 in one
+     * instruction). q goes to f16 times 2^-qe, qe >= 0 the least that brings the
+     * group's max |q| under 2^15 (0 for any real model; the same in every warp),
+     * exact but for q elements below 2^-14 * 2^qe, whose f16 rounding is far under
+     * q's own bf16 rounding; 2^qe multiplies the K scale back. */
+    float slog2 = p.scale_log2;
+    if (F8) {
+        float qm = 0.f;
+#pragma unroll
+        for (int kc = 0; kc < NKC; kc++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
+                qm = fmaxf(qm, fmaxf(fabsf(f.x), fabsf(f.y)));
+            }
+        for (int m = 16; m > 0; m >>= 1) qm = fmaxf(qm, __shfl_xor_sync(0xffffffffu, qm, m));
+        int qe = 0;
+        if (qm >= 32768.f) qe = qm < 3e38f ? min(ilogbf(qm) - 14, 120) : 120; /* inf/NaN: 120 (NaN stays NaN) */
+        const float qs = exp2f((float)-qe);
+        slog2 *= exp2f((float)qe);
+#pragma unroll
+        for (int kc = 0; kc < NKC; kc++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
+                const __half2 h = __floats2half2_rn(f.x * qs, f.y * qs);
+                qa[kc][j] = *reinterpret_cast<const uint32_t *>(&h);
+            }
     }
 
     float o[NNT][4];
@@ -590,8 +641,10 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
 #pragma unroll
             for (int kc = 0; kc < NKC; kc++) {
                 const uint32_t w0 = word_of(k0, kc), w1 = word_of(k1, kc);
-                Ops::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, e4m3_pair<0>(w0, w0 >> 8), e4m3_pair<2>(w0, w0 >> 8));
-                Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, e4m3_pair<0>(w1, w1 >> 8), e4m3_pair<2>(w1, w1 >> 8));
+                TypeOps<__half>::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w0),
+                                     e4m3x2_to_f16x2<1>(w0));
+                TypeOps<__half>::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w1),
+                                     e4m3x2_to_f16x2<1>(w1));
             }
         } else {
             const int lr = (lane & 7) + ((lane >> 4) << 3);
@@ -619,7 +672,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         float sv[4] = {sacc[0][0], sacc[0][1], sacc[1][0], sacc[1][1]};
         const bool row_ok = gid < G;
 #pragma unroll
-        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * ksc[j] * p.scale_log2 : -INFINITY;
+        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * ksc[j] * slog2 : -INFINITY;
         float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
@@ -678,7 +731,7 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
                 case 2: b0 = e4m3_pair<2>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<2>(w[2][nt / 4], w[3][nt / 4]); break;
                 default: b0 = e4m3_pair<3>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<3>(w[2][nt / 4], w[3][nt / 4]);
                 }
-                if (KIND == K_LF || KIND == K_VATP) {
+                if ((KIND == K_LF || KIND == K_VATP) && !use_vn) {
                     const float2 x0 = Ops::abs2(b0), x1 = Ops::abs2(b1);
                     nacc[0] += x0.x;
                     nacc[1] += x0.y;
@@ -711,7 +764,11 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         }
 
         if (KIND != K_NONE) {
-            if (KIND == K_LF || KIND == K_VATP) {
+            if (use_vn) { /* the rows' stored |v|_1 */
+                const float *vnm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 12) + wrow + 2 * tig;
+                const float2 na = *reinterpret_cast<const float2 *>(vnm), nb2 = *reinterpret_cast<const float2 *>(vnm + 8);
+                nacc[0] = na.x; nacc[1] = na.y; nacc[2] = nb2.x; nacc[3] = nb2.y;
+            } else if (KIND == K_LF || KIND == K_VATP) {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 4);
@@ -1451,6 +1508,7 @@ extern "C" int lf_cuda_attn_decode(const lf_cuda_attn_desc *d, const lf_cuda_att
     p.cpart = reinterpret_cast<float *>(ws + L.cpart);
     p.kscale = a->k_scale;
     p.vscale = a->v_scale;
+    p.vnorm = d->kv_fp8 ? a->v_norm : nullptr;
     p.sc_seq_stride = d->kv_fp8 ? a->kv_seq_stride / d->head_dim : 0;
 
     cudaError_t e = lf_launch(fn, dim3((unsigned)P.blocks), dim3(THREADS), (size_t)P.smem, (cudaStream_t)a->stream, p);

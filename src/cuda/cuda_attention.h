@@ -102,6 +102,9 @@ typedef struct lf_cuda_attn_args {
     const float *k_scale, *v_scale; /* kv_fp8: the scale of the row at element offset o of k/v is
                                   k_scale/v_scale[o / head_dim] (kv_seq_stride a multiple of head_dim);
                                   element = code value * scale */
+    const float *v_norm;       /* kv_fp8, optional: |v|_1 of each V row (dequantized), indexed as v_scale,
+                                  written with the row (lf_cuda_rope_store's v8_norm); the LongFlow/VATP
+                                  modes then read it instead of summing the row's codes */
 } lf_cuda_attn_args;
 
 /* Check a descriptor (head_dim 64 or 128, n_heads/n_kv_heads <= 8, ...). */

@@ -83,6 +83,8 @@ typedef struct lf_cuda_rope_store_args {
     int64_t slot_entry_stride;
     void *k8_dst, *v8_dst;        /* FP8 codes (layer base), or NULL */
     float *k8_scale, *v8_scale;   /* their row scales (required with k8_dst/v8_dst) */
+    float *v8_norm;               /* optional: |v|_1 of each stored V row (scale * sum |code value|), at
+                                     the scale's index; the fused kernel's LongFlow/VATP term */
     int64_t f8_entry_stride, f8_kvh_stride;
 } lf_cuda_rope_store_args;
 int lf_cuda_rope_store(const lf_cuda_rope_store_args *a, void *stream, lf_error *err);

@@ -121,6 +121,20 @@ __global__ void bench_fill_kernel(void *kbase, void *vbase, float *ks, float *vs
     }
 }
 
+/* |v|_1 of the first n_valid rows of every (layer, KV head) of an entry's FP8
+ * V cache (bench fill): scale * sum |code value|, as rope_store stores it. */
+__global__ void bench_vnorm_kernel(const uint8_t *vbase, const float *vs, float *vn, int n_layers, int nkv, int cap,
+                                   int hd, long long kv_layer_stride, int n_valid) {
+    const long long rows = (long long)n_layers * nkv * n_valid;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < rows; t += (long long)gridDim.x * blockDim.x) {
+        const long long l = t / ((long long)nkv * n_valid), r = t % ((long long)nkv * n_valid);
+        const long long off = l * kv_layer_stride + (r / n_valid * cap + r % n_valid) * hd;
+        float s = 0.f;
+        for (int d = 0; d < hd; d++) s += fabsf(lf_fp8_value(vbase[off + d]));
+        vn[off / hd] = vs[off / hd] * s;
+    }
+}
+
 /* ---- the backend --------------------------------------------------------- */
 
 typedef struct gpu_layer {
@@ -155,6 +169,7 @@ struct lf_cuda_backend {
     int mode;             /* desc->score */
     bool scored, uses_acc;
     bool f8;              /* --kv-dtype fp8: K/V are e4m3 codes (kv_elem 1 byte) with row scales KS/VS */
+    bool vnorm;           /* fp8 with a |v|_1 score (LongFlow, VATP): each V row's |v|_1 kept in VN */
     int kv_elem;          /* bytes of a stored K/V element: 2 (bf16) or 1 (fp8) */
 
     /* shape */
@@ -195,6 +210,7 @@ struct lf_cuda_backend {
     size_t pool_bytes, kv_per_entry, aux_per_entry;
     void *K, *V;       /* [layer][entry][kvh][cap][hd], kv_elem bytes an element */
     float *KS, *VS;    /* fp8: the row scales, [layer][entry][kvh][cap] (element offset / hd), else NULL */
+    float *VN;         /* vnorm: |v|_1 of each V row, indexed as VS (policy state, counted in aux) */
     int32_t *cpos, *next_slot;
     int32_t *recent_e; /* [entry] the recent window each entry resolved for its budget */
     uint32_t *seen;    /* [entry][seen_words] token history bitmaps (repetition penalty only) */
@@ -208,7 +224,7 @@ struct lf_cuda_backend {
     float *x, *qkv, *gu, *logits, *logits_copy, *q32, *k32;
     bf16 *h, *q, *att, *mlp, *pk, *pv;
     uint8_t *pk8, *pv8; /* fp8 + compressing prefill: the prompt's FP8 rows [kvh][n][hd] before SnapKV picks */
-    float *pks, *pvs;   /* and their scales [kvh][n] */
+    float *pks, *pvs, *pvn; /* and their scales [kvh][n] (and |v|_1) */
     uint64_t *d_seeds;
     int32_t *d_tokens, *d_pos, *d_entries, *d_row_slot, *d_steps, *d_out;
     int32_t *d_ptok, *d_ppos, *d_kept, *d_slotpos;
@@ -512,7 +528,7 @@ static int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) 
 /* Workspace bytes for E entries (every buffer that depends on the entry
  * count, plus the prefill buffers). Fills the offsets when `b` is set. */
 typedef struct ws_layout {
-    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, pk8, pv8, pks, pvs, win, wsum;
+    size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, pk8, pv8, pks, pvs, pvn, win, wsum;
     size_t win_bytes;
     size_t in, ptok, ppos, kept, slotpos, slotacc, attn, samp, total;
     size_t in_bytes, attn_bytes, samp_bytes;
@@ -561,6 +577,7 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     TAKE(pv8, f8_scratch ? P * b->kvdim : 0);
     TAKE(pks, f8_scratch ? P * b->KV * 4 : 0);
     TAKE(pvs, f8_scratch ? P * b->KV * 4 : 0);
+    TAKE(pvn, f8_scratch && b->vnorm ? P * b->KV * 4 : 0);
     /* the window softmax sums: scratch, and SnapKV's [P] + the accumulator's [P] */
     w->win_bytes = need_f32 ? lf_cuda_window_sums_bytes(b->P, b->H, LF_SNAPKV_WINDOW) : 0;
     TAKE(win, w->win_bytes);
@@ -684,6 +701,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
     b->scored = b->mode != LF_SCORE_NONE;
     b->uses_acc = lf_score_reads_acc(b->mode);
     b->f8 = o->policy.kv_dtype == LF_KV_FP8;
+    b->vnorm = b->f8 && (b->mode == LF_SCORE_ATT_VNORM || b->mode == LF_SCORE_ACC_VNORM);
     b->kv_elem = b->f8 ? 1 : 2;
     b->L = c->n_layers;
     b->H = c->n_heads;
@@ -734,7 +752,8 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         /* ---- the plan ---- */
         b->kv_per_entry = (size_t)b->L * b->cap * lf_kv_token_bytes(o->policy.kv_dtype, b->KV, b->HD);
         b->seen_words = o->sampling.repetition_penalty != 1.0f ? (b->vocab + 31) / 32 : 0;
-        b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0)) +
+        b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0) +
+                                                     (b->vnorm ? 4 * (size_t)b->KV : 0)) +
                            (size_t)b->L * 4 + 4 + (size_t)b->seen_words * 4;
         const size_t per_entry = b->kv_per_entry + align256(b->aux_per_entry) + 256;
         if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) goto fail;
@@ -767,6 +786,8 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
         const size_t oVS = off;
         off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
+        const size_t oVN = off;
+        off += b->vnorm ? align256(kv_elems / b->HD * 4) : 0;
         const size_t oP = off;
         off += align256(slots * 4);
         const size_t oS = off;
@@ -786,6 +807,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->V = pb + oV;
         b->KS = b->f8 ? (float *)(pb + oKS) : NULL;
         b->VS = b->f8 ? (float *)(pb + oVS) : NULL;
+        b->VN = b->vnorm ? (float *)(pb + oVN) : NULL;
         b->cpos = (int32_t *)(pb + oP);
         b->score = b->scored ? (float *)(pb + oS) : NULL;
         b->acc = b->uses_acc ? (float *)(pb + oA) : NULL;
@@ -827,6 +849,7 @@ extern "C" int lf_cuda_backend_create(const lf_model *m, const lf_cuda_options *
         b->pv8 = (uint8_t *)(w + wl.pv8);
         b->pks = (float *)(w + wl.pks);
         b->pvs = (float *)(w + wl.pvs);
+        b->pvn = (float *)(w + wl.pvn);
         b->in_bytes = wl.in_bytes;
         char *in = w + wl.in;
         b->d_seeds = (uint64_t *)in;
@@ -978,8 +1001,8 @@ static int prefill_host_layer(lf_cuda_backend *b, int n, int bud, bool compress,
  * slots 0..nk-1: codes and scales are copied as they are (the row's bytes do
  * not depend on where it lives), with lf_cuda_gather_rows over 16-bit units
  * (a row of hd codes is hd/2 units, a scale 2). */
-static int gather_fp8_rows(lf_cuda_backend *b, int n, void *Kl, float *KSl, void *Vl, float *VSl, int nk,
-                           lf_error *err) {
+static int gather_fp8_rows(lf_cuda_backend *b, int n, void *Kl, float *KSl, void *Vl, float *VSl, float *VNl,
+                           int nk, lf_error *err) {
     void *s = (void *)b->stream;
     const int cap = b->cap, hu = b->HD / 2;
     return lf_cuda_gather_rows(b->pk8, (int64_t)n * hu, Kl, (int64_t)cap * hu, b->KV, hu, LF_DTYPE_BF16, b->d_kept,
@@ -989,7 +1012,9 @@ static int gather_fp8_rows(lf_cuda_backend *b, int n, void *Kl, float *KSl, void
            lf_cuda_gather_rows(b->pks, (int64_t)n * 2, KSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
                                s, err) ||
            lf_cuda_gather_rows(b->pvs, (int64_t)n * 2, VSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
-                               s, err)
+                               s, err) ||
+           (VNl && lf_cuda_gather_rows(b->pvn, (int64_t)n * 2, VNl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16,
+                                       b->d_kept, nk, s, err))
                ? -1
                : 0;
 }
@@ -1022,6 +1047,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
         const gpu_layer *g = &b->layers[l];
         void *Kl = kv_at(b, b->K, l, entry), *Vl = kv_at(b, b->V, l, entry);
         float *KSl = kv_scale_at(b, b->KS, l, entry), *VSl = kv_scale_at(b, b->VS, l, entry);
+        float *VNl = kv_scale_at(b, b->VN, l, entry);
         int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride + (size_t)entry * cap;
         /* bf16 rows for the prefill attention in the scratch (fp8 cache, or SnapKV picks later) */
         const bool scratch = compress || b->f8;
@@ -1050,6 +1076,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                 a.v8_dst = compress ? (void *)b->pv8 : Vl;
                 a.k8_scale = compress ? b->pks : KSl;
                 a.v8_scale = compress ? b->pvs : VSl;
+                a.v8_norm = b->vnorm ? (compress ? b->pvn : VNl) : NULL;
                 a.f8_entry_stride = 0;
                 a.f8_kvh_stride = (int64_t)(compress ? n : cap) * b->HD;
             }
@@ -1084,7 +1111,7 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
                 if (ck(cudaMemcpyAsync(b->d_kept, b->h_kept, (size_t)nk * 4, cudaMemcpyHostToDevice, s), err,
                        "SnapKV indices upload"))
                     goto layer_fail;
-                if (b->f8 ? gather_fp8_rows(b, n, Kl, KSl, Vl, VSl, nk, err)
+                if (b->f8 ? gather_fp8_rows(b, n, Kl, KSl, Vl, VSl, VNl, nk, err)
                           : (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
                                                  LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
                              lf_cuda_gather_rows(b->pv, (int64_t)n * b->HD, Vl, (int64_t)cap * b->HD, b->KV, b->HD,
@@ -1284,6 +1311,7 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
         const gpu_layer *g = &b->layers[l];
         void *Kl = kv_at(b, b->K, l, 0), *Vl = kv_at(b, b->V, l, 0);
         float *KSl = kv_scale_at(b, b->KS, l, 0), *VSl = kv_scale_at(b, b->VS, l, 0);
+        float *VNl = kv_scale_at(b, b->VN, l, 0);
         int32_t *pos_l = b->cpos + (size_t)l * b->slot_layer_stride;
         int32_t *next_l = b->next_slot + (size_t)l * b->E;
         prof_mark(pr, s, CAT_OTHER);
@@ -1306,6 +1334,7 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
                 a.v8_dst = Vl;
                 a.k8_scale = KSl;
                 a.v8_scale = VSl;
+                a.v8_norm = VNl;
                 a.f8_entry_stride = b->kv_seq_stride;
                 a.f8_kvh_stride = (int64_t)cap * b->HD;
             }
@@ -1329,6 +1358,7 @@ static int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr,
             a.v = Vl;
             a.k_scale = KSl;
             a.v_scale = VSl;
+            a.v_norm = VNl;
             a.kv_seq_stride = b->kv_seq_stride;
             a.kvh_slots = cap;
             a.pos = pos_l;
@@ -1609,6 +1639,12 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
         kv_scale_at(b, b->VS, 0, entry), b->cpos + (size_t)entry * cap, b->L, b->KV, cap, b->HD, b->kv_layer_stride, b->slot_layer_stride, nv,
         sinks, length, 0x5eedull + (unsigned long long)entry);
     if (ck(cudaGetLastError(), err, "bench fill kernel launch")) return -1;
+    if (b->vnorm) {
+        bench_vnorm_kernel<<<1024, 256, 0, b->stream>>>((const uint8_t *)kv_at(b, b->V, 0, entry),
+                                                         kv_scale_at(b, b->VS, 0, entry), kv_scale_at(b, b->VN, 0, entry),
+                                                         b->L, b->KV, cap, b->HD, b->kv_layer_stride, nv);
+        if (ck(cudaGetLastError(), err, "bench |v|_1 kernel launch")) return -1;
+    }
     const int next = length < cap ? length : sinks;
     if (b->scored) {
         if (launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err) ||
@@ -1648,7 +1684,8 @@ extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entrie
     for (int i = 0; i < n; i++) {
         const entry_state *st = &b->st[entries[i]];
         int valid = st->filled < st->budget ? st->filled + 1 : st->budget;
-        kvb += (double)valid * b->L * (double)lf_kv_token_bytes(b->o.policy.kv_dtype, b->KV, b->HD);
+        kvb += (double)valid * b->L *
+               ((double)lf_kv_token_bytes(b->o.policy.kv_dtype, b->KV, b->HD) + (b->vnorm ? 4.0 * b->KV : 0.0));
     }
     cudaStream_t s = b->stream;
     prof pr;

@@ -200,7 +200,7 @@ constexpr int ROPE_PAIRS = 4; /* head_dim <= 256: at most 4 pairs (i, i + hd/2) 
  * lane + 32j + hd/2) stored as FP8 at byte offset o: the scale from the
  * row's |max| and its finiteness, then each element's code
  * (src/kv/fp8_code.h, the CPU cache's rule). */
-__device__ void store_fp8_row(const lf_cuda_rope_store_args &a, void *dst, float *scale, int64_t o,
+__device__ void store_fp8_row(const lf_cuda_rope_store_args &a, void *dst, float *scale, float *norm, int64_t o,
                               const float (&xa)[ROPE_PAIRS], const float (&xb)[ROPE_PAIRS], int lane) {
     const int hd = a.head_dim, half = hd / 2;
     float amax = 0.f;
@@ -215,15 +215,22 @@ __device__ void store_fp8_row(const lf_cuda_rope_store_args &a, void *dst, float
     fin = __all_sync(0xffffffffu, fin);
     const float sc = lf_fp8_row_scale(amax, fin);
     uint8_t *d = static_cast<uint8_t *>(dst) + o;
+    float l1 = 0.f; /* sum of |code value| (exact in fp32 but for the last bits of a 128-term sum) */
 #pragma unroll
     for (int j = 0; j < ROPE_PAIRS; j++) {
         const int i = lane + 32 * j;
         if (i < half) {
-            d[i] = lf_fp8_row_code(xa[j], sc);
-            d[i + half] = lf_fp8_row_code(xb[j], sc);
+            const uint8_t ca = lf_fp8_row_code(xa[j], sc), cb = lf_fp8_row_code(xb[j], sc);
+            d[i] = ca;
+            d[i + half] = cb;
+            l1 += fabsf(lf_fp8_value(ca)) + fabsf(lf_fp8_value(cb));
         }
     }
-    if (lane == 0) scale[o / hd] = sc;
+    if (norm) l1 = warp_sum(l1);
+    if (lane == 0) {
+        scale[o / hd] = sc;
+        if (norm) norm[o / hd] = sc * l1; /* NaN for a non-finite row, 0 for zeros */
+    }
 }
 
 template <typename T>
@@ -297,6 +304,7 @@ __global__ void __launch_bounds__(ROPE_THREADS) k_rope_store(lf_cuda_rope_store_
         }
         if (kind != 0 && store && a.k8_dst) /* warp-uniform */
             store_fp8_row(a, kind == 1 ? a.k8_dst : a.v8_dst, kind == 1 ? a.k8_scale : a.v8_scale,
+                          kind == 1 ? nullptr : a.v8_norm,
                           (int64_t)e * a.f8_entry_stride + (int64_t)(hh - nh - (kind == 2 ? nkv : 0)) * a.f8_kvh_stride +
                               (int64_t)s * hd,
                           xa, xb, lane);

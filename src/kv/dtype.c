@@ -58,14 +58,7 @@ float lf_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
 
 uint8_t lf_fp8_from_f32(float x) { return lf_fp8_code(x); }
 
-float lf_fp8_to_f32(uint8_t c) {
-    if ((c & 0x7f) == 0x7f) return NAN;
-    /* e4m3's exponent and mantissa bits put at a float's: the float's
-     * exponent bias is 127 rather than 7, so scale by 2^120 (exact, also
-     * for subnormal codes, which become float subnormals) */
-    float a = bits_f32((uint32_t)(c & 0x7f) << 20) * 0x1p120f;
-    return (c & 0x80) ? -a : a;
-}
+float lf_fp8_to_f32(uint8_t c) { return lf_fp8_value(c); }
 
 static float fp8_row_scale(const float *x, int n) {
     float amax = 0;

@@ -35,6 +35,18 @@ LF_FP8_HD static inline uint8_t lf_fp8_code(float x) {
     return (uint8_t)(sign | (uint8_t)((e + 7) << 3) | (uint8_t)((m >> 20) & 7u));
 }
 
+/* The value of an e4m3 code (NaN for 0x7f/0xff): its exponent and mantissa
+ * bits put at a float's, times 2^120 for the bias (127 rather than 7; exact,
+ * also for subnormal codes, which become float subnormals). */
+LF_FP8_HD static inline float lf_fp8_value(uint8_t c) {
+    if ((c & 0x7f) == 0x7f) return NAN;
+    const uint32_t u = (uint32_t)(c & 0x7f) << 20;
+    float a;
+    memcpy(&a, &u, sizeof a);
+    a *= 0x1p120f;
+    return (c & 0x80) ? -a : a;
+}
+
 /* A row's scale from its largest |x| (all_finite = no NaN or infinity in
  * the row): NaN for a non-finite row, 0 for a row of zeros. */
 LF_FP8_HD static inline float lf_fp8_row_scale(float amax, int all_finite) {

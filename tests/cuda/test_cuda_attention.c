@@ -55,6 +55,7 @@ typedef struct tcase {
     int all_empty_seq; /* make sequence 0 entirely empty */
     int kv_fp8;        /* K/V stored as FP8 rows by the CPU's lf_kv_row_store (outlier rows included);
                           the reference reads the dequantized values */
+    int vnorm;         /* fp8: pass each V row's |v|_1 (v_norm) instead of letting the kernel sum it */
 } tcase;
 
 /* An FP8 test row: normal values, or (1 in 16 each) a row of zeros, one
@@ -103,6 +104,7 @@ static int run_case(const tcase *c) {
     uint8_t *hk8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1), *hv8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1);
     float *hks = malloc(sizeof(float) * (n_rows + 1)), *hvs = malloc(sizeof(float) * (n_rows + 1));
     float *kd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
+    float *hvn = malloc(sizeof(float) * (n_rows + 1)), *dvn = NULL;
     float *vd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
     void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dws = NULL, *dks = NULL, *dvs = NULL;
     int32_t *dpos = NULL, *didx = NULL, *dnext = NULL, *dcur = NULL;
@@ -124,6 +126,9 @@ static int run_case(const tcase *c) {
         fp8_test_row(x, D);
         lf_kv_row_store(LF_KV_FP8, x, D, hv8 + r * D, &hvs[r]);
         lf_kv_row_load(LF_KV_FP8, hv8 + r * D, hvs[r], D, vd + r * D);
+        double l1 = 0;
+        for (int d = 0; d < D; d++) l1 += fabs(vd[r * D + d]);
+        hvn[r] = (float)l1;
     }
     for (long i = 0; i < (long)n_pool * slot_stride; i++) hpos[i] = -1;
     for (int s = 0; s < B; s++) {
@@ -171,6 +176,12 @@ static int run_case(const tcase *c) {
         CUDA_OK(cudaMalloc(&dvs, sizeof(float) * n_rows));
         CUDA_OK(cudaMemcpy(dks, hks, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
         CUDA_OK(cudaMemcpy(dvs, hvs, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+        if (c->vnorm) { /* (empty slots: NaN scales, so NaN norms, as rope_store would store) */
+            for (long r = 0; r < n_rows; r++)
+                if (isnan(hvs[r])) hvn[r] = NAN;
+            CUDA_OK(cudaMalloc((void **)&dvn, sizeof(float) * n_rows));
+            CUDA_OK(cudaMemcpy(dvn, hvn, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+        }
     }
     CUDA_OK(cudaMalloc(&dq, sizeof(uint16_t) * B * H * D));
     CUDA_OK(cudaMalloc(&dk, sizeof(uint16_t) * n_pool * kv_entry));
@@ -203,7 +214,7 @@ static int run_case(const tcase *c) {
     lf_cuda_attn_args a;
     memset(&a, 0, sizeof a);
     a.q = dq; a.k = dk; a.v = dv;
-    a.k_scale = dks; a.v_scale = dvs;
+    a.k_scale = dks; a.v_scale = dvs; a.v_norm = dvn;
     a.kv_seq_stride = kv_entry;
     a.pos = dpos;
     a.slot_seq_stride = slot_stride;
@@ -385,7 +396,8 @@ done:
     cudaFree(dpos); cudaFree(didx); cudaFree(dnext); cudaFree(dcur); cudaFree(dscore); cudaFree(dacc);
     free(hq); free(hk); free(hv); free(hpos); free(hidx); free(hcur); free(hacc); free(racc);
     free(hout); free(hscore); free(hnext); free(ref_out); free(ref_score); free(alpha); free(vn);
-    free(hk8); free(hv8); free(hks); free(hvs); free(kd); free(vd); cudaFree(dks); cudaFree(dvs);
+    free(hk8); free(hv8); free(hks); free(hvs); free(kd); free(vd); free(hvn);
+    cudaFree(dks); cudaFree(dvs); cudaFree(dvn);
     return g_failures - fails0;
 }
 
@@ -613,10 +625,28 @@ static void test_fp8(void **state) {
         c.out_dtype = LF_DTYPE_F32;
         snprintf(name, sizeof name, "fp8 %s D=%d split 1 smem out f32", mname[i], c.D);
         run_case(&c);
+        if (modes[i] == LF_SCORE_ATT_VNORM || modes[i] == LF_SCORE_ACC_VNORM) { /* stored |v|_1 */
+            c.vnorm = 1;
+            snprintf(name, sizeof name, "fp8 %s D=%d stored |v|_1 split 1", mname[i], c.D);
+            run_case(&c);
+            c.n_split = 3;
+            c.e_smem = -1;
+            c.out_dtype = LF_DTYPE_BF16;
+            snprintf(name, sizeof name, "fp8 %s D=%d stored |v|_1 split 3", mname[i], c.D);
+            run_case(&c);
+        }
+    }
+    {
+        tcase c = base_case("fp8 tova, |q| ~ 1e5 (q prescaled for f16)");
+        c.kv_fp8 = 1;
+        c.mode = LF_SCORE_ATT;
+        c.q_gain = 4e4;
+        run_case(&c);
     }
     if (!small_only()) {
-        tcase c = base_case("fp8 longflow B=24 H=16/8 cap=3000");
+        tcase c = base_case("fp8 longflow B=24 H=16/8 cap=3000, stored |v|_1");
         c.kv_fp8 = 1;
+        c.vnorm = 1;
         c.B = 24; c.H = 16; c.Hkv = 8; c.cap = 3000; c.empty_frac = 0.01;
         run_case(&c);
         c.name = "fp8 all empty sequence, peaked";

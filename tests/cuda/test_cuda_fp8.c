@@ -78,7 +78,7 @@ static void test_rope_store_rows(void **state) {
         const int n = 24, nh = 8, nkv = 4, hd = hds[t], total = nh + 2 * nkv;
         float *hqkv = xmalloc(sizeof(float) * n * total * hd), *hk32 = xmalloc(sizeof(float) * n * nkv * hd);
         float *hinv = xmalloc(sizeof(float) * hd / 2), *hks = xmalloc(sizeof(float) * n * nkv);
-        float *hvs = xmalloc(sizeof(float) * n * nkv);
+        float *hvs = xmalloc(sizeof(float) * n * nkv), *hvn = xmalloc(sizeof(float) * n * nkv), *dvn = NULL;
         uint8_t *hk8 = xmalloc((size_t)n * nkv * hd), *hv8 = xmalloc((size_t)n * nkv * hd), ref[128];
         int32_t *hpos = xmalloc(sizeof(int32_t) * n);
         float *dqkv = NULL, *dinv = NULL, *dk32 = NULL, *dks = NULL, *dvs = NULL;
@@ -98,6 +98,7 @@ static void test_rope_store_rows(void **state) {
         CUDA_OK(cudaMalloc((void **)&dk32, sizeof(float) * n * nkv * hd));
         CUDA_OK(cudaMalloc((void **)&dks, sizeof(float) * n * nkv));
         CUDA_OK(cudaMalloc((void **)&dvs, sizeof(float) * n * nkv));
+        CUDA_OK(cudaMalloc((void **)&dvn, sizeof(float) * n * nkv));
         CUDA_OK(cudaMalloc(&dq, 2 * (size_t)n * nh * hd));
         CUDA_OK(cudaMalloc(&dk8, (size_t)n * nkv * hd));
         CUDA_OK(cudaMalloc(&dv8, (size_t)n * nkv * hd));
@@ -127,6 +128,7 @@ static void test_rope_store_rows(void **state) {
             a.v8_dst = dv8;
             a.k8_scale = dks;
             a.v8_scale = dvs;
+            a.v8_norm = dvn;
             a.f8_kvh_stride = (int64_t)n * hd;
             lf_error err = {{0}};
             CHECK(lf_cuda_rope_store(&a, NULL, &err) == 0, "rope_store fp8: %s", err.msg);
@@ -139,6 +141,7 @@ static void test_rope_store_rows(void **state) {
         CUDA_OK(cudaMemcpy(hv8, dv8, (size_t)n * nkv * hd, cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(hks, dks, sizeof(float) * n * nkv, cudaMemcpyDeviceToHost));
         CUDA_OK(cudaMemcpy(hvs, dvs, sizeof(float) * n * nkv, cudaMemcpyDeviceToHost));
+        CUDA_OK(cudaMemcpy(hvn, dvn, sizeof(float) * n * nkv, cudaMemcpyDeviceToHost));
         int bad = 0, zero = 0, nanr = 0, sat = 0;
         for (int r = 0; r < n; r++)
             for (int h = 0; h < nkv; h++) {
@@ -149,6 +152,16 @@ static void test_rope_store_rows(void **state) {
                 lf_kv_row_store(LF_KV_FP8, hqkv + ((size_t)r * total + nh + nkv + h) * hd, hd, ref, &s);
                 if (!same_row(hv8 + o, hvs[h * n + r], ref, s, hd)) {
                     if (bad < 4) fprintf(stderr, "  hd %d V row %d head %d: scale %g vs CPU %g\n", hd, r, h, hvs[h * n + r], s);
+                    bad++;
+                }
+                /* |v|_1 of the stored row, in double from the CPU's dequantized values */
+                float deq[128];
+                double l1 = 0;
+                lf_kv_row_load(LF_KV_FP8, ref, s, hd, deq);
+                for (int d = 0; d < hd; d++) l1 += fabs(deq[d]);
+                const double g = hvn[h * n + r];
+                if (!(isnan(l1) ? isnan(g) : fabs(g - l1) <= 1e-6 * l1)) {
+                    if (bad < 4) fprintf(stderr, "  hd %d V row %d head %d: |v|_1 %.9g vs %.9g\n", hd, r, h, g, l1);
                     bad++;
                 }
                 zero += s == 0;
@@ -162,9 +175,9 @@ static void test_rope_store_rows(void **state) {
                "448)\n",
                hd, n * nkv, n * nkv, zero, nanr, sat);
     done:
-        cudaFree(dqkv); cudaFree(dinv); cudaFree(dk32); cudaFree(dks); cudaFree(dvs);
+        cudaFree(dqkv); cudaFree(dinv); cudaFree(dk32); cudaFree(dks); cudaFree(dvs); cudaFree(dvn);
         cudaFree(dq); cudaFree(dk8); cudaFree(dv8); cudaFree(dpos);
-        free(hqkv); free(hk32); free(hinv); free(hks); free(hvs); free(hk8); free(hv8); free(hpos);
+        free(hqkv); free(hk32); free(hinv); free(hks); free(hvs); free(hvn); free(hk8); free(hv8); free(hpos);
     }
     END_TEST(f0);
 }
