@@ -485,15 +485,17 @@ static void compare_slots(const char *what, lf_cuda_backend *b, int entry, const
  * With ENTRY_SLOTS = 128 > the longest prompt (64), the entries alone would
  * never need SnapKV: the 60-token prompt is compressed for its budget only. */
 static void check_policy(const char *name, const lf_model *m, lf_policy_kind kind, const prompt *p, int gpu_cap,
-                         pol_stats *st) {
+                         lf_kv_dtype dt, pol_stats *st) {
     const int V = m->cfg.vocab_size;
     char what[160];
-    snprintf(what, sizeof what, "%s %s prompt %d%s", name, lf_policy_name(kind), p->n,
-             gpu_cap > POLICY_BUDGET ? " (entry budget 40 of 128 slots)" : "");
+    snprintf(what, sizeof what, "%s %s%s prompt %d%s", name, lf_policy_name(kind), dt == LF_KV_FP8 ? " fp8" : "",
+             p->n, gpu_cap > POLICY_BUDGET ? " (entry budget 40 of 128 slots)" : "");
     lf_error err = {{0}};
     lf_policy_config pc;
     lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* the CPU reference as before bf16 became the default */
+    /* the CPU reference in fp32 as before bf16 became the default; an FP8 GPU
+     * cache against the CPU's FP8 cache (the same codes and scales) */
+    pc.kv_dtype = dt == LF_KV_FP8 ? LF_KV_FP8 : LF_KV_F32;
     pc.kind = kind;
     pc.budget = POLICY_BUDGET;
     lf_kv_cache c;
@@ -501,6 +503,7 @@ static void check_policy(const char *name, const lf_model *m, lf_policy_kind kin
     lf_cpu_ctx *ctx = NULL;
     if (lf_cpu_ctx_create(m, 1, &ctx, &err)) fail_msg("%s: %s", what, err.msg);
     lf_cuda_options o = gpu_options(kind, gpu_cap, 64, 2);
+    o.policy.kv_dtype = dt;
     lf_cuda_backend *b = gpu_create(m, &o, what);
     float *logits = xmalloc((size_t)V * sizeof(float));
     int32_t *gpos = xmalloc((size_t)gpu_cap * sizeof(int32_t));
@@ -532,7 +535,9 @@ static void check_policy(const char *name, const lf_model *m, lf_policy_kind kin
     free(div);
 }
 
-static void check_policies(const char *name, const lf_model *m) {
+/* dt: the GPU cache's dtype (LF_KV_BF16 against the CPU in fp32, or LF_KV_FP8
+ * against the CPU's FP8 cache) */
+static void check_policies(const char *name, const lf_model *m, lf_kv_dtype dt) {
     const int V = m->cfg.vocab_size;
     /* 60 > budget-1: SnapKV compresses the prompt; 20 + 32 > 40: eviction while decoding */
     prompt lp = random_prompt(60, V, 4242), sp = random_prompt(20, V, 4343);
@@ -542,14 +547,15 @@ static void check_policies(const char *name, const lf_model *m) {
         const lf_policy_desc *d = lf_policy_get((lf_policy_kind)k);
         if (!d->budgeted || d->gpu == LF_GPU_NONE) continue;
         for (int cap = POLICY_BUDGET; cap <= ENTRY_SLOTS; cap += ENTRY_SLOTS - POLICY_BUDGET) {
-            check_policy(name, m, (lf_policy_kind)k, &sp, cap, &st);
-            check_policy(name, m, (lf_policy_kind)k, &lp, cap, &st);
+            if (dt == LF_KV_FP8 && d->slot_stat) continue; /* refused with fp8 on the GPU (lf_policy_check_gpu) */
+            check_policy(name, m, (lf_policy_kind)k, &sp, cap, dt, &st);
+            check_policy(name, m, (lf_policy_kind)k, &lp, cap, dt, &st);
         }
     }
     double rate = st.compared ? (double)st.exact / (double)st.compared : 0;
-    printf("[ policies ] %-20s %ld decisions compared, %.2f%% exact; %ld of %ld layer runs diverged (%ld at near "
+    printf("[ policies ] %-20s %s %ld decisions compared, %.2f%% exact; %ld of %ld layer runs diverged (%ld at near "
            "ties)\n",
-           name, st.compared, 100 * rate, st.diverged_layers, st.layers, st.ties);
+           name, lf_kv_dtype_name(dt), st.compared, 100 * rate, st.diverged_layers, st.layers, st.ties);
     long unexplained = st.diverged_layers - st.ties;
     if (rate < 0.95)
         fail_msg("%s: GPU slot choices agree with the CPU in %.2f%% of %ld decisions (< 95%%); %ld divergences "
@@ -676,7 +682,7 @@ static void test_fixtures(void **state) {
         } else {
             check_transformers(dir, de->d_name, m);
             check_full(de->d_name, m);
-            check_policies(de->d_name, m);
+            check_policies(de->d_name, m, LF_KV_BF16);
         }
         n++;
         lf_model_free(m);
@@ -690,7 +696,7 @@ static void test_qwen2_like(void **state) {
     (void)state;
     lf_model *m = make_model(LF_ARCH_QWEN2, 2, 256, 512, 8, 2, 128, 1000, false, LF_DTYPE_F32, 11);
     check_full("qwen2-like f32 hd128", m);
-    check_policies("qwen2-like f32 hd128", m);
+    check_policies("qwen2-like f32 hd128", m, LF_KV_BF16);
     lf_model_free(m);
 }
 
@@ -698,13 +704,30 @@ static void test_llama_like(void **state) {
     (void)state;
     lf_model *m = make_model(LF_ARCH_LLAMA, 3, 256, 384, 8, 1, 64, 777, true, LF_DTYPE_F16, 12);
     check_full("llama-like f16 G8", m);
-    check_policies("llama-like f16 G8", m);
+    check_policies("llama-like f16 G8", m, LF_KV_BF16);
     lf_model_free(m);
 }
 
 static char *tiny_dir(void) {
     const char *src = getenv("LF_SOURCE_DIR");
     return fmt("%s/models/tiny-reasoner", src && *src ? src : ".");
+}
+
+/* The FP8 GPU cache makes the CPU's FP8 cache's slot choices (the same
+ * codes and scales; the scores differ by the GPU's rounding only) */
+static void test_policies_fp8(void **state) {
+    (void)state;
+    char *fx = fmt("%s/models/qwen3_hd64", data_dir()), *dir = tiny_dir();
+    const char *dirs[] = {fx, dir}, *names[] = {"qwen3_hd64", "tiny-reasoner"};
+    for (int i = 0; i < 2; i++) {
+        lf_error err = {{0}};
+        lf_model *m = NULL;
+        if (lf_model_load(dirs[i], &m, &err)) fail_msg("%s: %s", dirs[i], err.msg);
+        check_policies(names[i], m, LF_KV_FP8);
+        lf_model_free(m);
+    }
+    free(fx);
+    free(dir);
 }
 
 static void test_tiny_reasoner(void **state) {
@@ -715,7 +738,7 @@ static void test_tiny_reasoner(void **state) {
     lf_tokenizer *tk = NULL;
     if (lf_model_load(dir, &m, &err) || lf_tokenizer_load(dir, &tk, &err)) fail_msg("%s: %s", dir, err.msg);
     check_full("tiny-reasoner", m);
-    check_policies("tiny-reasoner", m);
+    check_policies("tiny-reasoner", m, LF_KV_BF16);
 
     /* greedy generation of the first sum.jsonl problem, chat-templated */
     char *path = fmt("%s/data/sum.jsonl", dir);
@@ -1112,6 +1135,7 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_tiny_reasoner),
+        cmocka_unit_test(test_policies_fp8),
         cmocka_unit_test(test_rows_grow),
         cmocka_unit_test(test_engine_batched),
         cmocka_unit_test(test_engine_penalty),
