@@ -376,13 +376,13 @@ static void policy_gap(lf_model *m, const int *p, int n, int budget, lf_policy_k
 
 /* Every GPU policy evicting with fp8: budget 40 < prompt 60 (SnapKV
  * compresses). The first step (the prefill's selection from fp32 sums) must
- * agree; later the two sides may keep different slots after a near tie of
- * scores, and for the policies that choose one victim per step from this
- * step's scores alone (LongFlow, TOVA) one such choice changes every later
- * step. The first H200 run measured a mean rel-L2 of 0.24 (LongFlow) and 0.10
- * (TOVA) against <= 0.024 for the others, so the bound for each policy is its
- * own bf16 cache's gap measured in the same run (the same near ties, two
- * bytes a value): fp8 may not drift from the CPU more than 2x that + 0.05. */
+ * agree. Later steps are printed, not bounded: after one victim chosen
+ * differently at a near tie the two caches differ for good, and on this
+ * random-weight model one such choice moves the logits by 0.1-0.5 rel-L2 in
+ * either dtype (the 2026-12-03 H200 run: LongFlow 0.24 and TOVA 0.10 with
+ * fp8, VATP 0.27 with bf16). Whether the GPU chooses the CPU's victims is
+ * checked step by step, layer by layer, with the CPU's FP8 cache as the
+ * reference, in test_cuda_forward (test_policies_fp8). */
 static void test_policies(void **state) {
     (void)state;
     if (!g_have_gpu) skip();
@@ -403,8 +403,6 @@ static void test_policies(void **state) {
         printf("[ fp8      ] qwen3_hd64 %-10s budget %d: GPU vs CPU logits rel-L2, fp8 mean %.2e max %.2e; "
                "bf16 mean %.2e max %.2e\n", name, budget, f8_mean, f8_max, b16_mean, b16_max);
         CHECK(f8_first <= FP8_GPU_CPU_TOL, "%s: first logits rel-L2 %.3e", name, f8_first);
-        CHECK(f8_mean <= 0.1 || f8_mean <= 2 * b16_mean + 0.05,
-              "%s: fp8 mean logits rel-L2 %.3e > 0.1 and > 2 x bf16's %.3e + 0.05", name, f8_mean, b16_mean);
     }
     free(p);
     lf_model_free(m);
