@@ -67,21 +67,35 @@ class TestFamilies(unittest.TestCase):
 
     def test_steps_are_local_and_answers_solve(self):
         for fam in tasks_v2.FAMILIES:
-            for q, r, a in self.problems(fam):
-                lines = r.split("\n")
-                body, last = lines[:-1], lines[-1]
-                for prev, cur in zip(body, body[1:]):
-                    self.assertEqual(next_line(fam, prev), cur, (fam, q))
-                self.assertIsNone(next_line(fam, body[-1]), (fam, q))
-                # the last line: add Q (from the question) to the derivation's result
-                m = re.fullmatch(r"add (\d+): (\d+)\+(\d+)=(\d+)", last)
-                self.assertIsNotNone(m, last)
-                qv = tasks_v2.parse_question(fam, q)["q"]
-                self.assertEqual(int(m.group(1)), qv)
-                self.assertEqual(int(m.group(3)), qv)
-                self.assertEqual(int(m.group(2)) + qv, int(m.group(4)))
-                self.assertEqual(m.group(4), a)
-                self.assertEqual(tasks_v2.solve(fam, q), a)
+            self.check_steps_and_answers(fam, self.problems(fam))
+
+    def test_short_training_problems(self):
+        """train.py --short-share: the same rules, fewer lines than the trained range."""
+        for fam in tasks_v2.FAMILIES:
+            rng = random.Random(9)
+            probs = [tasks_v2.generate_short(fam, rng) for _ in range(self.N)]
+            self.check_steps_and_answers(fam, probs)
+            lo, hi = tasks_v2.SHORT[fam]
+            self.assertLess(hi, tasks_v2.LENGTH[fam][0])
+            for q, r, _ in probs:
+                self.assertTrue(lo <= len(r.split("\n")) - 1 <= hi, (fam, q))
+
+    def check_steps_and_answers(self, fam, probs):
+        for q, r, a in probs:
+            lines = r.split("\n")
+            body, last = lines[:-1], lines[-1]
+            for prev, cur in zip(body, body[1:]):
+                self.assertEqual(next_line(fam, prev), cur, (fam, q))
+            self.assertIsNone(next_line(fam, body[-1]), (fam, q))
+            # the last line: add Q (from the question) to the derivation's result
+            m = re.fullmatch(r"add (\d+): (\d+)\+(\d+)=(\d+)", last)
+            self.assertIsNotNone(m, last)
+            qv = tasks_v2.parse_question(fam, q)["q"]
+            self.assertEqual(int(m.group(1)), qv)
+            self.assertEqual(int(m.group(3)), qv)
+            self.assertEqual(int(m.group(2)) + qv, int(m.group(4)))
+            self.assertEqual(m.group(4), a)
+            self.assertEqual(tasks_v2.solve(fam, q), a)
 
     def test_first_line_from_question(self):
         for fam in tasks_v2.FAMILIES:

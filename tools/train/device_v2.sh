@@ -1,9 +1,11 @@
 #!/bin/bash
 # tiny-reasoner-v2 on the GPU machine in one call (docs/tiny-reasoner-v2.md):
 # train + export + full-cache eval of the held-out and long test sets
-# (fastqwen, bf16), then the accuracy sweep of every GPU policy with the C
-# engine (longflow eval --device cuda) on the new checkpoint, as far as the
-# time allows, then the failure kinds of every run (analyze_v2.py).
+# (fastqwen, bf16), then, when the held-out accuracy (fib, mul, gcd pooled) is
+# at least MIN_ACC (default 0: always), the accuracy sweep of every GPU policy
+# at BUDGETS with the C engine (longflow eval --device cuda) on the new
+# checkpoint, as far as the time allows, then the failure kinds of every run
+# (analyze_v2.py).
 # Run from a folder that holds tools/train/, tools/sweep_accuracy.py, tok/
 # (tokenizer files), data/ (test sets) and devbin/ (tools/stage_devbin.sh):
 # tools/train/stage_v2.sh BUILD_DIR DEST stages all of it.
@@ -12,7 +14,8 @@
 # Knobs (env): TRAIN_UNTIL (s after train.py starts, default 280), END_S (the
 # sweep's last start, s after this script starts, default 465), JOBS (8),
 # DEVICE (cuda), BATCH (200: each of the parallel evals holds its own KV pool), LIMIT (problems per set, 0 = all), MAXTOK (3000), EXTRA (more
-# train.py flags, e.g. --tiny for a CPU smoke test).
+# train.py flags, e.g. --tiny for a CPU smoke test; --init init to continue a
+# checkpoint), MIN_ACC (0..1), BUDGETS (default "20% 10% 40% 5% 60% 80%").
 set -uo pipefail
 T0=$(date +%s)
 cd "$(dirname "$0")" || exit 1
@@ -39,6 +42,21 @@ tar cf "$OUTD/model.tar" -C "$W/t" model
 echo "== sweep ($(since) s)"
 LIM=(); [ "${LIMIT:-0}" != 0 ] && LIM=(--limit "$LIMIT")
 left=$(( ${END_S:-465} - $(since) ))
+acc_ok=$(python3 - "$W/t/metrics.json" "${MIN_ACC:-0}" <<'PY'
+import json, sys
+try:
+    ev = json.load(open(sys.argv[1])).get("eval", {})
+except (OSError, ValueError):
+    ev = {}
+held = [ev[f] for f in ("fib", "mul", "gcd") if f in ev]
+n, ok = sum(s["n"] for s in held), sum(s["correct"] for s in held)
+acc = ok / n if n else 0.0
+print("held-out accuracy (fastqwen, full cache): %d/%d = %.3f, sweep threshold %s" % (ok, n, acc, sys.argv[2]),
+      file=sys.stderr)
+print(1 if n and acc >= float(sys.argv[2]) else 0)
+PY
+)
+[ "$acc_ok" = 1 ] || { echo "no sweep: held-out accuracy below MIN_ACC=${MIN_ACC:-0} (or no eval)"; left=0; }
 if [ -f "$W/t/model/model.safetensors" ] && [ "$left" -gt 20 ]; then
   mkdir -p "$W/sweep/runs"
   # the full cache on the long sets, alongside the sweep
@@ -51,7 +69,7 @@ if [ -f "$W/t/model/model.safetensors" ] && [ "$left" -gt 20 ]; then
   done
   python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device "${DEVICE:-cuda}" --batch "${BATCH:-200}" \
     --model "$W/t/model" --data data/fib.jsonl data/mul.jsonl data/gcd.jsonl "${LIM[@]}" \
-    --max-tokens "${MAXTOK:-3000}" --budgets 20% 10% 40% 5% 60% 80% --jobs "${JOBS:-8}" \
+    --max-tokens "${MAXTOK:-3000}" --budgets ${BUDGETS:-20% 10% 40% 5% 60% 80%} --jobs "${JOBS:-8}" \
     --deadline-s "$left" --grace-s 5 --out "$W/sweep" 2>&1 | grep -v '^+ ' | tail -40
   wait "${pids[@]}"  # (a bare wait would also wait for the tee above)
   cat "$W"/*-long.json > "$W/sweep/long_full.jsonl" 2>/dev/null

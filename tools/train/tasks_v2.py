@@ -107,6 +107,11 @@ def gen_gcd(rng, n=None):
     # the number of lines is data-dependent: draw until it is in range
     # (a given n: n to 5% more, so a long problem is at least n lines)
     lo, hi = (n, n + n // 20) if n else LENGTH["gcd"]
+    return gcd_problem(rng, lo, hi)
+
+
+def gcd_problem(rng, lo, hi):
+    """A gcd problem whose derivation has lo..hi lines (a, b drawn until it has)."""
     while True:
         a, b = rng.randint(*GCD_A), rng.randint(*GCD_B)
         lines, g = gcd_steps(a, b)
@@ -120,6 +125,21 @@ def gen_gcd(rng, n=None):
 
 
 GENERATORS = {"fib": gen_fib, "mul": gen_mul, "gcd": gen_gcd}
+
+# Training-only short problems (train.py --short-share): the same families and
+# formats with fewer lines than the trained range, so that a batch holds many
+# more final "add Q" lines, each with far fewer digits between it and Q.
+# Never in a test set (those are drawn from LENGTH and long_length only).
+SHORT = {"fib": (4, 40), "mul": (2, 16), "gcd": (8, 48)}
+
+
+def generate_short(family, rng):
+    """(question, reasoning, answer) of a problem shorter than the trained
+    range: LENGTH drawn from SHORT[family] (gcd: lines in that range)."""
+    lo, hi = SHORT[family]
+    if family == "gcd":
+        return gcd_problem(rng, lo, hi)
+    return GENERATORS[family](rng, rng.randint(lo, hi))
 
 
 def generate(family, rng, length=None):

@@ -51,6 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate  # noqa: E402
 import tasks  # noqa: E402
+import tasks_v2  # noqa: E402
 
 CHUNK = 128          # problems per worker task
 POOL_CHUNKS = 16     # chunks sorted together into length buckets
@@ -58,6 +59,7 @@ POOL_CHUNKS = 16     # chunks sorted together into length buckets
 _tok = None
 _test_questions = None
 _family_weights = None  # None: the families are drawn with equal probability
+_short_share = 0.0      # v2: share of problems drawn shorter than the trained range (--short-share)
 
 
 _line_cache = None   # reasoning line -> token ids (None: encode whole responses)
@@ -99,10 +101,11 @@ def _response_ids_cached(responses):
     return out
 
 
-def _worker_init(tok_path, test_questions, line_cache=True, family_weights=None):
-    global _tok, _test_questions, _line_cache, _family_weights
+def _worker_init(tok_path, test_questions, line_cache=True, family_weights=None, short_share=0.0):
+    global _tok, _test_questions, _line_cache, _family_weights, _short_share
     from tokenizers import Tokenizer
     _family_weights = family_weights
+    _short_share = short_share
     _tok = Tokenizer.from_file(tok_path)
     _test_questions = test_questions
     torch.set_num_threads(1)
@@ -127,7 +130,10 @@ def gen_chunk(arg):
             fam = tasks.FAMILIES[rng.randrange(len(tasks.FAMILIES))]
         else:
             fam = rng.choices(tasks.FAMILIES, weights=_family_weights)[0]
-        q, r, a = tasks.generate(fam, rng)
+        if _short_share and fam in tasks_v2.FAMILIES and rng.random() < _short_share:
+            q, r, a = tasks_v2.generate_short(fam, rng)
+        else:
+            q, r, a = tasks.generate(fam, rng)
         if q in _test_questions:
             continue
         prompts.append(tasks.prompt_text(q))
@@ -159,7 +165,8 @@ def start_pool(args, tok_path, test_questions):
     """Worker processes for gen_chunk (forked before CUDA is initialised)."""
     return mp.get_context("fork").Pool(args.workers, initializer=_worker_init,
                                        initargs=(tok_path, test_questions, getattr(args, "line_cache", True),
-                                                 parse_family_weights(getattr(args, "family_weights", None))))
+                                                 parse_family_weights(getattr(args, "family_weights", None)),
+                                                 getattr(args, "short_share", 0.0)))
 
 
 def batches(args, pool, start_chunk=0, window=64):
@@ -692,6 +699,9 @@ def main():
     ap.add_argument("--family-weights", default=None,
                     help="relative frequency of each family in the training stream, e.g. 1,2,2 for sum,walk,path "
                          "(default: equal)")
+    ap.add_argument("--short-share", type=float, default=0.0,
+                    help="v2: share of training problems drawn shorter than the trained range "
+                         "(tasks_v2.SHORT; more final lines per batch, docs/tiny-reasoner-v2.md)")
     ap.add_argument("--no-line-cache", dest="line_cache", action="store_false",
                     help="data workers: encode whole responses instead of caching line encodings")
     ap.add_argument("--train-until", type=float, default=None,
@@ -708,6 +718,8 @@ def main():
         ap.error("give --steps or --train-seconds")
     tasks.select(args.tasks)  # before the data workers are forked
     parse_family_weights(args.family_weights)  # fail here, not in a worker
+    if not 0.0 <= args.short_share <= 1.0 or (args.short_share and args.tasks != "v2"):
+        ap.error("--short-share %g: want a share in 0..1, with --tasks v2" % args.short_share)
 
     t_start = time.time()
     for path in (args.log, args.metrics, args.eval_out):
