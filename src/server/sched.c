@@ -347,6 +347,10 @@ static void publish_step(lf_sched *s) {
         st->slots_allocated += g->kv_slots;
         st->kv_bytes += g->kv_bytes;
     }
+    lf_engine_stats es;
+    lf_engine_stats_get(s->engine, &es);
+    st->kv_buffers_allocated = es.kv_buffers_allocated;
+    st->kv_buffers_reused = es.kv_buffers_reused;
     lf_metrics_publish_step(s->metrics, st);
     memset(st, 0, sizeof *st);
 }
