@@ -353,7 +353,8 @@ if hf:
 # part serve: each serve_<policy>.json against the bench --mode real run of its policy and length
 for path in sorted(glob.glob(os.path.join(sys.argv[4], "serve_*.json"))):
     sv = json.load(open(path))
-    pol = "full" if "full" in sv["serve_args"] else sv["serve_args"][sv["serve_args"].index("--policy") + 1]
+    args = sv["serve_args"]
+    pol = args[args.index("--policy") + 1] if "--policy" in args else "full"
     bs = [r for r in bench if r["mode"] == "real" and r["policy"] == pol and r["gen_len"] == sv["gen_len"]]
     line = ("serve %s: %d/%d requests completed (%d errors), %d streams (server runs %d at once, peak seen %d), "
             "%.1f output tok/s, ITL p50/p90/p99 %s ms, TTFT p50/p90/p99 %s ms"
