@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@ static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
 /* K, V and fp8's row scales: one block, from the free list when the cache
  * has one (c->buffers), else allocated for this cache. */
 static int alloc_kv(lf_kv_cache *c, size_t rows) {
+    if (rows > SIZE_MAX / 8 / (c->row_bytes + sizeof(float))) return -1; /* the sizes below would overflow */
     const size_t kv = line_up(rows * c->row_bytes), sc = c->dtype == LF_KV_FP8 ? line_up(rows * sizeof(float)) : 0;
     const size_t need = 2 * kv + 2 * sc;
     lf_kv_buffer got = {.p = NULL, .bytes = need};
