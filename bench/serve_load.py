@@ -14,7 +14,13 @@ Prompts are random token ids (the OpenAI API's prompt-as-ids form of
 /v1/completions), so their length is exact whatever the tokenizer; every
 request sets ignore_eos, so it generates exactly --gen-len tokens. The client
 runs in --procs processes (threads within each) so that it is not the
-bottleneck; TTFT counts from the request's send to its first streamed token,
+bottleneck; `--concurrency max` takes the number of sequences the server
+runs at once (its `longflow_max_sequences` gauge: --max-seqs, or the GPU
+pool's entries) and sends one wave of that many. Its soft open-file limit
+is raised to the hard one (the server, its child, raises its own as well:
+one descriptor per stream). While the load runs, /metrics is read every
+half second: `peak_running` is the most sequences the server ran at once.
+TTFT counts from the request's send to its first streamed token,
 ITL is the gap between consecutive streamed chunks (one token each unless
 the client fell behind; `tpot_ms` is each request's (last - first) / (tokens - 1)).
 """
@@ -24,6 +30,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -116,14 +123,35 @@ def pct(xs, p):
     return xs[k]
 
 
+def raise_fd_limit():
+    """Soft open-file limit up to the hard one (one socket per stream, here and in the server)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def drain(stream, keep):
+    """Read the server's stderr as it comes (a pipe nobody reads would block the server), keeping the tail."""
+    for line in stream:
+        keep.append(line)
+        del keep[:-200]
+
+
 def start_server(bin_path, serve_args):
     port = free_port()
     p = subprocess.Popen([bin_path, "serve", "--port", str(port), *serve_args], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
+    p.log = []
+    threading.Thread(target=drain, args=(p.stderr, p.log), daemon=True).start()
     deadline = time.time() + 1800
     while time.time() < deadline:
         if p.poll() is not None:
-            sys.exit(f"serve_load: longflow serve exited {p.returncode}: {p.stderr.read()}")
+            time.sleep(0.2)
+            sys.exit(f"serve_load: longflow serve exited {p.returncode}: {''.join(p.log)}")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/health")
@@ -136,6 +164,26 @@ def start_server(bin_path, serve_args):
     sys.exit("serve_load: the server did not become ready")
 
 
+def get_metrics(host, port, key):
+    """/metrics as {name{labels}: value}, or None when it cannot be read."""
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", "/metrics", headers={"Authorization": f"Bearer {key}"} if key else {})
+        text = c.getresponse().read().decode()
+        c.close()
+    except OSError:
+        return None
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
+
+
+def watch_running(host, port, key, stop, peak):
+    """The most sequences /metrics showed running at once, until stop is set."""
+    while not stop.wait(0.5):
+        m = get_metrics(host, port, key)
+        if m:
+            peak[0] = max(peak[0], int(m.get("longflow_running_sequences", 0)))
+
+
 def main():
     argv = sys.argv[1:]
     serve_args = []
@@ -145,7 +193,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running server (http://host:port) instead of starting one")
     ap.add_argument("--bin", default=os.path.join(SRC, "build", "longflow"))
-    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    ap.add_argument("--concurrency", default="8",
+                    help="requests in flight at once, or `max`: as many as the server runs at once")
     ap.add_argument("--requests", type=int, default=0, help="requests in all (default: --concurrency)")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--gen-len", type=int, default=128)
@@ -156,7 +205,7 @@ def main():
     ap.add_argument("--api-key", default=os.environ.get("LONGFLOW_API_KEY"))
     ap.add_argument("--output", help="also write the JSON here")
     a = ap.parse_args(argv)
-    n_req = a.requests or a.concurrency
+    fd_limit = raise_fd_limit()
     id_lo, id_hi = map(int, a.id_range.split(","))
     extra = {}
     if a.kv_policy:
@@ -171,24 +220,33 @@ def main():
     else:
         proc, port = start_server(a.bin, serve_args)
         host = "127.0.0.1"
+    max_seqs = int((get_metrics(host, port, a.api_key) or {}).get("longflow_max_sequences", 0))
+    if a.concurrency == "max":
+        if max_seqs < 1:
+            sys.exit("serve_load: --concurrency max: the server's /metrics has no longflow_max_sequences")
+        a.concurrency = max_seqs
+    a.concurrency = int(a.concurrency)
+    n_req = a.requests or a.concurrency
+    if a.concurrency // max(1, min(a.procs, a.concurrency)) + 16 > fd_limit:
+        print(f"serve_load: warning: {a.concurrency} streams in {a.procs} processes exceed the open-file limit "
+              f"{fd_limit}", file=sys.stderr)
     procs = max(1, min(a.procs, a.concurrency))
     jobs = []
     for k in range(procs):
         th = a.concurrency // procs + (k < a.concurrency % procs)
         nr = n_req // procs + (k < n_req % procs)
         jobs.append((host, port, th, nr, a.prompt_len, a.gen_len, id_lo, id_hi, extra, a.api_key, 1000 + k))
-    t0 = time.perf_counter()
-    with multiprocessing.Pool(procs) as pool:
+    stop, peak = threading.Event(), [0]
+    # spawned, not forked: this process already runs threads (the server's log, the watcher)
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        watcher = threading.Thread(target=watch_running, args=(host, port, a.api_key, stop, peak), daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
         parts = pool.map(worker, jobs)
-    wall = time.perf_counter() - t0
-    metrics = None
-    try:
-        c = http.client.HTTPConnection(host, port, timeout=10)
-        c.request("GET", "/metrics", headers={"Authorization": f"Bearer {a.api_key}"} if a.api_key else {})
-        metrics = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in c.getresponse().read().decode().splitlines()
-                   if ln and not ln.startswith("#")}
-    except OSError:
-        pass
+        wall = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    metrics = get_metrics(host, port, a.api_key)
     if proc:
         proc.terminate()
         proc.wait(timeout=120)
@@ -200,7 +258,8 @@ def main():
     tokens = sum(r[2] for r in res)
     out = {
         "requests": n_req, "completed": len(res), "errors": len(errors), "first_errors": errors[:3],
-        "concurrency": a.concurrency, "prompt_len": a.prompt_len, "gen_len": a.gen_len,
+        "concurrency": a.concurrency, "server_max_sequences": max_seqs, "peak_running": peak[0],
+        "client_procs": procs, "fd_limit": fd_limit, "prompt_len": a.prompt_len, "gen_len": a.gen_len,
         "kv_policy": a.kv_policy, "kv_budget": a.kv_budget, "serve_args": serve_args,
         "wall_s": round(wall, 3), "output_tokens": tokens, "output_tok_s": round(tokens / wall, 1),
         "ttft_ms": {f"p{p}": round(pct(ttft, p), 2) for p in (50, 90, 99)} if ttft else None,

@@ -471,6 +471,10 @@ typedef struct lf_engine_stats {
     long decode_tokens;    /* tokens produced by decode steps (timed by decode_ms) */
     long decode_steps;
     size_t kv_bytes_peak;  /* most KV-cache bytes held at once, all sequences */
+    /* CPU: the caches' K/V buffers, allocated fresh and taken again from the
+     * free list of finished sequences' buffers (at most max_seqs kept) */
+    long kv_buffers_allocated;
+    long kv_buffers_reused;
     /* device plan (CUDA: filled once the backend exists, see lf_engine_reserve) */
     int max_batch;         /* sequences that can run at once: GPU entries on CUDA, max_seqs on the CPU */
     int capacity;          /* CUDA: KV slots per sequence and layer of every entry (0 on the CPU) */

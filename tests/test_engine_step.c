@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "cpu/forward.h"
+#include "kv/buffers.h"
 #include "kv/cache.h"
 #include "longflow.h"
 #include "model/model.h"
@@ -77,9 +78,10 @@ static void reference_greedy(const int *prompt, int n_prompt, int n_gen, int *ou
     free(seq);
 }
 
-static lf_engine *make_engine(int max_seqs, int max_tokens) {
+static lf_engine *make_engine_dtype(int max_seqs, int max_tokens, lf_kv_dtype dtype) {
     lf_engine_config ec;
     lf_engine_config_default(&ec);
+    ec.policy.kv_dtype = dtype;
     ec.max_seqs = max_seqs;
     ec.max_tokens = max_tokens;
     ec.threads = 1;
@@ -87,6 +89,12 @@ static lf_engine *make_engine(int max_seqs, int max_tokens) {
     lf_error err = {{0}};
     assert_int_equal(lf_engine_create(model, &ec, &e, &err), 0);
     return e;
+}
+
+static lf_engine *make_engine(int max_seqs, int max_tokens) {
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    return make_engine_dtype(max_seqs, max_tokens, pc.kv_dtype);
 }
 
 typedef struct {
@@ -336,12 +344,127 @@ static void test_release_many(void **state) {
     lf_engine_free(e);
 }
 
+/* Submit a greedy request (ignore_eos) of the engine's policy or `policy`
+ * with `budget`, run the engine until nothing is pending, return its id. */
+static int run_one(lf_engine *e, const int *prompt, int n_prompt, int max_tokens, lf_policy_kind policy, int budget) {
+    lf_error err = {{0}};
+    lf_request_params p;
+    lf_request_params_default(e, prompt, n_prompt, &p);
+    p.max_tokens = max_tokens;
+    p.ignore_eos = true;
+    p.policy = policy;
+    p.budget = budget;
+    int id = lf_engine_submit_params(e, &p, &err);
+    assert_true(id >= 0);
+    while (lf_engine_pending(e, NULL, NULL) > 0) assert_int_equal(lf_engine_step(e, NULL, NULL, &err), 0);
+    return id;
+}
+
+/* Many short requests, two at a time: the caches' K/V buffers are allocated
+ * for the first ones and taken again from the free list afterwards (never
+ * more than max_seqs of them), and every request's tokens still equal its
+ * greedy reference, which runs each token in a fresh cache. */
+static void test_kv_buffers_reused(void **state) {
+    (void)state;
+    enum { N = 24, P = 9, G = 4 };
+    lf_engine *e = make_engine_dtype(2, G, LF_KV_F32);
+    lf_error err = {{0}};
+    int prompts[N][P], ids[N];
+    for (int i = 0; i < N; i++) {
+        make_prompt(prompts[i], P, 100u + (uint32_t)i);
+        ids[i] = lf_engine_submit(e, prompts[i], P, &err);
+        assert_true(ids[i] >= 0);
+        if (i % 3 == 2) /* requests arrive while others run */
+            for (int k = 0; k < 2; k++) assert_int_equal(lf_engine_step(e, NULL, NULL, &err), 0);
+    }
+    while (lf_engine_pending(e, NULL, NULL) > 0) assert_int_equal(lf_engine_step(e, NULL, NULL, &err), 0);
+    for (int i = 0; i < N; i++) {
+        const lf_generation *g = lf_engine_result(e, ids[i]);
+        assert_int_equal(g->n_tokens, G);
+        int ref[G];
+        reference_greedy(prompts[i], P, G, ref);
+        assert_memory_equal(g->tokens, ref, sizeof ref);
+        assert_int_equal(lf_engine_release(e, ids[i], &err), 0);
+    }
+    lf_engine_stats st;
+    lf_engine_stats_get(e, &st);
+    assert_true(st.kv_buffers_allocated >= 1 && st.kv_buffers_allocated <= 2);
+    assert_int_equal(st.kv_buffers_allocated + st.kv_buffers_reused, N);
+    lf_engine_free(e);
+}
+
+/* A request run in the buffer a longer request left behind (more layers'
+ * rows, other positions: its K/V everywhere in the block) gives the tokens
+ * it gives alone, for `full`, for evicting policies and for every KV dtype
+ * (fp8 keeps its scales in the same buffer). */
+static void test_kv_buffer_reuse_keeps_results(void **state) {
+    (void)state;
+    enum { PL = 60, GL = 110, PS = 20, GS = 12 }; /* the long cache is larger than R-KV's 24 + its 128-slot buffer */
+    int longp[PL], shortp[PS];
+    make_prompt(longp, PL, 77);
+    make_prompt(shortp, PS, 78);
+    const struct {
+        lf_policy_kind kind;
+        int budget;
+    } pol[] = {{LF_POLICY_FULL, 0}, {LF_POLICY_LONGFLOW, 24}, {LF_POLICY_RKV, 24}};
+    const lf_kv_dtype dtypes[] = {LF_KV_F32, LF_KV_BF16, LF_KV_FP8};
+    lf_error err = {{0}};
+    for (int d = 0; d < 3; d++)
+        for (size_t k = 0; k < sizeof pol / sizeof pol[0]; k++) {
+            lf_engine *alone = make_engine_dtype(1, GL, dtypes[d]);
+            const lf_generation *a = lf_engine_result(alone, run_one(alone, shortp, PS, GS, pol[k].kind, pol[k].budget));
+            lf_engine *after = make_engine_dtype(1, GL, dtypes[d]);
+            run_one(after, longp, PL, GL, LF_POLICY_FULL, 0);
+            const lf_generation *b = lf_engine_result(after, run_one(after, shortp, PS, GS, pol[k].kind, pol[k].budget));
+            assert_int_equal(a->n_tokens, GS);
+            assert_int_equal(b->n_tokens, GS);
+            assert_memory_equal(a->tokens, b->tokens, GS * sizeof(int));
+            lf_engine_stats st;
+            lf_engine_stats_get(after, &st);
+            assert_int_equal(st.kv_buffers_allocated, 1);
+            assert_int_equal(st.kv_buffers_reused, 1);
+            if (pol[k].kind == LF_POLICY_FULL && dtypes[d] == LF_KV_F32) {
+                int ref[GS];
+                reference_greedy(shortp, PS, GS, ref);
+                assert_memory_equal(b->tokens, ref, sizeof ref);
+            }
+            lf_engine_free(alone);
+            lf_engine_free(after);
+        }
+    (void)err;
+}
+
+/* The free list alone: best fit, and never more than its bound of buffers. */
+static void test_kv_buffers_bound(void **state) {
+    (void)state;
+    lf_kv_buffers b;
+    assert_int_equal(lf_kv_buffers_init(&b, 2), 0);
+    lf_kv_buffer x, y, z;
+    assert_int_equal(lf_kv_buffers_take(&b, 100, &x), 0);
+    assert_int_equal(lf_kv_buffers_take(&b, 300, &y), 0);
+    lf_kv_buffers_give(&b, x);
+    lf_kv_buffers_give(&b, y);
+    assert_int_equal(lf_kv_buffers_take(&b, 50, &z), 0); /* the smallest that fits: x's */
+    assert_ptr_equal(z.p, x.p);
+    assert_int_equal(z.bytes, 100);
+    lf_kv_buffers_give(&b, z);
+    assert_int_equal(lf_kv_buffers_take(&b, 1000, &z), 0); /* none fits: x's goes, a new one comes */
+    assert_int_equal(b.n_free, 1);
+    assert_int_equal(b.free_list[0].bytes, 300);
+    lf_kv_buffers_give(&b, z);
+    assert_int_equal(b.n_free, 2);
+    assert_int_equal(b.allocated, 3);
+    assert_int_equal(b.reused, 1);
+    lf_kv_buffers_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_matches_reference), cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_stop_ids),               cmocka_unit_test(test_per_request_policy),
         cmocka_unit_test(test_per_request_sampling),   cmocka_unit_test(test_bad_params),
-        cmocka_unit_test(test_release_many),
+        cmocka_unit_test(test_release_many),           cmocka_unit_test(test_kv_buffers_reused),
+        cmocka_unit_test(test_kv_buffer_reuse_keeps_results), cmocka_unit_test(test_kv_buffers_bound),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -6,6 +6,7 @@ CLI's own prompt rendering and loop)."""
 import concurrent.futures
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -424,6 +425,70 @@ class Overload(unittest.TestCase):
             self.assertEqual([r[2]["usage"]["completion_tokens"] for r in results], [n, n])
             self.assertEqual(srv.metrics()['longflow_requests_total{status="429_503"}'], 1)
         finally:
+            rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+
+
+class KvBuffers(unittest.TestCase):
+    def test_short_requests_reuse_kv_buffers(self):
+        """Many short requests, two at a time on 2 places: after the first ones, every request's KV cache takes a
+        finished request's buffer (the engine's free list, at most --max-seqs buffers), and the answers are
+        still those of `longflow generate`."""
+        srv = Server("--max-seqs", "2")
+        try:
+            qs = [f"Add up these 2 numbers.\nA{k % 9 + 1}\nB{(3 * k) % 9 + 1}" for k in range(24)]
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+                got = list(ex.map(lambda q: srv.post(CHAT, chat_body(q, 6, return_token_ids=True)), qs))
+            self.assertEqual([g[0] for g in got], [200] * len(qs))
+            for q, g in list(zip(qs, got))[::6]:
+                ref = generate("--chat", "--prompt", q, "--max-tokens", "6")
+                self.assertEqual(g[2]["choices"][0]["token_ids"], ref["tokens"], q)
+            m = srv.metrics()
+            self.assertEqual(m["longflow_max_sequences"], 2)
+            alloc, reused = m["longflow_kv_buffers_allocated_total"], m["longflow_kv_buffers_reused_total"]
+            self.assertGreaterEqual(alloc, 1)
+            self.assertLessEqual(alloc, 2)
+            self.assertEqual(alloc + reused, len(qs))
+        finally:
+            rc, err = srv.stop()
+        self.assertEqual(rc, 0, err)
+
+
+class ManyConnections(unittest.TestCase):
+    def test_more_connections_than_select_takes(self):
+        """1,100 clients connected at once (more than select(2)'s 1,024 descriptors and the old fixed limit):
+        every one is answered."""
+        n = 1100
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < n + 200:
+            self.skipTest(f"the open-file limit ({hard}) is below {n + 200}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        srv = Server("--max-seqs", "32", "--max-queue", str(n))
+        socks = []
+        try:
+            body = json.dumps({"prompt": "A1", "max_tokens": 2, "ignore_eos": True}).encode()
+            req = (b"POST " + CMPL.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+                   b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=300)
+                s.sendall(req)
+                socks.append(s)
+            answers = []
+            for s in socks:
+                got = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                answers.append(got)
+            ok = [a for a in answers if a.startswith(b"HTTP/1.1 200") and b'"completion_tokens":2' in a]
+            self.assertEqual(len(ok), n, [a[:120] for a in answers if a not in ok][:3])
+            m = srv.metrics()
+            self.assertEqual(m['longflow_requests_total{status="200"}'], n)
+        finally:
+            for s in socks:
+                s.close()
             rc, err = srv.stop()
         self.assertEqual(rc, 0, err)
 

@@ -2,7 +2,7 @@
 # The GPU engine on the device machine, from prebuilt binaries:
 #   tools/stage_devbin.sh BUILD_DIR        (here, after a -DLF_CUDA=ON build)
 #   PARTS="tests gemm" bench/cuda/run_engine.sh      (on the GPU machine, carrying .devbin)
-# Parts (PARTS, space-separated; default all, in this order):
+# Parts (PARTS, space-separated; default all, in this order, but serve):
 #   tests    the GPU tests (test_cuda_attention/kernels/gemm/forward/knorm/nonfinite, each with a
 #            timeout, continuing on failure) and compute-sanitizer memcheck on
 #            test_cuda_kernels (LF_CUDA_TEST_SMALL=1)
@@ -14,6 +14,8 @@
 #            policy at budgets 64/128/256, on cuda (--batch max) and on the CPU (ppl.jsonl)
 #   kvdtype  the FP8 KV cache vs bf16: memcheck of the FP8 kernel, bench_cuda_kvdtype, and
 #            longflow bench --kv-dtype fp8 / bf16 at the paper's setting (LF_KV_POLICIES)
+#   serve    longflow serve against longflow bench --mode real at one shape (LF_SERVE_N,
+#            LF_SERVE_GEN, LF_SERVE_POLICIES: see the part below); serve_<policy>.json
 #   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
 #            budget 3200, --batch max, sampled: longflow full h2o tova streaming
 #   bench8b  the same for qwen3-8b and deepseek-r1-distill-llama-8b: longflow, full
@@ -129,18 +131,24 @@ for part in $PARTS; do
     # the server against the engine's own loop at the same shape, in the same call:
     # qwen3-1.7b random weights + the Qwen3 tokenizer, prompt 512, output LF_SERVE_GEN
     # (4096), LF_SERVE_N sequences at once (bench --batch N --mode real; the server
-    # with --max-seqs N and N concurrent streaming clients), longflow budget 800 and full
+    # with --max-seqs N and one wave of N concurrent streaming clients), longflow budget
+    # 800 and full (LF_SERVE_POLICIES). LF_SERVE_N=max: as many as the GPU pool admits,
+    # each side its own (bench --batch max; serve --max-seqs max and serve_load.py
+    # --concurrency max, which reads the server's longflow_max_sequences). The summary
+    # prints server / bench. Timeouts: LF_SERVE_TIMEOUT seconds for each side (default
+    # 240, 300 at max)
     TOKD=$(mktemp -d /tmp/lf-qwen3tok.XXXXXX)
     python3 -c "import lzma,sys; open(sys.argv[2],'wb').write(lzma.open(sys.argv[1]).read())" \
       "$ROOT/tests/data/tokenizers/qwen3/tokenizer.json.xz" "$TOKD/tokenizer.json"
     cp "$ROOT/tests/data/tokenizers/qwen3/tokenizer_config.json" "$TOKD/"
     N=${LF_SERVE_N:-128}; GEN=${LF_SERVE_GEN:-4096}
+    TS=${LF_SERVE_TIMEOUT:-240}; [ "$N" = max ] && TS=${LF_SERVE_TIMEOUT:-300}
     for pol in ${LF_SERVE_POLICIES:-longflow full}; do
       if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 800); fi
-      bench_json "$BENCH_JSON" 200 "bench real qwen3-1.7b $pol B=$N gen=$GEN" --random-weights --config qwen3-1.7b \
+      bench_json "$BENCH_JSON" "$TS" "bench real qwen3-1.7b $pol B=$N gen=$GEN" --random-weights --config qwen3-1.7b \
         --prompt-len 512 --gen-len $GEN --batch $N --mode real "${P[@]}"
-      run "serve qwen3-1.7b $pol N=$N gen=$GEN" 240 python3 "$ROOT/bench/serve_load.py" --bin "$PROG/longflow" \
-        --concurrency $N --requests $N --prompt-len 512 --gen-len $GEN --procs 8 --id-range 1000,150000 \
+      run "serve qwen3-1.7b $pol N=$N gen=$GEN" "$TS" python3 "$ROOT/bench/serve_load.py" --bin "$PROG/longflow" \
+        --concurrency $N --prompt-len 512 --gen-len $GEN --procs 8 --id-range 1000,150000 \
         --output "$OUTD/serve_$pol.json" -- --random-weights qwen3-1.7b --tokenizer "$TOKD" --device cuda \
         --max-seqs $N --max-queue 1024 --max-prompt 512 --max-tokens $GEN "${P[@]}"
     done
@@ -308,8 +316,8 @@ PY
 done
 
 # the figures of this call, one line per run, and the ratios the issue asks for
-LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 - "$BENCH_JSON" "$AGREE_JSON" "$OUTD/hf_baseline.json" >> "$SUMMARY" 2>> "$LOG" <<'PY'
-import json, os, sys
+LD_LIBRARY_PATH="$ORIG_LD_LIBRARY_PATH" python3 - "$BENCH_JSON" "$AGREE_JSON" "$OUTD/hf_baseline.json" "$OUTD" >> "$SUMMARY" 2>> "$LOG" <<'PY'
+import glob, json, os, sys
 def lines(p):
     if not os.path.exists(p): return []
     out = []
@@ -342,6 +350,23 @@ if hf:
     if lf and hf.get("best_avg_tokens_per_s"):
         print("qwen3-1.7b longflow / transformers average tokens/s = %.2f x (issue target >= 12 x)"
               % (lf["avg_tokens_per_s"] / hf["best_avg_tokens_per_s"]))
+# part serve: each serve_<policy>.json against the bench --mode real run of its policy and length
+for path in sorted(glob.glob(os.path.join(sys.argv[4], "serve_*.json"))):
+    sv = json.load(open(path))
+    args = sv["serve_args"]
+    pol = args[args.index("--policy") + 1] if "--policy" in args else "full"
+    bs = [r for r in bench if r["mode"] == "real" and r["policy"] == pol and r["gen_len"] == sv["gen_len"]]
+    line = ("serve %s: %d/%d requests completed (%d errors), %d streams (server runs %d at once, peak seen %d), "
+            "%.1f output tok/s, ITL p50/p90/p99 %s ms, TTFT p50/p90/p99 %s ms"
+            % (pol, sv["completed"], sv["requests"], sv["errors"], sv["concurrency"], sv["server_max_sequences"],
+               sv["peak_running"], sv["output_tok_s"], "/".join(str(v) for v in (sv["itl_ms"] or {}).values()),
+               "/".join(str(v) for v in (sv["ttft_ms"] or {}).values())))
+    if bs:
+        b = bs[-1]
+        bt = b["measured_avg_tokens_per_s_with_prefill"]
+        line += ("; bench --mode real B=%d: %.1f tok/s measured with prefill (%.1f decode only): server / bench = "
+                 "%.3f (issue target >= 0.95)" % (b["max_batch"], bt, b["measured_avg_tokens_per_s"], sv["output_tok_s"] / bt))
+    print(line)
 pairs = {}
 for r in agree: pairs.setdefault(r["policy"], {})[r["mode"]] = r
 for pol, d in pairs.items():

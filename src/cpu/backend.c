@@ -1,7 +1,9 @@
 /* The CPU backend behind the engine's interface (backend/backend.h): the
  * CPU forward (cpu/forward.h) with one lf_kv_cache, one sampler and one
  * token history (for the repetition penalty) per place; sampling on the
- * host logits. The places are fixed at creation (max_seqs). */
+ * host logits. The places are fixed at creation (max_seqs); the caches'
+ * K/V buffers go back to a free list of as many (kv/buffers.h) when a
+ * sequence ends, and the next sequence's cache takes one from there. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include "core/error.h"
 #include "cpu/forward.h"
 #include "cpu/kernels.h"
+#include "kv/buffers.h"
 #include "kv/cache.h"
 #include "model/model.h"
 #include "sampler/sampler.h"
@@ -33,6 +36,7 @@ typedef struct cpu_backend {
     cpu_place *place;     /* [places] */
     float *logits;        /* [places][vocab] */
     lf_kv_cache **caches; /* [places] step scratch */
+    lf_kv_buffers buffers; /* the caches' K/V buffers, at most `places` */
 } cpu_backend;
 
 static void cpu_info(const void *self, lf_backend_info *info) {
@@ -62,7 +66,7 @@ static int cpu_open(void *self, int place, const lf_backend_seq *s, lf_backend_m
     p->n_prompt = s->n_prompt;
     if (lf_sampler_init(&p->sampler, &s->sampling, c->vocab_size, s->stream, err)) return -1;
     p->has_sampler = true;
-    if (lf_kv_cache_init(&p->cache, c, &s->policy, s->slots, err)) return -1;
+    if (lf_kv_cache_init_from(&p->cache, c, &s->policy, s->slots, &b->buffers, err)) return -1;
     p->has_cache = true;
     mem->kv_bytes = lf_kv_bytes_for(b->model, p->cache.capacity, LF_DEVICE_CPU, p->cache.dtype);
     mem->slots = p->cache.capacity;
@@ -126,7 +130,10 @@ static long cpu_valid_slots(const void *self, int place) {
 }
 
 static void cpu_stats(const void *self, lf_engine_stats *s) {
-    s->max_batch = ((const cpu_backend *)self)->places;
+    const cpu_backend *b = self;
+    s->max_batch = b->places;
+    s->kv_buffers_allocated = b->buffers.allocated;
+    s->kv_buffers_reused = b->buffers.reused;
     snprintf(s->device_name, sizeof s->device_name, "cpu");
 }
 
@@ -136,6 +143,7 @@ static void cpu_destroy(void *self) {
     if (b->place)
         for (int i = 0; i < b->places; i++) cpu_close(b, i);
     free(b->place);
+    lf_kv_buffers_free(&b->buffers);
     lf_cpu_ctx_free(b->ctx);
     free(b->logits);
     free(b->caches);
@@ -176,7 +184,7 @@ int lf_backend_cpu_create(const lf_model *m, const lf_engine_config *cfg, lf_bac
     b->place = calloc((size_t)B, sizeof *b->place);
     b->logits = malloc((size_t)B * V * sizeof(float));
     b->caches = malloc((size_t)B * sizeof *b->caches);
-    if (!b->place || !b->logits || !b->caches) {
+    if (!b->place || !b->logits || !b->caches || lf_kv_buffers_init(&b->buffers, B)) {
         cpu_destroy(b);
         return lf_fail(err, "engine: out of memory for a batch of %d", B);
     }

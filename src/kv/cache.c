@@ -5,11 +5,13 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "kv/attention.h"
+#include "kv/buffers.h"
 #include "kv/dtype.h"
 #include "kv/policy.h"
 
@@ -34,6 +36,40 @@ static int check_shape(const lf_config *cfg, lf_error *err) {
     return 0;
 }
 
+/* Round n up to a multiple of 64 (the parts of the K/V block start on
+ * cache lines). */
+static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* K, V and fp8's row scales: one block, from the free list when the cache
+ * has one (c->buffers), else allocated for this cache. */
+static int alloc_kv(lf_kv_cache *c, size_t rows) {
+    if (rows > SIZE_MAX / 8 / (c->row_bytes + sizeof(float))) return -1; /* the sizes below would overflow */
+    const size_t kv = line_up(rows * c->row_bytes), sc = c->dtype == LF_KV_FP8 ? line_up(rows * sizeof(float)) : 0;
+    const size_t need = 2 * kv + 2 * sc;
+    lf_kv_buffer got = {.p = NULL, .bytes = need};
+    if (c->buffers ? lf_kv_buffers_take(c->buffers, need, &got) : !(got.p = calloc(1, need))) return -1;
+    c->block = got.p;
+    c->block_bytes = got.bytes;
+    uint8_t *p = got.p;
+    c->k = p;
+    c->v = p + kv;
+    if (sc) {
+        c->ks = (float *)(p + 2 * kv);
+        c->vs = (float *)(p + 2 * kv + sc);
+    }
+    return 0;
+}
+
+static void free_kv(lf_kv_cache *c) {
+    if (c->buffers)
+        lf_kv_buffers_give(c->buffers, (lf_kv_buffer){.p = c->block, .bytes = c->block_bytes});
+    else
+        free(c->block);
+    c->block = NULL;
+    c->k = c->v = NULL;
+    c->ks = c->vs = NULL;
+}
+
 /* K, V (and fp8's row scales), the layers with their slot positions and
  * policy state, the kernel's scratch and the policy's per-cache state;
  * c->bytes counts them. */
@@ -42,17 +78,11 @@ static int alloc_slots(lf_kv_cache *c) {
     const int cap = c->capacity;
     size_t rows = (size_t)c->n_layers * c->n_kv_heads * (size_t)cap;
     size_t bytes = 0;
-    c->k = calloc(rows, c->row_bytes);
-    c->v = calloc(rows, c->row_bytes);
+    if (alloc_kv(c, rows)) return -1;
     c->layers = calloc((size_t)c->n_layers, sizeof *c->layers);
-    if (!c->k || !c->v || !c->layers) return -1;
+    if (!c->layers) return -1;
     bytes += 2 * rows * c->row_bytes + (size_t)c->n_layers * sizeof *c->layers;
-    if (c->dtype == LF_KV_FP8) {
-        c->ks = calloc(rows, sizeof(float));
-        c->vs = calloc(rows, sizeof(float));
-        if (!c->ks || !c->vs) return -1;
-        bytes += 2 * rows * sizeof(float);
-    }
+    if (c->dtype == LF_KV_FP8) bytes += 2 * rows * sizeof(float);
     for (int l = 0; l < c->n_layers; l++) {
         lf_kv_layer *L = &c->layers[l];
         if (!(L->pos = malloc((size_t)cap * sizeof *L->pos))) return -1;
@@ -70,7 +100,13 @@ static int alloc_slots(lf_kv_cache *c) {
 
 int lf_kv_cache_init(lf_kv_cache *c, const lf_config *cfg, const lf_policy_config *p, int budget,
                      lf_error *err) {
+    return lf_kv_cache_init_from(c, cfg, p, budget, NULL, err);
+}
+
+int lf_kv_cache_init_from(lf_kv_cache *c, const lf_config *cfg, const lf_policy_config *p, int budget,
+                          lf_kv_buffers *buffers, lf_error *err) {
     memset(c, 0, sizeof *c);
+    c->buffers = buffers;
     if (budget <= 0) return lf_fail(err, "KV cache: budget must be positive (got %d)", budget);
     if (check_shape(cfg, err)) return -1;
     if ((unsigned)p->kv_dtype > LF_KV_FP8)
@@ -109,10 +145,7 @@ void lf_kv_cache_free(lf_kv_cache *c) {
         }
     if (d && d->cache_free) d->cache_free(c);
     free(c->layers);
-    free(c->k);
-    free(c->v);
-    free(c->ks);
-    free(c->vs);
+    free_kv(c);
     free(c->scratch);
     memset(c, 0, sizeof *c);
 }

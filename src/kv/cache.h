@@ -22,6 +22,11 @@
  * user's budget the checks are made against). */
 int lf_kv_cache_init(lf_kv_cache *c, const lf_config *cfg, const lf_policy_config *p, int budget,
                      lf_error *err);
+/* The same, with K and V in a buffer from `buffers` (kv/buffers.h; NULL: a
+ * buffer of its own), which lf_kv_cache_free gives back there. */
+struct lf_kv_buffers;
+int lf_kv_cache_init_from(lf_kv_cache *c, const lf_config *cfg, const lf_policy_config *p, int budget,
+                          struct lf_kv_buffers *buffers, lf_error *err);
 void lf_kv_cache_free(lf_kv_cache *c);
 /* Empty every layer (keeps the allocation), for reuse by another sequence. */
 void lf_kv_cache_reset(lf_kv_cache *c);

@@ -20,6 +20,7 @@
 #include "longflow.h"
 
 struct lf_policy_desc;
+struct lf_kv_buffers;
 
 typedef struct lf_kv_layer {
     int32_t *pos;      /* [capacity] token position held by each slot, -1 = empty */
@@ -40,6 +41,9 @@ typedef struct lf_kv_cache {
     size_t row_bytes;  /* bytes of one stored row of head_dim elements */
     uint8_t *k, *v;    /* [n_layers][n_kv_heads][capacity][row_bytes] */
     float *ks, *vs;    /* fp8: [n_layers][n_kv_heads][capacity] row scales; NULL otherwise */
+    void *block;       /* the one allocation k, v, ks and vs point into: block_bytes bytes, */
+    size_t block_bytes;/* from `buffers` (kv/buffers.h) when that is set, given back there */
+    struct lf_kv_buffers *buffers;
     lf_kv_layer *layers;
     size_t bytes;      /* all memory this cache allocated */
     int n_prompt;      /* prompt tokens seen */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -463,18 +464,36 @@ static void http_log(void *cls, const char *fmt, va_list ap) {
     pthread_mutex_unlock(&mu);
 }
 
+/* Connections served at once: one file descriptor each, so the open-file
+ * limit (its soft limit raised to the hard one first) less a reserve for
+ * the model's files, the listening socket and the log; at least 16, at
+ * most 65,536. The descriptors are watched with poll(2), which has no
+ * FD_SETSIZE (1,024) ceiling as select(2) has. */
+static unsigned connection_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return 1024u;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl)) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    const rlim_t reserve = 64, most = 65536;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > most + reserve) return (unsigned)most;
+    return rl.rlim_cur > reserve + 16 ? (unsigned)(rl.rlim_cur - reserve) : 16u;
+}
+
 int lf_http_start(lf_server *s, lf_error *err) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     char port[16];
     snprintf(port, sizeof port, "%d", s->opt.port);
     int rc = getaddrinfo(s->opt.host, port, &hints, &ai);
     if (rc || !ai) return lf_fail(err, "--host %s: %s", s->opt.host, gai_strerror(rc));
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(flags, (uint16_t)s->opt.port, NULL, NULL, handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_log,
                               s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
                               MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned)s->opt.timeout_s, MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_END);
+                              (unsigned)s->opt.timeout_s, MHD_OPTION_CONNECTION_LIMIT, connection_limit(), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) return lf_fail(err, "cannot listen on %s:%d (in use, or not an address of this machine)", s->opt.host,
                                 s->opt.port);

@@ -65,6 +65,12 @@ static void histogram_add(lf_histogram *to, const lf_histogram *h) {
     to->n += h->n;
 }
 
+void lf_metrics_set_max_sequences(lf_metrics *m, int n) {
+    pthread_mutex_lock(&m->mu);
+    m->max_sequences = n;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st) {
     pthread_mutex_lock(&m->mu);
     histogram_add(&m->ttft, &st->ttft);
@@ -76,6 +82,8 @@ void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st) {
     m->kv_slots_in_use = st->slots_in_use;
     m->kv_slots_allocated = st->slots_allocated;
     m->kv_bytes_allocated = st->kv_bytes;
+    m->kv_buffers_allocated = st->kv_buffers_allocated;
+    m->kv_buffers_reused = st->kv_buffers_reused;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -143,12 +151,18 @@ char *lf_metrics_render(lf_metrics *m) {
         put(&b, "longflow_requests_finished_total{reason=\"%s\"} %lu\n", finish_labels[i], m->finished[i]);
     scalar(&b, "longflow_running_sequences", "gauge", "sequences generating now", m->running);
     scalar(&b, "longflow_queued_sequences", "gauge", "requests waiting for a place", m->queued);
+    scalar(&b, "longflow_max_sequences", "gauge", "sequences that can run at once (0 while loading)",
+           m->max_sequences);
     scalar(&b, "longflow_kv_slots_in_use", "gauge", "KV slots per layer holding a token, all running sequences",
            (double)m->kv_slots_in_use);
     scalar(&b, "longflow_kv_slots_allocated", "gauge", "KV slots per layer allocated, all running sequences",
            (double)m->kv_slots_allocated);
     scalar(&b, "longflow_kv_bytes_allocated", "gauge", "K and V bytes allocated, all running sequences",
            (double)m->kv_bytes_allocated);
+    scalar(&b, "longflow_kv_buffers_allocated_total", "counter", "KV cache buffers allocated (CPU)",
+           (double)m->kv_buffers_allocated);
+    scalar(&b, "longflow_kv_buffers_reused_total", "counter",
+           "KV cache buffers taken again from finished sequences (CPU)", (double)m->kv_buffers_reused);
     histogram(&b, "longflow_time_to_first_token_seconds", "time from a request's arrival to its first token",
               &m->ttft);
     histogram(&b, "longflow_inter_token_latency_seconds", "time between consecutive tokens of a request",

@@ -21,8 +21,10 @@ typedef struct lf_metrics {
     unsigned long prompt_tokens, generation_tokens, evictions;
     unsigned long finished[LF_FINISH_REASONS]; /* engine requests by how they ended (lf_finish_labels) */
     int running, queued;            /* sequences */
+    int max_sequences;              /* that can run at once (0 while loading) */
     long kv_slots_in_use, kv_slots_allocated; /* per layer, summed over running sequences */
     size_t kv_bytes_allocated;
+    long kv_buffers_allocated, kv_buffers_reused; /* the engine's (lf_engine_stats) */
     lf_histogram ttft, itl;         /* seconds */
     unsigned long sched_steps;      /* engine steps the scheduler ran */
     double sched_host_s;            /* scheduler time outside the model's forward passes */
@@ -37,6 +39,7 @@ typedef struct lf_metrics_step {
     int running, queued;
     long slots_in_use, slots_allocated;
     size_t kv_bytes;
+    long kv_buffers_allocated, kv_buffers_reused;
 } lf_metrics_step;
 
 void lf_metrics_init(lf_metrics *m);
@@ -49,6 +52,8 @@ void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted,
 void lf_histogram_observe(lf_histogram *h, double v);
 /* Add st's latencies and host time, set the gauges. */
 void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st);
+/* Sequences that can run at once (--max-seqs, or the GPU pool's entries). */
+void lf_metrics_set_max_sequences(lf_metrics *m, int n);
 /* Prometheus text exposition; malloc'd. */
 char *lf_metrics_render(lf_metrics *m);
 

@@ -193,18 +193,29 @@ static void waker_stop(lf_sched *s) {
 
 /* ---- the scheduler thread ------------------------------------------------ */
 
+/* The live job of an engine request: a binary search, since live[] is in
+ * the order of the engine's ids (they grow with each submission; removals
+ * keep the order). One lookup per token: a linear scan would cost each step
+ * O(live^2), e.g. a million comparisons at 1,458 streams. */
 static lf_job *find_live(lf_sched *s, int engine_id) {
-    for (int i = 0; i < s->n_live; i++)
-        if (s->live[i]->engine_id == engine_id) return s->live[i];
-    return NULL;
+    int lo = 0, hi = s->n_live;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (s->live[mid]->engine_id < engine_id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < s->n_live && s->live[lo]->engine_id == engine_id ? s->live[lo] : NULL;
 }
 
 /* Token callback of lf_engine_step: decode, append, look for stop strings. */
 static void on_token(void *user, const lf_generation *g, int tok) {
     lf_sched *s = user;
+    double now = lf_now_ms(); /* the host time counts the lookup too */
     lf_job *j = find_live(s, g->id);
-    if (!j || j->stop_hit) return;
-    double now = lf_now_ms();
+    if (!j || j->stop_hit) {
+        s->step.host_s += (lf_now_ms() - now) / 1e3;
+        return;
+    }
     if (g->n_tokens == 1) lf_histogram_observe(&s->step.ttft, (now - j->t_arrival) / 1e3);
     else lf_histogram_observe(&s->step.itl, (now - j->t_last) / 1e3);
     j->t_last = now;
@@ -271,7 +282,6 @@ static void job_finish(lf_sched *s, lf_job *j, const char *finish, const char *e
     lf_job_unref(j);
 }
 
-static void live_remove(lf_sched *s, int i) { s->live[i] = s->live[--s->n_live]; }
 
 /* New jobs from the inbox go to the engine. */
 static void take_inbox(lf_sched *s, lf_job *list) {
@@ -302,36 +312,38 @@ static void take_inbox(lf_sched *s, lf_job *list) {
 /* Cancel what the HTTP side gave up on (or everything, at the shutdown
  * deadline), and stop what hit a stop string. */
 static void cancel_jobs(lf_sched *s, bool all) {
-    for (int i = 0; i < s->n_live;) {
+    int kept = 0;
+    for (int i = 0; i < s->n_live; i++) {
         lf_job *j = s->live[i];
         pthread_mutex_lock(&j->mu);
         bool cancel = j->cancel;
         pthread_mutex_unlock(&j->mu);
         if (cancel || all || j->stop_hit) {
             lf_engine_cancel(s->engine, j->engine_id, NULL);
-            live_remove(s, i);
             job_finish(s, j, j->stop_hit ? "stop" : "cancelled",
                        j->stop_hit ? NULL : all ? "server shutting down" : "client disconnected");
         } else {
-            i++;
+            s->live[kept++] = j; /* in order (find_live) */
         }
     }
+    s->n_live = kept;
 }
 
 /* Jobs the engine finished; a failed one gets its own message (g->note),
  * else the step's. */
 static void finish_done_jobs(lf_sched *s, const char *step_error) {
-    for (int i = 0; i < s->n_live;) {
+    int kept = 0;
+    for (int i = 0; i < s->n_live; i++) {
         lf_job *j = s->live[i];
         const lf_generation *g = lf_engine_result(s->engine, j->engine_id);
         if (g && g->done) {
-            live_remove(s, i);
             const char *f = openai_finish(g->finish_reason);
             job_finish(s, j, f, !strcmp(f, "error") ? (g->note ? g->note : step_error) : NULL);
         } else {
-            i++;
+            s->live[kept++] = j; /* in order (find_live) */
         }
     }
+    s->n_live = kept;
 }
 
 /* The gauges, the step's latencies and host time, to /metrics. */
@@ -347,6 +359,10 @@ static void publish_step(lf_sched *s) {
         st->slots_allocated += g->kv_slots;
         st->kv_bytes += g->kv_bytes;
     }
+    lf_engine_stats es;
+    lf_engine_stats_get(s->engine, &es);
+    st->kv_buffers_allocated = es.kv_buffers_allocated;
+    st->kv_buffers_reused = es.kv_buffers_reused;
     lf_metrics_publish_step(s->metrics, st);
     memset(st, 0, sizeof *st);
 }

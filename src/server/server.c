@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #ifdef __GLIBC__
-#include <malloc.h>
 #endif
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,21 +56,6 @@ static int load(lf_server *s, const char *dir, const lf_engine_config *ec, lf_mo
     return 0;
 }
 
-/* A request's KV cache is one block of megabytes (9 MB each for K and V at
- * 3,000 tokens on the bundled model), allocated by the scheduler thread and
- * freed when the request ends. glibc maps such blocks at first, but raises
- * its mmap threshold to the size of each mapped block that is freed; from
- * then on the caches come from the scheduler thread's arena, whose free
- * memory stays resident (measured: 1.7 MB in use but 68 MB free and resident
- * after 8 clients' 3,000-token streams, 83 MB RSS at idle; 19 MB after
- * malloc_trim). A fixed threshold keeps every large block mapped, so a
- * finished request's cache goes back to the system at once. */
-static void keep_large_blocks_mapped(void) {
-#ifdef __GLIBC__
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
-}
-
 /* Wait for SIGINT or SIGTERM (blocked in every thread, taken here). */
 static int wait_signal(const sigset_t *set) {
     int sig = 0;
@@ -92,7 +76,6 @@ int lf_serve_run(const lf_serve_options *o, const char *model_dir, const lf_engi
     atomic_init(&s->next_id, 1);
     atomic_init(&s->http_jobs, 0);
     lf_metrics_init(&s->metrics);
-    keep_large_blocks_mapped();
 
     sigset_t set;
     sigemptyset(&set);
@@ -114,6 +97,7 @@ int lf_serve_run(const lf_serve_options *o, const char *model_dir, const lf_engi
     lf_engine_stats st;
     lf_engine_stats_get(s->engine, &st);
     int max_inflight = st.max_batch + o->max_queue;
+    lf_metrics_set_max_sequences(&s->metrics, st.max_batch);
     if (lf_sched_start(&s->sched, s->engine, m, t, &s->metrics, max_inflight, &err)) {
         fprintf(stderr, "longflow serve: %s\n", err.msg);
         goto out;
