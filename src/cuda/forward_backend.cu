@@ -116,8 +116,6 @@ extern "C" void lf_cuda_backend_free(lf_cuda_backend *b) {
     if (b->h_in) cudaFreeHost(b->h_in);
     if (b->stream) cudaStreamDestroy(b->stream);
     free(b->layers);
-    free(b->hraw);
-    free(b->hwin);
     free(b->st);
     free(b->mark);
     free(b);
@@ -180,17 +178,10 @@ static int open_compute(lf_cuda_backend *b, const lf_model *m, lf_error *err) {
     return upload_weights(b, m, err);
 }
 
-/* Host state: the window sums' host copies, the entries' states, the
- * duplicate check, the scan buckets and the graph table. */
+/* Host state: the entries' states, the duplicate check, the scan buckets
+ * and the graph table. */
 static int init_host_state(lf_cuda_backend *b, lf_error *err) {
     const int E = b->E;
-    const bool need_f32 = prefill_may_compress(b) || lf_score_writes_acc(b->mode);
-    if (need_f32) {
-        b->hraw = (float *)malloc((size_t)b->P * sizeof(float));
-        b->hwin = (float *)malloc((size_t)b->P * sizeof(float));
-        if (!b->hraw || !b->hwin)
-            return lf_fail(err, "cuda: out of host memory for the window sums of %d tokens", b->P);
-    }
     b->st = (entry_state *)calloc((size_t)E, sizeof(entry_state));
     b->mark = (int *)calloc((size_t)E, sizeof(int));
     b->scan_bucket = 64;

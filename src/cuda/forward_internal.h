@@ -16,10 +16,10 @@
  *   forward_layer.cu    pieces of a layer that prefill and decode share
  *                       (the MLP, rope_store's common arguments, profile marks)
  *   forward_prefill.cu  prefill of one prompt into an entry
- *   forward_select.cu   the prefill's selection: SnapKV's kept positions and
- *                       the H2O/VATP starting accumulator from the window sums
- *                       the GPU computed (the selection runs on the host, as
- *                       src/kv/cache.c's lf_kv_prefill_layer)
+ *   forward_select.cu   the prefill's selection on the GPU: SnapKV's kept
+ *                       positions (snapkv_select.cu) and the H2O/VATP
+ *                       starting accumulator from the window sums, laid out
+ *                       as src/kv/cache.c's lf_kv_prefill_layer lays them
  *   forward_decode.cu   the decode step of a batch of entries (one upload,
  *                       then kernels that a CUDA graph per batch size replays)
  *   forward_slots.cu    the host's slot rules of full and streaming
@@ -171,8 +171,7 @@ struct lf_cuda_backend {
     float *pks, *pvs, *pvn; /* and their scales [kvh][n] (and |v|_1) */
     uint64_t *d_seeds;
     int32_t *d_tokens, *d_pos, *d_entries, *d_row_slot, *d_steps, *d_out;
-    int32_t *d_ptok, *d_ppos, *d_kept, *d_slotpos;
-    float *d_slotacc;
+    int32_t *d_ptok, *d_ppos, *d_kept;
     void *attn_ws, *samp_ws;
     size_t attn_ws_bytes, samp_ws_bytes, in_bytes;
 
@@ -181,13 +180,11 @@ struct lf_cuda_backend {
     void *h_in;
     uint64_t *h_seeds;
     int32_t *h_tokens, *h_pos, *h_entries, *h_row_slot, *h_steps, *h_out;
-    int32_t *h_ptok, *h_kept, *h_slotpos;
-    float *h_slotacc;
+    int32_t *h_ptok, *h_kept; /* prefill tokens; the last layer's kept positions */
     size_t h_in_bytes;
 
-    /* host scratch for SnapKV's selection and the H2O/VATP accumulator */
-    float *hraw, *hwin;         /* host copies of the window sums (SnapKV's, the accumulator's) [P] */
-    float *d_raw, *d_win;       /* the same on the device */
+    /* SnapKV's selection and the H2O/VATP accumulator (forward_select.cu) */
+    float *d_raw, *d_win;       /* the window sums (SnapKV's, the accumulator's) [P] */
     void *win_ws;               /* lf_cuda_window_sums scratch */
     size_t win_ws_bytes;
 
@@ -206,7 +203,7 @@ struct lf_cuda_backend {
 typedef struct ws_layout {
     size_t x, h, qkv, q, att, gu, mlp, logits, logits_copy, q32, k32, pk, pv, pk8, pv8, pks, pvs, pvn, win, wsum;
     size_t win_bytes;
-    size_t in, ptok, ppos, kept, slotpos, slotacc, attn, samp, total;
+    size_t in, ptok, ppos, kept, attn, samp, total;
     size_t in_bytes, attn_bytes, samp_bytes;
     int rows, mlp_rows;
 } ws_layout;

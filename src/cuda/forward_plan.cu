@@ -57,8 +57,6 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     TAKE(ptok, P * 4);
     TAKE(ppos, P * 4);
     TAKE(kept, (size_t)b->cap * 4);
-    TAKE(slotpos, (size_t)b->cap * 4);
-    TAKE(slotacc, (size_t)b->cap * 4);
     lf_cuda_attn_desc d;
     memset(&d, 0, sizeof d);
     d.n_seq = E;
@@ -249,8 +247,6 @@ int carve_workspace(lf_cuda_backend *b, const ws_layout *wl, lf_error *err) {
     b->d_ptok = (int32_t *)(w + wl->ptok);
     b->d_ppos = (int32_t *)(w + wl->ppos);
     b->d_kept = (int32_t *)(w + wl->kept);
-    b->d_slotpos = (int32_t *)(w + wl->slotpos);
-    b->d_slotacc = (float *)(w + wl->slotacc);
     b->attn_ws = w + wl->attn;
     b->attn_ws_bytes = wl->attn_bytes;
     b->samp_ws = w + wl->samp;
@@ -262,8 +258,8 @@ int carve_workspace(lf_cuda_backend *b, const ws_layout *wl, lf_error *err) {
 
 int carve_host_mirror(lf_cuda_backend *b, const ws_layout *wl, lf_error *err) {
     const int E = b->E;
-    /* pinned host mirror: decode inputs, then prefill tokens, kept, slot pos, slot acc */
-    b->h_in_bytes = wl->in_bytes + (size_t)b->P * 4 + (size_t)b->cap * 12 + 64;
+    /* pinned host mirror: decode inputs, then prefill tokens and kept positions */
+    b->h_in_bytes = wl->in_bytes + (size_t)b->P * 4 + (size_t)b->cap * 4 + 64;
     if (ck(cudaMallocHost(&b->h_in, b->h_in_bytes), err, "pinned host buffer")) return -1;
     char *hi = (char *)b->h_in;
     b->h_seeds = (uint64_t *)hi;
@@ -275,8 +271,6 @@ int carve_host_mirror(lf_cuda_backend *b, const ws_layout *wl, lf_error *err) {
     b->h_out = b->h_steps + E;
     b->h_ptok = b->h_out + E;
     b->h_kept = b->h_ptok + b->P;
-    b->h_slotpos = b->h_kept + b->cap;
-    b->h_slotacc = (float *)(b->h_slotpos + b->cap);
     memset(b->h_in, 0, b->h_in_bytes);
 
     /* prefill positions 0..P-1 */

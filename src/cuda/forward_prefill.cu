@@ -145,6 +145,11 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
         if (prefill_layer(b, l, entry, n, bud, compress, need_f32, &nk, err))
             return lf_fail_prefix(err, "cuda prefill of %d tokens into entry %d, layer %d", n, entry, l);
     if (b->scored && launch_fill_i32(b, b->next_slot + entry, b->E, b->L, 1, nk, err)) return -1;
+    /* the last layer's kept positions, for the entry's sink count (read
+     * after prefill_first_token's synchronisation) */
+    if (compress && ck(cudaMemcpyAsync(b->h_kept, b->d_kept, (size_t)nk * 4, cudaMemcpyDeviceToHost, b->stream), err,
+                       "SnapKV positions download"))
+        return -1;
     if (prefill_first_token(b, entry, n, seed, first_token, logits, err)) return -1;
     prefill_entry_state(b, entry, seed, bud, nk, compress);
     return 0;

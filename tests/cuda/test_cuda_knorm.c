@@ -303,15 +303,4 @@ static void test_knorm_gpu(void **state) {
     END_TEST(f0);
 }
 
-int main(void) {
-    int n = 0;
-    g_have_gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-    if (!g_have_gpu) printf("no CUDA device: skipped\n");
-#ifdef LF_TEST_STANDALONE
-    test_knorm_gpu(NULL);
-    return g_failures ? 1 : 0;
-#else
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_knorm_gpu)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
-#endif
-}
+CUDA_TEST_MAIN1(test_knorm_gpu)
