@@ -39,9 +39,16 @@ __device__ uint64_t sel_threshold(const float *raw, int m, int sinks, int top) {
     for (int shift = 56; shift >= 0; shift -= 8) {
         for (int d = threadIdx.x; d < 256; d += blockDim.x) hist[d] = 0;
         __syncthreads();
-        for (int i = sinks + (int)threadIdx.x; i < m; i += blockDim.x) {
-            const uint64_t key = lf_snapkv_rank_key(lf_snapkv_pooled(raw, m, i), i);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+        /* one atomic per distinct byte in a warp (the top bytes of most keys agree) */
+        for (int base = sinks; base < m; base += blockDim.x) {
+            const int i = base + (int)threadIdx.x;
+            int bin = -1;
+            if (i < m) {
+                const uint64_t key = lf_snapkv_rank_key(lf_snapkv_pooled(raw, m, i), i);
+                if ((key & mask) == prefix) bin = (int)((key >> shift) & 0xffu);
+            }
+            const unsigned grp = __match_any_sync(0xffffffffu, bin);
+            if (bin >= 0 && (int)(threadIdx.x & 31u) == __ffs(grp) - 1) atomicAdd(&hist[bin], (unsigned)__popc(grp));
         }
         __syncthreads();
         if (threadIdx.x == 0) { /* the byte where the top k of the matching keys end */
