@@ -558,10 +558,17 @@ static bool small_only(void) {
 }
 
 /* ---- tests --------------------------------------------------------------- */
-static void test_longflow_splits(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
+
+/* One suite: its cases run (skipped without a GPU, and the large ones with
+ * LF_CUDA_TEST_SMALL), failing at the end when any case failed. */
+static void suite(void (*cases)(void), bool large) {
+    if (!g_have_gpu || (large && small_only())) SKIP_TEST();
     const int f0 = g_failures;
+    cases();
+    END_TEST(f0);
+}
+
+static void longflow_splits_cases(void) {
     tcase c = base_case("longflow auto");
     run_case(&c);
     c = base_case("longflow auto, 15% empty");
@@ -598,13 +605,9 @@ static void test_longflow_splits(void **state) {
     c.out_dtype = LF_DTYPE_F32;
     c.scale = 0.05f;
     run_case(&c);
-    END_TEST(f0);
 }
 
-static void test_group_shapes(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void group_shapes_cases(void) {
     const int hs[][3] = {{2, 2, 128}, {4, 2, 128}, {14, 2, 128}, {16, 2, 128}, {8, 2, 64}, {12, 4, 64}};
     for (int i = 0; i < 6; i++) {
         char name[64];
@@ -621,13 +624,9 @@ static void test_group_shapes(void **state) {
         c.empty_frac = i % 2 ? 0.1 : 0;
         run_case(&c);
     }
-    END_TEST(f0);
 }
 
-static void test_modes(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void modes_cases(void) {
     tcase c = base_case("tova");
     c.mode = LF_SCORE_ATT;
     run_case(&c);
@@ -648,13 +647,9 @@ static void test_modes(void **state) {
     c.mode = LF_SCORE_NONE;
     c.n_split = 3;
     run_case(&c);
-    END_TEST(f0);
 }
 
-static void test_pool_protect_empty(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void pool_protect_empty_cases(void) {
     tcase c = base_case("pool + seq_index");
     c.pool = 1;
     c.empty_frac = 0.05;
@@ -681,13 +676,9 @@ static void test_pool_protect_empty(void **state) {
     c.q_gain = 4;
     c.cap = 64;
     run_case(&c);
-    END_TEST(f0);
 }
 
-static void test_large(void **state) {
-    (void)state;
-    if (!g_have_gpu || small_only()) SKIP_TEST();
-    const int f0 = g_failures;
+static void large_cases(void) {
     tcase c = base_case("B=2 H=32/8 cap=2048 auto");
     c.B = 2; c.H = 32; c.Hkv = 8; c.cap = 2048; c.empty_frac = 0.02;
     run_case(&c);
@@ -704,7 +695,6 @@ static void test_large(void **state) {
     c = base_case("B=40 H=32/8 cap=700 smem");
     c.B = 40; c.H = 32; c.Hkv = 8; c.cap = 700; c.e_smem = 1;
     run_case(&c);
-    END_TEST(f0);
 }
 
 /* The FP8 cache: every score mode, both head dims, G = 1..8, splits, smem
@@ -712,10 +702,7 @@ static void test_large(void **state) {
  * and rows of zeros / one huge element / values beyond e4m3's range / tiny
  * values (fp8_test_row), against the double reference on the values the
  * codes and scales stand for. */
-static void test_fp8(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void fp8_cases(void) {
     const int modes[] = {LF_SCORE_ATT_VNORM, LF_SCORE_ATT, LF_SCORE_ACC, LF_SCORE_ACC_VNORM, LF_SCORE_NONE};
     const char *mname[] = {"longflow", "tova", "h2o", "vatp", "none"};
     const int hs[][3] = {{8, 2, 128}, {8, 8, 128}, {16, 2, 64}, {12, 4, 64}, {32, 8, 128}};
@@ -773,8 +760,20 @@ static void test_fp8(void **state) {
         c.B = 3; c.cap = 200; c.all_empty_seq = 1; c.q_gain = 4;
         run_case(&c);
     }
-    END_TEST(f0);
 }
+
+/* The cmocka test of suite `name` (test_name, running name_cases). */
+#define SUITE_TEST(name, large)                                                             \
+    static void test_##name(void **state) {                                                \
+        (void)state;                                                                       \
+        suite(name##_cases, large);                                                        \
+    }
+SUITE_TEST(longflow_splits, false)
+SUITE_TEST(group_shapes, false)
+SUITE_TEST(modes, false)
+SUITE_TEST(pool_protect_empty, false)
+SUITE_TEST(large, true)
+SUITE_TEST(fp8, false)
 
 static void test_bad_input(void **state) {
     (void)state;
