@@ -61,8 +61,7 @@ int prefill_select_layer(lf_cuda_backend *b, int l, int entry, int n, int bud, b
         return -1;
     if (compress) {
         const int sinks = lf_snapkv_sinks(&b->pol, b->o.policy.sinks < 0, nk);
-        if (lf_cuda_snapkv_select(b->d_raw, n, nk, sinks, b->d_kept, vs, err))
-            return lf_fail_prefix(err, "cuda prefill: SnapKV");
+        if (lf_cuda_snapkv_select(b->d_raw, n, nk, sinks, b->d_kept, vs, err)) return -1;
         if (b->f8 ? gather_fp8_rows(b, n, Kl, KSl, Vl, VSl, VNl, nk, err)
                   : (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
                                          LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
