@@ -30,7 +30,7 @@ __device__ __forceinline__ bool sel_kept(const float *raw, int m, int sinks, int
 
 /* The key of the top-th best candidate: MSB-first radix select, one byte a
  * pass, over the candidates whose higher bytes match the prefix so far. */
-__device__ uint64_t sel_threshold(const float *raw, int m, int sinks, int top) {
+static __device__ uint64_t sel_threshold(const float *raw, int m, int sinks, int top) {
     __shared__ unsigned int hist[256];
     __shared__ uint64_t s_prefix;
     __shared__ int s_k;
