@@ -85,17 +85,35 @@ static bool ref_evictable(const lf_policy_config *P, int p, int pnow) {
     return p >= P->sinks && p <= pnow - P->recent;
 }
 
-/* Check one sequence after the step against the reference. */
-static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, const float *q,
-                      const float *k, const float *v, int pnow, const float *out) {
-    const int H = tc->H, G = tc->G, hd = tc->hd, cap = c->capacity, rep = H / G;
+/* The reference state of one sequence's layer after the step, in double. */
+typedef struct ref_state {
+    int slot;            /* where the new token was stored (-1: nowhere) */
+    int *pos;            /* [cap] */
+    double *K, *V;       /* [G][cap][hd] */
+    double *alpha, *vn;  /* [H][cap] attention weights, [G][cap] |v|_1 */
+    double *ref;         /* [cap] reference scores */
+    double maxabs;       /* largest finite |ref| */
+} ref_state;
+
+static void ref_free(ref_state *R) {
+    free(R->pos);
+    free(R->K);
+    free(R->V);
+    free(R->alpha);
+    free(R->vn);
+    free(R->ref);
+}
+
+/* The store: the snapshot with the new token in slot S->next, checked
+ * against the cache's positions, valid count and contents. */
+static void check_store(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, const float *k,
+                        const float *v, int pnow, ref_state *R) {
+    const int G = tc->G, hd = tc->hd, cap = c->capacity;
     const lf_kv_layer *L = &c->layers[layer];
-    const lf_scored_layer *SC = lf_scored(c, layer);
-    /* the store */
-    int slot = S->next;
-    int *pos = malloc((size_t)cap * sizeof *pos);
+    int slot = R->slot = S->next;
+    int *pos = R->pos = malloc((size_t)cap * sizeof *pos);
     memcpy(pos, S->pos, (size_t)cap * sizeof *pos);
-    double *K = malloc((size_t)G * cap * hd * sizeof *K), *V = malloc((size_t)G * cap * hd * sizeof *V);
+    double *K = R->K = malloc((size_t)G * cap * hd * sizeof *K), *V = R->V = malloc((size_t)G * cap * hd * sizeof *V);
     for (size_t i = 0; i < (size_t)G * cap * hd; i++) {
         K[i] = S->K[i];
         V[i] = S->V[i];
@@ -127,10 +145,16 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
             }
     free(kr);
     free(vr);
+}
 
-    /* attention in double */
-    double *alpha = calloc((size_t)H * cap, sizeof *alpha);
-    double *vn = calloc((size_t)G * cap, sizeof *vn);
+/* Attention in double (alpha, vn), and every query head's output checked. */
+static void check_attention(const step_case *tc, const lf_kv_cache *c, const float *q, const float *out,
+                            ref_state *R) {
+    const int H = tc->H, G = tc->G, hd = tc->hd, cap = c->capacity, rep = H / G;
+    const int *pos = R->pos;
+    const double *K = R->K, *V = R->V;
+    double *alpha = R->alpha = calloc((size_t)H * cap, sizeof *alpha);
+    double *vn = R->vn = calloc((size_t)G * cap, sizeof *vn);
     for (int g = 0; g < G; g++)
         for (int i = 0; i < cap; i++)
             if (pos[i] >= 0)
@@ -160,10 +184,16 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
                 fail_msg("output head %d dim %d: got %.9g, reference %.9g", h, d, got, o);
         }
     }
+}
 
-    /* scores and victim */
-    const lf_policy_config *P = &c->policy;
-    double *ref = calloc((size_t)cap, sizeof *ref);
+/* The policy's score of every slot in double (ref, maxabs), checked with
+ * the H2O/VATP accumulators and, for the scored policies, the scores. */
+static void check_scores(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, ref_state *R) {
+    const int H = tc->H, G = tc->G, hd = tc->hd, cap = c->capacity, rep = H / G;
+    const lf_scored_layer *SC = lf_scored(c, layer);
+    const int *pos = R->pos;
+    const double *alpha = R->alpha, *vn = R->vn;
+    double *ref = R->ref = calloc((size_t)cap, sizeof *ref);
     bool scored = tc->kind == LF_POLICY_LONGFLOW || tc->kind == LF_POLICY_TOVA || tc->kind == LF_POLICY_H2O ||
                   tc->kind == LF_POLICY_VATP;
     for (int i = 0; i < cap; i++) {
@@ -180,7 +210,7 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
         att /= H;
         lf /= (double)H * hd;
         vbar /= G;
-        double acc0 = (i == slot) ? 0.0 : (S->acc ? S->acc[i] : 0.0);
+        double acc0 = (i == R->slot) ? 0.0 : (S->acc ? S->acc[i] : 0.0);
         switch (tc->kind) {
         case LF_POLICY_LONGFLOW: ref[i] = lf; break;
         case LF_POLICY_TOVA: ref[i] = att; break;
@@ -197,6 +227,7 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
     double maxabs = 0;
     for (int i = 0; i < cap; i++)
         if (isfinite(ref[i]) && fabs(ref[i]) > maxabs) maxabs = fabs(ref[i]);
+    R->maxabs = maxabs;
     if (scored)
         for (int i = 0; i < cap; i++) {
             double got = SC->score[i];
@@ -207,7 +238,44 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
             if (fabs(got - ref[i]) > 1e-4 * fabs(ref[i]) + 1e-7 * maxabs)
                 fail_msg("score of slot %d: got %.9g, reference %.9g", i, got, ref[i]);
         }
+}
 
+/* A scored policy's victim: an evictable (or empty) slot whose reference
+ * score is the smallest within tolerance; the lowest such index when the
+ * smallest scores are exactly equal. */
+static void check_scored_victim(const lf_kv_cache *c, const lf_kv_layer *L, int pnow, const ref_state *R) {
+    const lf_policy_config *P = &c->policy;
+    const int cap = c->capacity;
+    const int *pos = R->pos;
+    const double *ref = R->ref;
+    double mn = INFINITY;
+    for (int i = 0; i < cap; i++)
+        if ((pos[i] < 0 || ref_evictable(P, pos[i], pnow)) && ref[i] < mn) mn = ref[i];
+    double tol = 1e-5 * R->maxabs;
+    int got = L->next_slot;
+    assert_true(got >= 0 && got < cap);
+    assert_true(pos[got] < 0 || ref_evictable(P, pos[got], pnow));
+    bool all_equal = true;
+    int lowest = -1;
+    for (int i = 0; i < cap; i++) {
+        if (!(pos[i] < 0 || ref_evictable(P, pos[i], pnow))) continue;
+        if (ref[i] <= mn + tol) {
+            if (lowest < 0) lowest = i;
+            if (ref[i] != mn) all_equal = false;
+        }
+    }
+    if (!(ref[got] <= mn + tol))
+        fail_msg("victim %d has reference score %.9g, the smallest is %.9g", got, ref[got], mn);
+    if (all_equal) assert_int_equal(got, lowest);
+}
+
+/* The next slot the cache chose, against the policy's rule. */
+static void check_victim(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, int pnow,
+                         const ref_state *R) {
+    const lf_kv_layer *L = &c->layers[layer];
+    const lf_policy_config *P = &c->policy;
+    const int cap = c->capacity, slot = R->slot;
+    const int *pos = R->pos;
     int want = -1;
     if (tc->kind == LF_POLICY_FULL) {
         int hw = S->hw > slot + 1 ? S->hw : slot + 1;
@@ -221,32 +289,20 @@ static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, cons
                 if (ref_evictable(P, pos[i], pnow) && (want < 0 || pos[i] < pos[want])) want = i;
         assert_int_equal(L->next_slot, want);
     } else {
-        double mn = INFINITY;
-        for (int i = 0; i < cap; i++)
-            if ((pos[i] < 0 || ref_evictable(P, pos[i], pnow)) && ref[i] < mn) mn = ref[i];
-        double tol = 1e-5 * maxabs;
-        int got = L->next_slot;
-        assert_true(got >= 0 && got < cap);
-        assert_true(pos[got] < 0 || ref_evictable(P, pos[got], pnow));
-        bool all_equal = true;
-        int lowest = -1;
-        for (int i = 0; i < cap; i++) {
-            if (!(pos[i] < 0 || ref_evictable(P, pos[i], pnow))) continue;
-            if (ref[i] <= mn + tol) {
-                if (lowest < 0) lowest = i;
-                if (ref[i] != mn) all_equal = false;
-            }
-        }
-        if (!(ref[got] <= mn + tol))
-            fail_msg("victim %d has reference score %.9g, the smallest is %.9g", got, ref[got], mn);
-        if (all_equal) assert_int_equal(got, lowest);
+        check_scored_victim(c, L, pnow, R);
     }
-    free(pos);
-    free(K);
-    free(V);
-    free(alpha);
-    free(vn);
-    free(ref);
+}
+
+/* Check one sequence after the step against the reference. */
+static void check_seq(const step_case *tc, const lf_kv_cache *c, int layer, const snap *S, const float *q,
+                      const float *k, const float *v, int pnow, const float *out) {
+    ref_state R;
+    memset(&R, 0, sizeof R);
+    check_store(tc, c, layer, S, k, v, pnow, &R);
+    check_attention(tc, c, q, out, &R);
+    check_scores(tc, c, layer, S, &R);
+    check_victim(tc, c, layer, S, pnow, &R);
+    ref_free(&R);
 }
 
 static void run_case(const step_case *tc) {

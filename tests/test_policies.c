@@ -247,13 +247,11 @@ static bool sim_evictable(const sim *S, int i, int pnow) {
     return S->pos[i] < 0 || (S->pos[i] >= S->P.sinks && S->pos[i] <= pnow - S->P.recent);
 }
 
-/* One step; the kernel's output and choice are checked, and a choice within
- * the tie tolerance of the simulation's is adopted. */
-static void sim_step(sim *S, const float *q, const float *k, const float *v, int pnow, const float *out,
-                     const lf_kv_cache *c) {
-    const int H = S->H, G = S->G, hd = S->hd, cap = S->cap, rep = H / G;
+/* The new token in the simulation's next slot, checked against the cache's
+ * positions. */
+static void sim_store(sim *S, const float *k, const float *v, int pnow, const lf_kv_cache *c) {
+    const int G = S->G, hd = S->hd, cap = S->cap;
     const lf_kv_layer *L = &c->layers[0];
-    const lf_scored_layer *SC = lf_scored(c, 0);
     int slot = S->next;
     assert_true(slot >= 0);
     S->pos[slot] = pnow;
@@ -264,6 +262,12 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
         }
     if (S->acc) S->acc[slot] = 0;
     for (int i = 0; i < cap; i++) assert_int_equal(L->pos[i], S->pos[i]);
+}
+
+/* Attention in double: every head's output checked; the policy's score of
+ * every slot into S->score (H2O/VATP accumulate). */
+static void sim_scores(sim *S, const float *q, int pnow, const float *out) {
+    const int H = S->H, G = S->G, hd = S->hd, cap = S->cap, rep = H / G;
     double *att = calloc((size_t)cap, sizeof *att), *lf = calloc((size_t)cap, sizeof *lf);
     double *vbar = calloc((size_t)cap, sizeof *vbar), *row = malloc((size_t)cap * sizeof *row);
     for (int h = 0; h < H; h++) {
@@ -310,12 +314,101 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
         }
         S->score[i] = s;
     }
+    free(att);
+    free(lf);
+    free(vbar);
+    free(row);
+}
+
+/* The evictable slots into order[], by score, then index: their count. */
+static int sim_order(const sim *S, int pnow, int *order) {
+    int n = 0;
+    for (int i = 0; i < S->cap; i++)
+        if (sim_evictable(S, i, pnow)) order[n++] = i;
+    /* selection sort is fine for these sizes: score, then index */
+    for (int a = 0; a < n; a++)
+        for (int b = a + 1; b < n; b++)
+            if (S->score[order[b]] < S->score[order[a]] ||
+                (S->score[order[b]] == S->score[order[a]] && order[b] < order[a])) {
+                int t = order[a];
+                order[a] = order[b];
+                order[b] = t;
+            }
+    return n;
+}
+
+/* A new batch of evict_every victims: the K lowest scores, in slot order;
+ * the kernel's own batch is adopted when it differs only among near ties
+ * (checked). Returns the batch's first slot. */
+static int sim_refill_queue(sim *S, const int *order, int n, int pnow, double tol, const lf_kv_cache *c) {
+    const lf_scored_layer *SC = lf_scored(c, 0);
+    int K = S->P.evict_every;
+    S->nq = K < n ? K : n;
+    for (int a = 0; a < S->nq; a++) S->queue[a] = order[a];
+    for (int a = 0; a < S->nq; a++)
+        for (int b = a + 1; b < S->nq; b++)
+            if (S->queue[b] < S->queue[a]) {
+                int t = S->queue[a];
+                S->queue[a] = S->queue[b];
+                S->queue[b] = t;
+            }
+    /* the kernel may pick differently among near ties */
+    if (memcmp(S->queue, SC->queue, (size_t)S->nq * sizeof(int)) != 0) {
+        double bound = S->score[order[S->nq - 1]] + tol;
+        for (int a = 0; a < SC->n_queue; a++)
+            if (!(sim_evictable(S, SC->queue[a], pnow) && S->score[SC->queue[a]] <= bound))
+                fail_msg("queued victim %d scores %.9g, above the %d smallest (%.9g)", SC->queue[a],
+                         S->score[SC->queue[a]], S->nq, bound - tol);
+        assert_int_equal(SC->n_queue, S->nq);
+        for (int a = 0; a < S->nq; a++) S->queue[a] = SC->queue[a];
+        S->ties++;
+    }
+    S->qh = 0;
+    return S->queue[S->qh++];
+}
+
+/* A scored policy's next slot: the simulation's choice, or the kernel's
+ * when it is within the tie tolerance (checked); the kernel's scores are
+ * checked too. */
+static int sim_scored_choice(sim *S, int pnow, double maxabs, const lf_kv_cache *c) {
+    const lf_kv_layer *L = &c->layers[0];
+    const lf_scored_layer *SC = lf_scored(c, 0);
+    const double tol = 1e-5 * maxabs;
+    int order[512];
+    int n = sim_order(S, pnow, order);
+    int want;
+    if (S->P.evict_every == 1) want = order[0];
+    else if (S->qh < S->nq) want = S->queue[S->qh++];
+    else want = sim_refill_queue(S, order, n, pnow, tol, c);
+    int got = L->next_slot;
+    if (got != want) {
+        if (got < 0 || !sim_evictable(S, got, pnow) || !(S->score[got] <= S->score[want] + tol))
+            fail_msg("position %d: next slot %d (score %.9g), reference %d (score %.9g)", pnow, got,
+                     got >= 0 ? S->score[got] : NAN, want, S->score[want]);
+        S->ties++;
+        want = got;
+    }
+    for (int i = 0; i < S->cap; i++) {
+        if (!isfinite(S->score[i])) continue;
+        if (fabs(SC->score[i] - S->score[i]) > 1e-4 * fabs(S->score[i]) + 1e-7 * maxabs)
+            fail_msg("position %d: score of slot %d %.9g, reference %.9g", pnow, i, SC->score[i], S->score[i]);
+    }
+    return want;
+}
+
+/* One step; the kernel's output and choice are checked, and a choice within
+ * the tie tolerance of the simulation's is adopted. */
+static void sim_step(sim *S, const float *q, const float *k, const float *v, int pnow, const float *out,
+                     const lf_kv_cache *c) {
+    const int cap = S->cap;
+    const lf_kv_layer *L = &c->layers[0];
+    sim_store(S, k, v, pnow, c);
+    sim_scores(S, q, pnow, out);
     /* the choice */
     int want = -1;
     double maxabs = 0;
     for (int i = 0; i < cap; i++)
         if (isfinite(S->score[i])) maxabs = fmax(maxabs, fabs(S->score[i]));
-    const double tol = 1e-5 * maxabs;
     switch (S->P.kind) {
     case LF_POLICY_FULL: {
         int hw = 0;
@@ -333,69 +426,9 @@ static void sim_step(sim *S, const float *q, const float *k, const float *v, int
                 if (sim_evictable(S, i, pnow) && (want < 0 || S->pos[i] < S->pos[want])) want = i;
         assert_int_equal(L->next_slot, want);
         break;
-    default: {
-        int order[512], n = 0;
-        for (int i = 0; i < cap; i++)
-            if (sim_evictable(S, i, pnow)) order[n++] = i;
-        /* selection sort is fine for these sizes: score, then index */
-        for (int a = 0; a < n; a++)
-            for (int b = a + 1; b < n; b++)
-                if (S->score[order[b]] < S->score[order[a]] ||
-                    (S->score[order[b]] == S->score[order[a]] && order[b] < order[a])) {
-                    int t = order[a];
-                    order[a] = order[b];
-                    order[b] = t;
-                }
-        int K = S->P.evict_every;
-        if (K == 1) {
-            want = order[0];
-        } else if (S->qh < S->nq) {
-            want = S->queue[S->qh++];
-        } else {
-            S->nq = K < n ? K : n;
-            for (int a = 0; a < S->nq; a++) S->queue[a] = order[a];
-            for (int a = 0; a < S->nq; a++)
-                for (int b = a + 1; b < S->nq; b++)
-                    if (S->queue[b] < S->queue[a]) {
-                        int t = S->queue[a];
-                        S->queue[a] = S->queue[b];
-                        S->queue[b] = t;
-                    }
-            /* the kernel may pick differently among near ties */
-            if (memcmp(S->queue, SC->queue, (size_t)S->nq * sizeof(int)) != 0) {
-                double bound = S->score[order[S->nq - 1]] + tol;
-                for (int a = 0; a < SC->n_queue; a++)
-                    if (!(sim_evictable(S, SC->queue[a], pnow) && S->score[SC->queue[a]] <= bound))
-                        fail_msg("queued victim %d scores %.9g, above the %d smallest (%.9g)", SC->queue[a],
-                                 S->score[SC->queue[a]], S->nq, bound - tol);
-                assert_int_equal(SC->n_queue, S->nq);
-                for (int a = 0; a < S->nq; a++) S->queue[a] = SC->queue[a];
-                S->ties++;
-            }
-            S->qh = 0;
-            want = S->queue[S->qh++];
-        }
-        int got = L->next_slot;
-        if (got != want) {
-            if (got < 0 || !sim_evictable(S, got, pnow) || !(S->score[got] <= S->score[want] + tol))
-                fail_msg("position %d: next slot %d (score %.9g), reference %d (score %.9g)", pnow, got,
-                         got >= 0 ? S->score[got] : NAN, want, S->score[want]);
-            S->ties++;
-            want = got;
-        }
-        for (int i = 0; i < cap; i++) {
-            if (!isfinite(S->score[i])) continue;
-            if (fabs(SC->score[i] - S->score[i]) > 1e-4 * fabs(S->score[i]) + 1e-7 * maxabs)
-                fail_msg("position %d: score of slot %d %.9g, reference %.9g", pnow, i, SC->score[i], S->score[i]);
-        }
-        break;
-    }
+    default: want = sim_scored_choice(S, pnow, maxabs, c); break;
     }
     S->next = want;
-    free(att);
-    free(lf);
-    free(vbar);
-    free(row);
 }
 
 typedef struct multi_case {

@@ -111,7 +111,7 @@ bench_json() {
 }
 
 # the GPU test programs (parts tests and pdl)
-GPU_TESTS=${LF_GPU_TESTS:-"test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm test_cuda_nonfinite test_cuda_fp8"}
+GPU_TESTS=${LF_GPU_TESTS:-"test_cuda_attention test_cuda_kernels test_cuda_gemm test_cuda_forward test_cuda_knorm test_cuda_snapkv test_cuda_nonfinite test_cuda_fp8"}
 
 for part in $PARTS; do
   case $part in

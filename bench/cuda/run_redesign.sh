@@ -45,6 +45,7 @@ gtest() {
 }
 P=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
 gtest test_cuda_knorm 40
+gtest test_cuda_snapkv 40
 gtest test_cuda_attention 100
 bench old longflow "${P[@]}" --policy longflow --budget 3200
 bench new longflow "${P[@]}" --policy longflow --budget 3200
@@ -63,5 +64,5 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     print(f"{r['tag']:<16} avg_tokens_per_s {r.get('avg_tokens_per_s')}  batch {r.get('batch')}  steady {r.get('steady_tokens_per_s')}")
 PY
-grep -h "^\[ \(policies\|knorm\|slots\) *\]" "$LOG" | grep -v "near tie" | head -40 >> "$SUM"
+grep -h "^\[ \(policies\|knorm\|snapkv\|slots\) *\]" "$LOG" | grep -v "near tie" | head -40 >> "$SUM"
 cat "$SUM"

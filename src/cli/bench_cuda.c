@@ -385,6 +385,162 @@ out:
     return rc;
 }
 
+/* What one bench run measured, with the numbers derived from it: what the
+ * JSON and the text report print. */
+typedef struct report {
+    const lf_bench_cuda_args *a;
+    const lf_config *cfg;
+    const result *r;
+    const lf_cuda_membw_result *bw;
+    const point *pts, *last;
+    int n_pts, B, P, G, budget;
+    bool sampled;
+    double load_ms, run_ms, sum_ms, avg_tps, avg_tps_prefill, steady_tps, measured_tps, bw_gbps;
+    const char *how;
+} report;
+
+static void report_derive(report *t) {
+    const result *r = t->r;
+    t->B = r->entries;
+    t->sum_ms = integrate(t->pts, t->n_pts, t->P, t->G);
+    t->avg_tps = (double)t->B * (t->G - 1) / (t->sum_ms / 1e3);
+    t->avg_tps_prefill = (double)t->B * t->G / ((t->sum_ms + r->prefill_ms) / 1e3);
+    t->last = &t->pts[t->n_pts - 1];
+    t->steady_tps = t->B / (t->last->step_ms / 1e3);
+    t->measured_tps = r->measured_decode_ms > 0 ? r->measured_decode_tokens / (r->measured_decode_ms / 1e3) : 0;
+    t->bw_gbps = t->bw->gbps_rw;
+    t->how = t->sampled ? "sampled: decode steps timed at the sampled cache lengths (lf_cuda_bench_fill), "
+                          "the average integrated over the generation by linear interpolation"
+                        : "real: every sequence generated gen_len tokens through the engine; the per-length "
+                          "times are request 0's steps as it passed those lengths";
+}
+
+/* The run's setting and memory plan, as JSON fields. */
+static void json_setting(cJSON *j, const report *t) {
+    const lf_bench_cuda_args *a = t->a;
+    const lf_gen_options *o = a->o;
+    const result *r = t->r;
+    int B = t->B;
+    cJSON_AddStringToObject(j, "device", "cuda");
+    cJSON_AddStringToObject(j, "device_name", r->device_name);
+    cJSON_AddStringToObject(j, "config", a->preset ? a->preset : o->model_dir);
+    cJSON_AddStringToObject(j, "arch", t->cfg->arch_name);
+    cJSON_AddStringToObject(j, "policy", lf_policy_name(o->policy.kind));
+    cJSON_AddStringToObject(j, "kv_dtype", lf_kv_dtype_name(o->policy.kv_dtype));
+    cJSON_AddNumberToObject(j, "budget", t->budget);
+    cJSON_AddNumberToObject(j, "capacity", r->capacity);
+    cJSON_AddStringToObject(j, "mode", t->sampled ? "sampled" : "real");
+    cJSON_AddStringToObject(j, "method", t->how);
+    cJSON_AddNumberToObject(j, "prompt_len", t->P);
+    cJSON_AddNumberToObject(j, "gen_len", t->G);
+    cJSON_AddNumberToObject(j, "batch_requested", a->batch);
+    cJSON_AddNumberToObject(j, "max_batch", B);
+    cJSON_AddStringToObject(j, "plan", r->plan);
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)r->weight_bytes);
+    cJSON_AddNumberToObject(j, "kv_bytes_per_seq", (double)r->kv_bytes_per_seq);
+    cJSON_AddNumberToObject(j, "aux_bytes_per_seq", (double)r->aux_bytes_per_seq);
+    cJSON_AddNumberToObject(j, "kv_bytes_all_seqs", (double)r->kv_bytes_per_seq * B);
+    if (t->sampled) {
+        cJSON_AddNumberToObject(j, "workspace_bytes", (double)r->workspace_bytes);
+        cJSON_AddNumberToObject(j, "gpu_free_bytes", (double)r->gpu_free);
+        cJSON_AddNumberToObject(j, "gpu_total_bytes", (double)r->gpu_total);
+    }
+    cJSON_AddNumberToObject(j, "gpu_peak_bytes", (double)r->gpu_peak);
+    if (a->membw_mb > 0) {
+        cJSON_AddNumberToObject(j, "membw_gbps", t->bw->gbps_rw);
+        cJSON_AddNumberToObject(j, "membw_gbps_read", t->bw->gbps_read);
+        cJSON_AddNumberToObject(j, "membw_gbps_best", t->bw->gbps_rw_best);
+        cJSON_AddNumberToObject(j, "membw_bytes", (double)t->bw->bytes);
+    } else {
+        cJSON_AddNullToObject(j, "membw_gbps");
+    }
+}
+
+/* One sampled cache length, as a JSON object. */
+static cJSON *json_point(const report *t, const point *p) {
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddNumberToObject(q, "L", p->L);
+    cJSON_AddNumberToObject(q, "step_ms", p->step_ms);
+    cJSON_AddNumberToObject(q, "steps_timed", p->n_steps);
+    cJSON_AddNumberToObject(q, "tokens_per_s", t->B / (p->step_ms / 1e3));
+    cJSON_AddNumberToObject(q, "bytes_read", p->bytes);
+    double gbps = p->bytes / (p->step_ms * 1e6);
+    cJSON_AddNumberToObject(q, "gbps", gbps);
+    if (t->bw_gbps > 0) cJSON_AddNumberToObject(q, "roofline_fraction", gbps / t->bw_gbps);
+    else cJSON_AddNullToObject(q, "roofline_fraction");
+    if (t->sampled) {
+        cJSON_AddNumberToObject(q, "profile_total_ms", p->profile_ms);
+        cJSON_AddNumberToObject(q, "gemm_ms", p->gemm_ms);
+        cJSON_AddNumberToObject(q, "attention_ms", p->attention_ms);
+        cJSON_AddNumberToObject(q, "other_ms", p->other_ms);
+    }
+    return q;
+}
+
+static void print_json(const report *t) {
+    const result *r = t->r;
+    cJSON *j = cJSON_CreateObject();
+    json_setting(j, t);
+    cJSON_AddNumberToObject(j, "load_ms", t->load_ms);
+    cJSON_AddNumberToObject(j, "run_ms", t->run_ms);
+    cJSON_AddNumberToObject(j, "prefill_ms", r->prefill_ms);
+    cJSON_AddNumberToObject(j, "prefill_tokens_per_s", r->prefill_tps);
+    cJSON *arr = cJSON_AddArrayToObject(j, "points");
+    for (int i = 0; i < t->n_pts; i++) cJSON_AddItemToArray(arr, json_point(t, &t->pts[i]));
+    cJSON_AddNumberToObject(j, "steady_L", t->last->L);
+    cJSON_AddNumberToObject(j, "steady_step_ms", t->last->step_ms);
+    cJSON_AddNumberToObject(j, "steady_tokens_per_s", t->steady_tps);
+    cJSON_AddNumberToObject(j, "integrated_decode_ms", t->sum_ms);
+    cJSON_AddNumberToObject(j, "avg_tokens_per_s", t->avg_tps);
+    cJSON_AddNumberToObject(j, "avg_tokens_per_s_with_prefill", t->avg_tps_prefill);
+    if (!t->sampled) {
+        cJSON_AddNumberToObject(j, "measured_decode_ms", r->measured_decode_ms);
+        cJSON_AddNumberToObject(j, "measured_avg_tokens_per_s", t->measured_tps);
+        cJSON_AddNumberToObject(j, "measured_avg_tokens_per_s_with_prefill",
+                                (double)t->B * t->G / ((r->measured_decode_ms + r->prefill_ms) / 1e3));
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void print_text(const report *t) {
+    const lf_bench_cuda_args *a = t->a;
+    const lf_gen_options *o = a->o;
+    const result *r = t->r;
+    int B = t->B, P = t->P, G = t->G;
+    printf("device      %s\n", r->device_name);
+    printf("model       %s (%s), policy %s, budget %d, KV cache %s, capacity %d slots per layer\n",
+           a->preset ? a->preset : o->model_dir, t->cfg->arch_name, lf_policy_name(o->policy.kind), t->budget,
+           lf_kv_dtype_name(o->policy.kv_dtype),
+           r->capacity);
+    printf("batch       %d sequences at once (%s)\n", B, r->plan);
+    printf("memory      weights %.2f GB, K+V %.1f MB per sequence (%.2f GB for %d), peak GPU %.2f GB\n",
+           r->weight_bytes / 1e9, r->kv_bytes_per_seq / 1e6, (double)r->kv_bytes_per_seq * B / 1e9, B,
+           r->gpu_peak / 1e9);
+    if (a->membw_mb > 0)
+        printf("bandwidth   %.0f GB/s device-to-device copy (read + write; %.0f GB/s read), the roofline\n",
+               t->bw->gbps_rw, t->bw->gbps_read);
+    printf("prefill     %d x %d tokens in %.1f ms: %.0f tokens/s\n", B, P, r->prefill_ms, r->prefill_tps);
+    printf("mode        %s\n", t->how);
+    printf("%8s %10s %12s %14s %9s %9s %9s %9s %9s\n", "L", "step ms", "tokens/s", "bytes/step", "GB/s",
+           "roofline", "gemm ms", "attn ms", "other ms");
+    for (int i = 0; i < t->n_pts; i++) {
+        const point *p = &t->pts[i];
+        double gbps = p->bytes / (p->step_ms * 1e6);
+        printf("%8d %10.3f %12.1f %14.4g %9.1f %9.3f", p->L, p->step_ms, B / (p->step_ms / 1e3), p->bytes, gbps,
+               t->bw_gbps > 0 ? gbps / t->bw_gbps : 0.0);
+        if (t->sampled) printf(" %9.3f %9.3f %9.3f\n", p->gemm_ms, p->attention_ms, p->other_ms);
+        else printf(" %9s %9s %9s\n", "-", "-", "-");
+    }
+    printf("steady      %.1f tokens/s at L = %d\n", t->steady_tps, t->last->L);
+    printf("average     %.1f tokens/s over %d generated tokens per sequence (integrated from the points above; "
+           "%.1f with the prefill)\n",
+           t->avg_tps, G, t->avg_tps_prefill);
+    if (!t->sampled) printf("measured    %.1f tokens/s (the engine's decode time)\n", t->measured_tps);
+}
+
 int lf_bench_cuda(const lf_bench_cuda_args *a) {
     const lf_gen_options *o = a->o;
     lf_error err = {{0}};
@@ -422,128 +578,11 @@ int lf_bench_cuda(const lf_bench_cuda_args *a) {
         lf_model_free(m);
         return 1;
     }
-    const lf_config *cfg = lf_model_config(m);
-    int B = r.entries;
-    double sum_ms = integrate(pts, n_pts, P, G);
-    double avg_tps = (double)B * (G - 1) / (sum_ms / 1e3);
-    double avg_tps_prefill = (double)B * G / ((sum_ms + r.prefill_ms) / 1e3);
-    const point *last = &pts[n_pts - 1];
-    double steady_tps = B / (last->step_ms / 1e3);
-    double measured_tps =
-        r.measured_decode_ms > 0 ? r.measured_decode_tokens / (r.measured_decode_ms / 1e3) : 0;
-    double bw_gbps = bw.gbps_rw;
-    const char *how = sampled ? "sampled: decode steps timed at the sampled cache lengths (lf_cuda_bench_fill), "
-                                "the average integrated over the generation by linear interpolation"
-                              : "real: every sequence generated gen_len tokens through the engine; the per-length "
-                                "times are request 0's steps as it passed those lengths";
-
-    if (a->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "device", "cuda");
-        cJSON_AddStringToObject(j, "device_name", r.device_name);
-        cJSON_AddStringToObject(j, "config", a->preset ? a->preset : o->model_dir);
-        cJSON_AddStringToObject(j, "arch", cfg->arch_name);
-        cJSON_AddStringToObject(j, "policy", lf_policy_name(o->policy.kind));
-        cJSON_AddStringToObject(j, "kv_dtype", lf_kv_dtype_name(o->policy.kv_dtype));
-        cJSON_AddNumberToObject(j, "budget", budget);
-        cJSON_AddNumberToObject(j, "capacity", r.capacity);
-        cJSON_AddStringToObject(j, "mode", sampled ? "sampled" : "real");
-        cJSON_AddStringToObject(j, "method", how);
-        cJSON_AddNumberToObject(j, "prompt_len", P);
-        cJSON_AddNumberToObject(j, "gen_len", G);
-        cJSON_AddNumberToObject(j, "batch_requested", a->batch);
-        cJSON_AddNumberToObject(j, "max_batch", B);
-        cJSON_AddStringToObject(j, "plan", r.plan);
-        cJSON_AddNumberToObject(j, "weight_bytes", (double)r.weight_bytes);
-        cJSON_AddNumberToObject(j, "kv_bytes_per_seq", (double)r.kv_bytes_per_seq);
-        cJSON_AddNumberToObject(j, "aux_bytes_per_seq", (double)r.aux_bytes_per_seq);
-        cJSON_AddNumberToObject(j, "kv_bytes_all_seqs", (double)r.kv_bytes_per_seq * B);
-        if (sampled) {
-            cJSON_AddNumberToObject(j, "workspace_bytes", (double)r.workspace_bytes);
-            cJSON_AddNumberToObject(j, "gpu_free_bytes", (double)r.gpu_free);
-            cJSON_AddNumberToObject(j, "gpu_total_bytes", (double)r.gpu_total);
-        }
-        cJSON_AddNumberToObject(j, "gpu_peak_bytes", (double)r.gpu_peak);
-        if (a->membw_mb > 0) {
-            cJSON_AddNumberToObject(j, "membw_gbps", bw.gbps_rw);
-            cJSON_AddNumberToObject(j, "membw_gbps_read", bw.gbps_read);
-            cJSON_AddNumberToObject(j, "membw_gbps_best", bw.gbps_rw_best);
-            cJSON_AddNumberToObject(j, "membw_bytes", (double)bw.bytes);
-        } else {
-            cJSON_AddNullToObject(j, "membw_gbps");
-        }
-        cJSON_AddNumberToObject(j, "load_ms", load_ms);
-        cJSON_AddNumberToObject(j, "run_ms", run_ms);
-        cJSON_AddNumberToObject(j, "prefill_ms", r.prefill_ms);
-        cJSON_AddNumberToObject(j, "prefill_tokens_per_s", r.prefill_tps);
-        cJSON *arr = cJSON_AddArrayToObject(j, "points");
-        for (int i = 0; i < n_pts; i++) {
-            const point *p = &pts[i];
-            cJSON *q = cJSON_CreateObject();
-            cJSON_AddNumberToObject(q, "L", p->L);
-            cJSON_AddNumberToObject(q, "step_ms", p->step_ms);
-            cJSON_AddNumberToObject(q, "steps_timed", p->n_steps);
-            cJSON_AddNumberToObject(q, "tokens_per_s", B / (p->step_ms / 1e3));
-            cJSON_AddNumberToObject(q, "bytes_read", p->bytes);
-            double gbps = p->bytes / (p->step_ms * 1e6);
-            cJSON_AddNumberToObject(q, "gbps", gbps);
-            if (bw_gbps > 0) cJSON_AddNumberToObject(q, "roofline_fraction", gbps / bw_gbps);
-            else cJSON_AddNullToObject(q, "roofline_fraction");
-            if (sampled) {
-                cJSON_AddNumberToObject(q, "profile_total_ms", p->profile_ms);
-                cJSON_AddNumberToObject(q, "gemm_ms", p->gemm_ms);
-                cJSON_AddNumberToObject(q, "attention_ms", p->attention_ms);
-                cJSON_AddNumberToObject(q, "other_ms", p->other_ms);
-            }
-            cJSON_AddItemToArray(arr, q);
-        }
-        cJSON_AddNumberToObject(j, "steady_L", last->L);
-        cJSON_AddNumberToObject(j, "steady_step_ms", last->step_ms);
-        cJSON_AddNumberToObject(j, "steady_tokens_per_s", steady_tps);
-        cJSON_AddNumberToObject(j, "integrated_decode_ms", sum_ms);
-        cJSON_AddNumberToObject(j, "avg_tokens_per_s", avg_tps);
-        cJSON_AddNumberToObject(j, "avg_tokens_per_s_with_prefill", avg_tps_prefill);
-        if (!sampled) {
-            cJSON_AddNumberToObject(j, "measured_decode_ms", r.measured_decode_ms);
-            cJSON_AddNumberToObject(j, "measured_avg_tokens_per_s", measured_tps);
-            cJSON_AddNumberToObject(j, "measured_avg_tokens_per_s_with_prefill",
-                                    (double)B * G / ((r.measured_decode_ms + r.prefill_ms) / 1e3));
-        }
-        char *s = cJSON_PrintUnformatted(j);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("device      %s\n", r.device_name);
-        printf("model       %s (%s), policy %s, budget %d, KV cache %s, capacity %d slots per layer\n",
-               a->preset ? a->preset : o->model_dir, cfg->arch_name, lf_policy_name(o->policy.kind), budget,
-               lf_kv_dtype_name(o->policy.kv_dtype),
-               r.capacity);
-        printf("batch       %d sequences at once (%s)\n", B, r.plan);
-        printf("memory      weights %.2f GB, K+V %.1f MB per sequence (%.2f GB for %d), peak GPU %.2f GB\n",
-               r.weight_bytes / 1e9, r.kv_bytes_per_seq / 1e6, (double)r.kv_bytes_per_seq * B / 1e9, B,
-               r.gpu_peak / 1e9);
-        if (a->membw_mb > 0)
-            printf("bandwidth   %.0f GB/s device-to-device copy (read + write; %.0f GB/s read), the roofline\n",
-                   bw.gbps_rw, bw.gbps_read);
-        printf("prefill     %d x %d tokens in %.1f ms: %.0f tokens/s\n", B, P, r.prefill_ms, r.prefill_tps);
-        printf("mode        %s\n", how);
-        printf("%8s %10s %12s %14s %9s %9s %9s %9s %9s\n", "L", "step ms", "tokens/s", "bytes/step", "GB/s",
-               "roofline", "gemm ms", "attn ms", "other ms");
-        for (int i = 0; i < n_pts; i++) {
-            const point *p = &pts[i];
-            double gbps = p->bytes / (p->step_ms * 1e6);
-            printf("%8d %10.3f %12.1f %14.4g %9.1f %9.3f", p->L, p->step_ms, B / (p->step_ms / 1e3), p->bytes, gbps,
-                   bw_gbps > 0 ? gbps / bw_gbps : 0.0);
-            if (sampled) printf(" %9.3f %9.3f %9.3f\n", p->gemm_ms, p->attention_ms, p->other_ms);
-            else printf(" %9s %9s %9s\n", "-", "-", "-");
-        }
-        printf("steady      %.1f tokens/s at L = %d\n", steady_tps, last->L);
-        printf("average     %.1f tokens/s over %d generated tokens per sequence (integrated from the points above; "
-               "%.1f with the prefill)\n",
-               avg_tps, G, avg_tps_prefill);
-        if (!sampled) printf("measured    %.1f tokens/s (the engine's decode time)\n", measured_tps);
-    }
+    report t = {.a = a, .cfg = lf_model_config(m), .r = &r, .bw = &bw, .pts = pts, .n_pts = n_pts, .P = P, .G = G,
+                .budget = budget, .sampled = sampled, .load_ms = load_ms, .run_ms = run_ms};
+    report_derive(&t);
+    if (a->json) print_json(&t);
+    else print_text(&t);
     lf_model_free(m);
     return 0;
 }

@@ -95,31 +95,36 @@ static void tokenize_usage(FILE *f) {
             "                         model's own template, else one matching its chat tokens)\n");
 }
 
-int lf_cmd_tokenize(int argc, char **argv) {
+/* The flags of `longflow tokenize`. */
+typedef struct {
+    const char *dir, *prompt, *prompt_file, *system, *messages, *tmpl;
+    bool lines, json, add_special, no_parse, chat, no_think;
+} tokenize_opts;
+
+/* Reads the flags into *o: 0 to go on, 1 for --help (printed), 2 on a bad flag. */
+static int tokenize_parse(int argc, char **argv, tokenize_opts *o) {
     const char *cmd = "tokenize";
     lf_args a;
     lf_args_init(&a, cmd, argc, argv);
-    const char *dir = NULL, *prompt = NULL, *prompt_file = NULL, *system = NULL, *messages = NULL, *tmpl = NULL;
-    bool lines = false, json = false, add_special = false, no_parse = false, chat = false, no_think = false;
     const char *flag;
     while ((flag = lf_args_next(&a))) {
         const char **sv = NULL;
         bool *bv = NULL;
-        if (!strcmp(flag, "--model")) sv = &dir;
-        else if (!strcmp(flag, "--prompt")) sv = &prompt;
-        else if (!strcmp(flag, "--prompt-file")) sv = &prompt_file;
-        else if (!strcmp(flag, "--system")) sv = &system;
-        else if (!strcmp(flag, "--messages")) sv = &messages;
-        else if (!strcmp(flag, "--chat-template")) sv = &tmpl;
-        else if (!strcmp(flag, "--lines")) bv = &lines;
-        else if (!strcmp(flag, "--json")) bv = &json;
-        else if (!strcmp(flag, "--add-special")) bv = &add_special;
-        else if (!strcmp(flag, "--no-parse-special")) bv = &no_parse;
-        else if (!strcmp(flag, "--chat")) bv = &chat;
-        else if (!strcmp(flag, "--no-think")) bv = &no_think;
+        if (!strcmp(flag, "--model")) sv = &o->dir;
+        else if (!strcmp(flag, "--prompt")) sv = &o->prompt;
+        else if (!strcmp(flag, "--prompt-file")) sv = &o->prompt_file;
+        else if (!strcmp(flag, "--system")) sv = &o->system;
+        else if (!strcmp(flag, "--messages")) sv = &o->messages;
+        else if (!strcmp(flag, "--chat-template")) sv = &o->tmpl;
+        else if (!strcmp(flag, "--lines")) bv = &o->lines;
+        else if (!strcmp(flag, "--json")) bv = &o->json;
+        else if (!strcmp(flag, "--add-special")) bv = &o->add_special;
+        else if (!strcmp(flag, "--no-parse-special")) bv = &o->no_parse;
+        else if (!strcmp(flag, "--chat")) bv = &o->chat;
+        else if (!strcmp(flag, "--no-think")) bv = &o->no_think;
         else if (!strcmp(flag, "--help") || !strcmp(flag, "-h")) {
             tokenize_usage(stdout);
-            return 0;
+            return 1;
         } else {
             lf_cli_error(cmd, "unknown option '%s' (see longflow tokenize --help)", flag);
             return 2;
@@ -131,95 +136,119 @@ int lf_cmd_tokenize(int argc, char **argv) {
         lf_args_next(&a); /* reports the stray value */
         return 2;
     }
-    if (messages) chat = true;
-    if (prompt && prompt_file) {
+    if (o->messages) o->chat = true;
+    return 0;
+}
+
+/* The flags that exclude or need each other: 0 when they fit, else 2 (printed). */
+static int tokenize_check(const tokenize_opts *o) {
+    const char *cmd = "tokenize";
+    if (o->prompt && o->prompt_file) {
         lf_cli_error(cmd, "give either --prompt or --prompt-file, not both");
         return 2;
     }
-    if (chat) {
-        if (messages && (prompt || prompt_file || system)) {
+    if (o->chat) {
+        if (o->messages && (o->prompt || o->prompt_file || o->system)) {
             lf_cli_error(cmd, "--messages gives the whole conversation: it excludes --prompt, --prompt-file and --system");
             return 2;
         }
-        if (!messages && !prompt && !prompt_file) {
+        if (!o->messages && !o->prompt && !o->prompt_file) {
             lf_cli_error(cmd, "--chat needs --prompt, --prompt-file or --messages");
             return 2;
         }
-        if (lines || add_special || no_parse) {
+        if (o->lines || o->add_special || o->no_parse) {
             lf_cli_error(cmd, "--lines, --add-special and --no-parse-special do not apply with --chat "
                               "(the template decides)");
             return 2;
         }
     } else {
-        if (system || no_think || tmpl) {
+        if (o->system || o->no_think || o->tmpl) {
             lf_cli_error(cmd, "--system, --no-think and --chat-template apply only with --chat or --messages");
             return 2;
         }
-        if (!prompt && !prompt_file) {
+        if (!o->prompt && !o->prompt_file) {
             lf_cli_error(cmd, "no text: give --prompt TEXT or --prompt-file F");
             return 2;
         }
     }
+    return 0;
+}
 
-    int rc = 1;
+/* The conversation of --messages FILE, or of --system and the text, into *msgs
+ * (*n_free entries to free, *nm used). 0 or -1 (printed). */
+static int tokenize_messages(const tokenize_opts *o, const char *text, char **msg_json,
+                             lf_chat_message **msgs, int *nm, int *n_free) {
+    const char *cmd = "tokenize";
     lf_error err = {{0}};
-    lf_tokenizer *t = NULL;
-    char *file_text = NULL, *msg_json = NULL, *rendered = NULL;
-    size_t text_len = 0;
+    if (o->messages) {
+        if (lf_cli_read_prompt_file(cmd, o->messages, msg_json, NULL)) return -1;
+        if (lf_chat_messages_parse(*msg_json, o->messages, msgs, nm, &err)) {
+            lf_cli_error(cmd, "%s", err.msg);
+            return -1;
+        }
+        *n_free = *nm;
+        return 0;
+    }
+    *msgs = calloc(2, sizeof **msgs);
+    if (!*msgs) goto oom;
+    *n_free = 2;
+    lf_chat_message *m = *msgs;
+    if (o->system) {
+        if (!(m[*nm].role = strdup("system")) || !(m[*nm].content = strdup(o->system))) goto oom;
+        (*nm)++;
+    }
+    if (!(m[*nm].role = strdup("user")) || !(m[*nm].content = strdup(text))) goto oom;
+    (*nm)++;
+    return 0;
+oom:
+    lf_cli_error(cmd, "out of memory");
+    return -1;
+}
+
+/* --chat: renders the conversation with the chat template and prints its ids. */
+static int tokenize_chat(const tokenize_opts *o, const lf_tokenizer *t, const char *text) {
+    const char *cmd = "tokenize";
+    lf_error err = {{0}};
+    char *msg_json = NULL, *rendered = NULL;
     int *ids = NULL, n = 0;
     lf_chat_message *msgs = NULL;
-    int nm = 0, n_free = 0;
-    const char *text = prompt;
-    if (prompt_file) {
-        if (lf_cli_read_prompt_file(cmd, prompt_file, &file_text, &text_len)) goto done;
-        text = file_text;
-    } else if (prompt) {
-        text_len = strlen(prompt);
-        if (lf_cli_check_prompt_text(cmd, "--prompt", prompt, text_len)) goto done;
-    }
-    if (load_tokenizer(cmd, dir, &t)) goto done;
-    if (chat) {
-        if (messages) {
-            if (lf_cli_read_prompt_file(cmd, messages, &msg_json, NULL)) goto done;
-            if (lf_chat_messages_parse(msg_json, messages, &msgs, &nm, &err)) {
-                lf_cli_error(cmd, "%s", err.msg);
-                goto done;
-            }
-            n_free = nm;
-        } else {
-            msgs = calloc(2, sizeof *msgs);
-            if (!msgs) goto oom;
-            n_free = 2;
-            if (system) {
-                if (!(msgs[nm].role = strdup("system")) || !(msgs[nm].content = strdup(system))) goto oom;
-                nm++;
-            }
-            if (!(msgs[nm].role = strdup("user")) || !(msgs[nm].content = strdup(text))) goto oom;
-            nm++;
-        }
-        lf_chat_family fam;
-        if (lf_chat_select(t, tmpl, &fam, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto done;
-        }
-        lf_chat_options opt = {.add_generation_prompt = true, .enable_thinking = !no_think};
-        if (lf_chat_apply(fam, t, msgs, nm, &opt, &rendered, &ids, &n, &err)) {
-            lf_cli_error(cmd, "%s", err.msg);
-            goto done;
-        }
-        print_result(json, rendered, strlen(rendered), ids, n);
-        rc = 0;
+    int nm = 0, n_free = 0, rc = 1;
+    if (tokenize_messages(o, text, &msg_json, &msgs, &nm, &n_free)) goto done;
+    lf_chat_family fam;
+    if (lf_chat_select(t, o->tmpl, &fam, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
         goto done;
     }
-    unsigned flags = (add_special ? LF_TOK_ADD_SPECIAL : 0) | (no_parse ? 0 : LF_TOK_PARSE_SPECIAL);
-    if (!lines) {
+    lf_chat_options opt = {.add_generation_prompt = true, .enable_thinking = !o->no_think};
+    if (lf_chat_apply(fam, t, msgs, nm, &opt, &rendered, &ids, &n, &err)) {
+        lf_cli_error(cmd, "%s", err.msg);
+        goto done;
+    }
+    print_result(o->json, rendered, strlen(rendered), ids, n);
+    rc = 0;
+done:
+    lf_chat_messages_free(msgs, n_free);
+    free(ids);
+    free(rendered);
+    free(msg_json);
+    return rc;
+}
+
+/* Without --chat: the whole text, or with --lines each line, to ids. */
+static int tokenize_plain(const tokenize_opts *o, const lf_tokenizer *t, const char *text, size_t text_len) {
+    const char *cmd = "tokenize";
+    lf_error err = {{0}};
+    unsigned flags = (o->add_special ? LF_TOK_ADD_SPECIAL : 0) | (o->no_parse ? 0 : LF_TOK_PARSE_SPECIAL);
+    int *ids = NULL, n = 0;
+    if (!o->lines) {
         if (lf_tokenizer_encode(t, text, text_len, flags, &ids, &n, &err)) {
             lf_cli_error(cmd, "%s", err.msg);
-            goto done;
+            free(ids);
+            return 1;
         }
-        print_result(json, text, text_len, ids, n);
-        rc = 0;
-        goto done;
+        print_result(o->json, text, text_len, ids, n);
+        free(ids);
+        return 0;
     }
     size_t pos = 0, line_no = 1;
     while (pos < text_len) {
@@ -227,24 +256,41 @@ int lf_cmd_tokenize(int argc, char **argv) {
         size_t end = nl ? (size_t)(nl - text) : text_len;
         if (lf_tokenizer_encode(t, text + pos, end - pos, flags, &ids, &n, &err)) {
             lf_cli_error(cmd, "line %zu: %s", line_no, err.msg);
-            goto done;
+            free(ids);
+            return 1;
         }
-        print_result(json, text + pos, end - pos, ids, n);
+        print_result(o->json, text + pos, end - pos, ids, n);
         free(ids);
         ids = NULL;
         pos = end + 1;
         line_no++;
     }
-    rc = 0;
-    goto done;
-oom:
-    lf_cli_error(cmd, "out of memory");
+    return 0;
+}
+
+int lf_cmd_tokenize(int argc, char **argv) {
+    const char *cmd = "tokenize";
+    tokenize_opts o = {0};
+    int prc = tokenize_parse(argc, argv, &o);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (tokenize_check(&o)) return 2;
+
+    int rc = 1;
+    lf_tokenizer *t = NULL;
+    char *file_text = NULL;
+    size_t text_len = 0;
+    const char *text = o.prompt;
+    if (o.prompt_file) {
+        if (lf_cli_read_prompt_file(cmd, o.prompt_file, &file_text, &text_len)) goto done;
+        text = file_text;
+    } else if (o.prompt) {
+        text_len = strlen(o.prompt);
+        if (lf_cli_check_prompt_text(cmd, "--prompt", o.prompt, text_len)) goto done;
+    }
+    if (load_tokenizer(cmd, o.dir, &t)) goto done;
+    rc = o.chat ? tokenize_chat(&o, t, text) : tokenize_plain(&o, t, text, text_len);
 done:
     fflush(stdout);
-    lf_chat_messages_free(msgs, n_free);
-    free(ids);
-    free(rendered);
-    free(msg_json);
     free(file_text);
     lf_tokenizer_free(t);
     return rc;

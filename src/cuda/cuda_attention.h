@@ -119,7 +119,7 @@ int lf_cuda_attn_workspace_bytes(const lf_cuda_attn_desc *d, size_t *bytes, lf_e
  * but the counters of a launch with n sequences occupy the workspace's first
  * (n * n_kv_heads + n) ints and its scratch follows them, so after a launch
  * with fewer sequences a launch with more needs the workspace zeroed again
- * (the engine does, src/cuda/forward.cu: attn_ws_for_rows). */
+ * (the engine does, src/cuda/forward_decode.cu: attn_ws_for_rows). */
 int lf_cuda_attn_workspace_init(void *workspace, size_t bytes, void *stream, lf_error *err);
 
 /* Enqueue one fused decode step on a->stream (asynchronous; capturable in a

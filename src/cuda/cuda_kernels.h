@@ -144,6 +144,16 @@ int lf_cuda_window_sums(const float *q, const float *k, int n, int n_heads, int 
                         int causal, float wgt, float *out, void *scratch, size_t scratch_bytes, void *stream,
                         lf_error *err);
 
+/* SnapKV's selection on the GPU (src/cuda/snapkv_select.cu), the same as
+ * lf_snapkv_select_from_sums on the CPU (the rule is kv/snapkv_rule.h): from
+ * the window sums raw [n], the `keep` kept prompt positions into kept [keep],
+ * ascending: 0..sinks-1, the keep - LF_SNAPKV_WINDOW - sinks best-ranked
+ * positions of sinks..n-LF_SNAPKV_WINDOW-1 (larger pooled score first, on
+ * ties the lower index), and the window. keep and sinks are checked as the
+ * CPU checks them (lf_snapkv_check_keep). One block. */
+int lf_cuda_snapkv_select(const float *raw, int n, int keep, int sinks, int32_t *kept, void *stream,
+                          lf_error *err);
+
 /* The repetition penalty on the GPU, as transformers and the CPU sampler
  * apply it: in row r of logits (fp32, rows ld floats apart), every token of
  * the sequence's history has its logit divided by penalty if positive, else

@@ -491,25 +491,9 @@ __device__ void row_argmax(const float *x, int V, sample_smem &sm, float *vmax, 
     *usable = !broken && sm.amax != -INFINITY;
 }
 
-__global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, int V, float T, int top_k,
-                                                           float top_p, float min_p, const uint64_t *row_seed,
-                                                           const int32_t *row_step, int32_t *out) {
-    lf_pdl_wait();
-    __shared__ sample_smem sm;
-    const int64_t r = blockIdx.x;
-    const float *x = logits + r * V;
-    const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
-
-    float m;
-    int am;
-    bool usable;
-    row_argmax(x, V, sm, &m, &am, &usable);
-    if (!usable || T == 0.f) { /* broken logits are refused; greedy takes the argmax */
-        if (tid == 0) out[r] = usable ? am : LF_SAMPLE_NONFINITE;
-        return;
-    }
-
-    /* ---- top-k: the k-th largest key, by radix select on counts ---- */
+/* The top-k threshold key of row x: the k-th largest key, 0 without top-k. */
+__device__ __forceinline__ uint32_t sample_topk_threshold(const float *x, int V, int top_k, sample_smem &sm) {
+    const int tid = threadIdx.x, lane = tid & 31;
     uint32_t thr = 0;
     if (top_k > 0 && top_k < V) {
         uint32_t prefix = 0, pmask = 0, kk = (uint32_t)top_k;
@@ -544,9 +528,13 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         }
         thr = prefix;
     }
+    return thr;
+}
 
-    /* ---- top-p: the largest key whose upper mass reaches top_p, by radix
-     * select on fixed-point probability mass (integer sums: deterministic) ---- */
+/* The top-p threshold key over the keys >= thr (raised to it, or thr). */
+__device__ __forceinline__ uint32_t sample_topp_threshold(const float *x, int V, float m, float T, float top_p,
+                                                          uint32_t thr, sample_smem &sm) {
+    const int tid = threadIdx.x, wid = tid >> 5;
     if (top_p < 1.f) {
         float z = 0.f;
         for (int i = tid; i < V; i += blockDim.x) {
@@ -599,12 +587,15 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         }
         if (prefix > thr) thr = prefix;
     }
+    return thr;
+}
 
-    /* ---- the kept set: key >= thr, weight >= min_p (relative to the max's
-     * weight, which is 1), weight > 0. Inverse CDF over ids in increasing
-     * order: warp w owns ids [w*span, (w+1)*span). ---- */
-    const float wcut = min_p > 0.f ? min_p : 0.f;
-    const int span = (V + SAMPLE_WARPS - 1) / SAMPLE_WARPS;
+/* The warp whose ids hold the draw (sm.wsel, -1: no mass) and where in its
+ * mass the draw falls (sm.rloc): per-warp totals of the kept weights, the
+ * draw of (row_seed, row_step) scaled to their sum. */
+__device__ __forceinline__ void sample_choose_warp(const float *x, int V, float m, float T, uint32_t thr, float wcut,
+                                                   int span, uint64_t row_seed, int32_t row_step, sample_smem &sm) {
+    const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const int lo = wid * span, hi = min(V, lo + span);
     float part = 0.f;
     for (int i = lo + lane; i < hi; i += 32) {
@@ -620,7 +611,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
     if (tid == 0) {
         float tot = 0.f;
         for (int w = 0; w < SAMPLE_WARPS; w++) tot += sm.wtot[w];
-        const uint64_t h = splitmix64(row_seed[r] ^ splitmix64((uint64_t)(uint32_t)row_step[r]));
+        const uint64_t h = splitmix64(row_seed ^ splitmix64((uint64_t)(uint32_t)row_step));
         const double u = (double)(h >> 11) * (1.0 / 9007199254740992.0);
         float rr = (float)(u * (double)tot);
         int sel = -1, last = -1;
@@ -642,14 +633,13 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         sm.wsel = sel;
         sm.rloc = rr - before;
     }
-    __syncthreads();
-    const int wsel = sm.wsel;
-    if (wsel < 0) { /* no mass at all (cannot happen with a finite max): the argmax */
-        if (tid == 0) out[r] = am;
-        return;
-    }
-    if (wid != wsel) return;
-    const float rl = sm.rloc;
+}
+
+/* In warp wsel (all its lanes): the first kept id whose running mass
+ * exceeds rl, else the last kept id, else am. */
+__device__ __forceinline__ int sample_pick_in_warp(const float *x, int V, float m, float T, uint32_t thr, float wcut,
+                                                   int span, int wsel, float rl, int am) {
+    const int lane = threadIdx.x & 31;
     const int wlo = wsel * span, whi = min(V, wlo + span);
     float run = 0.f;
     int last = -1, pick = -1;
@@ -679,7 +669,48 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, 
         }
         run += __shfl_sync(0xffffffffu, incl, 31);
     }
-    if (lane == 0) out[r] = pick >= 0 ? pick : (last >= 0 ? last : am);
+    return pick >= 0 ? pick : (last >= 0 ? last : am);
+}
+
+__global__ void __launch_bounds__(SAMPLE_THREADS) k_sample(const float *logits, int V, float T, int top_k,
+                                                           float top_p, float min_p, const uint64_t *row_seed,
+                                                           const int32_t *row_step, int32_t *out) {
+    lf_pdl_wait();
+    __shared__ sample_smem sm;
+    const int64_t r = blockIdx.x;
+    const float *x = logits + r * V;
+    const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
+
+    float m;
+    int am;
+    bool usable;
+    row_argmax(x, V, sm, &m, &am, &usable);
+    if (!usable || T == 0.f) { /* broken logits are refused; greedy takes the argmax */
+        if (tid == 0) out[r] = usable ? am : LF_SAMPLE_NONFINITE;
+        return;
+    }
+
+    /* ---- top-k: the k-th largest key, by radix select on counts ---- */
+    uint32_t thr = sample_topk_threshold(x, V, top_k, sm);
+    /* ---- top-p: the largest key whose upper mass reaches top_p, by radix
+     * select on fixed-point probability mass (integer sums: deterministic) ---- */
+    thr = sample_topp_threshold(x, V, m, T, top_p, thr, sm);
+
+    /* ---- the kept set: key >= thr, weight >= min_p (relative to the max's
+     * weight, which is 1), weight > 0. Inverse CDF over ids in increasing
+     * order: warp w owns ids [w*span, (w+1)*span). ---- */
+    const float wcut = min_p > 0.f ? min_p : 0.f;
+    const int span = (V + SAMPLE_WARPS - 1) / SAMPLE_WARPS;
+    sample_choose_warp(x, V, m, T, thr, wcut, span, row_seed[r], row_step[r], sm);
+    __syncthreads();
+    const int wsel = sm.wsel;
+    if (wsel < 0) { /* no mass at all (cannot happen with a finite max): the argmax */
+        if (tid == 0) out[r] = am;
+        return;
+    }
+    if (wid != wsel) return;
+    const int pick = sample_pick_in_warp(x, V, m, T, thr, wcut, span, wsel, sm.rloc, am);
+    if (lane == 0) out[r] = pick;
 }
 
 /* ============================================================================

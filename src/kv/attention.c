@@ -408,6 +408,107 @@ LF_ATT_AVX2 static inline void prefetch_rows(const att_task *t, const uint8_t *X
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
 
+/* The scaled logits of the block's nv valid rows into sb[h][j], four rows
+ * and two heads (or eight rows and one head) at a time, with the software
+ * prefetch spread between the passes: the K rows LF_ATT_PF_AHEAD rows
+ * ahead, and this block's V rows for the pass that follows (all into L1,
+ * which holds a block of K and V). */
+LF_ATT_AVX2 static inline void avx2_block_logits(const att_task *t, const float *const *krow, int b0, int nv,
+                                                 float *sb) {
+    const int rep = t->rep, hd = t->hd;
+    int j0 = 0;
+    if (rep == 1) {
+        for (; j0 + 8 <= nv; j0 += 8) {
+            prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 8);
+            prefetch_rows(t, t->V, b0 + j0, 8);
+            dots_8x1(krow + j0, t->q, hd, t->scale, sb + j0);
+        }
+    } else if (rep % 2 == 0) {
+        for (; j0 + 4 <= nv; j0 += 4) {
+            prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 4);
+            prefetch_rows(t, t->V, b0 + j0, 4);
+            const float *k0 = krow[j0], *k1 = krow[j0 + 1], *k2 = krow[j0 + 2], *k3 = krow[j0 + 3];
+            for (int h = 0; h < rep; h += 2)
+                dots_4x2(k0, k1, k2, k3, t->q + (size_t)h * hd, hd, t->scale, sb + h * LF_ATT_BLOCK + j0,
+                         sb + (h + 1) * LF_ATT_BLOCK + j0);
+        }
+    }
+    /* rows not covered above (rows of a block with empty slots are
+     * counted as if packed: the prefetch is only a hint) */
+    if (j0 < LF_ATT_BLOCK) {
+        prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, LF_ATT_BLOCK - j0);
+        prefetch_rows(t, t->V, b0 + j0, LF_ATT_BLOCK - j0);
+    }
+    for (int j = j0; j < nv; j++) {
+        const float *kr = krow[j];
+        float dd[4];
+        for (int h0 = 0; h0 < rep; h0 += 4) {
+            int nh = rep - h0 < 4 ? rep - h0 : 4;
+            dots4(kr, t->q + (size_t)h0 * hd, nh, hd, dd);
+            for (int h = 0; h < nh; h++) sb[(h0 + h) * LF_ATT_BLOCK + j] = dd[h] * t->scale;
+        }
+    }
+}
+
+/* Per head, the online softmax over the block: rescales the running O, M, L
+ * to the new maximum, leaves the exp-weights of the valid rows packed in
+ * wb[h][j] (and, with scores, at their slots in p), and the block's
+ * reference maximum. */
+LF_ATT_AVX2 static inline void avx2_block_softmax(const att_task *t, const float *sb, float *wb, const int *idx,
+                                                  int b0, int n, int nv, int blk) {
+    const int rep = t->rep, hd = t->hd;
+    for (int h = 0; h < rep; h++) {
+        float *O = t->part + h * t->part_stride;
+        const float *s = sb + h * LF_ATT_BLOCK;
+        float *w = wb + h * LF_ATT_BLOCK;
+        float mb = s[0];
+        for (int j = 1; j < nv; j++) mb = s[j] > mb ? s[j] : mb;
+        if (mb > O[hd]) {
+            float f = (O[hd] == -INFINITY) ? 0.0f : expf(O[hd] - mb);
+            if (f != 1.0f) {
+                __m256 fv = _mm256_set1_ps(f);
+                for (int d = 0; d < hd; d += 8)
+                    _mm256_storeu_ps(O + d, _mm256_mul_ps(fv, _mm256_loadu_ps(O + d)));
+            }
+            O[hd + 1] *= f;
+            O[hd] = mb;
+        }
+        float m = O[hd];
+        float tmp[LF_ATT_BLOCK];
+        for (int j = 0; j < nv; j++) tmp[j] = s[j] - m;
+        exp_block_avx2(tmp, w, nv);
+        float sum = 0;
+        for (int j = 0; j < nv; j++) sum += w[j];
+        O[hd + 1] += sum;
+        t->ref[h * t->ref_stride + blk] = m;
+        if (t->p) {
+            float *pp = t->p + h * t->p_stride + b0;
+            memset(pp, 0, (size_t)n * sizeof(float));
+            for (int j = 0; j < nv; j++) pp[idx[j]] = w[j];
+        }
+    }
+}
+
+/* With scores, each valid row's |v|_1, reading the block's V rows in order
+ * (which also brings them in for the V pass). */
+LF_ATT_AVX2 static inline void avx2_block_vnorms(const att_task *t, const float *const *vrow, const int *rows,
+                                                 int b0, int n, int nv) {
+    const int hd = t->hd;
+    const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+    for (int j = 0; j < nv; j++) {
+        const float *vr = vrow[j];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int d = 0;
+        for (; d + 16 <= hd; d += 16) {
+            a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+            a1 = _mm256_add_ps(a1, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d + 8)));
+        }
+        if (d < hd) a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
+        t->vn[rows[j]] = hsum(_mm256_add_ps(a0, a1));
+    }
+}
+
 LF_ATT_AVX2 static void task_avx2(const att_task *t) {
     const int rep = t->rep, hd = t->hd;
     float sb[LF_ATT_MAX_GROUP * LF_ATT_BLOCK];
@@ -440,89 +541,9 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
             continue;
         }
         block_rows(t, widen, rows, nv, kb, vb, krow, vrow);
-        /* logits, packed over the valid rows: sb[h][j]; four rows and two
-         * heads (or eight rows and one head) at a time */
-        int j0 = 0;
-        /* software prefetch, spread between the logits passes: the K rows
-         * LF_ATT_PF_AHEAD rows ahead, and this block's V rows for the pass
-         * that follows (all into L1, which holds a block of K and V) */
-        if (rep == 1) {
-            for (; j0 + 8 <= nv; j0 += 8) {
-                prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 8);
-                prefetch_rows(t, t->V, b0 + j0, 8);
-                dots_8x1(krow + j0, t->q, hd, t->scale, sb + j0);
-            }
-        } else if (rep % 2 == 0) {
-            for (; j0 + 4 <= nv; j0 += 4) {
-                prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, 4);
-                prefetch_rows(t, t->V, b0 + j0, 4);
-                const float *k0 = krow[j0], *k1 = krow[j0 + 1], *k2 = krow[j0 + 2], *k3 = krow[j0 + 3];
-                for (int h = 0; h < rep; h += 2)
-                    dots_4x2(k0, k1, k2, k3, t->q + (size_t)h * hd, hd, t->scale, sb + h * LF_ATT_BLOCK + j0,
-                             sb + (h + 1) * LF_ATT_BLOCK + j0);
-            }
-        }
-        /* rows not covered above (rows of a block with empty slots are
-         * counted as if packed: the prefetch is only a hint) */
-        if (j0 < LF_ATT_BLOCK) {
-            prefetch_rows(t, t->K, b0 + j0 + LF_ATT_PF_AHEAD, LF_ATT_BLOCK - j0);
-            prefetch_rows(t, t->V, b0 + j0, LF_ATT_BLOCK - j0);
-        }
-        for (int j = j0; j < nv; j++) {
-            const float *kr = krow[j];
-            float dd[4];
-            for (int h0 = 0; h0 < rep; h0 += 4) {
-                int nh = rep - h0 < 4 ? rep - h0 : 4;
-                dots4(kr, t->q + (size_t)h0 * hd, nh, hd, dd);
-                for (int h = 0; h < nh; h++) sb[(h0 + h) * LF_ATT_BLOCK + j] = dd[h] * t->scale;
-            }
-        }
-        for (int h = 0; h < rep; h++) {
-            float *O = t->part + h * t->part_stride;
-            float *s = sb + h * LF_ATT_BLOCK, *w = wb + h * LF_ATT_BLOCK;
-            float mb = s[0];
-            for (int j = 1; j < nv; j++) mb = s[j] > mb ? s[j] : mb;
-            if (mb > O[hd]) {
-                float f = (O[hd] == -INFINITY) ? 0.0f : expf(O[hd] - mb);
-                if (f != 1.0f) {
-                    __m256 fv = _mm256_set1_ps(f);
-                    for (int d = 0; d < hd; d += 8)
-                        _mm256_storeu_ps(O + d, _mm256_mul_ps(fv, _mm256_loadu_ps(O + d)));
-                }
-                O[hd + 1] *= f;
-                O[hd] = mb;
-            }
-            float m = O[hd];
-            float tmp[LF_ATT_BLOCK];
-            for (int j = 0; j < nv; j++) tmp[j] = s[j] - m;
-            exp_block_avx2(tmp, w, nv);
-            float sum = 0;
-            for (int j = 0; j < nv; j++) sum += w[j];
-            O[hd + 1] += sum;
-            t->ref[h * t->ref_stride + blk] = m;
-            if (t->p) {
-                float *pp = t->p + h * t->p_stride + b0;
-                memset(pp, 0, (size_t)n * sizeof(float));
-                for (int j = 0; j < nv; j++) pp[idx[j]] = w[j];
-            }
-        }
-        /* with scores, each valid row's |v|_1, reading the block's V rows in
-         * order (which also brings them in for the V pass below) */
-        if (t->vn) {
-            const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-            if (nv < n) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
-            for (int j = 0; j < nv; j++) {
-                const float *vr = vrow[j];
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-                int d = 0;
-                for (; d + 16 <= hd; d += 16) {
-                    a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
-                    a1 = _mm256_add_ps(a1, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d + 8)));
-                }
-                if (d < hd) a0 = _mm256_add_ps(a0, _mm256_and_ps(mask, _mm256_loadu_ps(vr + d)));
-                t->vn[rows[j]] = hsum(_mm256_add_ps(a0, a1));
-            }
-        }
+        avx2_block_logits(t, krow, b0, nv, sb);
+        avx2_block_softmax(t, sb, wb, idx, b0, n, nv, blk);
+        if (t->vn) avx2_block_vnorms(t, vrow, rows, b0, n, nv);
         for (int h = 0; h < rep; h += 2) {
             int nh = rep - h < 2 ? rep - h : 2;
             float *O0 = t->part + h * t->part_stride, *O1 = t->part + (h + 1 < rep ? h + 1 : h) * t->part_stride;

@@ -160,6 +160,12 @@ void lf_snapkv_pool(const float *raw, int n, float *pooled);
 /* lf_snapkv_select from window sums already computed (raw [n]). */
 int lf_snapkv_select_from_sums(const float *raw, int n, int keep, int sinks, int32_t *kept, lf_error *err);
 
+/* Whether keeping `keep` of n prompt tokens with `sinks` sinks leaves SnapKV
+ * a selection (n > keep, keep - LF_SNAPKV_WINDOW >= sinks + 1): 0, else -1
+ * with the reason. Both selectors check it (lf_snapkv_select*, and
+ * lf_cuda_snapkv_select on the GPU). */
+int lf_snapkv_check_keep(int n, int keep, int sinks, lf_error *err);
+
 /* Attention each prompt position receives from the last min(w, n) prompt
  * queries (causal softmax), averaged over query heads and summed over the
  * queries: H2O's and VATP's starting accumulated attention. acc [n]. */

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "kv/policy.h"
+#include "kv/snapkv_rule.h"
 
 static float dot(const float *a, const float *b, int n) {
     float s = 0;
@@ -77,13 +78,8 @@ int lf_snapkv_window_sums(const float *q, const float *k, int n, int n_heads, in
 }
 
 void lf_snapkv_pool(const float *raw, int n, float *pooled) {
-    const int m = n - LF_SNAPKV_WINDOW, r = LF_SNAPKV_POOL / 2;
-    for (int i = 0; i < m; i++) {
-        float s = 0;
-        for (int d = -r; d <= r; d++)
-            if (i + d >= 0 && i + d < m) s += raw[i + d];
-        pooled[i] = s / (float)LF_SNAPKV_POOL;
-    }
+    const int m = n - LF_SNAPKV_WINDOW;
+    for (int i = 0; i < m; i++) pooled[i] = lf_snapkv_pooled(raw, m, i);
 }
 
 int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_kv_heads, int head_dim,
@@ -97,16 +93,25 @@ int lf_snapkv_scores(const float *q, const float *k, int n, int n_heads, int n_k
 }
 
 typedef struct scored {
-    float s;
+    uint64_t key; /* lf_snapkv_rank_key */
     int32_t i;
 } scored;
 
-/* Best first; ties: lower index first. */
+/* Best first (the larger rank key: the higher score, on ties the lower index). */
 static int cmp_scored(const void *a, const void *b) {
     const scored *x = a, *y = b;
-    if (x->s > y->s) return -1;
-    if (x->s < y->s) return 1;
-    return (x->i > y->i) - (x->i < y->i);
+    return (x->key < y->key) - (x->key > y->key);
+}
+
+int lf_snapkv_check_keep(int n, int keep, int sinks, lf_error *err) {
+    const int w = LF_SNAPKV_WINDOW;
+    if (keep >= n) return lf_fail(err, "SnapKV: asked to keep %d of %d tokens", keep, n);
+    if (keep - w < 1)
+        return lf_fail(err, "SnapKV: keeping %d tokens leaves nothing beside the %d-token window", keep, w);
+    if (sinks > keep - w - 1)
+        return lf_fail(err, "--sinks %d leaves no room for SnapKV's selection in %d kept prompt tokens", sinks,
+                       keep);
+    return 0;
 }
 
 /* The selection of lf_snapkv_select from the window sums (raw: NULL to
@@ -114,12 +119,7 @@ static int cmp_scored(const void *a, const void *b) {
 static int select_kept(const float *q, const float *k, const float *raw, int n, int n_heads, int n_kv_heads,
                        int head_dim, int keep, int sinks, int32_t *kept, lf_error *err) {
     const int w = LF_SNAPKV_WINDOW, m = n - w;
-    if (keep >= n) return lf_fail(err, "SnapKV: asked to keep %d of %d tokens", keep, n);
-    if (keep - w < 1)
-        return lf_fail(err, "SnapKV: keeping %d tokens leaves nothing beside the %d-token window", keep, w);
-    if (sinks > keep - w - 1)
-        return lf_fail(err, "--sinks %d leaves no room for SnapKV's selection in %d kept prompt tokens", sinks,
-                       keep);
+    if (lf_snapkv_check_keep(n, keep, sinks, err)) return -1;
     float *pooled = malloc((size_t)m * sizeof(float));
     scored *cand = malloc((size_t)m * sizeof(scored));
     if (!pooled || !cand) {
@@ -135,7 +135,7 @@ static int select_kept(const float *q, const float *k, const float *raw, int n, 
         return -1;
     }
     int nc = 0;
-    for (int i = sinks; i < m; i++) cand[nc++] = (scored){pooled[i], i};
+    for (int i = sinks; i < m; i++) cand[nc++] = (scored){lf_snapkv_rank_key(pooled[i], i), i};
     qsort(cand, (size_t)nc, sizeof *cand, cmp_scored);
     int top = keep - w - sinks;
     /* mark the chosen, then write ascending */

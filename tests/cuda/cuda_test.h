@@ -34,6 +34,28 @@ static int g_have_gpu;
         }                                                                                  \
     } while (0)
 
+/* main() of a GPU test file of one test function: g_have_gpu set, the test
+ * run under cmocka (or alone with -DLF_TEST_STANDALONE). */
+#ifdef LF_TEST_STANDALONE
+#define CUDA_TEST_MAIN1(test)                                                              \
+    int main(void) {                                                                       \
+        int n_ = 0;                                                                        \
+        g_have_gpu = cudaGetDeviceCount(&n_) == cudaSuccess && n_ > 0;                     \
+        if (!g_have_gpu) printf("no CUDA device: skipped\n");                              \
+        test(NULL);                                                                        \
+        return g_failures ? 1 : 0;                                                         \
+    }
+#else
+#define CUDA_TEST_MAIN1(test)                                                              \
+    int main(void) {                                                                       \
+        int n_ = 0;                                                                        \
+        g_have_gpu = cudaGetDeviceCount(&n_) == cudaSuccess && n_ > 0;                     \
+        if (!g_have_gpu) printf("no CUDA device: skipped\n");                              \
+        const struct CMUnitTest tests_[] = {cmocka_unit_test(test)};                       \
+        return cmocka_run_group_tests(tests_, NULL, NULL);                                 \
+    }
+#endif
+
 /* A CUDA call that must succeed: count a failure and jump to the caller's
  * `done:` label otherwise. */
 #define CUDA_OK(x)                                                                         \

@@ -72,332 +72,472 @@ static void fp8_test_row(float *x, int D) {
     if (kind == 1) x[rng_u64() % (unsigned)D] = 3e4f; /* one outlier sets the scale */
 }
 
-/* The value of K/V element i as the kernel must read it. */
-#define KV(h16, hd, i) (c->kv_fp8 ? (double)(hd)[i] : from16((h16)[i], c->dtype))
-
-static int run_case(const tcase *c) {
-    const int fails0 = g_failures;
-    const int B = c->B, H = c->H, Hkv = c->Hkv, D = c->D, cap = c->cap, G = H / Hkv;
-    const int n_pool = c->pool ? B + 2 : B;
-    const long kv_entry = (long)Hkv * cap * D + (c->pool ? (c->kv_fp8 ? D : 8 * 3) : 0); /* padded pool entries */
-    const long slot_stride = cap + (c->pool ? 5 : 0);
-    const size_t out_es = c->out_dtype == LF_DTYPE_F32 ? 4 : 2;
-    const double scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)D);
-
-    uint16_t *hq = malloc(sizeof(uint16_t) * B * H * D);
-    uint16_t *hk = malloc(sizeof(uint16_t) * n_pool * kv_entry);
-    uint16_t *hv = malloc(sizeof(uint16_t) * n_pool * kv_entry);
-    int32_t *hpos = malloc(sizeof(int32_t) * n_pool * slot_stride);
-    int32_t *hidx = malloc(sizeof(int32_t) * B);
-    int32_t *hcur = malloc(sizeof(int32_t) * B);
-    float *hacc = calloc((size_t)n_pool * slot_stride, sizeof(float));
-    double *racc = calloc((size_t)n_pool * slot_stride, sizeof(double));
-    unsigned char *hout = malloc(out_es * B * H * D);
-    float *hscore = malloc(sizeof(float) * n_pool * slot_stride);
-    int32_t *hnext = malloc(sizeof(int32_t) * n_pool); /* next_slot is indexed by pool entry */
-    double *ref_out = malloc(sizeof(double) * B * H * D);
-    double *ref_score = malloc(sizeof(double) * cap);
-    double *alpha = malloc(sizeof(double) * H * cap);
-    double *vn = malloc(sizeof(double) * Hkv * cap);
+/* The host side of one case: the inputs, the kernel's outputs read back, and
+ * the reference. Pool entry e holds kv_entry K (and V) elements and
+ * slot_stride slots. */
+typedef struct hbufs {
+    int n_pool;
+    long kv_entry, slot_stride, n_rows;
+    size_t out_es;
+    double scale;
+    uint16_t *q, *k, *v;
+    int32_t *pos, *idx, *cur;
+    float *acc;
+    double *racc;
+    unsigned char *out;
+    float *score;
+    int32_t *next; /* next_slot is indexed by pool entry */
+    double *ref_out, *ref_score, *alpha, *vn;
     /* fp8: codes, row scales, and the values they stand for */
-    const long n_rows = c->kv_fp8 ? (long)n_pool * kv_entry / D : 0;
-    uint8_t *hk8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1), *hv8 = malloc(c->kv_fp8 ? (size_t)n_pool * kv_entry : 1);
-    float *hks = malloc(sizeof(float) * (n_rows + 1)), *hvs = malloc(sizeof(float) * (n_rows + 1));
-    float *kd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
-    float *hvn = malloc(sizeof(float) * (n_rows + 1)), *dvn = NULL;
-    float *vd = malloc(sizeof(float) * (c->kv_fp8 ? (size_t)n_pool * kv_entry : 1));
-    void *dq = NULL, *dk = NULL, *dv = NULL, *dout = NULL, *dws = NULL, *dks = NULL, *dvs = NULL;
-    int32_t *dpos = NULL, *didx = NULL, *dnext = NULL, *dcur = NULL;
-    float *dscore = NULL, *dacc = NULL;
-    lf_error err;
-    size_t ws_bytes = 0;
+    uint8_t *k8, *v8;
+    float *ks, *vs, *kd, *vd;
+    float *vnorm; /* fp8: each V row's |v|_1 of the values it stands for (NaN for empty slots) */
+} hbufs;
 
-    /* pool entries: sequence s uses entry idx[s] (reversed order when pooled) */
-    for (int s = 0; s < B; s++) hidx[s] = c->pool ? n_pool - 1 - s : s;
-    for (long i = 0; i < (long)n_pool * kv_entry; i++) {
-        hk[i] = to16((float)rng_normal(), c->dtype);
-        hv[i] = to16((float)rng_normal(), c->dtype);
+/* The device side of one case. */
+typedef struct dbufs {
+    void *q, *k, *v, *out, *ws, *ks, *vs;
+    int32_t *pos, *idx, *next, *cur;
+    float *score, *acc, *vnorm; /* vnorm: with tcase.vnorm only */
+    size_t ws_bytes;
+} dbufs;
+
+static void host_free(hbufs *h) {
+    free(h->q); free(h->k); free(h->v); free(h->pos); free(h->idx); free(h->cur); free(h->acc); free(h->racc);
+    free(h->out); free(h->score); free(h->next); free(h->ref_out); free(h->ref_score); free(h->alpha); free(h->vn);
+    free(h->k8); free(h->v8); free(h->ks); free(h->vs); free(h->kd); free(h->vd); free(h->vnorm);
+}
+
+static void dev_free(dbufs *d) {
+    cudaFree(d->q); cudaFree(d->k); cudaFree(d->v); cudaFree(d->out); cudaFree(d->ws);
+    cudaFree(d->pos); cudaFree(d->idx); cudaFree(d->next); cudaFree(d->cur); cudaFree(d->score); cudaFree(d->acc);
+    cudaFree(d->ks); cudaFree(d->vs); cudaFree(d->vnorm);
+}
+
+/* The case's host buffers: 0, or -1 out of memory (counted). */
+static int host_alloc(const tcase *c, hbufs *h) {
+    const int B = c->B, H = c->H, Hkv = c->Hkv, D = c->D, cap = c->cap;
+    memset(h, 0, sizeof *h);
+    h->n_pool = c->pool ? B + 2 : B;
+    h->kv_entry = (long)Hkv * cap * D + (c->pool ? (c->kv_fp8 ? D : 8 * 3) : 0); /* padded pool entries */
+    h->slot_stride = cap + (c->pool ? 5 : 0);
+    h->out_es = c->out_dtype == LF_DTYPE_F32 ? 4 : 2;
+    h->scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)D);
+    const int n_pool = h->n_pool;
+    const long kv_entry = h->kv_entry, slot_stride = h->slot_stride;
+    h->q = malloc(sizeof(uint16_t) * B * H * D);
+    h->k = malloc(sizeof(uint16_t) * n_pool * kv_entry);
+    h->v = malloc(sizeof(uint16_t) * n_pool * kv_entry);
+    h->pos = malloc(sizeof(int32_t) * n_pool * slot_stride);
+    h->idx = malloc(sizeof(int32_t) * B);
+    h->cur = malloc(sizeof(int32_t) * B);
+    h->acc = calloc((size_t)n_pool * slot_stride, sizeof(float));
+    h->racc = calloc((size_t)n_pool * slot_stride, sizeof(double));
+    h->out = malloc(h->out_es * B * H * D);
+    h->score = malloc(sizeof(float) * n_pool * slot_stride);
+    h->next = malloc(sizeof(int32_t) * n_pool);
+    h->ref_out = malloc(sizeof(double) * B * H * D);
+    h->ref_score = malloc(sizeof(double) * cap);
+    h->alpha = malloc(sizeof(double) * H * cap);
+    h->vn = malloc(sizeof(double) * Hkv * cap);
+    h->n_rows = c->kv_fp8 ? (long)n_pool * kv_entry / D : 0;
+    const size_t n8 = c->kv_fp8 ? (size_t)n_pool * kv_entry : 1;
+    h->k8 = malloc(n8);
+    h->v8 = malloc(n8);
+    h->ks = malloc(sizeof(float) * (h->n_rows + 1));
+    h->vs = malloc(sizeof(float) * (h->n_rows + 1));
+    h->kd = malloc(sizeof(float) * n8);
+    h->vd = malloc(sizeof(float) * n8);
+    h->vnorm = malloc(sizeof(float) * (h->n_rows + 1));
+    bool ok = h->q && h->k && h->v && h->pos && h->idx && h->cur && h->acc && h->racc && h->out && h->score &&
+              h->next && h->ref_out && h->ref_score && h->alpha && h->vn && h->k8 && h->v8 && h->ks && h->vs &&
+              h->kd && h->vd && h->vnorm;
+    CHECK(ok, "%s: out of host memory", c->name);
+    return ok ? 0 : -1;
+}
+
+/* Random K and V (bf16/f16), and with kv_fp8 the rows as the CPU cache
+ * writes them (codes, scales and the values they stand for). */
+static void fill_kv(const tcase *c, hbufs *h) {
+    const int D = c->D;
+    for (long i = 0; i < (long)h->n_pool * h->kv_entry; i++) {
+        h->k[i] = to16((float)rng_normal(), c->dtype);
+        h->v[i] = to16((float)rng_normal(), c->dtype);
     }
-    for (long r = 0; r < n_rows; r++) { /* fp8: rows written as the CPU cache writes them */
+    for (long r = 0; r < h->n_rows; r++) { /* fp8: rows written as the CPU cache writes them */
         float x[128];
         fp8_test_row(x, D);
-        lf_kv_row_store(LF_KV_FP8, x, D, hk8 + r * D, &hks[r]);
-        lf_kv_row_load(LF_KV_FP8, hk8 + r * D, hks[r], D, kd + r * D);
+        lf_kv_row_store(LF_KV_FP8, x, D, h->k8 + r * D, &h->ks[r]);
+        lf_kv_row_load(LF_KV_FP8, h->k8 + r * D, h->ks[r], D, h->kd + r * D);
         fp8_test_row(x, D);
-        lf_kv_row_store(LF_KV_FP8, x, D, hv8 + r * D, &hvs[r]);
-        lf_kv_row_load(LF_KV_FP8, hv8 + r * D, hvs[r], D, vd + r * D);
+        lf_kv_row_store(LF_KV_FP8, x, D, h->v8 + r * D, &h->vs[r]);
+        lf_kv_row_load(LF_KV_FP8, h->v8 + r * D, h->vs[r], D, h->vd + r * D);
         double l1 = 0;
-        for (int d = 0; d < D; d++) l1 += fabs(vd[r * D + d]);
-        hvn[r] = (float)l1;
+        for (int d = 0; d < D; d++) l1 += fabs(h->vd[r * D + d]);
+        h->vnorm[r] = (float)l1;
     }
-    for (long i = 0; i < (long)n_pool * slot_stride; i++) hpos[i] = -1;
+}
+
+/* Slot i of pool entry e made empty: position -1, NaN/Inf garbage in K and V. */
+static void make_empty(const tcase *c, hbufs *h, long e, int i) {
+    const int D = c->D, cap = c->cap;
+    h->pos[e * h->slot_stride + i] = -1;
+    for (int kh = 0; kh < c->Hkv; kh++)
+        for (int d = 0; d < D; d++) {
+            const long o = e * h->kv_entry + ((long)kh * cap + i) * D + d;
+            h->k[o] = 0x7fff; /* NaN in both f16 and bf16 */
+            h->v[o] = (uint16_t)(d & 1 ? 0xffff : 0x7c00); /* NaN / Inf (f16) */
+            if (c->kv_fp8) { /* NaN codes, NaN scales */
+                h->k8[o] = h->v8[o] = 0x7f;
+                h->ks[o / D] = h->vs[o / D] = NAN;
+            }
+        }
+}
+
+/* Pool entries (reversed order when pooled), slot positions with empty
+ * slots, each sequence's current position, the queries and, in the
+ * accumulating modes, starting accumulators. */
+static void fill_slots(const tcase *c, hbufs *h) {
+    const int B = c->B, cap = c->cap;
+    for (int s = 0; s < B; s++) h->idx[s] = c->pool ? h->n_pool - 1 - s : s;
+    for (long i = 0; i < (long)h->n_pool * h->slot_stride; i++) h->pos[i] = -1;
     for (int s = 0; s < B; s++) {
-        const long e = hidx[s];
+        const long e = h->idx[s];
         int maxp = -1;
         for (int i = 0; i < cap; i++) {
             const bool empty = (c->all_empty_seq && s == 0) || rng_uniform() < c->empty_frac;
             if (empty) {
-                hpos[e * slot_stride + i] = -1;
-                for (int h = 0; h < Hkv; h++)
-                    for (int d = 0; d < D; d++) {
-                        const long o = e * kv_entry + ((long)h * cap + i) * D + d;
-                        hk[o] = 0x7fff; /* NaN in both f16 and bf16 */
-                        hv[o] = (uint16_t)(d & 1 ? 0xffff : 0x7c00); /* NaN / Inf (f16) */
-                        if (c->kv_fp8) { /* NaN codes, NaN scales */
-                            hk8[o] = hv8[o] = 0x7f;
-                            hks[o / D] = hvs[o / D] = NAN;
-                        }
-                    }
+                make_empty(c, h, e, i);
             } else {
-                hpos[e * slot_stride + i] = i * 3 + 1;
+                h->pos[e * h->slot_stride + i] = i * 3 + 1;
                 if (i * 3 + 1 > maxp) maxp = i * 3 + 1;
             }
         }
-        hcur[s] = maxp;
+        h->cur[s] = maxp;
     }
-    for (int i = 0; i < B * H * D; i++) hq[i] = to16((float)(rng_normal() * c->q_gain), c->dtype);
+    for (int i = 0; i < B * c->H * c->D; i++) h->q[i] = to16((float)(rng_normal() * c->q_gain), c->dtype);
     if (c->mode == LF_SCORE_ACC || c->mode == LF_SCORE_ACC_VNORM)
         for (int s = 0; s < B; s++)
             for (int i = 0; i < cap; i++) {
-                const long o = (long)hidx[s] * slot_stride + i;
-                const float a = hpos[o] >= 0 ? (float)rng_uniform() * 0.5f : 0.f;
-                hacc[o] = a;
-                racc[o] = a;
+                const long o = (long)h->idx[s] * h->slot_stride + i;
+                const float a = h->pos[o] >= 0 ? (float)rng_uniform() * 0.5f : 0.f;
+                h->acc[o] = a;
+                h->racc[o] = a;
             }
+}
 
-    lf_cuda_attn_desc desc = {B, H, Hkv, D, cap, c->dtype, c->out_dtype, c->mode, c->n_split, c->e_smem,
-                              c->l2_hints, c->launches ? c->launches : g_launches, c->kv_fp8};
-    if (lf_cuda_attn_workspace_bytes(&desc, &ws_bytes, &err)) {
+/* Device buffers with the case's inputs, and the initialised workspace:
+ * 0, or -1 (counted). */
+static int dev_upload(const tcase *c, const lf_cuda_attn_desc *desc, const hbufs *h, dbufs *d) {
+    const int B = c->B, H = c->H, D = c->D;
+    const int n_pool = h->n_pool;
+    const long kv_entry = h->kv_entry, slot_stride = h->slot_stride, n_rows = h->n_rows;
+    lf_error err;
+    if (lf_cuda_attn_workspace_bytes(desc, &d->ws_bytes, &err)) {
         CHECK(0, "%s: workspace_bytes: %s", c->name, err.msg);
-        goto done;
+        return -1;
     }
     if (c->kv_fp8) {
-        CUDA_OK(cudaMalloc(&dks, sizeof(float) * n_rows));
-        CUDA_OK(cudaMalloc(&dvs, sizeof(float) * n_rows));
-        CUDA_OK(cudaMemcpy(dks, hks, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dvs, hvs, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMalloc(&d->ks, sizeof(float) * n_rows));
+        CUDA_OK(cudaMalloc(&d->vs, sizeof(float) * n_rows));
+        CUDA_OK(cudaMemcpy(d->ks, h->ks, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d->vs, h->vs, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
         if (c->vnorm) { /* (empty slots: NaN scales, so NaN norms, as rope_store would store) */
             for (long r = 0; r < n_rows; r++)
-                if (isnan(hvs[r])) hvn[r] = NAN;
-            CUDA_OK(cudaMalloc((void **)&dvn, sizeof(float) * n_rows));
-            CUDA_OK(cudaMemcpy(dvn, hvn, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
+                if (isnan(h->vs[r])) h->vnorm[r] = NAN;
+            CUDA_OK(cudaMalloc((void **)&d->vnorm, sizeof(float) * n_rows));
+            CUDA_OK(cudaMemcpy(d->vnorm, h->vnorm, sizeof(float) * n_rows, cudaMemcpyHostToDevice));
         }
     }
-    CUDA_OK(cudaMalloc(&dq, sizeof(uint16_t) * B * H * D));
-    CUDA_OK(cudaMalloc(&dk, sizeof(uint16_t) * n_pool * kv_entry));
-    CUDA_OK(cudaMalloc(&dv, sizeof(uint16_t) * n_pool * kv_entry));
-    CUDA_OK(cudaMalloc((void **)&dpos, sizeof(int32_t) * n_pool * slot_stride));
-    CUDA_OK(cudaMalloc((void **)&didx, sizeof(int32_t) * B));
-    CUDA_OK(cudaMalloc((void **)&dcur, sizeof(int32_t) * B));
-    CUDA_OK(cudaMalloc((void **)&dnext, sizeof(int32_t) * n_pool));
-    CUDA_OK(cudaMalloc(&dout, out_es * B * H * D));
-    CUDA_OK(cudaMalloc((void **)&dscore, sizeof(float) * n_pool * slot_stride));
-    CUDA_OK(cudaMalloc((void **)&dacc, sizeof(float) * n_pool * slot_stride));
-    CUDA_OK(cudaMalloc(&dws, ws_bytes));
-    CUDA_OK(cudaMemcpy(dq, hq, sizeof(uint16_t) * B * H * D, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMalloc(&d->q, sizeof(uint16_t) * B * H * D));
+    CUDA_OK(cudaMalloc(&d->k, sizeof(uint16_t) * n_pool * kv_entry));
+    CUDA_OK(cudaMalloc(&d->v, sizeof(uint16_t) * n_pool * kv_entry));
+    CUDA_OK(cudaMalloc((void **)&d->pos, sizeof(int32_t) * n_pool * slot_stride));
+    CUDA_OK(cudaMalloc((void **)&d->idx, sizeof(int32_t) * B));
+    CUDA_OK(cudaMalloc((void **)&d->cur, sizeof(int32_t) * B));
+    CUDA_OK(cudaMalloc((void **)&d->next, sizeof(int32_t) * n_pool));
+    CUDA_OK(cudaMalloc(&d->out, h->out_es * B * H * D));
+    CUDA_OK(cudaMalloc((void **)&d->score, sizeof(float) * n_pool * slot_stride));
+    CUDA_OK(cudaMalloc((void **)&d->acc, sizeof(float) * n_pool * slot_stride));
+    CUDA_OK(cudaMalloc(&d->ws, d->ws_bytes));
+    CUDA_OK(cudaMemcpy(d->q, h->q, sizeof(uint16_t) * B * H * D, cudaMemcpyHostToDevice));
     if (c->kv_fp8) {
-        CUDA_OK(cudaMemcpy(dk, hk8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dv, hv8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d->k, h->k8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d->v, h->v8, (size_t)n_pool * kv_entry, cudaMemcpyHostToDevice));
     } else {
-        CUDA_OK(cudaMemcpy(dk, hk, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
-        CUDA_OK(cudaMemcpy(dv, hv, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d->k, h->k, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d->v, h->v, sizeof(uint16_t) * n_pool * kv_entry, cudaMemcpyHostToDevice));
     }
-    CUDA_OK(cudaMemcpy(dpos, hpos, sizeof(int32_t) * n_pool * slot_stride, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(didx, hidx, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dcur, hcur, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(dacc, hacc, sizeof(float) * n_pool * slot_stride, cudaMemcpyHostToDevice));
-    if (lf_cuda_attn_workspace_init(dws, ws_bytes, NULL, &err)) {
+    CUDA_OK(cudaMemcpy(d->pos, h->pos, sizeof(int32_t) * n_pool * slot_stride, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(d->idx, h->idx, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(d->cur, h->cur, sizeof(int32_t) * B, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaMemcpy(d->acc, h->acc, sizeof(float) * n_pool * slot_stride, cudaMemcpyHostToDevice));
+    if (lf_cuda_attn_workspace_init(d->ws, d->ws_bytes, NULL, &err)) {
         CHECK(0, "%s: workspace_init: %s", c->name, err.msg);
-        goto done;
+        return -1;
     }
+    return 0;
+done:
+    return -1;
+}
 
+static lf_cuda_attn_args make_args(const tcase *c, const hbufs *h, const dbufs *d) {
     lf_cuda_attn_args a;
     memset(&a, 0, sizeof a);
-    a.q = dq; a.k = dk; a.v = dv;
-    a.k_scale = dks; a.v_scale = dvs; a.v_norm = dvn;
-    a.kv_seq_stride = kv_entry;
-    a.pos = dpos;
-    a.slot_seq_stride = slot_stride;
-    a.seq_index = c->pool ? didx : NULL;
-    a.out = dout;
-    a.score = c->mode ? dscore : NULL;
-    a.acc = dacc;
-    a.next_slot = dnext;
-    a.cur_pos = c->recent ? dcur : NULL;
+    a.q = d->q; a.k = d->k; a.v = d->v;
+    a.k_scale = d->ks; a.v_scale = d->vs; a.v_norm = d->vnorm;
+    a.kv_seq_stride = h->kv_entry;
+    a.pos = d->pos;
+    a.slot_seq_stride = h->slot_stride;
+    a.seq_index = c->pool ? d->idx : NULL;
+    a.out = d->out;
+    a.score = c->mode ? d->score : NULL;
+    a.acc = d->acc;
+    a.next_slot = d->next;
+    a.cur_pos = c->recent ? d->cur : NULL;
     a.sinks = c->sinks;
     a.recent = c->recent;
     a.scale = c->scale;
-    a.workspace = dws;
-    a.workspace_bytes = ws_bytes;
+    a.workspace = d->ws;
+    a.workspace_bytes = d->ws_bytes;
+    return a;
+}
 
-    for (int step = 0; step < c->steps; step++) {
-        /* poison every output */
-        CUDA_OK(cudaMemset(dout, 0xff, out_es * B * H * D));
-        CUDA_OK(cudaMemset(dscore, 0xff, sizeof(float) * n_pool * slot_stride));
-        CUDA_OK(cudaMemset(dnext, 0xaa, sizeof(int32_t) * n_pool));
-        if (lf_cuda_attn_decode(&desc, &a, &err)) {
-            CHECK(0, "%s: decode: %s", c->name, err.msg);
-            goto done;
-        }
-        CUDA_OK(cudaDeviceSynchronize());
-        CUDA_OK(cudaMemcpy(hout, dout, out_es * B * H * D, cudaMemcpyDeviceToHost));
-        CUDA_OK(cudaMemcpy(hscore, dscore, sizeof(float) * n_pool * slot_stride, cudaMemcpyDeviceToHost));
-        CUDA_OK(cudaMemcpy(hnext, dnext, sizeof(int32_t) * n_pool, cudaMemcpyDeviceToHost));
-        CUDA_OK(cudaMemcpy(hacc, dacc, sizeof(float) * n_pool * slot_stride, cudaMemcpyDeviceToHost));
-
-        double num = 0, den = 0, lmax_all = 0;
-        int bad_score = 0, bad_victim = 0, bad_acc = 0, unwritten = 0;
-        for (int s = 0; s < B; s++) {
-            const long e = hidx[s];
-            const int32_t *pos = hpos + e * slot_stride;
-            /* |v|_1 per KV head and slot */
-            for (int h = 0; h < Hkv; h++)
-                for (int i = 0; i < cap; i++) {
-                    double n = 0;
-                    if (pos[i] >= 0)
-                        for (int d = 0; d < D; d++)
-                            n += fabs(KV(hv, vd, e * kv_entry + ((long)h * cap + i) * D + d));
-                    vn[h * cap + i] = n;
-                }
-            /* the kernel's logits are fp32: an error of a few ulp of the largest |logit| of the
-             * sequence moves every probability of its heads by that much (relatively); with
-             * K rows far beyond e4m3's range (fp8 cases) |logit| reaches ~1e4 */
-            double lmax = 0;
-            for (int h = 0; h < H; h++) {
-                const int kh = h / G;
-                double mx = -INFINITY;
-                for (int i = 0; i < cap; i++) {
-                    double sdot = -INFINITY;
-                    if (pos[i] >= 0) {
-                        sdot = 0;
-                        for (int d = 0; d < D; d++)
-                            sdot += from16(hq[((long)s * H + h) * D + d], c->dtype) *
-                                    KV(hk, kd, e * kv_entry + ((long)kh * cap + i) * D + d);
-                        sdot *= scale;
-                    }
-                    alpha[h * cap + i] = sdot;
-                    if (sdot > mx) mx = sdot;
-                    if (pos[i] >= 0 && fabs(sdot) > lmax) lmax = fabs(sdot);
-                }
-                double sum = 0;
-                for (int i = 0; i < cap; i++) {
-                    const double w = pos[i] >= 0 ? exp(alpha[h * cap + i] - mx) : 0;
-                    alpha[h * cap + i] = w;
-                    sum += w;
-                }
-                for (int i = 0; i < cap; i++) alpha[h * cap + i] = sum > 0 ? alpha[h * cap + i] / sum : 0;
-                for (int d = 0; d < D; d++) {
-                    double o = 0;
-                    for (int i = 0; i < cap; i++)
-                        if (pos[i] >= 0)
-                            o += alpha[h * cap + i] *
-                                 KV(hv, vd, e * kv_entry + ((long)kh * cap + i) * D + d);
-                    ref_out[((long)s * H + h) * D + d] = o;
-                }
-            }
-            for (int i = 0; i < H * D; i++) {
-                const long o = (long)s * H * D + i;
-                double got;
-                if (c->out_dtype == LF_DTYPE_F32) {
-                    float f;
-                    memcpy(&f, hout + 4 * o, 4);
-                    got = f;
-                } else {
-                    uint16_t u;
-                    memcpy(&u, hout + 2 * o, 2);
-                    got = from16(u, c->out_dtype);
-                }
-                if (isnan(got)) unwritten++;
-                num += (got - ref_out[o]) * (got - ref_out[o]);
-                den += ref_out[o] * ref_out[o];
-            }
-            if (lmax > lmax_all) lmax_all = lmax;
-            const double ltol = lmax * 0x1p-19; /* ~16 ulp of the largest logit */
-            if (c->mode == LF_SCORE_NONE) continue;
-            /* reference score */
-            for (int i = 0; i < cap; i++) {
-                double a_mean = 0, lf = 0, nmean = 0;
-                for (int h = 0; h < H; h++) {
-                    a_mean += alpha[h * cap + i] / H;
-                    lf += alpha[h * cap + i] * vn[(h / G) * cap + i] / ((double)H * D);
-                }
-                for (int h = 0; h < Hkv; h++) nmean += vn[h * cap + i] / ((double)Hkv * D);
-                double sc;
-                double *ra = racc + e * slot_stride + i;
-                switch (c->mode) {
-                case LF_SCORE_ATT_VNORM: sc = lf; break;
-                case LF_SCORE_ATT: sc = a_mean; break;
-                case LF_SCORE_ACC:
-                    *ra = pos[i] >= 0 ? *ra + a_mean : 0;
-                    sc = *ra;
-                    break;
-                default:
-                    *ra = pos[i] >= 0 ? *ra + a_mean : 0;
-                    sc = *ra * nmean;
-                    break;
-                }
-                if (pos[i] < 0) sc = 0;
-                ref_score[i] = sc;
-                const double got = hscore[e * slot_stride + i];
-                if (!(fabs(got - sc) <= (1e-4 + ltol) * fabs(sc) + 1e-30)) {
-                    if (bad_score < 3)
-                        fprintf(stderr, "  %s: seq %d slot %d score %.9g ref %.9g\n", c->name, s, i, got, sc);
-                    bad_score++;
-                }
-            }
-            /* reference victim: lowest score among unprotected, lowest index on ties */
-            int best = -1, fb = -1;
-            for (int i = 0; i < cap; i++) {
-                const int ps = pos[i];
-                const bool prot = ps >= 0 && (ps < c->sinks || (c->recent > 0 && ps > hcur[s] - c->recent));
-                if (!prot && (best < 0 || ref_score[i] < ref_score[best])) best = i;
-                if (fb < 0 || ref_score[i] < ref_score[fb]) fb = i;
-            }
-            if (best < 0) best = fb;
-            const int got = hnext[e];
-            bool ok = got == best;
-            if (!ok && got >= 0 && got < cap) {
-                /* accept a near tie (reference scores within 1e-6 relative) */
-                const int ps = pos[got];
-                const bool prot = ps >= 0 && (ps < c->sinks || (c->recent > 0 && ps > hcur[s] - c->recent));
-                ok = !prot && ref_score[got] <= ref_score[best] * (1 + 1e-6 + ltol);
-            }
-            if (!ok) {
-                fprintf(stderr, "  %s: seq %d next_slot %d, reference %d (scores %.9g vs %.9g)\n", c->name, s,
-                        got, best, got >= 0 && got < cap ? ref_score[got] : -1.0, ref_score[best]);
-                bad_victim++;
-            }
-            if (c->mode == LF_SCORE_ACC || c->mode == LF_SCORE_ACC_VNORM) {
-                racc[e * slot_stride + got] = 0; /* the chosen slot's accumulator restarts */
-                for (int i = 0; i < cap; i++) {
-                    const double r = racc[e * slot_stride + i], g = hacc[e * slot_stride + i];
-                    if (!(fabs(g - r) <= (1e-5 + ltol) * fabs(r) + 1e-7)) bad_acc++;
-                }
-                /* keep the next step's starting point identical on both sides */
-                for (int i = 0; i < cap; i++) racc[e * slot_stride + i] = hacc[e * slot_stride + i];
-            }
-        }
-        const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-        const double tol = (c->out_dtype == LF_DTYPE_F32 ? 1e-4 : c->out_dtype == LF_DTYPE_F16 ? 1e-3 : 2e-3) +
-                           lmax_all * 0x1p-19;
-        CHECK(unwritten == 0, "%s: %d output values not written (NaN)", c->name, unwritten);
-        CHECK(rel <= tol, "%s step %d: output relative L2 error %.3g > %.1g", c->name, step, rel, tol);
-        CHECK(bad_score == 0, "%s step %d: %d slot scores off by more than 1e-4 (+ 2^-19 max|logit|) relative",
-              c->name, step, bad_score);
-        CHECK(bad_victim == 0, "%s step %d: %d wrong victims", c->name, step, bad_victim);
-        CHECK(bad_acc == 0, "%s step %d: %d accumulator values wrong", c->name, step, bad_acc);
-        printf("  %-40s %dL%s step %d: out rel err %.2e (max |logit| %.3g), next_slot[0] %d\n", c->name,
-               desc.launches, c->kv_fp8 ? " fp8" : "", step, rel, lmax_all,
-               hnext[0]);
+/* One launch with every output poisoned first, its outputs read back:
+ * 0, or -1 (counted). */
+static int launch(const tcase *c, const lf_cuda_attn_desc *desc, const lf_cuda_attn_args *a, hbufs *h,
+                  const dbufs *d) {
+    const size_t out_bytes = h->out_es * c->B * c->H * c->D;
+    const size_t slots = (size_t)h->n_pool * h->slot_stride;
+    lf_error err;
+    CUDA_OK(cudaMemset(d->out, 0xff, out_bytes));
+    CUDA_OK(cudaMemset(d->score, 0xff, sizeof(float) * slots));
+    CUDA_OK(cudaMemset(d->next, 0xaa, sizeof(int32_t) * h->n_pool));
+    if (lf_cuda_attn_decode(desc, a, &err)) {
+        CHECK(0, "%s: decode: %s", c->name, err.msg);
+        return -1;
     }
-
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaMemcpy(h->out, d->out, out_bytes, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(h->score, d->score, sizeof(float) * slots, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(h->next, d->next, sizeof(int32_t) * h->n_pool, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(h->acc, d->acc, sizeof(float) * slots, cudaMemcpyDeviceToHost));
+    return 0;
 done:
-    cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(dws);
-    cudaFree(dpos); cudaFree(didx); cudaFree(dnext); cudaFree(dcur); cudaFree(dscore); cudaFree(dacc);
-    free(hq); free(hk); free(hv); free(hpos); free(hidx); free(hcur); free(hacc); free(racc);
-    free(hout); free(hscore); free(hnext); free(ref_out); free(ref_score); free(alpha); free(vn);
-    free(hk8); free(hv8); free(hks); free(hvs); free(kd); free(vd); free(hvn);
-    cudaFree(dks); cudaFree(dvs); cudaFree(dvn);
+    return -1;
+}
+
+/* The value of K/V element i as the kernel must read it. */
+#define KV(h16, hd, i) (c->kv_fp8 ? (double)(hd)[i] : from16((h16)[i], c->dtype))
+
+/* The reference of sequence s: |v|_1 per KV head and slot (vn), the
+ * attention weights (alpha) and output (ref_out). Returns the largest
+ * |logit| of the sequence. */
+static double ref_sequence(const tcase *c, hbufs *h, int s) {
+    const int H = c->H, Hkv = c->Hkv, D = c->D, cap = c->cap, G = H / Hkv;
+    const long e = h->idx[s], kv_entry = h->kv_entry;
+    const int32_t *pos = h->pos + e * h->slot_stride;
+    double *alpha = h->alpha, *vn = h->vn;
+    for (int kh = 0; kh < Hkv; kh++)
+        for (int i = 0; i < cap; i++) {
+            double n = 0;
+            if (pos[i] >= 0)
+                for (int d = 0; d < D; d++) n += fabs(KV(h->v, h->vd, e * kv_entry + ((long)kh * cap + i) * D + d));
+            vn[kh * cap + i] = n;
+        }
+    /* the kernel's logits are fp32: an error of a few ulp of the largest |logit| of the
+     * sequence moves every probability of its heads by that much (relatively); with
+     * K rows far beyond e4m3's range (fp8 cases) |logit| reaches ~1e4 */
+    double lmax = 0;
+    for (int hh = 0; hh < H; hh++) {
+        const int kh = hh / G;
+        double mx = -INFINITY;
+        for (int i = 0; i < cap; i++) {
+            double sdot = -INFINITY;
+            if (pos[i] >= 0) {
+                sdot = 0;
+                for (int d = 0; d < D; d++)
+                    sdot += from16(h->q[((long)s * H + hh) * D + d], c->dtype) *
+                            KV(h->k, h->kd, e * kv_entry + ((long)kh * cap + i) * D + d);
+                sdot *= h->scale;
+            }
+            alpha[hh * cap + i] = sdot;
+            if (sdot > mx) mx = sdot;
+            if (pos[i] >= 0 && fabs(sdot) > lmax) lmax = fabs(sdot);
+        }
+        double sum = 0;
+        for (int i = 0; i < cap; i++) {
+            const double w = pos[i] >= 0 ? exp(alpha[hh * cap + i] - mx) : 0;
+            alpha[hh * cap + i] = w;
+            sum += w;
+        }
+        for (int i = 0; i < cap; i++) alpha[hh * cap + i] = sum > 0 ? alpha[hh * cap + i] / sum : 0;
+        for (int d = 0; d < D; d++) {
+            double o = 0;
+            for (int i = 0; i < cap; i++)
+                if (pos[i] >= 0) o += alpha[hh * cap + i] * KV(h->v, h->vd, e * kv_entry + ((long)kh * cap + i) * D + d);
+            h->ref_out[((long)s * H + hh) * D + d] = o;
+        }
+    }
+    return lmax;
+}
+
+/* Sequence s's output against the reference: adds to the squared error
+ * *num and the squared reference *den; counts values not written. */
+static void cmp_output(const tcase *c, const hbufs *h, int s, double *num, double *den, int *unwritten) {
+    const int H = c->H, D = c->D;
+    for (int i = 0; i < H * D; i++) {
+        const long o = (long)s * H * D + i;
+        double got;
+        if (c->out_dtype == LF_DTYPE_F32) {
+            float f;
+            memcpy(&f, h->out + 4 * o, 4);
+            got = f;
+        } else {
+            uint16_t u;
+            memcpy(&u, h->out + 2 * o, 2);
+            got = from16(u, c->out_dtype);
+        }
+        if (isnan(got)) (*unwritten)++;
+        *num += (got - h->ref_out[o]) * (got - h->ref_out[o]);
+        *den += h->ref_out[o] * h->ref_out[o];
+    }
+}
+
+/* The reference score of every slot of sequence s (ref_score; the
+ * accumulating modes advance racc) against the kernel's: the count off. */
+static int check_scores(const tcase *c, hbufs *h, int s, double ltol) {
+    const int H = c->H, Hkv = c->Hkv, D = c->D, cap = c->cap, G = H / Hkv;
+    const long e = h->idx[s];
+    const int32_t *pos = h->pos + e * h->slot_stride;
+    int bad = 0;
+    for (int i = 0; i < cap; i++) {
+        double a_mean = 0, lf = 0, nmean = 0;
+        for (int hh = 0; hh < H; hh++) {
+            a_mean += h->alpha[hh * cap + i] / H;
+            lf += h->alpha[hh * cap + i] * h->vn[(hh / G) * cap + i] / ((double)H * D);
+        }
+        for (int kh = 0; kh < Hkv; kh++) nmean += h->vn[kh * cap + i] / ((double)Hkv * D);
+        double sc;
+        double *ra = h->racc + e * h->slot_stride + i;
+        switch (c->mode) {
+        case LF_SCORE_ATT_VNORM: sc = lf; break;
+        case LF_SCORE_ATT: sc = a_mean; break;
+        case LF_SCORE_ACC:
+            *ra = pos[i] >= 0 ? *ra + a_mean : 0;
+            sc = *ra;
+            break;
+        default:
+            *ra = pos[i] >= 0 ? *ra + a_mean : 0;
+            sc = *ra * nmean;
+            break;
+        }
+        if (pos[i] < 0) sc = 0;
+        h->ref_score[i] = sc;
+        const double got = h->score[e * h->slot_stride + i];
+        if (!(fabs(got - sc) <= (1e-4 + ltol) * fabs(sc) + 1e-30)) {
+            if (bad < 3) fprintf(stderr, "  %s: seq %d slot %d score %.9g ref %.9g\n", c->name, s, i, got, sc);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* Whether a slot at position ps of sequence s is protected (sinks, recent). */
+static bool is_protected(const tcase *c, const hbufs *h, int s, int ps) {
+    return ps >= 0 && (ps < c->sinks || (c->recent > 0 && ps > h->cur[s] - c->recent));
+}
+
+/* The kernel's chosen slot of sequence s against the reference victim
+ * (lowest score among unprotected, lowest index on ties): 1 if wrong. */
+static int check_victim(const tcase *c, const hbufs *h, int s, double ltol) {
+    const int cap = c->cap;
+    const long e = h->idx[s];
+    const int32_t *pos = h->pos + e * h->slot_stride;
+    const double *ref_score = h->ref_score;
+    int best = -1, fb = -1;
+    for (int i = 0; i < cap; i++) {
+        if (!is_protected(c, h, s, pos[i]) && (best < 0 || ref_score[i] < ref_score[best])) best = i;
+        if (fb < 0 || ref_score[i] < ref_score[fb]) fb = i;
+    }
+    if (best < 0) best = fb;
+    const int got = h->next[e];
+    bool ok = got == best;
+    if (!ok && got >= 0 && got < cap) /* accept a near tie (reference scores within 1e-6 relative) */
+        ok = !is_protected(c, h, s, pos[got]) && ref_score[got] <= ref_score[best] * (1 + 1e-6 + ltol);
+    if (!ok) {
+        fprintf(stderr, "  %s: seq %d next_slot %d, reference %d (scores %.9g vs %.9g)\n", c->name, s, got, best,
+                got >= 0 && got < cap ? ref_score[got] : -1.0, ref_score[best]);
+        return 1;
+    }
+    return 0;
+}
+
+/* The accumulators of sequence s after the step (the chosen slot's restarts)
+ * against the reference: the count off. The reference then takes the
+ * kernel's values, so that the next step starts alike on both sides. */
+static int check_acc(const tcase *c, hbufs *h, int s, double ltol) {
+    const long e = h->idx[s], ss = h->slot_stride;
+    const int got = h->next[e];
+    int bad = 0;
+    h->racc[e * ss + got] = 0; /* the chosen slot's accumulator restarts */
+    for (int i = 0; i < c->cap; i++) {
+        const double r = h->racc[e * ss + i], g = h->acc[e * ss + i];
+        if (!(fabs(g - r) <= (1e-5 + ltol) * fabs(r) + 1e-7)) bad++;
+    }
+    /* keep the next step's starting point identical on both sides */
+    for (int i = 0; i < c->cap; i++) h->racc[e * ss + i] = h->acc[e * ss + i];
+    return bad;
+}
+
+/* Every check of one step's read-back outputs against the reference. */
+static void check_step(const tcase *c, const lf_cuda_attn_desc *desc, hbufs *h, int step) {
+    double num = 0, den = 0, lmax_all = 0;
+    int bad_score = 0, bad_victim = 0, bad_acc = 0, unwritten = 0;
+    for (int s = 0; s < c->B; s++) {
+        const double lmax = ref_sequence(c, h, s);
+        cmp_output(c, h, s, &num, &den, &unwritten);
+        if (lmax > lmax_all) lmax_all = lmax;
+        const double ltol = lmax * 0x1p-19; /* ~16 ulp of the largest logit */
+        if (c->mode == LF_SCORE_NONE) continue;
+        bad_score += check_scores(c, h, s, ltol);
+        bad_victim += check_victim(c, h, s, ltol);
+        if (c->mode == LF_SCORE_ACC || c->mode == LF_SCORE_ACC_VNORM) bad_acc += check_acc(c, h, s, ltol);
+    }
+    const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    const double tol = (c->out_dtype == LF_DTYPE_F32 ? 1e-4 : c->out_dtype == LF_DTYPE_F16 ? 1e-3 : 2e-3) +
+                       lmax_all * 0x1p-19;
+    CHECK(unwritten == 0, "%s: %d output values not written (NaN)", c->name, unwritten);
+    CHECK(rel <= tol, "%s step %d: output relative L2 error %.3g > %.1g", c->name, step, rel, tol);
+    CHECK(bad_score == 0, "%s step %d: %d slot scores off by more than 1e-4 (+ 2^-19 max|logit|) relative",
+          c->name, step, bad_score);
+    CHECK(bad_victim == 0, "%s step %d: %d wrong victims", c->name, step, bad_victim);
+    CHECK(bad_acc == 0, "%s step %d: %d accumulator values wrong", c->name, step, bad_acc);
+    printf("  %-40s %dL%s step %d: out rel err %.2e (max |logit| %.3g), next_slot[0] %d\n", c->name,
+           desc->launches, c->kv_fp8 ? " fp8" : "", step, rel, lmax_all,
+           h->next[0]);
+}
+
+static int run_case(const tcase *c) {
+    const int fails0 = g_failures;
+    hbufs h;
+    dbufs d;
+    memset(&d, 0, sizeof d);
+    if (host_alloc(c, &h) == 0) {
+        fill_kv(c, &h);
+        fill_slots(c, &h);
+        lf_cuda_attn_desc desc = {c->B, c->H, c->Hkv, c->D, c->cap, c->dtype, c->out_dtype, c->mode, c->n_split,
+                                  c->e_smem, c->l2_hints, c->launches ? c->launches : g_launches, c->kv_fp8};
+        if (dev_upload(c, &desc, &h, &d) == 0) {
+            lf_cuda_attn_args a = make_args(c, &h, &d);
+            for (int step = 0; step < c->steps; step++) {
+                if (launch(c, &desc, &a, &h, &d)) break;
+                check_step(c, &desc, &h, step);
+            }
+        }
+    }
+    dev_free(&d);
+    host_free(&h);
     return g_failures - fails0;
 }
 
@@ -418,10 +558,17 @@ static bool small_only(void) {
 }
 
 /* ---- tests --------------------------------------------------------------- */
-static void test_longflow_splits(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
+
+/* One suite: its cases run (skipped without a GPU, and the large ones with
+ * LF_CUDA_TEST_SMALL), failing at the end when any case failed. */
+static void suite(void (*cases)(void), bool large) {
+    if (!g_have_gpu || (large && small_only())) SKIP_TEST();
     const int f0 = g_failures;
+    cases();
+    END_TEST(f0);
+}
+
+static void longflow_splits_cases(void) {
     tcase c = base_case("longflow auto");
     run_case(&c);
     c = base_case("longflow auto, 15% empty");
@@ -458,17 +605,9 @@ static void test_longflow_splits(void **state) {
     c.out_dtype = LF_DTYPE_F32;
     c.scale = 0.05f;
     run_case(&c);
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
 
-static void test_group_shapes(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void group_shapes_cases(void) {
     const int hs[][3] = {{2, 2, 128}, {4, 2, 128}, {14, 2, 128}, {16, 2, 128}, {8, 2, 64}, {12, 4, 64}};
     for (int i = 0; i < 6; i++) {
         char name[64];
@@ -485,17 +624,9 @@ static void test_group_shapes(void **state) {
         c.empty_frac = i % 2 ? 0.1 : 0;
         run_case(&c);
     }
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
 
-static void test_modes(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void modes_cases(void) {
     tcase c = base_case("tova");
     c.mode = LF_SCORE_ATT;
     run_case(&c);
@@ -516,17 +647,9 @@ static void test_modes(void **state) {
     c.mode = LF_SCORE_NONE;
     c.n_split = 3;
     run_case(&c);
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
 
-static void test_pool_protect_empty(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void pool_protect_empty_cases(void) {
     tcase c = base_case("pool + seq_index");
     c.pool = 1;
     c.empty_frac = 0.05;
@@ -553,17 +676,9 @@ static void test_pool_protect_empty(void **state) {
     c.q_gain = 4;
     c.cap = 64;
     run_case(&c);
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
 
-static void test_large(void **state) {
-    (void)state;
-    if (!g_have_gpu || small_only()) SKIP_TEST();
-    const int f0 = g_failures;
+static void large_cases(void) {
     tcase c = base_case("B=2 H=32/8 cap=2048 auto");
     c.B = 2; c.H = 32; c.Hkv = 8; c.cap = 2048; c.empty_frac = 0.02;
     run_case(&c);
@@ -580,11 +695,6 @@ static void test_large(void **state) {
     c = base_case("B=40 H=32/8 cap=700 smem");
     c.B = 40; c.H = 32; c.Hkv = 8; c.cap = 700; c.e_smem = 1;
     run_case(&c);
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
 
 /* The FP8 cache: every score mode, both head dims, G = 1..8, splits, smem
@@ -592,10 +702,7 @@ static void test_large(void **state) {
  * and rows of zeros / one huge element / values beyond e4m3's range / tiny
  * values (fp8_test_row), against the double reference on the values the
  * codes and scales stand for. */
-static void test_fp8(void **state) {
-    (void)state;
-    if (!g_have_gpu) SKIP_TEST();
-    const int f0 = g_failures;
+static void fp8_cases(void) {
     const int modes[] = {LF_SCORE_ATT_VNORM, LF_SCORE_ATT, LF_SCORE_ACC, LF_SCORE_ACC_VNORM, LF_SCORE_NONE};
     const char *mname[] = {"longflow", "tova", "h2o", "vatp", "none"};
     const int hs[][3] = {{8, 2, 128}, {8, 8, 128}, {16, 2, 64}, {12, 4, 64}, {32, 8, 128}};
@@ -653,12 +760,20 @@ static void test_fp8(void **state) {
         c.B = 3; c.cap = 200; c.all_empty_seq = 1; c.q_gain = 4;
         run_case(&c);
     }
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, f0);
-#else
-    (void)f0;
-#endif
 }
+
+/* The cmocka test of suite `name` (test_name, running name_cases). */
+#define SUITE_TEST(name, large)                                                             \
+    static void test_##name(void **state) {                                                \
+        (void)state;                                                                       \
+        suite(name##_cases, large);                                                        \
+    }
+SUITE_TEST(longflow_splits, false)
+SUITE_TEST(group_shapes, false)
+SUITE_TEST(modes, false)
+SUITE_TEST(pool_protect_empty, false)
+SUITE_TEST(large, true)
+SUITE_TEST(fp8, false)
 
 static void test_bad_input(void **state) {
     (void)state;
@@ -703,9 +818,7 @@ static void test_bad_input(void **state) {
         CHECK(lf_cuda_attn_decode(&d, &a, &err) == -1 && strstr(err.msg, "workspace"),
               "small workspace accepted (%s)", err.msg);
     }
-#ifndef LF_TEST_STANDALONE
-    assert_int_equal(g_failures, 0);
-#endif
+    END_TEST(0);
 }
 
 #ifndef LF_TEST_STANDALONE

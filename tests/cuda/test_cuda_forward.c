@@ -1,4 +1,4 @@
-/* The CUDA backend (src/cuda/forward.cu) against the CPU path, the
+/* The CUDA backend (src/cuda/forward_*.cu) against the CPU path, the
  * reference: src/cpu/forward.c + src/kv/cache.c in fp32. Runs on a GPU
  * machine only (label cuda).
  *
@@ -824,7 +824,7 @@ static void test_tiny_reasoner(void **state) {
  * several blocks, so it uses its workspace's counters): every row's logits
  * equal decoding that sequence alone. The fused kernel's counters sit at the
  * start of its workspace, its scratch after them at an offset that grows
- * with the row count; forward.cu zeroes the workspace when a step has more
+ * with the row count; forward_decode.cu zeroes the workspace when a step has more
  * rows than an earlier one. */
 static void test_rows_grow(void **state) {
     (void)state;
