@@ -428,6 +428,553 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
     }
 }
 
+/* ---- attn_kernel's parts ---------------------------------------------------
+ * Each is inlined into the kernel (the code the kernel had inline, moved). */
+
+/* Where one (sequence, KV head) pair's K, V, positions and FP8 scales start. */
+struct TileSrc {
+    const unsigned char *k, *v;       /* the K / V rows of the pair (bytes) */
+    const float *ksc, *vsc, *vn;      /* FP8: row scales and stored |v|_1 (or NULL) */
+    const int *pos;                   /* slot positions of the sequence */
+    bool use_vn;                      /* FP8 with stored |v|_1 (LongFlow, VATP): read, not summed */
+};
+
+template <typename T, int D, int KIND, bool F8>
+__device__ __forceinline__ TileSrc tile_src(const Params &p, long pidx, int kvh) {
+    const long row0 = pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D; /* elements */
+    const long sc0 = pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots;
+    TileSrc s;
+    s.k = static_cast<const unsigned char *>(p.k) + row0 * (F8 ? 1 : (long)sizeof(T));
+    s.v = static_cast<const unsigned char *>(p.v) + row0 * (F8 ? 1 : (long)sizeof(T));
+    s.ksc = F8 ? p.kscale + sc0 : nullptr;
+    s.vsc = F8 ? p.vscale + sc0 : nullptr;
+    s.use_vn = F8 && (KIND == K_LF || KIND == K_VATP) && p.vnorm != nullptr;
+    s.vn = s.use_vn ? p.vnorm + sc0 : nullptr;
+    s.pos = p.pos + pidx * p.slot_seq_stride;
+    return s;
+}
+
+/* The producer: the cp.async of the tile of slots base .. base+TILE-1 into
+ * the stage st (K, V, positions; FP8: codes, scales and stored |v|_1). */
+template <typename T, int D, bool F8>
+__device__ __forceinline__ void issue_tile(const Params &p, const TileSrc &src, unsigned char *st, int base,
+                                           int tid, uint64_t pol) {
+    using SM = Smem<D, F8>;
+    const uint32_t ks = smem_u32(st), vs = ks + SM::KV_BYTES;
+    if (F8) {
+        constexpr int C8 = D / 16; /* 16-byte chunks per FP8 row */
+#pragma unroll
+        for (int it = 0; it < TILE * C8 / THREADS; it++) {
+            const int idx = tid + it * THREADS;
+            const int r = idx / C8, c = idx % C8;
+            const int slot = base + r;
+            const bool in = slot < p.cap;
+            const long off = in ? (long)slot * D + c * 16 : 0;
+            cp_async16(ks + swz8<D>(r, c), src.k + off, in ? 16 : 0, pol);
+            cp_async16(vs + swz8<D>(r, c), src.v + off, in ? 16 : 0, pol);
+        }
+        if (tid < TILE) {
+            const int slot = base + tid;
+            const bool in = slot < p.cap;
+            unsigned char *sc = st + 2 * SM::KV_BYTES + TILE * 4;
+            cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), src.pos + (in ? slot : 0), in ? 4 : 0);
+            cp_async4(smem_u32(sc + tid * 4), src.ksc + (in ? slot : 0), in ? 4 : 0);
+            cp_async4(smem_u32(sc + TILE * 4 + tid * 4), src.vsc + (in ? slot : 0), in ? 4 : 0);
+            if (src.use_vn) cp_async4(smem_u32(sc + TILE * 8 + tid * 4), src.vn + (in ? slot : 0), in ? 4 : 0);
+        }
+    } else {
+        constexpr int CPR = D / 8; /* 16-byte chunks per row */
+        const T *kb = reinterpret_cast<const T *>(src.k), *vb = reinterpret_cast<const T *>(src.v);
+#pragma unroll
+        for (int it = 0; it < TILE * CPR / THREADS; it++) {
+            const int idx = tid + it * THREADS;
+            const int r = idx / CPR, c = idx % CPR;
+            const int slot = base + r;
+            const bool in = slot < p.cap;
+            const long off = in ? (long)slot * D + c * 8 : 0;
+            cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0, pol);
+            cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0, pol);
+        }
+        if (tid < TILE) {
+            const int slot = base + tid;
+            const bool in = slot < p.cap;
+            cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), src.pos + (in ? slot : 0), in ? 4 : 0);
+        }
+    }
+}
+
+/* Q fragments of the group's heads (rows gid < G; rows 8..15 zero). F8: the
+ * lane's k-elements are dims tig*D/4 + 4kc .. +3 (the permuted order). */
+template <typename T, int D, bool F8>
+__device__ __forceinline__ void load_q(const Params &p, int seq, int kvh, int G, int gid, int tig,
+                                       uint32_t (&qa)[D / 16][2]) {
+    const T *qh = static_cast<const T *>(p.q) + ((long)seq * p.H + (long)kvh * G + gid) * D;
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++) {
+        if (gid < G) {
+            const int d0 = F8 ? tig * (D / 4) + 4 * kc : kc * 16 + 2 * tig;
+            qa[kc][0] = *reinterpret_cast<const uint32_t *>(qh + d0);
+            qa[kc][1] = *reinterpret_cast<const uint32_t *>(qh + d0 + (F8 ? 2 : 8));
+        } else {
+            qa[kc][0] = qa[kc][1] = 0u;
+        }
+    }
+}
+
+/* FP8: S = Q K^T runs on the f16 tensor cores (K codes convert to f16 in one
+ * instruction). q (bf16 fragments) goes to f16 times 2^-qe, qe >= 0 the least
+ * that brings the group's max |q| under 2^15 (0 for any real model; the same
+ * in every warp), exact but for q elements below 2^-14 * 2^qe, whose f16
+ * rounding is far under q's own bf16 rounding. Returns 2^qe, which multiplies
+ * the K scale back. */
+template <int D> __device__ __forceinline__ float q_to_f16(uint32_t (&qa)[D / 16][2]) {
+    float qm = 0.f;
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
+            qm = fmaxf(qm, fmaxf(fabsf(f.x), fabsf(f.y)));
+        }
+    for (int m = 16; m > 0; m >>= 1) qm = fmaxf(qm, __shfl_xor_sync(0xffffffffu, qm, m));
+    int qe = 0;
+    if (qm >= 32768.f) qe = qm < 3e38f ? min(ilogbf(qm) - 14, 120) : 120; /* inf/NaN: 120 (NaN stays NaN) */
+    const float qs = exp2f((float)-qe);
+#pragma unroll
+    for (int kc = 0; kc < D / 16; kc++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
+            const __half2 h = __floats2half2_rn(f.x * qs, f.y * qs);
+            qa[kc][j] = *reinterpret_cast<const uint32_t *>(&h);
+        }
+    return exp2f((float)qe);
+}
+
+/* Where the per-slot terms E (and the per-16-slot reference maxima) go:
+ * shared memory, range-relative (base = lo), or global, cap-relative. */
+struct EDest {
+    float *E, *mref;
+    long stride;
+    int base;
+    bool in_smem;
+};
+
+template <int KIND>
+__device__ __forceinline__ EDest e_dest(const Params &p, int pair, int G, int lo, float *e_sm) {
+    EDest d{nullptr, nullptr, 0, 0, false};
+    if (KIND == K_NONE) return d;
+    d.in_smem = p.e_smem != 0;
+    if (d.in_smem) {
+        d.E = e_sm;
+        d.stride = p.split_len;
+        d.mref = e_sm + (long)G * p.split_len;
+        d.base = lo;
+    } else {
+        d.E = p.gE + (long)pair * G * p.cap_pad;
+        d.stride = p.cap_pad;
+        d.mref = p.gmref + (long)pair * (p.cap_pad / 16) * MAXG;
+    }
+    return d;
+}
+
+/* Validity of this lane's 4 slots of the warp's 16 (2tig, 2tig+1, 2tig+8,
+ * 2tig+9): inside the cache and holding a token. */
+__device__ __forceinline__ void slot_validity(const Params &p, const int *ps, int wrow, int slot0, int tig,
+                                              bool (&val)[4]) {
+    const int2 pa = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig);
+    const int2 pb = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig + 8);
+    const int s0 = slot0 + 2 * tig;
+    val[0] = s0 < p.cap && pa.x >= 0;
+    val[1] = s0 + 1 < p.cap && pa.y >= 0;
+    val[2] = s0 + 8 < p.cap && pb.x >= 0;
+    val[3] = s0 + 9 < p.cap && pb.y >= 0;
+}
+
+/* S^T = Q K^T for the warp's 16 slots (two n-tiles of 8) from the stage st. */
+template <typename T, int D, bool F8>
+__device__ __forceinline__ void qk_tile(const unsigned char *st, uint32_t ks, int wrow, int lane,
+                                        const uint32_t (&qa)[D / 16][2], float (&sacc)[2][4]) {
+    using Ops = TypeOps<T>;
+    const int gid = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int j = 0; j < 2; j++) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.f;
+    if (F8) { /* lane reads bytes tig*D/4 .. +D/4 of slots gid and gid + 8 */
+        constexpr int NCH = D / 64;
+        uint4 k0[NCH], k1[NCH];
+#pragma unroll
+        for (int i = 0; i < NCH; i++) {
+            k0[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid, tig * NCH + i));
+            k1[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid + 8, tig * NCH + i));
+        }
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            const uint32_t w0 = word_of(k0, kc), w1 = word_of(k1, kc);
+            TypeOps<__half>::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w0),
+                                 e4m3x2_to_f16x2<1>(w0));
+            TypeOps<__half>::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w1),
+                                 e4m3x2_to_f16x2<1>(w1));
+        }
+    } else {
+        const int lr = (lane & 7) + ((lane >> 4) << 3);
+        const int lc = (lane >> 3) & 1;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+            uint32_t b[4];
+            ldsm_x4(b, ks + swz<D>(wrow + lr, 2 * kc + lc));
+            Ops::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, b[0], b[1]);
+            Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, b[2], b[3]);
+        }
+    }
+}
+
+/* FP8: the K and V scales of this lane's 4 slots, from the stage st. */
+template <int D>
+__device__ __forceinline__ void tile_scales(const unsigned char *st, int wrow, int tig, float (&ksc)[4],
+                                            float (&vsc)[4]) {
+    using SM = Smem<D, true>;
+    const float *ksm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 4) + wrow + 2 * tig;
+    const float *vsm = ksm + TILE;
+    const float2 ka = *reinterpret_cast<const float2 *>(ksm), kb2 = *reinterpret_cast<const float2 *>(ksm + 8);
+    const float2 va = *reinterpret_cast<const float2 *>(vsm), vb2 = *reinterpret_cast<const float2 *>(vsm + 8);
+    ksc[0] = ka.x; ksc[1] = ka.y; ksc[2] = kb2.x; ksc[3] = kb2.y;
+    vsc[0] = va.x; vsc[1] = va.y; vsc[2] = vb2.x; vsc[3] = vb2.y;
+}
+
+/* One tile's step of the online softmax (row = head gid; lanes of a row: the
+ * 4 tig): the lane's 4 probabilities pr (unnormalised, against the running
+ * max), the running (m, l) and O rescaled. Returns the max pr is against. */
+template <int D>
+__device__ __forceinline__ float softmax_step(const float (&sacc)[2][4], const bool (&val)[4], const float (&ksc)[4],
+                                              float slog2, bool row_ok, float &m_run, float &l_run,
+                                              float (&o)[D / 8][4], float (&pr)[4]) {
+    float sv[4] = {sacc[0][0], sacc[0][1], sacc[1][0], sacc[1][1]};
+#pragma unroll
+    for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * ksc[j] * slog2 : -INFINITY;
+    float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m_run, mx);
+    const float m_use = m_new == -INFINITY ? 0.f : m_new;
+    const float alpha = row_ok ? ex2(m_run - m_use) : 1.f;
+#pragma unroll
+    for (int j = 0; j < 4; j++) pr[j] = ex2(sv[j] - m_use);
+    l_run = l_run * alpha + ((pr[0] + pr[1]) + (pr[2] + pr[3]));
+    m_run = m_new;
+    if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            o[i][0] *= alpha; o[i][1] *= alpha; o[i][2] *= alpha; o[i][3] *= alpha;
+        }
+    }
+    return m_use;
+}
+
+/* O += P V for the tile's 16 slots (P as the A fragment: rows gid = hi part,
+ * rows gid+8 = lo part; FP8: V's codes widened to bf16, the V scale folded
+ * into P), with LongFlow's and VATP's |v|_1 partial sums in nacc (not with
+ * use_vn: the stored norms are read later). */
+template <typename T, int D, int KIND, bool F8>
+__device__ __forceinline__ void pv_tile(const unsigned char *st, uint32_t vs, int wrow, int lane, bool all_valid,
+                                        bool use_vn, const bool (&val)[4], const float (&pr)[4],
+                                        const float (&vsc)[4], float (&o)[D / 8][4], float (&nacc)[4]) {
+    using Ops = TypeOps<T>;
+    using SM = Smem<D, F8>;
+    const int gid = lane >> 2, tig = lane & 3;
+    /* P as an A fragment: rows gid = hi part, rows gid+8 = lo part */
+    uint32_t a0, a1, a2, a3;
+    if (F8) { /* P times the V scale of each slot (0 for invalid slots: their scale may be anything) */
+        float pv[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) pv[j] = val[j] ? pr[j] * vsc[j] : 0.f;
+        Ops::split2(pv[0], pv[1], a0, a1);
+        Ops::split2(pv[2], pv[3], a2, a3);
+    } else {
+        Ops::split2(pr[0], pr[1], a0, a1);
+        Ops::split2(pr[2], pr[3], a2, a3);
+    }
+
+    const uint32_t m01 = (val[0] ? 0x0000ffffu : 0u) | (val[1] ? 0xffff0000u : 0u);
+    const uint32_t m23 = (val[2] ? 0x0000ffffu : 0u) | (val[3] ? 0xffff0000u : 0u);
+    if (F8) { /* lane reads bytes gid*D/8 .. +D/8 of slots 2tig, 2tig+1, 2tig+8, 2tig+9 */
+        constexpr int NW = D / 32; /* words per lane and slot */
+        const unsigned char *vt = st + SM::KV_BYTES;
+        uint32_t w[4][NW];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int r = wrow + 2 * tig + (j & 1) + (j >> 1) * 8;
+            if (NW == 4) {
+                const uint4 x = *reinterpret_cast<const uint4 *>(vt + swz8<D>(r, gid));
+                w[j][0] = x.x; w[j][1] = x.y; w[j][2 % NW] = x.z; w[j][3 % NW] = x.w;
+            } else {
+                const uint2 x = *reinterpret_cast<const uint2 *>(vt + swz8<D>(r, gid >> 1) + (gid & 1) * 8);
+                w[j][0] = x.x; w[j][1 % NW] = x.y;
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < (D / 8); nt++) {
+            uint32_t b0, b1;
+            switch (nt & 3) {
+            case 0: b0 = e4m3_pair<0>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<0>(w[2][nt / 4], w[3][nt / 4]); break;
+            case 1: b0 = e4m3_pair<1>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<1>(w[2][nt / 4], w[3][nt / 4]); break;
+            case 2: b0 = e4m3_pair<2>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<2>(w[2][nt / 4], w[3][nt / 4]); break;
+            default: b0 = e4m3_pair<3>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<3>(w[2][nt / 4], w[3][nt / 4]);
+            }
+            if ((KIND == K_LF || KIND == K_VATP) && !use_vn) {
+                const float2 x0 = Ops::abs2(b0), x1 = Ops::abs2(b1);
+                nacc[0] += x0.x;
+                nacc[1] += x0.y;
+                nacc[2] += x1.x;
+                nacc[3] += x1.y;
+            }
+            Ops::mma(o[nt], a0, a1, a2, a3, b0, b1);
+        }
+    } else {
+        const int lr = (lane & 7) + (((lane >> 3) & 1) << 3);
+        const int lc = lane >> 4;
+#pragma unroll
+        for (int tp = 0; tp < (D / 16); tp++) {
+            uint32_t b[4];
+            ldsm_x4_t(b, vs + swz<D>(wrow + lr, 2 * tp + lc));
+            if (!all_valid) {
+                b[0] &= m01; b[1] &= m23; b[2] &= m01; b[3] &= m23;
+            }
+            if (KIND == K_LF || KIND == K_VATP) {
+                const float2 x0 = Ops::abs2(b[0]), x1 = Ops::abs2(b[1]);
+                const float2 x2 = Ops::abs2(b[2]), x3 = Ops::abs2(b[3]);
+                nacc[0] += x0.x + x2.x;
+                nacc[1] += x0.y + x2.y;
+                nacc[2] += x1.x + x3.x;
+                nacc[3] += x1.y + x3.y;
+            }
+            Ops::mma(o[2 * tp], a0, a1, a2, a3, b[0], b[1]);
+            Ops::mma(o[2 * tp + 1], a0, a1, a2, a3, b[2], b[3]);
+        }
+    }
+}
+
+/* The tile's per-slot terms for the score: E = p (attention only) or
+ * p * |v|_1 (LongFlow) per (head, slot), the reference max of each 16 slots,
+ * and VATP's |v|_1 per slot. nacc: this lane's |v|_1 partial sums (or, with
+ * use_vn, replaced by the stored norms). */
+template <int D, int KIND, bool F8>
+__device__ __forceinline__ void write_terms(const unsigned char *st, int wrow, int slot0, int gid, int tig,
+                                            bool row_ok, const bool (&val)[4], const float (&pr)[4],
+                                            const float (&vsc)[4], float m_use, bool use_vn, float (&nacc)[4],
+                                            const EDest &ed, float *nbp) {
+    using SM = Smem<D, F8>;
+    if (use_vn) { /* the rows' stored |v|_1 */
+        const float *vnm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 12) + wrow + 2 * tig;
+        const float2 na = *reinterpret_cast<const float2 *>(vnm), nb2 = *reinterpret_cast<const float2 *>(vnm + 8);
+        nacc[0] = na.x; nacc[1] = na.y; nacc[2] = nb2.x; nacc[3] = nb2.y;
+    } else if (KIND == K_LF || KIND == K_VATP) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 4);
+            nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 8);
+            nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 16);
+            if (F8) nacc[j] *= vsc[j];
+        }
+    }
+    const int es = slot0 - ed.base + 2 * tig; /* E index of slot 2tig */
+    if (row_ok) {
+        float e[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float x = pr[j];
+            if (KIND == K_LF) x *= nacc[j];
+            e[j] = val[j] ? x : 0.f;
+        }
+        float *ep = ed.E + (long)gid * ed.stride + es;
+        *reinterpret_cast<float2 *>(ep) = make_float2(e[0], e[1]);
+        *reinterpret_cast<float2 *>(ep + 8) = make_float2(e[2], e[3]);
+        if (tig == 0) ed.mref[(long)((slot0 - ed.base) / 16) * MAXG + gid] = m_use;
+    }
+    if (KIND == K_VATP && gid == 0) {
+        float *np = nbp + slot0 + 2 * tig;
+        *reinterpret_cast<float2 *>(np) = make_float2(val[0] ? nacc[0] : 0.f, val[1] ? nacc[1] : 0.f);
+        *reinterpret_cast<float2 *>(np + 8) = make_float2(val[2] ? nacc[2] : 0.f, val[3] ? nacc[3] : 0.f);
+    }
+}
+
+/* The block's small shared scratch and its place, for the parts after the loop. */
+struct BlockScratch {
+    float *wm, *wl, *mfin, *invl; /* [WARPS][MAXG] x2, [MAXG] x2 */
+    int *flag;
+    int tid, warp, gid, tig, G;
+};
+
+/* Merge the 4 warps' running (m, l) and O: obuf [WARPS][G][D] holds each
+ * warp's O rescaled to the block's max, mfin/invl the block's m and l (l, not
+ * yet inverted). Ends with the block synchronised (the pipeline buffers are
+ * free from the first barrier on). */
+template <int D, bool F8>
+__device__ __forceinline__ void merge_warps(const BlockScratch &b, const float (&o)[D / 8][4], float m_run,
+                                            float l_run, float *obuf) {
+    constexpr int NNT = D / 8;
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+    if (b.tig == 0) {
+        b.wm[b.warp * MAXG + b.gid] = m_run;
+        b.wl[b.warp * MAXG + b.gid] = l_run;
+    }
+    __syncthreads();
+    float mb = -INFINITY;
+    for (int w = 0; w < WARPS; w++) mb = fmaxf(mb, b.wm[w * MAXG + b.gid]);
+    const float sc = m_run == -INFINITY ? 0.f : ex2(m_run - mb);
+    if (b.gid < b.G) {
+#pragma unroll
+        for (int nt = 0; nt < NNT; nt++) {
+            /* columns 2tig, 2tig+1 of n-tile nt (F8: dims 2tig*NNT + nt and + NNT) */
+            const int d0 = F8 ? 2 * b.tig * NNT + nt : nt * 8 + 2 * b.tig, d1 = F8 ? d0 + NNT : d0 + 1;
+            float *ob = obuf + ((long)b.warp * b.G + b.gid) * D;
+            ob[d0] = (o[nt][0] + o[nt][2]) * sc;
+            ob[d1] = (o[nt][1] + o[nt][3]) * sc;
+        }
+    }
+    if (b.warp == 0 && b.tig == 0 && b.gid < b.G) {
+        float lb = 0.f;
+        for (int w = 0; w < WARPS; w++) {
+            const float mw = b.wm[w * MAXG + b.gid];
+            if (mw != -INFINITY) lb += b.wl[w * MAXG + b.gid] * ex2(mw - mb);
+        }
+        b.mfin[b.gid] = mb;
+        b.invl[b.gid] = lb; /* l for now; inverted later */
+    }
+    __syncthreads();
+}
+
+/* One slot block covers the pair (n_split == 1): the output rows, then (unless
+ * deferred to combine_kernel or no score) the pair's g. Returns whether the
+ * block goes on to the sequence's finish. */
+template <typename T, int D, int KIND>
+__device__ __forceinline__ bool finish_whole(const Params &p, const BlockScratch &b, const float *obuf, long out_row,
+                                             int pair, const EDest &ed, int lo, int hi, float *stage,
+                                             int stage_bytes) {
+    using Ops = TypeOps<T>;
+    const int G = b.G, tid = b.tid;
+    for (int idx = tid; idx < G * D; idx += THREADS) {
+        float acc = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
+        const float l = b.invl[idx / D];
+        const float v = l > 0.f ? acc / l : 0.f;
+        if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
+        else Ops::store(p.out, out_row * D + idx, v);
+    }
+    if (KIND != K_NONE && p.defer && tid < G) { /* (m, l) for combine_kernel */
+        float *pm = p.part_ml + (long)pair * MAXG * 2;
+        pm[2 * tid] = b.mfin[tid];
+        pm[2 * tid + 1] = b.invl[tid];
+    }
+    __syncthreads();
+    if (KIND == K_NONE || p.defer) return false;
+    if (tid < MAXG) b.invl[tid] = (tid < G && b.invl[tid] > 0.f) ? 1.f / b.invl[tid] : 0.f;
+    __syncthreads();
+    /* smem E is range-relative: shift g_out by lo so that indices agree */
+    compute_g(ed.E, ed.stride, ed.mref, !ed.in_smem, ed.in_smem ? 0 : lo, ed.in_smem ? hi - lo : hi, G, b.mfin,
+              b.invl, p.g + (long)pair * p.cap_pad + (ed.in_smem ? lo : 0), !ed.in_smem && p.discard, stage,
+              stage_bytes);
+    return true;
+}
+
+/* Several slot blocks per pair: this block's partial O and (m, l); the last
+ * block of the pair to finish merges them all into the output rows and g.
+ * Returns whether this block goes on to the sequence's finish. */
+template <typename T, int D, int KIND>
+__device__ __forceinline__ bool finish_split(const Params &p, const BlockScratch &b, const float *obuf, float *wtab,
+                                             long out_row, int pair, int split, const EDest &ed, float *stage,
+                                             int stage_bytes) {
+    using Ops = TypeOps<T>;
+    const int G = b.G, tid = b.tid;
+    float *po = p.part_o + ((long)pair * p.n_split + split) * G * D;
+    for (int idx = tid; idx < G * D; idx += THREADS) {
+        float acc = 0.f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
+        po[idx] = acc;
+    }
+    if (tid < G) {
+        float *pm = p.part_ml + ((long)pair * p.n_split + split) * MAXG * 2;
+        pm[2 * tid] = b.mfin[tid];
+        pm[2 * tid + 1] = b.invl[tid];
+    }
+    if (p.defer) return false; /* combine_kernel merges the splits */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        const unsigned prev = atomicAdd(&p.pair_cnt[pair], 1u);
+        b.flag[0] = prev == (unsigned)(p.n_split - 1);
+    }
+    __syncthreads();
+    if (!b.flag[0]) return false;
+    __threadfence();
+    /* last slot block of the pair: final normalisers, O, g */
+    const int ns = p.n_split;
+    float2 *ml = reinterpret_cast<float2 *>(wtab); /* [n_split][MAXG] (m, l) */
+    float *facs = wtab + 2 * MAX_SPLIT * MAXG;     /* [n_split][MAXG] */
+    {
+        const float2 *pm = reinterpret_cast<const float2 *>(p.part_ml + (long)pair * ns * MAXG * 2);
+        for (int x = tid; x < ns * MAXG; x += THREADS)
+            ml[x] = (x % MAXG) < G ? __ldcg(pm + x) : make_float2(-INFINITY, 0.f);
+    }
+    __syncthreads();
+    if (tid < G) {
+        float m = -INFINITY;
+        for (int s = 0; s < ns; s++) m = fmaxf(m, ml[s * MAXG + tid].x);
+        float l = 0.f;
+        for (int s = 0; s < ns; s++) {
+            const float2 v = ml[s * MAXG + tid];
+            const float f = v.x == -INFINITY ? 0.f : ex2(v.x - m);
+            facs[s * MAXG + tid] = f;
+            l += v.y * f;
+        }
+        b.mfin[tid] = m;
+        b.invl[tid] = l > 0.f ? 1.f / l : 0.f;
+    }
+    if (tid == 0) p.pair_cnt[pair] = 0u;
+    __syncthreads();
+    const float *pob = p.part_o + (long)pair * ns * G * D;
+    for (int i4 = tid * 4; i4 < G * D; i4 += THREADS * 4) {
+        const int h = i4 / D;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+        for (int s = 0; s < ns; s++) {
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(pob + (long)s * G * D + i4));
+            const float f = facs[s * MAXG + h];
+            acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
+        }
+        const float il = b.invl[h];
+        const float v[4] = {acc.x * il, acc.y * il, acc.z * il, acc.w * il};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            if (p.out_f32) static_cast<float *>(p.out)[out_row * D + i4 + j] = v[j];
+            else Ops::store(p.out, out_row * D + i4 + j, v[j]);
+        }
+    }
+    __syncthreads();
+    if (KIND == K_NONE) return false;
+    compute_g(ed.E, ed.stride, ed.mref, true, 0, p.cap_pad, G, b.mfin, b.invl, p.g + (long)pair * p.cap_pad,
+              p.discard != 0, stage, stage_bytes);
+    return true;
+}
+
+/* Whether this block is the sequence's last KV head to finish the step (then
+ * it runs seq_finish). */
+__device__ __forceinline__ bool last_head_of_seq(const Params &p, int seq, int tid, int *flag) {
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
+        flag[1] = prev == (unsigned)(p.Hkv - 1);
+        if (flag[1]) p.seq_cnt[seq] = 0u;
+    }
+    __syncthreads();
+    if (!flag[1]) return false;
+    __threadfence();
+    return true;
+}
+
 /* F8: K and V are e4m3 codes with a scale per row (then T is bf16). The
  * head_dim order inside the tensor-core fragments is permuted so that each
  * lane reads contiguous bytes: for S, lane tig's k-elements of chunk kc are
@@ -439,11 +986,9 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     /* First, before any global access (the workspace counters and the
      * last-block-combines protocol included): PDL wait, cuda_pdl.h. */
     lf_pdl_wait();
-    using Ops = TypeOps<T>;
     using SM = Smem<D, F8>;
     constexpr int NKC = D / 16; /* k-chunks of 16 along head_dim */
     constexpr int NNT = D / 8;  /* n-tiles of 8 along head_dim */
-    constexpr int CPR = D / 8;  /* 16-byte chunks per row */
 
     extern __shared__ __align__(16) unsigned char smem[];
     float *small = reinterpret_cast<float *>(smem + SM::PIPE_BYTES);
@@ -467,128 +1012,21 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
     const int hi = min(lo + p.split_len, p.cap_pad);
     const int ntiles = (hi - lo) / TILE;
 
-    const T *kb = static_cast<const T *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
-    const T *vb = static_cast<const T *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
-    const unsigned char *kb8 = static_cast<const unsigned char *>(p.k) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
-    const unsigned char *vb8 = static_cast<const unsigned char *>(p.v) + pidx * p.kv_seq_stride + (long)kvh * p.kvh_slots * D;
-    const float *ksb = F8 ? p.kscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
-    const float *vsb = F8 ? p.vscale + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
-    /* FP8 with stored |v|_1 (LongFlow, VATP): read per slot instead of summing the codes */
-    const bool use_vn = F8 && (KIND == K_LF || KIND == K_VATP) && p.vnorm != nullptr;
-    const float *vnb = use_vn ? p.vnorm + pidx * p.sc_seq_stride + (long)kvh * p.kvh_slots : nullptr;
-    const int *posb = p.pos + pidx * p.slot_seq_stride;
+    const TileSrc src = tile_src<T, D, KIND, F8>(p, pidx, kvh);
+    const bool use_vn = src.use_vn;
 
-    /* E destination: shared (range-relative) or global (cap-relative) */
-    const bool e_in_smem = KIND != K_NONE && p.e_smem;
-    float *Ebuf = nullptr, *Mref = nullptr;
-    long e_stride = 0;
-    int e_base = 0;
-    if (KIND != K_NONE) {
-        if (e_in_smem) {
-            Ebuf = e_sm;
-            e_stride = p.split_len;
-            Mref = e_sm + (long)G * p.split_len;
-            e_base = lo;
-        } else {
-            Ebuf = p.gE + (long)pair * G * p.cap_pad;
-            e_stride = p.cap_pad;
-            Mref = p.gmref + (long)pair * (p.cap_pad / 16) * MAXG;
-            e_base = 0;
-        }
-    }
+    const EDest ed = e_dest<KIND>(p, pair, G, lo, e_sm);
     float *nbp = (KIND == K_VATP) ? p.nb + (long)pair * p.cap_pad : nullptr;
 
     const uint64_t pol = stream_policy(p.l2_hints != 0);
-    /* ---- producer: issue the cp.async of tile t into its stage ---- */
     auto issue = [&](int t) {
-        unsigned char *st = smem + (t % STAGES) * SM::STAGE_BYTES;
-        const uint32_t ks = smem_u32(st), vs = ks + SM::KV_BYTES;
-        const int base = lo + t * TILE;
-        if (F8) {
-            constexpr int C8 = D / 16; /* 16-byte chunks per FP8 row */
-#pragma unroll
-            for (int it = 0; it < TILE * C8 / THREADS; it++) {
-                const int idx = tid + it * THREADS;
-                const int r = idx / C8, c = idx % C8;
-                const int slot = base + r;
-                const bool in = slot < p.cap;
-                const long off = in ? (long)slot * D + c * 16 : 0;
-                cp_async16(ks + swz8<D>(r, c), kb8 + off, in ? 16 : 0, pol);
-                cp_async16(vs + swz8<D>(r, c), vb8 + off, in ? 16 : 0, pol);
-            }
-            if (tid < TILE) {
-                const int slot = base + tid;
-                const bool in = slot < p.cap;
-                unsigned char *sc = st + 2 * SM::KV_BYTES + TILE * 4;
-                cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
-                cp_async4(smem_u32(sc + tid * 4), ksb + (in ? slot : 0), in ? 4 : 0);
-                cp_async4(smem_u32(sc + TILE * 4 + tid * 4), vsb + (in ? slot : 0), in ? 4 : 0);
-                if (use_vn) cp_async4(smem_u32(sc + TILE * 8 + tid * 4), vnb + (in ? slot : 0), in ? 4 : 0);
-            }
-        } else {
-#pragma unroll
-            for (int it = 0; it < TILE * CPR / THREADS; it++) {
-                const int idx = tid + it * THREADS;
-                const int r = idx / CPR, c = idx % CPR;
-                const int slot = base + r;
-                const bool in = slot < p.cap;
-                const long off = in ? (long)slot * D + c * 8 : 0;
-                cp_async16(ks + swz<D>(r, c), kb + off, in ? 16 : 0, pol);
-                cp_async16(vs + swz<D>(r, c), vb + off, in ? 16 : 0, pol);
-            }
-            if (tid < TILE) {
-                const int slot = base + tid;
-                const bool in = slot < p.cap;
-                cp_async4(smem_u32(st + 2 * SM::KV_BYTES + tid * 4), posb + (in ? slot : 0), in ? 4 : 0);
-            }
-        }
+        issue_tile<T, D, F8>(p, src, smem + (t % STAGES) * SM::STAGE_BYTES, lo + t * TILE, tid, pol);
     };
 
-    /* ---- Q fragments (rows = heads of this group; rows 8..15 zero) ---- */
     uint32_t qa[NKC][2];
-    {
-        const T *qh = static_cast<const T *>(p.q) + ((long)seq * p.H + (long)kvh * G + gid) * D;
-#pragma unroll
-        for (int kc = 0; kc < NKC; kc++) {
-            if (gid < G) {
-                const int d0 = F8 ? tig * (D / 4) + 4 * kc : kc * 16 + 2 * tig;
-                qa[kc][0] = *reinterpret_cast<const uint32_t *>(qh + d0);
-                qa[kc][1] = *reinterpret_cast<const uint32_t *>(qh + d0 + (F8 ? 2 : 8));
-            } else {
-                qa[kc][0] = qa[kc][1] = 0u;
-            }
-        }
-    }
-
-    /* FP8: S = Q K^T runs on the f16 tensor cores (K codes convert to f16 in one
-     * instruction). q goes to f16 times 2^-qe, qe >= 0 the least that brings the
-     * group's max |q| under 2^15 (0 for any real model; the same in every warp),
-     * exact but for q elements below 2^-14 * 2^qe, whose f16 rounding is far under
-     * q's own bf16 rounding; 2^qe multiplies the K scale back. */
+    load_q<T, D, F8>(p, seq, kvh, G, gid, tig, qa);
     float slog2 = p.scale_log2;
-    if (F8) {
-        float qm = 0.f;
-#pragma unroll
-        for (int kc = 0; kc < NKC; kc++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
-                qm = fmaxf(qm, fmaxf(fabsf(f.x), fabsf(f.y)));
-            }
-        for (int m = 16; m > 0; m >>= 1) qm = fmaxf(qm, __shfl_xor_sync(0xffffffffu, qm, m));
-        int qe = 0;
-        if (qm >= 32768.f) qe = qm < 3e38f ? min(ilogbf(qm) - 14, 120) : 120; /* inf/NaN: 120 (NaN stays NaN) */
-        const float qs = exp2f((float)-qe);
-        slog2 *= exp2f((float)qe);
-#pragma unroll
-        for (int kc = 0; kc < NKC; kc++)
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&qa[kc][j]));
-                const __half2 h = __floats2half2_rn(f.x * qs, f.y * qs);
-                qa[kc][j] = *reinterpret_cast<const uint32_t *>(&h);
-            }
-    }
+    if (F8) slog2 *= q_to_f16<D>(qa);
 
     float o[NNT][4];
 #pragma unroll
@@ -613,337 +1051,37 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
         const int wrow = warp * 16;
         const int slot0 = lo + t * TILE + wrow; /* first slot of this warp */
 
-        /* validity of this lane's 4 slots: 2tig, 2tig+1, 2tig+8, 2tig+9 */
         bool val[4];
-        {
-            const int2 pa = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig);
-            const int2 pb = *reinterpret_cast<const int2 *>(ps + wrow + 2 * tig + 8);
-            const int s0 = slot0 + 2 * tig;
-            val[0] = s0 < p.cap && pa.x >= 0;
-            val[1] = s0 + 1 < p.cap && pa.y >= 0;
-            val[2] = s0 + 8 < p.cap && pb.x >= 0;
-            val[3] = s0 + 9 < p.cap && pb.y >= 0;
-        }
+        slot_validity(p, ps, wrow, slot0, tig, val);
         const bool all_valid = __all_sync(0xffffffffu, val[0] && val[1] && val[2] && val[3]);
-
-        /* S^T = Q K^T for 16 slots (two n-tiles of 8) */
         float sacc[2][4];
-#pragma unroll
-        for (int j = 0; j < 2; j++) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.f;
-        if (F8) { /* lane reads bytes tig*D/4 .. +D/4 of slots gid and gid + 8 */
-            constexpr int NCH = D / 64;
-            uint4 k0[NCH], k1[NCH];
-#pragma unroll
-            for (int i = 0; i < NCH; i++) {
-                k0[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid, tig * NCH + i));
-                k1[i] = *reinterpret_cast<const uint4 *>(st + swz8<D>(wrow + gid + 8, tig * NCH + i));
-            }
-#pragma unroll
-            for (int kc = 0; kc < NKC; kc++) {
-                const uint32_t w0 = word_of(k0, kc), w1 = word_of(k1, kc);
-                TypeOps<__half>::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w0),
-                                     e4m3x2_to_f16x2<1>(w0));
-                TypeOps<__half>::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, e4m3x2_to_f16x2<0>(w1),
-                                     e4m3x2_to_f16x2<1>(w1));
-            }
-        } else {
-            const int lr = (lane & 7) + ((lane >> 4) << 3);
-            const int lc = (lane >> 3) & 1;
-#pragma unroll
-            for (int kc = 0; kc < NKC; kc++) {
-                uint32_t b[4];
-                ldsm_x4(b, ks + swz<D>(wrow + lr, 2 * kc + lc));
-                Ops::mma(sacc[0], qa[kc][0], 0u, qa[kc][1], 0u, b[0], b[1]);
-                Ops::mma(sacc[1], qa[kc][0], 0u, qa[kc][1], 0u, b[2], b[3]);
-            }
-        }
-        /* FP8: the K and V scales of this lane's 4 slots */
+        qk_tile<T, D, F8>(st, ks, wrow, lane, qa, sacc);
         float ksc[4] = {1.f, 1.f, 1.f, 1.f}, vsc[4] = {1.f, 1.f, 1.f, 1.f};
-        if (F8) {
-            const float *ksm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 4) + wrow + 2 * tig;
-            const float *vsm = ksm + TILE;
-            const float2 ka = *reinterpret_cast<const float2 *>(ksm), kb2 = *reinterpret_cast<const float2 *>(ksm + 8);
-            const float2 va = *reinterpret_cast<const float2 *>(vsm), vb2 = *reinterpret_cast<const float2 *>(vsm + 8);
-            ksc[0] = ka.x; ksc[1] = ka.y; ksc[2] = kb2.x; ksc[3] = kb2.y;
-            vsc[0] = va.x; vsc[1] = va.y; vsc[2] = vb2.x; vsc[3] = vb2.y;
-        }
+        if (F8) tile_scales<D>(st, wrow, tig, ksc, vsc);
 
-        /* online softmax (row = head gid; lanes of a row: the 4 tig) */
-        float sv[4] = {sacc[0][0], sacc[0][1], sacc[1][0], sacc[1][1]};
         const bool row_ok = gid < G;
-#pragma unroll
-        for (int j = 0; j < 4; j++) sv[j] = (val[j] && row_ok) ? sv[j] * ksc[j] * slog2 : -INFINITY;
-        float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run, mx);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        const float alpha = row_ok ? ex2(m_run - m_use) : 1.f;
         float pr[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) pr[j] = ex2(sv[j] - m_use);
-        l_run = l_run * alpha + ((pr[0] + pr[1]) + (pr[2] + pr[3]));
-        m_run = m_new;
-        if (__any_sync(0xffffffffu, alpha != 1.f)) {
-#pragma unroll
-            for (int i = 0; i < NNT; i++) {
-                o[i][0] *= alpha; o[i][1] *= alpha; o[i][2] *= alpha; o[i][3] *= alpha;
-            }
-        }
+        const float m_use = softmax_step<D>(sacc, val, ksc, slog2, row_ok, m_run, l_run, o, pr);
 
-        /* P as an A fragment: rows gid = hi part, rows gid+8 = lo part */
-        uint32_t a0, a1, a2, a3;
-        if (F8) { /* P times the V scale of each slot (0 for invalid slots: their scale may be anything) */
-            float pv[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) pv[j] = val[j] ? pr[j] * vsc[j] : 0.f;
-            Ops::split2(pv[0], pv[1], a0, a1);
-            Ops::split2(pv[2], pv[3], a2, a3);
-        } else {
-            Ops::split2(pr[0], pr[1], a0, a1);
-            Ops::split2(pr[2], pr[3], a2, a3);
-        }
-
-        const uint32_t m01 = (val[0] ? 0x0000ffffu : 0u) | (val[1] ? 0xffff0000u : 0u);
-        const uint32_t m23 = (val[2] ? 0x0000ffffu : 0u) | (val[3] ? 0xffff0000u : 0u);
         float nacc[4] = {0.f, 0.f, 0.f, 0.f};
-        if (F8) { /* lane reads bytes gid*D/8 .. +D/8 of slots 2tig, 2tig+1, 2tig+8, 2tig+9 */
-            constexpr int NW = D / 32; /* words per lane and slot */
-            const unsigned char *vt = st + SM::KV_BYTES;
-            uint32_t w[4][NW];
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int r = wrow + 2 * tig + (j & 1) + (j >> 1) * 8;
-                if (NW == 4) {
-                    const uint4 x = *reinterpret_cast<const uint4 *>(vt + swz8<D>(r, gid));
-                    w[j][0] = x.x; w[j][1] = x.y; w[j][2 % NW] = x.z; w[j][3 % NW] = x.w;
-                } else {
-                    const uint2 x = *reinterpret_cast<const uint2 *>(vt + swz8<D>(r, gid >> 1) + (gid & 1) * 8);
-                    w[j][0] = x.x; w[j][1 % NW] = x.y;
-                }
-            }
-#pragma unroll
-            for (int nt = 0; nt < NNT; nt++) {
-                uint32_t b0, b1;
-                switch (nt & 3) {
-                case 0: b0 = e4m3_pair<0>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<0>(w[2][nt / 4], w[3][nt / 4]); break;
-                case 1: b0 = e4m3_pair<1>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<1>(w[2][nt / 4], w[3][nt / 4]); break;
-                case 2: b0 = e4m3_pair<2>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<2>(w[2][nt / 4], w[3][nt / 4]); break;
-                default: b0 = e4m3_pair<3>(w[0][nt / 4], w[1][nt / 4]); b1 = e4m3_pair<3>(w[2][nt / 4], w[3][nt / 4]);
-                }
-                if ((KIND == K_LF || KIND == K_VATP) && !use_vn) {
-                    const float2 x0 = Ops::abs2(b0), x1 = Ops::abs2(b1);
-                    nacc[0] += x0.x;
-                    nacc[1] += x0.y;
-                    nacc[2] += x1.x;
-                    nacc[3] += x1.y;
-                }
-                Ops::mma(o[nt], a0, a1, a2, a3, b0, b1);
-            }
-        } else {
-            const int lr = (lane & 7) + (((lane >> 3) & 1) << 3);
-            const int lc = lane >> 4;
-#pragma unroll
-            for (int tp = 0; tp < NKC; tp++) {
-                uint32_t b[4];
-                ldsm_x4_t(b, vs + swz<D>(wrow + lr, 2 * tp + lc));
-                if (!all_valid) {
-                    b[0] &= m01; b[1] &= m23; b[2] &= m01; b[3] &= m23;
-                }
-                if (KIND == K_LF || KIND == K_VATP) {
-                    const float2 x0 = Ops::abs2(b[0]), x1 = Ops::abs2(b[1]);
-                    const float2 x2 = Ops::abs2(b[2]), x3 = Ops::abs2(b[3]);
-                    nacc[0] += x0.x + x2.x;
-                    nacc[1] += x0.y + x2.y;
-                    nacc[2] += x1.x + x3.x;
-                    nacc[3] += x1.y + x3.y;
-                }
-                Ops::mma(o[2 * tp], a0, a1, a2, a3, b[0], b[1]);
-                Ops::mma(o[2 * tp + 1], a0, a1, a2, a3, b[2], b[3]);
-            }
-        }
+        pv_tile<T, D, KIND, F8>(st, vs, wrow, lane, all_valid, use_vn, val, pr, vsc, o, nacc);
 
-        if (KIND != K_NONE) {
-            if (use_vn) { /* the rows' stored |v|_1 */
-                const float *vnm = reinterpret_cast<const float *>(st + 2 * SM::KV_BYTES + TILE * 12) + wrow + 2 * tig;
-                const float2 na = *reinterpret_cast<const float2 *>(vnm), nb2 = *reinterpret_cast<const float2 *>(vnm + 8);
-                nacc[0] = na.x; nacc[1] = na.y; nacc[2] = nb2.x; nacc[3] = nb2.y;
-            } else if (KIND == K_LF || KIND == K_VATP) {
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 4);
-                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 8);
-                    nacc[j] += __shfl_xor_sync(0xffffffffu, nacc[j], 16);
-                    if (F8) nacc[j] *= vsc[j];
-                }
-            }
-            const int es = slot0 - e_base + 2 * tig; /* E index of slot 2tig */
-            if (row_ok) {
-                float e[4];
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    float x = pr[j];
-                    if (KIND == K_LF) x *= nacc[j];
-                    e[j] = val[j] ? x : 0.f;
-                }
-                float *ep = Ebuf + (long)gid * e_stride + es;
-                *reinterpret_cast<float2 *>(ep) = make_float2(e[0], e[1]);
-                *reinterpret_cast<float2 *>(ep + 8) = make_float2(e[2], e[3]);
-                if (tig == 0) Mref[(long)((slot0 - e_base) / 16) * MAXG + gid] = m_use;
-            }
-            if (KIND == K_VATP && gid == 0) {
-                float *np = nbp + slot0 + 2 * tig;
-                *reinterpret_cast<float2 *>(np) = make_float2(val[0] ? nacc[0] : 0.f, val[1] ? nacc[1] : 0.f);
-                *reinterpret_cast<float2 *>(np + 8) = make_float2(val[2] ? nacc[2] : 0.f, val[3] ? nacc[3] : 0.f);
-            }
-        }
+        if (KIND != K_NONE)
+            write_terms<D, KIND, F8>(st, wrow, slot0, gid, tig, row_ok, val, pr, vsc, m_use, use_vn, nacc, ed, nbp);
     }
     cp_wait<0>();
 
-    /* ---- merge the 4 warps ---- */
-    l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
-    l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
-    if (tig == 0) {
-        wm[warp * MAXG + gid] = m_run;
-        wl[warp * MAXG + gid] = l_run;
-    }
-    __syncthreads(); /* also: the pipeline buffers are free from here */
-    float *obuf = reinterpret_cast<float *>(smem);                     /* [WARPS][G][D] */
-    float *wtab = reinterpret_cast<float *>(smem + SM::OBUF_BYTES);   /* split-combine scratch */
-    {
-        float mb = -INFINITY;
-        for (int w = 0; w < WARPS; w++) mb = fmaxf(mb, wm[w * MAXG + gid]);
-        const float sc = m_run == -INFINITY ? 0.f : ex2(m_run - mb);
-        if (gid < G) {
-#pragma unroll
-            for (int nt = 0; nt < NNT; nt++) {
-                /* columns 2tig, 2tig+1 of n-tile nt (F8: dims 2tig*NNT + nt and + NNT) */
-                const int d0 = F8 ? 2 * tig * NNT + nt : nt * 8 + 2 * tig, d1 = F8 ? d0 + NNT : d0 + 1;
-                float *ob = obuf + ((long)warp * G + gid) * D;
-                ob[d0] = (o[nt][0] + o[nt][2]) * sc;
-                ob[d1] = (o[nt][1] + o[nt][3]) * sc;
-            }
-        }
-        if (warp == 0 && tig == 0 && gid < G) {
-            float lb = 0.f;
-            for (int w = 0; w < WARPS; w++) {
-                const float mw = wm[w * MAXG + gid];
-                if (mw != -INFINITY) lb += wl[w * MAXG + gid] * ex2(mw - mb);
-            }
-            mfin[gid] = mb;
-            invl[gid] = lb; /* l for now; inverted below */
-        }
-    }
-    __syncthreads();
-
+    const BlockScratch bs{wm, wl, mfin, invl, flag, tid, warp, gid, tig, G};
+    float *obuf = reinterpret_cast<float *>(smem);                   /* [WARPS][G][D] */
+    float *wtab = reinterpret_cast<float *>(smem + SM::OBUF_BYTES); /* split-combine scratch */
+    merge_warps<D, F8>(bs, o, m_run, l_run, obuf);
     const long out_row = (long)seq * p.H + (long)kvh * G; /* first head of the group */
-    if (p.n_split == 1) {
-        for (int idx = tid; idx < G * D; idx += THREADS) {
-            float acc = 0.f;
-#pragma unroll
-            for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
-            const float l = invl[idx / D];
-            const float v = l > 0.f ? acc / l : 0.f;
-            if (p.out_f32) static_cast<float *>(p.out)[out_row * D + idx] = v;
-            else Ops::store(p.out, out_row * D + idx, v);
-        }
-        if (KIND != K_NONE && p.defer && tid < G) { /* (m, l) for combine_kernel */
-            float *pm = p.part_ml + (long)pair * MAXG * 2;
-            pm[2 * tid] = mfin[tid];
-            pm[2 * tid + 1] = invl[tid];
-        }
-        __syncthreads();
-        if (KIND == K_NONE || p.defer) return;
-        if (tid < MAXG) invl[tid] = (tid < G && invl[tid] > 0.f) ? 1.f / invl[tid] : 0.f;
-        __syncthreads();
-        /* smem E is range-relative: shift g_out by lo so that indices agree */
-        compute_g(Ebuf, e_stride, Mref, !e_in_smem, e_in_smem ? 0 : lo, e_in_smem ? hi - lo : hi, G, mfin,
-                  invl, p.g + (long)pair * p.cap_pad + (e_in_smem ? lo : 0), !e_in_smem && p.discard,
-                  reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
-    } else {
-        /* partial result of this slot block */
-        float *po = p.part_o + ((long)pair * p.n_split + split) * G * D;
-        for (int idx = tid; idx < G * D; idx += THREADS) {
-            float acc = 0.f;
-#pragma unroll
-            for (int w = 0; w < WARPS; w++) acc += obuf[w * G * D + idx];
-            po[idx] = acc;
-        }
-        if (tid < G) {
-            float *pm = p.part_ml + ((long)pair * p.n_split + split) * MAXG * 2;
-            pm[2 * tid] = mfin[tid];
-            pm[2 * tid + 1] = invl[tid];
-        }
-        if (p.defer) return; /* combine_kernel merges the splits */
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            const unsigned prev = atomicAdd(&p.pair_cnt[pair], 1u);
-            flag[0] = prev == (unsigned)(p.n_split - 1);
-        }
-        __syncthreads();
-        if (!flag[0]) return;
-        __threadfence();
-        /* last slot block of the pair: final normalisers, O, g */
-        const int ns = p.n_split;
-        float2 *ml = reinterpret_cast<float2 *>(wtab); /* [n_split][MAXG] (m, l) */
-        float *facs = wtab + 2 * MAX_SPLIT * MAXG;     /* [n_split][MAXG] */
-        {
-            const float2 *pm = reinterpret_cast<const float2 *>(p.part_ml + (long)pair * ns * MAXG * 2);
-            for (int x = tid; x < ns * MAXG; x += THREADS)
-                ml[x] = (x % MAXG) < G ? __ldcg(pm + x) : make_float2(-INFINITY, 0.f);
-        }
-        __syncthreads();
-        if (tid < G) {
-            float m = -INFINITY;
-            for (int b = 0; b < ns; b++) m = fmaxf(m, ml[b * MAXG + tid].x);
-            float l = 0.f;
-            for (int b = 0; b < ns; b++) {
-                const float2 v = ml[b * MAXG + tid];
-                const float f = v.x == -INFINITY ? 0.f : ex2(v.x - m);
-                facs[b * MAXG + tid] = f;
-                l += v.y * f;
-            }
-            mfin[tid] = m;
-            invl[tid] = l > 0.f ? 1.f / l : 0.f;
-        }
-        if (tid == 0) p.pair_cnt[pair] = 0u;
-        __syncthreads();
-        const float *pob = p.part_o + (long)pair * ns * G * D;
-        for (int i4 = tid * 4; i4 < G * D; i4 += THREADS * 4) {
-            const int h = i4 / D;
-            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-            for (int b = 0; b < ns; b++) {
-                const float4 x = __ldcg(reinterpret_cast<const float4 *>(pob + (long)b * G * D + i4));
-                const float f = facs[b * MAXG + h];
-                acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
-            }
-            const float il = invl[h];
-            const float v[4] = {acc.x * il, acc.y * il, acc.z * il, acc.w * il};
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                if (p.out_f32) static_cast<float *>(p.out)[out_row * D + i4 + j] = v[j];
-                else Ops::store(p.out, out_row * D + i4 + j, v[j]);
-            }
-        }
-        __syncthreads();
-        if (KIND == K_NONE) return;
-        compute_g(Ebuf, e_stride, Mref, true, 0, p.cap_pad, G, mfin, invl, p.g + (long)pair * p.cap_pad,
-                  p.discard != 0, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
-    }
-
-    /* ---- the last KV head of the sequence finishes the step ---- */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
-        flag[1] = prev == (unsigned)(p.Hkv - 1);
-        if (flag[1]) p.seq_cnt[seq] = 0u;
-    }
-    __syncthreads();
-    if (!flag[1]) return;
-    __threadfence();
+    float *stage = reinterpret_cast<float *>(smem);
+    const bool more = p.n_split == 1
+                          ? finish_whole<T, D, KIND>(p, bs, obuf, out_row, pair, ed, lo, hi, stage, SM::PIPE_BYTES)
+                          : finish_split<T, D, KIND>(p, bs, obuf, wtab, out_row, pair, split, ed, stage,
+                                                     SM::PIPE_BYTES);
+    if (!more || !last_head_of_seq(p, seq, tid, flag)) return;
     seq_finish(p, seq, pidx, red_v, red_i, reinterpret_cast<float *>(smem), SM::PIPE_BYTES);
 }
 
