@@ -30,6 +30,7 @@
 #include "core/fp.h"
 #include "cpu/forward.h"
 #include "cpu/pool.h"
+#include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
 
@@ -182,7 +183,8 @@ static size_t gemm_pack_floats(int n, int cols) {
 size_t lf_matmul_scratch_floats(int n, int cols) {
     if (n < 1) n = 1;
     if (cols < 0) cols = 0;
-    size_t q = (lf_qmatmul_scratch_bytes(n, cols) + sizeof(float) - 1) / sizeof(float);
+    size_t qb = max_size(lf_qmatmul_scratch_bytes(n, cols), lf_qgemm_scratch_bytes(n, cols));
+    size_t q = (qb + sizeof(float) - 1) / sizeof(float);
     return max_size(max_size(gemv_pack_floats(n, cols), gemm_pack_floats(n, cols)), q) + LF_CH;
 }
 
@@ -513,35 +515,52 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
     free(a.wbufs);
 }
 
+/* Where a job's product is computed. */
+typedef enum { ROUTE_QDOT, ROUTE_QGEMM, ROUTE_DENSE } mm_route;
+
+/* Block weights (GGUF Q8_0, Q4_0/1, Q5_0/1, Q4_K/Q5_K/Q6_K) take the integer
+ * products: qmatmul.c's dot products below LF_QGEMM_MIN tokens and at the
+ * scalar level, qgemm.c's GEMM from there where it handles the dtype at its
+ * level; otherwise (Q8_0 at the AVX2 level) panels of their rows widened to
+ * fp32, as bf16 weights. */
+static mm_route route_of(lf_dtype t, int n, bool simd, lf_qdot_level glv) {
+    if (!lf_dtype_is_block(t)) return ROUTE_DENSE;
+    if (!simd || n < LF_QGEMM_MIN) return ROUTE_QDOT;
+    return lf_qgemm_handles(t, glv) ? ROUTE_QGEMM : ROUTE_DENSE;
+}
+
+/* The jobs of one route, in groups of at most LF_MAX_JOBS, to fn. */
+static void run_route(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs, float *scratch,
+                      mm_route route, bool simd, lf_qdot_level glv) {
+    lf_matmul_job sel[LF_MAX_JOBS];
+    int ns = 0;
+    for (int j = 0; j <= n_jobs; j++) {
+        bool take = j < n_jobs && route_of(jobs[j].w->dtype, n, simd, glv) == route;
+        if (take) sel[ns++] = jobs[j];
+        if (ns == 0 || (ns < LF_MAX_JOBS && j < n_jobs)) continue;
+        if (route == ROUTE_QGEMM && !lf_qgemm_multi(x, n, cols, sel, ns, scratch))
+            lf_qmatmul_multi(x, n, cols, sel, ns, scratch); /* no memory for the panels */
+        if (route == ROUTE_QDOT) lf_qmatmul_multi(x, n, cols, sel, ns, scratch);
+        ns = 0;
+    }
+}
+
 void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
                      float *scratch) {
     if (n <= 0 || n_jobs <= 0) return;
     bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
-    /* block weights (GGUF Q8_0, Q4_0/1, Q5_0/1, Q4_K/Q5_K/Q6_K), decode and the scalar level: x
-     * quantized to int8 once for all of them, integer dot products. Prefill
-     * (the GEMM path) widens panels of their rows to fp32 like bf16 ones
-     * (measured faster than 4 tokens per pass of integer products). */
-    bool block_gemm = simd && n >= LF_GEMM_MIN;
-    lf_matmul_job blocks[LF_MAX_JOBS];
-    int nq = 0;
-    for (int j = 0; j < n_jobs && !block_gemm; j++)
-        if (lf_dtype_is_block(jobs[j].w->dtype)) {
-            blocks[nq++] = jobs[j];
-            if (nq == LF_MAX_JOBS) {
-                lf_qmatmul_multi(x, n, cols, blocks, nq, scratch);
-                nq = 0;
-            }
-        }
-    if (nq) lf_qmatmul_multi(x, n, cols, blocks, nq, scratch);
-    /* group the jobs by weight dtype (x is packed per dtype) */
+    lf_qdot_level glv = lf_qgemm_level_get();
+    run_route(x, n, cols, jobs, n_jobs, scratch, ROUTE_QDOT, simd, glv);
+    run_route(x, n, cols, jobs, n_jobs, scratch, ROUTE_QGEMM, simd, glv);
+    /* the rest grouped by weight dtype (x is packed per dtype) */
     static const lf_dtype order[] = {LF_DTYPE_BF16, LF_DTYPE_F16,  LF_DTYPE_F32,  LF_DTYPE_Q8_0,
                                      LF_DTYPE_Q4_0, LF_DTYPE_Q4_1, LF_DTYPE_Q5_0, LF_DTYPE_Q5_1,
                                      LF_DTYPE_Q4_K, LF_DTYPE_Q5_K, LF_DTYPE_Q6_K};
-    for (int d = 0; d < (block_gemm ? (int)(sizeof order / sizeof order[0]) : 3); d++) {
+    for (int d = 0; d < (int)(sizeof order / sizeof order[0]); d++) {
         lf_matmul_job sel[LF_MAX_JOBS];
         int ns = 0;
         for (int j = 0; j < n_jobs; j++) {
-            if (jobs[j].w->dtype != order[d]) continue;
+            if (jobs[j].w->dtype != order[d] || route_of(order[d], n, simd, glv) != ROUTE_DENSE) continue;
             sel[ns++] = jobs[j];
             if (ns == LF_MAX_JOBS) {
                 mm_run(x, n, cols, sel, ns, scratch, simd);

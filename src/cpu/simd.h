@@ -16,6 +16,8 @@
 #define LF_X86 1
 #include <immintrin.h>
 #define LF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+/* AVX-512 F/BW/VL/DQ + VNNI (the quantized kernels' avx512vnni level) */
+#define LF_TARGET_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #else
 #define LF_X86 0
 #define LF_TARGET_AVX2
