@@ -337,10 +337,16 @@ static void check_attention(int n, int nh, int nkv, int hd) {
     free(scratch);
 }
 
+/* Each level: scalar, AVX2, and AVX2 with the 512-bit tiles where the CPU
+ * has AVX-512 (head_dim a multiple of 32: 128, 32, 64 below; odd numbers of
+ * 16-key blocks and of 4-query tiles). */
 static void test_attention(void **state) {
     (void)state;
-    for (int lv = 0; lv <= 1; lv++) {
-        if (!use_level((lf_simd_level)lv)) continue;
+    for (int lv = 0; lv <= 2; lv++) {
+        if (!use_level((lf_simd_level)(lv > 0))) continue;
+        if (lv == 2 && !lf_cpu_avx512_supported()) continue;
+        lf_cpu_set_avx512(lv == 2);
+        assert_true(lf_cpu_avx512() == (lv == 2));
         check_attention(1, 2, 1, 8);
         check_attention(37, 4, 2, 24);   /* head_dim not a multiple of 16: row path */
         check_attention(50, 4, 1, 128);  /* GQA 4, threaded, blocked path */
@@ -352,6 +358,7 @@ static void test_attention(void **state) {
         check_attention(40, 2, 1, 32);
         attn_scale = 2.0;
     }
+    lf_cpu_set_avx512(true);
     lf_cpu_set_simd(LF_SIMD_AVX2);
 }
 

@@ -73,6 +73,31 @@ lf_simd_level lf_cpu_simd_supported(void) {
     return LF_SIMD_SCALAR;
 }
 
+static atomic_int g_avx512 = -1;
+
+bool lf_cpu_avx512_supported(void) {
+#if LF_X86
+    __builtin_cpu_init();
+    return lf_cpu_simd_supported() == LF_SIMD_AVX2 && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+bool lf_cpu_avx512(void) {
+    int v = atomic_load(&g_avx512);
+    if (v < 0) {
+        const char *env = getenv("LF_AVX512");
+        v = lf_cpu_avx512_supported() && !(env && strcmp(env, "0") == 0);
+        atomic_store(&g_avx512, v);
+    }
+    return v && lf_cpu_simd_level() == LF_SIMD_AVX2;
+}
+
+void lf_cpu_set_avx512(bool on) { atomic_store(&g_avx512, on && lf_cpu_avx512_supported()); }
+
 lf_simd_level lf_cpu_simd_level(void) {
     int v = atomic_load(&g_simd);
     if (v < 0) {
@@ -889,12 +914,100 @@ static LF_TARGET_AVX2 void attn_pv_any(const float *p, size_t ldp, const float *
     }
 }
 
+/* The same tiles on 512-bit vectors (AVX-512 F): scores of R (<= 4)
+ * queries x 32 keys (two blocks of 16 in kt; one when !two), and outputs of
+ * R queries x 32 dims. */
+static LF_AI LF_TARGET_AVX512 void attn_qk_tile512(const float *qr, size_t ldq, const float *kt, int hd, int R,
+                                                  bool two, float *s, size_t lds) {
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const float *kt1 = kt + (size_t)16 * hd;
+    for (int d = 0; d < hd; d++) {
+        __m512 k0 = _mm512_loadu_ps(kt + (size_t)d * 16), k1 = two ? _mm512_loadu_ps(kt1 + (size_t)d * 16) : k0;
+#define LF_QK512_STEP(r, x0, x1)                                                                                   \
+    if (R > r) {                                                                                                   \
+        __m512 qv = _mm512_set1_ps(qr[r * ldq + d]);                                                               \
+        x0 = _mm512_fmadd_ps(qv, k0, x0);                                                                          \
+        if (two) x1 = _mm512_fmadd_ps(qv, k1, x1);                                                                 \
+    }
+        LF_QK512_STEP(0, a00, a01)
+        LF_QK512_STEP(1, a10, a11)
+        LF_QK512_STEP(2, a20, a21)
+        LF_QK512_STEP(3, a30, a31)
+#undef LF_QK512_STEP
+    }
+#define LF_T512_OUT(r, x0, x1)                                                                                     \
+    if (R > r) {                                                                                                   \
+        _mm512_storeu_ps(s + r * lds, x0);                                                                         \
+        if (two) _mm512_storeu_ps(s + r * lds + 16, x1);                                                           \
+    }
+    LF_T512_OUT(0, a00, a01)
+    LF_T512_OUT(1, a10, a11)
+    LF_T512_OUT(2, a20, a21)
+    LF_T512_OUT(3, a30, a31)
+}
+
+static LF_AI LF_TARGET_AVX512 void attn_pv_tile512(const float *p, size_t ldp, const float *v, size_t ldv, int nk,
+                                                  int R, float *s, size_t lds) {
+    const bool two = true;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int j = 0; j < nk; j++) {
+        __m512 v0 = _mm512_loadu_ps(v + (size_t)j * ldv), v1 = _mm512_loadu_ps(v + (size_t)j * ldv + 16);
+#define LF_PV512_STEP(r, x0, x1)                                                                                   \
+    if (R > r) {                                                                                                   \
+        __m512 pv = _mm512_set1_ps(p[r * ldp + j]);                                                                \
+        x0 = _mm512_fmadd_ps(pv, v0, x0);                                                                          \
+        x1 = _mm512_fmadd_ps(pv, v1, x1);                                                                          \
+    }
+        LF_PV512_STEP(0, a00, a01)
+        LF_PV512_STEP(1, a10, a11)
+        LF_PV512_STEP(2, a20, a21)
+        LF_PV512_STEP(3, a30, a31)
+#undef LF_PV512_STEP
+    }
+    LF_T512_OUT(0, a00, a01)
+    LF_T512_OUT(1, a10, a11)
+    LF_T512_OUT(2, a20, a21)
+    LF_T512_OUT(3, a30, a31)
+#undef LF_T512_OUT
+}
+
+/* All scores of the query rows r0.. (R of them) against keys 0..nk-1. */
+static LF_TARGET_AVX512 void attn_qk_rows512(const float *qr, size_t ldq, const float *kt, int hd, int nk, int R,
+                                             float *s, size_t lds) {
+    for (int j0 = 0; j0 < nk; j0 += 32) {
+        const float *k = kt + (size_t)j0 * hd;
+        float *o = s + j0;
+        bool two = nk - j0 > 16;
+        switch (R * 2 + two) {
+        case 2: attn_qk_tile512(qr, ldq, k, hd, 1, false, o, lds); break;
+        case 3: attn_qk_tile512(qr, ldq, k, hd, 1, true, o, lds); break;
+        case 4: attn_qk_tile512(qr, ldq, k, hd, 2, false, o, lds); break;
+        case 5: attn_qk_tile512(qr, ldq, k, hd, 2, true, o, lds); break;
+        case 6: attn_qk_tile512(qr, ldq, k, hd, 3, false, o, lds); break;
+        case 7: attn_qk_tile512(qr, ldq, k, hd, 3, true, o, lds); break;
+        case 8: attn_qk_tile512(qr, ldq, k, hd, 4, false, o, lds); break;
+        default: attn_qk_tile512(qr, ldq, k, hd, 4, true, o, lds); break;
+        }
+    }
+}
+
+/* The outputs of R query rows, all hd (a multiple of 32) dims. */
+static LF_TARGET_AVX512 void attn_pv_rows512(const float *p, size_t ldp, const float *v, size_t ldv, int nk, int hd,
+                                             int R, float *o, size_t ldo) {
+    for (int d0 = 0; d0 < hd; d0 += 32) switch (R) {
+        case 1: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 1, o + d0, ldo); break;
+        case 2: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 2, o + d0, ldo); break;
+        case 3: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 3, o + d0, ldo); break;
+        default: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 4, o + d0, ldo); break;
+        }
+}
+
 /* Queries i0..i1 of head h; kt = transposed K of its KV head
  * ([np/16][hd][16]);
  * s = LF_QBLOCK x np scores. */
 static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, const float *v, int n_heads,
                                            int n_kv, int hd, int h, int i0, int i1, size_t np,
-                                           float *out, float *s) {
+                                           float *out, float *s, bool wide) {
     int kvh = h / (n_heads / n_kv);
     float scale = (float)(1.0 / sqrt((double)hd));
     int nq = i1 - i0, nk = i1; /* keys 0..i1-1 */
@@ -902,6 +1015,10 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
     const float *q0 = q + ((size_t)i0 * n_heads + h) * hd;
     for (int r0 = 0; r0 < nq; r0 += 4) {
         int R = nq - r0 < 4 ? nq - r0 : 4;
+        if (wide) {
+            attn_qk_rows512(q0 + (size_t)r0 * ldq, ldq, kt, hd, nk, R, s + (size_t)r0 * np, np);
+            continue;
+        }
         for (int j0 = 0; j0 < nk; j0 += 16)
             attn_qk_any(q0 + (size_t)r0 * ldq, ldq, kt + (size_t)j0 * hd, 16, hd, R,
                         s + (size_t)r0 * np + j0, np);
@@ -939,8 +1056,11 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
     for (int r0 = 0; r0 < nq; r0 += 4) {
         int R = nq - r0 < 4 ? nq - r0 : 4;
         float *o0 = out + ((size_t)(i0 + r0) * n_heads + h) * hd;
-        for (int d0 = 0; d0 < hd; d0 += 16)
-            attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
+        if (wide)
+            attn_pv_rows512(s + (size_t)r0 * np, np, vh, ldv, nk, hd, R, o0, ldq);
+        else
+            for (int d0 = 0; d0 < hd; d0 += 16)
+                attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
         for (int r = 0; r < R; r++) {
             float *o = o0 + (size_t)r * ldq;
             __m256 iv = _mm256_set1_ps(inv[r0 + r]);
@@ -954,7 +1074,7 @@ typedef struct {
     const float *q, *k, *v;
     int n, n_heads, n_kv, hd, nqb;
     size_t np;
-    bool simd, blocked;
+    bool simd, blocked, wide;
     float *out, *scratch, *kt;
 } attn_args;
 
@@ -980,7 +1100,7 @@ static void attn_task(void *p, int it, int worker) {
     if (a->blocked) {
         int g = h / (a->n_heads / a->n_kv);
         attn_block_avx2(a->q, a->kt + (size_t)g * a->hd * a->np, a->v, a->n_heads, a->n_kv, a->hd, h,
-                        i0, i1, a->np, a->out, sc);
+                        i0, i1, a->np, a->out, sc, a->wide);
         return;
     }
     if (a->simd) {
@@ -998,6 +1118,7 @@ void lf_attention_causal(const float *q, const float *k, const float *v, int n, 
     a.nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
     a.simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
     a.blocked = a.simd && hd % 16 == 0;
+    a.wide = a.blocked && hd % 32 == 0 && lf_cpu_avx512();
     a.np = attn_keys_padded(n);
     int nt = lf_cpu_threads();
     a.kt = scratch + (size_t)nt * LF_QBLOCK * a.np; /* [n_kv][np/16][hd][16] */

@@ -77,7 +77,7 @@ static void pack_task(void *p, int tb, int worker) {
 
 /* ---- weight panels ---------------------------------------------------------- */
 
-/* 4 rows unpacked: q [cols / 4][4 rows][4] int8, sw and comp (-128 times the
+/* 4 rows unpacked: q [4 rows][cols] int8, sw and comp (-128 times the
  * sum of the group's values) [cols / G][4], mn [cols / 32][4]. */
 typedef struct {
     int8_t *q;
@@ -89,8 +89,8 @@ typedef struct {
 /* Bytes of one panel for cols values: 4 cols of values, cols of scales and
  * of sums (4 rows x 4 bytes x at most cols / 16 groups), cols / 2 of mn. */
 static size_t panel_bytes(int cols) { return (size_t)cols * 7; }
-/* Bytes of one unpacked row: cols values, cols / 16 + cols / 32 floats. */
-static size_t row_bytes_tmp(int cols) { return (size_t)cols * 2; }
+/* Bytes of one row's scales: cols / 16 + cols / 32 floats. */
+static size_t row_bytes_tmp(int cols) { return (size_t)cols; }
 
 static qg_panel panel_at(uint8_t *buf, int cols) {
     size_t c = (size_t)cols;
@@ -99,24 +99,21 @@ static qg_panel panel_at(uint8_t *buf, int cols) {
 }
 
 /* Rows r0.. of w (rows past the matrix: zeros) into the panel; tmp holds
- * one unpacked row (row_bytes_tmp). */
+ * one row's scales (row_bytes_tmp). */
 static void build_panel(const lf_weight *w, int r0, int cols, qg_panel *p, uint8_t *tmp) {
     int G = lf_qgroup(w->dtype), ng = cols / G, nb = cols / LF_QK;
-    int8_t *tq = (int8_t *)tmp;
-    float *tsw = (float *)(void *)(tmp + cols), *tmn = tsw + ng;
+    float *tsw = (float *)(void *)tmp, *tmn = tsw + ng;
     size_t row_bytes = lf_dtype_row_bytes(w->dtype, (size_t)cols);
     for (int r = 0; r < QG_R; r++) {
-        if (r0 + r < w->rows) {
-            memset(tmn, 0, sizeof(float) * (size_t)nb);
-            lf_qunpack_row(w->dtype, (const uint8_t *)w->data + (size_t)(r0 + r) * row_bytes, nb, tq, tsw, tmn);
-        } else {
-            memset(tmp, 0, (size_t)cols + sizeof(float) * (size_t)(ng + nb));
-        }
-        int32_t *dst = (int32_t *)(void *)p->q + r;
-        for (int kg = 0; kg < cols / 4; kg++) memcpy(dst + kg * QG_R, tq + kg * 4, 4);
+        int8_t *q = p->q + (size_t)r * cols;
+        memset(tmp, 0, sizeof(float) * (size_t)(ng + nb));
+        if (r0 + r < w->rows)
+            lf_qunpack_row(w->dtype, (const uint8_t *)w->data + (size_t)(r0 + r) * row_bytes, nb, q, tsw, tmn);
+        else
+            memset(q, 0, (size_t)cols);
         for (int g = 0; g < ng; g++) {
             int sum = 0;
-            for (int j = 0; j < G; j++) sum += tq[g * G + j];
+            for (int j = 0; j < G; j++) sum += q[g * G + j];
             p->comp[g * QG_R + r] = -128 * sum;
             p->sw[g * QG_R + r] = tsw[g];
         }
@@ -133,7 +130,8 @@ static void build_panel(const lf_weight *w, int r0, int cols, qg_panel *p, uint8
 static LF_AI LF_TARGET_VNNI512 void tile512(const qg_panel *p, qg_x x0, qg_x x1, int cols, int G, bool min,
                                             bool two, float *out) {
     __m512 f00 = _mm512_setzero_ps(), f01 = f00, f10 = f00, f11 = f00, f20 = f00, f21 = f00, f30 = f00, f31 = f00;
-    const int32_t *wq = (const int32_t *)(const void *)p->q;
+    const int32_t *w0 = (const int32_t *)(const void *)p->q, *w1 = w0 + cols / 4, *w2 = w1 + cols / 4,
+                  *w3 = w2 + cols / 4;
     int ng = cols / G, kpg = G / 4;
     for (int g = 0; g < ng; g++) {
         const int32_t *c = p->comp + QG_R * g;
@@ -143,10 +141,9 @@ static LF_AI LF_TARGET_VNNI512 void tile512(const qg_panel *p, qg_x x0, qg_x x1,
             int kg = g * kpg + kk;
             __m512i xa = _mm512_loadu_si512(x0.xu + (size_t)kg * 64);
             __m512i xb = two ? _mm512_loadu_si512(x1.xu + (size_t)kg * 64) : xa;
-            const int32_t *wk = wq + QG_R * kg;
 #define QG_DP(r)                                                                                                   \
     {                                                                                                              \
-        __m512i wv = _mm512_set1_epi32(wk[r]);                                                                     \
+        __m512i wv = _mm512_set1_epi32(w##r[kg]);                                                                   \
         a##r##0 = _mm512_dpbusd_epi32(a##r##0, xa, wv);                                                            \
         if (two) a##r##1 = _mm512_dpbusd_epi32(a##r##1, xb, wv);                                                   \
     }
@@ -232,7 +229,8 @@ static LF_TARGET_VNNI512 void panels512_any(const qg_pack *pk, const qg_panel *p
 static LF_AI LF_TARGET_AVX2 void tile256(const qg_panel *p, qg_x x, int h, int cols, int G, bool min, float *out) {
     __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
     const __m256i ones = _mm256_set1_epi16(1);
-    const int32_t *wq = (const int32_t *)(const void *)p->q;
+    const int32_t *w0 = (const int32_t *)(const void *)p->q, *w1 = w0 + cols / 4, *w2 = w1 + cols / 4,
+                  *w3 = w2 + cols / 4;
     int ng = cols / G, kpg = G / 4;
     for (int g = 0; g < ng; g++) {
         const int32_t *c = p->comp + QG_R * g;
@@ -241,10 +239,9 @@ static LF_AI LF_TARGET_AVX2 void tile256(const qg_panel *p, qg_x x, int h, int c
         for (int kk = 0; kk < kpg; kk++) {
             int kg = g * kpg + kk;
             __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x.xu + (size_t)kg * 64 + 32 * h));
-            const int32_t *wk = wq + QG_R * kg;
             /* (x + 128) w in int16 pairs: |w| <= 64 (all types but Q8_0), so no saturation */
 #define QG_DP2(r)                                                                                                  \
-    a##r = _mm256_add_epi32(a##r, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, _mm256_set1_epi32(wk[r])), ones));
+    a##r = _mm256_add_epi32(a##r, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, _mm256_set1_epi32(w##r[kg])), ones));
             QG_DP2(0) QG_DP2(1) QG_DP2(2) QG_DP2(3)
 #undef QG_DP2
         }
