@@ -156,7 +156,7 @@ static void check_matmul_case(lf_dtype dt, int n, int cols, int n_jobs, const in
 
 static void run_matmul_cases(void) {
     static const lf_dtype dts[3] = {LF_DTYPE_BF16, LF_DTYPE_F16, LF_DTYPE_F32};
-    static const int ns[] = {1, 2, 3, 4, 5, 7, 9, 17};
+    static const int ns[] = {1, 2, 3, 4, 5, 7, 9, 17, 24, 25, 40}; /* 16-token blocks: 8/16 wide, 1-3 */
     static const int colss[] = {16, 37, 64, 100, 131};
     for (int d = 0; d < 3; d++)
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
@@ -170,13 +170,18 @@ static void run_matmul_cases(void) {
     for (int d = 0; d < 3; d++) check_matmul_case(dts[d], 33, 272, 2, big, true);
 }
 
+/* AVX2, and AVX2 with the 512-bit GEMM tiles where the CPU has AVX-512. */
 static void test_matmul_avx2(void **state) {
     (void)state;
     if (!use_level(LF_SIMD_AVX2)) skip();
-    lf_cpu_set_threads(1);
-    run_matmul_cases();
-    lf_cpu_set_threads(2);
-    run_matmul_cases();
+    for (int wide = 0; wide <= (int)lf_cpu_avx512_supported(); wide++) {
+        lf_cpu_set_avx512(wide);
+        lf_cpu_set_threads(1);
+        run_matmul_cases();
+        lf_cpu_set_threads(2);
+        run_matmul_cases();
+    }
+    lf_cpu_set_avx512(true);
     lf_cpu_set_threads(0);
 }
 

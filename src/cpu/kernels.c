@@ -197,6 +197,7 @@ static void mm_rows_scalar(const float *x, int n, int cols, const lf_weight *w, 
 #define LF_GEMM_MIN 5
 #define LF_MR 6     /* weight rows per panel */
 #define LF_NB 16    /* tokens per block: two vectors of 8 */
+#define LF_PANELS 8 /* panels per task */
 
 static size_t gemv_pack_floats(int n, int cols) {
     return ((size_t)n + LF_TT - 1) / LF_TT * LF_TT * (size_t)(cols / LF_CH) * LF_CH;
@@ -418,9 +419,67 @@ static LF_TARGET_AVX2 void gemm_tile_any(const float *wp, size_t ldw, const floa
     }
 }
 
-/* Rows [r0, r0+R) (R <= 6) of one job for all n tokens (packed in xt):
- * the rows are converted to fp32 once (into wbuf) and reused by every token
- * block. */
+/* The same product on 512-bit vectors (AVX-512 F): R (<= 6) fp32 weight
+ * rows x 16 tokens of block x0 and, when two, 16 of block x1 (each packed
+ * [K][16]), 12 accumulators. out[r*32 + token]. */
+static LF_AI LF_TARGET_AVX512 void gemm_tile512(const float *wp, size_t ldw, const float *x0, const float *x1,
+                                               int K, int R, bool two, float *out) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float *w0 = wp, *w1 = wp + ldw, *w2 = wp + 2 * ldw, *w3 = wp + 3 * ldw;
+    const float *w4 = wp + 4 * ldw, *w5 = wp + 5 * ldw;
+    for (int k = 0; k < K; k++) {
+        __m512 xa = _mm512_loadu_ps(x0 + (size_t)k * 16), xb = two ? _mm512_loadu_ps(x1 + (size_t)k * 16) : xa;
+#define LF_GEMM512_STEP(r, a0, a1)                                                                                 \
+    if (R > r) {                                                                                                   \
+        __m512 wv = _mm512_set1_ps(w##r[k]);                                                                       \
+        a0 = _mm512_fmadd_ps(wv, xa, a0);                                                                          \
+        if (two) a1 = _mm512_fmadd_ps(wv, xb, a1);                                                                 \
+    }
+        LF_GEMM512_STEP(0, c00, c01)
+        LF_GEMM512_STEP(1, c10, c11)
+        LF_GEMM512_STEP(2, c20, c21)
+        LF_GEMM512_STEP(3, c30, c31)
+        LF_GEMM512_STEP(4, c40, c41)
+        LF_GEMM512_STEP(5, c50, c51)
+#undef LF_GEMM512_STEP
+    }
+#define LF_GEMM512_OUT(r, a0, a1)                                                                                  \
+    if (R > r) {                                                                                                   \
+        _mm512_storeu_ps(out + r * 32, a0);                                                                        \
+        if (two) _mm512_storeu_ps(out + r * 32 + 16, a1);                                                          \
+    }
+    LF_GEMM512_OUT(0, c00, c01)
+    LF_GEMM512_OUT(1, c10, c11)
+    LF_GEMM512_OUT(2, c20, c21)
+    LF_GEMM512_OUT(3, c30, c31)
+    LF_GEMM512_OUT(4, c40, c41)
+    LF_GEMM512_OUT(5, c50, c51)
+#undef LF_GEMM512_OUT
+}
+
+static LF_TARGET_AVX512 void gemm_tile512_any(const float *wp, size_t ldw, const float *x0, const float *x1, int K,
+                                              int R, bool two, float *out) {
+    switch (R * 2 + two) {
+    case 2: gemm_tile512(wp, ldw, x0, x1, K, 1, false, out); break;
+    case 3: gemm_tile512(wp, ldw, x0, x1, K, 1, true, out); break;
+    case 4: gemm_tile512(wp, ldw, x0, x1, K, 2, false, out); break;
+    case 5: gemm_tile512(wp, ldw, x0, x1, K, 2, true, out); break;
+    case 6: gemm_tile512(wp, ldw, x0, x1, K, 3, false, out); break;
+    case 7: gemm_tile512(wp, ldw, x0, x1, K, 3, true, out); break;
+    case 8: gemm_tile512(wp, ldw, x0, x1, K, 4, false, out); break;
+    case 9: gemm_tile512(wp, ldw, x0, x1, K, 4, true, out); break;
+    case 10: gemm_tile512(wp, ldw, x0, x1, K, 5, false, out); break;
+    case 11: gemm_tile512(wp, ldw, x0, x1, K, 5, true, out); break;
+    case 12: gemm_tile512(wp, ldw, x0, x1, K, 6, false, out); break;
+    default: gemm_tile512(wp, ldw, x0, x1, K, 6, true, out); break;
+    }
+}
+
+/* Rows [r0, r0+R) (R <= LF_MR * LF_PANELS) of one job for all n tokens
+ * (packed in xt): the rows are converted to fp32 once (into wbuf), then each
+ * block of 16 or 32 tokens goes through all their panels of 6 rows while it
+ * is in L2 (the whole packed x, n * K floats, is not). */
 static LF_TARGET_AVX2 void gemm_panel(const float *xt, int n, int K, const lf_matmul_job *job, int r0,
                                       int R, float *wbuf) {
     const lf_weight *w = job->w;
@@ -440,16 +499,33 @@ static LF_TARGET_AVX2 void gemm_panel(const float *xt, int n, int K, const lf_ma
         for (; i < total; i++) wbuf[i] = wconv(w->dtype, src, i);
         wp = wbuf;
     }
-    float bias[LF_MR];
+    float bias[LF_MR * LF_PANELS];
     for (int r = 0; r < R; r++)
         bias[r] = (job->bias && job->bias->data) ? lf_weight_at(job->bias, (size_t)(r0 + r)) : 0.0f;
-    float out[LF_MR * 16];
+    float out[LF_MR * 32];
     int ldy = w->rows;
-    for (int t0 = 0; t0 < n; t0 += LF_NB) {
-        int nb = n - t0 < LF_NB ? n - t0 : LF_NB, TV = nb <= 8 ? 1 : 2;
-        gemm_tile_any(wp, (size_t)K, xt + (size_t)t0 * K, K, R, TV, out);
-        for (int t = 0; t < nb; t++)
-            for (int r = 0; r < R; r++) job->y[(size_t)(t0 + t) * ldy + r0 + r] = out[r * 16 + t] + bias[r];
+    bool wide = lf_cpu_avx512();
+    for (int t0 = 0; t0 < n;) {
+        int nb = n - t0 < LF_NB ? n - t0 : LF_NB, TV = nb <= 8 ? 1 : 2, ld = 16, step = LF_NB;
+        const float *xb = xt + (size_t)t0 * K;
+        bool w512 = wide && nb > 8, two = w512 && n - t0 - LF_NB > 8;
+        if (w512) { /* blocks of 16 packed 16 wide: one or two per 512-bit tile */
+            if (two) nb = n - t0 < 2 * LF_NB ? n - t0 : 2 * LF_NB;
+            ld = 32;
+            step = two ? 2 * LF_NB : LF_NB;
+        }
+        for (int p0 = 0; p0 < R; p0 += LF_MR) {
+            int Rp = R - p0 < LF_MR ? R - p0 : LF_MR;
+            const float *wpp = wp + (size_t)p0 * K;
+            if (w512)
+                gemm_tile512_any(wpp, (size_t)K, xb, xb + (size_t)LF_NB * K, K, Rp, two, out);
+            else
+                gemm_tile_any(wpp, (size_t)K, xb, K, Rp, TV, out);
+            for (int t = 0; t < nb; t++)
+                for (int r = 0; r < Rp; r++)
+                    job->y[(size_t)(t0 + t) * ldy + r0 + p0 + r] = out[r * ld + t] + bias[p0 + r];
+        }
+        t0 += step;
     }
 }
 
@@ -478,7 +554,7 @@ typedef struct {
     int total;         /* groups */
     mm_path path;
     float *scratch;    /* packed x */
-    float *wbufs;      /* GEMM: LF_MR * cols floats per worker, or NULL */
+    float *wbufs;      /* GEMM: LF_MR * LF_PANELS * cols floats per worker, or NULL */
 } mm_args;
 
 static void mm_pack_task(void *p, int b, int worker) {
@@ -502,7 +578,7 @@ static void mm_task(void *p, int task, int worker) {
             continue;
         }
         if (a->path == MM_GEMM && (a->wbufs || job->w->dtype == LF_DTYPE_F32)) {
-            float *wb = a->wbufs ? a->wbufs + (size_t)worker * LF_MR * a->cols : NULL;
+            float *wb = a->wbufs ? a->wbufs + (size_t)worker * LF_MR * LF_PANELS * a->cols : NULL;
             gemm_panel(a->scratch, a->n, a->cols, job, r0, nr, wb);
             continue;
         }
@@ -517,7 +593,7 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
                    float *scratch, bool simd) {
     mm_args a = {.x = x, .n = n, .cols = cols, .jobs = jobs, .scratch = scratch};
     a.path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
-    a.rg = a.path == MM_GEMM ? LF_MR : a.path == MM_GEMV ? LF_RG : 16;
+    a.rg = a.path == MM_GEMM ? LF_MR * LF_PANELS : a.path == MM_GEMV ? LF_RG : 16;
     a.gper = a.path == MM_GEMV ? 8 : 1;
     int gstart[LF_MAX_JOBS + 1];
     double work = 0;
@@ -534,7 +610,7 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
     if (a.path == MM_GEMM) {
         lf_pool_run((n + LF_NB - 1) / LF_NB, mm_pack_task, &a, nt);
         if (jobs[0].w->dtype != LF_DTYPE_F32)
-            a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * LF_MR * cols * sizeof(float));
+            a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * LF_MR * LF_PANELS * cols * sizeof(float));
     }
     lf_pool_run(ntasks, mm_task, &a, nt);
     free(a.wbufs);

@@ -86,7 +86,7 @@ static float kdot_scalar(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int 
 /* ---- unpacked rows for the integer GEMM (cpu/qgemm.c) ------------------------ */
 
 /* Written as plain loops over 16 or 32 bytes, which the compiler vectorizes. */
-void lf_kunpack_row(lf_dtype wt, const void *wrow, int nsb, int8_t *q, float *sw, float *mn) {
+LF_TARGET_AVX2 void lf_kunpack_row(lf_dtype wt, const void *wrow, int nsb, int8_t *q, float *sw, float *mn) {
     const uint8_t *w = wrow;
     int bytes = (int)lf_dtype_row_bytes(wt, QK_K);
     for (int sb = 0; sb < nsb; sb++, w += bytes, q += QK_K) {

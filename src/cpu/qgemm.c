@@ -100,7 +100,7 @@ static qg_panel panel_at(uint8_t *buf, int cols) {
 
 /* Rows r0.. of w (rows past the matrix: zeros) into the panel; tmp holds
  * one row's scales (row_bytes_tmp). */
-static void build_panel(const lf_weight *w, int r0, int cols, qg_panel *p, uint8_t *tmp) {
+static LF_TARGET_AVX2 void build_panel(const lf_weight *w, int r0, int cols, qg_panel *p, uint8_t *tmp) {
     int G = lf_qgroup(w->dtype), ng = cols / G, nb = cols / LF_QK;
     float *tsw = (float *)(void *)tmp, *tmn = tsw + ng;
     size_t row_bytes = lf_dtype_row_bytes(w->dtype, (size_t)cols);

@@ -206,7 +206,7 @@ bool lf_dtype_has_min(lf_dtype t) {
     return t == LF_DTYPE_Q4_1 || t == LF_DTYPE_Q5_1 || t == LF_DTYPE_Q4_K || t == LF_DTYPE_Q5_K;
 }
 
-void lf_qunpack_row(lf_dtype wt, const void *wrow, int nb, int8_t *q, float *sw, float *mn) {
+LF_TARGET_AVX2 void lf_qunpack_row(lf_dtype wt, const void *wrow, int nb, int8_t *q, float *sw, float *mn) {
     if (lf_dtype_is_kquant(wt)) {
         lf_kunpack_row(wt, wrow, nb / 8, q, sw, mn);
         return;
