@@ -28,14 +28,14 @@ CLI_INTERNAL = {
     "server/server.h": "longflow serve (the server is part of the binary)",
 }
 # bench: on the CPU it drives the engine's backend interface (backend.h) and
-# reads the model's weight sizes, the SIMD and integer-dot levels and the
+# reads the model's weight sizes, the SIMD, integer-dot and integer-GEMM levels and the
 # bandwidth probe; on the GPU (bench_cuda.c) it still calls the CUDA entry
 # points directly (lf_cuda_bench_fill, lf_cuda_profile_step), which the
 # interface does not carry, and checks their tokens for LF_SAMPLE_NONFINITE
 # (sampler.h); it is the one command that may
 BENCH_FILES = {"cmd_bench.c", "bench_cuda.c"}
 BENCH_INTERNAL = {
-    "backend/backend.h", "core/membw.h", "cpu/qmatmul.h", "cpu/simd.h", "model/model.h", "cuda/cuda_forward.h",
+    "backend/backend.h", "core/membw.h", "cpu/qgemm.h", "cpu/qmatmul.h", "cpu/simd.h", "model/model.h", "cuda/cuda_forward.h",
     "cuda/cuda_membw.h", "sampler/sampler.h",
 }
 

@@ -156,7 +156,7 @@ static void check_matmul_case(lf_dtype dt, int n, int cols, int n_jobs, const in
 
 static void run_matmul_cases(void) {
     static const lf_dtype dts[3] = {LF_DTYPE_BF16, LF_DTYPE_F16, LF_DTYPE_F32};
-    static const int ns[] = {1, 2, 3, 4, 5, 7, 9, 17};
+    static const int ns[] = {1, 2, 3, 4, 5, 7, 9, 17, 24, 25, 40}; /* 16-token blocks: 8/16 wide, 1-3 */
     static const int colss[] = {16, 37, 64, 100, 131};
     for (int d = 0; d < 3; d++)
         for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
@@ -170,13 +170,18 @@ static void run_matmul_cases(void) {
     for (int d = 0; d < 3; d++) check_matmul_case(dts[d], 33, 272, 2, big, true);
 }
 
+/* AVX2, and AVX2 with the 512-bit GEMM tiles where the CPU has AVX-512. */
 static void test_matmul_avx2(void **state) {
     (void)state;
     if (!use_level(LF_SIMD_AVX2)) skip();
-    lf_cpu_set_threads(1);
-    run_matmul_cases();
-    lf_cpu_set_threads(2);
-    run_matmul_cases();
+    for (int wide = 0; wide <= (int)lf_cpu_avx512_supported(); wide++) {
+        lf_cpu_set_avx512(wide);
+        lf_cpu_set_threads(1);
+        run_matmul_cases();
+        lf_cpu_set_threads(2);
+        run_matmul_cases();
+    }
+    lf_cpu_set_avx512(true);
     lf_cpu_set_threads(0);
 }
 
@@ -337,10 +342,16 @@ static void check_attention(int n, int nh, int nkv, int hd) {
     free(scratch);
 }
 
+/* Each level: scalar, AVX2, and AVX2 with the 512-bit tiles where the CPU
+ * has AVX-512 (head_dim a multiple of 32: 128, 32, 64 below; odd numbers of
+ * 16-key blocks and of 4-query tiles). */
 static void test_attention(void **state) {
     (void)state;
-    for (int lv = 0; lv <= 1; lv++) {
-        if (!use_level((lf_simd_level)lv)) continue;
+    for (int lv = 0; lv <= 2; lv++) {
+        if (!use_level((lf_simd_level)(lv > 0))) continue;
+        if (lv == 2 && !lf_cpu_avx512_supported()) continue;
+        lf_cpu_set_avx512(lv == 2);
+        assert_true(lf_cpu_avx512() == (lv == 2));
         check_attention(1, 2, 1, 8);
         check_attention(37, 4, 2, 24);   /* head_dim not a multiple of 16: row path */
         check_attention(50, 4, 1, 128);  /* GQA 4, threaded, blocked path */
@@ -352,6 +363,7 @@ static void test_attention(void **state) {
         check_attention(40, 2, 1, 32);
         attn_scale = 2.0;
     }
+    lf_cpu_set_avx512(true);
     lf_cpu_set_simd(LF_SIMD_AVX2);
 }
 

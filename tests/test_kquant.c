@@ -11,7 +11,9 @@
  * the fp32 rounding of the scaling and the sums, bounded by
  * 1e-5 sum |w_i x_i|. The levels compute the same integer sums, so they
  * agree with each other within the fp32 term alone. Prefill (5 or more
- * tokens) dequantizes panels to fp32 and is held to the same bound. */
+ * tokens) goes through the integer GEMM (cpu/qgemm.c: the same int8
+ * activations, exact int32 sums per group) or, at its scalar level, fp32
+ * panels of the dequantized rows; both are held to the same bound. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@
 
 #include "cpu/forward.h"
 #include "cpu/kernels.h"
+#include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
 
@@ -155,25 +158,32 @@ static void check_matmul(const kmat *m, const float *x, int n, const char *what)
     free(scratch);
 }
 
-/* lf_matmul_multi: 1..4 tokens (integer products, 4 at a time) and 5, 9
- * (fp32 panels), 1 and 2 threads, each level. */
+/* lf_matmul_multi: 1..4 tokens (integer products, 4 at a time) and 5 to 40
+ * (the integer GEMM: one or two 16-token blocks, partial blocks; fp32
+ * panels at its scalar level), 1 and 2 threads, each level of both. The
+ * fixture's 5 token rows, each copy scaled and sign-flipped differently. */
 static void test_kquant_matmul(void **state) {
     (void)state;
+    enum { MAXN = 40 };
     float *x0 = read_fixture("x.f32", (size_t)TOKENS * COLS * sizeof(float));
-    float *x = malloc((size_t)9 * COLS * sizeof *x);
-    for (int t = 0; t < 9; t++) memcpy(x + (size_t)t * COLS, x0 + (size_t)(t % TOKENS) * COLS, COLS * sizeof *x);
+    float *x = malloc((size_t)MAXN * COLS * sizeof *x);
+    for (int t = 0; t < MAXN; t++)
+        for (int c = 0; c < COLS; c++)
+            x[(size_t)t * COLS + c] = x0[(size_t)(t % TOKENS) * COLS + c] * (1.0f + (float)t / 7.0f) * (t % 2 ? -1.0f : 1.0f);
     kmat m[3];
     for (int k = 0; k < 3; k++) m[k] = load_kmat(k);
     lf_qdot_level best = lf_qdot_supported();
-    static const int ns[] = {1, 2, 3, 4, 5, 9};
+    static const int ns[] = {1, 2, 3, 4, 5, 9, 17, 33, MAXN};
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (int threads = 1; threads <= 2; threads++)
             for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
                 lf_cpu_set_threads(threads);
                 lf_qdot_set_level((lf_qdot_level)lv);
+                lf_qgemm_set_level((lf_qdot_level)lv);
                 check_matmul(m, x, ns[ni], lf_qdot_level_name((lf_qdot_level)lv));
             }
     lf_qdot_set_level(best);
+    lf_qgemm_set_level(best);
     lf_cpu_set_threads(0);
     for (int k = 0; k < 3; k++) free_kmat(&m[k]);
     free(x);

@@ -14,7 +14,9 @@
  * result must lie within that bound of the double reference; the bound is
  * computed per row from the data. The levels (scalar, AVX2, AVX-512 VNNI)
  * compute the same integer sums, so they agree with each other within the
- * fp32 term alone. */
+ * fp32 term alone. The integer GEMM (cpu/qgemm.c, 5 tokens or more) rounds
+ * the activations the same way and sums exactly per group, so the same
+ * bound holds for it (and for the fp32 panels it falls back to). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +30,7 @@
 
 #include "cpu/forward.h"
 #include "cpu/kernels.h"
+#include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
 
@@ -215,7 +218,9 @@ static void test_qdot_error_is_activation_rounding(void **state) {
 }
 
 /* lf_matmul_multi with block weights: fused jobs of mixed types, a bias,
- * 1..9 tokens, 1 and 2 threads, each level; and the embedding row. */
+ * 1..40 tokens (5 and up: the integer GEMM, one or two 16-token blocks and
+ * partial ones; Q8_0 at its AVX2 level and all at its scalar level: fp32
+ * panels), 1 and 2 threads, each level; and the embedding row. */
 static void test_matmul_multi_blocks(void **state) {
     (void)state;
     int cols = 160, rows[N_TYPES] = {37, 16, 5, 9, 21};
@@ -229,13 +234,14 @@ static void test_matmul_multi_blocks(void **state) {
         w[j] = (lf_weight){q[j].data, types[j], rows[j], cols};
     }
     lf_qdot_level best = lf_qdot_supported();
-    static const int ns[] = {1, 2, 5, 9};
+    static const int ns[] = {1, 2, 5, 9, 17, 40};
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (int threads = 1; threads <= 2; threads++)
             for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
                 int n = ns[ni];
                 lf_cpu_set_threads(threads);
                 lf_qdot_set_level((lf_qdot_level)lv);
+                lf_qgemm_set_level((lf_qdot_level)lv);
                 float *x = make_x(n, cols);
                 float *y[N_TYPES];
                 lf_matmul_job jobs[N_TYPES];
@@ -262,6 +268,7 @@ static void test_matmul_multi_blocks(void **state) {
                 free(x);
             }
     lf_qdot_set_level(best);
+    lf_qgemm_set_level(best);
     lf_cpu_set_threads(0);
     /* the embedding lookup: exact fp32 of the block values */
     float row[160];
@@ -273,14 +280,26 @@ static void test_matmul_multi_blocks(void **state) {
     free(bias);
 }
 
-/* LF_SIMD=scalar (lf_cpu_set_simd) takes the quantized products to scalar too. */
+/* LF_SIMD=scalar (lf_cpu_set_simd) takes the quantized products to scalar
+ * too; the GEMM defaults to the best level the CPU has and takes Q8_0 only
+ * with VNNI (vpmaddubsw would saturate on its values). */
 static void test_scalar_simd_lowers_qdot(void **state) {
     (void)state;
+    lf_qdot_level best = lf_qdot_supported();
+    assert_int_equal(lf_qgemm_level_get(), best);
     lf_cpu_set_simd(LF_SIMD_SCALAR);
     assert_int_equal(lf_qdot_level_get(), LF_QDOT_SCALAR);
+    assert_int_equal(lf_qgemm_level_get(), LF_QDOT_SCALAR);
     lf_cpu_set_simd(LF_SIMD_AVX2);
-    lf_qdot_set_level(lf_qdot_supported());
-    assert_int_equal(lf_qdot_level_get(), lf_qdot_supported());
+    lf_qdot_set_level(best);
+    assert_int_equal(lf_qdot_level_get(), best);
+    assert_true(!lf_qgemm_handles(LF_DTYPE_Q4_K, LF_QDOT_SCALAR));
+    assert_true(!lf_qgemm_handles(LF_DTYPE_BF16, best));
+    if (best >= LF_QDOT_AVX2) {
+        assert_true(lf_qgemm_handles(LF_DTYPE_Q6_K, LF_QDOT_AVX2));
+        assert_true(!lf_qgemm_handles(LF_DTYPE_Q8_0, LF_QDOT_AVX2));
+    }
+    if (best == LF_QDOT_AVX512VNNI) assert_true(lf_qgemm_handles(LF_DTYPE_Q8_0, best));
 }
 
 int main(void) {

@@ -30,6 +30,7 @@
 #include "core/fp.h"
 #include "cpu/forward.h"
 #include "cpu/pool.h"
+#include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
 
@@ -71,6 +72,31 @@ lf_simd_level lf_cpu_simd_supported(void) {
 #endif
     return LF_SIMD_SCALAR;
 }
+
+static atomic_int g_avx512 = -1;
+
+bool lf_cpu_avx512_supported(void) {
+#if LF_X86
+    __builtin_cpu_init();
+    return lf_cpu_simd_supported() == LF_SIMD_AVX2 && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+bool lf_cpu_avx512(void) {
+    int v = atomic_load(&g_avx512);
+    if (v < 0) {
+        const char *env = getenv("LF_AVX512");
+        v = lf_cpu_avx512_supported() && !(env && strcmp(env, "0") == 0);
+        atomic_store(&g_avx512, v);
+    }
+    return v && lf_cpu_simd_level() == LF_SIMD_AVX2;
+}
+
+void lf_cpu_set_avx512(bool on) { atomic_store(&g_avx512, on && lf_cpu_avx512_supported()); }
 
 lf_simd_level lf_cpu_simd_level(void) {
     int v = atomic_load(&g_simd);
@@ -171,6 +197,7 @@ static void mm_rows_scalar(const float *x, int n, int cols, const lf_weight *w, 
 #define LF_GEMM_MIN 5
 #define LF_MR 6     /* weight rows per panel */
 #define LF_NB 16    /* tokens per block: two vectors of 8 */
+#define LF_PANELS 8 /* panels per task */
 
 static size_t gemv_pack_floats(int n, int cols) {
     return ((size_t)n + LF_TT - 1) / LF_TT * LF_TT * (size_t)(cols / LF_CH) * LF_CH;
@@ -182,7 +209,8 @@ static size_t gemm_pack_floats(int n, int cols) {
 size_t lf_matmul_scratch_floats(int n, int cols) {
     if (n < 1) n = 1;
     if (cols < 0) cols = 0;
-    size_t q = (lf_qmatmul_scratch_bytes(n, cols) + sizeof(float) - 1) / sizeof(float);
+    size_t qb = max_size(lf_qmatmul_scratch_bytes(n, cols), lf_qgemm_scratch_bytes(n, cols));
+    size_t q = (qb + sizeof(float) - 1) / sizeof(float);
     return max_size(max_size(gemv_pack_floats(n, cols), gemm_pack_floats(n, cols)), q) + LF_CH;
 }
 
@@ -391,9 +419,67 @@ static LF_TARGET_AVX2 void gemm_tile_any(const float *wp, size_t ldw, const floa
     }
 }
 
-/* Rows [r0, r0+R) (R <= 6) of one job for all n tokens (packed in xt):
- * the rows are converted to fp32 once (into wbuf) and reused by every token
- * block. */
+/* The same product on 512-bit vectors (AVX-512 F): R (<= 6) fp32 weight
+ * rows x 16 tokens of block x0 and, when two, 16 of block x1 (each packed
+ * [K][16]), 12 accumulators. out[r*32 + token]. */
+static LF_AI LF_TARGET_AVX512 void gemm_tile512(const float *wp, size_t ldw, const float *x0, const float *x1,
+                                               int K, int R, bool two, float *out) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const float *w0 = wp, *w1 = wp + ldw, *w2 = wp + 2 * ldw, *w3 = wp + 3 * ldw;
+    const float *w4 = wp + 4 * ldw, *w5 = wp + 5 * ldw;
+    for (int k = 0; k < K; k++) {
+        __m512 xa = _mm512_loadu_ps(x0 + (size_t)k * 16), xb = two ? _mm512_loadu_ps(x1 + (size_t)k * 16) : xa;
+#define LF_GEMM512_STEP(r, a0, a1)                                                                                 \
+    if (R > r) {                                                                                                   \
+        __m512 wv = _mm512_set1_ps(w##r[k]);                                                                       \
+        a0 = _mm512_fmadd_ps(wv, xa, a0);                                                                          \
+        if (two) a1 = _mm512_fmadd_ps(wv, xb, a1);                                                                 \
+    }
+        LF_GEMM512_STEP(0, c00, c01)
+        LF_GEMM512_STEP(1, c10, c11)
+        LF_GEMM512_STEP(2, c20, c21)
+        LF_GEMM512_STEP(3, c30, c31)
+        LF_GEMM512_STEP(4, c40, c41)
+        LF_GEMM512_STEP(5, c50, c51)
+#undef LF_GEMM512_STEP
+    }
+#define LF_GEMM512_OUT(r, a0, a1)                                                                                  \
+    if (R > r) {                                                                                                   \
+        _mm512_storeu_ps(out + r * 32, a0);                                                                        \
+        if (two) _mm512_storeu_ps(out + r * 32 + 16, a1);                                                          \
+    }
+    LF_GEMM512_OUT(0, c00, c01)
+    LF_GEMM512_OUT(1, c10, c11)
+    LF_GEMM512_OUT(2, c20, c21)
+    LF_GEMM512_OUT(3, c30, c31)
+    LF_GEMM512_OUT(4, c40, c41)
+    LF_GEMM512_OUT(5, c50, c51)
+#undef LF_GEMM512_OUT
+}
+
+static LF_TARGET_AVX512 void gemm_tile512_any(const float *wp, size_t ldw, const float *x0, const float *x1, int K,
+                                              int R, bool two, float *out) {
+    switch (R * 2 + two) {
+    case 2: gemm_tile512(wp, ldw, x0, x1, K, 1, false, out); break;
+    case 3: gemm_tile512(wp, ldw, x0, x1, K, 1, true, out); break;
+    case 4: gemm_tile512(wp, ldw, x0, x1, K, 2, false, out); break;
+    case 5: gemm_tile512(wp, ldw, x0, x1, K, 2, true, out); break;
+    case 6: gemm_tile512(wp, ldw, x0, x1, K, 3, false, out); break;
+    case 7: gemm_tile512(wp, ldw, x0, x1, K, 3, true, out); break;
+    case 8: gemm_tile512(wp, ldw, x0, x1, K, 4, false, out); break;
+    case 9: gemm_tile512(wp, ldw, x0, x1, K, 4, true, out); break;
+    case 10: gemm_tile512(wp, ldw, x0, x1, K, 5, false, out); break;
+    case 11: gemm_tile512(wp, ldw, x0, x1, K, 5, true, out); break;
+    case 12: gemm_tile512(wp, ldw, x0, x1, K, 6, false, out); break;
+    default: gemm_tile512(wp, ldw, x0, x1, K, 6, true, out); break;
+    }
+}
+
+/* Rows [r0, r0+R) (R <= LF_MR * LF_PANELS) of one job for all n tokens
+ * (packed in xt): the rows are converted to fp32 once (into wbuf), then each
+ * block of 16 or 32 tokens goes through all their panels of 6 rows while it
+ * is in L2 (the whole packed x, n * K floats, is not). */
 static LF_TARGET_AVX2 void gemm_panel(const float *xt, int n, int K, const lf_matmul_job *job, int r0,
                                       int R, float *wbuf) {
     const lf_weight *w = job->w;
@@ -413,16 +499,33 @@ static LF_TARGET_AVX2 void gemm_panel(const float *xt, int n, int K, const lf_ma
         for (; i < total; i++) wbuf[i] = wconv(w->dtype, src, i);
         wp = wbuf;
     }
-    float bias[LF_MR];
+    float bias[LF_MR * LF_PANELS];
     for (int r = 0; r < R; r++)
         bias[r] = (job->bias && job->bias->data) ? lf_weight_at(job->bias, (size_t)(r0 + r)) : 0.0f;
-    float out[LF_MR * 16];
+    float out[LF_MR * 32];
     int ldy = w->rows;
-    for (int t0 = 0; t0 < n; t0 += LF_NB) {
-        int nb = n - t0 < LF_NB ? n - t0 : LF_NB, TV = nb <= 8 ? 1 : 2;
-        gemm_tile_any(wp, (size_t)K, xt + (size_t)t0 * K, K, R, TV, out);
-        for (int t = 0; t < nb; t++)
-            for (int r = 0; r < R; r++) job->y[(size_t)(t0 + t) * ldy + r0 + r] = out[r * 16 + t] + bias[r];
+    bool wide = lf_cpu_avx512();
+    for (int t0 = 0; t0 < n;) {
+        int nb = n - t0 < LF_NB ? n - t0 : LF_NB, TV = nb <= 8 ? 1 : 2, ld = 16, step = LF_NB;
+        const float *xb = xt + (size_t)t0 * K;
+        bool w512 = wide && nb > 8, two = w512 && n - t0 - LF_NB > 8;
+        if (w512) { /* blocks of 16 packed 16 wide: one or two per 512-bit tile */
+            if (two) nb = n - t0 < 2 * LF_NB ? n - t0 : 2 * LF_NB;
+            ld = 32;
+            step = two ? 2 * LF_NB : LF_NB;
+        }
+        for (int p0 = 0; p0 < R; p0 += LF_MR) {
+            int Rp = R - p0 < LF_MR ? R - p0 : LF_MR;
+            const float *wpp = wp + (size_t)p0 * K;
+            if (w512)
+                gemm_tile512_any(wpp, (size_t)K, xb, xb + (size_t)LF_NB * K, K, Rp, two, out);
+            else
+                gemm_tile_any(wpp, (size_t)K, xb, K, Rp, TV, out);
+            for (int t = 0; t < nb; t++)
+                for (int r = 0; r < Rp; r++)
+                    job->y[(size_t)(t0 + t) * ldy + r0 + p0 + r] = out[r * ld + t] + bias[p0 + r];
+        }
+        t0 += step;
     }
 }
 
@@ -451,7 +554,7 @@ typedef struct {
     int total;         /* groups */
     mm_path path;
     float *scratch;    /* packed x */
-    float *wbufs;      /* GEMM: LF_MR * cols floats per worker, or NULL */
+    float *wbufs;      /* GEMM: LF_MR * LF_PANELS * cols floats per worker, or NULL */
 } mm_args;
 
 static void mm_pack_task(void *p, int b, int worker) {
@@ -475,7 +578,7 @@ static void mm_task(void *p, int task, int worker) {
             continue;
         }
         if (a->path == MM_GEMM && (a->wbufs || job->w->dtype == LF_DTYPE_F32)) {
-            float *wb = a->wbufs ? a->wbufs + (size_t)worker * LF_MR * a->cols : NULL;
+            float *wb = a->wbufs ? a->wbufs + (size_t)worker * LF_MR * LF_PANELS * a->cols : NULL;
             gemm_panel(a->scratch, a->n, a->cols, job, r0, nr, wb);
             continue;
         }
@@ -490,7 +593,7 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
                    float *scratch, bool simd) {
     mm_args a = {.x = x, .n = n, .cols = cols, .jobs = jobs, .scratch = scratch};
     a.path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
-    a.rg = a.path == MM_GEMM ? LF_MR : a.path == MM_GEMV ? LF_RG : 16;
+    a.rg = a.path == MM_GEMM ? LF_MR * LF_PANELS : a.path == MM_GEMV ? LF_RG : 16;
     a.gper = a.path == MM_GEMV ? 8 : 1;
     int gstart[LF_MAX_JOBS + 1];
     double work = 0;
@@ -507,41 +610,58 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
     if (a.path == MM_GEMM) {
         lf_pool_run((n + LF_NB - 1) / LF_NB, mm_pack_task, &a, nt);
         if (jobs[0].w->dtype != LF_DTYPE_F32)
-            a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * LF_MR * cols * sizeof(float));
+            a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * LF_MR * LF_PANELS * cols * sizeof(float));
     }
     lf_pool_run(ntasks, mm_task, &a, nt);
     free(a.wbufs);
+}
+
+/* Where a job's product is computed. */
+typedef enum { ROUTE_QDOT, ROUTE_QGEMM, ROUTE_DENSE } mm_route;
+
+/* Block weights (GGUF Q8_0, Q4_0/1, Q5_0/1, Q4_K/Q5_K/Q6_K) take the integer
+ * products: qmatmul.c's dot products below LF_QGEMM_MIN tokens and at the
+ * scalar level, qgemm.c's GEMM from there where it handles the dtype at its
+ * level; otherwise (Q8_0 at the AVX2 level) panels of their rows widened to
+ * fp32, as bf16 weights. */
+static mm_route route_of(lf_dtype t, int n, bool simd, lf_qdot_level glv) {
+    if (!lf_dtype_is_block(t)) return ROUTE_DENSE;
+    if (!simd || n < LF_QGEMM_MIN) return ROUTE_QDOT;
+    return lf_qgemm_handles(t, glv) ? ROUTE_QGEMM : ROUTE_DENSE;
+}
+
+/* The jobs of one route, in groups of at most LF_MAX_JOBS, to fn. */
+static void run_route(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs, float *scratch,
+                      mm_route route, bool simd, lf_qdot_level glv) {
+    lf_matmul_job sel[LF_MAX_JOBS];
+    int ns = 0;
+    for (int j = 0; j <= n_jobs; j++) {
+        bool take = j < n_jobs && route_of(jobs[j].w->dtype, n, simd, glv) == route;
+        if (take) sel[ns++] = jobs[j];
+        if (ns == 0 || (ns < LF_MAX_JOBS && j < n_jobs)) continue;
+        if (route == ROUTE_QGEMM && !lf_qgemm_multi(x, n, cols, sel, ns, scratch))
+            lf_qmatmul_multi(x, n, cols, sel, ns, scratch); /* no memory for the panels */
+        if (route == ROUTE_QDOT) lf_qmatmul_multi(x, n, cols, sel, ns, scratch);
+        ns = 0;
+    }
 }
 
 void lf_matmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs,
                      float *scratch) {
     if (n <= 0 || n_jobs <= 0) return;
     bool simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
-    /* block weights (GGUF Q8_0, Q4_0/1, Q5_0/1, Q4_K/Q5_K/Q6_K), decode and the scalar level: x
-     * quantized to int8 once for all of them, integer dot products. Prefill
-     * (the GEMM path) widens panels of their rows to fp32 like bf16 ones
-     * (measured faster than 4 tokens per pass of integer products). */
-    bool block_gemm = simd && n >= LF_GEMM_MIN;
-    lf_matmul_job blocks[LF_MAX_JOBS];
-    int nq = 0;
-    for (int j = 0; j < n_jobs && !block_gemm; j++)
-        if (lf_dtype_is_block(jobs[j].w->dtype)) {
-            blocks[nq++] = jobs[j];
-            if (nq == LF_MAX_JOBS) {
-                lf_qmatmul_multi(x, n, cols, blocks, nq, scratch);
-                nq = 0;
-            }
-        }
-    if (nq) lf_qmatmul_multi(x, n, cols, blocks, nq, scratch);
-    /* group the jobs by weight dtype (x is packed per dtype) */
+    lf_qdot_level glv = lf_qgemm_level_get();
+    run_route(x, n, cols, jobs, n_jobs, scratch, ROUTE_QDOT, simd, glv);
+    run_route(x, n, cols, jobs, n_jobs, scratch, ROUTE_QGEMM, simd, glv);
+    /* the rest grouped by weight dtype (x is packed per dtype) */
     static const lf_dtype order[] = {LF_DTYPE_BF16, LF_DTYPE_F16,  LF_DTYPE_F32,  LF_DTYPE_Q8_0,
                                      LF_DTYPE_Q4_0, LF_DTYPE_Q4_1, LF_DTYPE_Q5_0, LF_DTYPE_Q5_1,
                                      LF_DTYPE_Q4_K, LF_DTYPE_Q5_K, LF_DTYPE_Q6_K};
-    for (int d = 0; d < (block_gemm ? (int)(sizeof order / sizeof order[0]) : 3); d++) {
+    for (int d = 0; d < (int)(sizeof order / sizeof order[0]); d++) {
         lf_matmul_job sel[LF_MAX_JOBS];
         int ns = 0;
         for (int j = 0; j < n_jobs; j++) {
-            if (jobs[j].w->dtype != order[d]) continue;
+            if (jobs[j].w->dtype != order[d] || route_of(order[d], n, simd, glv) != ROUTE_DENSE) continue;
             sel[ns++] = jobs[j];
             if (ns == LF_MAX_JOBS) {
                 mm_run(x, n, cols, sel, ns, scratch, simd);
@@ -870,12 +990,100 @@ static LF_TARGET_AVX2 void attn_pv_any(const float *p, size_t ldp, const float *
     }
 }
 
+/* The same tiles on 512-bit vectors (AVX-512 F): scores of R (<= 4)
+ * queries x 32 keys (two blocks of 16 in kt; one when !two), and outputs of
+ * R queries x 32 dims. */
+static LF_AI LF_TARGET_AVX512 void attn_qk_tile512(const float *qr, size_t ldq, const float *kt, int hd, int R,
+                                                  bool two, float *s, size_t lds) {
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    const float *kt1 = kt + (size_t)16 * hd;
+    for (int d = 0; d < hd; d++) {
+        __m512 k0 = _mm512_loadu_ps(kt + (size_t)d * 16), k1 = two ? _mm512_loadu_ps(kt1 + (size_t)d * 16) : k0;
+#define LF_QK512_STEP(r, x0, x1)                                                                                   \
+    if (R > r) {                                                                                                   \
+        __m512 qv = _mm512_set1_ps(qr[r * ldq + d]);                                                               \
+        x0 = _mm512_fmadd_ps(qv, k0, x0);                                                                          \
+        if (two) x1 = _mm512_fmadd_ps(qv, k1, x1);                                                                 \
+    }
+        LF_QK512_STEP(0, a00, a01)
+        LF_QK512_STEP(1, a10, a11)
+        LF_QK512_STEP(2, a20, a21)
+        LF_QK512_STEP(3, a30, a31)
+#undef LF_QK512_STEP
+    }
+#define LF_T512_OUT(r, x0, x1)                                                                                     \
+    if (R > r) {                                                                                                   \
+        _mm512_storeu_ps(s + r * lds, x0);                                                                         \
+        if (two) _mm512_storeu_ps(s + r * lds + 16, x1);                                                           \
+    }
+    LF_T512_OUT(0, a00, a01)
+    LF_T512_OUT(1, a10, a11)
+    LF_T512_OUT(2, a20, a21)
+    LF_T512_OUT(3, a30, a31)
+}
+
+static LF_AI LF_TARGET_AVX512 void attn_pv_tile512(const float *p, size_t ldp, const float *v, size_t ldv, int nk,
+                                                  int R, float *s, size_t lds) {
+    const bool two = true;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (int j = 0; j < nk; j++) {
+        __m512 v0 = _mm512_loadu_ps(v + (size_t)j * ldv), v1 = _mm512_loadu_ps(v + (size_t)j * ldv + 16);
+#define LF_PV512_STEP(r, x0, x1)                                                                                   \
+    if (R > r) {                                                                                                   \
+        __m512 pv = _mm512_set1_ps(p[r * ldp + j]);                                                                \
+        x0 = _mm512_fmadd_ps(pv, v0, x0);                                                                          \
+        x1 = _mm512_fmadd_ps(pv, v1, x1);                                                                          \
+    }
+        LF_PV512_STEP(0, a00, a01)
+        LF_PV512_STEP(1, a10, a11)
+        LF_PV512_STEP(2, a20, a21)
+        LF_PV512_STEP(3, a30, a31)
+#undef LF_PV512_STEP
+    }
+    LF_T512_OUT(0, a00, a01)
+    LF_T512_OUT(1, a10, a11)
+    LF_T512_OUT(2, a20, a21)
+    LF_T512_OUT(3, a30, a31)
+#undef LF_T512_OUT
+}
+
+/* All scores of the query rows r0.. (R of them) against keys 0..nk-1. */
+static LF_TARGET_AVX512 void attn_qk_rows512(const float *qr, size_t ldq, const float *kt, int hd, int nk, int R,
+                                             float *s, size_t lds) {
+    for (int j0 = 0; j0 < nk; j0 += 32) {
+        const float *k = kt + (size_t)j0 * hd;
+        float *o = s + j0;
+        bool two = nk - j0 > 16;
+        switch (R * 2 + two) {
+        case 2: attn_qk_tile512(qr, ldq, k, hd, 1, false, o, lds); break;
+        case 3: attn_qk_tile512(qr, ldq, k, hd, 1, true, o, lds); break;
+        case 4: attn_qk_tile512(qr, ldq, k, hd, 2, false, o, lds); break;
+        case 5: attn_qk_tile512(qr, ldq, k, hd, 2, true, o, lds); break;
+        case 6: attn_qk_tile512(qr, ldq, k, hd, 3, false, o, lds); break;
+        case 7: attn_qk_tile512(qr, ldq, k, hd, 3, true, o, lds); break;
+        case 8: attn_qk_tile512(qr, ldq, k, hd, 4, false, o, lds); break;
+        default: attn_qk_tile512(qr, ldq, k, hd, 4, true, o, lds); break;
+        }
+    }
+}
+
+/* The outputs of R query rows, all hd (a multiple of 32) dims. */
+static LF_TARGET_AVX512 void attn_pv_rows512(const float *p, size_t ldp, const float *v, size_t ldv, int nk, int hd,
+                                             int R, float *o, size_t ldo) {
+    for (int d0 = 0; d0 < hd; d0 += 32) switch (R) {
+        case 1: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 1, o + d0, ldo); break;
+        case 2: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 2, o + d0, ldo); break;
+        case 3: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 3, o + d0, ldo); break;
+        default: attn_pv_tile512(p, ldp, v + d0, ldv, nk, 4, o + d0, ldo); break;
+        }
+}
+
 /* Queries i0..i1 of head h; kt = transposed K of its KV head
  * ([np/16][hd][16]);
  * s = LF_QBLOCK x np scores. */
 static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, const float *v, int n_heads,
                                            int n_kv, int hd, int h, int i0, int i1, size_t np,
-                                           float *out, float *s) {
+                                           float *out, float *s, bool wide) {
     int kvh = h / (n_heads / n_kv);
     float scale = (float)(1.0 / sqrt((double)hd));
     int nq = i1 - i0, nk = i1; /* keys 0..i1-1 */
@@ -883,6 +1091,10 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
     const float *q0 = q + ((size_t)i0 * n_heads + h) * hd;
     for (int r0 = 0; r0 < nq; r0 += 4) {
         int R = nq - r0 < 4 ? nq - r0 : 4;
+        if (wide) {
+            attn_qk_rows512(q0 + (size_t)r0 * ldq, ldq, kt, hd, nk, R, s + (size_t)r0 * np, np);
+            continue;
+        }
         for (int j0 = 0; j0 < nk; j0 += 16)
             attn_qk_any(q0 + (size_t)r0 * ldq, ldq, kt + (size_t)j0 * hd, 16, hd, R,
                         s + (size_t)r0 * np + j0, np);
@@ -920,8 +1132,11 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
     for (int r0 = 0; r0 < nq; r0 += 4) {
         int R = nq - r0 < 4 ? nq - r0 : 4;
         float *o0 = out + ((size_t)(i0 + r0) * n_heads + h) * hd;
-        for (int d0 = 0; d0 < hd; d0 += 16)
-            attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
+        if (wide)
+            attn_pv_rows512(s + (size_t)r0 * np, np, vh, ldv, nk, hd, R, o0, ldq);
+        else
+            for (int d0 = 0; d0 < hd; d0 += 16)
+                attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
         for (int r = 0; r < R; r++) {
             float *o = o0 + (size_t)r * ldq;
             __m256 iv = _mm256_set1_ps(inv[r0 + r]);
@@ -935,7 +1150,7 @@ typedef struct {
     const float *q, *k, *v;
     int n, n_heads, n_kv, hd, nqb;
     size_t np;
-    bool simd, blocked;
+    bool simd, blocked, wide;
     float *out, *scratch, *kt;
 } attn_args;
 
@@ -961,7 +1176,7 @@ static void attn_task(void *p, int it, int worker) {
     if (a->blocked) {
         int g = h / (a->n_heads / a->n_kv);
         attn_block_avx2(a->q, a->kt + (size_t)g * a->hd * a->np, a->v, a->n_heads, a->n_kv, a->hd, h,
-                        i0, i1, a->np, a->out, sc);
+                        i0, i1, a->np, a->out, sc, a->wide);
         return;
     }
     if (a->simd) {
@@ -979,6 +1194,7 @@ void lf_attention_causal(const float *q, const float *k, const float *v, int n, 
     a.nqb = (n + LF_QBLOCK - 1) / LF_QBLOCK;
     a.simd = lf_cpu_simd_level() == LF_SIMD_AVX2;
     a.blocked = a.simd && hd % 16 == 0;
+    a.wide = a.blocked && hd % 32 == 0 && lf_cpu_avx512();
     a.np = attn_keys_padded(n);
     int nt = lf_cpu_threads();
     a.kt = scratch + (size_t)nt * LF_QBLOCK * a.np; /* [n_kv][np/16][hd][16] */

@@ -83,6 +83,53 @@ static float kdot_scalar(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int 
     return wt == LF_DTYPE_Q6_K ? q6k_scalar(w, x, nsb) : q45k_scalar(wt, w, x, nsb);
 }
 
+/* ---- unpacked rows for the integer GEMM (cpu/qgemm.c) ------------------------ */
+
+/* Written as plain loops over 16 or 32 bytes, which the compiler vectorizes. */
+LF_TARGET_AVX2 void lf_kunpack_row(lf_dtype wt, const void *wrow, int nsb, int8_t *q, float *sw, float *mn) {
+    const uint8_t *w = wrow;
+    int bytes = (int)lf_dtype_row_bytes(wt, QK_K);
+    for (int sb = 0; sb < nsb; sb++, w += bytes, q += QK_K) {
+        if (wt == LF_DTYPE_Q6_K) {
+            float d = rd_f16(w + 208);
+            const int8_t *sc = (const int8_t *)(w + 192);
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+                int8_t *o = q + 128 * h;
+                for (int l = 0; l < 32; l++) {
+                    o[l] = (int8_t)(((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
+                    o[32 + l] = (int8_t)(((ql[32 + l] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    o[64 + l] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    o[96 + l] = (int8_t)(((ql[32 + l] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            for (int i = 0; i < 16; i++) *sw++ = d * (float)sc[i];
+            continue;
+        }
+        float d = rd_f16(w), dmin = rd_f16(w + 2);
+        int sc[KSUB], m[KSUB];
+        k_scales(w + 4, sc, m);
+        const uint8_t *qh = wt == LF_DTYPE_Q5_K ? w + 16 : NULL, *qs = w + (qh ? 48 : 16);
+        for (int j = 0; j < KSUB; j += 2) {
+            const uint8_t *p = qs + 16 * j;
+            int8_t *o = q + 32 * j;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (int8_t)(p[l] & 0x0F);
+                o[32 + l] = (int8_t)(p[l] >> 4);
+            }
+            if (qh)
+                for (int l = 0; l < 32; l++) {
+                    o[l] = (int8_t)(o[l] | (((qh[l] >> j) & 1) << 4));
+                    o[32 + l] = (int8_t)(o[32 + l] | (((qh[l] >> (j + 1)) & 1) << 4));
+                }
+        }
+        for (int j = 0; j < KSUB; j++) {
+            *sw++ = d * (float)sc[j];
+            *mn++ = -dmin * (float)m[j];
+        }
+    }
+}
+
 /* ---- AVX2 ----------------------------------------------------------------- */
 
 #if LF_X86

@@ -23,4 +23,10 @@ bool lf_dtype_is_kquant(lf_dtype t);
 void lf_kdot(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int T, int nb, lf_qdot_level level,
              float *out);
 
+/* A row of nsb super-blocks unpacked for the integer GEMM (cpu/qgemm.h):
+ * q[256 nsb] the integer values (Q6_K: q - 32), sw the scale of each group
+ * of lf_qgroup(wt) values (d sc), mn per 32 values the coefficient of the
+ * activation block's s (Q4_K/Q5_K: -dmin m; Q6_K: not written). */
+void lf_kunpack_row(lf_dtype wt, const void *wrow, int nsb, int8_t *q, float *sw, float *mn);
+
 #endif

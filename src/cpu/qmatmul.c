@@ -46,12 +46,6 @@ static nib_layout layout_of(lf_dtype t) {
     }
 }
 
-static atomic_int g_qlevel = -1; /* -1: not chosen yet */
-
-#if LF_X86
-#define LF_TARGET_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
-#endif
-
 lf_qdot_level lf_qdot_supported(void) {
     if (lf_cpu_simd_supported() < LF_SIMD_AVX2) return LF_QDOT_SCALAR;
 #if LF_X86
@@ -66,32 +60,34 @@ lf_qdot_level lf_qdot_supported(void) {
 #endif
 }
 
-/* The default is AVX2 even where AVX-512 VNNI exists: on the Xeon this was
- * measured on (2 cores of a VM), the 512-bit vpdpbusd kernel ran at 0.6x the
- * AVX2 one for one token and 0.3-0.5x for 128 (docs/cpu-quant.md); a
- * 256-bit vpdpbusd variant was no faster than AVX2 either. LF_QDOT=
- * avx512vnni selects it. */
-static lf_qdot_level level_from_env(lf_qdot_level best) {
-    const char *env = getenv("LF_QDOT");
-    lf_qdot_level want = LF_QDOT_AVX2;
-    if (env && !strcmp(env, "scalar")) want = LF_QDOT_SCALAR;
-    if (env && !strcmp(env, "avx512vnni")) want = LF_QDOT_AVX512VNNI;
-    return want < best ? want : best;
-}
-
-lf_qdot_level lf_qdot_level_get(void) {
-    int v = atomic_load(&g_qlevel);
+lf_qdot_level lf_qknob_get(lf_qknob *k) {
+    int v = atomic_load(&k->level);
     if (v < 0) {
-        v = (int)level_from_env(lf_qdot_supported());
-        atomic_store(&g_qlevel, v);
+        lf_qdot_level best = lf_qdot_supported(), want = k->dflt;
+        const char *env = getenv(k->env);
+        if (env && !strcmp(env, "scalar")) want = LF_QDOT_SCALAR;
+        if (env && !strcmp(env, "avx2")) want = LF_QDOT_AVX2;
+        if (env && !strcmp(env, "avx512vnni")) want = LF_QDOT_AVX512VNNI;
+        v = (int)(want < best ? want : best);
+        atomic_store(&k->level, v);
     }
     return lf_cpu_simd_level() == LF_SIMD_SCALAR ? LF_QDOT_SCALAR : (lf_qdot_level)v;
 }
 
-void lf_qdot_set_level(lf_qdot_level level) {
+void lf_qknob_set(lf_qknob *k, lf_qdot_level level) {
     lf_qdot_level best = lf_qdot_supported();
-    atomic_store(&g_qlevel, (int)(level > best ? best : level));
+    atomic_store(&k->level, (int)(level > best ? best : level));
 }
+
+/* The decode default is AVX2 even where AVX-512 VNNI exists: on the Xeon
+ * this was measured on (2 cores of a VM), the 512-bit vpdpbusd kernel ran at
+ * 0.6x the AVX2 one for one token (docs/cpu-quant.md); a 256-bit vpdpbusd
+ * variant was no faster than AVX2 either. LF_QDOT=avx512vnni selects it. */
+static lf_qknob g_qdot = {-1, "LF_QDOT", LF_QDOT_AVX2};
+
+lf_qdot_level lf_qdot_level_get(void) { return lf_qknob_get(&g_qdot); }
+
+void lf_qdot_set_level(lf_qdot_level level) { lf_qknob_set(&g_qdot, level); }
 
 const char *lf_qdot_level_name(lf_qdot_level level) {
     return level == LF_QDOT_AVX512VNNI ? "avx512vnni" : level == LF_QDOT_AVX2 ? "avx2" : "scalar";
@@ -99,7 +95,7 @@ const char *lf_qdot_level_name(lf_qdot_level level) {
 
 /* ---- activations ---------------------------------------------------------- */
 
-void lf_quantize_row(const float *x, int cols, lf_qblock *out) {
+static void quantize_row_scalar(const float *x, int cols, lf_qblock *out) {
     for (int b = 0; b < cols / LF_QK; b++) {
         const float *xb = x + (size_t)b * LF_QK;
         float amax = 0.0f;
@@ -117,16 +113,63 @@ void lf_quantize_row(const float *x, int cols, lf_qblock *out) {
     }
 }
 
+#if LF_X86
+/* The same arithmetic on 8 lanes: |x * id| <= 127 up to one rounding, and
+ * vcvtps2dq rounds to nearest even as nearbyintf does. */
+static LF_TARGET_AVX2 void quantize_row_avx2(const float *x, int cols, lf_qblock *out) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < cols / LF_QK; b++) {
+        const float *xb = x + (size_t)b * LF_QK;
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        float amax = lf_hmax256(m), d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(id)));
+        /* int32 -> int8 in order: the packs work within 128-bit lanes, the
+         * permute puts the four 32-bit groups back in order */
+        __m256i w01 = _mm256_packs_epi32(q[0], q[1]), w23 = _mm256_packs_epi32(q[2], q[3]);
+        __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(void *)out[b].q, bytes);
+        __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        out[b].d = d;
+        out[b].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+#endif
+
+void lf_quantize_row(const float *x, int cols, lf_qblock *out) {
+#if LF_X86
+    if (lf_cpu_simd_level() == LF_SIMD_AVX2) {
+        quantize_row_avx2(x, cols, out);
+        return;
+    }
+#endif
+    quantize_row_scalar(x, cols, out);
+}
+
 /* ---- scalar reference ------------------------------------------------------- */
 
 static float rd_f16(const uint8_t *p) { return lf_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
 
 /* sum over the block of n(j) * q[j], n(j) the unsigned 4-bit value j plus
  * its fifth bit (bit j of qh) when there is one */
+/* Value j (< 16) and j + 16 of a 4- or 5-bit block, unsigned. */
+static void nibble_pair(const uint8_t *qs, uint32_t qh, int j, int *lo, int *hi) {
+    *lo = (qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4);
+    *hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+}
+
 static int nibble_dot(const uint8_t *qs, uint32_t qh, const int8_t *q) {
     int s = 0;
     for (int j = 0; j < LF_QK / 2; j++) {
-        int lo = (qs[j] & 0x0F) | (int)(((qh >> j) & 1) << 4), hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        int lo, hi;
+        nibble_pair(qs, qh, j, &lo, &hi);
         s += lo * q[j] + hi * q[j + LF_QK / 2];
     }
     return s;
@@ -153,6 +196,41 @@ static float qdot_scalar(lf_dtype wt, const uint8_t *w, const lf_qblock *x, int 
             acc += d * x[b].d * dot + rd_f16(w + L.m_at) * x[b].s;
     }
     return acc;
+}
+
+/* ---- unpacked rows for the integer GEMM (cpu/qgemm.c) ------------------------ */
+
+int lf_qgroup(lf_dtype t) { return t == LF_DTYPE_Q6_K ? 16 : LF_QK; }
+
+bool lf_dtype_has_min(lf_dtype t) {
+    return t == LF_DTYPE_Q4_1 || t == LF_DTYPE_Q5_1 || t == LF_DTYPE_Q4_K || t == LF_DTYPE_Q5_K;
+}
+
+LF_TARGET_AVX2 void lf_qunpack_row(lf_dtype wt, const void *wrow, int nb, int8_t *q, float *sw, float *mn) {
+    if (lf_dtype_is_kquant(wt)) {
+        lf_kunpack_row(wt, wrow, nb / 8, q, sw, mn);
+        return;
+    }
+    const uint8_t *w = wrow;
+    int bb = block_bytes(wt);
+    for (int b = 0; b < nb; b++, w += bb, q += LF_QK) {
+        sw[b] = rd_f16(w);
+        if (wt == LF_DTYPE_Q8_0) {
+            memcpy(q, w + 2, LF_QK);
+            continue;
+        }
+        nib_layout L = layout_of(wt);
+        uint32_t qh = 0;
+        if (L.qh_at >= 0) memcpy(&qh, w + L.qh_at, 4);
+        const uint8_t *qs = w + L.qs_at;
+        for (int j = 0; j < LF_QK / 2; j++) {
+            int lo, hi;
+            nibble_pair(qs, qh, j, &lo, &hi);
+            q[j] = (int8_t)(lo - L.offset);
+            q[j + LF_QK / 2] = (int8_t)(hi - L.offset);
+        }
+        if (L.m_at >= 0) mn[b] = rd_f16(w + L.m_at);
+    }
 }
 
 /* ---- AVX2 and AVX-512 VNNI ---------------------------------------------------- */

@@ -49,6 +49,17 @@ lf_qdot_level lf_qdot_level_get(void);
 void lf_qdot_set_level(lf_qdot_level level);
 const char *lf_qdot_level_name(lf_qdot_level level);
 
+/* A level chosen once from the CPU and an environment variable (scalar,
+ * avx2, avx512vnni; default dflt, clamped to what the CPU has), scalar when
+ * the CPU kernels are; level -1 until first read. */
+typedef struct lf_qknob {
+    _Atomic int level;
+    const char *env;
+    lf_qdot_level dflt;
+} lf_qknob;
+lf_qdot_level lf_qknob_get(lf_qknob *k);
+void lf_qknob_set(lf_qknob *k, lf_qdot_level level);
+
 /* Whether t is one of the block dtypes these kernels compute on. */
 bool lf_dtype_is_block(lf_dtype t);
 
@@ -78,6 +89,18 @@ size_t lf_qmatmul_scratch_bytes(int n, int cols);
  * pool's threads take groups of rows, each row's dot products for all n
  * tokens. */
 void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, int n_jobs, void *scratch);
+
+/* Values per weight scale of block dtype t: 16 for Q6_K, else 32. */
+int lf_qgroup(lf_dtype t);
+/* Whether t's values carry an offset per 32 values (Q4_1, Q5_1, Q4_K,
+ * Q5_K: w = d q + m), which multiplies the activation block's s. */
+bool lf_dtype_has_min(lf_dtype t);
+/* A row of nb 32-value blocks of any block dtype unpacked for the integer
+ * GEMM (cpu/qgemm.h): q[32 nb] the signed integer values (offsets of Q4_0,
+ * Q5_0, Q6_K subtracted), sw[32 nb / lf_qgroup(wt)] their scales, and where
+ * lf_dtype_has_min(wt), mn[nb] the coefficient of each activation block's s;
+ * w = sw q (+ mn). */
+void lf_qunpack_row(lf_dtype wt, const void *wrow, int nb, int8_t *q, float *sw, float *mn);
 
 /* Row `row` of a block-dtype weight dequantized to fp32 (the embedding
  * lookup). */

@@ -16,9 +16,15 @@
 #define LF_X86 1
 #include <immintrin.h>
 #define LF_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+/* AVX-512 F/BW/VL/DQ (the attention's 512-bit tiles) */
+#define LF_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+/* AVX-512 F/BW/VL/DQ + VNNI (the quantized kernels' avx512vnni level) */
+#define LF_TARGET_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #else
 #define LF_X86 0
 #define LF_TARGET_AVX2
+#define LF_TARGET_AVX512
+#define LF_TARGET_VNNI512
 #endif
 
 typedef enum lf_simd_level {
@@ -35,6 +41,13 @@ lf_simd_level lf_cpu_simd_supported(void);
 /* Force a level (clamped to what the CPU supports). */
 void lf_cpu_set_simd(lf_simd_level level);
 const char *lf_simd_level_name(lf_simd_level level);
+/* Whether the CPU has AVX-512 F/BW/VL/DQ (with AVX2), and whether the
+ * kernels that have a 512-bit form (prefill attention) use it: where the CPU
+ * has it, unless LF_AVX512=0 in the environment, lf_cpu_set_avx512(false) or
+ * the scalar level. */
+bool lf_cpu_avx512_supported(void);
+bool lf_cpu_avx512(void);
+void lf_cpu_set_avx512(bool on);
 
 #if LF_X86
 /* Horizontal sum of 8 floats. */
