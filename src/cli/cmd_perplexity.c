@@ -233,6 +233,9 @@ static int check_flags(ppl_cli *c) {
     else if (c->top_k > 0 && !c->kl_write && !c->fidelity)
         lf_cli_error(CMD, "--kl-top-k applies with --kl-write or --fidelity");
     else if (c->per_token && !c->o.json) lf_cli_error(CMD, "--per-token applies with --json");
+    else if (c->o.policy.protect_prompt > 0)
+        lf_cli_error(CMD, "--protect-prompt protects a prefilled prompt, and perplexity passes the prompt through "
+                          "the cache one token at a time: keep it with --sinks N (N = the prompt's tokens)");
     else return 0;
     return -1;
 }
