@@ -590,6 +590,62 @@ static void expect_init_error(lf_policy_kind kind, int budget, int sinks, int re
         fail_msg("error '%s' does not name '%s'%s%s", err.msg, a, b ? " and " : "", b ? b : "");
 }
 
+/* --protect-prompt: out of range, no slot left to evict, a share too small
+ * for SnapKV's selection of a long prompt, policies it does not apply to,
+ * the GPU. */
+static void test_protect_prompt_errors(void **state) {
+    (void)state;
+    lf_config cfg = shape(1, 4, 2, 16);
+    const struct {
+        lf_policy_kind kind;
+        int budget, recent;
+        float share;
+        const char *a, *b;
+    } bad[] = {
+        {LF_POLICY_LONGFLOW, 64, -1, 1.0f, "--protect-prompt", "(0, 1)"},
+        {LF_POLICY_LONGFLOW, 64, -1, -0.5f, "--protect-prompt", "(0, 1)"},
+        {LF_POLICY_H2O, 64, -1, 0.5f, "no slot to evict", "--recent 32"}, /* H2O's default recent budget/2 */
+        {LF_POLICY_LONGFLOW, 64, 40, 0.5f, "no slot to evict", "--protect-prompt"},
+        {LF_POLICY_RKV, 64, -1, 0.5f, "--protect-prompt", "rkv"},
+        {LF_POLICY_FULL, 64, -1, 0.5f, "--protect-prompt", "full"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lf_policy_config pc;
+        lf_policy_config_default(&pc);
+        pc.kind = bad[i].kind;
+        pc.recent = bad[i].recent;
+        pc.protect_prompt = bad[i].share;
+        lf_kv_cache c;
+        lf_error err = {{0}};
+        assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, bad[i].budget, &err), -1);
+        if (!strstr(err.msg, bad[i].a) || !strstr(err.msg, bad[i].b))
+            fail_msg("case %zu: error '%s' does not name '%s' and '%s'", i, err.msg, bad[i].a, bad[i].b);
+    }
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = LF_POLICY_LONGFLOW;
+    pc.protect_prompt = 0.25f;
+    lf_error err = {{0}};
+    assert_int_equal(lf_policy_check_gpu(&pc, &err), -1);
+    assert_non_null(strstr(err.msg, "CPU only"));
+    /* 0.25 x 64 = 16 slots: a prompt of 16 fits and is kept whole; one of 40 would need SnapKV in 16 < 33 */
+    lf_kv_cache c;
+    assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, 64, &err), 0);
+    assert_int_equal(lf_policy_prompt_room(&c.policy, 64), 16);
+    float *q = calloc(40 * 4 * 16, sizeof *q), *k = calloc(40 * 2 * 16, sizeof *k), *v = calloc(40 * 2 * 16, sizeof *v);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 16, &err), 0);
+    assert_int_equal(c.layers[0].n_valid, 16);
+    assert_int_equal(c.protect_upto, 16);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 40, &err), -1);
+    assert_non_null(strstr(err.msg, "keeps at most 16 prompt tokens"));
+    lf_kv_cache_reset(&c);
+    assert_int_equal(c.protect_upto, 0);
+    lf_kv_cache_free(&c);
+    free(q);
+    free(k);
+    free(v);
+}
+
 static void test_bad_inputs(void **state) {
     (void)state;
     expect_init_error(LF_POLICY_LONGFLOW, 0, -1, -1, 1, "budget", NULL);
@@ -823,6 +879,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_protect_prompt_errors),
         cmocka_unit_test(test_capped_budget),
         cmocka_unit_test(test_worked_examples),
         cmocka_unit_test(test_every_policy_many_steps),

@@ -104,7 +104,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
                  !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
                  !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template") ||
                  !strcmp(f, "--kv-dtype") || !strcmp(f, "--weights") || !strcmp(f, "--device") ||
-                 !strcmp(f, "--gpu-mem-fraction"))
+                 !strcmp(f, "--gpu-mem-fraction") || !strcmp(f, "--protect-prompt")) /* (refused below) */
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);
