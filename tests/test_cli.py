@@ -184,8 +184,6 @@ class BadInput(unittest.TestCase):
                           "--budget 20", "at least 34")
         self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow", "--budget", "20", "--protect-prompt", "1"],
                           "--protect-prompt", "(0, 1)")
-        self.expect_error(g + ["--prompt-ids", long_prompt, "--policy", "longflow", "--budget", "64",
-                               "--protect-prompt", "0.25"], "--protect-prompt 0.25", "at most 16 prompt tokens")
         self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "h2o", "--budget", "20", "--protect-prompt", "0.5"],
                           "no slot to evict", "--recent 10")
         self.expect_error(g + ["--prompt-ids", "1,x,3"], "--prompt-ids")

@@ -169,10 +169,14 @@ static double dotd(const float *a, const double *b, int n) {
 static void sim_prefill(sim *S, const float *q, const float *k, const float *v, int n, const lf_kv_cache *c) {
     const int H = S->H, G = S->G, hd = S->hd, rep = H / G, w = 32;
     int *kept = malloc((size_t)n * sizeof *kept), nk = 0;
-    /* the prompt's room, from the text: budget-1, or floor(share x budget) when smaller */
+    /* the prompt's room, from the text: budget-1, or floor(share x budget) but at least
+     * the 33 SnapKV's selection needs, when smaller */
     S->room = c->budget - 1;
-    if (S->P.protect_prompt > 0 && (int)floor(S->P.protect_prompt * c->budget) < S->room)
-        S->room = (int)floor(S->P.protect_prompt * c->budget);
+    if (S->P.protect_prompt > 0) {
+        int share = (int)floor(S->P.protect_prompt * c->budget);
+        if (share < w + 1) share = w + 1;
+        if (share < S->room) S->room = share;
+    }
     S->protected = S->P.protect_prompt > 0 ? n : 0;
     double *kd = malloc((size_t)n * G * hd * sizeof *kd);
     for (size_t i = 0; i < (size_t)n * G * hd; i++) kd[i] = k[i];
@@ -555,6 +559,7 @@ static void test_every_policy_many_steps(void **state) {
         {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0.5f},
         {LF_POLICY_LONGFLOW, 8, 4, 32, 96, 100, 80, -1, -1, 1, 0.5f},
         {LF_POLICY_LONGFLOW, 8, 4, 32, 96, 100, 80, 4, 8, 1, 0.4f},
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 64, 100, 80, -1, -1, 1, 0.25f}, /* 16 slots, raised to 33 */
         {LF_POLICY_TOVA, 8, 4, 32, 96, 100, 80, -1, -1, 1, 0.6f},
         {LF_POLICY_H2O, 8, 4, 32, 96, 100, 80, -1, 16, 1, 0.5f},
         {LF_POLICY_VATP, 8, 4, 32, 48, 20, 60, -1, 8, 1, 0.5f},
@@ -628,16 +633,24 @@ static void test_protect_prompt_errors(void **state) {
     lf_error err = {{0}};
     assert_int_equal(lf_policy_check_gpu(&pc, &err), -1);
     assert_non_null(strstr(err.msg, "CPU only"));
-    /* 0.25 x 64 = 16 slots: a prompt of 16 fits and is kept whole; one of 40 would need SnapKV in 16 < 33 */
+    /* 0.25 x 64 = 16 slots, raised to the 33 SnapKV's selection needs: a prompt of 20 is kept
+     * whole, one of 40 compressed to 33; every prompt position is protected */
     lf_kv_cache c;
     assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, 64, &err), 0);
-    assert_int_equal(lf_policy_prompt_room(&c.policy, 64), 16);
+    assert_int_equal(lf_policy_prompt_room(&c.policy, 64), 33);
+    pc.protect_prompt = 0.75f;
+    assert_int_equal(lf_policy_prompt_room(&pc, 64), 48);
+    pc.protect_prompt = 0.25f;
+    assert_int_equal(lf_policy_prompt_room(&pc, 30), 29); /* (a budget under 34 keeps its budget-1) */
     float *q = calloc(40 * 4 * 16, sizeof *q), *k = calloc(40 * 2 * 16, sizeof *k), *v = calloc(40 * 2 * 16, sizeof *v);
-    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 16, &err), 0);
-    assert_int_equal(c.layers[0].n_valid, 16);
-    assert_int_equal(c.protect_upto, 16);
-    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 40, &err), -1);
-    assert_non_null(strstr(err.msg, "keeps at most 16 prompt tokens"));
+    for (int i = 0; i < 40 * 4 * 16; i++) q[i] = frand(-1, 1);
+    for (int i = 0; i < 40 * 2 * 16; i++) k[i] = v[i] = frand(-1, 1);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 20, &err), 0);
+    assert_int_equal(c.layers[0].n_valid, 20);
+    assert_int_equal(c.protect_upto, 20);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 40, &err), 0);
+    assert_int_equal(c.layers[0].n_valid, 33);
+    assert_int_equal(c.protect_upto, 40);
     lf_kv_cache_reset(&c);
     assert_int_equal(c.protect_upto, 0);
     lf_kv_cache_free(&c);

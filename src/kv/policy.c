@@ -145,12 +145,6 @@ int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, 
     /* a prompt of up to budget-1 tokens (--protect-prompt: its share of the
      * budget) fits as it is; a longer one is compressed SnapKV-style, keeping
      * its last LF_SNAPKV_WINDOW tokens */
-    const int room = lf_policy_prompt_room(p, budget);
-    if (p->protect_prompt > 0 && n > room && room < LF_SNAPKV_MIN_BUDGET - 1)
-        return lf_fail(err,
-                       "--protect-prompt %g of --budget %d keeps at most %d prompt tokens: too few for a prompt of %d "
-                       "(SnapKV's selection needs at least %d; raise the share or the budget)",
-                       (double)p->protect_prompt, budget, room, n, LF_SNAPKV_MIN_BUDGET - 1);
     if (n > budget - 1 && budget < LF_SNAPKV_MIN_BUDGET)
         return lf_fail(err,
                        "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
@@ -163,8 +157,9 @@ int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, 
 int lf_policy_prompt_room(const lf_policy_config *p, int budget) {
     int room = budget - 1;
     if (p->protect_prompt > 0) {
-        const int share = (int)(p->protect_prompt * (float)budget);
-        if (share < room) room = share > 1 ? share : 1;
+        int share = (int)(p->protect_prompt * (float)budget);
+        if (share < LF_SNAPKV_MIN_BUDGET - 1) share = LF_SNAPKV_MIN_BUDGET - 1; /* what SnapKV's selection needs */
+        if (share < room) room = share;
     }
     return room;
 }

@@ -121,8 +121,9 @@ bool lf_policy_is_budgeted(lf_policy_kind k);
 int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, int n, lf_error *err);
 
 /* Slots a budgeted policy's prompt may keep: budget-1, or with
- * --protect-prompt S at most floor(S x budget) (at least 1). A longer prompt
- * is compressed to this many by SnapKV. */
+ * --protect-prompt S floor(S x budget), but at least the
+ * LF_SNAPKV_MIN_BUDGET - 1 = 33 that SnapKV's selection needs (and at most
+ * budget-1). A longer prompt is compressed to this many by SnapKV. */
 int lf_policy_prompt_room(const lf_policy_config *p, int budget);
 
 /* The sinks SnapKV keeps when compressing a prompt into `keep` tokens: the
