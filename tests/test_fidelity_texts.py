@@ -84,7 +84,7 @@ class Batched(unittest.TestCase):
     def sweep(self, d, deadline):
         out = os.path.join(d, "runs.jsonl")
         p = subprocess.run([sys.executable, TOOL, "batched", "--bin", BIN, "--model", GGUF, "--out", out,
-                            "--work", os.path.join(d, "w"), "--device", "cpu", "--ctx", "32", "--limit-chunks", "1",
+                            "--work", os.path.join(d, "w"), "--device", "cpu", "--batch", "pool", "--ctx", "32", "--limit-chunks", "1",
                             "--budgets", "8,100", "--gen", "8", "--ctx-answer", "256", "--questions-limit", "1",
                             "--policies", "longflow,streaming", "--text-groups", "longflow;streaming",
                             "--jobs", "2", "--text-threads", "1", "--answer-threads", "1",

@@ -499,7 +499,7 @@ def main():
     b.add_argument("--questions", default="bench/accuracy/fidelity/questions.jsonl")
     b.add_argument("--questions-limit", type=int, default=0, help="the first N questions only (0: all)")
     b.add_argument("--device", default="cuda")
-    b.add_argument("--batch", default="pool", help="pool (one GPU pool's runs: windows x budgets), max or N")
+    b.add_argument("--batch", default="max", help="max (what ran on the H200), pool (one GPU pool's runs: windows x budgets) or N")
     b.add_argument("--policies", default="longflow,tova,h2o,vatp,streaming,knorm", help="for the answers")
     b.add_argument("--text-groups", default="longflow,tova,streaming;h2o,vatp,knorm",
                    help="policy groups of the text calls, ';' between calls (each call runs the full cache too)")
