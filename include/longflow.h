@@ -283,6 +283,8 @@ typedef struct lf_policy_config {
     int sinks;       /* first N prompt tokens never evicted (-1 = policy default) */
     int recent;      /* N newest tokens never evicted (-1 = policy default) */
     int evict_every; /* LongFlow: evict K slots at once every K steps (1 = paper) */
+    float protect_prompt; /* > 0: the prompt is never evicted and may take this share of the budget
+                           * (SnapKV's selection of it when longer); 0 = off (the paper) */
     lf_kv_dtype kv_dtype; /* storage of the cache's K and V (default bf16) */
 } lf_policy_config;
 

@@ -182,6 +182,10 @@ class BadInput(unittest.TestCase):
         long_prompt = ",".join(["7"] * 40)
         self.expect_error(g + ["--prompt-ids", long_prompt, "--policy", "longflow", "--budget", "20"],
                           "--budget 20", "at least 34")
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "longflow", "--budget", "20", "--protect-prompt", "1"],
+                          "--protect-prompt", "(0, 1)")
+        self.expect_error(g + ["--prompt-ids", "1,2", "--policy", "h2o", "--budget", "20", "--protect-prompt", "0.5"],
+                          "no slot to evict", "--recent 10")
         self.expect_error(g + ["--prompt-ids", "1,x,3"], "--prompt-ids")
         self.expect_error(g + ["--prompt-ids", "1,99999999"], "vocabulary")
         self.expect_error(g + ["--prompt-ids", "1", "--top-p", "1.5"], "--top-p")

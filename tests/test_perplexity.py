@@ -323,6 +323,7 @@ class Errors(unittest.TestCase):
             (m + ["--file", TEXT, "--fidelity", "--policy", "tova,nosuch", "--budget", "8"], "'nosuch'"),
             (m + ["--file", TEXT, "--fidelity", "--policy", "tova", "--budget", "8,x"], "--budget"),
             (m + ["--file", TEXT, "--fidelity", "--policy", "tova", "--budget", "8", "--kl-base", "x"], "--kl-base"),
+            (m + ["--file", TEXT, "--policy", "longflow", "--budget", "8", "--protect-prompt", "0.5"], "--sinks"),
             (m + ["--gen", "8"], "--prompt-file"),
             (m + ["--file", TEXT, "--prompt-file", TEXT, "--gen", "8"], "--gen"),
             (m + ["--file", TEXT, "--chat"], "--chat"),

@@ -155,6 +155,8 @@ typedef struct sim {
     int queue[64], nq, qh;
     double *score;
     int ties; /* choices decided within the tie tolerance */
+    int room;      /* prompt tokens the cache keeps: B-1, or the --protect-prompt share of B */
+    int protected; /* --protect-prompt: positions below this are never evicted (the prompt) */
 } sim;
 
 static double dotd(const float *a, const double *b, int n) {
@@ -165,11 +167,20 @@ static double dotd(const float *a, const double *b, int n) {
 
 /* SnapKV + the H2O window attention, in double, straight from the text. */
 static void sim_prefill(sim *S, const float *q, const float *k, const float *v, int n, const lf_kv_cache *c) {
-    const int H = S->H, G = S->G, hd = S->hd, rep = H / G, B = c->budget, w = 32;
+    const int H = S->H, G = S->G, hd = S->hd, rep = H / G, w = 32;
     int *kept = malloc((size_t)n * sizeof *kept), nk = 0;
+    /* the prompt's room, from the text: budget-1, or floor(share x budget) but at least
+     * the 33 SnapKV's selection needs, when smaller */
+    S->room = c->budget - 1;
+    if (S->P.protect_prompt > 0) {
+        int share = (int)floor(S->P.protect_prompt * c->budget);
+        if (share < w + 1) share = w + 1;
+        if (share < S->room) S->room = share;
+    }
+    S->protected = S->P.protect_prompt > 0 ? n : 0;
     double *kd = malloc((size_t)n * G * hd * sizeof *kd);
     for (size_t i = 0; i < (size_t)n * G * hd; i++) kd[i] = k[i];
-    if (S->P.kind == LF_POLICY_FULL || n <= B - 1) {
+    if (S->P.kind == LF_POLICY_FULL || n <= S->room) {
         for (int t = 0; t < n; t++) kept[nk++] = t;
     } else {
         int m = n - w;
@@ -196,7 +207,7 @@ static void sim_prefill(sim *S, const float *q, const float *k, const float *v, 
         const lf_kv_layer *L = &c->layers[0];
         char *in = calloc((size_t)n, 1);
         for (int i = 0; i < L->n_valid; i++) in[L->pos[i]] = 1;
-        assert_int_equal(L->n_valid, B - 1);
+        assert_int_equal(L->n_valid, S->room);
         for (int t = m; t < n; t++) assert_true(in[t]);
         for (int t = 0; t < S->P.sinks; t++) assert_true(in[t]);
         double lo = INFINITY, hi = -INFINITY;
@@ -244,7 +255,8 @@ static void sim_prefill(sim *S, const float *q, const float *k, const float *v, 
 }
 
 static bool sim_evictable(const sim *S, int i, int pnow) {
-    return S->pos[i] < 0 || (S->pos[i] >= S->P.sinks && S->pos[i] <= pnow - S->P.recent);
+    return S->pos[i] < 0 ||
+           (S->pos[i] >= S->P.sinks && S->pos[i] >= S->protected && S->pos[i] <= pnow - S->P.recent);
 }
 
 /* The new token in the simulation's next slot, checked against the cache's
@@ -435,6 +447,7 @@ typedef struct multi_case {
     lf_policy_kind kind;
     int H, G, hd, B, prompt, steps;
     int sinks, recent, every;
+    float protect; /* --protect-prompt share (0: off) */
 } multi_case;
 
 static void run_multi(const multi_case *mc, int scalar) {
@@ -449,6 +462,7 @@ static void run_multi(const multi_case *mc, int scalar) {
     pc.sinks = mc->sinks;
     pc.recent = mc->recent;
     pc.evict_every = mc->every;
+    pc.protect_prompt = mc->protect;
     int slots = mc->kind == LF_POLICY_FULL ? n + steps : mc->B;
     /* two sequences decoded together, with different data */
     enum { NS = 2 };
@@ -525,22 +539,31 @@ static void test_every_policy_many_steps(void **state) {
     (void)state;
     rng = 21;
     const multi_case cases[] = {
-        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 20, 60, -1, -1, 1},  /* prompt < B-1 */
-        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, -1, -1, 1}, /* SnapKV prompt */
-        {LF_POLICY_LONGFLOW, 8, 2, 32, 48, 47, 40, -1, -1, 1},  /* prompt = B-1 */
-        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, 4, 8, 1},   /* --sinks --recent */
-        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, 0, 0, 4},   /* --evict-every */
-        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 30, 60, 2, 3, 5},
-        {LF_POLICY_TOVA, 8, 4, 32, 48, 20, 60, -1, -1, 1},
-        {LF_POLICY_TOVA, 8, 4, 32, 48, 100, 60, -1, -1, 1},
-        {LF_POLICY_H2O, 8, 4, 32, 48, 20, 60, -1, -1, 1},
-        {LF_POLICY_H2O, 8, 4, 32, 48, 100, 60, -1, -1, 1},
-        {LF_POLICY_H2O, 8, 4, 32, 48, 100, 60, 2, 10, 1},
-        {LF_POLICY_VATP, 8, 4, 32, 48, 20, 60, -1, -1, 1},
-        {LF_POLICY_VATP, 8, 4, 32, 48, 100, 60, -1, -1, 1},
-        {LF_POLICY_STREAMING, 8, 4, 32, 48, 20, 60, -1, -1, 1},
-        {LF_POLICY_STREAMING, 8, 4, 32, 48, 100, 60, 6, -1, 1},
-        {LF_POLICY_FULL, 8, 4, 32, 0, 20, 40, -1, -1, 1},
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0},  /* prompt < B-1 */
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, -1, -1, 1, 0}, /* SnapKV prompt */
+        {LF_POLICY_LONGFLOW, 8, 2, 32, 48, 47, 40, -1, -1, 1, 0},  /* prompt = B-1 */
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, 4, 8, 1, 0},   /* --sinks --recent */
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 100, 60, 0, 0, 4, 0},   /* --evict-every */
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 30, 60, 2, 3, 5, 0},
+        {LF_POLICY_TOVA, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0},
+        {LF_POLICY_TOVA, 8, 4, 32, 48, 100, 60, -1, -1, 1, 0},
+        {LF_POLICY_H2O, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0},
+        {LF_POLICY_H2O, 8, 4, 32, 48, 100, 60, -1, -1, 1, 0},
+        {LF_POLICY_H2O, 8, 4, 32, 48, 100, 60, 2, 10, 1, 0},
+        {LF_POLICY_VATP, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0},
+        {LF_POLICY_VATP, 8, 4, 32, 48, 100, 60, -1, -1, 1, 0},
+        {LF_POLICY_STREAMING, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0},
+        {LF_POLICY_STREAMING, 8, 4, 32, 48, 100, 60, 6, -1, 1, 0},
+        {LF_POLICY_FULL, 8, 4, 32, 0, 20, 40, -1, -1, 1, 0},
+        /* --protect-prompt: the whole prompt kept and protected; SnapKV's selection of it into the share */
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 48, 20, 60, -1, -1, 1, 0.5f},
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 96, 100, 80, -1, -1, 1, 0.5f},
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 96, 100, 80, 4, 8, 1, 0.4f},
+        {LF_POLICY_LONGFLOW, 8, 4, 32, 64, 100, 80, -1, -1, 1, 0.25f}, /* 16 slots, raised to 33 */
+        {LF_POLICY_TOVA, 8, 4, 32, 96, 100, 80, -1, -1, 1, 0.6f},
+        {LF_POLICY_H2O, 8, 4, 32, 96, 100, 80, -1, 16, 1, 0.5f},
+        {LF_POLICY_VATP, 8, 4, 32, 48, 20, 60, -1, 8, 1, 0.5f},
+        {LF_POLICY_STREAMING, 8, 4, 32, 96, 100, 80, -1, -1, 1, 0.5f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int sc = 0; sc < 2; sc++) run_multi(&cases[i], sc);
@@ -570,6 +593,70 @@ static void expect_init_error(lf_policy_kind kind, int budget, int sinks, int re
     assert_int_equal(try_init(kind, budget, sinks, recent, every, &err), -1);
     if (!strstr(err.msg, a) || (b && !strstr(err.msg, b)))
         fail_msg("error '%s' does not name '%s'%s%s", err.msg, a, b ? " and " : "", b ? b : "");
+}
+
+/* --protect-prompt: out of range, no slot left to evict, a share too small
+ * for SnapKV's selection of a long prompt, policies it does not apply to,
+ * the GPU. */
+static void test_protect_prompt_errors(void **state) {
+    (void)state;
+    lf_config cfg = shape(1, 4, 2, 16);
+    const struct {
+        lf_policy_kind kind;
+        int budget, recent;
+        float share;
+        const char *a, *b;
+    } bad[] = {
+        {LF_POLICY_LONGFLOW, 64, -1, 1.0f, "--protect-prompt", "(0, 1)"},
+        {LF_POLICY_LONGFLOW, 64, -1, -0.5f, "--protect-prompt", "(0, 1)"},
+        {LF_POLICY_H2O, 64, -1, 0.5f, "no slot to evict", "--recent 32"}, /* H2O's default recent budget/2 */
+        {LF_POLICY_LONGFLOW, 64, 40, 0.5f, "no slot to evict", "--protect-prompt"},
+        {LF_POLICY_RKV, 64, -1, 0.5f, "--protect-prompt", "rkv"},
+        {LF_POLICY_FULL, 64, -1, 0.5f, "--protect-prompt", "full"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lf_policy_config pc;
+        lf_policy_config_default(&pc);
+        pc.kind = bad[i].kind;
+        pc.recent = bad[i].recent;
+        pc.protect_prompt = bad[i].share;
+        lf_kv_cache c;
+        lf_error err = {{0}};
+        assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, bad[i].budget, &err), -1);
+        if (!strstr(err.msg, bad[i].a) || !strstr(err.msg, bad[i].b))
+            fail_msg("case %zu: error '%s' does not name '%s' and '%s'", i, err.msg, bad[i].a, bad[i].b);
+    }
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = LF_POLICY_LONGFLOW;
+    pc.protect_prompt = 0.25f;
+    lf_error err = {{0}};
+    assert_int_equal(lf_policy_check_gpu(&pc, &err), -1);
+    assert_non_null(strstr(err.msg, "CPU only"));
+    /* 0.25 x 64 = 16 slots, raised to the 33 SnapKV's selection needs: a prompt of 20 is kept
+     * whole, one of 40 compressed to 33; every prompt position is protected */
+    lf_kv_cache c;
+    assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, 64, &err), 0);
+    assert_int_equal(lf_policy_prompt_room(&c.policy, 64), 33);
+    pc.protect_prompt = 0.75f;
+    assert_int_equal(lf_policy_prompt_room(&pc, 64), 48);
+    pc.protect_prompt = 0.25f;
+    assert_int_equal(lf_policy_prompt_room(&pc, 30), 29); /* (a budget under 34 keeps its budget-1) */
+    float *q = calloc(40 * 4 * 16, sizeof *q), *k = calloc(40 * 2 * 16, sizeof *k), *v = calloc(40 * 2 * 16, sizeof *v);
+    for (int i = 0; i < 40 * 4 * 16; i++) q[i] = frand(-1, 1);
+    for (int i = 0; i < 40 * 2 * 16; i++) k[i] = v[i] = frand(-1, 1);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 20, &err), 0);
+    assert_int_equal(c.layers[0].n_valid, 20);
+    assert_int_equal(c.protect_upto, 20);
+    assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, 40, &err), 0);
+    assert_int_equal(c.layers[0].n_valid, 33);
+    assert_int_equal(c.protect_upto, 40);
+    lf_kv_cache_reset(&c);
+    assert_int_equal(c.protect_upto, 0);
+    lf_kv_cache_free(&c);
+    free(q);
+    free(k);
+    free(v);
 }
 
 static void test_bad_inputs(void **state) {
@@ -805,6 +892,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_protect_prompt_errors),
         cmocka_unit_test(test_capped_budget),
         cmocka_unit_test(test_worked_examples),
         cmocka_unit_test(test_every_policy_many_steps),

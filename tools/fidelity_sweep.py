@@ -274,9 +274,13 @@ class Job:
         self.proc = self.t0 = None
 
 
-def ppl_cmd(args, policies, budgets, extra, threads):
+def ppl_cmd(args, policies, budgets, extra, threads, windows=1):
+    """--batch pool: the sequences of one policy's GPU pool (windows x budgets), so that every
+    pool decodes all of its runs at once and plans no place it leaves empty (max would plan
+    one for every run of the call)."""
+    batch = str(windows * max(1, len(budgets))) if args.batch == "pool" else args.batch
     cmd = [args.bin, "perplexity", "--model", args.model, "--fidelity", "--json", "--device", args.device,
-           "--batch", args.batch, "--threads", str(threads), "--policy", policies, *extra]
+           "--batch", batch, "--threads", str(threads), "--policy", policies, *extra]
     return cmd + (["--budget", ",".join(str(b) for b in budgets)] if budgets else [])
 
 
@@ -285,10 +289,14 @@ def batched_jobs(args):
     budgets = [int(b) for b in args.budgets.split(",")]
     corpus = os.path.join(args.work, "corpus.txt")
     index = write_corpus(args.texts, corpus)
+    with open(os.path.join(args.texts, "index.json")) as f:
+        windows = -(-len(index) * json.load(f)["ctx"] // args.ctx)
+    windows = min(windows, args.limit_chunks or windows)
     src = "bench/accuracy/texts/: %d texts (%s)" % (len(index), ", ".join(t["name"] for t in index))
     text_extra = ["--file", corpus, "--ctx", str(args.ctx)] + (["--limit-chunks", str(args.limit_chunks)]
                                                                 if args.limit_chunks else [])
-    jobs = [Job("text", "texts", src, ppl_cmd(args, g, budgets, text_extra, args.text_threads), args.text_threads)
+    jobs = [Job("text", "texts", src, ppl_cmd(args, g, budgets, text_extra, args.text_threads, windows),
+                args.text_threads)
             for g in args.text_groups.split(";")]
     with open(args.questions) as f:
         qs = [json.loads(line) for line in f if line.strip()]
@@ -491,7 +499,7 @@ def main():
     b.add_argument("--questions", default="bench/accuracy/fidelity/questions.jsonl")
     b.add_argument("--questions-limit", type=int, default=0, help="the first N questions only (0: all)")
     b.add_argument("--device", default="cuda")
-    b.add_argument("--batch", default="max")
+    b.add_argument("--batch", default="max", help="max (what ran on the H200), pool (one GPU pool's runs: windows x budgets) or N")
     b.add_argument("--policies", default="longflow,tova,h2o,vatp,streaming,knorm", help="for the answers")
     b.add_argument("--text-groups", default="longflow,tova,streaming;h2o,vatp,knorm",
                    help="policy groups of the text calls, ';' between calls (each call runs the full cache too)")

@@ -15,6 +15,9 @@ one, in the registry's order; --device cuda leaves out those that run on the
 CPU only (R-KV). Without matplotlib the plot is skipped; draw it later
 from the sweep's accuracy.json with --plot DIR.
 
+A --policies entry NAME=POLICY FLAGS... is a variant: `longflow eval --policy
+POLICY FLAGS...` reported as NAME, e.g. "longflow+prompt=longflow --protect-prompt 0.5".
+
 --jobs N runs N evals at once (after the full-cache runs, which the others
 need as --reference), in the order policies x budgets are given, budgets
 outermost; --deadline-s S starts no run after S seconds and stops the runs
@@ -23,6 +26,7 @@ still going then (their cells are left empty: "n/a" in the table).
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -42,7 +46,10 @@ def binary_policies(binary, device):
 
 def run_eval(args, data, policy, budget, ref, out_path):
     """The eval's summary (its --json line), or None when it failed or ran out of time (--deadline-s)."""
-    cmd = [args.bin, "eval", "--model", args.model, "--data", data, "--policy", policy,
+    flags = []
+    if "=" in policy:  # a variant: NAME=POLICY FLAGS...
+        policy, *flags = policy.split("=", 1)[1].split()
+    cmd = [args.bin, "eval", "--model", args.model, "--data", data, "--policy", policy, *flags,
            "--batch", str(args.batch), "--max-tokens", str(args.max_tokens), "--output", out_path,
            "--instruction", args.instruction, "--json", "--device", args.device]
     if args.kv_dtype:
@@ -145,6 +152,8 @@ def main():
     args.t_end = time.time() + args.deadline_s
     if args.policies is None:
         args.policies = binary_policies(args.bin, args.device)
+    specs = {p.split("=", 1)[0]: p for p in args.policies}  # name -> policy or variant
+    args.policies = list(specs)
     runs = os.path.join(args.out, "runs")
     os.makedirs(runs, exist_ok=True)
 
@@ -162,7 +171,7 @@ def main():
                     if table[fam][("full", "100%")] is None:
                         continue
                     out_path = os.path.join(runs, f"{fam}.{pol}-{b.rstrip('%')}p.jsonl")
-                    todo[(fam, pol, b)] = ex.submit(run_eval, args, d, pol, b, refs[fam], out_path)
+                    todo[(fam, pol, b)] = ex.submit(run_eval, args, d, specs[pol], b, refs[fam], out_path)
         for (fam, pol, b), fut in todo.items():
             table[fam][(pol, b)] = fut.result()
     table = {fam: rows for fam, rows in table.items() if rows[("full", "100%")] is not None}
@@ -180,7 +189,7 @@ def main():
     md = ["# Accuracy by KV policy and budget", "",
           "Budgets are a percentage of each problem's full-cache output length. "
           "Greedy decoding. Command:", "",
-          "    python3 " + " ".join(sys.argv), "",
+          "    python3 " + shlex.join(sys.argv), "",
           "Average full-cache output length: " + ", ".join(f"{f} {n:.0f} tokens" for f, n in lens.items()), ""]
     md += lines
     with open(os.path.join(args.out, "accuracy.md"), "w") as f:

@@ -20,7 +20,7 @@
 # run.log. The table and plot can be made again anywhere from the jsonl:
 #   tools/fidelity_sweep.py table --runs fidelity-smollm2-gpu.jsonl --md T.md --png P.png
 # Knobs: DEADLINE_S, DEVICE (cuda), SWEEP_ARGS (more `batched` flags, e.g.
-# "--questions-limit 4" or, for a CPU smoke test, "--ctx 32 --limit-chunks 2 --gen 24 --batch 8").
+# "--questions-limit 4" or, for a CPU smoke test, "--batch pool --ctx 32 --limit-chunks 2 --gen 24").
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 T0=$(date +%s)

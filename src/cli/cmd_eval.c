@@ -211,6 +211,8 @@ static cJSON *settings_json(const eval_args *ea, const lf_engine_config *ec, con
     cJSON_AddNumberToObject(s, "sinks", ec->policy.sinks);
     cJSON_AddNumberToObject(s, "recent", ec->policy.recent);
     cJSON_AddNumberToObject(s, "evict_every", ec->policy.evict_every);
+    if (ec->policy.protect_prompt > 0) /* (only when set: older results files resume) */
+        cJSON_AddNumberToObject(s, "protect_prompt", ec->policy.protect_prompt);
     cJSON_AddStringToObject(s, "kv_dtype", lf_kv_dtype_name(ec->policy.kv_dtype));
     cJSON_AddNumberToObject(s, "max_tokens", ec->max_tokens);
     cJSON_AddBoolToObject(s, "ignore_eos", ec->ignore_eos);

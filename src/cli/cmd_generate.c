@@ -42,6 +42,8 @@ static void generate_usage(FILE *f) {
             "  --budget N               KV slots per sequence and layer (budgeted policies)\n"
             "  --sinks N  --recent N    tokens never evicted (first prompt tokens / newest tokens)\n"
             "  --evict-every K          LongFlow: evict K slots at once every K steps (default 1)\n"
+            "  --protect-prompt S       never evict the prompt; it may take share S of the budget\n"
+            "                           (SnapKV's selection of it when longer; CPU only)\n"
             "  --kv-dtype fp32|bf16|fp8 " LF_KV_DTYPE_HELP
             "output and machine:\n"
             "  --json                   print one JSON object on stdout\n"

@@ -104,7 +104,7 @@ static int parse_flags(ppl_cli *c, int argc, char **argv) {
                  !strcmp(f, "--recent") || !strcmp(f, "--evict-every") || !strcmp(f, "--chat") ||
                  !strcmp(f, "--system") || !strcmp(f, "--no-think") || !strcmp(f, "--chat-template") ||
                  !strcmp(f, "--kv-dtype") || !strcmp(f, "--weights") || !strcmp(f, "--device") ||
-                 !strcmp(f, "--gpu-mem-fraction"))
+                 !strcmp(f, "--gpu-mem-fraction") || !strcmp(f, "--protect-prompt")) /* (refused below) */
             ok = lf_gen_options_parse(&c->o, &a, f) == 1;
         else {
             lf_cli_error(CMD, "unknown option '%s' (try longflow perplexity --help)", f);
@@ -233,6 +233,9 @@ static int check_flags(ppl_cli *c) {
     else if (c->top_k > 0 && !c->kl_write && !c->fidelity)
         lf_cli_error(CMD, "--kl-top-k applies with --kl-write or --fidelity");
     else if (c->per_token && !c->o.json) lf_cli_error(CMD, "--per-token applies with --json");
+    else if (c->o.policy.protect_prompt > 0)
+        lf_cli_error(CMD, "--protect-prompt protects a prefilled prompt, and perplexity passes the prompt through "
+                          "the cache one token at a time: keep it with --sinks N (N = the prompt's tokens)");
     else return 0;
     return -1;
 }

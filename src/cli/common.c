@@ -180,6 +180,15 @@ int lf_gen_options_parse(lf_gen_options *o, lf_args *a, const char *f) {
     if (!strcmp(f, "--sinks")) return lf_arg_int(a, f, 0, 100000000, &o->policy.sinks) ? 1 : -1;
     if (!strcmp(f, "--recent")) return lf_arg_int(a, f, 0, 100000000, &o->policy.recent) ? 1 : -1;
     if (!strcmp(f, "--evict-every")) return lf_arg_int(a, f, 1, 100000000, &o->policy.evict_every) ? 1 : -1;
+    if (!strcmp(f, "--protect-prompt")) {
+        if (!lf_arg_float(a, f, -1e30, 1e30, &o->policy.protect_prompt)) return -1;
+        if (!(o->policy.protect_prompt > 0 && o->policy.protect_prompt < 1)) {
+            lf_cli_error(a->cmd, "--protect-prompt: %g is not a share of the budget in (0, 1)",
+                         (double)o->policy.protect_prompt);
+            return -1;
+        }
+        return 1;
+    }
     if (!strcmp(f, "--kv-dtype")) {
         const char *v = lf_arg_value(a, f);
         if (!v) return -1;

@@ -156,6 +156,7 @@ void lf_kv_cache_reset(lf_kv_cache *c) {
     c->peak_total_valid = 0;
     c->peak_valid = 0;
     c->n_prompt = 0;
+    c->protect_upto = 0;
     c->overflow = false;
 }
 
@@ -205,8 +206,9 @@ int lf_kv_prefill_layer(lf_kv_cache *c, int layer, const float *q, const float *
     const lf_policy_desc *d = c->desc;
     int32_t *kept = NULL;
     int nk = n;
-    if (d->budgeted && n > c->budget - 1) {
-        nk = c->budget - 1;
+    const int room = d->budgeted ? lf_policy_prompt_room(&c->policy, c->budget) : n;
+    if (n > room) {
+        nk = room;
         if (!(kept = malloc((size_t)nk * sizeof *kept))) return lf_fail(err, "KV cache: out of memory");
         if (d->prefill_select(c, q, k, n, nk, kept, err)) {
             free(kept);
@@ -223,6 +225,7 @@ int lf_kv_prefill_layer(lf_kv_cache *c, int layer, const float *q, const float *
     L->next_slot = nk < c->capacity ? nk : -1;
     c->total_valid += nk;
     c->n_prompt = n;
+    c->protect_upto = c->policy.protect_prompt > 0 ? n : 0; /* (SnapKV's selection, when compressed) */
     note_peaks(c, L);
     return 0;
 }

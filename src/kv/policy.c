@@ -57,6 +57,7 @@ void lf_policy_config_default(lf_policy_config *p) {
     p->sinks = -1;
     p->recent = -1;
     p->evict_every = 1;
+    p->protect_prompt = 0;
     p->kv_dtype = LF_KV_BF16;
 }
 
@@ -72,6 +73,9 @@ int lf_policy_resolve(const lf_policy_config *in, int budget, lf_policy_config *
     if (in->sinks < -1) return lf_fail(err, "--sinks must be >= 0 (got %d)", in->sinks);
     if (in->recent < -1) return lf_fail(err, "--recent must be >= 0 (got %d)", in->recent);
     if (in->evict_every < 1) return lf_fail(err, "--evict-every must be >= 1 (got %d)", in->evict_every);
+    if (!(in->protect_prompt >= 0 && in->protect_prompt < 1))
+        return lf_fail(err, "--protect-prompt must be a share of the budget in (0, 1) (got %g)",
+                       (double)in->protect_prompt);
     *out = *in;
     out->budget = budget;
     if (d->defaults(in, budget, out, err)) return -1;
@@ -82,6 +86,11 @@ int lf_policy_resolve(const lf_policy_config *in, int budget, lf_policy_config *
                        "--budget %d leaves no slot to evict for --policy %s: --sinks %d + --recent %d must "
                        "be smaller than the budget",
                        budget, d->name, out->sinks, out->recent);
+    if (d->budgeted && in->protect_prompt > 0 && lf_policy_prompt_room(out, budget) + out->recent >= budget)
+        return lf_fail(err,
+                       "--budget %d leaves no slot to evict for --policy %s: the prompt's share (--protect-prompt %g: "
+                       "%d slots) + --recent %d must be smaller than the budget",
+                       budget, d->name, (double)in->protect_prompt, lf_policy_prompt_room(out, budget), out->recent);
     if (out->evict_every > budget - out->sinks - out->recent)
         return lf_fail(err, "--evict-every %d is larger than the %d evictable slots of --budget %d",
                        out->evict_every, budget - out->sinks - out->recent, budget);
@@ -115,6 +124,9 @@ int lf_policy_check_gpu(const lf_policy_config *p, lf_error *err) {
     if (p->evict_every > 1)
         return lf_fail(err, "--evict-every %d: the GPU runs --policy %s with --evict-every 1 only", p->evict_every,
                        d->name);
+    if (p->protect_prompt > 0)
+        return lf_fail(err, "--protect-prompt runs on the CPU only (use --device cpu; on the GPU, --sinks N keeps "
+                            "the first N prompt tokens)");
     if (lf_kv_dtype_check_device(p->kv_dtype, LF_DEVICE_CUDA, err)) return -1;
     if (p->kv_dtype == LF_KV_FP8 && d->slot_stat)
         return lf_fail(err, "--policy %s with --kv-dtype fp8 is not supported on the GPU yet (its stored key "
@@ -130,8 +142,9 @@ int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, 
                            capacity);
         return 0;
     }
-    /* a prompt of up to budget-1 tokens fits as it is; a longer one is
-     * compressed SnapKV-style, keeping its last LF_SNAPKV_WINDOW tokens */
+    /* a prompt of up to budget-1 tokens (--protect-prompt: its share of the
+     * budget) fits as it is; a longer one is compressed SnapKV-style, keeping
+     * its last LF_SNAPKV_WINDOW tokens */
     if (n > budget - 1 && budget < LF_SNAPKV_MIN_BUDGET)
         return lf_fail(err,
                        "--budget %d is too small for a prompt of %d tokens: --policy %s needs a budget of at least "
@@ -139,6 +152,16 @@ int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, 
                        budget, n, lf_policy_name(p->kind), n + 1 < LF_SNAPKV_MIN_BUDGET ? n + 1 : LF_SNAPKV_MIN_BUDGET,
                        LF_SNAPKV_MIN_BUDGET);
     return 0;
+}
+
+int lf_policy_prompt_room(const lf_policy_config *p, int budget) {
+    int room = budget - 1;
+    if (p->protect_prompt > 0) {
+        int share = (int)(p->protect_prompt * (float)budget);
+        if (share < LF_SNAPKV_MIN_BUDGET - 1) share = LF_SNAPKV_MIN_BUDGET - 1; /* what SnapKV's selection needs */
+        if (share < room) room = share;
+    }
+    return room;
 }
 
 int lf_snapkv_sinks(const lf_policy_config *p, bool sinks_default, int keep) {

@@ -120,6 +120,12 @@ bool lf_policy_is_budgeted(lf_policy_kind k);
  * budget-1 with SnapKV, which needs budget >= LF_SNAPKV_MIN_BUDGET. */
 int lf_policy_check_prompt(const lf_policy_config *p, int budget, int capacity, int n, lf_error *err);
 
+/* Slots a budgeted policy's prompt may keep: budget-1, or with
+ * --protect-prompt S floor(S x budget), but at least the
+ * LF_SNAPKV_MIN_BUDGET - 1 = 33 that SnapKV's selection needs (and at most
+ * budget-1). A longer prompt is compressed to this many by SnapKV. */
+int lf_policy_prompt_room(const lf_policy_config *p, int budget);
+
 /* The sinks SnapKV keeps when compressing a prompt into `keep` tokens: the
  * resolved sinks, fewer when they are the policy's default (sinks_default)
  * and the budget has no room for them. */

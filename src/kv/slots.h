@@ -47,6 +47,7 @@ typedef struct lf_kv_cache {
     lf_kv_layer *layers;
     size_t bytes;      /* all memory this cache allocated */
     int n_prompt;      /* prompt tokens seen */
+    int protect_upto;  /* --protect-prompt: positions below this are never evicted (0: none) */
     int peak_valid;    /* most valid slots in any layer so far */
     void *policy_state;/* per-cache state owned by the policy (its desc->cache_new), or NULL */
     long total_valid;  /* sum over layers of n_valid */

@@ -12,9 +12,9 @@
 
 int lf_defaults_unprotected(const lf_policy_config *in, int budget, lf_policy_config *out, lf_error *err) {
     (void)budget;
-    if (in->sinks > 0 || in->recent > 0) {
+    if (in->sinks > 0 || in->recent > 0 || in->protect_prompt > 0) {
         lf_policy_kind k = in->kind;
-        return lf_fail(err, "--sinks/--recent do not apply to --policy %s", lf_policy_name(k));
+        return lf_fail(err, "--sinks/--recent/--protect-prompt do not apply to --policy %s", lf_policy_name(k));
     }
     out->sinks = out->recent = 0;
     return 0;
@@ -196,7 +196,7 @@ int lf_scored_argmin(lf_kv_cache *c, int layer, int pnow) {
     int best = -1;
     float bs = INFINITY;
     for (int i = 0; i < c->capacity; i++) {
-        if (L->pos[i] >= 0 && !lf_slot_evictable(&c->policy, L->pos[i], pnow)) continue;
+        if (L->pos[i] >= 0 && !lf_slot_evictable(c, L->pos[i], pnow)) continue;
         if (best < 0 || score[i] < bs) {
             best = i;
             bs = score[i];
@@ -228,7 +228,7 @@ static int queue_victims(lf_kv_cache *c, const lf_kv_layer *L, lf_scored_layer *
     slot_key *keys = (slot_key *)(void *)c->scratch;
     int n = 0;
     for (int i = 0; i < c->capacity; i++) {
-        if (L->pos[i] >= 0 && !lf_slot_evictable(&c->policy, L->pos[i], pnow)) continue;
+        if (L->pos[i] >= 0 && !lf_slot_evictable(c, L->pos[i], pnow)) continue;
         keys[n++] = (slot_key){s->score[i], i};
     }
     if (n == 0) return -1;

@@ -15,9 +15,10 @@ int lf_defaults_protect_none(const lf_policy_config *in, int budget, lf_policy_c
 int lf_defaults_recent_half(const lf_policy_config *in, int budget, lf_policy_config *out, lf_error *err);
 
 /* Whether a slot holding position p may be evicted at a step whose newest
- * token is at position pnow. */
-static inline bool lf_slot_evictable(const lf_policy_config *P, int p, int pnow) {
-    return p >= P->sinks && p <= pnow - P->recent;
+ * token is at position pnow: not a sink, not recent, not a protected prompt
+ * token (--protect-prompt). */
+static inline bool lf_slot_evictable(const lf_kv_cache *c, int p, int pnow) {
+    return p >= c->policy.sinks && p >= c->protect_upto && p <= pnow - c->policy.recent;
 }
 
 /* The first empty slot of a layer, or -1. */

@@ -19,7 +19,7 @@ static int choose_oldest(lf_kv_cache *c, int layer, int pnow) {
     int e = lf_first_empty(c, L);
     if (e >= 0) return e;
     for (int i = 0; i < c->capacity; i++)
-        if (lf_slot_evictable(&c->policy, L->pos[i], pnow) && (e < 0 || L->pos[i] < L->pos[e])) e = i;
+        if (lf_slot_evictable(c, L->pos[i], pnow) && (e < 0 || L->pos[i] < L->pos[e])) e = i;
     return e;
 }
 
