@@ -66,9 +66,11 @@ def one_request(host, port, body, headers):
         if line.startswith(b"data: [DONE]"):
             break
         now = time.perf_counter()
-        if b'"usage"' in line:
-            usage = json.loads(line[6:])["usage"]
-            continue
+        if b'"usage"' in line:  # the usage chunk; a token whose text is "usage" also matches
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                continue
         if b'"text":""' in line:  # a chunk without text (the end, or bytes held for a whole character)
             continue
         if first is None:
