@@ -333,6 +333,41 @@ struct Argmin2 {
     int i = 0x7fffffff;
 };
 
+/* Take (v, i) into a when lower, or equal with a lower index. */
+__device__ __forceinline__ void argmin_take(Argmin2 &a, float v, int i) {
+    if (v < a.v || (v == a.v && i < a.i)) { a.v = v; a.i = i; }
+}
+
+/* Each warp's two argmins (best, then fb) into red_v / red_i [2][WARPS]. */
+__device__ __forceinline__ void warp_argmins(const Argmin2 &best, const Argmin2 &fb, float *red_v, int *red_i) {
+    const int tid = threadIdx.x;
+    for (int pass = 0; pass < 2; pass++) {
+        float v = pass == 0 ? best.v : fb.v;
+        int ix = pass == 0 ? best.i : fb.i;
+        for (int o = 16; o > 0; o >>= 1) {
+            const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+            const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
+            if (v2 < v || (v2 == v && i2 < ix)) { v = v2; ix = i2; }
+        }
+        if ((tid & 31) == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
+    }
+}
+
+/* The block's two argmins from the warps' (red_v / red_i as warp_argmins left them). */
+__device__ __forceinline__ void block_argmins(const float *red_v, const int *red_i, Argmin2 &best, Argmin2 &fb) {
+    for (int w = 0; w < WARPS; w++) {
+        argmin_take(best, red_v[w], red_i[w]);
+        argmin_take(fb, red_v[WARPS + w], red_i[WARPS + w]);
+    }
+}
+
+/* The victim slot: the unprotected argmin, else the overall one, else 0
+ * (only with NaN scores everywhere). */
+__device__ __forceinline__ int victim_of(int best_i, int fb_i) {
+    const int ns = best_i != 0x7fffffff ? best_i : fb_i;
+    return ns == 0x7fffffff ? 0 : ns;
+}
+
 /* The score of one slot in the policy's mode (src/kv/score_mode.h), written
  * once for both kernels: sv = the attention of the slot summed over query
  * heads, nsum = its |v|_1 summed over KV heads, stored = its acc entry (ACC
@@ -398,17 +433,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
         }
         __syncthreads();
     }
-    /* block argmin of (value, index), twice: unprotected, then all */
-    for (int pass = 0; pass < 2; pass++) {
-        float v = pass == 0 ? best.v : fb.v;
-        int ix = pass == 0 ? best.i : fb.i;
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
-            const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
-            if (v2 < v || (v2 == v && i2 < ix)) { v = v2; ix = i2; }
-        }
-        if ((tid & 31) == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
-    }
+    warp_argmins(best, fb, red_v, red_i); /* block argmin of (value, index), twice: unprotected, then all */
     __syncthreads();
     if (p.discard) { /* g (and |v|_1) of this sequence are consumed */
         discard_range(gs, (long)p.Hkv * p.cap_pad * 4);
@@ -421,8 +446,7 @@ __device__ void seq_finish(const Params &p, int seq, long pidx, float *red_v, in
             if (red_v[w] < bv || (red_v[w] == bv && red_i[w] < bi)) { bv = red_v[w]; bi = red_i[w]; }
             if (red_v[WARPS + w] < fv || (red_v[WARPS + w] == fv && red_i[WARPS + w] < fi)) { fv = red_v[WARPS + w]; fi = red_i[WARPS + w]; }
         }
-        int ns = bi != 0x7fffffff ? bi : fi;
-        if (ns == 0x7fffffff) ns = 0; /* only with NaN scores everywhere */
+        const int ns = victim_of(bi, fi);
         p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = ns;
         if (lf_score_writes_acc(p.mode)) acc[ns] = 0.f;
     }
@@ -1092,24 +1116,14 @@ __global__ void __launch_bounds__(THREADS) attn_kernel(const Params p) {
  * m_ref. Block (c, s): final (m, l) of every head of sequence s, its share of
  * the split merge of O, the scores of slot chunk c (all heads at once: the sum
  * over heads is done here, no g), the chunk's argmin; the last chunk of the
- * sequence to finish picks next_slot. */
-template <typename T, int D, int KIND>
-__global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
-    lf_pdl_wait(); /* first, before any global access (cuda_pdl.h) */
-    using Ops = TypeOps<T>;
-    extern __shared__ __align__(16) unsigned char smem[];
-    const int tid = threadIdx.x, lane = tid & 31;
-    const int c = blockIdx.x, seq = blockIdx.y;
-    const int H = p.H, G = p.G, Hkv = p.Hkv, ns = p.n_split;
-    float *mf = reinterpret_cast<float *>(smem); /* [H] final max (log2 units) */
-    float *il = mf + H;                          /* [H] 1 / final sum */
-    float *red_v = il + H;                       /* [2 * WARPS] */
-    int *red_i = reinterpret_cast<int *>(red_v + 2 * WARPS);
-    int *flag = red_i + 2 * WARPS;
-    float *stage = reinterpret_cast<float *>(smem + (((2 * H + 4 * WARPS + 4) * 4 + 15) / 16) * 16);
-    const float2 *pml = reinterpret_cast<const float2 *>(p.part_ml) + (long)seq * Hkv * ns * MAXG;
+ * sequence to finish picks next_slot. Each step below is inlined into the
+ * kernel (the code the kernel had inline, moved). */
 
-    /* 1. final (m, l) per head: 4 lanes per head, splits interleaved */
+/* 1. The final (m, l) of every head of the sequence into mf and il (= 1 / l):
+ * 4 lanes per head, splits interleaved. pml: the sequence's part_ml. */
+__device__ __forceinline__ void final_ml(const Params &p, const float2 *pml, float *mf, float *il) {
+    const int tid = threadIdx.x;
+    const int H = p.H, G = p.G, ns = p.n_split;
     for (int h0 = 0; h0 < H; h0 += THREADS / 4) {
         const int h = h0 + tid / 4, part = tid % 4;
         float m = -INFINITY, l = 0.f;
@@ -1139,146 +1153,232 @@ __global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
             il[h] = l > 0.f ? 1.f / l : 0.f;
         }
     }
-    __syncthreads();
+}
 
-    /* 2. this block's share of the split merge of O (attn_kernel wrote O itself when ns == 1) */
-    if (ns > 1) {
-        const int total4 = H * D / 4;
-        const int per = (total4 + p.n_chunks - 1) / p.n_chunks;
-        const int q_end = min(total4, (c + 1) * per);
-        for (int q = c * per + tid; q < q_end; q += THREADS) {
-            const int h = q * 4 / D, d = q * 4 % D, kvh = h / G, g = h % G;
-            const float *po = p.part_o + ((long)(seq * Hkv + kvh) * ns * G + g) * D + d;
-            const float2 *pm = pml + (long)kvh * ns * MAXG + g;
-            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+/* 2. Block c's share of the merge of the split partial O of the sequence
+ * into its output rows (n_split > 1; attn_kernel wrote O itself otherwise). */
+template <typename T, int D>
+__device__ __forceinline__ void merge_split_o(const Params &p, const float2 *pml, int c, int seq, const float *mf,
+                                              const float *il) {
+    using Ops = TypeOps<T>;
+    const int tid = threadIdx.x;
+    const int H = p.H, G = p.G, Hkv = p.Hkv, ns = p.n_split;
+    const int total4 = H * D / 4;
+    const int per = (total4 + p.n_chunks - 1) / p.n_chunks;
+    const int q_end = min(total4, (c + 1) * per);
+    for (int q = c * per + tid; q < q_end; q += THREADS) {
+        const int h = q * 4 / D, d = q * 4 % D, kvh = h / G, g = h % G;
+        const float *po = p.part_o + ((long)(seq * Hkv + kvh) * ns * G + g) * D + d;
+        const float2 *pm = pml + (long)kvh * ns * MAXG + g;
+        float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 8
-            for (int b = 0; b < ns; b++) {
-                const float4 x = __ldcg(reinterpret_cast<const float4 *>(po + (long)b * G * D));
-                const float mb = __ldcg(pm + (long)b * MAXG).x;
-                const float f = mb == -INFINITY ? 0.f : ex2(mb - mf[h]);
-                acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
-            }
-            const float w = il[h];
-            const float v[4] = {acc.x * w, acc.y * w, acc.z * w, acc.w * w};
-            const long o = ((long)seq * H + h) * D + d;
+        for (int b = 0; b < ns; b++) {
+            const float4 x = __ldcg(reinterpret_cast<const float4 *>(po + (long)b * G * D));
+            const float mb = __ldcg(pm + (long)b * MAXG).x;
+            const float f = mb == -INFINITY ? 0.f : ex2(mb - mf[h]);
+            acc.x += x.x * f; acc.y += x.y * f; acc.z += x.z * f; acc.w += x.w * f;
+        }
+        const float w = il[h];
+        const float v[4] = {acc.x * w, acc.y * w, acc.z * w, acc.w * w};
+        const long o = ((long)seq * H + h) * D + d;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                if (p.out_f32) static_cast<float *>(p.out)[o + j] = v[j];
-                else Ops::store(p.out, o + j, v[j]);
-            }
+        for (int j = 0; j < 4; j++) {
+            if (p.out_f32) static_cast<float *>(p.out)[o + j] = v[j];
+            else Ops::store(p.out, o + j, v[j]);
         }
     }
-    if (KIND == K_NONE) return;
+}
 
-    /* 3. scores of slots [lo, hi), staged `sub` slots at a time */
+/* Where the score step reads and writes for one sequence. */
+struct SeqSlots {
+    const int *pos;             /* the sequence's slot positions */
+    float *acc, *score;         /* its accumulators (ACC modes) and scores, or NULL */
+    const float *E, *mref, *nb; /* attn_kernel's E [Hkv*G][cap_pad], m_ref, |v|_1 [Hkv][cap_pad] (VATP) */
+    int cur, rec;               /* current position, recent window */
+    bool accum;                 /* the mode reads acc */
+};
+
+/* The sequence's SeqSlots. */
+template <int KIND> __device__ __forceinline__ SeqSlots seq_slots(const Params &p, int seq) {
     const long pidx = p.seq_index ? p.seq_index[seq] : seq;
-    const int *pos = p.pos + pidx * p.slot_seq_stride;
-    const bool accum = lf_score_reads_acc(p.mode);
-    float *acc = accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
-    float *score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
-    const int cur = p.cur_pos ? p.cur_pos[seq] : 0;
-    const int rec = p.recent_e ? p.recent_e[pidx] : p.recent;
-    const float inv_h = 1.f / (float)H;
-    const int sub = p.sub_len, HG = Hkv * G;
-    float *sE = stage;                               /* [Hkv*G][sub] */
-    float *sW = sE + (long)HG * sub;                 /* [Hkv][sub/16][MAXG]: m_ref, then weights */
-    float *sN = sW + (long)Hkv * (sub / 16) * MAXG;  /* [Hkv][sub] (VATP) */
-    int *sP = reinterpret_cast<int *>(sN + (KIND == K_VATP ? (long)Hkv * sub : 0));
-    float *sA = reinterpret_cast<float *>(sP + sub);
-    const float *Eseq = p.gE + (long)seq * HG * p.cap_pad;
-    const float *Mseq = p.gmref + (long)seq * Hkv * (p.cap_pad / 16) * MAXG;
-    const float *Nseq = KIND == K_VATP ? p.nb + (long)seq * Hkv * p.cap_pad : nullptr;
+    const int Hkv = p.Hkv, HG = Hkv * p.G;
+    SeqSlots s;
+    s.pos = p.pos + pidx * p.slot_seq_stride;
+    s.accum = lf_score_reads_acc(p.mode);
+    s.acc = s.accum ? p.acc + pidx * p.slot_seq_stride : nullptr;
+    s.score = p.score ? p.score + pidx * p.slot_seq_stride : nullptr;
+    s.cur = p.cur_pos ? p.cur_pos[seq] : 0;
+    s.rec = p.recent_e ? p.recent_e[pidx] : p.recent;
+    s.E = p.gE + (long)seq * HG * p.cap_pad;
+    s.mref = p.gmref + (long)seq * Hkv * (p.cap_pad / 16) * MAXG;
+    s.nb = KIND == K_VATP ? p.nb + (long)seq * Hkv * p.cap_pad : nullptr;
+    return s;
+}
+
+/* The staging of sub_len slots in shared memory (from `stage` on). */
+struct SubStage {
+    float *E; /* [Hkv*G][sub] */
+    float *W; /* [Hkv][sub/16][MAXG]: m_ref, then weights */
+    float *N; /* [Hkv][sub] (VATP) */
+    int *P;   /* [sub] positions */
+    float *A; /* [sub] accumulators */
+};
+
+/* Where SubStage's arrays lie in `stage`. */
+template <int KIND> __device__ __forceinline__ SubStage sub_stage(const Params &p, float *stage) {
+    const int sub = p.sub_len, Hkv = p.Hkv, HG = Hkv * p.G;
+    SubStage st;
+    st.E = stage;
+    st.W = st.E + (long)HG * sub;
+    st.N = st.W + (long)Hkv * (sub / 16) * MAXG;
+    st.P = reinterpret_cast<int *>(st.N + (KIND == K_VATP ? (long)Hkv * sub : 0));
+    st.A = reinterpret_cast<float *>(st.P + sub);
+    return st;
+}
+
+/* Stage slots [base, base + n) (nv of them real) of E, m_ref, |v|_1,
+ * positions and acc. Ends with the block synchronised. */
+template <int KIND>
+__device__ __forceinline__ void stage_sub(const Params &p, const SeqSlots &s, const SubStage &st, int base, int n,
+                                          int nv) {
+    const int sub = p.sub_len, Hkv = p.Hkv, HG = Hkv * p.G;
+    stage_rows(st.E, sub, s.E + base, p.cap_pad, HG, n);
+    stage_rows(st.W, (sub / 16) * MAXG, s.mref + (long)(base / 16) * MAXG, (long)(p.cap_pad / 16) * MAXG, Hkv,
+               n / 16 * MAXG);
+    if (KIND == K_VATP) stage_rows(st.N, sub, s.nb + base, p.cap_pad, Hkv, n);
+    stage_words(st.P, s.pos + base, nv);
+    if (s.accum) stage_words(st.A, s.acc + base, nv);
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+}
+
+/* The staged m_ref -> weights exp2(min(m_ref - m_h, 0)) / l_h, in place.
+ * Ends with the block synchronised. */
+__device__ __forceinline__ void sub_weights(const Params &p, float *W, int n, const float *mf, const float *il) {
+    const int H = p.H, G = p.G, sub = p.sub_len;
+    for (int x = threadIdx.x; x < p.Hkv * (n / 16) * MAXG; x += THREADS) {
+        const int g = x % MAXG, kvh = x / ((n / 16) * MAXG), r = x % ((n / 16) * MAXG);
+        float *w = W + (long)kvh * (sub / 16) * MAXG + r;
+        const int h = kvh * G + g;
+        *w = (g < G && il[min(h, H - 1)] > 0.f) ? ex2(fminf(*w - mf[h], 0.f)) * il[h] : 0.f;
+    }
+    __syncthreads();
+}
+
+/* The scores of the staged slots [base, base + nv): weighted E summed over
+ * every head of the sequence, then score_slot. */
+template <int KIND>
+__device__ __forceinline__ void score_sub(const Params &p, const SeqSlots &s, const SubStage &st, int base, int nv,
+                                          float inv_h, Argmin2 &best, Argmin2 &fb) {
+    const int G = p.G, Hkv = p.Hkv, sub = p.sub_len;
+    for (int i = threadIdx.x; i < nv; i += THREADS) {
+        float sv = 0.f, nsum = 0.f;
+        for (int kvh = 0; kvh < Hkv; kvh++) {
+            const float *w = st.W + ((long)kvh * (sub / 16) + i / 16) * MAXG;
+            const float *e = st.E + (long)kvh * G * sub + i;
+            for (int g = 0; g < G; g++) sv += e[(long)g * sub] * w[g];
+            if (KIND == K_VATP) nsum += st.N[(long)kvh * sub + i];
+        }
+        score_slot(p, base + i, st.P[i], sv, nsum, s.accum ? st.A[i] : 0.f, inv_h, s.acc, s.score, s.cur, s.rec,
+                   best, fb);
+    }
+}
+
+/* 3. The scores of slot chunk c, staged sub_len slots at a time, into the
+ * thread's argmins (best: unprotected slots, fb: all). */
+template <int KIND>
+__device__ __forceinline__ void score_chunk(const Params &p, const SeqSlots &s, float *stage, int c, const float *mf,
+                                            const float *il, Argmin2 &best, Argmin2 &fb) {
+    const int sub = p.sub_len;
+    const SubStage st = sub_stage<KIND>(p, stage);
+    const float inv_h = 1.f / (float)p.H;
     const int lo = c * p.chunk_len, hi = min(lo + p.chunk_len, p.cap_pad);
-    Argmin2 best, fb; /* over unprotected slots, and over all */
     for (int base = lo; base < hi; base += sub) {
         const int n = min(sub, hi - base), nv = min(n, p.cap - base);
         if (nv <= 0) break;
-        stage_rows(sE, sub, Eseq + base, p.cap_pad, HG, n);
-        stage_rows(sW, (sub / 16) * MAXG, Mseq + (long)(base / 16) * MAXG, (long)(p.cap_pad / 16) * MAXG, Hkv,
-                   n / 16 * MAXG);
-        if (KIND == K_VATP) stage_rows(sN, sub, Nseq + base, p.cap_pad, Hkv, n);
-        stage_words(sP, pos + base, nv);
-        if (accum) stage_words(sA, acc + base, nv);
-        cp_commit();
-        cp_wait<0>();
-        __syncthreads();
-        for (int x = tid; x < Hkv * (n / 16) * MAXG; x += THREADS) { /* m_ref -> weights, in place */
-            const int g = x % MAXG, kvh = x / ((n / 16) * MAXG), r = x % ((n / 16) * MAXG);
-            float *w = sW + (long)kvh * (sub / 16) * MAXG + r;
-            const int h = kvh * G + g;
-            *w = (g < G && il[min(h, H - 1)] > 0.f) ? ex2(fminf(*w - mf[h], 0.f)) * il[h] : 0.f;
-        }
-        __syncthreads();
-        for (int i = tid; i < nv; i += THREADS) {
-            float sv = 0.f, nsum = 0.f;
-            for (int kvh = 0; kvh < Hkv; kvh++) {
-                const float *w = sW + ((long)kvh * (sub / 16) + i / 16) * MAXG;
-                const float *e = sE + (long)kvh * G * sub + i;
-                for (int g = 0; g < G; g++) sv += e[(long)g * sub] * w[g];
-                if (KIND == K_VATP) nsum += sN[(long)kvh * sub + i];
-            }
-            score_slot(p, base + i, sP[i], sv, nsum, accum ? sA[i] : 0.f, inv_h, acc, score, cur, rec, best, fb);
-        }
+        stage_sub<KIND>(p, s, st, base, n, nv);
+        sub_weights(p, st.W, n, mf, il);
+        score_sub<KIND>(p, s, st, base, nv, inv_h, best, fb);
         __syncthreads();
     }
+}
+
+/* 4a. Thread 0: the chunk's two argmins (from the warps') into cpart; returns
+ * whether this block is the sequence's last chunk to finish. */
+__device__ __forceinline__ bool publish_chunk(const Params &p, int seq, int c, const float *red_v,
+                                              const int *red_i) {
+    Argmin2 best, fb;
+    block_argmins(red_v, red_i, best, fb);
+    float4 *cp = reinterpret_cast<float4 *>(p.cpart) + (long)seq * p.n_chunks + c;
+    *cp = make_float4(best.v, __int_as_float(best.i), fb.v, __int_as_float(fb.i));
+    __threadfence();
+    const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
+    return prev == (unsigned)(p.n_chunks - 1);
+}
+
+/* 4b. Warp 0 of the sequence's last chunk: the argmins over every chunk's,
+ * next_slot (and its acc reset), the sequence counter reset. */
+__device__ __forceinline__ void pick_next_slot(const Params &p, int seq, float *acc) {
+    const int lane = threadIdx.x & 31;
+    Argmin2 best, fb;
+    for (int k = lane; k < p.n_chunks; k += 32) { /* chunks in slot order: ties keep the lower index */
+        const float4 x = __ldcg(reinterpret_cast<const float4 *>(p.cpart) + (long)seq * p.n_chunks + k);
+        argmin_take(best, x.x, __float_as_int(x.y));
+        argmin_take(fb, x.z, __float_as_int(x.w));
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v2 = __shfl_xor_sync(0xffffffffu, best.v, o), f2 = __shfl_xor_sync(0xffffffffu, fb.v, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, best.i, o), j2 = __shfl_xor_sync(0xffffffffu, fb.i, o);
+        argmin_take(best, v2, i2);
+        argmin_take(fb, f2, j2);
+    }
+    if (lane == 0) {
+        const int nsl = victim_of(best.i, fb.i);
+        p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = nsl;
+        if (lf_score_writes_acc(p.mode)) acc[nsl] = 0.f;
+        p.seq_cnt[seq] = 0u;
+    }
+}
+
+template <typename T, int D, int KIND>
+__global__ void __launch_bounds__(THREADS) combine_kernel(const Params p) {
+    lf_pdl_wait(); /* first, before any global access (cuda_pdl.h) */
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int tid = threadIdx.x;
+    const int c = blockIdx.x, seq = blockIdx.y;
+    const int H = p.H;
+    float *mf = reinterpret_cast<float *>(smem); /* [H] final max (log2 units) */
+    float *il = mf + H;                          /* [H] 1 / final sum */
+    float *red_v = il + H;                       /* [2 * WARPS] */
+    int *red_i = reinterpret_cast<int *>(red_v + 2 * WARPS);
+    int *flag = red_i + 2 * WARPS;
+    float *stage = reinterpret_cast<float *>(smem + (((2 * H + 4 * WARPS + 4) * 4 + 15) / 16) * 16);
+    const float2 *pml = reinterpret_cast<const float2 *>(p.part_ml) + (long)seq * p.Hkv * p.n_split * MAXG;
+
+    final_ml(p, pml, mf, il); /* 1. */
+    __syncthreads();
+    if (p.n_split > 1) merge_split_o<T, D>(p, pml, c, seq, mf, il); /* 2. */
+    if (KIND == K_NONE) return;
+
+    const SeqSlots s = seq_slots<KIND>(p, seq); /* 3. */
+    Argmin2 best, fb; /* over unprotected slots, and over all */
+    score_chunk<KIND>(p, s, stage, c, mf, il, best, fb);
 
     /* 4. chunk argmin; the last chunk of the sequence picks next_slot (after
      * every thread's acc writes are visible: it may reset acc[next_slot]) */
     __threadfence();
-    for (int pass = 0; pass < 2; pass++) {
-        float v = pass == 0 ? best.v : fb.v;
-        int ix = pass == 0 ? best.i : fb.i;
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
-            const int i2 = __shfl_xor_sync(0xffffffffu, ix, o);
-            if (v2 < v || (v2 == v && i2 < ix)) { v = v2; ix = i2; }
-        }
-        if (lane == 0) { red_v[pass * WARPS + tid / 32] = v; red_i[pass * WARPS + tid / 32] = ix; }
-    }
+    warp_argmins(best, fb, red_v, red_i);
     __syncthreads();
-    if (tid == 0) {
-        float bv = INFINITY, fv = INFINITY;
-        int bi = 0x7fffffff, fi = 0x7fffffff;
-        for (int w = 0; w < WARPS; w++) {
-            if (red_v[w] < bv || (red_v[w] == bv && red_i[w] < bi)) { bv = red_v[w]; bi = red_i[w]; }
-            if (red_v[WARPS + w] < fv || (red_v[WARPS + w] == fv && red_i[WARPS + w] < fi)) { fv = red_v[WARPS + w]; fi = red_i[WARPS + w]; }
-        }
-        float4 *cp = reinterpret_cast<float4 *>(p.cpart) + (long)seq * p.n_chunks + c;
-        *cp = make_float4(bv, __int_as_float(bi), fv, __int_as_float(fi));
-        __threadfence();
-        const unsigned prev = atomicAdd(&p.seq_cnt[seq], 1u);
-        flag[0] = prev == (unsigned)(p.n_chunks - 1);
-    }
+    if (tid == 0) flag[0] = publish_chunk(p, seq, c, red_v, red_i);
     __syncthreads();
     if (!flag[0]) return;
     __threadfence();
-    if (tid < 32) {
-        float bv = INFINITY, fv = INFINITY;
-        int bi = 0x7fffffff, fi = 0x7fffffff;
-        for (int k = lane; k < p.n_chunks; k += 32) { /* chunks in slot order: ties keep the lower index */
-            const float4 x = __ldcg(reinterpret_cast<const float4 *>(p.cpart) + (long)seq * p.n_chunks + k);
-            const int xb = __float_as_int(x.y), xf = __float_as_int(x.w);
-            if (x.x < bv || (x.x == bv && xb < bi)) { bv = x.x; bi = xb; }
-            if (x.z < fv || (x.z == fv && xf < fi)) { fv = x.z; fi = xf; }
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v2 = __shfl_xor_sync(0xffffffffu, bv, o), f2 = __shfl_xor_sync(0xffffffffu, fv, o);
-            const int i2 = __shfl_xor_sync(0xffffffffu, bi, o), j2 = __shfl_xor_sync(0xffffffffu, fi, o);
-            if (v2 < bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
-            if (f2 < fv || (f2 == fv && j2 < fi)) { fv = f2; fi = j2; }
-        }
-        if (lane == 0) {
-            int nsl = bi != 0x7fffffff ? bi : fi;
-            if (nsl == 0x7fffffff) nsl = 0;
-            p.next_slot[p.seq_index ? p.seq_index[seq] : seq] = nsl;
-            if (lf_score_writes_acc(p.mode)) acc[nsl] = 0.f;
-            p.seq_cnt[seq] = 0u;
-        }
-    }
+    if (tid < 32) pick_next_slot(p, seq, s.acc);
     if (p.discard) { /* the scratch of this sequence is consumed */
         __syncthreads();
-        discard_range(Eseq, (long)HG * p.cap_pad * 4);
-        discard_range(Mseq, (long)Hkv * (p.cap_pad / 16) * MAXG * 4);
+        discard_range(s.E, (long)(p.Hkv * p.G) * p.cap_pad * 4);
+        discard_range(s.mref, (long)p.Hkv * (p.cap_pad / 16) * MAXG * 4);
     }
 }
 
