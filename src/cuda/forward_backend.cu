@@ -134,17 +134,17 @@ static void init_fields(lf_cuda_backend *b, const lf_model *m, const lf_cuda_opt
     b->f8 = o->policy.kv_dtype == LF_KV_FP8;
     b->vnorm = b->f8 && (b->mode == LF_SCORE_ATT_VNORM || b->mode == LF_SCORE_ACC_VNORM);
     b->kv_elem = b->f8 ? 1 : 2;
-    b->L = c->n_layers;
-    b->H = c->n_heads;
-    b->KV = c->n_kv_heads;
-    b->HD = c->head_dim;
+    b->n_layers = c->n_layers;
+    b->n_heads = c->n_heads;
+    b->n_kv_heads = c->n_kv_heads;
+    b->head_dim = c->head_dim;
     b->hidden = c->hidden_size;
     b->inter = c->intermediate_size;
     b->vocab = c->vocab_size;
     b->vocab_pad = (c->vocab_size + 7) / 8 * 8;
-    b->qdim = b->H * b->HD;
-    b->kvdim = b->KV * b->HD;
-    b->qkvdim = b->qdim + 2 * b->kvdim;
+    b->q_dim = b->n_heads * b->head_dim;
+    b->kv_dim = b->n_kv_heads * b->head_dim;
+    b->qkv_dim = b->q_dim + 2 * b->kv_dim;
     b->eps = (float)c->rms_norm_eps;
     b->cap = o->capacity;
     b->P = o->max_prompt;
@@ -172,7 +172,7 @@ static int open_device(lf_cuda_backend *b, lf_error *err) {
 static int open_compute(lf_cuda_backend *b, const lf_model *m, lf_error *err) {
     if (ck(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking), err, "stream creation")) return -1;
     if (lf_cuda_gemm_create(&b->gemm, err)) return -1;
-    if (lf_cuda_prefill_create(b->P, b->H, b->KV, b->HD, LF_DTYPE_BF16, &b->pf, err))
+    if (lf_cuda_prefill_create(b->P, b->n_heads, b->n_kv_heads, b->head_dim, LF_DTYPE_BF16, &b->pf, err))
         return lf_fail_prefix(err, "cuda: prefill attention for --max-prompt %d", b->P);
     note_peak(b);
     return upload_weights(b, m, err);

@@ -71,7 +71,8 @@ extern "C" int lf_cuda_entry_slots(lf_cuda_backend *b, int entry, int layer, int
                                    lf_error *err) {
     if (!b) return lf_fail(err, "cuda: no backend");
     if (entry < 0 || entry >= b->E) return lf_fail(err, "cuda: entry %d out of range (pool of %d)", entry, b->E);
-    if (layer < 0 || layer >= b->L) return lf_fail(err, "cuda: layer %d out of range (%d layers)", layer, b->L);
+    if (layer < 0 || layer >= b->n_layers)
+        return lf_fail(err, "cuda: layer %d out of range (%d layers)", layer, b->n_layers);
     cudaStream_t s = b->stream;
     if (pos && ck(cudaMemcpyAsync(pos, b->cpos + (size_t)layer * b->slot_layer_stride + (size_t)entry * b->cap,
                                   (size_t)b->cap * 4, cudaMemcpyDeviceToHost, s),
@@ -110,32 +111,34 @@ extern "C" int lf_cuda_bench_fill(lf_cuda_backend *b, int entry, int length, lf_
     const int cap = b->cap;
     const int nv = length < cap ? length : cap;
     const int sinks = b->pol.sinks;
-    long long total = (long long)b->L * b->KV * nv * b->HD;
+    long long total = (long long)b->n_layers * b->n_kv_heads * nv * b->head_dim;
     int blocks = (int)((total + 255) / 256);
     if (blocks > 4096) blocks = 4096;
     if (blocks < 1) blocks = 1;
-    bench_fill_kernel<<<blocks, 256, 0, b->stream>>>(
-        kv_at(b, b->K, 0, entry), kv_at(b, b->V, 0, entry), kv_scale_at(b, b->KS, 0, entry),
-        kv_scale_at(b, b->VS, 0, entry), b->cpos + (size_t)entry * cap, b->L, b->KV, cap, b->HD, b->kv_layer_stride, b->slot_layer_stride, nv,
-        sinks, length, 0x5eedull + (unsigned long long)entry);
+    bench_fill_kernel<<<blocks, 256, 0, b->stream>>>(kv_at(b, b->K, 0, entry), kv_at(b, b->V, 0, entry),
+                                                     kv_scale_at(b, b->KS, 0, entry), kv_scale_at(b, b->VS, 0, entry),
+                                                     b->cpos + (size_t)entry * cap, b->n_layers, b->n_kv_heads, cap,
+                                                     b->head_dim, b->kv_layer_stride, b->slot_layer_stride, nv, sinks,
+                                                     length, 0x5eedull + (unsigned long long)entry);
     if (ck(cudaGetLastError(), err, "bench fill kernel launch")) return -1;
     if (b->vnorm) {
-        bench_vnorm_kernel<<<1024, 256, 0, b->stream>>>((const uint8_t *)kv_at(b, b->V, 0, entry),
-                                                         kv_scale_at(b, b->VS, 0, entry), kv_scale_at(b, b->VN, 0, entry),
-                                                         b->L, b->KV, cap, b->HD, b->kv_layer_stride, nv);
+        bench_vnorm_kernel<<<1024, 256, 0, b->stream>>>(
+                (const uint8_t *)kv_at(b, b->V, 0, entry), kv_scale_at(b, b->VS, 0, entry),
+                kv_scale_at(b, b->VN, 0, entry), b->n_layers, b->n_kv_heads, cap, b->head_dim, b->kv_layer_stride, nv);
         if (ck(cudaGetLastError(), err, "bench |v|_1 kernel launch")) return -1;
     }
     const int next = length < cap ? length : sinks;
     if (b->scored) {
-        if (launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err) ||
-            launch_fill_i32(b, b->next_slot + entry, b->E, b->L, 1, next, err))
+        if (launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->n_layers, cap, 0.f, err) ||
+            launch_fill_i32(b, b->next_slot + entry, b->E, b->n_layers, 1, next, err))
             return -1;
     }
-    if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+    if (b->uses_acc &&
+        launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->n_layers, cap, 0.f, err))
         return -1;
-    for (int l = 0; b->desc->slot_stat && l < b->L; l++)
+    for (int l = 0; b->desc->slot_stat && l < b->n_layers; l++)
         if (lf_cuda_slot_stat(b->desc->slot_stat, kv_at(b, b->K, l, entry),
-                              LF_DTYPE_BF16, 0, (int64_t)cap * b->HD, b->KV, b->HD, NULL, NULL, nv,
+                              LF_DTYPE_BF16, 0, (int64_t)cap * b->head_dim, b->n_kv_heads, b->head_dim, NULL, NULL, nv,
                               b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap, 0, b->stream, err))
             return -1;
     if (ck(cudaStreamSynchronize(b->stream), err, "bench fill")) return -1;
@@ -164,12 +167,13 @@ extern "C" int lf_cuda_profile_step(lf_cuda_backend *b, int n, const int *entrie
     for (int i = 0; i < n; i++) {
         const entry_state *st = &b->st[entries[i]];
         int valid = st->filled < st->budget ? st->filled + 1 : st->budget;
-        kvb += (double)valid * b->L *
-               ((double)lf_kv_token_bytes(b->o.policy.kv_dtype, b->KV, b->HD) + (b->vnorm ? 4.0 * b->KV : 0.0));
+        kvb += (double)valid * b->n_layers *
+               ((double)lf_kv_token_bytes(b->o.policy.kv_dtype, b->n_kv_heads, b->head_dim) +
+                (b->vnorm ? 4.0 * b->n_kv_heads : 0.0));
     }
     cudaStream_t s = b->stream;
     prof pr;
-    pr.cap = b->L * 16 + 32;
+    pr.cap = b->n_layers * 16 + 32;
     pr.n = 0;
     pr.ev = (cudaEvent_t *)calloc((size_t)pr.cap, sizeof(cudaEvent_t));
     pr.cat = (int *)calloc((size_t)pr.cap, sizeof(int));

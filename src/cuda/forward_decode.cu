@@ -6,12 +6,12 @@
 
 
 int prepare_shapes(lf_cuda_backend *b, int n, lf_error *err) {
-    const int hd = b->hidden;
-    if (lf_cuda_gemm_prepare(b->gemm, b->qkvdim, hd, n, LF_DTYPE_F32, 0.f, err) ||
-        lf_cuda_gemm_prepare(b->gemm, hd, b->qdim, n, LF_DTYPE_F32, 1.f, err) ||
-        lf_cuda_gemm_prepare(b->gemm, 2 * b->inter, hd, n, LF_DTYPE_F32, 0.f, err) ||
-        lf_cuda_gemm_prepare(b->gemm, hd, b->inter, n, LF_DTYPE_F32, 1.f, err) ||
-        lf_cuda_gemm_prepare(b->gemm, b->vocab_pad, hd, n, LF_DTYPE_F32, 0.f, err))
+    const int hid = b->hidden;
+    if (lf_cuda_gemm_prepare(b->gemm, b->qkv_dim, hid, n, LF_DTYPE_F32, 0.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, hid, b->q_dim, n, LF_DTYPE_F32, 1.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, 2 * b->inter, hid, n, LF_DTYPE_F32, 0.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, hid, b->inter, n, LF_DTYPE_F32, 1.f, err) ||
+        lf_cuda_gemm_prepare(b->gemm, b->vocab_pad, hid, n, LF_DTYPE_F32, 0.f, err))
         return lf_fail_prefix(err, "cuda decode: GEMM shapes for %d rows", n);
     return 0;
 }
@@ -19,9 +19,9 @@ int prepare_shapes(lf_cuda_backend *b, int n, lf_error *err) {
 static void attn_desc(const lf_cuda_backend *b, int n, lf_cuda_attn_desc *d) {
     memset(d, 0, sizeof *d);
     d->n_seq = n;
-    d->n_heads = b->H;
-    d->n_kv_heads = b->KV;
-    d->head_dim = b->HD;
+    d->n_heads = b->n_heads;
+    d->n_kv_heads = b->n_kv_heads;
+    d->head_dim = b->head_dim;
     d->capacity = b->cur_scan > 0 ? b->cur_scan : b->cap;
     d->dtype = LF_DTYPE_BF16;
     d->out_dtype = LF_DTYPE_BF16;
@@ -53,7 +53,7 @@ static int decode_rope_store(lf_cuda_backend *b, const gpu_layer *g, int n, cons
     a.k_dst = b->f8 ? NULL : Kl;
     a.v_dst = b->f8 ? NULL : Vl;
     a.kv_entry_stride = b->kv_seq_stride;
-    a.kvh_stride = (int64_t)cap * b->HD;
+    a.kvh_stride = (int64_t)cap * b->head_dim;
     if (b->f8) {
         a.k8_dst = Kl;
         a.v8_dst = Vl;
@@ -61,7 +61,7 @@ static int decode_rope_store(lf_cuda_backend *b, const gpu_layer *g, int n, cons
         a.v8_scale = VSl;
         a.v8_norm = VNl;
         a.f8_entry_stride = b->kv_seq_stride;
-        a.f8_kvh_stride = (int64_t)cap * b->HD;
+        a.f8_kvh_stride = (int64_t)cap * b->head_dim;
     }
     a.row_entry = b->d_entries;
     a.slot_by_entry = b->scored ? next_l : NULL;
@@ -126,18 +126,19 @@ static int decode_layer(lf_cuda_backend *b, int l, int n, const lf_cuda_attn_des
     prof_mark(pr, s, CAT_OTHER);
     if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) return -1;
     prof_mark(pr, s, CAT_GEMM);
-    if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
+    if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkv_dim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
         return -1;
     prof_mark(pr, s, CAT_OTHER);
     if (decode_rope_store(b, g, n, &ld, err)) return -1;
     if (b->desc->slot_stat && /* the stored score of the slot just written */
-        lf_cuda_slot_stat(b->desc->slot_stat, ld.Kl, LF_DTYPE_BF16, b->kv_seq_stride, (int64_t)cap * b->HD, b->KV,
-                          b->HD, b->d_entries, ld.next_l, n, b->acc + (size_t)l * b->slot_layer_stride, cap, vs, err))
+        lf_cuda_slot_stat(b->desc->slot_stat, ld.Kl, LF_DTYPE_BF16, b->kv_seq_stride, (int64_t)cap * b->head_dim,
+                          b->n_kv_heads, b->head_dim, b->d_entries, ld.next_l, n,
+                          b->acc + (size_t)l * b->slot_layer_stride, cap, vs, err))
         return -1;
     prof_mark(pr, s, CAT_ATTN);
     if (decode_attention(b, d, &ld, err)) return -1;
     prof_mark(pr, s, CAT_GEMM);
-    if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->qdim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err))
+    if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->q_dim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err))
         return -1;
     if (mlp_rows(b, g, 0, n, pr, err)) return -1;
     return 0;
@@ -154,7 +155,7 @@ int decode_kernels(lf_cuda_backend *b, int n, bool copy_logits, prof *pr, lf_err
     if (lf_cuda_embed(b->embed, b->vocab, b->hidden, b->d_tokens, n, b->x, vs, err)) return -1;
     lf_cuda_attn_desc d;
     attn_desc(b, n, &d);
-    for (int l = 0; l < b->L; l++)
+    for (int l = 0; l < b->n_layers; l++)
         if (decode_layer(b, l, n, &d, pr, err))
             return lf_fail_prefix(err, "cuda decode of %d sequences, layer %d", n, l);
     return decode_logits_sample(b, n, copy_logits, pr, err);

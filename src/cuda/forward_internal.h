@@ -117,7 +117,7 @@ struct lf_cuda_backend {
     int kv_elem;          /* bytes of a stored K/V element: 2 (bf16) or 1 (fp8) */
 
     /* shape */
-    int L, H, KV, HD, hidden, inter, vocab, vocab_pad, qdim, kvdim, qkvdim;
+    int n_layers, n_heads, n_kv_heads, head_dim, hidden, inter, vocab, vocab_pad, q_dim, kv_dim, qkv_dim;
     float eps;
     int cap, P, E; /* slots per entry and layer, longest prompt, entries */
     /* Attention reads only the slots in use: each step looks at the first
@@ -218,7 +218,7 @@ static inline void *kv_at(const lf_cuda_backend *b, void *base, int l, int e) {
     return (char *)base + ((size_t)l * b->kv_layer_stride + (size_t)e * b->kv_seq_stride) * b->kv_elem;
 }
 static inline float *kv_scale_at(const lf_cuda_backend *b, float *base, int l, int e) {
-    return base ? base + ((size_t)l * b->kv_layer_stride + (size_t)e * b->kv_seq_stride) / b->HD : NULL;
+    return base ? base + ((size_t)l * b->kv_layer_stride + (size_t)e * b->kv_seq_stride) / b->head_dim : NULL;
 }
 
 /* ---- helpers (forward_backend.cu) ---------------------------------------- */

@@ -32,9 +32,9 @@ void rope_args(const lf_cuda_backend *b, const gpu_layer *g, int n, const int32_
                lf_cuda_rope_store_args *a) {
     memset(a, 0, sizeof *a);
     a->n = n;
-    a->n_heads = b->H;
-    a->n_kv_heads = b->KV;
-    a->head_dim = b->HD;
+    a->n_heads = b->n_heads;
+    a->n_kv_heads = b->n_kv_heads;
+    a->head_dim = b->head_dim;
     a->dt = LF_DTYPE_BF16;
     a->qkv = b->qkv;
     a->bias = g->bqkv;

@@ -31,24 +31,24 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     } while (0)
     TAKE(x, R * b->hidden * 4);
     TAKE(h, R * b->hidden * 2);
-    TAKE(qkv, R * b->qkvdim * 4);
-    TAKE(q, R * b->qdim * 2);
-    TAKE(att, R * b->qdim * 2);
+    TAKE(qkv, R * b->qkv_dim * 4);
+    TAKE(q, R * b->q_dim * 2);
+    TAKE(att, R * b->q_dim * 2);
     TAKE(gu, M * 2 * b->inter * 4);
     TAKE(mlp, M * b->inter * 2);
     TAKE(logits, (size_t)E * b->vocab_pad * 4);
     TAKE(logits_copy, (size_t)E * b->vocab_pad * 4);
-    TAKE(q32, need_f32 ? P * b->qdim * 4 : 0);
-    TAKE(k32, need_f32 ? P * b->kvdim * 4 : 0);
-    TAKE(pk, bf16_scratch ? P * b->kvdim * 2 : 0);
-    TAKE(pv, bf16_scratch ? P * b->kvdim * 2 : 0);
-    TAKE(pk8, f8_scratch ? P * b->kvdim : 0);
-    TAKE(pv8, f8_scratch ? P * b->kvdim : 0);
-    TAKE(pks, f8_scratch ? P * b->KV * 4 : 0);
-    TAKE(pvs, f8_scratch ? P * b->KV * 4 : 0);
-    TAKE(pvn, f8_scratch && b->vnorm ? P * b->KV * 4 : 0);
+    TAKE(q32, need_f32 ? P * b->q_dim * 4 : 0);
+    TAKE(k32, need_f32 ? P * b->kv_dim * 4 : 0);
+    TAKE(pk, bf16_scratch ? P * b->kv_dim * 2 : 0);
+    TAKE(pv, bf16_scratch ? P * b->kv_dim * 2 : 0);
+    TAKE(pk8, f8_scratch ? P * b->kv_dim : 0);
+    TAKE(pv8, f8_scratch ? P * b->kv_dim : 0);
+    TAKE(pks, f8_scratch ? P * b->n_kv_heads * 4 : 0);
+    TAKE(pvs, f8_scratch ? P * b->n_kv_heads * 4 : 0);
+    TAKE(pvn, f8_scratch && b->vnorm ? P * b->n_kv_heads * 4 : 0);
     /* the window softmax sums: scratch, and SnapKV's [P] + the accumulator's [P] */
-    w->win_bytes = need_f32 ? lf_cuda_window_sums_bytes(b->P, b->H, LF_SNAPKV_WINDOW) : 0;
+    w->win_bytes = need_f32 ? lf_cuda_window_sums_bytes(b->P, b->n_heads, LF_SNAPKV_WINDOW) : 0;
     TAKE(win, w->win_bytes);
     TAKE(wsum, need_f32 ? 2 * P * 4 : 0);
     /* decode inputs: seeds (u64), tokens, pos, entries, row_slot, steps, out */
@@ -60,9 +60,9 @@ static int ws_plan(const lf_cuda_backend *b, int E, ws_layout *w, lf_error *err)
     lf_cuda_attn_desc d;
     memset(&d, 0, sizeof d);
     d.n_seq = E;
-    d.n_heads = b->H;
-    d.n_kv_heads = b->KV;
-    d.head_dim = b->HD;
+    d.n_heads = b->n_heads;
+    d.n_kv_heads = b->n_kv_heads;
+    d.head_dim = b->head_dim;
     d.dtype = LF_DTYPE_BF16;
     d.out_dtype = LF_DTYPE_BF16;
     d.mode = b->mode;
@@ -129,11 +129,11 @@ static int plan_entries(lf_cuda_backend *b, size_t avail, size_t per_entry, int 
 
 int plan_memory(lf_cuda_backend *b, const lf_cuda_options *o, ws_layout *wl, lf_error *err) {
     size_t fr = 0, tot = 0;
-    b->kv_per_entry = (size_t)b->L * b->cap * lf_kv_token_bytes(o->policy.kv_dtype, b->KV, b->HD);
+    b->kv_per_entry = (size_t)b->n_layers * b->cap * lf_kv_token_bytes(o->policy.kv_dtype, b->n_kv_heads, b->head_dim);
     b->seen_words = o->sampling.repetition_penalty != 1.0f ? (b->vocab + 31) / 32 : 0;
-    b->aux_per_entry = (size_t)b->L * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0) +
-                                                 (b->vnorm ? 4 * (size_t)b->KV : 0)) +
-                       (size_t)b->L * 4 + 4 + (size_t)b->seen_words * 4;
+    b->aux_per_entry = (size_t)b->n_layers * b->cap * (4 + (b->scored ? 4 : 0) + (b->uses_acc ? 4 : 0) +
+                                                 (b->vnorm ? 4 * (size_t)b->n_kv_heads : 0)) +
+                       (size_t)b->n_layers * 4 + 4 + (size_t)b->seen_words * 4;
     const size_t per_entry = b->kv_per_entry + align256(b->aux_per_entry) + 256;
     if (ck(cudaMemGetInfo(&fr, &tot), err, "cudaMemGetInfo")) return -1;
     b->gpu_free_plan = fr;
@@ -157,19 +157,19 @@ int carve_pool(lf_cuda_backend *b, lf_error *err) {
     const int E = b->E;
     /* pool: K [layer][entry][kvh][cap][hd], V same, pos/score/acc
      * [layer][entry][cap], next_slot [layer][entry] */
-    const size_t kv_elems = (size_t)b->L * E * b->KV * (size_t)b->cap * b->HD;
-    const size_t slots = (size_t)b->L * E * b->cap;
+    const size_t kv_elems = (size_t)b->n_layers * E * b->n_kv_heads * (size_t)b->cap * b->head_dim;
+    const size_t slots = (size_t)b->n_layers * E * b->cap;
     size_t off = 0;
     const size_t oK = off;
     off += align256(kv_elems * b->kv_elem);
     const size_t oV = off;
     off += align256(kv_elems * b->kv_elem);
     const size_t oKS = off; /* fp8: a float scale per row */
-    off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
+    off += b->f8 ? align256(kv_elems / b->head_dim * 4) : 0;
     const size_t oVS = off;
-    off += b->f8 ? align256(kv_elems / b->HD * 4) : 0;
+    off += b->f8 ? align256(kv_elems / b->head_dim * 4) : 0;
     const size_t oVN = off;
-    off += b->vnorm ? align256(kv_elems / b->HD * 4) : 0;
+    off += b->vnorm ? align256(kv_elems / b->head_dim * 4) : 0;
     const size_t oP = off;
     off += align256(slots * 4);
     const size_t oS = off;
@@ -177,7 +177,7 @@ int carve_pool(lf_cuda_backend *b, lf_error *err) {
     const size_t oA = off;
     off += b->uses_acc ? align256(slots * 4) : 0;
     const size_t oN = off;
-    off += align256((size_t)b->L * E * 4);
+    off += align256((size_t)b->n_layers * E * 4);
     const size_t oR = off;
     off += align256((size_t)E * 4);
     const size_t oH = off;
@@ -196,14 +196,14 @@ int carve_pool(lf_cuda_backend *b, lf_error *err) {
     b->next_slot = (int32_t *)(pb + oN);
     b->recent_e = (int32_t *)(pb + oR);
     b->seen = b->seen_words ? (uint32_t *)(pb + oH) : NULL;
-    b->kv_seq_stride = (long long)b->KV * b->cap * b->HD;
+    b->kv_seq_stride = (long long)b->n_kv_heads * b->cap * b->head_dim;
     b->kv_layer_stride = (long long)E * b->kv_seq_stride;
     b->slot_layer_stride = (long long)E * b->cap;
     /* every slot empty */
     if (ck(cudaMemsetAsync(b->cpos, 0xff, slots * 4, b->stream), err, "pool init")) return -1;
     if (b->scored && ck(cudaMemsetAsync(b->score, 0, slots * 4, b->stream), err, "pool init")) return -1;
     if (b->uses_acc && ck(cudaMemsetAsync(b->acc, 0, slots * 4, b->stream), err, "pool init")) return -1;
-    if (ck(cudaMemsetAsync(b->next_slot, 0, (size_t)b->L * E * 4, b->stream), err, "pool init")) return -1;
+    if (ck(cudaMemsetAsync(b->next_slot, 0, (size_t)b->n_layers * E * 4, b->stream), err, "pool init")) return -1;
     if (launch_fill_i32(b, b->recent_e, 0, 1, E, b->pol.recent, err)) return -1;
     return 0;
 }

@@ -14,12 +14,15 @@ static int prefill_reset_entry(lf_cuda_backend *b, int entry, const int *tokens,
         return -1;
     /* the entry's slots: empty up to its budget, off beyond; scores and accumulators 0 */
     int32_t *pos_e = b->cpos + (size_t)entry * cap;
-    if (launch_fill_i32(b, pos_e, b->slot_layer_stride, b->L, bud, -1, err)) return -1;
-    if (bud < cap && launch_fill_i32(b, pos_e + bud, b->slot_layer_stride, b->L, cap - bud, LF_CUDA_SLOT_OFF, err))
+    if (launch_fill_i32(b, pos_e, b->slot_layer_stride, b->n_layers, bud, -1, err)) return -1;
+    if (bud < cap &&
+        launch_fill_i32(b, pos_e + bud, b->slot_layer_stride, b->n_layers, cap - bud, LF_CUDA_SLOT_OFF, err))
         return -1;
-    if (b->scored && launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+    if (b->scored &&
+        launch_fill_f32(b, b->score + (size_t)entry * cap, b->slot_layer_stride, b->n_layers, cap, 0.f, err))
         return -1;
-    if (b->uses_acc && launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->L, cap, 0.f, err))
+    if (b->uses_acc &&
+        launch_fill_f32(b, b->acc + (size_t)entry * cap, b->slot_layer_stride, b->n_layers, cap, 0.f, err))
         return -1;
     return 0;
 }
@@ -52,11 +55,11 @@ static int prefill_rope_store(lf_cuda_backend *b, const gpu_layer *g, int n, boo
     if (scratch) { /* into the prefill scratch [kvh][n][hd] */
         a.k_dst = b->pk;
         a.v_dst = b->pv;
-        a.kvh_stride = (int64_t)n * b->HD;
+        a.kvh_stride = (int64_t)n * b->head_dim;
     } else { /* straight into the entry's slots 0..n-1 */
         a.k_dst = Kl;
         a.v_dst = Vl;
-        a.kvh_stride = (int64_t)cap * b->HD;
+        a.kvh_stride = (int64_t)cap * b->head_dim;
     }
     a.cache_pos = compress ? NULL : pos_l;
     if (b->f8) { /* FP8 rows from the fp32 values: the entry's slots 0..n-1, or a scratch SnapKV picks from */
@@ -66,7 +69,7 @@ static int prefill_rope_store(lf_cuda_backend *b, const gpu_layer *g, int n, boo
         a.v8_scale = compress ? b->pvs : VSl;
         a.v8_norm = b->vnorm ? (compress ? b->pvn : VNl) : NULL;
         a.f8_entry_stride = 0;
-        a.f8_kvh_stride = (int64_t)(compress ? n : cap) * b->HD;
+        a.f8_kvh_stride = (int64_t)(compress ? n : cap) * b->head_dim;
     }
     a.kv_entry_stride = 0;
     a.slot_entry_stride = 0;
@@ -91,23 +94,24 @@ static int prefill_layer(lf_cuda_backend *b, int l, int entry, int n, int bud, b
     /* bf16 rows for the prefill attention in the scratch (fp8 cache, or SnapKV picks later) */
     const bool scratch = compress || b->f8;
     if (lf_cuda_rmsnorm(b->x, g->attn_norm, n, b->hidden, b->eps, b->h, vs, err)) return -1;
-    if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkvdim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
+    if (lf_cuda_gemm(b->gemm, g->wqkv, b->qkv_dim, b->hidden, b->h, n, b->qkv, LF_DTYPE_F32, 0.f, vs, err))
         return -1;
     if (prefill_rope_store(b, g, n, compress, need_f32, scratch, &d, err)) return -1;
     {
         const void *kk = scratch ? (const void *)b->pk : (const void *)Kl;
         const void *vv = scratch ? (const void *)b->pv : (const void *)Vl;
-        const int64_t kst = scratch ? (int64_t)n * b->HD : (int64_t)cap * b->HD;
+        const int64_t kst = scratch ? (int64_t)n * b->head_dim : (int64_t)cap * b->head_dim;
         if (lf_cuda_prefill_attention(b->pf, b->q, kk, vv, kst, n, 0.f, b->att, vs, err)) return -1;
     }
     if (need_f32 &&
         prefill_select_layer(b, l, entry, n, bud, compress, Kl, d.KSl, Vl, d.VSl, d.VNl, d.pos_l, nk, err))
         return -1;
     if (b->desc->slot_stat &&
-        lf_cuda_slot_stat(b->desc->slot_stat, Kl, LF_DTYPE_BF16, 0, (int64_t)cap * b->HD, b->KV, b->HD, NULL,
-                          NULL, *nk, b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap, 0, vs, err))
+        lf_cuda_slot_stat(b->desc->slot_stat, Kl, LF_DTYPE_BF16, 0, (int64_t)cap * b->head_dim, b->n_kv_heads,
+                          b->head_dim, NULL, NULL, *nk, b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap,
+                          0, vs, err))
         return -1;
-    if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->qdim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err)) return -1;
+    if (lf_cuda_gemm(b->gemm, g->wo, b->hidden, b->q_dim, b->att, n, b->x, LF_DTYPE_F32, 1.f, vs, err)) return -1;
     for (int r0 = 0; r0 < n; r0 += b->mlp_rows) {
         int nt = n - r0 < b->mlp_rows ? n - r0 : b->mlp_rows;
         if (mlp_rows(b, g, r0, nt, NULL, err)) return -1;
@@ -141,10 +145,10 @@ static int prefill_run(lf_cuda_backend *b, int entry, const int *tokens, int n, 
 
     if (prefill_reset_entry(b, entry, tokens, n, bud, err)) return -1;
     if (lf_cuda_embed(b->embed, b->vocab, b->hidden, b->d_ptok, n, b->x, vs, err)) return -1;
-    for (int l = 0; l < b->L; l++)
+    for (int l = 0; l < b->n_layers; l++)
         if (prefill_layer(b, l, entry, n, bud, compress, need_f32, &nk, err))
             return lf_fail_prefix(err, "cuda prefill of %d tokens into entry %d, layer %d", n, entry, l);
-    if (b->scored && launch_fill_i32(b, b->next_slot + entry, b->E, b->L, 1, nk, err)) return -1;
+    if (b->scored && launch_fill_i32(b, b->next_slot + entry, b->E, b->n_layers, 1, nk, err)) return -1;
     /* the last layer's kept positions, for the entry's sink count (read
      * after prefill_first_token's synchronisation) */
     if (compress && ck(cudaMemcpyAsync(b->h_kept, b->d_kept, (size_t)nk * 4, cudaMemcpyDeviceToHost, b->stream), err,

@@ -28,16 +28,16 @@ __global__ void prefill_slots_kernel(const int32_t *kept, const float *win, int 
 static int gather_fp8_rows(lf_cuda_backend *b, int n, void *Kl, float *KSl, void *Vl, float *VSl, float *VNl,
                            int nk, lf_error *err) {
     void *s = (void *)b->stream;
-    const int cap = b->cap, hu = b->HD / 2;
-    return lf_cuda_gather_rows(b->pk8, (int64_t)n * hu, Kl, (int64_t)cap * hu, b->KV, hu, LF_DTYPE_BF16, b->d_kept,
-                               nk, s, err) ||
-           lf_cuda_gather_rows(b->pv8, (int64_t)n * hu, Vl, (int64_t)cap * hu, b->KV, hu, LF_DTYPE_BF16, b->d_kept,
-                               nk, s, err) ||
-           lf_cuda_gather_rows(b->pks, (int64_t)n * 2, KSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
-                               s, err) ||
-           lf_cuda_gather_rows(b->pvs, (int64_t)n * 2, VSl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16, b->d_kept, nk,
-                               s, err) ||
-           (VNl && lf_cuda_gather_rows(b->pvn, (int64_t)n * 2, VNl, (int64_t)cap * 2, b->KV, 2, LF_DTYPE_BF16,
+    const int cap = b->cap, hu = b->head_dim / 2;
+    return lf_cuda_gather_rows(b->pk8, (int64_t)n * hu, Kl, (int64_t)cap * hu, b->n_kv_heads, hu, LF_DTYPE_BF16,
+                               b->d_kept, nk, s, err) ||
+           lf_cuda_gather_rows(b->pv8, (int64_t)n * hu, Vl, (int64_t)cap * hu, b->n_kv_heads, hu, LF_DTYPE_BF16,
+                               b->d_kept, nk, s, err) ||
+           lf_cuda_gather_rows(b->pks, (int64_t)n * 2, KSl, (int64_t)cap * 2, b->n_kv_heads, 2, LF_DTYPE_BF16,
+                               b->d_kept, nk, s, err) ||
+           lf_cuda_gather_rows(b->pvs, (int64_t)n * 2, VSl, (int64_t)cap * 2, b->n_kv_heads, 2, LF_DTYPE_BF16,
+                               b->d_kept, nk, s, err) ||
+           (VNl && lf_cuda_gather_rows(b->pvn, (int64_t)n * 2, VNl, (int64_t)cap * 2, b->n_kv_heads, 2, LF_DTYPE_BF16,
                                        b->d_kept, nk, s, err))
                ? -1
                : 0;
@@ -52,21 +52,20 @@ int prefill_select_layer(lf_cuda_backend *b, int l, int entry, int n, int bud, b
     const int nk = compress ? bud - 1 : n;
     /* the window sums on the GPU (fp32 q/k from rope_store) */
     const int ww = n < LF_SNAPKV_WINDOW ? n : LF_SNAPKV_WINDOW;
-    if (compress &&
-        lf_cuda_window_sums(b->q32, b->k32, n, b->H, b->KV, b->HD, LF_SNAPKV_WINDOW, 0, 1.f, b->d_raw, b->win_ws,
-                            b->win_ws_bytes, vs, err))
+    if (compress && lf_cuda_window_sums(b->q32, b->k32, n, b->n_heads, b->n_kv_heads, b->head_dim, LF_SNAPKV_WINDOW, 0,
+                                        1.f, b->d_raw, b->win_ws, b->win_ws_bytes, vs, err))
         return -1;
-    if (acc && lf_cuda_window_sums(b->q32, b->k32, n, b->H, b->KV, b->HD, ww, 1, 1.f / (float)b->H, b->d_win,
-                                   b->win_ws, b->win_ws_bytes, vs, err))
+    if (acc && lf_cuda_window_sums(b->q32, b->k32, n, b->n_heads, b->n_kv_heads, b->head_dim, ww, 1,
+                                   1.f / (float)b->n_heads, b->d_win, b->win_ws, b->win_ws_bytes, vs, err))
         return -1;
     if (compress) {
         const int sinks = lf_snapkv_sinks(&b->pol, b->o.policy.sinks < 0, nk);
         if (lf_cuda_snapkv_select(b->d_raw, n, nk, sinks, b->d_kept, vs, err)) return -1;
         if (b->f8 ? gather_fp8_rows(b, n, Kl, KSl, Vl, VSl, VNl, nk, err)
-                  : (lf_cuda_gather_rows(b->pk, (int64_t)n * b->HD, Kl, (int64_t)cap * b->HD, b->KV, b->HD,
-                                         LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
-                     lf_cuda_gather_rows(b->pv, (int64_t)n * b->HD, Vl, (int64_t)cap * b->HD, b->KV, b->HD,
-                                         LF_DTYPE_BF16, b->d_kept, nk, vs, err)))
+                  : (lf_cuda_gather_rows(b->pk, (int64_t)n * b->head_dim, Kl, (int64_t)cap * b->head_dim, b->n_kv_heads,
+                                         b->head_dim, LF_DTYPE_BF16, b->d_kept, nk, vs, err) ||
+                     lf_cuda_gather_rows(b->pv, (int64_t)n * b->head_dim, Vl, (int64_t)cap * b->head_dim, b->n_kv_heads,
+                                         b->head_dim, LF_DTYPE_BF16, b->d_kept, nk, vs, err)))
             return -1;
     }
     float *acc_l = acc ? b->acc + (size_t)l * b->slot_layer_stride + (size_t)entry * cap : NULL;

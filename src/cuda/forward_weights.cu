@@ -52,17 +52,17 @@ static int weight_layout_make(const lf_cuda_backend *b, const lf_model *m, weigh
     const size_t hid = (size_t)b->hidden;
     /* layout */
     size_t off = 0;
-    size_t *lo = (size_t *)calloc((size_t)b->L * 9, sizeof(size_t));
+    size_t *lo = (size_t *)calloc((size_t)b->n_layers * 9, sizeof(size_t));
     if (!lo) return lf_fail(err, "cuda: out of host memory");
     const bool has_qkv_bias = c->qkv_bias || m->layers[0].bq.data || m->layers[0].bk.data || m->layers[0].bv.data;
-    for (int l = 0; l < b->L; l++) {
+    for (int l = 0; l < b->n_layers; l++) {
         size_t *s = lo + (size_t)l * 9;
         s[0] = wtake(&off, hid);                              /* attn_norm */
-        s[1] = wtake(&off, (size_t)b->qkvdim * hid);          /* wqkv */
-        s[2] = has_qkv_bias ? wtake(&off, (size_t)b->qkvdim) : SIZE_MAX;
-        s[3] = c->qk_norm ? wtake(&off, (size_t)b->HD) : SIZE_MAX;
-        s[4] = c->qk_norm ? wtake(&off, (size_t)b->HD) : SIZE_MAX;
-        s[5] = wtake(&off, hid * (size_t)b->qdim);            /* wo */
+        s[1] = wtake(&off, (size_t)b->qkv_dim * hid);          /* wqkv */
+        s[2] = has_qkv_bias ? wtake(&off, (size_t)b->qkv_dim) : SIZE_MAX;
+        s[3] = c->qk_norm ? wtake(&off, (size_t)b->head_dim) : SIZE_MAX;
+        s[4] = c->qk_norm ? wtake(&off, (size_t)b->head_dim) : SIZE_MAX;
+        s[5] = wtake(&off, hid * (size_t)b->q_dim);            /* wo */
         s[6] = wtake(&off, hid);                              /* ffn_norm */
         s[7] = wtake(&off, (size_t)2 * b->inter * hid);       /* w_gate | w_up */
         s[8] = wtake(&off, hid * (size_t)b->inter);           /* w_down */
@@ -81,7 +81,7 @@ static int weight_layout_make(const lf_cuda_backend *b, const lf_model *m, weigh
 static int upload_layer(lf_cuda_backend *b, const lf_model *m, int l, const size_t *s, bf16 *W, uint16_t *stage,
                         lf_error *err) {
     const size_t hid = (size_t)b->hidden;
-    const size_t qr = (size_t)b->qdim, kr = (size_t)b->kvdim;
+    const size_t qr = (size_t)b->q_dim, kr = (size_t)b->kv_dim;
     int rc = 0;
     char what[96];
     const lf_layer_weights *w = &m->layers[l];
@@ -111,8 +111,8 @@ static int upload_layer(lf_cuda_backend *b, const lf_model *m, int l, const size
     }
     if (g->q_norm) {
         snprintf(what, sizeof what, "layer %d q_norm/k_norm", l);
-        rc = rc || upload_weight(&w->q_norm, (size_t)b->HD, g->q_norm, stage, what, err);
-        rc = rc || upload_weight(&w->k_norm, (size_t)b->HD, g->k_norm, stage, what, err);
+        rc = rc || upload_weight(&w->q_norm, (size_t)b->head_dim, g->q_norm, stage, what, err);
+        rc = rc || upload_weight(&w->k_norm, (size_t)b->head_dim, g->k_norm, stage, what, err);
     }
     snprintf(what, sizeof what, "layer %d o_proj", l);
     rc = rc || upload_weight(&w->wo, hid * qr, g->wo, stage, what, err);
@@ -159,10 +159,10 @@ static int upload_ends(lf_cuda_backend *b, const lf_model *m, const weight_layou
  * (the lm_head counted even when tied). */
 static size_t gemm_weight_bytes(const lf_cuda_backend *b) {
     const size_t hid = (size_t)b->hidden;
-    const size_t qr = (size_t)b->qdim;
+    const size_t qr = (size_t)b->q_dim;
     size_t gb = 0;
-    for (int l = 0; l < b->L; l++)
-        gb += ((size_t)b->qkvdim * hid + hid * qr + (size_t)2 * b->inter * hid + hid * (size_t)b->inter) * 2;
+    for (int l = 0; l < b->n_layers; l++)
+        gb += ((size_t)b->qkv_dim * hid + hid * qr + (size_t)2 * b->inter * hid + hid * (size_t)b->inter) * 2;
     gb += (size_t)b->vocab_pad * hid * 2;
     return gb;
 }
@@ -172,9 +172,9 @@ static int upload_rope(lf_cuda_backend *b, const lf_config *c, lf_error *err) {
     lf_rope rope;
     if (lf_rope_init(&rope, c, err)) return lf_fail_prefix(err, "cuda");
     b->attention_factor = rope.attention_factor;
-    int r2 = dmalloc(b, (void **)&b->inv_freq, (size_t)(b->HD / 2) * sizeof(float), err, "RoPE frequencies");
+    int r2 = dmalloc(b, (void **)&b->inv_freq, (size_t)(b->head_dim / 2) * sizeof(float), err, "RoPE frequencies");
     if (!r2)
-        r2 = ck(cudaMemcpy(b->inv_freq, rope.inv_freq, (size_t)(b->HD / 2) * sizeof(float),
+        r2 = ck(cudaMemcpy(b->inv_freq, rope.inv_freq, (size_t)(b->head_dim / 2) * sizeof(float),
                            cudaMemcpyHostToDevice),
                 err, "RoPE frequencies upload");
     lf_rope_free(&rope);
@@ -185,7 +185,7 @@ static int upload_rope(lf_cuda_backend *b, const lf_config *c, lf_error *err) {
 static uint16_t *alloc_stage(const lf_cuda_backend *b, lf_error *err) {
     const size_t hid = (size_t)b->hidden;
     size_t maxe = (size_t)b->vocab_pad * hid;
-    size_t cand[] = {(size_t)b->qdim * hid, (size_t)b->inter * hid};
+    size_t cand[] = {(size_t)b->q_dim * hid, (size_t)b->inter * hid};
     for (size_t i = 0; i < 2; i++)
         if (cand[i] > maxe) maxe = cand[i];
     uint16_t *stage = (uint16_t *)malloc(maxe * 2);
@@ -202,7 +202,7 @@ int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) {
     }
     b->weight_bytes = wl.total_bytes;
     bf16 *W = (bf16 *)b->wblock;
-    b->layers = (gpu_layer *)calloc((size_t)b->L, sizeof(gpu_layer));
+    b->layers = (gpu_layer *)calloc((size_t)b->n_layers, sizeof(gpu_layer));
     if (!b->layers) {
         free(wl.lo);
         return lf_fail(err, "cuda: out of host memory");
@@ -213,7 +213,7 @@ int upload_weights(lf_cuda_backend *b, const lf_model *m, lf_error *err) {
         return -1;
     }
     int rc = 0;
-    for (int l = 0; l < b->L && !rc; l++) rc = upload_layer(b, m, l, wl.lo + (size_t)l * 9, W, stage, err);
+    for (int l = 0; l < b->n_layers && !rc; l++) rc = upload_layer(b, m, l, wl.lo + (size_t)l * 9, W, stage, err);
     rc = rc || upload_ends(b, m, &wl, W, stage, err);
     free(stage);
     free(wl.lo);

@@ -87,18 +87,18 @@ void lf_scored_layer_reset(const lf_kv_cache *c, void *pstate) {
 }
 
 float lf_slot_stat_value(const lf_kv_cache *c, int layer, int slot, lf_slot_stat stat) {
-    const int G = c->n_kv_heads, hd = c->head_dim;
+    const int nkv = c->n_kv_heads, hd = c->head_dim;
     switch (stat) {
     case LF_SLOT_STAT_NEG_KEY_L2: {
         float sum = 0;
-        for (int g = 0; g < G; g++) {
+        for (int g = 0; g < nkv; g++) {
             float buf[LF_ATT_WIDE_HD];
             const float *k = lf_kv_key_row(c, layer, g, slot, buf);
             float n2 = 0;
             for (int d = 0; d < hd; d++) n2 += k[d] * k[d];
             sum += sqrtf(n2);
         }
-        return -sum / (float)G;
+        return -sum / (float)nkv;
     }
     default:
         return 0;
@@ -149,7 +149,7 @@ static void sum_attention(const lf_kv_cache *c, int hw, bool vnorm, float *sc) {
 void lf_scored_score(lf_kv_cache *c, int layer) {
     const lf_kv_layer *L = &c->layers[layer];
     lf_scored_layer *s = L->pstate;
-    const int cap = c->capacity, G = c->n_kv_heads, hw = L->hw;
+    const int cap = c->capacity, nkv = c->n_kv_heads, hw = L->hw;
     const lf_score_mode mode = c->desc->score;
     float *sc = s->score;
     switch (mode) {
@@ -170,10 +170,10 @@ void lf_scored_score(lf_kv_cache *c, int layer) {
             if (L->pos[i] >= 0) s->acc[i] += sc[i];
         for (int i = 0; i < hw; i++) sc[i] = s->acc[i];
         if (mode == LF_SCORE_ACC_VNORM) {
-            const float ng = 1.0f / (float)G;
+            const float ng = 1.0f / (float)nkv;
             for (int i = 0; i < hw; i++) {
                 float vb = 0;
-                for (int g = 0; g < G; g++) vb += lf_att_vn(c, g)[i];
+                for (int g = 0; g < nkv; g++) vb += lf_att_vn(c, g)[i];
                 sc[i] *= vb * ng;
             }
         }

@@ -56,17 +56,17 @@ static int cmp_i32(const void *a, const void *b) {
 
 int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
     const lf_kv_layer *L = &c->layers[layer];
-    const int cap = c->capacity, H = c->n_heads, G = c->n_kv_heads, hd = c->head_dim, rep = H / G;
+    const int cap = c->capacity, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim, rep = nh / nkv;
     const float scale = 1.0f / sqrtf((float)hd);
     /* workspace (malloc'd, so 8-byte aligned at its start) */
     int64_t *pairs = (int64_t *)(void *)work;                /* [cap] (pos << 32 | slot) */
     rkv_item *items = (rkv_item *)(void *)(work + 2 * (size_t)cap); /* [cap] */
     int32_t *cand = (int32_t *)(void *)(work + 4 * (size_t)cap);    /* [cap] slot of candidate j */
     float *score = work + 5 * (size_t)cap;                   /* [cap] */
-    float *imp_h = work + 6 * (size_t)cap;                   /* [H][cap] */
-    float *rows = imp_h + (size_t)H * cap;                   /* [H][cap] */
-    float *red_g = rows + (size_t)H * cap;                   /* [G][cap] */
-    float *ssum = red_g + (size_t)G * cap;                   /* [G][hd] */
+    float *imp_h = work + 6 * (size_t)cap;                   /* [nh][cap] */
+    float *rows = imp_h + (size_t)nh * cap;                  /* [nh][cap] */
+    float *red_g = rows + (size_t)nh * cap;                  /* [nkv][cap] */
+    float *ssum = red_g + (size_t)nkv * cap;                 /* [nkv][hd] */
 
     int n = 0;
     for (int i = 0; i < cap; i++)
@@ -82,9 +82,9 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
     if (nc > 0) {
         const rkv_layer *RL = L->pstate;
         const int nq = RL->nq;
-#pragma omp parallel for schedule(dynamic, 1) if ((long)nc * (H * nq + G) * hd >= (1L << 20))
-        for (int h = 0; h < H + G; h++) {
-            if (h < H) {
+#pragma omp parallel for schedule(dynamic, 1) if ((long)nc * (nh * nq + nkv) * hd >= (1L << 20))
+        for (int h = 0; h < nh + nkv; h++) {
+            if (h < nh) {
                 /* importance of query head h */
                 int g = h / rep;
                 float kb[LF_ATT_WIDE_HD];
@@ -93,7 +93,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
                 memset(a, 0, (size_t)nc * sizeof(float));
                 if (nq == 0) continue;
                 for (int t = 0; t < nq; t++) {
-                    const float *qt = RL->q + ((size_t)t * H + h) * hd;
+                    const float *qt = RL->q + ((size_t)t * nh + h) * hd;
                     float mx = -INFINITY;
                     for (int j = 0; j < nc; j++) {
                         const float *kr = lf_kv_key_row(c, layer, g, cand[j], kb);
@@ -118,7 +118,7 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
                 memcpy(a, row, (size_t)nc * sizeof(float));
             } else {
                 /* redundancy for KV head g */
-                int g = h - H;
+                int g = h - nh;
                 float kb[LF_ATT_WIDE_HD];
                 float *S = ssum + (size_t)g * hd;
                 float *r = red_g + (size_t)g * cap;
@@ -150,10 +150,10 @@ int lf_rkv_select(const lf_kv_cache *c, int layer, int32_t *keep, float *work) {
         }
         for (int j = 0; j < nc; j++) {
             float I = 0, R = 0;
-            for (int h = 0; h < H; h++) I += imp_h[(size_t)h * cap + j];
-            for (int g = 0; g < G; g++) R += red_g[(size_t)g * cap + j];
-            I /= (float)H;
-            R /= (float)G;
+            for (int h = 0; h < nh; h++) I += imp_h[(size_t)h * cap + j];
+            for (int g = 0; g < nkv; g++) R += red_g[(size_t)g * cap + j];
+            I /= (float)nh;
+            R /= (float)nkv;
             score[j] = (float)LF_RKV_LAMBDA * I - (float)(1.0 - LF_RKV_LAMBDA) * R;
             items[j] = (rkv_item){score[j], j};
         }
