@@ -35,7 +35,7 @@ CLI_INTERNAL = {
 # (sampler.h); it is the one command that may
 BENCH_FILES = {"cmd_bench.c", "bench_cuda.c"}
 BENCH_INTERNAL = {
-    "backend/backend.h", "core/membw.h", "cpu/qgemm.h", "cpu/qmatmul.h", "cpu/simd.h", "model/model.h", "cuda/cuda_forward.h",
+    "backend/backend.h", "core/membw.h", "cpu/gemm_bf16.h", "cpu/qgemm.h", "cpu/qmatmul.h", "cpu/simd.h", "model/model.h", "cuda/cuda_forward.h",
     "cuda/cuda_membw.h", "sampler/sampler.h",
 }
 

@@ -30,6 +30,7 @@
 #include "core/error.h"
 #include "core/membw.h"
 #include "core/timer.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
@@ -349,9 +350,9 @@ static void cpu_report(const cpu_run *r) {
     json_str(c->random_weights ? lf_dtype_name(c->dtype) : lf_dtype_name(m->lm_head.dtype));
     printf(",\"matrix_dtype\":");
     json_str(lf_dtype_name(m->layers[0].w_up.dtype));
-    printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"qdot\":\"%s\",\"qgemm\":\"%s\",\"threads\":%d",
+    printf(",\"device\":\"cpu\",\"simd\":\"%s\",\"qdot\":\"%s\",\"qgemm\":\"%s\",\"bf16gemm\":\"%s\",\"threads\":%d",
            lf_simd_level_name(lf_cpu_simd_level()), lf_qdot_level_name(lf_qdot_level_get()),
-           lf_qdot_level_name(lf_qgemm_level_get()), r->threads);
+           lf_qdot_level_name(lf_qgemm_level_get()), lf_bgemm_level_name(lf_bgemm_level_get()), r->threads);
     printf(",\"policy\":\"%s\",\"budget\":%d,\"batch\":%d,\"prompt_len\":%d,\"gen_len\":%d",
            lf_policy_name(c->o.policy.kind), budgeted ? r->budget : 0, r->batch, c->prompt_len,
            gen_len); /* full: 0, as generate */

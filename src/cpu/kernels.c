@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "core/fp.h"
 #include "cpu/forward.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/pool.h"
 #include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
@@ -209,7 +210,8 @@ static size_t gemm_pack_floats(int n, int cols) {
 size_t lf_matmul_scratch_floats(int n, int cols) {
     if (n < 1) n = 1;
     if (cols < 0) cols = 0;
-    size_t qb = max_size(lf_qmatmul_scratch_bytes(n, cols), lf_qgemm_scratch_bytes(n, cols));
+    size_t qb = max_size(max_size(lf_qmatmul_scratch_bytes(n, cols), lf_qgemm_scratch_bytes(n, cols)),
+                         lf_bgemm_scratch_bytes(n, cols));
     size_t q = (qb + sizeof(float) - 1) / sizeof(float);
     return max_size(max_size(gemv_pack_floats(n, cols), gemm_pack_floats(n, cols)), q) + LF_CH;
 }
@@ -593,6 +595,9 @@ static void mm_run(const float *x, int n, int cols, const lf_matmul_job *jobs, i
                    float *scratch, bool simd) {
     mm_args a = {.x = x, .n = n, .cols = cols, .jobs = jobs, .scratch = scratch};
     a.path = !simd ? MM_SCALAR : n < LF_GEMM_MIN ? MM_GEMV : MM_GEMM;
+    /* bf16 weights: vdpbf16ps / AMX where the level says so (gemm_bf16.h) */
+    if (a.path == MM_GEMM && jobs[0].w->dtype == LF_DTYPE_BF16 && lf_bgemm_multi(x, n, cols, jobs, n_jobs, scratch))
+        return;
     a.rg = a.path == MM_GEMM ? LF_MR * LF_PANELS : a.path == MM_GEMV ? LF_RG : 16;
     a.gper = a.path == MM_GEMV ? 8 : 1;
     int gstart[LF_MAX_JOBS + 1];
