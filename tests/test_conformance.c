@@ -20,7 +20,16 @@
  * fp32 cache's top-1 leads its top-2 by more than LF_CONF_BF16_TIE /
  * LF_CONF_FP8_TIE (these random-weight models' logits are nearly flat: most
  * margins are under 1, and e4m3's 3 mantissa bits move logits by a few
- * percent), for fp8 also on LF_CONF_FP8_SAME of all rows. */
+ * percent), for fp8 also on LF_CONF_FP8_SAME of all rows.
+ *
+ * Then the bf16-arithmetic prefill GEMM (src/cpu/gemm_bf16.h: activations
+ * rounded to bf16) at every level the CPU has above the fp32 panels, fed the
+ * reference tokens with an fp32 cache: every row (the prompt's logits and
+ * the decode steps over the cache it filled) within LF_CONF_BGEMM_TOL
+ * relative L2 of transformers' logits and LF_CONF_BGEMM_TOL of the fp32
+ * panels' (printed per fixture), and the same greedy token as transformers
+ * wherever its margin exceeds LF_CONF_BGEMM_TIE. Only the fixtures with bf16
+ * weights are affected (the others compute the same as with fp32 panels). */
 #include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
@@ -35,6 +44,7 @@
 
 #include "core/file.h"
 #include "cpu/forward.h"
+#include "cpu/gemm_bf16.h"
 #include "kv/cache.h"
 #include "model/model.h"
 
@@ -46,6 +56,8 @@
 #define LF_CONF_BF16_TIE 0.05
 #define LF_CONF_FP8_TIE 1.0
 #define LF_CONF_FP8_SAME 0.85 /* and the same greedy token on this share of all rows */
+#define LF_CONF_BGEMM_TOL 3e-2
+#define LF_CONF_BGEMM_TIE 0.05
 
 typedef struct conf_prompt {
     char name[64];
@@ -272,6 +284,48 @@ static void check_dtypes(const conf_fixture *f, const lf_model *m) {
     free(ref);
 }
 
+/* The bf16 prefill GEMM's levels against transformers and the fp32 panels
+ * (see the top of the file). */
+static void check_bgemm_levels(const conf_fixture *f, const lf_model *m) {
+    size_t n_rows = 0;
+    for (int i = 0; i < f->n_prompts; i++) n_rows += (size_t)f->p[i].n_steps;
+    lf_bgemm_level keep = lf_bgemm_level_get();
+    lf_bgemm_set_level(LF_BGEMM_FP32);
+    float *panels = run_forced(f, m, LF_KV_F32, n_rows);
+    for (lf_bgemm_level lv = LF_BGEMM_AVX512BF16; lv <= lf_bgemm_supported(); lv++) {
+        lf_bgemm_set_level(lv);
+        float *got = run_forced(f, m, LF_KV_F32, n_rows);
+        double max_t = 0, max_p = 0;
+        int ties = 0;
+        size_t r = 0;
+        for (int i = 0; i < f->n_prompts; i++)
+            for (int s = 0; s < f->p[i].n_steps; s++, r++) {
+                const float *a = got + r * f->vocab, *ref = f->p[i].logits + (size_t)s * f->vocab;
+                double et = rel_l2(a, ref, f->vocab), ep = rel_l2(a, panels + r * f->vocab, f->vocab);
+                if (!(et <= LF_CONF_BGEMM_TOL && ep <= LF_CONF_BGEMM_TOL))
+                    fail_msg("%s: %s GEMM, prompt '%s' step %d: logits relative L2 %.3e to transformers', %.3e to "
+                             "the fp32 panels' > %.1e", f->name, lf_bgemm_level_name(lv), f->p[i].name, s, et, ep,
+                             LF_CONF_BGEMM_TOL);
+                max_t = et > max_t ? et : max_t;
+                max_p = ep > max_p ? ep : max_p;
+                if (margin(ref, f->vocab) <= LF_CONF_BGEMM_TIE) {
+                    ties++;
+                    continue;
+                }
+                if (argmax(a, f->vocab) != f->p[i].tokens[s])
+                    fail_msg("%s: %s GEMM, prompt '%s' step %d: greedy token %d, transformers %d (margin %.4f)",
+                             f->name, lf_bgemm_level_name(lv), f->p[i].name, s, argmax(a, f->vocab),
+                             f->p[i].tokens[s], margin(ref, f->vocab));
+            }
+        printf("[ bf16gemm ] %-22s %-10s logits rel L2 max %.2e to transformers, %.2e to the fp32 panels; greedy "
+               "token checked on %zu of %zu rows (margin > %.2f)\n",
+               f->name, lf_bgemm_level_name(lv), max_t, max_p, n_rows - (size_t)ties, n_rows, LF_CONF_BGEMM_TIE);
+        free(got);
+    }
+    lf_bgemm_set_level(keep);
+    free(panels);
+}
+
 /* One sequence at a time. */
 static void run_single(const conf_fixture *f, const lf_model *m, conf_stats *st) {
     lf_error err = {{0}};
@@ -388,6 +442,7 @@ static void test_fixture(void **state) {
     run_batched(&f, m, start, "staggered", &st);
     free(start);
     check_dtypes(&f, m);
+    check_bgemm_levels(&f, m);
 
     double min_margin = INFINITY;
     for (int i = 0; i < f.n_prompts; i++)
