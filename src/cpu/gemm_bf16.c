@@ -107,6 +107,7 @@ typedef struct {
     const lf_matmul_job *jobs;
     const int *gstart; /* first row group of each job, [n_jobs + 1] */
     lf_bgemm_level level;
+    uint16_t *wbufs; /* amx: BG_ROWS * kpad(cols) values per worker (NULL: vdpbf16ps only) */
 } bg_args;
 
 static size_t block_words(int cols) { return (size_t)kpad(cols) / 2 * BG_NB; }
@@ -239,35 +240,37 @@ static LF_TARGET_AMX void amx_start(void) {
     __asm__ volatile("ldtilecfg %0" : : "m"(c));
 }
 
-/* The last K % 32 columns of 32 rows, zero-padded to 32 (so that a tile
- * load reads no value past a row): tail[row][32]. */
-static void amx_tail(const uint16_t *w, int K, uint16_t *tail) {
-    int k0 = K / BG_KS * BG_KS;
-    memset(tail, 0, BG_AR * BG_KS * sizeof *tail);
-    for (int r = 0; r < BG_AR; r++) memcpy(tail + r * BG_KS, w + (size_t)r * K + k0, (size_t)(K - k0) * sizeof *tail);
+/* 32 weight rows (stride K) into tile order, zero-padded to a multiple of 32
+ * columns: step s holds the A tile of rows 0-15, then that of rows 16-31,
+ * each 16 rows x 32 values (1 KB, rows of 64 bytes). Loading the tiles from
+ * the rows in place measured slower: rows 2-6 KB apart fall in a few L1
+ * sets, so every tile load went to L2 (docs/cpu-quant.md). */
+static void amx_pack(const uint16_t *w, int K, uint16_t *dst) {
+    int steps = kpad(K) / BG_KS;
+    for (int s = 0; s < steps; s++) {
+        int k0 = s * BG_KS, len = K - k0 < BG_KS ? K - k0 : BG_KS;
+        for (int r = 0; r < BG_AR; r++) {
+            uint16_t *d = dst + ((size_t)s * BG_AR + r) * BG_KS;
+            memcpy(d, w + (size_t)r * K + k0, (size_t)len * sizeof *d);
+            if (len < BG_KS) memset(d + len, 0, (size_t)(BG_KS - len) * sizeof *d);
+        }
+    }
 }
 
-/* 32 weight rows (stride K) x the tokens of block x0 (and x1 when two):
- * out[row * 32 + token]. */
-static LF_TARGET_AMX void amx_block(const uint16_t *w, int K, const uint16_t *tail, const uint32_t *x0,
-                                    const uint32_t *x1, bool two, float *out) {
-    size_t ldw = (size_t)K * sizeof(uint16_t);
-    int steps = K / BG_KS;
+/* 32 weight rows packed by amx_pack x the tokens of block x0 (and x1 when
+ * two): out[row * 32 + token]. */
+static LF_TARGET_AMX void amx_block(const uint16_t *wp, int K, const uint32_t *x0, const uint32_t *x1, bool two,
+                                    float *out) {
+    int steps = kpad(K) / BG_KS;
     _tile_zero(4);
     _tile_zero(5);
     _tile_zero(6);
     _tile_zero(7);
-    for (int s = 0; s <= steps; s++) {
+    for (int s = 0; s < steps; s++) {
+        const uint16_t *a = wp + (size_t)s * BG_AR * BG_KS;
         const uint32_t *b0 = x0 + (size_t)s * BG_KS / 2 * BG_NB, *b1 = x1 + (size_t)s * BG_KS / 2 * BG_NB;
-        if (s < steps) {
-            _tile_loadd(0, w + (size_t)s * BG_KS, ldw);
-            _tile_loadd(1, w + (size_t)16 * K + (size_t)s * BG_KS, ldw);
-        } else if (K % BG_KS) {
-            _tile_loadd(0, tail, BG_KS * sizeof(uint16_t));
-            _tile_loadd(1, tail + 16 * BG_KS, BG_KS * sizeof(uint16_t));
-        } else {
-            break;
-        }
+        _tile_loadd(0, a, 64);
+        _tile_loadd(1, a + 16 * BG_KS, 64);
         _tile_loadd(2, b0, 64);
         _tile_dpbf16ps(4, 0, 2);
         _tile_dpbf16ps(6, 1, 2);
@@ -312,20 +315,20 @@ static void dp_rows(const bg_args *a, const lf_matmul_job *job, int r0, int R, c
     }
 }
 
-/* Rows [r0, r0 + R) (R a multiple of 32) of job on the AMX tiles. */
-static void amx_rows(const bg_args *a, const lf_matmul_job *job, int r0, int R, const float *bias) {
+/* Rows [r0, r0 + R) (R a multiple of 32) of job on the AMX tiles, packed
+ * into wbuf (BG_ROWS * kpad(K) values) once for all the tokens. */
+static void amx_rows(const bg_args *a, const lf_matmul_job *job, int r0, int R, const float *bias, uint16_t *wbuf) {
     int K = a->cols;
     const uint16_t *w = (const uint16_t *)job->w->data + (size_t)r0 * K;
-    uint16_t tail[BG_ROWS / BG_AR][BG_AR * BG_KS];
+    size_t gsize = (size_t)BG_AR * kpad(K);
+    for (int g = 0; g < R / BG_AR; g++) amx_pack(w + (size_t)g * BG_AR * K, K, wbuf + g * gsize);
     float out[BG_AR * 32];
-    for (int g = 0; g < R / BG_AR; g++)
-        if (K % BG_KS) amx_tail(w + (size_t)g * BG_AR * K, K, tail[g]);
     amx_start();
     for (int t0 = 0; t0 < a->n; t0 += 2 * BG_NB) {
         int nb = a->n - t0 < 2 * BG_NB ? a->n - t0 : 2 * BG_NB;
         const uint32_t *x0 = a->xp + (size_t)(t0 / BG_NB) * block_words(K), *x1 = x0 + block_words(K);
         for (int g = 0; g < R / BG_AR; g++) {
-            amx_block(w + (size_t)g * BG_AR * K, K, tail[g], x0, x1, nb > BG_NB, out);
+            amx_block(wbuf + g * gsize, K, x0, x1, nb > BG_NB, out);
             store_rows(job, t0, nb, r0 + g * BG_AR, BG_AR, bias + g * BG_AR, out);
         }
     }
@@ -333,7 +336,6 @@ static void amx_rows(const bg_args *a, const lf_matmul_job *job, int r0, int R, 
 }
 
 static void bg_task(void *p, int task, int worker) {
-    (void)worker;
     const bg_args *a = p;
     int j = 0;
     while (task >= a->gstart[j + 1]) j++;
@@ -343,8 +345,8 @@ static void bg_task(void *p, int task, int worker) {
     float bias[BG_ROWS];
     for (int r = 0; r < R; r++)
         bias[r] = (job->bias && job->bias->data) ? lf_weight_at(job->bias, (size_t)(r0 + r)) : 0.0f;
-    int ramx = a->level == LF_BGEMM_AMX ? R / BG_AR * BG_AR : 0;
-    if (ramx) amx_rows(a, job, r0, ramx, bias);
+    int ramx = a->level == LF_BGEMM_AMX && a->wbufs ? R / BG_AR * BG_AR : 0;
+    if (ramx) amx_rows(a, job, r0, ramx, bias, a->wbufs + (size_t)worker * BG_ROWS * kpad(a->cols));
     if (R > ramx) dp_rows(a, job, r0 + ramx, R - ramx, bias + ramx);
 }
 
@@ -363,8 +365,11 @@ bool lf_bgemm_multi(const float *x, int n, int cols, const lf_matmul_job *jobs, 
     gstart[n_jobs] = total;
     bg_args a = {.x = x, .n = n, .cols = cols, .xp = scratch, .jobs = jobs, .gstart = gstart, .level = level};
     int nt = work < 65536.0 ? 1 : lf_cpu_threads();
+    if (level == LF_BGEMM_AMX) /* without it (no memory), vdpbf16ps: the same arithmetic */
+        a.wbufs = malloc((size_t)(nt > 0 ? nt : 1) * BG_ROWS * kpad(cols) * sizeof *a.wbufs);
     lf_pool_run((n + BG_NB - 1) / BG_NB, pack_block, &a, nt);
     lf_pool_run(total, bg_task, &a, nt);
+    free(a.wbufs);
     return true;
 }
 

@@ -10,14 +10,15 @@
  *  - avx512bf16: a weight word is broadcast to 16 lanes and vdpbf16ps adds
  *    its two products into the 16 tokens of a block (8 rows x 32 tokens in
  *    16 accumulators);
- *  - amx: tdpbf16ps with the weights as the A tiles (16 rows x 32 values,
- *    loaded from the rows in place with their row stride) and the packed
- *    activations as the B tiles (16 pairs x 16 tokens), 32 rows x 32 tokens
- *    in 4 accumulator tiles.
+ *  - amx: tdpbf16ps with the weights as the A tiles (16 rows x 32 values)
+ *    and the packed activations as the B tiles (16 pairs x 16 tokens), 32
+ *    rows x 32 tokens in 4 accumulator tiles; a task's 64 rows are first
+ *    copied in tile order into a per-thread buffer (as the fp32 panels widen
+ *    theirs), then go through every token.
  * The one approximation beyond fp32 accumulation is the rounding of x to
  * bf16: |x - bf16(x)| <= 2^-9 |x|, so a product is within
  * 2^-9 sum_k |w x| of the exact one (docs/cpu-quant.md, tests/test_gemm_bf16.c).
- * The weights need no repacking: no copy of them is made. */
+ * The weights stay as the file has them: no repacked copy is kept. */
 #ifndef LF_CPU_GEMM_BF16_H
 #define LF_CPU_GEMM_BF16_H
 
