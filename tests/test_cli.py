@@ -452,6 +452,31 @@ class DeviceFlags(unittest.TestCase):
                 self.assertIn(k, out)
             self.assertGreater(out["decode_tokens_per_s"], 0)
 
+    def test_cpu_bench_prints_bf16_gemm_level(self):
+        """"bf16gemm" is the level LF_BF16GEMM asks for, clamped to what the CPU offers (its /proc/cpuinfo
+        flags; AMX also needs Linux's permission, which kernels that list the flags grant)."""
+        flags = set()
+        if os.path.exists("/proc/cpuinfo"):
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        bf16 = "avx512_bf16" in flags and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"} <= flags
+        amx = bf16 and {"amx_tile", "amx_bf16"} <= flags
+        want = {"fp32": "fp32", "avx512bf16": "avx512bf16" if bf16 else "fp32",
+                "amx": "amx" if amx else "avx512bf16" if bf16 else "fp32"}
+        b = [BIN, "bench", "--random-weights", "--config", "test-tiny", "--prompt-len", "8", "--gen-len", "1",
+             "--membw-mb", "0"]
+        for level, expect in want.items():
+            p = subprocess.run(b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600,
+                               env={**os.environ, "LF_BF16GEMM": level})
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["bf16gemm"], expect, level)
+        if "LF_SIMD" not in os.environ:
+            p = subprocess.run(b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600,
+                               env={**os.environ, "LF_BF16GEMM": "amx", "LF_SIMD": "scalar"})
+            self.assertEqual(json.loads(p.stdout)["bf16gemm"], "fp32")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
