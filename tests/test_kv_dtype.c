@@ -211,6 +211,130 @@ static void test_cache_bytes(void **state) {
     free(v);
 }
 
+/* ---- outlier rows through the fused decode kernel ---------------------------- */
+
+enum { OL_H = 4, OL_G = 2, OL_HD = 64, OL_CAP = 40 };
+
+/* A K or V row of kind 0 random in (-1, 1), 1 with one huge element (it sets
+ * the scale), 2 zeros, 3 every value beyond e4m3's 448, 4 tiny. */
+static void outlier_row(int kind, float *x) {
+    for (int d = 0; d < OL_HD; d++) x[d] = frand(-1, 1);
+    if (kind == 1) x[irand(OL_HD)] = 3e4f;
+    for (int d = 0; d < OL_HD; d++) x[d] *= kind == 2 ? 0.0f : kind == 3 ? 2000.0f : kind == 4 ? 1e-3f : 1.0f;
+}
+
+/* A one-layer LongFlow cache of dtype dt whose slot i holds K of kind i % 5
+ * and V of kind (i / 5) % 5 (every pair), the same rows for every dtype. */
+static void outlier_cache(lf_kv_dtype dt, lf_kv_cache *c) {
+    lf_config cfg = shape(1, OL_H, OL_G, OL_HD);
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = LF_POLICY_LONGFLOW;
+    pc.budget = OL_CAP;
+    pc.kv_dtype = dt;
+    lf_error err;
+    assert_int_equal(lf_kv_cache_init(c, &cfg, &pc, OL_CAP, &err), 0);
+    rng = 77;
+    for (int g = 0; g < OL_G; g++)
+        for (int i = 0; i < OL_CAP; i++) {
+            float k[OL_HD], v[OL_HD];
+            outlier_row(i % 5, k);
+            outlier_row((i / 5) % 5, v);
+            float *ks = lf_kv_kscale(c, 0, g), *vs = lf_kv_vscale(c, 0, g);
+            size_t off = (size_t)i * c->row_bytes;
+            lf_kv_row_store(dt, k, OL_HD, lf_kv_k(c, 0, g) + off, ks ? ks + i : NULL);
+            lf_kv_row_store(dt, v, OL_HD, lf_kv_v(c, 0, g) + off, vs ? vs + i : NULL);
+            if (dt == LF_KV_FP8) { /* the scale of a row of zeros is 0 and reads back zeros */
+                assert_true(i % 5 == 2 ? ks[i] == 0.0f : ks[i] > 0.0f);
+                assert_true((i / 5) % 5 == 2 ? vs[i] == 0.0f : vs[i] > 0.0f);
+            }
+        }
+    for (int i = 0; i < OL_CAP; i++) c->layers[0].pos[i] = i;
+    c->layers[0].hw = OL_CAP;
+}
+
+/* The kernel's output and per-slot results against double precision on the
+ * rows the cache holds (read back with lf_kv_row_load). */
+static void check_outlier_attention(const lf_kv_cache *c, const float *q, const float *out) {
+    const int rep = OL_H / OL_G;
+    for (int g = 0; g < OL_G; g++) {
+        double K[OL_CAP][OL_HD], V[OL_CAP][OL_HD], att[OL_CAP] = {0}, vmax = 0;
+        for (int i = 0; i < OL_CAP; i++) {
+            float k[OL_HD], v[OL_HD];
+            const float *ks = lf_kv_kscale(c, 0, g), *vs = lf_kv_vscale(c, 0, g);
+            size_t off = (size_t)i * c->row_bytes;
+            lf_kv_row_load(c->dtype, lf_kv_k(c, 0, g) + off, ks ? ks[i] : 1.0f, OL_HD, k);
+            lf_kv_row_load(c->dtype, lf_kv_v(c, 0, g) + off, vs ? vs[i] : 1.0f, OL_HD, v);
+            double vn = 0;
+            for (int d = 0; d < OL_HD; d++) {
+                K[i][d] = k[d];
+                V[i][d] = v[d];
+                vn += fabs(v[d]);
+                vmax = fmax(vmax, fabs(v[d]));
+            }
+            double got = lf_att_vn(c, g)[i];
+            if (fabs(got - vn) > 1e-5 * vn) fail_msg("|v|_1 of slot %d: got %.9g, reference %.9g", i, got, vn);
+        }
+        for (int h = g * rep; h < (g + 1) * rep; h++) {
+            double a[OL_CAP], mx = -INFINITY, sum = 0;
+            for (int i = 0; i < OL_CAP; i++) {
+                a[i] = 0;
+                for (int d = 0; d < OL_HD; d++) a[i] += (double)q[h * OL_HD + d] * K[i][d];
+                a[i] /= sqrt((double)OL_HD);
+                mx = fmax(mx, a[i]);
+            }
+            for (int i = 0; i < OL_CAP; i++) sum += (a[i] = exp(a[i] - mx));
+            for (int i = 0; i < OL_CAP; i++) att[i] += a[i] / sum;
+            for (int d = 0; d < OL_HD; d++) {
+                double o = 0;
+                for (int i = 0; i < OL_CAP; i++) o += a[i] / sum * V[i][d];
+                double got = out[h * OL_HD + d];
+                if (!isfinite(got) || fabs(got - o) > 2e-5 * vmax + 1e-4 * fabs(o))
+                    fail_msg("%s output head %d dim %d: got %.9g, reference %.9g", lf_kv_dtype_name(c->dtype), h,
+                             d, got, o);
+            }
+        }
+        for (int i = 0; i < OL_CAP; i++) {
+            double got = lf_att_att(c, g)[i];
+            if (fabs(got - att[i]) > 1e-6 + 1e-4 * att[i])
+                fail_msg("attention of slot %d: got %.9g, reference %.9g", i, got, att[i]);
+        }
+    }
+}
+
+/* Rows with one huge element, zeros, values beyond e4m3's range and tiny
+ * values, K and V, through the fused kernel (both paths) of an fp8 cache:
+ * its output, attention and |v|_1 equal double precision on what the cache
+ * holds, and its output stays near the fp32 cache's on the same rows. */
+static void test_fp8_outliers_in_attention(void **state) {
+    (void)state;
+    float q[OL_H * OL_HD], out[OL_H * OL_HD], out32[OL_H * OL_HD];
+    rng = 78;
+    for (int i = 0; i < OL_H * OL_HD; i++) q[i] = frand(-0.01f, 0.01f); /* logits of the 2000x rows ~ 10 */
+    lf_kv_cache c32, c8;
+    outlier_cache(LF_KV_F32, &c32);
+    outlier_cache(LF_KV_FP8, &c8);
+    lf_kv_cache *p32 = &c32, *p8 = &c8;
+    lf_kv_attend(&p32, 1, 0, q, out32, true);
+    for (int scalar = 0; scalar < 2; scalar++) {
+        lf_att_force_scalar(scalar);
+        lf_kv_attend(&p8, 1, 0, q, out, true);
+        check_outlier_attention(&c8, q, out);
+        double num = 0, den = 0;
+        for (int i = 0; i < OL_H * OL_HD; i++) {
+            num += ((double)out[i] - out32[i]) * ((double)out[i] - out32[i]);
+            den += (double)out32[i] * out32[i];
+        }
+        printf("[ fp8 outliers ] %s kernel: output rel-L2 against the fp32 cache %.3g\n",
+               scalar ? "scalar" : "default", sqrt(num / den));
+        assert_true(sqrt(num / den) < 0.05);
+    }
+    lf_att_force_scalar(0);
+    check_outlier_attention(&c32, q, out32);
+    lf_kv_cache_free(&c32);
+    lf_kv_cache_free(&c8);
+}
+
 /* Names, and the refusals: an unknown dtype, a head_dim the widening kernel
  * has no room for. */
 static void test_names_and_refusals(void **state) {
@@ -248,6 +372,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_rounding), cmocka_unit_test(test_fp8_codes),
         cmocka_unit_test(test_fp8_rows),      cmocka_unit_test(test_bf16_rows),
         cmocka_unit_test(test_cache_bytes),   cmocka_unit_test(test_names_and_refusals),
+        cmocka_unit_test(test_fp8_outliers_in_attention),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     free(load()->text);

@@ -55,10 +55,11 @@ static void usage(FILE *f) {
             "                         and KV cache, one GPU pool per policy)\n"
             "  --gpu-mem-fraction F   cuda: share of the free GPU memory a pool may use (default 0.92)\n"
             "  --limit-chunks K       score only the first K windows\n"
-            "  --kl-base FILE         with --kl-write (and --policy full): store the full cache's top\n"
-            "                         logits; otherwise read them and report KL(full || policy),\n"
+            "  --kl-base FILE         with --kl-write: store this run's top logits (usually the full\n"
+            "                         cache's); otherwise read them and report KL(base || this run),\n"
             "                         top-1 agreement and the NLL difference\n"
-            "  --kl-write             write --kl-base instead of reading it\n"
+            "  --kl-write             write --kl-base instead of reading it (any policy and --kv-dtype:\n"
+            "                         e.g. a bf16 cache's run as the base of the same policy with fp8)\n"
             "  --kl-top-k K           logits kept per position by --kl-write or --fidelity (default 32)\n"
             "  --json                 one JSON object on stdout (a line per run with --fidelity)\n"
             "  --per-token            with --json: the index and NLL of every scored token\n"
@@ -215,9 +216,8 @@ static int check_device(ppl_cli *c) {
 
 /* Checks that need no model. */
 static int check_flags(ppl_cli *c) {
-    bool budgeted = false, chat = c->o.chat || c->o.system || c->o.no_think || c->o.chat_template;
+    bool chat = c->o.chat || c->o.system || c->o.no_think || c->o.chat_template;
     if (resolve_policies(c) || check_device(c)) return -1;
-    for (int i = 0; i < c->n_runs; i++) budgeted |= c->runs[i].kind != LF_POLICY_FULL;
     if (!c->file && !c->gen)
         lf_cli_error(CMD, "--file TEXT is required (the text to score), or --prompt-file P --gen N");
     else if (c->gen && c->file)
@@ -225,9 +225,6 @@ static int check_flags(ppl_cli *c) {
     else if (c->gen && !c->prompt_file) lf_cli_error(CMD, "--gen N needs --prompt-file P (the prompt to continue)");
     else if (chat && !c->gen) lf_cli_error(CMD, "--chat, --system, --no-think and --chat-template apply with --gen");
     else if (c->kl_write && !c->kl_base) lf_cli_error(CMD, "--kl-write needs --kl-base FILE (where to write)");
-    else if (c->kl_write && budgeted)
-        lf_cli_error(CMD, "--kl-write stores the full cache's logits: use it with --policy full, not %s",
-                     lf_policy_name(c->o.policy.kind));
     else if (c->fidelity && c->kl_base)
         lf_cli_error(CMD, "--fidelity keeps the full cache's logits in memory: give it without --kl-base");
     else if (c->top_k > 0 && !c->kl_write && !c->fidelity)
