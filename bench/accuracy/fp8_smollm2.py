@@ -58,6 +58,9 @@ def one_run(args, corpus, ctx, n, policy, budget, dtype, base):
 
 def run(args):
     picks = [int(i) for i in args.texts.split(",")]
+    dtypes = args.dtypes.split(",")
+    if dtypes[0] != "bf16" or not set(dtypes) <= set(DTYPES):
+        raise SystemExit("--dtypes: bf16 first (the base), then fp8 and/or fp32")
     done = set()
     if os.path.exists(args.out):
         with open(args.out) as f:
@@ -67,10 +70,10 @@ def run(args):
         index, ctx = corpus_of(args.texts_dir, picks, corpus)
         names = [t["name"] for t in index]
         for policy, budget in configs(args.policies.split(","), [int(b) for b in args.budgets.split(",")]):
-            if all((policy, budget, d) in done for d in DTYPES):
+            if all((policy, budget, d) in done for d in dtypes):
                 continue
             base = os.path.join(work, f"{policy}-{budget}.klb")
-            for dtype in DTYPES:
+            for dtype in dtypes:
                 j = one_run(args, corpus, ctx, len(picks), policy, budget, dtype, base)
                 if j["tokens"] != ctx * len(picks):
                     raise SystemExit(f"the corpus has {j['tokens']} tokens, not {ctx} x {len(picks)}")
@@ -92,10 +95,12 @@ def table(args):
     with open(args.runs) as f:
         rows = [json.loads(line) for line in f]
     by = {(r["policy"], r["budget"], r["kv_dtype"]): r for r in rows}
-    keys = [k for k in dict.fromkeys((r["policy"], r["budget"]) for r in rows)]
-    lines = ["| policy | budget | NLL bf16 | ΔNLL fp8 − bf16 (± se) | KL(bf16 ‖ fp8) | top-1 fp8 = bf16 "
-             "| ΔNLL bf16 − fp32 (± se) | KL(bf16 ‖ fp32) | top-1 fp32 = bf16 | tokens |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = list(dict.fromkeys((r["policy"], r["budget"]) for r in rows))
+    full = by.get(("full", 0, "bf16"))
+    lines = ["| policy | budget | NLL bf16 | eviction: NLL − full's (bf16) | ΔNLL fp8 − bf16 (± se) "
+             "| KL(bf16 ‖ fp8) (± se) | top-1 fp8 = bf16 | ΔNLL bf16 − fp32 (± se) | KL(bf16 ‖ fp32) (± se) "
+             "| top-1 fp32 = bf16 | tokens |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for pol, b in keys:
         base, f8, f32 = (by.get((pol, b, d)) for d in DTYPES)
         if not base:
@@ -104,9 +109,10 @@ def table(args):
         def cells(r, sign):
             if not r:
                 return ["–"] * 3
-            return [f"{sign * r['delta_nll']:+.5f} ± {r['delta_nll_se']:.5f}", f"{r['kl']:.2e}",
-                    f"{r['top1']:.4f}"]
-        lines.append("| " + " | ".join([pol, str(b) if b else "–", f"{base['nll']:.4f}", *cells(f8, 1),
+            return [f"{sign * r['delta_nll']:+.4f} ± {r['delta_nll_se']:.4f}",
+                    f"{r['kl']:.4f} ± {r['kl_se']:.5f}", f"{r['top1']:.3f} ± {r['top1_se']:.3f}"]
+        evict = f"{base['nll'] - full['nll']:+.4f}" if full and pol != "full" else "–"
+        lines.append("| " + " | ".join([pol, str(b) if b else "–", f"{base['nll']:.4f}", evict, *cells(f8, 1),
                                         *cells(f32, -1), str(base["tokens_scored"])]) + " |")
     text = "\n".join(lines) + "\n"
     if args.md:
@@ -127,6 +133,7 @@ def main():
     r.add_argument("--policies", default="full,longflow,tova,streaming")
     r.add_argument("--budgets", default="128,256,512")
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--dtypes", default=",".join(DTYPES), help="bf16 first (it writes the others' base)")
     t = sub.add_parser("table")
     t.add_argument("--runs", required=True)
     t.add_argument("--md")
