@@ -396,8 +396,9 @@ static void print_text(const ppl_cli *c, const lf_ppl_summary *s, const ppl_repo
     printf(", %s, %.1f s\n", c->o.device == LF_DEVICE_CUDA ? "cuda" : "cpu", rep->secs);
     printf("NLL %.6f +/- %.6f nats/token, perplexity %.4f\n", s->nll.mean, s->nll.se, exp(s->nll.mean));
     if (s->with_base)
-        printf("KL(full || %s) %.6f +/- %.6f, top-1 agreement %.4f +/- %.4f, delta NLL %+.6f +/- %.6f\n", pol,
-               s->kl.mean, s->kl.se, s->top1.mean, s->top1.se, s->delta_nll.mean, s->delta_nll.se);
+        printf("KL(%s || %s) %.6f +/- %.6f, top-1 agreement %.4f +/- %.4f, delta NLL %+.6f +/- %.6f\n",
+               c->fidelity ? "full" : "base", pol, s->kl.mean, s->kl.se, s->top1.mean, s->top1.se,
+               s->delta_nll.mean, s->delta_nll.se);
 }
 
 static void json_add_stat(cJSON *j, const char *key, const char *se_key, lf_ppl_stat st) {
