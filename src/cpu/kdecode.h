@@ -24,6 +24,7 @@ typedef struct lf_kact {
     float *d;      /* [nb] x[b].d */
     float *s;      /* [nb] x[b].s */
     int32_t *bsum; /* [2 nb] sums of q per 16 values, in Q6_K's order (kdecode.c) */
+    int8_t *q;     /* [32 nb] the blocks' values, contiguous (512-bit loads of two blocks) */
 } lf_kact;
 
 /* Bytes of memory lf_kact_init needs for nb blocks. */
