@@ -431,8 +431,9 @@ void lf_qdot4(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int nb, 
 size_t lf_qmatmul_scratch_bytes(int n, int cols) {
     if (n < 1) n = 1;
     if (cols < 0) cols = 0;
-    size_t blocks = (size_t)n * (size_t)(cols / LF_QK) * sizeof(lf_qblock);
-    return n == 1 ? blocks + lf_kact_bytes(cols / LF_QK) : blocks;
+    /* the blocks, then (one token) the row as the k-quant decode kernels
+     * read it; counted for every n, so that more tokens never need less */
+    return (size_t)n * (size_t)(cols / LF_QK) * sizeof(lf_qblock) + lf_kact_bytes(cols / LF_QK);
 }
 
 typedef struct {
