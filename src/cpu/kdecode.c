@@ -29,11 +29,12 @@ void lf_kact_init(lf_kact *a, const lf_qblock *x, int nb, void *mem) {
     a->s = a->d + nb;
     a->bsum = (int32_t *)(void *)(a->s + nb);
     a->q = (int8_t *)(a->bsum + 2 * nb);
+    int full = nb - nb % KSUB; /* bsum: whole super-blocks only (k-quant rows have no others) */
     for (int b = 0; b < nb; b++) {
         memcpy(a->q + LF_QK * b, x[b].q, LF_QK);
         a->d[b] = x[b].d;
         a->s[b] = x[b].s;
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < 2 && b < full; h++) {
             int sum = 0;
             for (int l = 0; l < 16; l++) sum += x[b].q[16 * h + l];
             a->bsum[group_index(b, h)] = sum;

@@ -23,7 +23,7 @@ typedef struct lf_kact {
     const lf_qblock *x;
     float *d;      /* [nb] x[b].d */
     float *s;      /* [nb] x[b].s */
-    int32_t *bsum; /* [2 nb] sums of q per 16 values, in Q6_K's order (kdecode.c) */
+    int32_t *bsum; /* [2 nb] sums of q per 16 values, in Q6_K's order (kdecode.c); whole super-blocks only */
     int8_t *q;     /* [32 nb] the blocks' values, contiguous (512-bit loads of two blocks) */
 } lf_kact;
 

@@ -507,7 +507,9 @@ void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs
     if (n <= 0 || n_jobs <= 0) return;
     qm_args a = {.x = x, .xq = scratch, .n = n, .cols = cols, .nb = cols / LF_QK, .level = lf_qdot_level_get()};
     lf_pool_run(n, qm_quant_task, &a, n >= 8 ? lf_cpu_threads() : 1);
-    if (n == 1) lf_kact_init(&a.kact, a.xq, a.nb, a.xq + a.nb);
+    bool kquant = false;
+    for (int j = 0; j < n_jobs; j++) kquant = kquant || lf_dtype_is_kquant(jobs[j].w->dtype);
+    if (n == 1 && kquant) lf_kact_init(&a.kact, a.xq, a.nb, a.xq + a.nb);
     for (int j0 = 0; j0 < n_jobs; j0 += QM_MAX_JOBS) {
         a.jobs = jobs + j0;
         qm_run(&a, n_jobs - j0 < QM_MAX_JOBS ? n_jobs - j0 : QM_MAX_JOBS);
