@@ -8,7 +8,8 @@
 # and the load average at the start and end.
 # MODE=prefill in the environment measures the prefill of GEN tokens instead
 # (llama-bench -p GEN -n 0; longflow bench --prompt-len GEN --gen-len 1,
-# its prefill tokens/s).
+# its prefill tokens/s). DEPTH=N (decode mode) decodes GEN tokens after N
+# cached ones (llama-bench -p 0 -n GEN -d N; longflow --prompt-len N).
 #
 # usage: [MODE=prefill] bench/decode_vs_llamacpp.sh LLAMA_BENCH FILE.gguf ROUNDS THREADS GEN LONGFLOW...
 set -euo pipefail
@@ -20,6 +21,7 @@ if [ "${MODE:-decode}" = prefill ]; then
   LBA=(-p "$G" -n 0); LFA=(--prompt-len "$G" --gen-len 1); KEY=prefill_tokens_per_s
 else
   LBA=(-p 0 -n "$G"); LFA=(--prompt-len 8 --gen-len "$G"); KEY=decode_tokens_per_s
+  if [ -n "${DEPTH:-}" ]; then LBA+=(-d "$DEPTH"); LFA=(--prompt-len "$DEPTH" --gen-len "$G"); fi
 fi
 for r in $(seq "$R"); do
   ts=$(OMP_WAIT_POLICY=passive "$LB" -m "$GGUF" -t "$T" "${LBA[@]}" -r 1 --poll 0 --repack 0 -o json 2>/dev/null |

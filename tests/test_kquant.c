@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "cpu/forward.h"
+#include "cpu/kdecode.h"
 #include "cpu/kernels.h"
 #include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
@@ -34,6 +35,7 @@
 #define ROWS 6
 #define COLS 512
 #define TOKENS 5
+#define LEVELS_MAX 3 /* scalar, avx2, avx512vnni */
 
 static const char *const names[] = {"Q4_K", "Q5_K", "Q6_K"};
 static const lf_dtype types[] = {LF_DTYPE_Q4_K, LF_DTYPE_Q5_K, LF_DTYPE_Q6_K};
@@ -190,6 +192,68 @@ static void test_kquant_matmul(void **state) {
     free(x0);
 }
 
+/* The decode kernels (lf_kdot_rows) on longer rows and more of them: the
+ * fixture's 6 rows of 2 super-blocks laid end to end (blocks are
+ * self-contained) make rows of 12 super-blocks; 20 such rows, each starting
+ * at a different fixture row, against the reference at every level, and the
+ * levels against scalar. The activation row is the fixture's tokens end to
+ * end. */
+static void test_kdot_rows_long(void **state) {
+    (void)state;
+    enum { LROWS = 20, LCOLS = ROWS * COLS, LNB = LCOLS / LF_QK };
+    float *x0 = read_fixture("x.f32", (size_t)TOKENS * COLS * sizeof(float));
+    float *x = malloc((size_t)LCOLS * sizeof *x);
+    for (int c = 0; c < LCOLS; c++) x[c] = x0[c % (TOKENS * COLS)] * (c >= TOKENS * COLS ? -3.0f : 1.0f);
+    lf_qblock *xq = malloc((size_t)LNB * sizeof *xq);
+    lf_quantize_row(x, LCOLS, xq);
+    void *mem = malloc(lf_kact_bytes(LNB));
+    lf_kact act;
+    lf_kact_init(&act, xq, LNB, mem);
+    lf_qdot_level best = lf_qdot_supported();
+    float *wf = malloc((size_t)LCOLS * sizeof *wf);
+    for (int k = 0; k < 3; k++) {
+        kmat m = load_kmat(k);
+        size_t fix_row = lf_dtype_row_bytes(m.t, COLS), row_bytes = (size_t)ROWS * fix_row;
+        uint8_t *w = malloc((size_t)LROWS * row_bytes);
+        for (int r = 0; r < LROWS; r++)
+            for (int i = 0; i < ROWS; i++)
+                memcpy(w + r * row_bytes + i * fix_row, m.blocks + ((r + i) % ROWS) * fix_row, fix_row);
+        float out[LEVELS_MAX][LROWS];
+        for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++)
+            lf_kdot_rows(m.t, w, row_bytes, LROWS, LNB, &act, (lf_qdot_level)lv, out[lv]);
+        double worst = 0;
+        for (int r = 0; r < LROWS; r++) {
+            for (int i = 0; i < ROWS; i++)
+                memcpy(wf + i * COLS, m.w + (size_t)((r + i) % ROWS) * COLS, COLS * sizeof(float));
+            double ref = 0, bound = 0, mag = 0;
+            for (int c0 = 0; c0 < LCOLS; c0 += COLS) {
+                double rf, bd, mg;
+                ref_dot(wf + c0, x + c0, &rf, &bd, &mg);
+                ref += rf;
+                bound += bd;
+                mag += mg;
+            }
+            for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
+                if (fabs(out[lv][r] - ref) > bound)
+                    fail_msg("%s long row %d level %s: %.9g, reference %.9g, bound %.3g", names[k], r,
+                             lf_qdot_level_name((lf_qdot_level)lv), out[lv][r], ref, bound);
+                if (fabs(out[lv][r] - out[LF_QDOT_SCALAR][r]) > 1e-5 * mag + 1e-30)
+                    fail_msg("%s long row %d: level %s %.9g vs scalar %.9g", names[k], r,
+                             lf_qdot_level_name((lf_qdot_level)lv), out[lv][r], out[LF_QDOT_SCALAR][r]);
+                worst = fmax(worst, fabs(out[lv][r] - ref) / bound);
+            }
+        }
+        printf("%s long rows: worst error / bound %.3f\n", names[k], worst);
+        free(w);
+        free_kmat(&m);
+    }
+    free(wf);
+    free(mem);
+    free(xq);
+    free(x);
+    free(x0);
+}
+
 /* The embedding lookup and the prefill panels: rows dequantized to fp32
  * equal gguf's values exactly. */
 static void test_kquant_rows_exact(void **state) {
@@ -210,6 +274,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kdot_levels),
         cmocka_unit_test(test_kquant_matmul),
+        cmocka_unit_test(test_kdot_rows_long),
         cmocka_unit_test(test_kquant_rows_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

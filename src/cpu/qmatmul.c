@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/fp.h"
+#include "cpu/kdecode.h"
 #include "cpu/kquant.h"
 #include "cpu/pool.h"
 #include "cpu/simd.h"
@@ -380,10 +381,19 @@ static LF_TARGET_VNNI512 float qdot1_vnni512(lf_dtype wt, const uint8_t *w, cons
 }
 #endif
 
+/* Rows of one k-quant matrix against one activation row (the decode kernels). */
+#define KACT_STACK_BLOCKS 512
+
 float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
     if (lf_dtype_is_kquant(wt)) {
-        float out;
-        lf_kdot(wt, wrow, &x, 1, nb, level, &out);
+        float out, mem[KACT_STACK_BLOCKS * 4];
+        if (nb <= KACT_STACK_BLOCKS) {
+            lf_kact a;
+            lf_kact_init(&a, x, nb, mem);
+            lf_kdot_rows(wt, wrow, 0, 1, nb, &a, level, &out);
+        } else {
+            lf_kdot(wt, wrow, &x, 1, nb, level, &out);
+        }
         return out;
     }
 #if LF_X86
@@ -421,7 +431,9 @@ void lf_qdot4(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int nb, 
 size_t lf_qmatmul_scratch_bytes(int n, int cols) {
     if (n < 1) n = 1;
     if (cols < 0) cols = 0;
-    return (size_t)n * (size_t)(cols / LF_QK) * sizeof(lf_qblock);
+    /* the blocks, then (one token) the row as the k-quant decode kernels
+     * read it; counted for every n, so that more tokens never need less */
+    return (size_t)n * (size_t)(cols / LF_QK) * sizeof(lf_qblock) + lf_kact_bytes(cols / LF_QK);
 }
 
 typedef struct {
@@ -431,6 +443,7 @@ typedef struct {
     const lf_matmul_job *jobs;
     int gstart[QM_MAX_JOBS + 1]; /* first row group of each job */
     lf_qdot_level level;
+    lf_kact kact; /* one token: the row as the k-quant decode kernels read it */
 } qm_args;
 
 static void qm_quant_task(void *p, int t, int worker) {
@@ -454,6 +467,12 @@ static void qm_task(void *p, int g, int worker) {
     size_t row_bytes = lf_dtype_row_bytes(w->dtype, (size_t)a->cols);
     const uint8_t *base = w->data;
     bool bias = job->bias && job->bias->data;
+    if (a->n == 1 && lf_dtype_is_kquant(w->dtype)) {
+        lf_kdot_rows(w->dtype, base + (size_t)r0 * row_bytes, row_bytes, r1 - r0, a->nb, &a->kact, a->level, job->y + r0);
+        if (bias)
+            for (int r = r0; r < r1; r++) job->y[r] += lf_weight_at(job->bias, (size_t)r);
+        return;
+    }
     if (a->n == 1) {
         for (int r = r0; r < r1; r++) {
             float v = lf_qdot(w->dtype, base + (size_t)r * row_bytes, a->xq, a->nb, a->level);
@@ -488,6 +507,9 @@ void lf_qmatmul_multi(const float *x, int n, int cols, const lf_matmul_job *jobs
     if (n <= 0 || n_jobs <= 0) return;
     qm_args a = {.x = x, .xq = scratch, .n = n, .cols = cols, .nb = cols / LF_QK, .level = lf_qdot_level_get()};
     lf_pool_run(n, qm_quant_task, &a, n >= 8 ? lf_cpu_threads() : 1);
+    bool kquant = false;
+    for (int j = 0; j < n_jobs; j++) kquant = kquant || lf_dtype_is_kquant(jobs[j].w->dtype);
+    if (n == 1 && kquant) lf_kact_init(&a.kact, a.xq, a.nb, a.xq + a.nb);
     for (int j0 = 0; j0 < n_jobs; j0 += QM_MAX_JOBS) {
         a.jobs = jobs + j0;
         qm_run(&a, n_jobs - j0 < QM_MAX_JOBS ? n_jobs - j0 : QM_MAX_JOBS);
