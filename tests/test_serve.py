@@ -198,6 +198,53 @@ class Serve(unittest.TestCase):
                         got += ((d.model_extra or {}).get("reasoning_content") or "") + (d.content or "")
                 self.assertEqual(got.replace("\n", ""), cut.replace("<think>", "").replace("\n", ""))
 
+    def test_stop_and_end_order_under_concurrency(self):
+        """The text, the end and the usage of a request reach the client in order, also while other requests
+        run: a stop string that ends exactly at max_tokens (the engine ends it by length in the same step),
+        one that ends mid-way (the engine makes one more token before it is cancelled: not delivered), and
+        none; each streamed answer equals the whole answer of the same request and the reference."""
+        n = 24
+        cases = []  # (prompt, stop or None, expected text, expected finish, expected completion tokens)
+        for p in problems(4, "walk") + problems(4, "sum"):
+            full = generate("--prompt", p, "--max-tokens", str(n), "--ignore-eos")["text"]
+            cases.append((p, None, full, "length", n))
+            for k in (n, n // 2):
+                text = generate("--prompt", p, "--max-tokens", str(k), "--ignore-eos")["text"] if k < n else full
+                self.assertTrue(full.startswith(text))
+                # the shortest suffix of the first k tokens' text that occurs nowhere before: the stop string
+                # is complete at token k and not earlier
+                suffix = next((text[-m:] for m in range(2, 9) if text.find(text[-m:]) == len(text) - m), None)
+                if suffix:
+                    cases.append((p, suffix, text[:-len(suffix)], "stop", k))
+        self.assertGreaterEqual(sum(c[1] is not None for c in cases), 8)
+
+        def one(case, stream):
+            p, stop, _, _, _ = case
+            body = {"model": "tiny-reasoner", "prompt": p, "max_tokens": n, "ignore_eos": True}
+            if stop:
+                body["stop"] = [stop]
+            if not stream:
+                st, _, b = self.srv.post(CMPL, body)
+                assert st == 200, b
+                return b["choices"][0]["text"], b["choices"][0]["finish_reason"], b["usage"]["completion_tokens"]
+            body.update(stream=True, stream_options={"include_usage": True})
+            c = self.srv.conn()
+            c.request("POST", CMPL, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            objs = [json.loads(e) for e in sse_events(c.getresponse()) if e != "[DONE]"]
+            c.close()
+            text = "".join(o["choices"][0]["text"] for o in objs if o["choices"])
+            finish = [o["choices"][0]["finish_reason"] for o in objs if o["choices"] and o["choices"][0]["finish_reason"]]
+            return text, finish, objs[-1]["usage"]["completion_tokens"]
+
+        work = [(c, stream) for c in cases for stream in (False, True)]
+        with concurrent.futures.ThreadPoolExecutor(len(work)) as ex:
+            got = list(ex.map(lambda w: one(*w), work))
+        for (case, stream), (text, finish, tokens) in zip(work, got):
+            with self.subTest(prompt=case[0][:20], stop=case[1], stream=stream):
+                self.assertEqual(text, case[2])
+                self.assertEqual(finish, [case[3]] if stream else case[3])  # one finish chunk, after all the text
+                self.assertEqual(tokens, case[4])
+
     def test_concurrent_clients(self):
         """32 clients at once, different prompts, policies, budgets, lengths: each as generate alone."""
         qs = problems(11, "sum") + problems(11, "walk") + problems(10, "path")

@@ -42,13 +42,12 @@ static int finish_class(const char *finish) {
     return LF_FINISH_REASONS - 1;
 }
 
-void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted, const char *finish) {
-    pthread_mutex_lock(&m->mu);
-    m->prompt_tokens += (unsigned long)prompt;
-    m->generation_tokens += (unsigned long)generated;
-    m->evictions += (unsigned long)(evicted > 0 ? evicted : 0);
-    m->finished[finish_class(finish)]++;
-    pthread_mutex_unlock(&m->mu);
+void lf_metrics_delivery_finished(lf_metrics_delivery *d, long prompt, long generated, long evicted,
+                                  const char *finish) {
+    d->prompt_tokens += (unsigned long)prompt;
+    d->generation_tokens += (unsigned long)generated;
+    d->evictions += (unsigned long)(evicted > 0 ? evicted : 0);
+    d->finished[finish_class(finish)]++;
 }
 
 void lf_histogram_observe(lf_histogram *h, double v) {
@@ -71,19 +70,26 @@ void lf_metrics_set_max_sequences(lf_metrics *m, int n) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st) {
+void lf_metrics_publish(lf_metrics *m, const lf_metrics_step *st, const lf_metrics_delivery *d) {
     pthread_mutex_lock(&m->mu);
-    histogram_add(&m->ttft, &st->ttft);
-    histogram_add(&m->itl, &st->itl);
-    m->sched_steps += (unsigned long)st->stepped;
-    m->sched_host_s += st->host_s;
-    m->running = st->running;
-    m->queued = st->queued;
-    m->kv_slots_in_use = st->slots_in_use;
-    m->kv_slots_allocated = st->slots_allocated;
-    m->kv_bytes_allocated = st->kv_bytes;
-    m->kv_buffers_allocated = st->kv_buffers_allocated;
-    m->kv_buffers_reused = st->kv_buffers_reused;
+    histogram_add(&m->ttft, &d->ttft);
+    histogram_add(&m->itl, &d->itl);
+    m->prompt_tokens += d->prompt_tokens;
+    m->generation_tokens += d->generation_tokens;
+    m->evictions += d->evictions;
+    for (int i = 0; i < LF_FINISH_REASONS; i++) m->finished[i] += d->finished[i];
+    m->delivery_host_s += d->host_s;
+    if (st) {
+        m->sched_steps += (unsigned long)st->stepped;
+        m->sched_host_s += st->host_s;
+        m->running = st->running;
+        m->queued = st->queued;
+        m->kv_slots_in_use = st->slots_in_use;
+        m->kv_slots_allocated = st->slots_allocated;
+        m->kv_bytes_allocated = st->kv_bytes;
+        m->kv_buffers_allocated = st->kv_buffers_allocated;
+        m->kv_buffers_reused = st->kv_buffers_reused;
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -171,6 +177,10 @@ char *lf_metrics_render(lf_metrics *m) {
     put(&b, "# HELP longflow_scheduler_host_seconds_total scheduler time outside the model's forward passes\n"
             "# TYPE longflow_scheduler_host_seconds_total counter\nlongflow_scheduler_host_seconds_total %.6f\n",
         m->sched_host_s);
+    put(&b, "# HELP longflow_delivery_host_seconds_total delivery thread time: decoding, stop strings, handing text "
+            "to the HTTP threads\n# TYPE longflow_delivery_host_seconds_total counter\n"
+            "longflow_delivery_host_seconds_total %.6f\n",
+        m->delivery_host_s);
     pthread_mutex_unlock(&m->mu);
     return b.s;
 }

@@ -28,12 +28,12 @@ typedef struct lf_metrics {
     lf_histogram ttft, itl;         /* seconds */
     unsigned long sched_steps;      /* engine steps the scheduler ran */
     double sched_host_s;            /* scheduler time outside the model's forward passes */
+    double delivery_host_s;         /* the delivery thread's busy time */
 } lf_metrics;
 
-/* What the scheduler thread publishes once per loop (one lock): the
- * latencies it observed, its host time, and the gauges. */
+/* The scheduler thread's figures of one loop: its host time, whether it
+ * stepped, and the gauges. */
 typedef struct lf_metrics_step {
-    lf_histogram ttft, itl;
     double host_s;
     int stepped;                    /* 1 when an engine step ran */
     int running, queued;
@@ -42,16 +42,27 @@ typedef struct lf_metrics_step {
     long kv_buffers_allocated, kv_buffers_reused;
 } lf_metrics_step;
 
+/* The delivery thread's figures since it last published: the latencies of
+ * the tokens it delivered, the requests it finished, its busy time. */
+typedef struct lf_metrics_delivery {
+    lf_histogram ttft, itl;
+    unsigned long prompt_tokens, generation_tokens, evictions;
+    unsigned long finished[LF_FINISH_REASONS];
+    double host_s;
+} lf_metrics_delivery;
+
 void lf_metrics_init(lf_metrics *m);
 void lf_metrics_destroy(lf_metrics *m);
 void lf_metrics_request(lf_metrics *m, int status);
-/* A request the engine ran is over; finish is "stop", "length", "cancelled"
- * or "error" (anything else counts as "error"). */
-void lf_metrics_tokens(lf_metrics *m, long prompt, long generated, long evicted, const char *finish);
 /* Count v (seconds) in h. */
 void lf_histogram_observe(lf_histogram *h, double v);
-/* Add st's latencies and host time, set the gauges. */
-void lf_metrics_publish_step(lf_metrics *m, const lf_metrics_step *st);
+/* A request the engine ran is over (into d); finish is "stop", "length",
+ * "cancelled" or "error" (anything else counts as "error"). */
+void lf_metrics_delivery_finished(lf_metrics_delivery *d, long prompt, long generated, long evicted,
+                                  const char *finish);
+/* One lock: add d's latencies, counts and host time; when st is given, add
+ * its host time and step and set its gauges. */
+void lf_metrics_publish(lf_metrics *m, const lf_metrics_step *st, const lf_metrics_delivery *d);
 /* Sequences that can run at once (--max-seqs, or the GPU pool's entries). */
 void lf_metrics_set_max_sequences(lf_metrics *m, int n);
 /* Prometheus text exposition; malloc'd. */

@@ -2,6 +2,7 @@
 #include "server/sched.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,16 +62,21 @@ void lf_job_unref(lf_job *j) {
     free(j);
 }
 
+/* Tell the scheduler that a job wants its attention (cancelled, or a stop
+ * string found): it looks at its jobs at its next loop. */
+static void sched_poke(lf_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    s->wake = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void lf_job_cancel(lf_sched *s, lf_job *j) {
     pthread_mutex_lock(&j->mu);
     bool was = j->cancel || j->done;
     j->cancel = true;
     pthread_mutex_unlock(&j->mu);
-    if (was) return;
-    pthread_mutex_lock(&s->mu);
-    s->wake = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    if (!was) sched_poke(s);
 }
 
 /* Append text to the job (caller holds j->mu). */
@@ -109,89 +115,213 @@ static void job_scan_stop(lf_job *j, size_t from, bool final) {
     if (safe > j->safe) j->safe = safe;
 }
 
-/* ---- the waker thread ----------------------------------------------------- */
+/* ---- the delivery thread --------------------------------------------------- */
 
-/* Grow a job-pointer array to hold one more; false when out of memory. */
-static bool jobs_reserve(lf_job ***a, int n, int *cap) {
-    if (n < *cap) return true;
-    int nc = *cap ? 2 * *cap : 64;
-    lf_job **na = realloc(*a, (size_t)nc * sizeof *na);
-    if (!na) return false;
-    *a = na;
-    *cap = nc;
-    return true;
-}
+/* Why a second thread: on_token runs inside lf_engine_step, serially, while
+ * the GPU waits for the next step. Decoding, appending, the stop-string scan,
+ * the latencies and the futex wake of each stream's HTTP thread cost several
+ * microseconds a token (4.5 ms a step at 1,440 streams on the H200:
+ * bench/results/serve.md), so the scheduler only records (job, token, time)
+ * and this thread does the rest while the next step runs.
+ *
+ * Order: a job's end travels as a record in the same queue, after its
+ * tokens (job_finish queues it; the job has left the live list by then, so
+ * no token of it can follow). The delivery thread handles a batch in order,
+ * so a job's text is complete before its end is delivered, and the end sees
+ * a stop string found in its last tokens. The other choice, draining this
+ * thread before each finish, would stall the scheduler at every finish.
+ *
+ * A stop string found here sets stop_hit under the job's mutex and pokes the
+ * scheduler, which cancels the sequence at its next loop: the tokens made in
+ * between are not delivered, and the end says "stop" whatever the engine's
+ * reason was. */
 
-/* j has new tokens (caller holds j->mu): put it on this step's list for the
- * waker, which holds a reference until it has woken it; wake it here when the
- * list cannot grow. */
-static void queue_wake(lf_sched *s, lf_job *j) {
-    if (j->wake_queued) return;
-    if (!jobs_reserve(&s->woken, s->n_woken, &s->cap_woken)) {
-        pthread_cond_broadcast(&j->cv);
-        return;
-    }
-    j->wake_queued = true;
-    j->refs++;
-    s->woken[s->n_woken++] = j;
-}
-
-static void wake_job(lf_job *j) {
+/* Decode one token record: append it, look for stop strings; the latencies
+ * from the time the scheduler recorded it. */
+static void deliver_token(lf_sched *s, const lf_delivery *d) {
+    lf_job *j = d->job;
+    if (j->stop_hit) return; /* written only by this thread */
+    if (d->flags & LF_DELIVER_FIRST) lf_histogram_observe(&s->dm.ttft, (d->t_ms - j->t_arrival) / 1e3);
+    else lf_histogram_observe(&s->dm.itl, (d->t_ms - j->t_last) / 1e3);
+    j->t_last = d->t_ms;
+    const char *text = NULL;
+    size_t n = 0;
+    lf_error err = {{0}};
+    /* the end-of-sequence token has no text (as `longflow generate`) */
+    if (!(d->flags & LF_DELIVER_EOS) && j->detok && lf_detok_stream_push(j->detok, d->tok, &text, &n, &err)) n = 0;
     pthread_mutex_lock(&j->mu);
-    j->wake_queued = false;
-    pthread_cond_broadcast(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-    lf_job_unref(j);
-}
-
-/* Hand this step's list to the waker (one lock, one signal per step). */
-static void post_wakes(lf_sched *s) {
-    if (s->n_woken == 0) return;
-    pthread_mutex_lock(&s->wmu);
-    int i = 0;
-    for (; i < s->n_woken && jobs_reserve(&s->wq, s->wq_n, &s->wq_cap); i++) s->wq[s->wq_n++] = s->woken[i];
-    pthread_cond_signal(&s->wcv);
-    pthread_mutex_unlock(&s->wmu);
-    for (; i < s->n_woken; i++) wake_job(s->woken[i]); /* out of memory: wake them here */
-    s->n_woken = 0;
-}
-
-static void *waker_main(void *arg) {
-    lf_sched *s = arg;
-    pthread_mutex_lock(&s->wmu);
-    for (;;) {
-        while (!s->wquit && s->wq_n == 0) pthread_cond_wait(&s->wcv, &s->wmu);
-        if (s->wq_n == 0) break; /* quit, and nothing left to wake */
-        lf_job **batch = s->wq;
-        int n = s->wq_n, cap = s->wq_cap;
-        s->wq = s->wq_spare;
-        s->wq_cap = s->wq_spare_cap;
-        s->wq_n = 0;
-        pthread_mutex_unlock(&s->wmu);
-        for (int i = 0; i < n; i++) wake_job(batch[i]);
-        pthread_mutex_lock(&s->wmu);
-        s->wq_spare = batch;
-        s->wq_spare_cap = cap;
+    if (j->n_tokens == j->cap_tokens) {
+        int nc = j->cap_tokens ? 2 * j->cap_tokens : 64;
+        int *nt = realloc(j->tokens, (size_t)nc * sizeof(int));
+        if (nt) {
+            j->tokens = nt;
+            j->cap_tokens = nc;
+        }
     }
-    pthread_mutex_unlock(&s->wmu);
+    if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = d->tok;
+    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0, safe = j->safe;
+    if (n) job_append(j, text, n);
+    job_scan_stop(j, from, false);
+    bool stopped = j->stop_hit;
+    if (j->safe > safe) j->wake_pending = true;
+    pthread_mutex_unlock(&j->mu);
+    if (stopped) sched_poke(s);
+}
+
+/* A job's end record: flush the decoder, set the end (all but done, which
+ * waits for /metrics), count it. */
+static void deliver_end(lf_sched *s, lf_job *j) {
+    const lf_job_end *e = &j->end;
+    const char *text = NULL;
+    size_t n = 0;
+    if (j->detok && !j->stop_hit) lf_detok_stream_flush(j->detok, &text, &n);
+    pthread_mutex_lock(&j->mu);
+    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
+    if (n) job_append(j, text, n);
+    job_scan_stop(j, from, true);
+    j->finish = j->stop_hit ? "stop" : e->finish;
+    snprintf(j->error, sizeof j->error, "%s", e->error);
+    j->kv_tokens_peak = e->kv_tokens_peak;
+    j->kv_bytes = e->kv_bytes;
+    j->kv_slots = e->kv_slots;
+    const char *finish = j->finish;
+    pthread_mutex_unlock(&j->mu);
+    if (e->has_result) lf_metrics_delivery_finished(&s->dm, e->prompt, e->generated, e->evicted, finish);
+}
+
+/* Deliver one batch: the records in order; then /metrics (so that a client
+ * that has its answer sees it counted); then the ends; then the wake-ups
+ * (outside the jobs' mutexes); then the scheduler's references go. */
+static void deliver_batch(lf_sched *s, const lf_delivery *b, int n, const lf_metrics_step *st) {
+    for (int i = 0; i < n; i++) {
+        if (b[i].flags & LF_DELIVER_FINISH) deliver_end(s, b[i].job);
+        else deliver_token(s, &b[i]);
+    }
+    lf_metrics_publish(s->metrics, st, &s->dm);
+    memset(&s->dm, 0, sizeof s->dm);
+    for (int i = 0; i < n; i++) {
+        if (!(b[i].flags & LF_DELIVER_FINISH)) continue;
+        lf_job *j = b[i].job;
+        pthread_mutex_lock(&j->mu);
+        j->done = true;
+        pthread_mutex_unlock(&j->mu);
+        j->wake_pending = true;
+    }
+    for (int i = 0; i < n; i++) {
+        lf_job *j = b[i].job;
+        if (j->wake_pending) pthread_cond_broadcast(&j->cv);
+        j->wake_pending = false;
+        if (b[i].flags & LF_DELIVER_FINISH) lf_job_unref(j); /* its last record */
+    }
+}
+
+static void *deliverer_main(void *arg) {
+    lf_sched *s = arg;
+    pthread_mutex_lock(&s->dmu);
+    for (;;) {
+        while (!s->dquit && s->dq_n == 0) pthread_cond_wait(&s->dcv, &s->dmu);
+        if (s->dq_n == 0) break; /* quit, and nothing left to deliver */
+        lf_delivery *b = s->dq;
+        int n = s->dq_n, cap = s->dq_cap;
+        lf_metrics_step st = s->dq_step;
+        s->dq = s->dbatch;
+        s->dq_cap = s->dbatch_cap;
+        s->dq_n = 0;
+        s->dbatch = b;
+        s->dbatch_cap = cap;
+        pthread_cond_signal(&s->dtaken);
+        pthread_mutex_unlock(&s->dmu);
+        double t0 = lf_now_ms();
+        deliver_batch(s, b, n, &st);
+        s->dm.host_s += (lf_now_ms() - t0) / 1e3; /* published with the next batch */
+        pthread_mutex_lock(&s->dmu);
+    }
+    pthread_mutex_unlock(&s->dmu);
+    lf_metrics_publish(s->metrics, NULL, &s->dm);
     return NULL;
 }
 
-static void waker_stop(lf_sched *s) {
-    if (!s->waker_started) return;
-    pthread_mutex_lock(&s->wmu);
-    s->wquit = true;
-    pthread_cond_signal(&s->wcv);
-    pthread_mutex_unlock(&s->wmu);
-    pthread_join(s->waker, NULL);
-    s->waker_started = false;
-    free(s->wq);
-    free(s->wq_spare);
-    free(s->woken);
-    s->wq = s->wq_spare = s->woken = NULL;
+/* After the scheduler: delivers what its last loops queued, then stops. */
+static void deliverer_stop(lf_sched *s) {
+    if (!s->deliverer_started) return;
+    pthread_mutex_lock(&s->dmu);
+    s->dquit = true;
+    pthread_cond_signal(&s->dcv);
+    pthread_mutex_unlock(&s->dmu);
+    pthread_join(s->deliverer, NULL);
+    s->deliverer_started = false;
+    free(s->items);
+    free(s->dq);
+    free(s->dbatch);
+    s->items = s->dq = s->dbatch = NULL;
 }
 
 /* ---- the scheduler thread ------------------------------------------------ */
+
+/* Room for `more` records in this loop's array; false when out of memory. */
+static bool items_reserve(lf_sched *s, long more) {
+    if (s->n_items + more <= s->cap_items) return true;
+    long nc = 2 * (s->n_items + more);
+    if (nc > INT_MAX) return false;
+    lf_delivery *ni = realloc(s->items, (size_t)nc * sizeof *ni);
+    if (!ni) return false;
+    s->items = ni;
+    s->cap_items = (int)nc;
+    return true;
+}
+
+/* Record for the delivery thread. There is room: the loop reserved it
+ * (reserve_loop); should that ever be wrong, it grows here. */
+static void items_push(lf_sched *s, lf_job *j, int tok, int flags, double t_ms) {
+    if (s->n_items == s->cap_items && !items_reserve(s, 1)) {
+        fprintf(stderr, "longflow serve: out of memory: a token of request %d was not delivered\n", j->engine_id);
+        return;
+    }
+    s->items[s->n_items++] = (lf_delivery){.job = j, .t_ms = t_ms, .tok = tok, .flags = flags};
+}
+
+/* Room for what this loop can record: per job at most two tokens (a
+ * prefill's and a decode's in one step) and its end. */
+static bool reserve_loop(lf_sched *s, const lf_job *list) {
+    long n = s->n_live;
+    for (const lf_job *j = list; j; j = j->next) n++;
+    return items_reserve(s, 3 * n);
+}
+
+/* Out of memory for the records: give the taken jobs (and the poke) back to
+ * the inbox, to be taken at a later loop. */
+static void inbox_put_back(lf_sched *s, lf_job *list, bool wake) {
+    lf_job *tail = list;
+    while (tail && tail->next) tail = tail->next;
+    pthread_mutex_lock(&s->mu);
+    if (list) {
+        tail->next = s->inbox;
+        if (!s->inbox) s->inbox_tail = tail;
+        s->inbox = list;
+    }
+    s->wake = s->wake || wake;
+    pthread_mutex_unlock(&s->mu);
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+}
+
+/* Queue this loop's records and figures for the delivery thread, once it
+ * has taken the previous batch (it is at most one batch behind). */
+static void post_items(lf_sched *s) {
+    pthread_mutex_lock(&s->dmu);
+    while (s->dq_n > 0) pthread_cond_wait(&s->dtaken, &s->dmu);
+    lf_delivery *spare = s->dq;
+    int spare_cap = s->dq_cap;
+    s->dq = s->items;
+    s->dq_cap = s->cap_items;
+    s->dq_n = s->n_items;
+    s->dq_step = s->step;
+    s->items = spare;
+    s->cap_items = spare_cap;
+    s->n_items = 0;
+    pthread_cond_signal(&s->dcv);
+    pthread_mutex_unlock(&s->dmu);
+    memset(&s->step, 0, sizeof s->step);
+}
 
 /* The live job of an engine request: a binary search, since live[] is in
  * the order of the engine's ids (they grow with each submission; removals
@@ -207,39 +337,16 @@ static lf_job *find_live(lf_sched *s, int engine_id) {
     return lo < s->n_live && s->live[lo]->engine_id == engine_id ? s->live[lo] : NULL;
 }
 
-/* Token callback of lf_engine_step: decode, append, look for stop strings. */
+/* Token callback of lf_engine_step: record the token for the delivery
+ * thread (no decoding, no lock). */
 static void on_token(void *user, const lf_generation *g, int tok) {
     lf_sched *s = user;
     double now = lf_now_ms(); /* the host time counts the lookup too */
     lf_job *j = find_live(s, g->id);
-    if (!j || j->stop_hit) {
-        s->step.host_s += (lf_now_ms() - now) / 1e3;
-        return;
+    if (j) {
+        bool eos = g->done && g->finish_reason && !strcmp(g->finish_reason, "eos");
+        items_push(s, j, tok, (g->n_tokens == 1 ? LF_DELIVER_FIRST : 0) | (eos ? LF_DELIVER_EOS : 0), now);
     }
-    if (g->n_tokens == 1) lf_histogram_observe(&s->step.ttft, (now - j->t_arrival) / 1e3);
-    else lf_histogram_observe(&s->step.itl, (now - j->t_last) / 1e3);
-    j->t_last = now;
-    const char *text = NULL;
-    size_t n = 0;
-    /* the end-of-sequence token has no text (as `longflow generate`) */
-    bool eos = g->done && g->finish_reason && !strcmp(g->finish_reason, "eos");
-    lf_error err = {{0}};
-    if (!eos && j->detok && lf_detok_stream_push(j->detok, tok, &text, &n, &err)) n = 0;
-    pthread_mutex_lock(&j->mu);
-    if (j->n_tokens == j->cap_tokens) {
-        int nc = j->cap_tokens ? 2 * j->cap_tokens : 64;
-        int *nt = realloc(j->tokens, (size_t)nc * sizeof(int));
-        if (nt) {
-            j->tokens = nt;
-            j->cap_tokens = nc;
-        }
-    }
-    if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = tok;
-    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
-    if (n) job_append(j, text, n);
-    job_scan_stop(j, from, false);
-    queue_wake(s, j);
-    pthread_mutex_unlock(&j->mu);
     s->step.host_s += (lf_now_ms() - now) / 1e3;
 }
 
@@ -249,39 +356,30 @@ static const char *openai_finish(const char *engine_reason) {
     return engine_reason; /* "length", "cancelled", "error" */
 }
 
-/* The job is over: flush the decoder, record the end, give it back to the
- * HTTP side, release the engine's request. */
+/* The job is over (it has left the live list): record its end, release the
+ * engine's request, and queue the end after its tokens; the delivery thread
+ * finishes it and drops the scheduler's reference. */
 static void job_finish(lf_sched *s, lf_job *j, const char *finish, const char *error) {
     const lf_generation *g = j->engine_id >= 0 ? lf_engine_result(s->engine, j->engine_id) : NULL;
-    const char *text = NULL;
-    size_t n = 0;
-    if (j->detok && !j->stop_hit) lf_detok_stream_flush(j->detok, &text, &n);
-    pthread_mutex_lock(&j->mu);
-    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
-    if (n) job_append(j, text, n);
-    job_scan_stop(j, from, true);
-    j->finish = j->stop_hit ? "stop" : finish;
-    if (error) snprintf(j->error, sizeof j->error, "%s", error);
+    lf_job_end *e = &j->end;
+    e->finish = finish;
+    snprintf(e->error, sizeof e->error, "%s", error ? error : "");
     if (g) {
-        j->kv_tokens_peak = g->kv_tokens_peak;
-        j->kv_bytes = g->kv_bytes;
-        j->kv_slots = g->kv_slots;
-    }
-    j->done = true;
-    pthread_cond_broadcast(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-    if (g) {
-        long written = (long)g->n_prompt + g->n_tokens - 1;
-        lf_metrics_tokens(s->metrics, g->n_prompt, g->n_tokens, written - (long)g->kv_tokens_peak, j->finish);
+        e->has_result = true;
+        e->kv_tokens_peak = g->kv_tokens_peak;
+        e->kv_bytes = g->kv_bytes;
+        e->kv_slots = g->kv_slots;
+        e->prompt = g->n_prompt;
+        e->generated = g->n_tokens;
+        e->evicted = (long)g->n_prompt + g->n_tokens - 1 - (long)g->kv_tokens_peak; /* written - held */
         lf_engine_release(s->engine, j->engine_id, NULL);
     }
+    items_push(s, j, -1, LF_DELIVER_FINISH, 0);
     pthread_mutex_lock(&s->mu);
     s->inflight--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    lf_job_unref(j);
 }
-
 
 /* New jobs from the inbox go to the engine. */
 static void take_inbox(lf_sched *s, lf_job *list) {
@@ -310,18 +408,18 @@ static void take_inbox(lf_sched *s, lf_job *list) {
 }
 
 /* Cancel what the HTTP side gave up on (or everything, at the shutdown
- * deadline), and stop what hit a stop string. */
+ * deadline), and stop what the delivery thread found a stop string in. */
 static void cancel_jobs(lf_sched *s, bool all) {
     int kept = 0;
     for (int i = 0; i < s->n_live; i++) {
         lf_job *j = s->live[i];
         pthread_mutex_lock(&j->mu);
-        bool cancel = j->cancel;
+        bool cancel = j->cancel, stop = j->stop_hit;
         pthread_mutex_unlock(&j->mu);
-        if (cancel || all || j->stop_hit) {
+        if (cancel || all || stop) {
             lf_engine_cancel(s->engine, j->engine_id, NULL);
-            job_finish(s, j, j->stop_hit ? "stop" : "cancelled",
-                       j->stop_hit ? NULL : all ? "server shutting down" : "client disconnected");
+            job_finish(s, j, stop ? "stop" : "cancelled",
+                       stop ? NULL : all ? "server shutting down" : "client disconnected");
         } else {
             s->live[kept++] = j; /* in order (find_live) */
         }
@@ -346,8 +444,8 @@ static void finish_done_jobs(lf_sched *s, const char *step_error) {
     s->n_live = kept;
 }
 
-/* The gauges, the step's latencies and host time, to /metrics. */
-static void publish_step(lf_sched *s) {
+/* The gauges, for the delivery thread to publish with the loop's records. */
+static void fill_gauges(lf_sched *s) {
     lf_metrics_step *st = &s->step;
     lf_engine_pending(s->engine, &st->queued, &st->running);
     st->slots_in_use = st->slots_allocated = 0;
@@ -363,8 +461,6 @@ static void publish_step(lf_sched *s) {
     lf_engine_stats_get(s->engine, &es);
     st->kv_buffers_allocated = es.kv_buffers_allocated;
     st->kv_buffers_reused = es.kv_buffers_reused;
-    lf_metrics_publish_step(s->metrics, st);
-    memset(st, 0, sizeof *st);
 }
 
 static void *sched_main(void *arg) {
@@ -375,13 +471,17 @@ static void *sched_main(void *arg) {
             pthread_cond_wait(&s->cv, &s->mu);
         lf_job *list = s->inbox;
         s->inbox = s->inbox_tail = NULL;
-        bool all = s->abort_all, quit = s->quit;
+        bool all = s->abort_all, quit = s->quit, wake = s->wake;
         s->wake = false;
         pthread_mutex_unlock(&s->mu);
 
         double t0 = lf_now_ms();
+        if (!reserve_loop(s, list)) {
+            inbox_put_back(s, list, wake);
+            continue;
+        }
         take_inbox(s, list);
-        cancel_jobs(s, all);
+        if (wake || all) cancel_jobs(s, all);
         if (quit && s->n_live == 0) break;
         lf_error err = {{0}};
         int rc = 0;
@@ -389,15 +489,18 @@ static void *sched_main(void *arg) {
         if (lf_engine_pending(s->engine, NULL, NULL) > 0) {
             rc = lf_engine_step(s->engine, on_token, s, &err);
             s->step.stepped = 1;
-            post_wakes(s);
             t2 = lf_now_ms();
         }
-        cancel_jobs(s, false); /* stop strings found during the step */
         finish_done_jobs(s, rc ? err.msg : NULL);
-        publish_step(s); /* before the clock stops: its own cost counts */
-        s->step.host_s += (t1 - t0 + lf_now_ms() - t2) / 1e3;
+        fill_gauges(s);
+        double t3 = lf_now_ms();
+        s->step.host_s += (t1 - t0 + t3 - t2) / 1e3;
+        post_items(s);
+        /* its time (a wait, when the delivery thread is behind) goes with the next loop's figures */
+        s->step.host_s += (lf_now_ms() - t3) / 1e3;
     }
-    publish_step(s);
+    fill_gauges(s);
+    post_items(s);
     return NULL;
 }
 
@@ -411,12 +514,14 @@ int lf_sched_start(lf_sched *s, lf_engine *engine, const lf_model *m, const lf_t
     s->max_inflight = max_inflight;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    pthread_mutex_init(&s->wmu, NULL);
-    pthread_cond_init(&s->wcv, NULL);
-    if (pthread_create(&s->waker, NULL, waker_main, s)) return lf_fail(err, "serve: cannot start the waker thread");
-    s->waker_started = true;
+    pthread_mutex_init(&s->dmu, NULL);
+    pthread_cond_init(&s->dcv, NULL);
+    pthread_cond_init(&s->dtaken, NULL);
+    if (pthread_create(&s->deliverer, NULL, deliverer_main, s))
+        return lf_fail(err, "serve: cannot start the delivery thread");
+    s->deliverer_started = true;
     if (pthread_create(&s->thread, NULL, sched_main, s)) {
-        waker_stop(s);
+        deliverer_stop(s);
         return lf_fail(err, "serve: cannot start the scheduler thread");
     }
     s->started = true;
@@ -467,7 +572,7 @@ void lf_sched_shutdown(lf_sched *s, double timeout_s) {
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
-    waker_stop(s); /* after the scheduler: it wakes what the last steps queued */
+    deliverer_stop(s); /* after the scheduler: it delivers what the last loops queued */
     s->started = false;
     free(s->live);
     s->live = NULL;
