@@ -219,14 +219,15 @@ static void *deliverer_main(void *arg) {
     lf_sched *s = arg;
     pthread_mutex_lock(&s->dmu);
     for (;;) {
-        while (!s->dquit && s->dq_n == 0) pthread_cond_wait(&s->dcv, &s->dmu);
-        if (s->dq_n == 0) break; /* quit, and nothing left to deliver */
+        while (!s->dquit && s->dq_loops == 0) pthread_cond_wait(&s->dcv, &s->dmu);
+        if (s->dq_loops == 0) break; /* quit, and nothing left to deliver */
         lf_delivery *b = s->dq;
         int n = s->dq_n, cap = s->dq_cap;
         lf_metrics_step st = s->dq_step;
         s->dq = s->dbatch;
         s->dq_cap = s->dbatch_cap;
         s->dq_n = 0;
+        s->dq_loops = 0;
         s->dbatch = b;
         s->dbatch_cap = cap;
         pthread_cond_signal(&s->dtaken);
@@ -257,6 +258,22 @@ static void deliverer_stop(lf_sched *s) {
 }
 
 /* ---- the scheduler thread ------------------------------------------------ */
+
+/* Append this loop's records to the queued batch (caller holds dmu);
+ * false when it cannot grow. */
+static bool dq_append(lf_sched *s) {
+    if (s->dq_n + s->n_items > s->dq_cap) {
+        long nc = 2 * ((long)s->dq_n + s->n_items);
+        if (nc > INT_MAX) return false;
+        lf_delivery *nq = realloc(s->dq, (size_t)nc * sizeof *nq);
+        if (!nq) return false;
+        s->dq = nq;
+        s->dq_cap = (int)nc;
+    }
+    memcpy(s->dq + s->dq_n, s->items, (size_t)s->n_items * sizeof *s->items);
+    s->dq_n += s->n_items;
+    return true;
+}
 
 /* Room for `more` records in this loop's array; false when out of memory. */
 static bool items_reserve(lf_sched *s, long more) {
@@ -304,19 +321,38 @@ static void inbox_put_back(lf_sched *s, lf_job *list, bool wake) {
     nanosleep(&(struct timespec){0, 10000000}, NULL);
 }
 
-/* Queue this loop's records and figures for the delivery thread, once it
- * has taken the previous batch (it is at most one batch behind). */
+/* Queue this loop's records and figures for the delivery thread: in place
+ * of the queued batch when it has been taken, else after it (the delivery
+ * thread is behind: a slow batch, or no core for it at the moment). The
+ * scheduler waits only when LF_DELIVER_BEHIND loops are queued, or when the
+ * queue cannot grow. */
+#define LF_DELIVER_BEHIND 4
 static void post_items(lf_sched *s) {
     pthread_mutex_lock(&s->dmu);
-    while (s->dq_n > 0) pthread_cond_wait(&s->dtaken, &s->dmu);
-    lf_delivery *spare = s->dq;
-    int spare_cap = s->dq_cap;
-    s->dq = s->items;
-    s->dq_cap = s->cap_items;
-    s->dq_n = s->n_items;
-    s->dq_step = s->step;
-    s->items = spare;
-    s->cap_items = spare_cap;
+    for (;;) {
+        if (s->dq_loops == 0) { /* the delivery thread took the last batch */
+            lf_delivery *spare = s->dq;
+            int spare_cap = s->dq_cap;
+            s->dq = s->items;
+            s->dq_cap = s->cap_items;
+            s->dq_n = s->n_items;
+            s->items = spare;
+            s->cap_items = spare_cap;
+            s->dq_step = s->step;
+            s->dq_loops = 1;
+            break;
+        }
+        if (s->dq_loops < LF_DELIVER_BEHIND && dq_append(s)) {
+            double host_s = s->dq_step.host_s + s->step.host_s;
+            int stepped = s->dq_step.stepped + s->step.stepped;
+            s->dq_step = s->step; /* the latest gauges */
+            s->dq_step.host_s = host_s;
+            s->dq_step.stepped = stepped;
+            s->dq_loops++;
+            break;
+        }
+        pthread_cond_wait(&s->dtaken, &s->dmu);
+    }
     s->n_items = 0;
     pthread_cond_signal(&s->dcv);
     pthread_mutex_unlock(&s->dmu);

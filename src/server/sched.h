@@ -109,9 +109,9 @@ typedef struct lf_sched {
     bool quit;
     /* the delivery thread: decodes and delivers each loop's records while
      * the scheduler runs the next step (bench/results/serve.md). Three record
-     * arrays rotate: the scheduler's (items), the queued batch (dq: at most
-     * one; the scheduler waits while it is still there), the one being
-     * delivered (dbatch). */
+     * arrays rotate: the scheduler's (items), the queued batch (dq: the
+     * records of up to LF_DELIVER_BEHIND loops; the scheduler waits beyond
+     * that), the one being delivered (dbatch). */
     pthread_t deliverer;
     bool deliverer_started;
     pthread_mutex_t dmu;
@@ -119,7 +119,8 @@ typedef struct lf_sched {
     pthread_cond_t dtaken;     /* the delivery thread took the queued batch */
     lf_delivery *dq;
     int dq_n, dq_cap;
-    lf_metrics_step dq_step;   /* the scheduler's figures of the loop that queued the batch */
+    int dq_loops;              /* scheduler loops in the queued batch */
+    lf_metrics_step dq_step;   /* the scheduler's figures of those loops (the latest gauges) */
     bool dquit;
     /* scheduler only */
     lf_job **live;
