@@ -269,6 +269,15 @@ def main():
         "tpot_ms": {f"p{p}": round(pct(tpot, p), 3) for p in (50, 90, 99)} if tpot else None,
         "server_generated_tokens": metrics and metrics.get("longflow_generation_tokens_total"),
     }
+    # the server's own host time: the scheduler's (outside the engine's step) and the
+    # delivery thread's (decode, append, stop scan, wake), per scheduler step
+    m = metrics or {}
+    steps = m.get("longflow_scheduler_steps_total")
+    for name in ("scheduler", "delivery"):
+        sec = m.get(f"longflow_{name}_host_seconds_total")
+        out[f"{name}_host_s"] = sec
+        out[f"{name}_host_ms_per_step"] = round(sec * 1e3 / steps, 4) if sec is not None and steps else None
+    out["scheduler_steps"] = steps
     s = json.dumps(out, indent=1)
     print(s)
     if a.output:

@@ -12,8 +12,10 @@
 #            (NLL, KL, top-1 of every GPU policy; its "measured" lines go to the summary), then
 #            perplexity --gen 1500 --fidelity on the tiny reasoner's demo prompt, every GPU
 #            policy at budgets 64/128/256, on cuda (--batch max) and on the CPU (ppl.jsonl)
-#   kvdtype  the FP8 KV cache vs bf16: memcheck of the FP8 kernel, bench_cuda_kvdtype, and
-#            longflow bench --kv-dtype fp8 / bf16 at the paper's setting (LF_KV_POLICIES)
+#   kvdtype  the FP8 KV cache vs bf16: memcheck of the FP8 kernel, bench_cuda_kvdtype (both
+#            skipped with LF_KVDTYPE_SKIP=1), and longflow bench --kv-dtype fp8 / bf16 at the
+#            paper's setting (LF_KV_POLICIES, default longflow full; LF_KV_CONFIGS, default
+#            qwen3-1.7b)
 #   serve    longflow serve against longflow bench --mode real at one shape (LF_SERVE_N,
 #            LF_SERVE_GEN, LF_SERVE_POLICIES: see the part below); serve_<policy>.json
 #   bench    longflow bench --device cuda, qwen3-1.7b, prompt 512, gen 16384,
@@ -183,18 +185,21 @@ PY
     # kernel (small shapes, both launch modes), the fused kernel alone (bench_cuda_kvdtype:
     # B 64/128/256 x 3200/8192 slots), and the engine at the paper's setting with
     # LF_KV_POLICIES (default longflow, full) at budget 3200 in both dtypes
-    if command -v compute-sanitizer > /dev/null; then
+    if [ -n "${LF_KVDTYPE_SKIP:-}" ]; then :
+    elif command -v compute-sanitizer > /dev/null; then
       run "memcheck bench_cuda_kvdtype (small)" 90 compute-sanitizer --tool memcheck --leak-check no \
           --error-exitcode 3 "$PROG/bench_cuda_kvdtype" --reps 1 --batch 2,40 --slots 200,700
     else
       sum "SKIP  memcheck (no compute-sanitizer)"
     fi
-    run "bench_cuda_kvdtype" 150 "$PROG/bench_cuda_kvdtype" ${LF_KVDTYPE_ARGS:-}
-    COMMON=(--random-weights --config qwen3-1.7b --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
-    for pol in ${LF_KV_POLICIES:-longflow full}; do
-      if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
-      for kv in fp8 bf16; do
-        bench_json "$BENCH_JSON" 150 "bench qwen3-1.7b $pol kv $kv" "${COMMON[@]}" "${P[@]}" --kv-dtype $kv
+    [ -n "${LF_KVDTYPE_SKIP:-}" ] || run "bench_cuda_kvdtype" 150 "$PROG/bench_cuda_kvdtype" ${LF_KVDTYPE_ARGS:-}
+    for cfg in ${LF_KV_CONFIGS:-qwen3-1.7b}; do
+      COMMON=(--random-weights --config $cfg --prompt-len 512 --gen-len 16384 --batch max --mode sampled)
+      for pol in ${LF_KV_POLICIES:-longflow full}; do
+        if [ $pol = full ]; then P=(--policy full); else P=(--policy $pol --budget 3200); fi
+        for kv in fp8 bf16; do
+          bench_json "$BENCH_JSON" 200 "bench $cfg $pol kv $kv" "${COMMON[@]}" "${P[@]}" --kv-dtype $kv
+        done
       done
     done
     ;;
