@@ -9,6 +9,7 @@
 
 #include "cpu/pool.h"
 #include "cpu/simd.h"
+#include "cpu/tile512.h"
 
 #if LF_X86
 #include <cpuid.h>
@@ -97,6 +98,9 @@ const char *lf_bgemm_level_name(lf_bgemm_level level) {
 #define LF_TARGET_AMX                                                                                              \
     __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 #define LF_AI __attribute__((always_inline)) inline
+/* The vdpbf16ps tile (cpu/tile512.h): a broadcast pair of bf16 weights, multiply-added into fp32. */
+#define LF_TILE512_BTYPE __m512bh
+#define LF_TILE512_MAC(a, x, w) _mm512_dpbf16_ps(a, x, w)
 
 /* ---- activations: round to bf16, pack per 16 tokens ------------------------ */
 
@@ -155,45 +159,20 @@ static LF_AI uint32_t ld32(const uint16_t *p) {
  * out[r * 32 + token]. */
 static LF_AI LF_TARGET_BF16 void dp_tile(const uint16_t *w, size_t ldw, int K, const uint32_t *x0,
                                          const uint32_t *x1, int R, bool two, float *out) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    const int ld = 32;
+    LF_TILE512_ROWS8(LF_TILE512_ZERO)
     const uint16_t *wr[BG_MR];
     for (int r = 0; r < BG_MR; r++) wr[r] = r < R ? w + (size_t)r * ldw : w;
     int np = K / 2, last = np + (K & 1);
+#define LF_TILE512_BCAST(r) (__m512bh) _mm512_set1_epi32((int)(tail ? (uint32_t)wr[r][2 * p] : ld32(wr[r] + 2 * p)))
     for (int p = 0; p < last; p++) {
         __m512bh xa = (__m512bh)_mm512_loadu_si512((const void *)(x0 + (size_t)p * BG_NB));
         __m512bh xb = two ? (__m512bh)_mm512_loadu_si512((const void *)(x1 + (size_t)p * BG_NB)) : xa;
         bool tail = p == np;
-#define BG_STEP(r, a0, a1)                                                                                         \
-    if (R > r) {                                                                                                   \
-        __m512bh wv = (__m512bh)_mm512_set1_epi32((int)(tail ? (uint32_t)wr[r][2 * p] : ld32(wr[r] + 2 * p)));     \
-        a0 = _mm512_dpbf16_ps(a0, xa, wv);                                                                         \
-        if (two) a1 = _mm512_dpbf16_ps(a1, xb, wv);                                                                \
+        LF_TILE512_ROWS8(LF_TILE512_STEP)
     }
-        BG_STEP(0, c00, c01)
-        BG_STEP(1, c10, c11)
-        BG_STEP(2, c20, c21)
-        BG_STEP(3, c30, c31)
-        BG_STEP(4, c40, c41)
-        BG_STEP(5, c50, c51)
-        BG_STEP(6, c60, c61)
-        BG_STEP(7, c70, c71)
-#undef BG_STEP
-    }
-#define BG_OUT(r, a0, a1)                                                                                          \
-    if (R > r) {                                                                                                   \
-        _mm512_storeu_ps(out + r * 32, a0);                                                                        \
-        if (two) _mm512_storeu_ps(out + r * 32 + 16, a1);                                                          \
-    }
-    BG_OUT(0, c00, c01)
-    BG_OUT(1, c10, c11)
-    BG_OUT(2, c20, c21)
-    BG_OUT(3, c30, c31)
-    BG_OUT(4, c40, c41)
-    BG_OUT(5, c50, c51)
-    BG_OUT(6, c60, c61)
-    BG_OUT(7, c70, c71)
-#undef BG_OUT
+#undef LF_TILE512_BCAST
+    LF_TILE512_ROWS8(LF_TILE512_STORE)
 }
 
 #define BG_DP_CASE(R)                                                                                              \

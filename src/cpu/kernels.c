@@ -34,6 +34,11 @@
 #include "cpu/qgemm.h"
 #include "cpu/qmatmul.h"
 #include "cpu/simd.h"
+#include "cpu/tile512.h"
+
+/* The 512-bit tiles of this file are fp32 (cpu/tile512.h). */
+#define LF_TILE512_BTYPE __m512
+#define LF_TILE512_MAC(a, x, w) _mm512_fmadd_ps(w, x, a)
 
 /* ---- threads and SIMD level ---------------------------------------------- */
 
@@ -426,38 +431,17 @@ static LF_TARGET_AVX2 void gemm_tile_any(const float *wp, size_t ldw, const floa
  * [K][16]), 12 accumulators. out[r*32 + token]. */
 static LF_AI LF_TARGET_AVX512 void gemm_tile512(const float *wp, size_t ldw, const float *x0, const float *x1,
                                                int K, int R, bool two, float *out) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    const int ld = 32;
+    LF_TILE512_ROWS6(LF_TILE512_ZERO)
     const float *w0 = wp, *w1 = wp + ldw, *w2 = wp + 2 * ldw, *w3 = wp + 3 * ldw;
     const float *w4 = wp + 4 * ldw, *w5 = wp + 5 * ldw;
+#define LF_TILE512_BCAST(r) _mm512_set1_ps(w##r[k])
     for (int k = 0; k < K; k++) {
         __m512 xa = _mm512_loadu_ps(x0 + (size_t)k * 16), xb = two ? _mm512_loadu_ps(x1 + (size_t)k * 16) : xa;
-#define LF_GEMM512_STEP(r, a0, a1)                                                                                 \
-    if (R > r) {                                                                                                   \
-        __m512 wv = _mm512_set1_ps(w##r[k]);                                                                       \
-        a0 = _mm512_fmadd_ps(wv, xa, a0);                                                                          \
-        if (two) a1 = _mm512_fmadd_ps(wv, xb, a1);                                                                 \
+        LF_TILE512_ROWS6(LF_TILE512_STEP)
     }
-        LF_GEMM512_STEP(0, c00, c01)
-        LF_GEMM512_STEP(1, c10, c11)
-        LF_GEMM512_STEP(2, c20, c21)
-        LF_GEMM512_STEP(3, c30, c31)
-        LF_GEMM512_STEP(4, c40, c41)
-        LF_GEMM512_STEP(5, c50, c51)
-#undef LF_GEMM512_STEP
-    }
-#define LF_GEMM512_OUT(r, a0, a1)                                                                                  \
-    if (R > r) {                                                                                                   \
-        _mm512_storeu_ps(out + r * 32, a0);                                                                        \
-        if (two) _mm512_storeu_ps(out + r * 32 + 16, a1);                                                          \
-    }
-    LF_GEMM512_OUT(0, c00, c01)
-    LF_GEMM512_OUT(1, c10, c11)
-    LF_GEMM512_OUT(2, c20, c21)
-    LF_GEMM512_OUT(3, c30, c31)
-    LF_GEMM512_OUT(4, c40, c41)
-    LF_GEMM512_OUT(5, c50, c51)
-#undef LF_GEMM512_OUT
+#undef LF_TILE512_BCAST
+    LF_TILE512_ROWS6(LF_TILE512_STORE)
 }
 
 static LF_TARGET_AVX512 void gemm_tile512_any(const float *wp, size_t ldw, const float *x0, const float *x1, int K,
@@ -999,57 +983,29 @@ static LF_TARGET_AVX2 void attn_pv_any(const float *p, size_t ldp, const float *
  * queries x 32 keys (two blocks of 16 in kt; one when !two), and outputs of
  * R queries x 32 dims. */
 static LF_AI LF_TARGET_AVX512 void attn_qk_tile512(const float *qr, size_t ldq, const float *kt, int hd, int R,
-                                                  bool two, float *s, size_t lds) {
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                                                  bool two, float *out, size_t ld) {
+    LF_TILE512_ROWS4(LF_TILE512_ZERO)
     const float *kt1 = kt + (size_t)16 * hd;
+#define LF_TILE512_BCAST(r) _mm512_set1_ps(qr[r * ldq + d])
     for (int d = 0; d < hd; d++) {
-        __m512 k0 = _mm512_loadu_ps(kt + (size_t)d * 16), k1 = two ? _mm512_loadu_ps(kt1 + (size_t)d * 16) : k0;
-#define LF_QK512_STEP(r, x0, x1)                                                                                   \
-    if (R > r) {                                                                                                   \
-        __m512 qv = _mm512_set1_ps(qr[r * ldq + d]);                                                               \
-        x0 = _mm512_fmadd_ps(qv, k0, x0);                                                                          \
-        if (two) x1 = _mm512_fmadd_ps(qv, k1, x1);                                                                 \
+        __m512 xa = _mm512_loadu_ps(kt + (size_t)d * 16), xb = two ? _mm512_loadu_ps(kt1 + (size_t)d * 16) : xa;
+        LF_TILE512_ROWS4(LF_TILE512_STEP)
     }
-        LF_QK512_STEP(0, a00, a01)
-        LF_QK512_STEP(1, a10, a11)
-        LF_QK512_STEP(2, a20, a21)
-        LF_QK512_STEP(3, a30, a31)
-#undef LF_QK512_STEP
-    }
-#define LF_T512_OUT(r, x0, x1)                                                                                     \
-    if (R > r) {                                                                                                   \
-        _mm512_storeu_ps(s + r * lds, x0);                                                                         \
-        if (two) _mm512_storeu_ps(s + r * lds + 16, x1);                                                           \
-    }
-    LF_T512_OUT(0, a00, a01)
-    LF_T512_OUT(1, a10, a11)
-    LF_T512_OUT(2, a20, a21)
-    LF_T512_OUT(3, a30, a31)
+#undef LF_TILE512_BCAST
+    LF_TILE512_ROWS4(LF_TILE512_STORE)
 }
 
 static LF_AI LF_TARGET_AVX512 void attn_pv_tile512(const float *p, size_t ldp, const float *v, size_t ldv, int nk,
-                                                  int R, float *s, size_t lds) {
+                                                  int R, float *out, size_t ld) {
     const bool two = true;
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    LF_TILE512_ROWS4(LF_TILE512_ZERO)
+#define LF_TILE512_BCAST(r) _mm512_set1_ps(p[r * ldp + j])
     for (int j = 0; j < nk; j++) {
-        __m512 v0 = _mm512_loadu_ps(v + (size_t)j * ldv), v1 = _mm512_loadu_ps(v + (size_t)j * ldv + 16);
-#define LF_PV512_STEP(r, x0, x1)                                                                                   \
-    if (R > r) {                                                                                                   \
-        __m512 pv = _mm512_set1_ps(p[r * ldp + j]);                                                                \
-        x0 = _mm512_fmadd_ps(pv, v0, x0);                                                                          \
-        x1 = _mm512_fmadd_ps(pv, v1, x1);                                                                          \
+        __m512 xa = _mm512_loadu_ps(v + (size_t)j * ldv), xb = _mm512_loadu_ps(v + (size_t)j * ldv + 16);
+        LF_TILE512_ROWS4(LF_TILE512_STEP)
     }
-        LF_PV512_STEP(0, a00, a01)
-        LF_PV512_STEP(1, a10, a11)
-        LF_PV512_STEP(2, a20, a21)
-        LF_PV512_STEP(3, a30, a31)
-#undef LF_PV512_STEP
-    }
-    LF_T512_OUT(0, a00, a01)
-    LF_T512_OUT(1, a10, a11)
-    LF_T512_OUT(2, a20, a21)
-    LF_T512_OUT(3, a30, a31)
-#undef LF_T512_OUT
+#undef LF_TILE512_BCAST
+    LF_TILE512_ROWS4(LF_TILE512_STORE)
 }
 
 /* All scores of the query rows r0.. (R of them) against keys 0..nk-1. */
