@@ -192,66 +192,122 @@ static void test_kquant_matmul(void **state) {
     free(x0);
 }
 
-/* The decode kernels (lf_kdot_rows) on longer rows and more of them: the
- * fixture's 6 rows of 2 super-blocks laid end to end (blocks are
- * self-contained) make rows of 12 super-blocks; 20 such rows, each starting
- * at a different fixture row, against the reference at every level, and the
- * levels against scalar. The activation row is the fixture's tokens end to
- * end. */
-static void test_kdot_rows_long(void **state) {
-    (void)state;
-    enum { LROWS = 20, LCOLS = ROWS * COLS, LNB = LCOLS / LF_QK };
-    float *x0 = read_fixture("x.f32", (size_t)TOKENS * COLS * sizeof(float));
-    float *x = malloc((size_t)LCOLS * sizeof *x);
-    for (int c = 0; c < LCOLS; c++) x[c] = x0[c % (TOKENS * COLS)] * (c >= TOKENS * COLS ? -3.0f : 1.0f);
-    lf_qblock *xq = malloc((size_t)LNB * sizeof *xq);
-    lf_quantize_row(x, LCOLS, xq);
-    void *mem = malloc(lf_kact_bytes(LNB));
-    lf_kact act;
-    lf_kact_init(&act, xq, LNB, mem);
+/* The one-token products on long rows, by every way a row reaches the
+ * decode kernels: lf_kdot_rows on the whole activation row (lf_kact built
+ * once), lf_qdot (the row in parts of LF_KDOT_PART_BLOCKS blocks, each
+ * part's lf_kact on the stack) and lf_matmul_multi with one token (the
+ * forward pass's path), each at every level against the reference, and the
+ * levels against scalar. A long row is `reps` fixture rows of 2 super-blocks
+ * laid end to end (blocks are self-contained): segment i of row r is fixture
+ * row (r + i) % ROWS. The activation row is the fixture's tokens end to end,
+ * copy k scaled by (1 + 2k) and sign-flipped when k is odd. */
+typedef struct {
+    int reps, rows, cols, nb;
+    float *x;      /* [cols] */
+    lf_qblock *xq; /* [nb] */
+} long_case;
+
+static double long_row_ref(const kmat *m, const long_case *lc, int r, float *wf, double *bound, double *mag) {
+    for (int i = 0; i < lc->reps; i++)
+        memcpy(wf + (size_t)i * COLS, m->w + (size_t)((r + i) % ROWS) * COLS, COLS * sizeof(float));
+    double ref = 0;
+    *bound = *mag = 0;
+    for (int c0 = 0; c0 < lc->cols; c0 += COLS) {
+        double rf, bd, mg;
+        ref_dot(wf + c0, lc->x + c0, &rf, &bd, &mg);
+        ref += rf;
+        *bound += bd;
+        *mag += mg;
+    }
+    return ref;
+}
+
+/* out[way][level][row] for the three ways (file comment). */
+enum { WAYS = 3, LONG_ROWS_MAX = 20 };
+static const char *const ways[WAYS] = {"lf_kdot_rows", "lf_qdot", "lf_matmul_multi"};
+
+static void long_rows_products(const kmat *m, const long_case *lc, const uint8_t *w, size_t row_bytes,
+                               const lf_kact *act, float out[WAYS][LEVELS_MAX][LONG_ROWS_MAX]) {
     lf_qdot_level best = lf_qdot_supported();
-    float *wf = malloc((size_t)LCOLS * sizeof *wf);
+    lf_weight wt = {w, m->t, lc->rows, lc->cols};
+    float *scratch = malloc(lf_matmul_scratch_floats(1, lc->cols) * sizeof(float));
+    for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
+        lf_kdot_rows(m->t, w, row_bytes, lc->rows, lc->nb, act, (lf_qdot_level)lv, out[0][lv]);
+        for (int r = 0; r < lc->rows; r++) out[1][lv][r] = lf_qdot(m->t, w + r * row_bytes, lc->xq, lc->nb, (lf_qdot_level)lv);
+        lf_qdot_set_level((lf_qdot_level)lv);
+        lf_matmul_job job = {&wt, NULL, out[2][lv]};
+        lf_matmul_multi(lc->x, 1, lc->cols, &job, 1, scratch);
+    }
+    lf_qdot_set_level(best);
+    free(scratch);
+}
+
+static void check_long_rows(int reps, int rows) {
+    assert_true(rows <= LONG_ROWS_MAX);
+    long_case lc = {reps, rows, reps * COLS, reps * COLS / LF_QK, NULL, NULL};
+    float *x0 = read_fixture("x.f32", (size_t)TOKENS * COLS * sizeof(float));
+    lc.x = malloc((size_t)lc.cols * sizeof *lc.x);
+    for (int c = 0; c < lc.cols; c++) {
+        int k = c / (TOKENS * COLS);
+        lc.x[c] = x0[c % (TOKENS * COLS)] * (float)(1 + 2 * k) * (k % 2 ? -1.0f : 1.0f);
+    }
+    lc.xq = malloc((size_t)lc.nb * sizeof *lc.xq);
+    lf_quantize_row(lc.x, lc.cols, lc.xq);
+    void *mem = malloc(lf_kact_bytes(lc.nb));
+    lf_kact act;
+    lf_kact_init(&act, lc.xq, lc.nb, mem);
+    lf_qdot_level best = lf_qdot_supported();
+    float *wf = malloc((size_t)lc.cols * sizeof *wf);
+    static float out[WAYS][LEVELS_MAX][LONG_ROWS_MAX];
     for (int k = 0; k < 3; k++) {
         kmat m = load_kmat(k);
-        size_t fix_row = lf_dtype_row_bytes(m.t, COLS), row_bytes = (size_t)ROWS * fix_row;
-        uint8_t *w = malloc((size_t)LROWS * row_bytes);
-        for (int r = 0; r < LROWS; r++)
-            for (int i = 0; i < ROWS; i++)
+        size_t fix_row = lf_dtype_row_bytes(m.t, COLS), row_bytes = (size_t)reps * fix_row;
+        uint8_t *w = malloc((size_t)rows * row_bytes);
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < reps; i++)
                 memcpy(w + r * row_bytes + i * fix_row, m.blocks + ((r + i) % ROWS) * fix_row, fix_row);
-        float out[LEVELS_MAX][LROWS];
-        for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++)
-            lf_kdot_rows(m.t, w, row_bytes, LROWS, LNB, &act, (lf_qdot_level)lv, out[lv]);
+        long_rows_products(&m, &lc, w, row_bytes, &act, out);
         double worst = 0;
-        for (int r = 0; r < LROWS; r++) {
-            for (int i = 0; i < ROWS; i++)
-                memcpy(wf + i * COLS, m.w + (size_t)((r + i) % ROWS) * COLS, COLS * sizeof(float));
-            double ref = 0, bound = 0, mag = 0;
-            for (int c0 = 0; c0 < LCOLS; c0 += COLS) {
-                double rf, bd, mg;
-                ref_dot(wf + c0, x + c0, &rf, &bd, &mg);
-                ref += rf;
-                bound += bd;
-                mag += mg;
-            }
-            for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
-                if (fabs(out[lv][r] - ref) > bound)
-                    fail_msg("%s long row %d level %s: %.9g, reference %.9g, bound %.3g", names[k], r,
-                             lf_qdot_level_name((lf_qdot_level)lv), out[lv][r], ref, bound);
-                if (fabs(out[lv][r] - out[LF_QDOT_SCALAR][r]) > 1e-5 * mag + 1e-30)
-                    fail_msg("%s long row %d: level %s %.9g vs scalar %.9g", names[k], r,
-                             lf_qdot_level_name((lf_qdot_level)lv), out[lv][r], out[LF_QDOT_SCALAR][r]);
-                worst = fmax(worst, fabs(out[lv][r] - ref) / bound);
-            }
+        for (int r = 0; r < rows; r++) {
+            double bound, mag, ref = long_row_ref(&m, &lc, r, wf, &bound, &mag);
+            for (int way = 0; way < WAYS; way++)
+                for (int lv = LF_QDOT_SCALAR; lv <= (int)best; lv++) {
+                    double got = out[way][lv][r], s0 = out[way][LF_QDOT_SCALAR][r];
+                    const char *lvn = lf_qdot_level_name((lf_qdot_level)lv);
+                    if (fabs(got - ref) > bound)
+                        fail_msg("%s %d columns row %d %s level %s: %.9g, reference %.9g, bound %.3g", names[k],
+                                 lc.cols, r, ways[way], lvn, got, ref, bound);
+                    if (fabs(got - s0) > 1e-5 * mag + 1e-30)
+                        fail_msg("%s %d columns row %d %s: level %s %.9g vs scalar %.9g", names[k], lc.cols, r,
+                                 ways[way], lvn, got, s0);
+                    worst = fmax(worst, fabs(got - ref) / bound);
+                }
         }
-        printf("%s long rows: worst error / bound %.3f\n", names[k], worst);
+        printf("%s rows of %d columns: worst error / bound %.3f\n", names[k], lc.cols, worst);
+        assert_true(worst > 0);
         free(w);
         free_kmat(&m);
     }
     free(wf);
     free(mem);
-    free(xq);
-    free(x);
+    free(lc.xq);
+    free(lc.x);
     free(x0);
+}
+
+/* 20 rows of 3,072 columns (12 super-blocks). */
+static void test_kdot_rows_long(void **state) {
+    (void)state;
+    check_long_rows(ROWS, 20);
+}
+
+/* Rows wider than 16,384 columns (once served by an older one-token kernel
+ * of their own): 4 rows of 18,432 columns (72 super-blocks; lf_qdot takes
+ * them in parts of 256, 256 and 64 blocks). */
+static void test_kdot_rows_wide(void **state) {
+    (void)state;
+    assert_true(36 * COLS > 16384 && 36 * COLS / LF_QK > 2 * LF_KDOT_PART_BLOCKS);
+    check_long_rows(36, 4);
 }
 
 /* The embedding lookup and the prefill panels: rows dequantized to fp32
@@ -275,6 +331,7 @@ int main(void) {
         cmocka_unit_test(test_kdot_levels),
         cmocka_unit_test(test_kquant_matmul),
         cmocka_unit_test(test_kdot_rows_long),
+        cmocka_unit_test(test_kdot_rows_wide),
         cmocka_unit_test(test_kquant_rows_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -21,7 +21,7 @@
 /* Where the sum of q over half h of block b goes in lf_kact.bsum. */
 static int group_index(int b, int h) { return (b / KSUB) * 16 + ((b % KSUB) / 4) * 8 + h * 4 + b % 4; }
 
-size_t lf_kact_bytes(int nb) { return (size_t)(nb > 0 ? nb : 0) * (2 * sizeof(float) + 2 * sizeof(int32_t) + LF_QK); }
+size_t lf_kact_bytes(int nb) { return (size_t)(nb > 0 ? nb : 0) * LF_KACT_BLOCK_BYTES; }
 
 void lf_kact_init(lf_kact *a, const lf_qblock *x, int nb, void *mem) {
     a->x = x;
@@ -244,4 +244,19 @@ void lf_kdot_rows(lf_dtype wt, const void *w, size_t row_bytes, int rows, int nb
 #endif
     const uint8_t *row = w;
     for (int r = 0; r < rows; r++, row += row_bytes) lf_kdot(wt, row, &a->x, 1, nb, level, &out[r]);
+}
+
+float lf_kdot_row(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
+    float mem[LF_KDOT_PART_BLOCKS * LF_KACT_BLOCK_BYTES / sizeof(float)], sum = 0.0f;
+    size_t part_bytes = lf_dtype_row_bytes(wt, (size_t)LF_KDOT_PART_BLOCKS * LF_QK);
+    const uint8_t *w = wrow;
+    for (int b0 = 0; b0 < nb; b0 += LF_KDOT_PART_BLOCKS, w += part_bytes) {
+        int n = nb - b0 < LF_KDOT_PART_BLOCKS ? nb - b0 : LF_KDOT_PART_BLOCKS;
+        lf_kact a;
+        lf_kact_init(&a, x + b0, n, mem);
+        float part;
+        lf_kdot_rows(wt, w, 0, 1, n, &a, level, &part);
+        sum += part;
+    }
+    return sum;
 }

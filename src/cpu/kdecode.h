@@ -27,7 +27,8 @@ typedef struct lf_kact {
     int8_t *q;     /* [32 nb] the blocks' values, contiguous (512-bit loads of two blocks) */
 } lf_kact;
 
-/* Bytes of memory lf_kact_init needs for nb blocks. */
+/* Bytes of memory lf_kact_init needs per block, and for nb blocks. */
+#define LF_KACT_BLOCK_BYTES (2 * sizeof(float) + 2 * sizeof(int32_t) + LF_QK)
 size_t lf_kact_bytes(int nb);
 
 /* Fill a (its arrays in mem, lf_kact_bytes(nb) bytes aligned for floats)
@@ -38,5 +39,12 @@ void lf_kact_init(lf_kact *a, const lf_qblock *x, int nb, void *mem);
  * from w, nb / 8 super-blocks of type wt each) with the activation row. */
 void lf_kdot_rows(lf_dtype wt, const void *w, size_t row_bytes, int rows, int nb, const lf_kact *a,
                   lf_qdot_level level, float *out);
+
+/* The dot product of one row (nb / 8 super-blocks of type wt, any width)
+ * with the activation blocks x[0..nb), for a caller that has no lf_kact:
+ * the row is taken in parts of LF_KDOT_PART_BLOCKS blocks, each part's
+ * lf_kact built on the stack. */
+#define LF_KDOT_PART_BLOCKS 256
+float lf_kdot_row(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level);
 
 #endif

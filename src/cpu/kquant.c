@@ -20,6 +20,7 @@
 
 #define QK_K 256
 #define KSUB 8 /* activation blocks per super-block */
+#define KT 4   /* tokens per product at the SIMD levels */
 
 bool lf_dtype_is_kquant(lf_dtype t) { return t == LF_DTYPE_Q4_K || t == LF_DTYPE_Q5_K || t == LF_DTYPE_Q6_K; }
 
@@ -160,11 +161,11 @@ static inline LF_TARGET_AVX2 __m256i k45_bytes(const uint8_t *qs, __m256i qhv, b
 }
 
 static inline __attribute__((always_inline)) LF_TARGET_AVX2 void q45k_avx2(lf_dtype wt, const uint8_t *w,
-                                                                           const lf_qblock *const *x, int T,
-                                                                           int nsb, float *out) {
-    __m256 acc[4];
-    float extra[4];
-    for (int t = 0; t < T; t++) {
+                                                                           const lf_qblock *const *x, int nsb,
+                                                                           float *out) {
+    __m256 acc[KT];
+    float extra[KT];
+    for (int t = 0; t < KT; t++) {
         acc[t] = _mm256_setzero_ps();
         extra[t] = 0.0f;
     }
@@ -179,21 +180,21 @@ static inline __attribute__((always_inline)) LF_TARGET_AVX2 void q45k_avx2(lf_dt
         __m256i qhv = q5 ? _mm256_loadu_si256((const __m256i *)(const void *)(w + 16)) : _mm256_setzero_si256();
         for (int j = 0; j < KSUB; j++) {
             __m256i q = k45_bytes(qs, qhv, q5, j), sc16 = _mm256_set1_epi16((short)sc[j]);
-            for (int t = 0; t < T; t++) {
+            for (int t = 0; t < KT; t++) {
                 const lf_qblock *xb = &x[t][sb * KSUB + j];
                 K_ACCUM(acc[t], q, xb, sc16, d * xb->d);
                 extra[t] -= dmin * (float)m[j] * xb->s;
             }
         }
     }
-    for (int t = 0; t < T; t++) out[t] = lf_hsum256(acc[t]) + extra[t];
+    for (int t = 0; t < KT; t++) out[t] = lf_hsum256(acc[t]) + extra[t];
 }
 
 static inline __attribute__((always_inline)) LF_TARGET_AVX2 void q6k_avx2(const uint8_t *w,
-                                                                          const lf_qblock *const *x, int T,
-                                                                          int nsb, float *out) {
-    __m256 acc[4];
-    for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+                                                                          const lf_qblock *const *x, int nsb,
+                                                                          float *out) {
+    __m256 acc[KT];
+    for (int t = 0; t < KT; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
     for (int sb = 0; sb < nsb; sb++, w += 210) {
         prefetch_ahead(w, 210);
@@ -211,7 +212,7 @@ static inline __attribute__((always_inline)) LF_TARGET_AVX2 void q6k_avx2(const 
                 __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
                 /* scale sc[2k] on values 0-15 (int16 lanes 0-7), sc[2k+1] on 16-31 */
                 __m256i sc16 = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-                for (int t = 0; t < T; t++) {
+                for (int t = 0; t < KT; t++) {
                     const lf_qblock *xb = &x[t][sb * KSUB + 4 * h + k];
                     __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)xb->q);
                     /* (q - 32) qx in pairs: q unsigned 0..63, so maddubs twice */
@@ -222,39 +223,27 @@ static inline __attribute__((always_inline)) LF_TARGET_AVX2 void q6k_avx2(const 
             }
         }
     }
-    for (int t = 0; t < T; t++) out[t] = lf_hsum256(acc[t]);
+    for (int t = 0; t < KT; t++) out[t] = lf_hsum256(acc[t]);
 }
 
-/* T is 1 or 4; each is compiled as its own loop (constant token count). */
-static LF_TARGET_AVX2 void kdot_avx2(lf_dtype wt, const uint8_t *w, const lf_qblock *const *x, int T, int nsb,
-                                     float *out) {
-    if (wt == LF_DTYPE_Q6_K) {
-        if (T == 1)
-            q6k_avx2(w, x, 1, nsb, out);
-        else
-            q6k_avx2(w, x, 4, nsb, out);
-    } else if (T == 1) {
-        q45k_avx2(wt, w, x, 1, nsb, out);
-    } else {
-        q45k_avx2(wt, w, x, 4, nsb, out);
-    }
+static LF_TARGET_AVX2 void kdot_avx2(lf_dtype wt, const uint8_t *w, const lf_qblock *const *x, int nsb, float *out) {
+    if (wt == LF_DTYPE_Q6_K)
+        q6k_avx2(w, x, nsb, out);
+    else
+        q45k_avx2(wt, w, x, nsb, out);
 }
 #endif
 
-/* AVX-512 VNNI has no k-quant kernel of its own: that level runs AVX2 here. */
+/* AVX-512 VNNI has no k-quant kernel of its own here: that level runs AVX2. */
 void lf_kdot(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int T, int nb, lf_qdot_level level,
              float *out) {
     int nsb = nb / KSUB;
 #if LF_X86
     if (level >= LF_QDOT_AVX2) {
-        if (T == 1) {
-            kdot_avx2(wt, wrow, x, 1, nsb, out);
-            return;
-        }
-        const lf_qblock *xs[4];
-        for (int t = 0; t < 4; t++) xs[t] = x[t < T ? t : T - 1];
-        float o[4];
-        kdot_avx2(wt, wrow, xs, 4, nsb, o);
+        const lf_qblock *xs[KT];
+        for (int t = 0; t < KT; t++) xs[t] = x[t < T ? t : T - 1];
+        float o[KT];
+        kdot_avx2(wt, wrow, xs, nsb, o);
         memcpy(out, o, (size_t)T * sizeof(float));
         return;
     }

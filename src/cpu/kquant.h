@@ -19,7 +19,9 @@
 bool lf_dtype_is_kquant(lf_dtype t);
 
 /* out[t] for t < T (1 <= T <= 4): the dot product of one weight row (nb / 8
- * super-blocks of type wt; nb activation blocks) with x[t]. */
+ * super-blocks of type wt; nb activation blocks) with x[t]; at the SIMD
+ * levels always computed as 4 tokens (the last repeated). The products of
+ * one token are kdecode.h's, which take this one at the scalar level. */
 void lf_kdot(lf_dtype wt, const void *wrow, const lf_qblock *const *x, int T, int nb, lf_qdot_level level,
              float *out);
 

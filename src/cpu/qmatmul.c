@@ -381,21 +381,8 @@ static LF_TARGET_VNNI512 float qdot1_vnni512(lf_dtype wt, const uint8_t *w, cons
 }
 #endif
 
-/* Rows of one k-quant matrix against one activation row (the decode kernels). */
-#define KACT_STACK_BLOCKS 512
-
 float lf_qdot(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
-    if (lf_dtype_is_kquant(wt)) {
-        float out, mem[KACT_STACK_BLOCKS * 4];
-        if (nb <= KACT_STACK_BLOCKS) {
-            lf_kact a;
-            lf_kact_init(&a, x, nb, mem);
-            lf_kdot_rows(wt, wrow, 0, 1, nb, &a, level, &out);
-        } else {
-            lf_kdot(wt, wrow, &x, 1, nb, level, &out);
-        }
-        return out;
-    }
+    if (lf_dtype_is_kquant(wt)) return lf_kdot_row(wt, wrow, x, nb, level);
 #if LF_X86
     if (level == LF_QDOT_AVX512VNNI) return qdot1_vnni512(wt, wrow, x, nb);
     if (level == LF_QDOT_AVX2) return qdot1_avx2(wt, wrow, x, nb);
