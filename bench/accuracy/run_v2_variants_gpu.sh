@@ -14,6 +14,8 @@
 # PLAIN=1 then sweeps every GPU policy at 5/40/60/80% and at 256 and 512 slots.
 # Results in $OUT: variants.tar.gz (both sweeps' tables, kinds.md of
 # tools/train/analyze_v2.py, runs/). A dry run here: DEVICE=cpu BATCH=4 LIMIT=1.
+# Knobs: DEADLINE_S (200, per sweep) and tools/train/v2_sweep.sh's (DEVICE,
+# BATCH, LIMIT, MAXTOK, JOBS), which runs each sweep and its analysis.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${OUT:?set OUT}"
@@ -26,18 +28,12 @@ tar xzf .devbin/bin.tar.gz -C "$PROG" || { echo "cannot unpack .devbin/bin.tar.g
 export LD_LIBRARY_PATH="$ROOT/.devbin/lib:$PROG${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cp models/tiny-reasoner-v2/*.json "$W/model/"
 cp .v2init/model.safetensors "$W/model/" || { echo "no .v2init/model.safetensors"; exit 1; }
-DATA=(models/tiny-reasoner-v2/data/fib.jsonl models/tiny-reasoner-v2/data/mul.jsonl models/tiny-reasoner-v2/data/gcd.jsonl)
+. tools/train/v2_sweep.sh
+DATA=models/tiny-reasoner-v2/data
 S=106
 sweep() { # OUTDIR BUDGETS... -- VARIANTS...
-  local out=$1; shift
-  local budgets=()
-  while [ "$1" != "--" ]; do budgets+=("$1"); shift; done
-  shift
-  python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device "${DEVICE:-cuda}" --batch "${BATCH:-200}" --model "$W/model" \
-    --data "${DATA[@]}" ${LIMIT:+--limit $LIMIT} --max-tokens 3000 --budgets "${budgets[@]}" --jobs 8 --deadline-s "${DEADLINE_S:-200}" \
-    --grace-s 5 --out "$out" ${1:+--policies "$@"} 2>&1 | grep -v '^\[eval\]' | tail -40
-  python3 tools/train/analyze_v2.py --data models/tiny-reasoner-v2/data --runs "$out/runs" \
-    --out "$out/kinds.jsonl" --md "$out/kinds.md" | tail -60
+  v2_sweep "$PROG/longflow" "$W/model" "$DATA" "$1" "${DEADLINE_S:-200}" "${@:2}" 2>&1 | grep -v '^\[eval\]' | tail -40
+  v2_analyze "$DATA" "$1" | tail -60
 }
 echo "== 20% ($(date -u +%T))"
 sweep "$W/v20" 20% -- longflow "longflow+prompt=longflow --sinks $S" \

@@ -19,6 +19,7 @@
 set -uo pipefail
 T0=$(date +%s)
 cd "$(dirname "$0")" || exit 1
+. tools/train/v2_sweep.sh
 OUTD=${OUT:?set OUT}
 W=$(mktemp -d /tmp/v2work.XXXXXX)
 exec > >(tee -a "$OUTD/run.log") 2>&1
@@ -40,7 +41,6 @@ gzip -c "$W/t/eval.jsonl" > "$OUTD/eval.jsonl.gz" 2>/dev/null
 tar cf "$OUTD/model.tar" -C "$W/t" model
 
 echo "== sweep ($(since) s)"
-LIM=(); [ "${LIMIT:-0}" != 0 ] && LIM=(--limit "$LIMIT")
 left=$(( ${END_S:-465} - $(since) ))
 acc_ok=$(python3 - "$W/t/metrics.json" "${MIN_ACC:-0}" <<'PY'
 import json, sys
@@ -63,20 +63,19 @@ if [ -f "$W/t/model/model.safetensors" ] && [ "$left" -gt 20 ]; then
   pids=()
   for f in fib mul gcd; do
     timeout $(( left + 10 )) "$PROG/longflow" eval --model "$W/t/model" --data "data/$f-long.jsonl" --policy full \
-      --device "${DEVICE:-cuda}" --batch "${BATCH:-200}" --max-tokens 3900 --instruction "" --json "${LIM[@]}" \
+      --device "${DEVICE:-cuda}" --batch "${BATCH:-200}" --max-tokens 3900 --instruction "" --json "${V2_LIMIT[@]}" \
       --output "$W/sweep/runs/$f-long.full.jsonl" > "$W/$f-long.json" 2> /dev/null &
     pids+=($!)
   done
-  python3 tools/sweep_accuracy.py --bin "$PROG/longflow" --device "${DEVICE:-cuda}" --batch "${BATCH:-200}" \
-    --model "$W/t/model" --data data/fib.jsonl data/mul.jsonl data/gcd.jsonl "${LIM[@]}" \
-    --max-tokens "${MAXTOK:-3000}" --budgets ${BUDGETS:-20% 10% 40% 5% 60% 80%} --jobs "${JOBS:-8}" \
-    --deadline-s "$left" --grace-s 5 --out "$W/sweep" 2>&1 | grep -v '^+ ' | tail -40
+  # (BUDGETS unquoted on purpose: several budgets)
+  # shellcheck disable=SC2086
+  v2_sweep "$PROG/longflow" "$W/t/model" data "$W/sweep" "$left" ${BUDGETS:-20% 10% 40% 5% 60% 80%} 2>&1 \
+    | grep -v '^+ ' | tail -40
   wait "${pids[@]}"  # (a bare wait would also wait for the tee above)
   cat "$W"/*-long.json > "$W/sweep/long_full.jsonl" 2>/dev/null
   cp "$W/policies.json" "$W/sweep/"
   echo "== analyze ($(since) s)"
-  python3 tools/train/analyze_v2.py --data data --runs "$W/sweep/runs" --out "$W/sweep/kinds.jsonl" \
-    --md "$W/sweep/kinds.md" | head -130
+  v2_analyze data "$W/sweep" | head -130
   tar czf "$OUTD/sweep.tar.gz" -C "$W/sweep" --exclude=runs .
   tar czf "$W/runs.tar.gz" -C "$W/sweep" runs
   sz=$(stat -c %s "$W/runs.tar.gz"); echo "runs.tar.gz: $sz bytes"

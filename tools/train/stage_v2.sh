@@ -20,7 +20,7 @@ if [ -f "$BUILD/bin.tar.gz" ]; then
 else
   "$SRC/tools/stage_devbin.sh" "$BUILD" "$DEST/devbin" > /dev/null
 fi
-cp "$SRC"/tools/train/{train.py,fastqwen.py,evaluate.py,tasks.py,tasks_v2.py,analyze_v2.py,device_run.sh} \
+cp "$SRC"/tools/train/{train.py,fastqwen.py,evaluate.py,tasks.py,tasks_v2.py,analyze_v2.py,device_run.sh,v2_sweep.sh} \
    "$DEST/tools/train/"
 cp "$SRC/tools/train/device_v2.sh" "$DEST/run.sh"
 cp "$SRC/tools/sweep_accuracy.py" "$DEST/tools/"
