@@ -246,6 +246,8 @@ void lf_kdot_rows(lf_dtype wt, const void *w, size_t row_bytes, int rows, int nb
     for (int r = 0; r < rows; r++, row += row_bytes) lf_kdot(wt, row, &a->x, 1, nb, level, &out[r]);
 }
 
+_Static_assert(LF_KDOT_PART_BLOCKS % KSUB == 0, "lf_kdot_row's parts are whole super-blocks");
+
 float lf_kdot_row(lf_dtype wt, const void *wrow, const lf_qblock *x, int nb, lf_qdot_level level) {
     float mem[LF_KDOT_PART_BLOCKS * LF_KACT_BLOCK_BYTES / sizeof(float)], sum = 0.0f;
     size_t part_bytes = lf_dtype_row_bytes(wt, (size_t)LF_KDOT_PART_BLOCKS * LF_QK);
