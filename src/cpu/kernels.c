@@ -893,89 +893,49 @@ static LF_TARGET_AVX2 void attn_rows_avx2(const float *q, const float *k, const 
     }
 }
 
-/* Scores of R (<= 4) queries (rows of stride ldq) x 16 keys: kt is the
- * transposed K of the 16 keys, [hd][ldk = 16]. */
-static LF_AI LF_TARGET_AVX2 void attn_qk_tile(const float *qr, size_t ldq, const float *kt,
-                                              size_t ldk, int hd, int R, float *s, size_t lds) {
+/* out[r][0..16] = sum_i a[r * lda + i] * b[i * ldb + 0..16] (i < n) for R
+ * (<= 4) rows: both products of the attention tile on 256-bit vectors. The
+ * scores: a = the queries, b = the 16 keys transposed ([hd][16]), n = hd;
+ * the outputs: a = the probabilities, b = V rows from dim d0, n = the keys. */
+static LF_AI LF_TARGET_AVX2 void attn_tile16(const float *a, size_t lda, const float *b, size_t ldb, int n, int R,
+                                             float *out, size_t ldo) {
     __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
     __m256 a30 = a00, a31 = a00;
-    for (int d = 0; d < hd; d++) {
-        __m256 k0 = _mm256_loadu_ps(kt + (size_t)d * ldk), k1 = _mm256_loadu_ps(kt + (size_t)d * ldk + 8);
-        __m256 qv;
-#define LF_QK_STEP(r, x0, x1)                                                                      \
+    for (int i = 0; i < n; i++) {
+        __m256 b0 = _mm256_loadu_ps(b + (size_t)i * ldb), b1 = _mm256_loadu_ps(b + (size_t)i * ldb + 8);
+        __m256 av;
+#define LF_T16_STEP(r, x0, x1)                                                                     \
     if (R > r) {                                                                                   \
-        qv = _mm256_broadcast_ss(qr + r * ldq + d);                                                \
-        x0 = _mm256_fmadd_ps(qv, k0, x0);                                                          \
-        x1 = _mm256_fmadd_ps(qv, k1, x1);                                                          \
+        av = _mm256_broadcast_ss(a + r * lda + i);                                                 \
+        x0 = _mm256_fmadd_ps(av, b0, x0);                                                          \
+        x1 = _mm256_fmadd_ps(av, b1, x1);                                                          \
     }
-        LF_QK_STEP(0, a00, a01)
-        LF_QK_STEP(1, a10, a11)
-        LF_QK_STEP(2, a20, a21)
-        LF_QK_STEP(3, a30, a31)
-#undef LF_QK_STEP
+        LF_T16_STEP(0, a00, a01)
+        LF_T16_STEP(1, a10, a11)
+        LF_T16_STEP(2, a20, a21)
+        LF_T16_STEP(3, a30, a31)
+#undef LF_T16_STEP
     }
-#define LF_QK_OUT(r, x0, x1)                                                                       \
+#define LF_T16_OUT(r, x0, x1)                                                                      \
     if (R > r) {                                                                                   \
-        _mm256_storeu_ps(s + r * lds, x0);                                                         \
-        _mm256_storeu_ps(s + r * lds + 8, x1);                                                     \
+        _mm256_storeu_ps(out + r * ldo, x0);                                                       \
+        _mm256_storeu_ps(out + r * ldo + 8, x1);                                                   \
     }
-    LF_QK_OUT(0, a00, a01)
-    LF_QK_OUT(1, a10, a11)
-    LF_QK_OUT(2, a20, a21)
-    LF_QK_OUT(3, a30, a31)
-#undef LF_QK_OUT
+    LF_T16_OUT(0, a00, a01)
+    LF_T16_OUT(1, a10, a11)
+    LF_T16_OUT(2, a20, a21)
+    LF_T16_OUT(3, a30, a31)
+#undef LF_T16_OUT
 }
 
-/* out rows (stride ldo) of R (<= 4) queries, dims d0..d0+16:
- * sum_j p[r][j] v[j][d0..], j < nk; v rows of stride ldv. */
-static LF_AI LF_TARGET_AVX2 void attn_pv_tile(const float *p, size_t ldp, const float *v, size_t ldv,
-                                              int nk, int R, float *o, size_t ldo) {
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
-    __m256 a30 = a00, a31 = a00;
-    for (int j = 0; j < nk; j++) {
-        __m256 v0 = _mm256_loadu_ps(v + (size_t)j * ldv), v1 = _mm256_loadu_ps(v + (size_t)j * ldv + 8);
-        __m256 pv;
-#define LF_PV_STEP(r, x0, x1)                                                                      \
-    if (R > r) {                                                                                   \
-        pv = _mm256_broadcast_ss(p + r * ldp + j);                                                 \
-        x0 = _mm256_fmadd_ps(pv, v0, x0);                                                          \
-        x1 = _mm256_fmadd_ps(pv, v1, x1);                                                          \
-    }
-        LF_PV_STEP(0, a00, a01)
-        LF_PV_STEP(1, a10, a11)
-        LF_PV_STEP(2, a20, a21)
-        LF_PV_STEP(3, a30, a31)
-#undef LF_PV_STEP
-    }
-#define LF_PV_OUT(r, x0, x1)                                                                       \
-    if (R > r) {                                                                                   \
-        _mm256_storeu_ps(o + r * ldo, x0);                                                         \
-        _mm256_storeu_ps(o + r * ldo + 8, x1);                                                     \
-    }
-    LF_PV_OUT(0, a00, a01)
-    LF_PV_OUT(1, a10, a11)
-    LF_PV_OUT(2, a20, a21)
-    LF_PV_OUT(3, a30, a31)
-#undef LF_PV_OUT
-}
-
-static LF_TARGET_AVX2 void attn_qk_any(const float *qr, size_t ldq, const float *kt, size_t ldk,
-                                       int hd, int R, float *s, size_t lds) {
+/* attn_tile16 with R a constant in each instance */
+static LF_TARGET_AVX2 void attn_tile16_any(const float *a, size_t lda, const float *b, size_t ldb, int n, int R,
+                                           float *out, size_t ldo) {
     switch (R) {
-    case 1: attn_qk_tile(qr, ldq, kt, ldk, hd, 1, s, lds); break;
-    case 2: attn_qk_tile(qr, ldq, kt, ldk, hd, 2, s, lds); break;
-    case 3: attn_qk_tile(qr, ldq, kt, ldk, hd, 3, s, lds); break;
-    default: attn_qk_tile(qr, ldq, kt, ldk, hd, 4, s, lds); break;
-    }
-}
-
-static LF_TARGET_AVX2 void attn_pv_any(const float *p, size_t ldp, const float *v, size_t ldv, int nk,
-                                       int R, float *o, size_t ldo) {
-    switch (R) {
-    case 1: attn_pv_tile(p, ldp, v, ldv, nk, 1, o, ldo); break;
-    case 2: attn_pv_tile(p, ldp, v, ldv, nk, 2, o, ldo); break;
-    case 3: attn_pv_tile(p, ldp, v, ldv, nk, 3, o, ldo); break;
-    default: attn_pv_tile(p, ldp, v, ldv, nk, 4, o, ldo); break;
+    case 1: attn_tile16(a, lda, b, ldb, n, 1, out, ldo); break;
+    case 2: attn_tile16(a, lda, b, ldb, n, 2, out, ldo); break;
+    case 3: attn_tile16(a, lda, b, ldb, n, 3, out, ldo); break;
+    default: attn_tile16(a, lda, b, ldb, n, 4, out, ldo); break;
     }
 }
 
@@ -1057,7 +1017,7 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
             continue;
         }
         for (int j0 = 0; j0 < nk; j0 += 16)
-            attn_qk_any(q0 + (size_t)r0 * ldq, ldq, kt + (size_t)j0 * hd, 16, hd, R,
+            attn_tile16_any(q0 + (size_t)r0 * ldq, ldq, kt + (size_t)j0 * hd, 16, hd, R,
                         s + (size_t)r0 * np + j0, np);
     }
     float inv[LF_QBLOCK];
@@ -1097,7 +1057,7 @@ static LF_TARGET_AVX2 void attn_block_avx2(const float *q, const float *kt, cons
             attn_pv_rows512(s + (size_t)r0 * np, np, vh, ldv, nk, hd, R, o0, ldq);
         else
             for (int d0 = 0; d0 < hd; d0 += 16)
-                attn_pv_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
+                attn_tile16_any(s + (size_t)r0 * np, np, vh + d0, ldv, nk, R, o0 + d0, ldq);
         for (int r = 0; r < R; r++) {
             float *o = o0 + (size_t)r * ldq;
             __m256 iv = _mm256_set1_ps(inv[r0 + r]);
