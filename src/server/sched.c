@@ -115,6 +115,12 @@ static void job_scan_stop(lf_job *j, size_t from, bool final) {
     if (safe > j->safe) j->safe = safe;
 }
 
+/* Where the stop-string scan of text appended now starts: the last
+ * max_stop bytes before it can begin a match (caller holds j->mu). */
+static size_t stop_scan_from(const lf_job *j) {
+    return j->len > j->max_stop ? j->len - j->max_stop : 0;
+}
+
 /* ---- the delivery thread --------------------------------------------------- */
 
 /* Why a second thread: on_token runs inside lf_engine_step, serially, while
@@ -159,7 +165,7 @@ static void deliver_token(lf_sched *s, const lf_delivery *d) {
         }
     }
     if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = d->tok;
-    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0, safe = j->safe;
+    size_t from = stop_scan_from(j), safe = j->safe;
     if (n) job_append(j, text, n);
     job_scan_stop(j, from, false);
     bool stopped = j->stop_hit;
@@ -176,7 +182,7 @@ static void deliver_end(lf_sched *s, lf_job *j) {
     size_t n = 0;
     if (j->detok && !j->stop_hit) lf_detok_stream_flush(j->detok, &text, &n);
     pthread_mutex_lock(&j->mu);
-    size_t from = j->len > j->max_stop ? j->len - j->max_stop : 0;
+    size_t from = stop_scan_from(j);
     if (n) job_append(j, text, n);
     job_scan_stop(j, from, true);
     j->finish = j->stop_hit ? "stop" : e->finish;
@@ -259,17 +265,23 @@ static void deliverer_stop(lf_sched *s) {
 
 /* ---- the scheduler thread ------------------------------------------------ */
 
+/* Room for `need` records in a record array (doubling); false when out of
+ * memory. */
+static bool records_reserve(lf_delivery **a, int *cap, long need) {
+    if (need <= *cap) return true;
+    long nc = 2 * need;
+    if (nc > INT_MAX) return false;
+    lf_delivery *na = realloc(*a, (size_t)nc * sizeof *na);
+    if (!na) return false;
+    *a = na;
+    *cap = (int)nc;
+    return true;
+}
+
 /* Append this loop's records to the queued batch (caller holds dmu);
  * false when it cannot grow. */
 static bool dq_append(lf_sched *s) {
-    if (s->dq_n + s->n_items > s->dq_cap) {
-        long nc = 2 * ((long)s->dq_n + s->n_items);
-        if (nc > INT_MAX) return false;
-        lf_delivery *nq = realloc(s->dq, (size_t)nc * sizeof *nq);
-        if (!nq) return false;
-        s->dq = nq;
-        s->dq_cap = (int)nc;
-    }
+    if (!records_reserve(&s->dq, &s->dq_cap, (long)s->dq_n + s->n_items)) return false;
     memcpy(s->dq + s->dq_n, s->items, (size_t)s->n_items * sizeof *s->items);
     s->dq_n += s->n_items;
     return true;
@@ -277,14 +289,7 @@ static bool dq_append(lf_sched *s) {
 
 /* Room for `more` records in this loop's array; false when out of memory. */
 static bool items_reserve(lf_sched *s, long more) {
-    if (s->n_items + more <= s->cap_items) return true;
-    long nc = 2 * (s->n_items + more);
-    if (nc > INT_MAX) return false;
-    lf_delivery *ni = realloc(s->items, (size_t)nc * sizeof *ni);
-    if (!ni) return false;
-    s->items = ni;
-    s->cap_items = (int)nc;
-    return true;
+    return records_reserve(&s->items, &s->cap_items, s->n_items + more);
 }
 
 /* Record for the delivery thread. There is room: the loop reserved it
