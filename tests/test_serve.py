@@ -316,6 +316,9 @@ class Serve(unittest.TestCase):
             (CHAT, dict(ok, temperature=-1), 400, "temperature"),
             (CHAT, dict(ok, temperature="hot"), 400, "temperature"),
             (CHAT, dict(ok, top_p=0), 400, "top_p"),
+            (CHAT, dict(ok, top_p=1e-83), 400, "top_p"),  # > 0 as a double, 0.0f as the sampler keeps it
+            (CHAT, dict(ok, min_p=0.99999999999), 400, "min_p"),  # rounds to 1.0f
+            (CHAT, dict(ok, repetition_penalty=1e-50), 400, "repetition_penalty"),
             (CHAT, dict(ok, top_k=1.5), 400, "top_k"),
             (CHAT, dict(ok, min_p=1), 400, "min_p"),
             (CHAT, dict(ok, repetition_penalty=0), 400, "repetition_penalty"),

@@ -124,22 +124,31 @@ static int bool_field(const cJSON *o, const char *name, const char *param, bool 
     return 1;
 }
 
+/* An optional sampling number in [lo, hi], or (lo, hi] / [lo, hi) where
+ * open_lo / open_hi. The open ends are checked on the float the sampler
+ * keeps, not on the double read: top_p 1e-300 rounds to 0.0f and is refused. */
+static int float_field(const cJSON *o, const char *name, double lo, double hi, bool open_lo, bool open_hi,
+                       float *out, lf_api_error *e) {
+    double x = 0;
+    int rc = number_field(o, name, lo, hi, false, &x, e);
+    if (rc <= 0) return rc;
+    float f = (float)x;
+    if ((open_lo && f <= lo) || (open_hi && f >= hi))
+        return BAD(name, "%s must be in %c%g, %g%c (got %.17g)", name, open_lo ? '(' : '[', lo, hi,
+                   open_hi ? ')' : ']', x);
+    *out = f;
+    return 1;
+}
+
 static int parse_sampling(const cJSON *o, lf_sampling *s, bool *seed_given, lf_api_error *e) {
     double x;
     int rc;
-    if ((rc = number_field(o, "temperature", 0, 2, false, &x, e)) < 0) return -1;
-    if (rc) s->temperature = (float)x;
-    if ((rc = number_field(o, "top_p", 0, 1, false, &x, e)) < 0) return -1;
-    if (rc && x <= 0) return BAD("top_p", "top_p must be in (0, 1] (got %g)", x);
-    if (rc) s->top_p = (float)x;
+    if (float_field(o, "temperature", 0, 2, false, false, &s->temperature, e) < 0) return -1;
+    if (float_field(o, "top_p", 0, 1, true, false, &s->top_p, e) < 0) return -1;
     if ((rc = number_field(o, "top_k", -1, 1e8, true, &x, e)) < 0) return -1;
     if (rc) s->top_k = x < 0 ? 0 : (int)x; /* -1 = off, as vLLM */
-    if ((rc = number_field(o, "min_p", 0, 1, false, &x, e)) < 0) return -1;
-    if (rc && x >= 1) return BAD("min_p", "min_p must be in [0, 1) (got %g)", x);
-    if (rc) s->min_p = (float)x;
-    if ((rc = number_field(o, "repetition_penalty", 0, 100, false, &x, e)) < 0) return -1;
-    if (rc && x <= 0) return BAD("repetition_penalty", "repetition_penalty must be > 0 (got %g)", x);
-    if (rc) s->repetition_penalty = (float)x;
+    if (float_field(o, "min_p", 0, 1, false, true, &s->min_p, e) < 0) return -1;
+    if (float_field(o, "repetition_penalty", 0, 100, true, false, &s->repetition_penalty, e) < 0) return -1;
     if ((rc = number_field(o, "seed", -9007199254740991.0, 9007199254740991.0, true, &x, e)) < 0) return -1;
     if (rc) s->seed = (uint64_t)(int64_t)x;
     *seed_given = rc == 1;
