@@ -19,12 +19,11 @@ build:
 	cmake --build $(BUILD) -j$(JOBS)
 
 # The tests compare against the Python tokenizers/transformers libraries
-# (no torch): install $(REQS) when one of its packages does not import.
-# (Each package there imports under its own name.)
+# (no torch): install $(REQS) when one of its distributions is not installed.
 test-deps:
-	@$(PYTHON) -c "import importlib.util, re, sys; \
+	@$(PYTHON) -c "import importlib.metadata as md, re, sys; \
 	  names = [re.split('[<>=!~ ;]', l.strip())[0] for l in open('$(REQS)') if l.strip() and l[0] != '#']; \
-	  sys.exit(any(importlib.util.find_spec(n) is None for n in names))" || \
+	  sys.exit(any(next(iter(md.distributions(name=n)), None) is None for n in names))" || \
 	{ echo "make test: installing the Python test libraries ($(REQS))"; \
 	  $(PYTHON) -m pip install -q -r $(REQS) || \
 	  { echo "make test: pip could not install $(REQS); on a system Python that refuses (PEP 668) use a venv:"; \
