@@ -56,10 +56,11 @@ static char *render_vars(const char *src, const char *vars_json, bool content, i
     return rc ? NULL : text;
 }
 
-/* Small templates, one feature each, against Jinja2's own result (or its
- * raising). */
-static void test_snippets(void **state) {
-    (void)state;
+/* run(case, now) for each case of one section of
+ * tests/data/chat/jinja_goldens.json (run: 1 when the case fails), with the
+ * fixed time of its renders: there must be at least min_cases, none failing. */
+static void check_goldens(const char *section, const char *what, int (*run)(const cJSON *c, int64_t now),
+                          int min_cases) {
     char *path = fmt("%s/chat/jinja_goldens.json", data_dir());
     char *text = slurp(path);
     assert_non_null(text);
@@ -68,35 +69,41 @@ static void test_snippets(void **state) {
     int64_t now = fixed_now(cJSON_GetObjectItem(g, "now")->valuestring);
     int cases = 0, failures = 0;
     const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, "snippets")) {
-        const char *src = cJSON_GetObjectItem(c, "template")->valuestring;
-        char *vars = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "vars"));
-        lf_error err = {{0}};
-        char *got = render_vars(src, vars, true, now, &err);
-        const cJSON *want = cJSON_GetObjectItem(c, "text");
-        if (want && !got) {
-            fprintf(stderr, "[%s]: error %s\n", src, err.msg);
-            failures++;
-        } else if (want && strcmp(got, want->valuestring)) {
-            fprintf(stderr, "[%s]:\n  want [%s]\n  got  [%s]\n", src, want->valuestring, got);
-            failures++;
-        } else if (!want && got) {
-            fprintf(stderr, "[%s]: rendered [%s], Jinja2 raised '%s'\n", src, got,
-                    cJSON_GetObjectItem(c, "error")->valuestring);
-            failures++;
-        } else if (!want && !strstr(err.msg, "line 1: ")) {
-            fprintf(stderr, "[%s]: error without its line: %s\n", src, err.msg);
-            failures++;
-        }
-        free(got);
-        free(vars);
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, section)) {
+        failures += run(c, now);
         cases++;
     }
-    fprintf(stderr, "[ jinja ] %d snippets, %d failures\n", cases, failures);
-    assert_int_equal(failures, 0);
+    fprintf(stderr, "[ jinja ] %d %s, %d failures\n", cases, what, failures);
     cJSON_Delete(g);
     free(text);
     free(path);
+    assert_true(cases >= min_cases);
+    assert_int_equal(failures, 0);
+}
+
+/* One small template against Jinja2's own result (or its raising): 1 when
+ * it differs. */
+static int run_snippet(const cJSON *c, int64_t now) {
+    const char *src = cJSON_GetObjectItem(c, "template")->valuestring;
+    char *vars = cJSON_PrintUnformatted(cJSON_GetObjectItem(c, "vars"));
+    lf_error err = {{0}};
+    char *got = render_vars(src, vars, true, now, &err);
+    const cJSON *want = cJSON_GetObjectItem(c, "text");
+    int bad = 1;
+    if (want && !got)
+        fprintf(stderr, "[%s]: error %s\n", src, err.msg);
+    else if (want && strcmp(got, want->valuestring))
+        fprintf(stderr, "[%s]:\n  want [%s]\n  got  [%s]\n", src, want->valuestring, got);
+    else if (!want && got)
+        fprintf(stderr, "[%s]: rendered [%s], Jinja2 raised '%s'\n", src, got,
+                cJSON_GetObjectItem(c, "error")->valuestring);
+    else if (!want && !strstr(err.msg, "line 1: "))
+        fprintf(stderr, "[%s]: error without its line: %s\n", src, err.msg);
+    else
+        bad = 0;
+    free(got);
+    free(vars);
+    return bad;
 }
 
 /* ---- the real templates ---------------------------------------------------- */
@@ -156,26 +163,15 @@ static int run_case(const cJSON *c, int64_t now) {
     return bad;
 }
 
+/* Small templates, one feature each. */
+static void test_snippets(void **state) {
+    (void)state;
+    check_goldens("snippets", "snippets", run_snippet, 0);
+}
+
 static void test_real_templates(void **state) {
     (void)state;
-    char *path = fmt("%s/chat/jinja_goldens.json", data_dir());
-    char *text = slurp(path);
-    assert_non_null(text);
-    cJSON *g = cJSON_Parse(text);
-    assert_non_null(g);
-    int64_t now = fixed_now(cJSON_GetObjectItem(g, "now")->valuestring);
-    int cases = 0, failures = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, "cases")) {
-        failures += run_case(c, now);
-        cases++;
-    }
-    fprintf(stderr, "[ jinja ] %d golden renders, %d failures\n", cases, failures);
-    assert_true(cases >= 200);
-    assert_int_equal(failures, 0);
-    cJSON_Delete(g);
-    free(text);
-    free(path);
+    check_goldens("cases", "golden renders", run_case, 200);
 }
 
 /* ---- errors and limits -------------------------------------------------- */
