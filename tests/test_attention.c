@@ -383,11 +383,7 @@ static void run_case(const step_case *tc) {
     float *k = malloc((size_t)n_seq * G * hd * sizeof *k);
     float *v = malloc((size_t)n_seq * G * hd * sizeof *v);
     float *out = malloc((size_t)n_seq * H * hd * sizeof *out);
-    for (int i = 0; i < n_seq * H * hd; i++) q[i] = frand(-1, 1) * tc->qscale;
-    for (int i = 0; i < n_seq * G * hd; i++) {
-        k[i] = frand(-1, 1);
-        v[i] = frand(-1, 1);
-    }
+    rand_qkv(q, k, v, (size_t)n_seq * H * hd, (size_t)n_seq * G * hd, tc->qscale);
     lf_kv_decode_layer(cp, n_seq, layer, q, k, v, pnow, out);
     for (int s = 0; s < n_seq; s++)
         check_seq(tc, &cs[s], layer, &S[s], q + (size_t)s * H * hd, k + (size_t)s * G * hd,
@@ -530,11 +526,8 @@ static void test_thread_count_invariance(void **state) {
     rng = 16;
     const int H = 8, G = 2, hd = 64, cap = 1100;
     lf_config cfg = shape(1, H, G, hd);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* against float32 references */
-    pc.kind = LF_POLICY_LONGFLOW;
-    pc.budget = cap;
+    /* against float32 references */
+    lf_policy_config pc = policy_config(LF_POLICY_LONGFLOW, cap, LF_KV_F32);
     lf_kv_cache c;
     lf_error err;
     assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, cap, &err), 0);

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -150,25 +149,7 @@ static void check_case(const char *dir) {
 }
 
 static void test_samples(void **state) {
-    char root[512];
-    snprintf(root, sizeof root, "%s/config", data_dir());
-    DIR *d = opendir(root);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char dir[800], exp[1000];
-        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
-        snprintf(exp, sizeof exp, "%s/expected.json", dir);
-        struct stat st;
-        if (stat(exp, &st) != 0) continue;
-        print_message("config sample %s\n", e->d_name);
-        check_case(dir);
-        n++;
-    }
-    closedir(d);
-    assert_true(n >= 8);
+    assert_true(for_each_data_dir("config", "", "expected.json", "config sample", check_case) >= 8);
 }
 
 /* The presets hold the published shapes: where a sample of the same model's

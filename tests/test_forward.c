@@ -22,15 +22,10 @@
 #include "cpu/simd.h"
 #include "kv/cache.h"
 
+#include "test_util.h"
+
 /* ---- a tiny model --------------------------------------------------------- */
 
-static uint64_t rng = 0x243f6a8885a308d3ull;
-static double urand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / (double)(1ull << 52) - 1.0;
-}
 
 #define MAXW 64
 typedef struct {
@@ -38,20 +33,6 @@ typedef struct {
     void *blocks[MAXW * 16];
     int n_blocks;
 } tmodel;
-
-static double decode_val(lf_dtype dt, const void *data, size_t i) {
-    if (dt == LF_DTYPE_F32) return ((const float *)data)[i];
-    uint16_t h = ((const uint16_t *)data)[i];
-    if (dt == LF_DTYPE_BF16) {
-        uint32_t u = (uint32_t)h << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    int exp = (h >> 10) & 31, man = h & 1023;
-    double v = exp == 0 ? ldexp(man, -24) : ldexp(1024 + man, exp - 25);
-    return (h & 0x8000) ? -v : v;
-}
 
 static uint16_t enc16(lf_dtype dt, float f) {
     if (dt == LF_DTYPE_BF16) {
@@ -73,18 +54,18 @@ static lf_weight mkw(tmodel *t, lf_dtype dt, int rows, int cols, double centre, 
     lf_weight w = {NULL, dt, rows, cols};
     if (dt == LF_DTYPE_F32) {
         float *d = malloc(n * sizeof(float));
-        for (size_t i = 0; i < n; i++) d[i] = (float)(centre + scale * urand());
+        for (size_t i = 0; i < n; i++) d[i] = (float)(centre + scale * (2 * urand() - 1));
         w.data = d;
     } else {
         uint16_t *d = malloc(n * sizeof(uint16_t));
-        for (size_t i = 0; i < n; i++) d[i] = enc16(dt, (float)(centre + scale * urand()));
+        for (size_t i = 0; i < n; i++) d[i] = enc16(dt, (float)(centre + scale * (2 * urand() - 1)));
         w.data = d;
     }
     t->blocks[t->n_blocks++] = (void *)w.data;
     return w;
 }
 
-static double wv(const lf_weight *w, size_t i) { return decode_val(w->dtype, w->data, i); }
+static double wv(const lf_weight *w, size_t i) { return elem_value(w->data, w->dtype, i); }
 
 typedef enum { A_QWEN3, A_QWEN2, A_LLAMA } arch_t;
 
@@ -268,7 +249,8 @@ static double *ref_forward(const lf_model *m, const int *tokens, int n) {
     return logits;
 }
 
-static double rel_l2(const float *got, const double *want, int n) {
+/* ||got - want|| / ||want||, want in double. */
+static double rel_l2_d(const float *got, const double *want, int n) {
     double num = 0, den = 0;
     for (int i = 0; i < n; i++) {
         num += (got[i] - want[i]) * (got[i] - want[i]);
@@ -303,13 +285,13 @@ static void check_sequence(const lf_model *m, const int *seq, int n_prompt, int 
     assert_int_equal(new_cache(m, &cache, n), 0);
     float *logits = malloc((size_t)V * sizeof(float));
     assert_int_equal(lf_cpu_prefill(ctx, m, &cache, seq, n_prompt, logits, &err), 0);
-    double e = rel_l2(logits, ref + (size_t)(n_prompt - 1) * V, V);
+    double e = rel_l2_d(logits, ref + (size_t)(n_prompt - 1) * V, V);
     if (!(e < TOL)) fail_msg("prefill of %d tokens: relative L2 error %.3g", n_prompt, e);
     lf_kv_cache *cp = &cache;
     for (int s = 0; s < n_dec; s++) {
         int pos = n_prompt + s;
         assert_int_equal(lf_cpu_decode(ctx, m, &cp, &seq[pos], &pos, 1, logits, &err), 0);
-        e = rel_l2(logits, ref + (size_t)pos * V, V);
+        e = rel_l2_d(logits, ref + (size_t)pos * V, V);
         if (!(e < TOL)) fail_msg("decode step %d (position %d): relative L2 error %.3g", s, pos, e);
     }
     free(logits);
@@ -319,7 +301,7 @@ static void check_sequence(const lf_model *m, const int *seq, int n_prompt, int 
 }
 
 static void random_tokens(int *t, int n, int vocab) {
-    for (int i = 0; i < n; i++) t[i] = (int)((urand() + 1.0) * 0.5 * vocab) % vocab;
+    for (int i = 0; i < n; i++) t[i] = irand(vocab);
 }
 
 static void run_arch(arch_t arch, lf_dtype dt, bool tied) {
@@ -391,7 +373,7 @@ static void test_batched_decode(void **st) {
             }
             if (!(sqrt(num / den) < 1e-6))
                 fail_msg("step %d sequence %d: batched vs single relative L2 %.3g", k, s, sqrt(num / den));
-            double e = rel_l2(lb + (size_t)s * V, ref[s] + (size_t)pos[s] * V, V);
+            double e = rel_l2_d(lb + (size_t)s * V, ref[s] + (size_t)pos[s] * V, V);
             if (!(e < TOL)) fail_msg("step %d sequence %d: vs reference %.3g", k, s, e);
         }
     }

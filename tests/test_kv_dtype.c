@@ -184,11 +184,7 @@ static void test_cache_bytes(void **state) {
     float *q = calloc((size_t)n * H * hd, sizeof *q), *k = calloc((size_t)n * G * hd, sizeof *k);
     float *v = calloc((size_t)n * G * hd, sizeof *v);
     for (int dt = 0; dt < 3; dt++) {
-        lf_policy_config pc;
-        lf_policy_config_default(&pc);
-        pc.kind = LF_POLICY_LONGFLOW;
-        pc.budget = B;
-        pc.kv_dtype = (lf_kv_dtype)dt;
+        lf_policy_config pc = policy_config(LF_POLICY_LONGFLOW, B, (lf_kv_dtype)dt);
         lf_kv_cache c;
         lf_error err;
         assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);
@@ -226,14 +222,8 @@ static void outlier_row(int kind, float *x) {
 /* A one-layer LongFlow cache of dtype dt whose slot i holds K of kind i % 5
  * and V of kind (i / 5) % 5 (every pair), the same rows for every dtype. */
 static void outlier_cache(lf_kv_dtype dt, lf_kv_cache *c) {
-    lf_config cfg = shape(1, OL_H, OL_G, OL_HD);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kind = LF_POLICY_LONGFLOW;
-    pc.budget = OL_CAP;
-    pc.kv_dtype = dt;
     lf_error err;
-    assert_int_equal(lf_kv_cache_init(c, &cfg, &pc, OL_CAP, &err), 0);
+    assert_int_equal(layer_cache(c, OL_H, OL_G, OL_HD, LF_POLICY_LONGFLOW, OL_CAP, dt, &err), 0);
     rng = 77;
     for (int g = 0; g < OL_G; g++)
         for (int i = 0; i < OL_CAP; i++) {

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -21,26 +20,6 @@
 #include "test_util.h"
 
 
-
-/* Independent element decoding (not the library's fp.h). */
-static double elem(const void *data, lf_dtype dt, size_t i) {
-    if (dt == LF_DTYPE_F32) {
-        float f;
-        memcpy(&f, (const char *)data + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, (const char *)data + 2 * i, 2);
-    if (dt == LF_DTYPE_BF16) {
-        uint32_t u = (uint32_t)h << 16;
-        float f;
-        memcpy(&f, &u, 4);
-        return f;
-    }
-    int e = (h >> 10) & 31, m = h & 1023;
-    double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
-    return (h & 0x8000) ? -v : v;
-}
 
 /* The lf_weight the loader should have bound to a Hugging Face name. */
 static const lf_weight *weight_by_name(const lf_model *m, const char *name) {
@@ -127,11 +106,11 @@ static void check_hf_dir(const char *dir) {
         assert_int_equal(w->dtype, LF_DTYPE_BF16);
         size_t n = (size_t)rows * (size_t)cols;
         double sum = 0;
-        for (size_t i = 0; i < n; i++) sum += elem(w->data, w->dtype, i);
+        for (size_t i = 0; i < n; i++) sum += elem_value(w->data, w->dtype, i);
         double want = cJSON_GetObjectItemCaseSensitive(t, "sum")->valuedouble;
         if (fabs(sum - want) > 1e-9 * (1 + fabs(want))) fail_msg("%s: %s sum %.17g want %.17g", dir, t->string, sum, want);
-        assert_true(elem(w->data, w->dtype, 0) == cJSON_GetObjectItemCaseSensitive(t, "first")->valuedouble);
-        assert_true(elem(w->data, w->dtype, n - 1) == cJSON_GetObjectItemCaseSensitive(t, "last")->valuedouble);
+        assert_true(elem_value(w->data, w->dtype, 0) == cJSON_GetObjectItemCaseSensitive(t, "first")->valuedouble);
+        assert_true(elem_value(w->data, w->dtype, n - 1) == cJSON_GetObjectItemCaseSensitive(t, "last")->valuedouble);
     }
     /* nothing bound that the checkpoint lacks (e.g. a bias) */
     const lf_weight *slots[1024];
@@ -157,22 +136,7 @@ static void check_hf_dir(const char *dir) {
 }
 
 static void test_hf_checkpoints(void **state) {
-    char root[512];
-    snprintf(root, sizeof root, "%s/config", data_dir());
-    DIR *d = opendir(root);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "hf-", 3) != 0) continue;
-        char dir[800];
-        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
-        print_message("checkpoint %s\n", e->d_name);
-        check_hf_dir(dir);
-        n++;
-    }
-    closedir(d);
-    assert_true(n >= 3);
+    assert_true(for_each_data_dir("config", "hf-", NULL, "checkpoint", check_hf_dir) >= 3);
 }
 
 /* ---- model directories written by the test ---------------------------- */
@@ -372,7 +336,7 @@ static void check_values(const lf_model *m, const spec_list *l) {
         assert_int_equal(w->dtype, want);
         size_t n = (size_t)w->rows * (size_t)w->cols;
         for (size_t i = 0; i < n; i++)
-            if (elem(w->data, w->dtype, i) != value(k, i)) fail_msg("%s[%zu]", l->v[k].name, i);
+            if (elem_value(w->data, w->dtype, i) != value(k, i)) fail_msg("%s[%zu]", l->v[k].name, i);
     }
 }
 
@@ -553,7 +517,7 @@ static void stats(const lf_weight *w, double *mean, double *sd) {
     size_t n = (size_t)w->rows * (size_t)w->cols;
     double s = 0, s2 = 0;
     for (size_t i = 0; i < n; i++) {
-        double v = elem(w->data, w->dtype, i);
+        double v = elem_value(w->data, w->dtype, i);
         s += v;
         s2 += v * v;
     }

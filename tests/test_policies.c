@@ -81,11 +81,8 @@ static void replay_example(const char *name, int scalar) {
 
     lf_att_force_scalar(scalar);
     lf_config cfg = shape(1, H, G, hd);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* against float32 references */
-    pc.kind = LF_POLICY_LONGFLOW;
-    pc.budget = B;
+    /* against float32 references */
+    lf_policy_config pc = policy_config(LF_POLICY_LONGFLOW, B, LF_KV_F32);
     pc.sinks = json_int(j, "sinks");
     pc.recent = json_int(j, "recent");
     pc.evict_every = json_int(j, "evict_every");
@@ -454,11 +451,8 @@ static void run_multi(const multi_case *mc, int scalar) {
     lf_att_force_scalar(scalar);
     const int H = mc->H, G = mc->G, hd = mc->hd, n = mc->prompt, steps = mc->steps;
     lf_config cfg = shape(1, H, G, hd);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* against float32 references */
-    pc.kind = mc->kind;
-    pc.budget = mc->B;
+    /* against float32 references */
+    lf_policy_config pc = policy_config(mc->kind, mc->B, LF_KV_F32);
     pc.sinks = mc->sinks;
     pc.recent = mc->recent;
     pc.evict_every = mc->every;
@@ -488,11 +482,7 @@ static void run_multi(const multi_case *mc, int scalar) {
         S[s].acc = (mc->kind == LF_POLICY_H2O || mc->kind == LF_POLICY_VATP) ? calloc((size_t)S[s].cap, sizeof(double))
                                                                              : NULL;
         S[s].score = calloc((size_t)S[s].cap, sizeof(double));
-        for (int i = 0; i < n * H * hd; i++) q[i] = frand(-1, 1);
-        for (int i = 0; i < n * G * hd; i++) {
-            k[i] = frand(-1, 1);
-            v[i] = frand(-1, 1);
-        }
+        rand_qkv(q, k, v, (size_t)n * H * hd, (size_t)n * G * hd, 1);
         if (lf_kv_prefill_layer(&c[s], 0, q, k, v, n, &err)) fail_msg("prefill: %s", err.msg);
         sim_prefill(&S[s], q, k, v, n, &c[s]);
         for (int i = 0; i < S[s].cap; i++) assert_int_equal(c[s].layers[0].pos[i], S[s].pos[i]);
@@ -502,11 +492,7 @@ static void run_multi(const multi_case *mc, int scalar) {
     float *dv = malloc((size_t)NS * G * hd * sizeof *dv), *out = malloc((size_t)NS * H * hd * sizeof *out);
     for (int t = 0; t < steps; t++) {
         int pos[NS];
-        for (int i = 0; i < NS * H * hd; i++) dq[i] = frand(-1, 1) * 2;
-        for (int i = 0; i < NS * G * hd; i++) {
-            dk[i] = frand(-1, 1);
-            dv[i] = frand(-1, 1);
-        }
+        rand_qkv(dq, dk, dv, (size_t)NS * H * hd, (size_t)NS * G * hd, 2);
         for (int s = 0; s < NS; s++) pos[s] = n + t;
         lf_kv_decode_layer(cp, NS, 0, dq, dk, dv, pos, out);
         for (int s = 0; s < NS; s++) {
@@ -573,11 +559,8 @@ static void test_every_policy_many_steps(void **state) {
 
 static int try_init(lf_policy_kind kind, int budget, int sinks, int recent, int every, lf_error *err) {
     lf_config cfg = shape(2, 4, 2, 16);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* against float32 references */
-    pc.kind = kind;
-    pc.budget = budget;
+    /* against float32 references */
+    lf_policy_config pc = policy_config(kind, budget, LF_KV_F32);
     pc.sinks = sinks;
     pc.recent = recent;
     pc.evict_every = every;
@@ -686,11 +669,8 @@ static void test_bad_inputs(void **state) {
     for (int kind = LF_POLICY_LONGFLOW; kind < lf_policy_count(); kind++) {
         for (int B = 20; B <= 40; B++) {
             if (kind == LF_POLICY_RKV && B <= 8) continue;
-            lf_policy_config pc;
-            lf_policy_config_default(&pc);
-            pc.kv_dtype = LF_KV_F32; /* against float32 references */
-            pc.kind = (lf_policy_kind)kind;
-            pc.budget = B;
+            /* against float32 references */
+            lf_policy_config pc = policy_config((lf_policy_kind)kind, B, LF_KV_F32);
             lf_kv_cache c;
             if (lf_kv_cache_init(&c, &cfg, &pc, B, &err)) fail_msg("%s", err.msg);
             int rc = lf_kv_prefill_layer(&c, 0, q, k, v, n, &err);
@@ -710,11 +690,8 @@ static void test_bad_inputs(void **state) {
     }
     /* --sinks that leave SnapKV no room */
     {
-        lf_policy_config pc;
-        lf_policy_config_default(&pc);
-        pc.kv_dtype = LF_KV_F32; /* against float32 references */
-        pc.kind = LF_POLICY_LONGFLOW;
-        pc.budget = 40;
+        /* against float32 references */
+        lf_policy_config pc = policy_config(LF_POLICY_LONGFLOW, 40, LF_KV_F32);
         pc.sinks = 7;
         lf_kv_cache c;
         assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, 40, &err), 0);
@@ -756,11 +733,8 @@ static void test_bad_inputs(void **state) {
 static void test_capped_budget(void **state) {
     (void)state;
     lf_config cfg = shape(1, 4, 2, 16);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kv_dtype = LF_KV_F32; /* against float32 references */
-    pc.kind = LF_POLICY_H2O;
-    pc.budget = 256;
+    /* against float32 references */
+    lf_policy_config pc = policy_config(LF_POLICY_H2O, 256, LF_KV_F32);
     pc.recent = 100;
     lf_kv_cache c;
     lf_error err;
@@ -786,11 +760,8 @@ static void test_accounting(void **state) {
     for (int i = 0; i < n * G * hd; i++) k[i] = v[i] = frand(-1, 1);
     lf_error err;
     for (int kind = 0; kind < lf_policy_count(); kind++) {
-        lf_policy_config pc;
-        lf_policy_config_default(&pc);
-        pc.kv_dtype = LF_KV_F32; /* against float32 references */
-        pc.kind = (lf_policy_kind)kind;
-        pc.budget = B;
+        /* against float32 references */
+        lf_policy_config pc = policy_config((lf_policy_kind)kind, B, LF_KV_F32);
         lf_kv_cache c;
         assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);
         const int cap = c.capacity;

@@ -145,15 +145,9 @@ static void test_select_random_states(void **state) {
         const lf_kv_dtype dt = (lf_kv_dtype)(ci % 3);
         const int *cs = cases[ci / 3];
         const int H = cs[0], G = cs[1], hd = cs[2], B = cs[3], nq = cs[4];
-        lf_config cfg = shape(1, H, G, hd);
-        lf_policy_config pc;
-        lf_policy_config_default(&pc);
-        pc.kind = LF_POLICY_RKV;
-        pc.budget = B;
-        pc.kv_dtype = dt;
         lf_kv_cache c;
         lf_error err;
-        assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);
+        assert_int_equal(layer_cache(&c, H, G, hd, LF_POLICY_RKV, B, dt, &err), 0);
         const int cap = c.capacity;
         assert_int_equal(cap, B + 128);
         lf_kv_layer *L = &c.layers[0];
@@ -206,23 +200,14 @@ static void test_decode_compressions(void **state) {
     (void)state;
     rng = 42;
     const int H = 4, G = 2, hd = 16, B = 48, n = 100;
-    lf_config cfg = shape(1, H, G, hd);
-    lf_policy_config pc;
-    lf_policy_config_default(&pc);
-    pc.kind = LF_POLICY_RKV;
-    pc.budget = B;
-    pc.kv_dtype = LF_KV_F32; /* the test copies the stored keys as floats */
     lf_kv_cache c;
     lf_error err;
-    assert_int_equal(lf_kv_cache_init(&c, &cfg, &pc, B, &err), 0);
+    /* fp32: the test copies the stored keys as floats */
+    assert_int_equal(layer_cache(&c, H, G, hd, LF_POLICY_RKV, B, LF_KV_F32, &err), 0);
     const int cap = c.capacity;
     float *q = malloc((size_t)n * H * hd * sizeof *q), *k = malloc((size_t)n * G * hd * sizeof *k);
     float *v = malloc((size_t)n * G * hd * sizeof *v);
-    for (int i = 0; i < n * H * hd; i++) q[i] = frand(-1, 1);
-    for (int i = 0; i < n * G * hd; i++) {
-        k[i] = frand(-1, 1);
-        v[i] = frand(-1, 1);
-    }
+    rand_qkv(q, k, v, (size_t)n * H * hd, (size_t)n * G * hd, 1);
     assert_int_equal(lf_kv_prefill_layer(&c, 0, q, k, v, n, &err), 0); /* SnapKV to B-1 */
     lf_kv_layer *L = &c.layers[0];
     assert_int_equal(L->n_valid, B - 1);
@@ -237,11 +222,7 @@ static void test_decode_compressions(void **state) {
     lf_kv_cache *cp = &c;
     int compressions = 0;
     for (int t = 0; t < 3 * 128 + 10; t++) {
-        for (int i = 0; i < H * hd; i++) dq[i] = frand(-1, 1) * 2;
-        for (int i = 0; i < G * hd; i++) {
-            dk[i] = frand(-1, 1);
-            dv[i] = frand(-1, 1);
-        }
+        rand_qkv(dq, dk, dv, (size_t)H * hd, (size_t)G * hd, 2);
         int slot = L->next_slot, p = n + t;
         /* the next slot is the lowest empty one */
         for (int i = 0; i < slot; i++) assert_true(pos[i] >= 0);

@@ -20,16 +20,7 @@
 #include "kv/policy.h"
 #include "model/config.h"
 
-static uint64_t rng = 1;
-static uint64_t next_u64(void) {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static float frand(float lo, float hi) {
-    return lo + (hi - lo) * (float)((double)(next_u64() >> 11) * (1.0 / 9007199254740992.0));
-}
+#include "test_util.h"
 
 typedef struct prompt {
     int n, H, G, hd;
@@ -39,11 +30,7 @@ typedef struct prompt {
 static prompt make_prompt(int n, int H, int G, int hd, float qscale) {
     prompt p = {n, H, G, hd, malloc((size_t)n * H * hd * sizeof(float)), malloc((size_t)n * G * hd * sizeof(float)),
                 malloc((size_t)n * G * hd * sizeof(float))};
-    for (int i = 0; i < n * H * hd; i++) p.q[i] = frand(-1, 1) * qscale;
-    for (int i = 0; i < n * G * hd; i++) {
-        p.k[i] = frand(-1, 1);
-        p.v[i] = frand(-1, 1);
-    }
+    rand_qkv(p.q, p.k, p.v, (size_t)n * H * hd, (size_t)n * G * hd, qscale);
     return p;
 }
 
@@ -236,12 +223,7 @@ static void test_prefill_layout(void **state) {
     int32_t *kept = malloc((size_t)(B - 1) * sizeof *kept);
     lf_error err;
     assert_int_equal(lf_snapkv_select(p.q, p.k, n, H, G, hd, B - 1, 0, kept, &err), 0);
-    lf_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.n_layers = layers;
-    cfg.n_heads = H;
-    cfg.n_kv_heads = G;
-    cfg.head_dim = hd;
+    lf_config cfg = shape(layers, H, G, hd);
     /* every budgeted policy, every cache dtype: slot i holds prompt token
      * kept[i] as that dtype stores it */
     for (int kd = LF_POLICY_LONGFLOW * 3; kd < lf_policy_count() * 3; kd++) {

@@ -1,6 +1,8 @@
-/* Helpers shared by the cmocka tests: where the test data is, reading a
- * file, formatting a path, and a small seeded random generator (splitmix64)
- * for random inputs. Header-only; every function is static inline. */
+/* Helpers shared by the cmocka tests: where the test data is, walking its
+ * case folders, reading a file, formatting a path, a small seeded random
+ * generator (splitmix64) for random inputs, decoding weight elements, and
+ * the policy and one-layer KV cache the cache tests build. Header-only;
+ * every function is static inline. */
 #ifndef LF_TEST_UTIL_H
 #define LF_TEST_UTIL_H
 
@@ -10,13 +12,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
+#include "kv/cache.h"
 #include "model/config.h"
 
 /* tests/data, or $LF_TEST_DATA (set by CTest). */
 static inline const char *data_dir(void) {
     const char *d = getenv("LF_TEST_DATA");
     return d && *d ? d : "tests/data";
+}
+
+/* fn(dir) for every folder <data_dir()>/<sub>/<name> whose name starts with
+ * prefix and that holds the file `needs` (NULL: any folder entry not starting
+ * with '.'), each announced as "<label> <name>" on stdout; how many, or -1
+ * when <data_dir()>/<sub> cannot be opened. */
+static inline int for_each_data_dir(const char *sub, const char *prefix, const char *needs, const char *label,
+                                    void (*fn)(const char *dir)) {
+    char root[512];
+    snprintf(root, sizeof root, "%s/%s", data_dir(), sub);
+    DIR *d = opendir(root);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        char dir[800], need[1000];
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        snprintf(need, sizeof need, "%s/%s", dir, needs ? needs : "");
+        struct stat st;
+        if (needs && stat(need, &st) != 0) continue;
+        printf("%s %s\n", label, e->d_name);
+        fn(dir);
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 /* Whole file as a malloc'd NUL-terminated string, or NULL. */
@@ -58,6 +90,37 @@ static inline double urand(void) { return (double)(next_u64() >> 11) * (1.0 / 90
 static inline float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
 static inline int irand(int n) { return (int)(urand() * n); }
 
+/* Random queries q [nq] scaled by qscale, then keys and values k, v [nkv]
+ * drawn in turn, all from U(-1, 1) of rng. */
+static inline void rand_qkv(float *q, float *k, float *v, size_t nq, size_t nkv, float qscale) {
+    for (size_t i = 0; i < nq; i++) q[i] = frand(-1, 1) * qscale;
+    for (size_t i = 0; i < nkv; i++) {
+        k[i] = frand(-1, 1);
+        v[i] = frand(-1, 1);
+    }
+}
+
+/* Element i of a float32, bfloat16 or float16 array, decoded here (not with
+ * the library's fp.h) into a double. */
+static inline double elem_value(const void *data, lf_dtype dt, size_t i) {
+    if (dt == LF_DTYPE_F32) {
+        float f;
+        memcpy(&f, (const char *)data + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, (const char *)data + 2 * i, 2);
+    if (dt == LF_DTYPE_BF16) {
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
 /* A model shape for KV-cache tests: n_layers, H query heads, G KV heads of hd. */
 static inline lf_config shape(int n_layers, int H, int G, int hd) {
     lf_config c;
@@ -68,6 +131,25 @@ static inline lf_config shape(int n_layers, int H, int G, int hd) {
     c.head_dim = hd;
     c.hidden_size = H * hd;
     return c;
+}
+
+/* The policy defaults with kind, budget and the cache's dtype set. */
+static inline lf_policy_config policy_config(lf_policy_kind kind, int budget, lf_kv_dtype dt) {
+    lf_policy_config pc;
+    lf_policy_config_default(&pc);
+    pc.kind = kind;
+    pc.budget = budget;
+    pc.kv_dtype = dt;
+    return pc;
+}
+
+/* An empty one-layer cache (H query heads, G KV heads of hd) of policy kind
+ * with budget B, of dtype dt: lf_kv_cache_init's result. */
+static inline int layer_cache(lf_kv_cache *c, int H, int G, int hd, lf_policy_kind kind, int B, lf_kv_dtype dt,
+                              lf_error *err) {
+    lf_config cfg = shape(1, H, G, hd);
+    lf_policy_config pc = policy_config(kind, B, dt);
+    return lf_kv_cache_init(c, &cfg, &pc, B, err);
 }
 
 /* Index of the largest value (the first on ties). */
