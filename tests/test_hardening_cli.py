@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
-BIN = os.environ.get("LF_BIN", "")
-DATA = os.environ.get("LF_TEST_DATA", "tests/data")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_util import BIN, DATA, require_bin  # noqa: E402
+
 HARD = os.path.join(DATA, "hardening")
 MODEL = os.path.join(os.environ.get("LF_SOURCE_DIR", "."), "models", "tiny-reasoner")
 
@@ -27,8 +29,7 @@ def run(*args, timeout=60):
 class HardeningCli(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not BIN or not os.access(BIN, os.X_OK):
-            raise RuntimeError(f"LF_BIN={BIN!r} is not an executable longflow binary")
+        require_bin()
 
     def assert_one_line_error(self, rc, err, *want):
         self.assertGreater(rc, 0, f"exit status {rc} (a negative one is a signal): {err}")

@@ -9,32 +9,23 @@ feature and its line.
 
 Environment: LF_BIN (the longflow binary), LF_TEST_DATA (tests/data)."""
 import json
-import lzma
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
 import unittest
 
-BIN = os.environ.get("LF_BIN", "")
-DATA = os.environ.get("LF_TEST_DATA", "tests/data")
-
-
-def run(*args):
-    p = subprocess.run([BIN, *args], capture_output=True, timeout=120)
-    return p.returncode, p.stdout.decode("utf-8"), p.stderr.decode("utf-8", "replace")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cli_util import DATA, QWEN3_TOKENIZER, require_bin, run, unpack_qwen3_tokenizer  # noqa: E402
 
 
 class JinjaCli(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not BIN or not os.access(BIN, os.X_OK):
-            raise RuntimeError(f"LF_BIN={BIN!r} is not an executable longflow binary")
+        require_bin()
         cls.tmp = tempfile.mkdtemp(prefix="lf_jinjacli_")
-        with lzma.open(os.path.join(DATA, "tokenizers", "qwen3", "tokenizer.json.xz"), "rb") as f, \
-                open(os.path.join(cls.tmp, "tokenizer.json"), "wb") as g:
-            shutil.copyfileobj(f, g)
-        with open(os.path.join(DATA, "tokenizers", "qwen3", "tokenizer_config.json"), encoding="utf-8") as f:
+        unpack_qwen3_tokenizer(cls.tmp)
+        with open(os.path.join(QWEN3_TOKENIZER, "tokenizer_config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
         del cfg["chat_template"]
         with open(os.path.join(cls.tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:

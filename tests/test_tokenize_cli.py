@@ -6,22 +6,18 @@ the `tokenizers` library is installed, live comparisons on random text.
 
 Environment: LF_BIN (the longflow binary), LF_TEST_DATA (tests/data)."""
 import json
-import lzma
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 
-BIN = os.environ.get("LF_BIN", "")
-DATA = os.path.join(os.environ.get("LF_TEST_DATA", "tests/data"), "tokenizers")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cli_util  # noqa: E402
+from cli_util import QWEN3_TOKENIZER, require_bin, run, unpack_qwen3_tokenizer  # noqa: E402
 
-
-def run(*args, input_bytes=None):
-    p = subprocess.run([BIN, *args], input=input_bytes, capture_output=True, timeout=120)
-    return p.returncode, p.stdout.decode("utf-8"), p.stderr.decode("utf-8", "replace")
+DATA = os.path.join(cli_util.DATA, "tokenizers")
 
 
 def read_jsonl(path):
@@ -32,15 +28,12 @@ def read_jsonl(path):
 class TokenizeCli(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not BIN or not os.access(BIN, os.X_OK):
-            raise RuntimeError(f"LF_BIN={BIN!r} is not an executable longflow binary")
+        require_bin()
         cls.tmp = tempfile.mkdtemp(prefix="lf_tokcli_")
         cls.qwen = os.path.join(cls.tmp, "qwen3")
         os.makedirs(cls.qwen)
-        with lzma.open(os.path.join(DATA, "qwen3", "tokenizer.json.xz"), "rb") as f, \
-                open(os.path.join(cls.qwen, "tokenizer.json"), "wb") as g:
-            shutil.copyfileobj(f, g)
-        shutil.copy(os.path.join(DATA, "qwen3", "tokenizer_config.json"), cls.qwen)
+        unpack_qwen3_tokenizer(cls.qwen)
+        shutil.copy(os.path.join(QWEN3_TOKENIZER, "tokenizer_config.json"), cls.qwen)
         cls.expected = {name: read_jsonl(os.path.join(DATA, name, "expected.jsonl"))
                         for name in ("qwen3", "spm_bf", "bl_llama3")}
         cls.dirs = {"qwen3": cls.qwen, "spm_bf": os.path.join(DATA, "spm_bf"),
