@@ -424,8 +424,7 @@ static char *model_dir_with_template(const char *tmpl, const char *ship) {
 static void test_render_json(void **state) {
     (void)state;
     char *path = fmt("%s/chat/jinja_goldens.json", data_dir());
-    char *text = slurp(path);
-    cJSON *g = cJSON_Parse(text);
+    cJSON *g = read_json(path);
     assert_non_null(g);
     int cases = 0;
     const cJSON *c;
@@ -467,7 +466,6 @@ static void test_render_json(void **state) {
     }
     assert_int_equal(cases, 5);
     cJSON_Delete(g);
-    free(text);
     free(path);
 }
 

@@ -60,10 +60,7 @@ static double yarn_mscale(const lf_rope_config *r) {
 static void check_case(const char *dir) {
     char path[1200];
     snprintf(path, sizeof path, "%s/expected.json", dir);
-    char *text = slurp(path);
-    assert_non_null(text);
-    cJSON *exp = cJSON_Parse(text);
-    free(text);
+    cJSON *exp = read_json(path);
     assert_non_null(exp);
 
     lf_config c;

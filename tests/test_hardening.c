@@ -116,9 +116,7 @@ static void test_tokenizer_no_unk(void **state) {
     lf_tokenizer *t = NULL;
     lf_error err = {{0}};
     if (lf_tokenizer_load(d, &t, &err)) fail_msg("%s", err.msg);
-    char *text = slurp(ep);
-    assert_non_null(text);
-    cJSON *rows = cJSON_Parse(text);
+    cJSON *rows = read_json(ep);
     assert_true(cJSON_IsArray(rows) && cJSON_GetArraySize(rows) >= 5);
     const cJSON *row;
     for (int pass = 0; pass < 2; pass++) /* the second pass reads the pre-token cache */
@@ -132,7 +130,6 @@ static void test_tokenizer_no_unk(void **state) {
             free(ids);
         }
     cJSON_Delete(rows);
-    free(text);
     lf_tokenizer_free(t);
     free(d);
     free(ep);

@@ -62,9 +62,7 @@ static char *render_vars(const char *src, const char *vars_json, bool content, i
 static void check_goldens(const char *section, const char *what, int (*run)(const cJSON *c, int64_t now),
                           int min_cases) {
     char *path = fmt("%s/chat/jinja_goldens.json", data_dir());
-    char *text = slurp(path);
-    assert_non_null(text);
-    cJSON *g = cJSON_Parse(text);
+    cJSON *g = read_json(path);
     assert_non_null(g);
     int64_t now = fixed_now(cJSON_GetObjectItem(g, "now")->valuestring);
     int cases = 0, failures = 0;
@@ -75,7 +73,6 @@ static void check_goldens(const char *section, const char *what, int (*run)(cons
     }
     fprintf(stderr, "[ jinja ] %d %s, %d failures\n", cases, what, failures);
     cJSON_Delete(g);
-    free(text);
     free(path);
     assert_true(cases >= min_cases);
     assert_int_equal(failures, 0);

@@ -74,10 +74,7 @@ static int all_slots(const lf_model *m, const lf_weight **out, int cap) {
 static void check_hf_dir(const char *dir) {
     char path[1200];
     snprintf(path, sizeof path, "%s/expected.json", dir);
-    char *text = slurp(path);
-    assert_non_null(text);
-    cJSON *exp = cJSON_Parse(text);
-    free(text);
+    cJSON *exp = read_json(path);
     assert_non_null(exp);
     const cJSON *tensors = cJSON_GetObjectItemCaseSensitive(exp, "tensors");
     assert_non_null(tensors);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <cjson/cJSON.h>
 
 #include "kv/cache.h"
 #include "model/config.h"
@@ -63,6 +64,15 @@ static inline char *slurp(const char *path) {
     b[n] = 0;
     fclose(f);
     return b;
+}
+
+/* The JSON document in a file, or NULL when the file cannot be read or is
+ * not JSON. */
+static inline cJSON *read_json(const char *path) {
+    char *text = slurp(path);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return j;
 }
 
 /* printf into a malloc'd string. */
