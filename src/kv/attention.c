@@ -126,6 +126,39 @@ static void block_rows(const att_task *t, widen_fn widen, const int *rows, int n
     }
 }
 
+/* Every query head's partial starts empty: O = 0, M = -inf, L = 0. */
+static inline void task_parts_init(const att_task *t) {
+    const int rep = t->rep, hd = t->hd;
+    for (int h = 0; h < rep; h++) {
+        float *O = t->part + h * t->part_stride;
+        memset(O, 0, (size_t)hd * sizeof(float));
+        O[hd] = -INFINITY;
+        O[hd + 1] = 0;
+    }
+}
+
+/* The occupied slots (pos >= 0) of the block of n slots at b0: idx[j] is
+ * the j-th one's offset in the block, rows[j] its slot; returns their count. */
+static inline int block_valid_rows(const att_task *t, int b0, int n, int *idx, int *rows) {
+    int nv = 0;
+    for (int i = 0; i < n; i++)
+        if (t->pos[b0 + i] >= 0) {
+            idx[nv] = i;
+            rows[nv++] = b0 + i;
+        }
+    return nv;
+}
+
+/* A block with no occupied slot: zero weights and |v|_1, reference max -inf. */
+static inline void block_mark_empty(const att_task *t, int b0, int n, int blk) {
+    const int rep = t->rep;
+    for (int h = 0; h < rep; h++) {
+        if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
+        t->ref[h * t->ref_stride + blk] = -INFINITY;
+    }
+    if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+}
+
 /* Online-softmax update of one block for head h: logits s[0..n) (-inf for
  * empty slots) become exp-weights relative to the new running max, which is
  * returned through *M (O and L are rescaled when it grows). */
@@ -155,27 +188,13 @@ static void task_scalar(const att_task *t) {
     float kb[LF_ATT_BLOCK * LF_ATT_WIDE_HD], vb[LF_ATT_BLOCK * LF_ATT_WIDE_HD];
     const float *kr[LF_ATT_BLOCK], *vr[LF_ATT_BLOCK];
     const widen_fn widen = t->dt == LF_KV_FP8 ? scalar_widen_fp8 : scalar_widen_bf16;
-    for (int h = 0; h < rep; h++) {
-        float *O = t->part + h * t->part_stride;
-        memset(O, 0, (size_t)hd * sizeof(float));
-        O[hd] = -INFINITY;
-        O[hd + 1] = 0;
-    }
+    task_parts_init(t);
     for (int b0 = t->s0; b0 < t->s1; b0 += LF_ATT_BLOCK) {
         int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
         int blk = b0 / LF_ATT_BLOCK;
-        int nv = 0;
-        for (int i = 0; i < n; i++)
-            if (t->pos[b0 + i] >= 0) {
-                idx[nv] = i;
-                rows[nv++] = b0 + i;
-            }
+        int nv = block_valid_rows(t, b0, n, idx, rows);
         if (nv == 0) {
-            for (int h = 0; h < rep; h++) {
-                if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
-                t->ref[h * t->ref_stride + blk] = -INFINITY;
-            }
-            if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            block_mark_empty(t, b0, n, blk);
             continue;
         }
         block_rows(t, widen, rows, nv, kb, vb, kr, vr);
@@ -517,27 +536,13 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
     float kb[LF_ATT_BLOCK * LF_ATT_WIDE_HD], vb[LF_ATT_BLOCK * LF_ATT_WIDE_HD];
     const float *krow[LF_ATT_BLOCK], *vrow[LF_ATT_BLOCK];
     const widen_fn widen = t->dt == LF_KV_FP8 ? avx2_widen_fp8 : avx2_widen_bf16;
-    for (int h = 0; h < rep; h++) {
-        float *O = t->part + h * t->part_stride;
-        memset(O, 0, (size_t)hd * sizeof(float));
-        O[hd] = -INFINITY;
-        O[hd + 1] = 0;
-    }
+    task_parts_init(t);
     for (int b0 = t->s0; b0 < t->s1; b0 += LF_ATT_BLOCK) {
         int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
         int blk = b0 / LF_ATT_BLOCK;
-        int nv = 0;
-        for (int i = 0; i < n; i++)
-            if (t->pos[b0 + i] >= 0) {
-                idx[nv] = i;
-                rows[nv++] = b0 + i;
-            }
+        int nv = block_valid_rows(t, b0, n, idx, rows);
         if (nv == 0) {
-            for (int h = 0; h < rep; h++) {
-                if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
-                t->ref[h * t->ref_stride + blk] = -INFINITY;
-            }
-            if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+            block_mark_empty(t, b0, n, blk);
             continue;
         }
         block_rows(t, widen, rows, nv, kb, vb, krow, vrow);
