@@ -7,84 +7,45 @@
 #include "core/error.h"
 #include "tokenizer/tok_internal.h"
 
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int one_char(const char *s, const char *what, char *out, size_t *out_len, lf_error *err) {
-    size_t n = strlen(s);
-    uint32_t cp;
-    if (n == 0 || n > 4 || lf_utf8_valid_prefix(s, n) != n || (size_t)lf_utf8_decode(s, n, &cp) != n)
-        return lf_fail(err, "%s must be one character", what);
-    memcpy(out, s, n);
-    out[n] = 0;
-    *out_len = n;
-    return 0;
-}
-
 int lf_decoder_parse(const cJSON *j, lf_decoder *d, lf_error *err) {
     memset(d, 0, sizeof *d);
-    const char *type = jstr(j, "type");
+    const char *type = lf_json_str(j, "type");
     if (!type) return lf_fail(err, "decoder without a \"type\"");
     if (!strcmp(type, "ByteLevel")) {
         d->type = LF_DEC_BYTELEVEL;
     } else if (!strcmp(type, "Metaspace")) {
         d->type = LF_DEC_METASPACE;
-        const char *r = jstr(j, "replacement");
-        if (one_char(r ? r : "\xe2\x96\x81", "Metaspace decoder \"replacement\"", d->repl, &d->repl_len, err)) return -1;
-        const char *scheme = jstr(j, "prepend_scheme");
-        if (scheme) {
-            if (!strcmp(scheme, "always")) d->prepend = LF_PREPEND_ALWAYS;
-            else if (!strcmp(scheme, "first")) d->prepend = LF_PREPEND_FIRST;
-            else if (!strcmp(scheme, "never")) d->prepend = LF_PREPEND_NEVER;
-            else return lf_fail(err, "Metaspace decoder: unknown prepend_scheme '%s'", scheme);
-        } else {
-            const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "add_prefix_space");
-            d->prepend = (!cJSON_IsBool(a) || cJSON_IsTrue(a)) ? LF_PREPEND_ALWAYS : LF_PREPEND_NEVER;
-        }
+        const char *r = lf_json_str(j, "replacement"); /* default U+2581 */
+        if (lf_one_char(r ? r : "\xe2\x96\x81", "Metaspace decoder \"replacement\"", d->repl, &d->repl_len, err) ||
+            lf_prepend_parse(j, "Metaspace decoder", &d->prepend, err))
+            return -1;
     } else if (!strcmp(type, "Replace")) {
         d->type = LF_DEC_REPLACE;
-        const char *c = jstr(j, "content");
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(j, "pattern");
-        if (!c || !pat) return lf_fail(err, "Replace decoder needs \"pattern\" and \"content\"");
-        if (lf_pattern_parse(pat, "Replace decoder", &d->pat, err)) return -1;
-        d->str = strdup(c);
-        if (!d->str) return lf_fail(err, "out of memory");
-        d->str_len = strlen(c);
+        if (lf_replace_parse(j, "Replace decoder", &d->pat, &d->str, &d->str_len, err)) return -1;
     } else if (!strcmp(type, "ByteFallback")) {
         d->type = LF_DEC_BYTEFALLBACK;
     } else if (!strcmp(type, "Fuse")) {
         d->type = LF_DEC_FUSE;
     } else if (!strcmp(type, "Strip")) {
         d->type = LF_DEC_STRIP;
-        const char *c = jstr(j, "content");
-        if (one_char(c ? c : " ", "Strip decoder \"content\"", d->repl, &d->repl_len, err)) return -1;
+        const char *c = lf_json_str(j, "content");
+        if (lf_one_char(c ? c : " ", "Strip decoder \"content\"", d->repl, &d->repl_len, err)) return -1;
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "start");
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(j, "stop");
         d->start = cJSON_IsNumber(a) && a->valuedouble > 0 ? (int)a->valuedouble : 0;
         d->stop = cJSON_IsNumber(b) && b->valuedouble > 0 ? (int)b->valuedouble : 0;
     } else if (!strcmp(type, "BPEDecoder")) {
         d->type = LF_DEC_BPE;
-        const char *sfx = jstr(j, "suffix");
+        const char *sfx = lf_json_str(j, "suffix");
         if (!sfx) sfx = "</w>";
         if (!(d->str = strdup(sfx))) return lf_fail(err, "out of memory");
         d->str_len = strlen(sfx);
     } else if (!strcmp(type, "Sequence")) {
         d->type = LF_DEC_SEQUENCE;
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "decoders");
-        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence decoder without \"decoders\" array");
-        int cnt = cJSON_GetArraySize(arr);
-        d->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *d->kids);
-        if (!d->kids) return lf_fail(err, "out of memory");
-        const cJSON *c;
-        cJSON_ArrayForEach(c, arr) {
-            if (lf_decoder_parse(c, &d->kids[d->n_kids], err)) {
-                lf_decoder_free(&d->kids[d->n_kids]);
-                return -1;
-            }
-            d->n_kids++;
-        }
+        const cJSON *arr, *c;
+        if (!(d->kids = lf_seq_alloc(j, "decoders", "decoder", sizeof *d->kids, &arr, err))) return -1;
+        cJSON_ArrayForEach(c, arr) /* a failed item counts: lf_decoder_free frees what it holds */
+            if (lf_decoder_parse(c, &d->kids[d->n_kids++], err)) return -1;
     } else {
         return lf_fail(err, "unsupported decoder type '%s' (supported: ByteLevel, Metaspace, Replace, "
                             "ByteFallback, Fuse, Strip, BPEDecoder, Sequence)", type);

@@ -7,19 +7,9 @@
 #include "core/error.h"
 #include "tokenizer/tok_internal.h"
 
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static bool jbool(const cJSON *o, const char *k, bool dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
 int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
     memset(n, 0, sizeof *n);
-    const char *type = jstr(j, "type");
+    const char *type = lf_json_str(j, "type");
     if (!type) return lf_fail(err, "normalizer without a \"type\"");
     if (!strcmp(type, "NFC")) n->type = LF_NORM_NFC;
     else if (!strcmp(type, "NFD")) n->type = LF_NORM_NFD;
@@ -28,20 +18,14 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
     else if (!strcmp(type, "Lowercase")) n->type = LF_NORM_LOWERCASE;
     else if (!strcmp(type, "Prepend")) {
         n->type = LF_NORM_PREPEND;
-        const char *p = jstr(j, "prepend");
+        const char *p = lf_json_str(j, "prepend");
         if (!p) return lf_fail(err, "Prepend normalizer without \"prepend\"");
         n->str = strdup(p);
         if (!n->str) return lf_fail(err, "out of memory");
         n->str_len = strlen(p);
     } else if (!strcmp(type, "Replace")) {
         n->type = LF_NORM_REPLACE;
-        const char *c = jstr(j, "content");
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(j, "pattern");
-        if (!c || !pat) return lf_fail(err, "Replace normalizer needs \"pattern\" and \"content\"");
-        if (lf_pattern_parse(pat, "Replace normalizer", &n->pat, err)) return -1;
-        n->str = strdup(c);
-        if (!n->str) return lf_fail(err, "out of memory");
-        n->str_len = strlen(c);
+        if (lf_replace_parse(j, "Replace normalizer", &n->pat, &n->str, &n->str_len, err)) return -1;
     } else if (!strcmp(type, "Strip")) {
         n->type = LF_NORM_STRIP;
         n->left = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "strip_left"));
@@ -54,25 +38,16 @@ int lf_normalizer_parse(const cJSON *j, lf_normalizer *n, lf_error *err) {
         n->type = LF_NORM_BYTELEVEL;
     } else if (!strcmp(type, "BertNormalizer")) {
         n->type = LF_NORM_BERT;
-        n->clean_text = jbool(j, "clean_text", true);
-        n->chinese_chars = jbool(j, "handle_chinese_chars", true);
-        n->lowercase = jbool(j, "lowercase", true);
-        n->strip_accents = jbool(j, "strip_accents", n->lowercase); /* null: as lowercase */
+        n->clean_text = lf_json_bool(j, "clean_text", true);
+        n->chinese_chars = lf_json_bool(j, "handle_chinese_chars", true);
+        n->lowercase = lf_json_bool(j, "lowercase", true);
+        n->strip_accents = lf_json_bool(j, "strip_accents", n->lowercase); /* null: as lowercase */
     } else if (!strcmp(type, "Sequence")) {
         n->type = LF_NORM_SEQUENCE;
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "normalizers");
-        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence normalizer without \"normalizers\" array");
-        int cnt = cJSON_GetArraySize(arr);
-        n->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *n->kids);
-        if (!n->kids) return lf_fail(err, "out of memory");
-        const cJSON *c;
-        cJSON_ArrayForEach(c, arr) {
-            if (lf_normalizer_parse(c, &n->kids[n->n_kids], err)) {
-                lf_normalizer_free(&n->kids[n->n_kids]);
-                return -1;
-            }
-            n->n_kids++;
-        }
+        const cJSON *arr, *c;
+        if (!(n->kids = lf_seq_alloc(j, "normalizers", "normalizer", sizeof *n->kids, &arr, err))) return -1;
+        cJSON_ArrayForEach(c, arr) /* a failed item counts: lf_normalizer_free frees what it holds */
+            if (lf_normalizer_parse(c, &n->kids[n->n_kids++], err)) return -1;
     } else {
         return lf_fail(err, "unsupported normalizer type '%s' (supported: NFC, NFD, NFKC, NFKD, Lowercase, "
                             "Prepend, Replace, Strip, StripAccents, BertNormalizer, Nmt, ByteLevel, Sequence)", type);

@@ -25,32 +25,9 @@ static void bl_init(void) {
     }
 }
 
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static bool jbool(const cJSON *o, const char *k, bool dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
-static int parse_replacement(const cJSON *j, const char *what, char *out, size_t *out_len, lf_error *err) {
-    const char *r = jstr(j, "replacement");
-    if (!r) r = "\xe2\x96\x81"; /* U+2581 */
-    size_t n = strlen(r);
-    if (n == 0 || n > 4 || lf_utf8_valid_prefix(r, n) != n) return lf_fail(err, "%s: \"replacement\" must be one character", what);
-    uint32_t cp;
-    if ((size_t)lf_utf8_decode(r, n, &cp) != n) return lf_fail(err, "%s: \"replacement\" must be one character", what);
-    memcpy(out, r, n);
-    out[n] = 0;
-    *out_len = n;
-    return 0;
-}
-
 /* "behavior" (a SplitDelimiterBehavior; Isolated when absent). */
 static int parse_behavior(const cJSON *j, const char *what, lf_split_behavior *out, lf_error *err) {
-    const char *b = jstr(j, "behavior");
+    const char *b = lf_json_str(j, "behavior");
     if (!b) b = "Isolated";
     if (!strcmp(b, "Removed")) *out = LF_SPLIT_REMOVED;
     else if (!strcmp(b, "Isolated")) *out = LF_SPLIT_ISOLATED;
@@ -62,16 +39,15 @@ static int parse_behavior(const cJSON *j, const char *what, lf_split_behavior *o
 }
 
 static int parse_delimiter(const cJSON *j, lf_pretok *p, lf_error *err) {
-    const char *d = jstr(j, "delimiter");
-    size_t n = d ? strlen(d) : 0;
-    if (!n || lf_utf8_valid_prefix(d, n) != n || (size_t)lf_utf8_decode(d, n, &p->delimiter) != n)
+    const char *d = lf_json_str(j, "delimiter");
+    if (!d || !lf_utf8_one_char(d, strlen(d), &p->delimiter))
         return lf_fail(err, "CharDelimiterSplit pre_tokenizer: \"delimiter\" must be one character");
     return 0;
 }
 
 int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
     memset(p, 0, sizeof *p);
-    const char *type = jstr(j, "type");
+    const char *type = lf_json_str(j, "type");
     if (!type) return lf_fail(err, "pre_tokenizer without a \"type\"");
     if (!strcmp(type, "Split")) {
         p->type = LF_PRETOK_SPLIT;
@@ -80,27 +56,22 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         if (lf_pattern_parse(pat, "Split pre_tokenizer", &p->pat, err)) return -1;
         p->has_pat = true;
         if (parse_behavior(j, "Split", &p->behavior, err)) return -1;
-        p->invert = jbool(j, "invert", false);
+        p->invert = lf_json_bool(j, "invert", false);
     } else if (!strcmp(type, "ByteLevel")) {
         p->type = LF_PRETOK_BYTELEVEL;
-        p->add_prefix_space = jbool(j, "add_prefix_space", true);
-        if (jbool(j, "use_regex", true)) {
+        p->add_prefix_space = lf_json_bool(j, "add_prefix_space", true);
+        if (lf_json_bool(j, "use_regex", true)) {
             if (lf_pattern_from_regex(GPT2_REGEX, "ByteLevel pre_tokenizer", &p->pat, err)) return -1;
             p->has_pat = true;
         }
     } else if (!strcmp(type, "Metaspace")) {
         p->type = LF_PRETOK_METASPACE;
-        if (parse_replacement(j, "Metaspace pre_tokenizer", p->repl, &p->repl_len, err)) return -1;
-        const char *scheme = jstr(j, "prepend_scheme");
-        if (scheme) {
-            if (!strcmp(scheme, "always")) p->prepend = LF_PREPEND_ALWAYS;
-            else if (!strcmp(scheme, "first")) p->prepend = LF_PREPEND_FIRST;
-            else if (!strcmp(scheme, "never")) p->prepend = LF_PREPEND_NEVER;
-            else return lf_fail(err, "Metaspace pre_tokenizer: unknown prepend_scheme '%s'", scheme);
-        } else {
-            p->prepend = jbool(j, "add_prefix_space", true) ? LF_PREPEND_ALWAYS : LF_PREPEND_NEVER;
-        }
-        p->split = jbool(j, "split", true);
+        const char *r = lf_json_str(j, "replacement"); /* default U+2581 */
+        if (lf_one_char(r ? r : "\xe2\x96\x81", "Metaspace pre_tokenizer: \"replacement\"", p->repl, &p->repl_len,
+                        err) ||
+            lf_prepend_parse(j, "Metaspace pre_tokenizer", &p->prepend, err))
+            return -1;
+        p->split = lf_json_bool(j, "split", true);
     } else if (!strcmp(type, "Whitespace")) {
         p->type = LF_PRETOK_WHITESPACE;
     } else if (!strcmp(type, "WhitespaceSplit")) {
@@ -124,22 +95,13 @@ int lf_pretok_parse(const cJSON *j, lf_pretok *p, lf_error *err) {
         p->length = (size_t)v;
     } else if (!strcmp(type, "Digits")) {
         p->type = LF_PRETOK_DIGITS;
-        p->individual = jbool(j, "individual_digits", false);
+        p->individual = lf_json_bool(j, "individual_digits", false);
     } else if (!strcmp(type, "Sequence")) {
         p->type = LF_PRETOK_SEQUENCE;
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
-        if (!cJSON_IsArray(arr)) return lf_fail(err, "Sequence pre_tokenizer without \"pretokenizers\" array");
-        int cnt = cJSON_GetArraySize(arr);
-        p->kids = calloc(cnt ? (size_t)cnt : 1, sizeof *p->kids);
-        if (!p->kids) return lf_fail(err, "out of memory");
-        const cJSON *c;
-        cJSON_ArrayForEach(c, arr) {
-            if (lf_pretok_parse(c, &p->kids[p->n_kids], err)) {
-                lf_pretok_free(&p->kids[p->n_kids]);
-                return -1;
-            }
-            p->n_kids++;
-        }
+        const cJSON *arr, *c;
+        if (!(p->kids = lf_seq_alloc(j, "pretokenizers", "pre_tokenizer", sizeof *p->kids, &arr, err))) return -1;
+        cJSON_ArrayForEach(c, arr) /* a failed item counts: lf_pretok_free frees what it holds */
+            if (lf_pretok_parse(c, &p->kids[p->n_kids++], err)) return -1;
     } else {
         return lf_fail(err, "unsupported pre_tokenizer type '%s' (supported: Split, ByteLevel, Metaspace, "
                             "Whitespace, WhitespaceSplit, Digits, Punctuation, CharDelimiterSplit, "

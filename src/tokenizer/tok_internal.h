@@ -63,6 +63,8 @@ static inline const char *lf_piece_str(const lf_pieces *p, size_t i) {
 /* ---- UTF-8 and Unicode --------------------------------------------------- */
 /* Length of the longest valid UTF-8 prefix of s (n when all of it is valid). */
 size_t lf_utf8_valid_prefix(const char *s, size_t n);
+/* s[0..n) is exactly one valid UTF-8 character; its code point in *cp. */
+bool lf_utf8_one_char(const char *s, size_t n, uint32_t *cp);
 /* Decode one code point of valid UTF-8; returns its byte length. */
 int lf_utf8_decode(const char *s, size_t n, uint32_t *cp);
 /* Encode a code point; returns the byte length (1..4). */
@@ -202,6 +204,31 @@ typedef struct lf_decoder {
     struct lf_decoder *kids;
     int n_kids;
 } lf_decoder;
+
+/* ---- fields of tokenizer.json's components ------------------------------- */
+/* o[k] when it is a string, else NULL. */
+static inline const char *lf_json_str(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+/* o[k] when it is a bool, else dflt. */
+static inline bool lf_json_bool(const cJSON *o, const char *k, bool dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+/* Copy s, which must be one character, into out (NUL-terminated); else the
+ * error "<what> must be one character". */
+int lf_one_char(const char *s, const char *what, char out[8], size_t *out_len, lf_error *err);
+/* Metaspace's "prepend_scheme" (always, first, never); without one,
+ * "add_prefix_space" (default true) means always or never. */
+int lf_prepend_parse(const cJSON *j, const char *what, lf_prepend_scheme *out, lf_error *err);
+/* Replace's "pattern" and the "content" that takes its place. */
+int lf_replace_parse(const cJSON *j, const char *what, lf_pattern *pat, char **content, size_t *len,
+                     lf_error *err);
+/* Zeroed room for the items of the array j[key] of a Sequence (at least
+ * one), the array in *arr; NULL with an error naming `what`. */
+void *lf_seq_alloc(const cJSON *j, const char *key, const char *what, size_t size, const cJSON **arr,
+                   lf_error *err);
 
 /* ---- added tokens -------------------------------------------------------- */
 typedef struct lf_added {

@@ -145,6 +145,10 @@ size_t lf_utf8_valid_prefix(const char *s, size_t n) {
     return n;
 }
 
+bool lf_utf8_one_char(const char *s, size_t n, uint32_t *cp) {
+    return n > 0 && lf_utf8_valid_prefix(s, n) == n && (size_t)lf_utf8_decode(s, n, cp) == n;
+}
+
 int lf_utf8_decode(const char *s, size_t n, uint32_t *cp) {
     const unsigned char *u = (const unsigned char *)s;
     unsigned char b = u[0];
@@ -269,6 +273,51 @@ uint64_t lf_hash_bytes(const void *p, size_t n) {
     h *= 0xBF58476D1CE4E5B9ull;
     h ^= h >> 32;
     return h;
+}
+
+/* ---- fields of tokenizer.json's components ------------------------------- */
+int lf_one_char(const char *s, const char *what, char out[8], size_t *out_len, lf_error *err) {
+    size_t n = strlen(s);
+    uint32_t cp;
+    if (!lf_utf8_one_char(s, n, &cp)) return lf_fail(err, "%s must be one character", what);
+    memcpy(out, s, n);
+    out[n] = 0;
+    *out_len = n;
+    return 0;
+}
+
+int lf_prepend_parse(const cJSON *j, const char *what, lf_prepend_scheme *out, lf_error *err) {
+    const char *scheme = lf_json_str(j, "prepend_scheme");
+    if (!scheme) *out = lf_json_bool(j, "add_prefix_space", true) ? LF_PREPEND_ALWAYS : LF_PREPEND_NEVER;
+    else if (!strcmp(scheme, "always")) *out = LF_PREPEND_ALWAYS;
+    else if (!strcmp(scheme, "first")) *out = LF_PREPEND_FIRST;
+    else if (!strcmp(scheme, "never")) *out = LF_PREPEND_NEVER;
+    else return lf_fail(err, "%s: unknown prepend_scheme '%s'", what, scheme);
+    return 0;
+}
+
+int lf_replace_parse(const cJSON *j, const char *what, lf_pattern *pat, char **content, size_t *len,
+                     lf_error *err) {
+    const char *c = lf_json_str(j, "content");
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "pattern");
+    if (!c || !pj) return lf_fail(err, "%s needs \"pattern\" and \"content\"", what);
+    if (lf_pattern_parse(pj, what, pat, err)) return -1;
+    if (!(*content = strdup(c))) return lf_fail(err, "out of memory");
+    *len = strlen(c);
+    return 0;
+}
+
+void *lf_seq_alloc(const cJSON *j, const char *key, const char *what, size_t size, const cJSON **arr,
+                   lf_error *err) {
+    *arr = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsArray(*arr)) {
+        lf_fail(err, "Sequence %s without \"%s\" array", what, key);
+        return NULL;
+    }
+    int cnt = cJSON_GetArraySize(*arr);
+    void *kids = calloc(cnt ? (size_t)cnt : 1, size);
+    if (!kids) lf_fail(err, "out of memory");
+    return kids;
 }
 
 /* ---- patterns ------------------------------------------------------------ */

@@ -166,16 +166,6 @@ static int merge_put(lf_tokenizer *t, int32_t a, int32_t b, uint32_t rank, int32
 }
 
 /* ---- loading: the model -------------------------------------------------- */
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static bool jbool(const cJSON *o, const char *k, bool dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
-}
-
 static bool json_id(const cJSON *v, int *out) {
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
@@ -328,7 +318,7 @@ static int merge_add_json(merge_batch *mb, const cJSON *m, uint32_t rank) {
 static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, const lf_json_span *vs,
                       const lf_json_span *ms, lf_error *err) {
     if (!cJSON_IsObject(model)) return lf_fail(err, "%s: no \"model\" object", path);
-    const char *type = jstr(model, "type");
+    const char *type = lf_json_str(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (type && strcmp(type, "BPE"))
@@ -336,13 +326,13 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, con
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
         return lf_fail(err, "%s: the BPE model needs a \"vocab\" object and a \"merges\" array", path);
 
-    const char *cp = jstr(model, "continuing_subword_prefix");
-    const char *ew = jstr(model, "end_of_word_suffix");
+    const char *cp = lf_json_str(model, "continuing_subword_prefix");
+    const char *ew = lf_json_str(model, "end_of_word_suffix");
     if (cp && *cp && !(t->cont_prefix = tok_strdup(t, cp, strlen(cp)))) return OOM();
     if (ew && *ew && !(t->eow_suffix = tok_strdup(t, ew, strlen(ew)))) return OOM();
-    t->byte_fallback = jbool(model, "byte_fallback", false);
-    t->fuse_unk = jbool(model, "fuse_unk", false);
-    t->ignore_merges = jbool(model, "ignore_merges", false);
+    t->byte_fallback = lf_json_bool(model, "byte_fallback", false);
+    t->fuse_unk = lf_json_bool(model, "fuse_unk", false);
+    t->ignore_merges = lf_json_bool(model, "ignore_merges", false);
 
     load_ctx c = {t, path, err, 0, -1};
     /* vocabulary */
@@ -410,7 +400,7 @@ static int load_model(lf_tokenizer *t, const char *path, const cJSON *model, con
     free(mb);
     if (mr) return -1;
 
-    const char *unk = jstr(model, "unk_token");
+    const char *unk = lf_json_str(model, "unk_token");
     t->unk_id = unk ? lf_tok_vocab_find(t, unk, strlen(unk)) : -1;
     return lf_tok_model_tables(t, err);
 }
@@ -441,12 +431,13 @@ static int find_added(const lf_tokenizer *t, const char *s) {
 }
 
 static int add_token(lf_tokenizer *t, const char *path, const cJSON *a, int id, lf_error *err) {
-    const char *content = jstr(a, "content");
+    const char *content = lf_json_str(a, "content");
     if (!content) return lf_fail(err, "%s: added token %d without \"content\"", path, id);
-    bool special = jbool(a, "special", false);
+    bool special = lf_json_bool(a, "special", false);
     lf_added spec = {.id = id, .content = (char *)content, .len = strlen(content), .special = special,
-                     .lstrip = jbool(a, "lstrip", false), .rstrip = jbool(a, "rstrip", false),
-                     .single_word = jbool(a, "single_word", false), .normalized = jbool(a, "normalized", !special)};
+                     .lstrip = lf_json_bool(a, "lstrip", false), .rstrip = lf_json_bool(a, "rstrip", false),
+                     .single_word = lf_json_bool(a, "single_word", false),
+                     .normalized = lf_json_bool(a, "normalized", !special)};
     return lf_tok_add_token(t, path, &spec, err);
 }
 
@@ -600,7 +591,7 @@ static int ids_prepend(int **v, int *n, const int *x, int k) {
 /* Wrap the current prefix/suffix with one processor's (single sequence). */
 static int load_postproc(lf_tokenizer *t, const char *path, const cJSON *pp, lf_error *err) {
     if (!pp || cJSON_IsNull(pp)) return 0;
-    const char *type = jstr(pp, "type");
+    const char *type = lf_json_str(pp, "type");
     if (!type) return lf_fail(err, "%s: post_processor without a \"type\"", path);
     if (!strcmp(type, "ByteLevel")) return 0;
     if (!strcmp(type, "Sequence")) {
@@ -635,7 +626,7 @@ static int load_postproc(lf_tokenizer *t, const char *path, const cJSON *pp, lf_
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(item, "SpecialToken");
         const cJSON *sq = cJSON_GetObjectItemCaseSensitive(item, "Sequence");
         if (sq) {
-            const char *sid = jstr(sq, "id");
+            const char *sid = lf_json_str(sq, "id");
             if (!sid || strcmp(sid, "A")) {
                 rc = lf_fail(err, "%s: TemplateProcessing: the single template may only use sequence A", path);
                 break;
@@ -647,7 +638,7 @@ static int load_postproc(lf_tokenizer *t, const char *path, const cJSON *pp, lf_
             seen_a = true;
             continue;
         }
-        const char *name = st ? jstr(st, "id") : NULL;
+        const char *name = st ? lf_json_str(st, "id") : NULL;
         if (!name) {
             rc = lf_fail(err, "%s: TemplateProcessing: bad item in the single template", path);
             break;
@@ -675,7 +666,7 @@ static int load_postproc(lf_tokenizer *t, const char *path, const cJSON *pp, lf_
 /* ---- loading: tokenizer_config.json -------------------------------------- */
 static const char *token_content(const cJSON *v) {
     if (cJSON_IsString(v)) return v->valuestring;
-    if (cJSON_IsObject(v)) return jstr(v, "content");
+    if (cJSON_IsObject(v)) return lf_json_str(v, "content");
     return NULL;
 }
 
@@ -709,7 +700,7 @@ static int load_config(lf_tokenizer *t, const char *dir, lf_error *err) {
                 char *endp;
                 errno = 0;
                 long id = strtol(a->string, &endp, 10);
-                const char *content = jstr(a, "content");
+                const char *content = lf_json_str(a, "content");
                 if (errno || *endp || id < 0 || id > 0x7ffffffe || !content) {
                     rc = lf_fail(err, "%s: bad added_tokens_decoder entry '%s'", path, a->string);
                     break;
@@ -723,8 +714,8 @@ static int load_config(lf_tokenizer *t, const char *dir, lf_error *err) {
             tmpl = ct->valuestring;
         } else if (cJSON_IsArray(ct)) {
             cJSON_ArrayForEach(a, ct) {
-                const char *name = jstr(a, "name");
-                if (!tmpl || (name && !strcmp(name, "default"))) tmpl = jstr(a, "template");
+                const char *name = lf_json_str(a, "name");
+                if (!tmpl || (name && !strcmp(name, "default"))) tmpl = lf_json_str(a, "template");
             }
         }
         if (!rc && tmpl && !(t->chat_template = tok_strdup(t, tmpl, strlen(tmpl)))) rc = OOM();
@@ -815,6 +806,33 @@ int lf_tok_finish_added(lf_tokenizer *t, lf_error *err) {
 }
 
 /* ---- load ---------------------------------------------------------------- */
+/* tokenizer.json's member key, or NULL when it is absent or null. */
+static const cJSON *component(const cJSON *j, const char *key) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNull(c) ? NULL : c;
+}
+
+/* The normalizer, pre_tokenizer and decoder, each optional; their errors
+ * name the file. */
+static int load_components(lf_tokenizer *t, const char *path, const cJSON *j, lf_error *err) {
+    const cJSON *nj = component(j, "normalizer"), *pj = component(j, "pre_tokenizer"), *dj = component(j, "decoder");
+    if ((nj && !(t->norm = calloc(1, sizeof *t->norm))) || (pj && !(t->pretok = calloc(1, sizeof *t->pretok))) ||
+        (dj && !(t->dec = calloc(1, sizeof *t->dec))))
+        return OOM();
+    if ((nj && lf_normalizer_parse(nj, t->norm, err)) || (pj && lf_pretok_parse(pj, t->pretok, err)) ||
+        (dj && lf_decoder_parse(dj, t->dec, err)))
+        return lf_fail_prefix(err, "%s", path);
+    return 0;
+}
+
+/* Every post_processor token id names a token. */
+static int check_pp_ids(const lf_tokenizer *t, const char *path, const int *ids, int n, lf_error *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->n_ids)
+            return lf_fail(err, "%s: post_processor token id %d is out of range", path, ids[i]);
+    return 0;
+}
+
 int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
     *out = NULL;
     lf_tokenizer *t = lf_tok_alloc();
@@ -864,39 +882,7 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
     text = NULL;
     if (load_added(t, path, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), err)) goto fail;
 
-    const cJSON *nj = cJSON_GetObjectItemCaseSensitive(j, "normalizer");
-    if (nj && !cJSON_IsNull(nj)) {
-        if (!(t->norm = calloc(1, sizeof *t->norm))) {
-            OOM();
-            goto fail;
-        }
-        if (lf_normalizer_parse(nj, t->norm, err)) {
-            lf_fail_prefix(err, "%s", path);
-            goto fail;
-        }
-    }
-    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer");
-    if (pj && !cJSON_IsNull(pj)) {
-        if (!(t->pretok = calloc(1, sizeof *t->pretok))) {
-            OOM();
-            goto fail;
-        }
-        if (lf_pretok_parse(pj, t->pretok, err)) {
-            lf_fail_prefix(err, "%s", path);
-            goto fail;
-        }
-    }
-    const cJSON *dj = cJSON_GetObjectItemCaseSensitive(j, "decoder");
-    if (dj && !cJSON_IsNull(dj)) {
-        if (!(t->dec = calloc(1, sizeof *t->dec))) {
-            OOM();
-            goto fail;
-        }
-        if (lf_decoder_parse(dj, t->dec, err)) {
-            lf_fail_prefix(err, "%s", path);
-            goto fail;
-        }
-    }
+    if (load_components(t, path, j, err)) goto fail;
     /* BOS/EOS come from the post-processor alone: transformers 5 drops
      * tokenizer_config.json's add_bos_token / add_eos_token when a
      * tokenizer.json is present */
@@ -907,16 +893,9 @@ int lf_tokenizer_load(const char *dir, lf_tokenizer **out, lf_error *err) {
     if (load_config(t, dir, err)) goto fail;
     t->bos_id = t->bos_str ? lf_tokenizer_token_to_id(t, t->bos_str) : -1;
     t->eos_id = t->eos_str ? lf_tokenizer_token_to_id(t, t->eos_str) : -1;
-    for (int i = 0; i < t->n_pp_prefix; i++)
-        if (t->pp_prefix[i] < 0 || t->pp_prefix[i] >= t->n_ids) {
-            lf_fail(err, "%s: post_processor token id %d is out of range", path, t->pp_prefix[i]);
-            goto fail;
-        }
-    for (int i = 0; i < t->n_pp_suffix; i++)
-        if (t->pp_suffix[i] < 0 || t->pp_suffix[i] >= t->n_ids) {
-            lf_fail(err, "%s: post_processor token id %d is out of range", path, t->pp_suffix[i]);
-            goto fail;
-        }
+    if (check_pp_ids(t, path, t->pp_prefix, t->n_pp_prefix, err) ||
+        check_pp_ids(t, path, t->pp_suffix, t->n_pp_suffix, err))
+        goto fail;
 
     if (lf_tok_finish_added(t, err)) goto fail;
     free(path);
