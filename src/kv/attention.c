@@ -137,8 +137,19 @@ static inline void task_parts_init(const att_task *t) {
     }
 }
 
+/* A block with no occupied slot: zero weights and |v|_1, reference max -inf. */
+static inline void block_mark_empty(const att_task *t, int b0, int n) {
+    const int rep = t->rep, blk = b0 / LF_ATT_BLOCK;
+    for (int h = 0; h < rep; h++) {
+        if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
+        t->ref[h * t->ref_stride + blk] = -INFINITY;
+    }
+    if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
+}
+
 /* The occupied slots (pos >= 0) of the block of n slots at b0: idx[j] is
- * the j-th one's offset in the block, rows[j] its slot; returns their count. */
+ * the j-th one's offset in the block, rows[j] its slot; returns their count
+ * (0: the block is marked empty and needs nothing more). */
 static inline int block_valid_rows(const att_task *t, int b0, int n, int *idx, int *rows) {
     int nv = 0;
     for (int i = 0; i < n; i++)
@@ -146,17 +157,8 @@ static inline int block_valid_rows(const att_task *t, int b0, int n, int *idx, i
             idx[nv] = i;
             rows[nv++] = b0 + i;
         }
+    if (nv == 0) block_mark_empty(t, b0, n);
     return nv;
-}
-
-/* A block with no occupied slot: zero weights and |v|_1, reference max -inf. */
-static inline void block_mark_empty(const att_task *t, int b0, int n, int blk) {
-    const int rep = t->rep;
-    for (int h = 0; h < rep; h++) {
-        if (t->p) memset(t->p + h * t->p_stride + b0, 0, (size_t)n * sizeof(float));
-        t->ref[h * t->ref_stride + blk] = -INFINITY;
-    }
-    if (t->vn) memset(t->vn + b0, 0, (size_t)n * sizeof(float));
 }
 
 /* Online-softmax update of one block for head h: logits s[0..n) (-inf for
@@ -193,10 +195,7 @@ static void task_scalar(const att_task *t) {
         int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
         int blk = b0 / LF_ATT_BLOCK;
         int nv = block_valid_rows(t, b0, n, idx, rows);
-        if (nv == 0) {
-            block_mark_empty(t, b0, n, blk);
-            continue;
-        }
+        if (nv == 0) continue;
         block_rows(t, widen, rows, nv, kb, vb, kr, vr);
         for (int h = 0; h < rep; h++)
             for (int i = 0; i < n; i++) sb[h * LF_ATT_BLOCK + i] = -INFINITY;
@@ -541,10 +540,7 @@ LF_ATT_AVX2 static void task_avx2(const att_task *t) {
         int n = t->s1 - b0 < LF_ATT_BLOCK ? t->s1 - b0 : LF_ATT_BLOCK;
         int blk = b0 / LF_ATT_BLOCK;
         int nv = block_valid_rows(t, b0, n, idx, rows);
-        if (nv == 0) {
-            block_mark_empty(t, b0, n, blk);
-            continue;
-        }
+        if (nv == 0) continue;
         block_rows(t, widen, rows, nv, kb, vb, krow, vrow);
         avx2_block_logits(t, krow, b0, nv, sb);
         avx2_block_softmax(t, sb, wb, idx, b0, n, nv, blk);
