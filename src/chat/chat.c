@@ -183,12 +183,25 @@ static int check_roles(const lf_chat_message *m, int n, lf_error *err) {
 
 static bool is_role(const lf_chat_message *m, const char *r) { return !strcmp(m->role, r); }
 
+/* One ChatML turn, <|im_start|>role\ntext<|im_end|>\n, all but text markup. */
+static int im_turn(rend *r, const char *role, const char *text) {
+    return markup(r, "<|im_start|>") | markup(r, role) | markup(r, "\n") | content(r, text) |
+           markup(r, "<|im_end|>\n");
+}
+
+/* Qwen3 and QwQ: a system message first is the system turn; a later one
+ * is a turn like a user's. */
+static int qwen_system(rend *r, const lf_chat_message *m, int n) {
+    return n > 0 && is_role(&m[0], "system") ? im_turn(r, "system", m[0].content) : 0;
+}
+static bool qwen_plain_turn(const lf_chat_message *m, int i) {
+    return is_role(&m[i], "user") || (is_role(&m[i], "system") && i > 0);
+}
+
 /* Qwen3: history turns lose their reasoning; the turns after the last user
  * query keep it in a <think> block. */
 static int render_qwen3(rend *r, const lf_chat_message *m, int n, const lf_chat_options *o) {
-    int rc = 0;
-    if (n > 0 && is_role(&m[0], "system"))
-        rc |= markup(r, "<|im_start|>system\n") | content(r, m[0].content) | markup(r, "<|im_end|>\n");
+    int rc = qwen_system(r, m, n);
     int last_query = n - 1;
     for (int i = n - 1; i >= 0; i--) {
         const char *c = m[i].content;
@@ -201,9 +214,8 @@ static int render_qwen3(rend *r, const lf_chat_message *m, int n, const lf_chat_
     }
     for (int i = 0; i < n && !rc; i++) {
         const char *c = m[i].content;
-        if (is_role(&m[i], "user") || (is_role(&m[i], "system") && i > 0)) {
-            rc |= markup(r, "<|im_start|>") | markup(r, m[i].role) | markup(r, "\n") | content(r, c) |
-                  markup(r, "<|im_end|>\n");
+        if (qwen_plain_turn(m, i)) {
+            rc |= im_turn(r, m[i].role, c);
         } else if (is_role(&m[i], "assistant")) {
             size_t ca = 0, cb = strlen(c), ra = 0, rb = 0;
             const char *close = strstr(c, "</think>");
@@ -240,14 +252,11 @@ static int render_qwen3(rend *r, const lf_chat_message *m, int n, const lf_chat_
 /* QwQ: earlier assistant turns lose their reasoning; the prompt opens
  * <think>. */
 static int render_qwq(rend *r, const lf_chat_message *m, int n, const lf_chat_options *o) {
-    int rc = 0;
-    if (n > 0 && is_role(&m[0], "system"))
-        rc |= markup(r, "<|im_start|>system\n") | content(r, m[0].content) | markup(r, "<|im_end|>\n");
+    int rc = qwen_system(r, m, n);
     for (int i = 0; i < n && !rc; i++) {
         const char *c = m[i].content;
-        if (is_role(&m[i], "user") || (is_role(&m[i], "system") && i > 0)) {
-            rc |= markup(r, "<|im_start|>") | markup(r, m[i].role) | markup(r, "\n") | content(r, c) |
-                  markup(r, "<|im_end|>\n");
+        if (qwen_plain_turn(m, i)) {
+            rc |= im_turn(r, m[i].role, c);
         } else if (is_role(&m[i], "assistant")) {
             size_t ca = 0, cb = strlen(c);
             const char *last = last_of(c, "</think>");
@@ -265,10 +274,8 @@ static int render_qwq(rend *r, const lf_chat_message *m, int n, const lf_chat_op
 static int render_chatml(rend *r, const lf_tokenizer *t, const lf_chat_message *m, int n, const lf_chat_options *o) {
     int rc = 0;
     if ((n == 0 || !is_role(&m[0], "system")) && has(lf_tokenizer_chat_template(t), QWEN25_DEFAULT_SYSTEM))
-        rc |= markup(r, "<|im_start|>system\n") | content(r, QWEN25_DEFAULT_SYSTEM) | markup(r, "<|im_end|>\n");
-    for (int i = 0; i < n && !rc; i++)
-        rc |= markup(r, "<|im_start|>") | markup(r, m[i].role) | markup(r, "\n") | content(r, m[i].content) |
-              markup(r, "<|im_end|>\n");
+        rc |= im_turn(r, "system", QWEN25_DEFAULT_SYSTEM);
+    for (int i = 0; i < n && !rc; i++) rc |= im_turn(r, m[i].role, m[i].content);
     if (o->add_generation_prompt) rc |= markup(r, "<|im_start|>assistant\n");
     return rc;
 }

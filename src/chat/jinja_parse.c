@@ -273,15 +273,30 @@ static jnode *subscript(parser *P, jnode *obj) {
     return n;
 }
 
+/* n(arguments) */
+static jnode *call_of(parser *P, jnode *n) {
+    jnode *c = node(P, N_CALL, peek(P)->line);
+    c->a = n;
+    call_args(P, c);
+    return c;
+}
+
+/* A filter applied to a: its name (a known filter) and arguments. */
+static jnode *filter_of(parser *P, int line, jnode *a) {
+    jnode *f = node(P, N_FILTER, line);
+    f->name = expect_name(P);
+    if (!jfilter_known(f->name)) ja_fail(P->a, line, "unsupported feature: filter '%s'", f->name);
+    f->a = a;
+    if (is_op(P, "(")) call_args(P, f);
+    return f;
+}
+
 static jnode *postfix(parser *P, jnode *n) {
     for (;;) {
         if (is_op(P, ".") || is_op(P, "[")) {
             n = subscript(P, n);
         } else if (is_op(P, "(")) {
-            jnode *c = node(P, N_CALL, peek(P)->line);
-            c->a = n;
-            call_args(P, c);
-            n = c;
+            n = call_of(P, n);
         } else {
             return n;
         }
@@ -302,13 +317,7 @@ static bool test_arg_follows(parser *P) {
 static jnode *filter_or_test(parser *P, jnode *n) {
     for (;;) {
         if (is_op(P, "|")) {
-            int line = next(P)->line;
-            jnode *f = node(P, N_FILTER, line);
-            f->name = expect_name(P);
-            if (!jfilter_known(f->name)) ja_fail(P->a, line, "unsupported feature: filter '%s'", f->name);
-            f->a = n;
-            if (is_op(P, "(")) call_args(P, f);
-            n = f;
+            n = filter_of(P, next(P)->line, n);
         } else if (is_name(P, "is")) {
             int line = next(P)->line;
             jnode *t = node(P, N_TEST, line);
@@ -328,10 +337,7 @@ static jnode *filter_or_test(parser *P, jnode *n) {
             }
             n = t;
         } else if (is_op(P, "(")) {
-            jnode *c = node(P, N_CALL, peek(P)->line);
-            c->a = n;
-            call_args(P, c);
-            n = c;
+            n = call_of(P, n);
         } else {
             return n;
         }
@@ -441,27 +447,20 @@ static jnode *not_expr(parser *P) {
     return compare(P);
 }
 
-static jnode *and_expr(parser *P) {
-    jnode *l = not_expr(P);
-    while (is_name(P, "and")) {
-        jnode *n = node(P, N_AND, next(P)->line);
+/* operand (word operand)*, grouped from the left, for "and" and "or". */
+static jnode *bool_chain(parser *P, const char *word, jnode_kind k, jnode *(*operand)(parser *)) {
+    jnode *l = operand(P);
+    while (is_name(P, word)) {
+        jnode *n = node(P, k, next(P)->line);
         n->a = l;
-        n->b = not_expr(P);
+        n->b = operand(P);
         l = n;
     }
     return l;
 }
 
-static jnode *or_expr(parser *P) {
-    jnode *l = and_expr(P);
-    while (is_name(P, "or")) {
-        jnode *n = node(P, N_OR, next(P)->line);
-        n->a = l;
-        n->b = and_expr(P);
-        l = n;
-    }
-    return l;
-}
+static jnode *and_expr(parser *P) { return bool_chain(P, "and", N_AND, not_expr); }
+static jnode *or_expr(parser *P) { return bool_chain(P, "or", N_OR, and_expr); }
 
 static jnode *expr(parser *P) {
     enter(P);
@@ -488,26 +487,26 @@ static void end_tag(parser *P) {
     next(P);
 }
 
-/* after body(): consume the end name (one of ends) */
-static const char *end_name(parser *P) { return name_str(P, next(P)); }
+/* "%}", then the body up to one of the tags named in ends; returns that
+ * tag's name token (consumed; its "%}" is left to the caller). */
+static const jtok *tag_body(parser *P, const char *const *ends, jnode **out) {
+    end_tag(P);
+    *out = body(P, ends);
+    return next(P);
+}
 
 static jnode *stmt_if(parser *P, int line) {
     static const char *const ends[] = {"elif", "else", "endif", NULL};
     jnode *n = node(P, N_IF, line);
     n->a = expr(P);
-    end_tag(P);
-    n->b = body(P, ends);
-    int l2 = peek(P)->line;
-    const char *e = end_name(P);
-    if (!strcmp(e, "elif")) {
-        n->else_ = stmt_if(P, l2);
+    const jtok *e = tag_body(P, ends, &n->b);
+    if (tok_is(e, TK_NAME, "elif")) {
+        n->else_ = stmt_if(P, e->line);
         return n;
     }
-    if (!strcmp(e, "else")) {
+    if (tok_is(e, TK_NAME, "else")) {
         static const char *const endif[] = {"endif", NULL};
-        end_tag(P);
-        n->else_ = body(P, endif);
-        next(P);
+        tag_body(P, endif, &n->else_);
     }
     end_tag(P);
     return n;
@@ -540,13 +539,7 @@ static jnode *stmt_for(parser *P, int line) {
         n->c = expr(P);
     }
     if (is_name(P, "recursive")) ja_fail(P->a, peek(P)->line, "unsupported feature: recursive for loops");
-    end_tag(P);
-    n->b = body(P, ends);
-    if (!strcmp(end_name(P), "else")) {
-        end_tag(P);
-        n->else_ = body(P, endfor);
-        next(P);
-    }
+    if (tok_is(tag_body(P, ends, &n->b), TK_NAME, "else")) tag_body(P, endfor, &n->else_);
     end_tag(P);
     return n;
 }
@@ -575,10 +568,8 @@ static jnode *stmt_set(parser *P, int line) {
     }
     if (n->to_attr || n->n_targets != 1) expected(P, "'='");
     if (is_op(P, "|")) ja_fail(P->a, line, "unsupported feature: filtered block set");
-    end_tag(P);
     n->kind = N_SETBLOCK;
-    n->b = body(P, ends);
-    next(P);
+    tag_body(P, ends, &n->b);
     end_tag(P);
     return n;
 }
@@ -601,9 +592,7 @@ static jnode *stmt_macro(parser *P, int line) {
     }
     next(P);
     kids_to(n, &k);
-    end_tag(P);
-    n->b = body(P, ends);
-    next(P);
+    tag_body(P, ends, &n->b);
     if (peek(P)->kind == TK_NAME) next(P); /* {% endmacro name %} */
     end_tag(P);
     return n;
@@ -615,9 +604,7 @@ static jnode *stmt_call(parser *P, int line) {
     jnode *n = node(P, N_CALLBLOCK, line);
     n->a = postfix(P, primary(P));
     if (n->a->kind != N_CALL) expected(P, "a macro call");
-    end_tag(P);
-    n->b = body(P, ends);
-    next(P);
+    tag_body(P, ends, &n->b);
     end_tag(P);
     return n;
 }
@@ -625,16 +612,8 @@ static jnode *stmt_call(parser *P, int line) {
 static jnode *stmt_simple_block(parser *P, int line, jnode_kind kind, const char *endname) {
     const char *ends[] = {endname, NULL};
     jnode *n = node(P, kind, line);
-    if (kind == N_FILTERBLOCK) {
-        jnode *f = node(P, N_FILTER, line);
-        f->name = expect_name(P);
-        if (!jfilter_known(f->name)) ja_fail(P->a, line, "unsupported feature: filter '%s'", f->name);
-        if (is_op(P, "(")) call_args(P, f);
-        n->a = f;
-    }
-    end_tag(P);
-    n->b = body(P, ends);
-    next(P);
+    if (kind == N_FILTERBLOCK) n->a = filter_of(P, line, NULL);
+    tag_body(P, ends, &n->b);
     end_tag(P);
     return n;
 }
