@@ -1093,46 +1093,54 @@ static bool single_word_ok(const char *s, size_t n, size_t ms, size_t me) {
     return true;
 }
 
-/* Cut the added tokens of matcher m out of s (leftmost-longest, with
- * single_word / lstrip / rstrip), passing the text between them to next. */
-static int split_added(enc_ctx *c, const lf_matcher *m, const char *s, size_t n, bool at_start, chunk_fn next,
-                       const bool *skip_specials) {
-    const lf_tokenizer *t = c->t;
-    if (m->n == 0) return next(c, s, n, at_start);
-    size_t pos = 0, i = 0;
-    while (i < n) {
-        unsigned char b = (unsigned char)s[i];
-        int lo = m->first[b], hi = m->first[b + 1];
-        int hit = -1;
-        for (int k = lo; k < hi; k++) {
-            if (m->pat_len[k] <= n - i && !memcmp(s + i, m->pat[k], m->pat_len[k])) {
-                hit = k;
-                break;
-            }
-        }
+/* The longest pattern of m that starts at s[i] (i < n), or -1. */
+static int match_at(const lf_matcher *m, const char *s, size_t n, size_t i) {
+    unsigned char b = (unsigned char)s[i];
+    for (int k = m->first[b]; k < m->first[b + 1]; k++)
+        if (m->pat_len[k] <= n - i && !memcmp(s + i, m->pat[k], m->pat_len[k])) return k;
+    return -1;
+}
+
+/* The next added token of m in s[0..n) from *i on (leftmost-longest; not a
+ * special one when skip_special; a single_word one only standing alone),
+ * with its span [*ms, *me) grown by lstrip (back to pos at most) and rstrip
+ * whitespace and *i moved past it; NULL when there is none. */
+static const lf_added *next_added(const lf_tokenizer *t, const lf_matcher *m, const char *s, size_t n, size_t pos,
+                                  bool skip_special, size_t *i, size_t *ms, size_t *me) {
+    while (m->n && *i < n) {
+        int hit = match_at(m, s, n, *i);
         if (hit < 0) {
-            i++;
+            (*i)++;
             continue;
         }
         const lf_added *a = &t->added[m->idx[hit]];
-        size_t ms = i, me = i + m->pat_len[hit];
-        i = me;
-        if (a->special && skip_specials && *skip_specials) continue;
-        if (a->single_word && !single_word_ok(s, n, ms, me)) continue;
-        if (a->lstrip) {
-            size_t st = ms;
-            while (st > pos) {
-                size_t p = lf_utf8_prev(s, st), k;
-                if (!space_at(s, n, p, &k)) break;
-                st = p;
-            }
-            ms = st;
+        size_t a0 = *i, a1 = *i + m->pat_len[hit], k;
+        *i = a1;
+        if ((a->special && skip_special) || (a->single_word && !single_word_ok(s, n, a0, a1))) continue;
+        while (a->lstrip && a0 > pos) {
+            size_t p = lf_utf8_prev(s, a0);
+            if (!space_at(s, n, p, &k)) break;
+            a0 = p;
         }
         if (a->rstrip) {
-            size_t k;
-            while (me < n && space_at(s, n, me, &k)) me += k;
-            i = me;
+            while (a1 < n && space_at(s, n, a1, &k)) a1 += k;
+            *i = a1;
         }
+        *ms = a0;
+        *me = a1;
+        return a;
+    }
+    return NULL;
+}
+
+/* Cut the added tokens of matcher m out of s (see next_added), passing the
+ * text between them to next. */
+static int split_added(enc_ctx *c, const lf_matcher *m, const char *s, size_t n, bool at_start, chunk_fn next,
+                       const bool *skip_specials) {
+    if (m->n == 0) return next(c, s, n, at_start);
+    size_t pos = 0, i = 0, ms, me;
+    const lf_added *a;
+    while ((a = next_added(c->t, m, s, n, pos, skip_specials && *skip_specials, &i, &ms, &me))) {
         if (ms > pos && next(c, s + pos, ms - pos, at_start && pos == 0)) return -1;
         if (lf_ivec_push(&c->out, a->id)) return lf_fail(c->err, "out of memory");
         pos = me;
@@ -1245,33 +1253,9 @@ int lf_tokenizer_find_added(const lf_tokenizer *t, const char *text, size_t len,
     int cnt = 0, cap = 0;
     size_t i = 0, pos = 0;
     const lf_matcher *m = &t->m_raw;
-    while (i < len && m->n) {
-        unsigned char b = (unsigned char)text[i];
-        int hit = -1;
-        for (int k = m->first[b]; k < m->first[b + 1]; k++)
-            if (m->pat_len[k] <= len - i && !memcmp(text + i, m->pat[k], m->pat_len[k])) {
-                hit = k;
-                break;
-            }
-        if (hit < 0) {
-            i++;
-            continue;
-        }
-        const lf_added *a = &t->added[m->idx[hit]];
-        size_t ms = i, me = i + m->pat_len[hit];
-        i = me;
-        if (a->single_word && !single_word_ok(text, len, ms, me)) continue;
-        if (a->lstrip)
-            while (ms > pos) {
-                size_t p = lf_utf8_prev(text, ms), k;
-                if (!space_at(text, len, p, &k)) break;
-                ms = p;
-            }
-        if (a->rstrip) {
-            size_t k;
-            while (me < len && space_at(text, len, me, &k)) me += k;
-            i = me;
-        }
+    size_t ms, me;
+    const lf_added *a;
+    while ((a = next_added(t, m, text, len, pos, false, &i, &ms, &me))) {
         if (cnt == cap) {
             cap = cap ? cap * 2 : 8;
             lf_token_span *nv = realloc(v, (size_t)cap * sizeof *nv);
