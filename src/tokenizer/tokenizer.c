@@ -1184,43 +1184,53 @@ static int encode_text(enc_ctx *c, const char *text, size_t len, bool at_start) 
     return split_added(c, &c->t->m_raw, text, len, at_start, norm_chunk, &skip);
 }
 
-int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags, int **ids, int *n_ids,
-                        lf_error *err) {
+/* The start of an encode: no output yet, the text checked to be UTF-8,
+ * the scratch made. */
+static int enc_begin(enc_ctx *c, const char *text, size_t len, int **ids, int *n_ids) {
     *ids = NULL;
     *n_ids = 0;
     size_t ok = lf_utf8_valid_prefix(text, len);
-    if (ok != len) return lf_fail(err, "input text is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
-                                  (unsigned char)text[ok], ok);
-    enc_ctx c = {.t = t, .parse_special = (flags & LF_TOK_PARSE_SPECIAL) != 0, .err = err};
-    if (lf_scratch_init(&c.sc)) return OOM();
-    int rc = 0;
-    if (flags & LF_TOK_ADD_SPECIAL)
-        for (int i = 0; i < t->n_pp_prefix && !rc; i++)
-            if (lf_ivec_push(&c.out, t->pp_prefix[i])) rc = OOM();
-    if (!rc) rc = encode_text(&c, text, len, true);
-    if (!rc && (flags & LF_TOK_ADD_SPECIAL))
-        for (int i = 0; i < t->n_pp_suffix && !rc; i++)
-            if (lf_ivec_push(&c.out, t->pp_suffix[i])) rc = OOM();
-    lf_scratch_free(&c.sc);
+    if (ok != len)
+        return lf_fail(c->err, "input text is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                       (unsigned char)text[ok], ok);
+    return lf_scratch_init(&c->sc) ? OOM_CTX(c) : 0;
+}
+
+/* The end of an encode that returned rc: the scratch freed and, on
+ * success, the ids handed over (an empty result is still allocated). */
+static int enc_finish(enc_ctx *c, int rc, int **ids, int *n_ids) {
+    lf_scratch_free(&c->sc);
     if (rc) {
-        free(c.out.p);
+        free(c->out.p);
         return -1;
     }
-    if (!c.out.p && !(c.out.p = malloc(sizeof(int)))) return OOM();
-    *ids = c.out.p;
-    *n_ids = (int)c.out.n;
+    if (!c->out.p && !(c->out.p = malloc(sizeof(int)))) return OOM_CTX(c);
+    *ids = c->out.p;
+    *n_ids = (int)c->out.n;
     return 0;
+}
+
+static int push_ids(enc_ctx *c, const int *v, int n) {
+    for (int i = 0; i < n; i++)
+        if (lf_ivec_push(&c->out, v[i])) return OOM_CTX(c);
+    return 0;
+}
+
+int lf_tokenizer_encode(const lf_tokenizer *t, const char *text, size_t len, unsigned flags, int **ids, int *n_ids,
+                        lf_error *err) {
+    enc_ctx c = {.t = t, .parse_special = (flags & LF_TOK_PARSE_SPECIAL) != 0, .err = err};
+    if (enc_begin(&c, text, len, ids, n_ids)) return -1;
+    int rc = 0;
+    if (flags & LF_TOK_ADD_SPECIAL) rc = push_ids(&c, t->pp_prefix, t->n_pp_prefix);
+    if (!rc) rc = encode_text(&c, text, len, true);
+    if (!rc && (flags & LF_TOK_ADD_SPECIAL)) rc = push_ids(&c, t->pp_suffix, t->n_pp_suffix);
+    return enc_finish(&c, rc, ids, n_ids);
 }
 
 int lf_tokenizer_encode_spans(const lf_tokenizer *t, const char *text, size_t len, const lf_token_span *spans,
                               int n_spans, int **ids, int *n_ids, lf_error *err) {
-    *ids = NULL;
-    *n_ids = 0;
-    size_t ok = lf_utf8_valid_prefix(text, len);
-    if (ok != len) return lf_fail(err, "input text is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
-                                  (unsigned char)text[ok], ok);
     enc_ctx c = {.t = t, .parse_special = false, .err = err};
-    if (lf_scratch_init(&c.sc)) return OOM();
+    if (enc_begin(&c, text, len, ids, n_ids)) return -1;
     int rc = 0;
     size_t pos = 0;
     for (int k = 0; k < n_spans && !rc; k++) {
@@ -1234,15 +1244,7 @@ int lf_tokenizer_encode_spans(const lf_tokenizer *t, const char *text, size_t le
         pos = sp->end;
     }
     if (!rc && pos < len) rc = encode_text(&c, text + pos, len - pos, pos == 0);
-    lf_scratch_free(&c.sc);
-    if (rc) {
-        free(c.out.p);
-        return -1;
-    }
-    if (!c.out.p && !(c.out.p = malloc(sizeof(int)))) return OOM();
-    *ids = c.out.p;
-    *n_ids = (int)c.out.n;
-    return 0;
+    return enc_finish(&c, rc, ids, n_ids);
 }
 
 int lf_tokenizer_find_added(const lf_tokenizer *t, const char *text, size_t len, lf_token_span **spans, int *n,
