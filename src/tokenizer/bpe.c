@@ -42,11 +42,9 @@ static inline bool heap_less(const lf_bpe_merge_entry *a, const lf_bpe_merge_ent
 
 static int heap_push(lf_scratch *sc, uint32_t rank, uint32_t pos, int32_t new_id) {
     if (sc->hn == sc->hcap) {
-        size_t cap = sc->hcap ? sc->hcap * 2 : 64;
-        lf_bpe_merge_entry *h = realloc(sc->heap, cap * sizeof *h);
+        lf_bpe_merge_entry *h = lf_grow(sc->heap, &sc->hcap, sc->hn + 1, sizeof *h, 64);
         if (!h) return -1;
         sc->heap = h;
-        sc->hcap = cap;
     }
     lf_bpe_merge_entry e = {rank, pos, new_id};
     size_t i = sc->hn++;

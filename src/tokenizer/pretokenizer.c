@@ -131,11 +131,9 @@ typedef struct segs {
 
 static int segs_push(segs *s, size_t a, size_t b, bool match) {
     if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        seg *v = realloc(s->v, cap * sizeof *v);
+        seg *v = lf_grow(s->v, &s->cap, s->n + 1, sizeof *v, 64);
         if (!v) return -1;
         s->v = v;
-        s->cap = cap;
     }
     s->v[s->n++] = (seg){a, b, match};
     return 0;
@@ -222,11 +220,15 @@ static void apply_behavior(segs *s, lf_split_behavior b) {
             if (!s->v[i].match) s->v[w++] = s->v[i];
         s->n = w;
         return;
-    case LF_SPLIT_MERGED_PREV: {
+    case LF_SPLIT_MERGED_PREV:
+    case LF_SPLIT_CONTIGUOUS: {
+        /* a segment joins the one kept before it: MergedWithPrevious, a
+         * delimiter after a non-delimiter; Contiguous, one of the same kind */
         bool prev_match = false;
         for (size_t i = 0; i < s->n; i++) {
             seg g = s->v[i];
-            if (g.match && !prev_match && w > 0) {
+            bool join = b == LF_SPLIT_CONTIGUOUS ? g.match == prev_match : g.match && !prev_match;
+            if (join && w > 0) {
                 s->v[w - 1].b = g.b;
             } else {
                 s->v[w++] = g;
@@ -252,20 +254,6 @@ static void apply_behavior(segs *s, lf_split_behavior b) {
         }
         memmove(s->v, s->v + w, (s->n - w) * sizeof *s->v);
         s->n -= w;
-        return;
-    }
-    case LF_SPLIT_CONTIGUOUS: {
-        bool prev_match = false;
-        for (size_t i = 0; i < s->n; i++) {
-            seg g = s->v[i];
-            if (g.match == prev_match && w > 0) {
-                s->v[w - 1].b = g.b;
-            } else {
-                s->v[w++] = g;
-            }
-            prev_match = g.match;
-        }
-        s->n = w;
         return;
     }
     }

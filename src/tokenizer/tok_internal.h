@@ -17,6 +17,11 @@
 #include "tokenizer/tokenizer.h"
 
 /* ---- small containers ---------------------------------------------------- */
+/* p, an array of `size`-byte items with room for *cap, reallocated to hold
+ * `need` items (need > *cap): its capacity doubles from `first` until it
+ * does. NULL when out of memory (p and *cap are then unchanged). */
+void *lf_grow(void *p, size_t *cap, size_t need, size_t size, size_t first);
+
 typedef struct lf_buf {
     char *p;
     size_t n, cap;

@@ -7,14 +7,20 @@
 #include "tokenizer/tok_internal.h"
 
 /* ---- buffers ------------------------------------------------------------- */
+void *lf_grow(void *p, size_t *cap, size_t need, size_t size, size_t first) {
+    size_t c = *cap ? *cap : first;
+    while (c < need) c *= 2;
+    if (c > SIZE_MAX / size) return NULL;
+    void *q = realloc(p, c * size);
+    if (q) *cap = c;
+    return q;
+}
+
 int lf_buf_reserve(lf_buf *b, size_t extra) {
     if (b->n + extra + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
+    char *p = lf_grow(b->p, &b->cap, b->n + extra + 1, 1, 64);
     if (!p) return -1;
     b->p = p;
-    b->cap = cap;
     return 0;
 }
 
@@ -34,12 +40,9 @@ void lf_buf_free(lf_buf *b) {
 
 int lf_ivec_reserve(lf_ivec *v, size_t extra) {
     if (v->n + extra <= v->cap) return 0;
-    size_t cap = v->cap ? v->cap : 16;
-    while (cap < v->n + extra) cap *= 2;
-    int *p = realloc(v->p, cap * sizeof *p);
+    int *p = lf_grow(v->p, &v->cap, v->n + extra, sizeof *p, 16);
     if (!p) return -1;
     v->p = p;
-    v->cap = cap;
     return 0;
 }
 
@@ -63,11 +66,9 @@ void lf_pieces_free(lf_pieces *p) {
 
 static int pieces_grow(lf_pieces *p) {
     if (p->n < p->cap) return 0;
-    size_t cap = p->cap ? p->cap * 2 : 32;
-    lf_piece *v = realloc(p->v, cap * sizeof *v);
+    lf_piece *v = lf_grow(p->v, &p->cap, p->n + 1, sizeof *v, 32);
     if (!v) return -1;
     p->v = v;
-    p->cap = cap;
     return 0;
 }
 

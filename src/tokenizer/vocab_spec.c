@@ -326,11 +326,9 @@ static int token_splits(const lf_tokenizer *t, const char *s, size_t n, int id, 
         int l = lf_tok_vocab_find(t, s, i), r = l >= 0 ? lf_tok_vocab_find(t, s + i, n - i) : -1;
         if (l < 0 || r < 0) continue;
         if (g->n == g->cap) {
-            size_t cap = g->cap ? g->cap * 2 : 4096;
-            gen_merge *v = realloc(g->v, cap * sizeof *v);
+            gen_merge *v = lf_grow(g->v, &g->cap, g->n + 1, sizeof *v, 4096);
             if (!v) return -1;
             g->v = v;
-            g->cap = cap;
         }
         g->v[g->n++] = (gen_merge){score, left, total - left, 0, l, r, id};
     }
