@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/file.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
 #include "test_util.h"
@@ -749,6 +750,27 @@ static const char *base_text(const char *base, char **cache_names, char **cache_
     return cache_texts[(*n_cache)++];
 }
 
+/* The growth rule of every tokenizer array: doubles to the need, refuses
+ * (NULL, nothing changed) a size that would not fit a size_t instead of
+ * wrapping around. */
+static void test_grow(void **state) {
+    (void)state;
+    size_t cap = 0;
+    int *p = lf_grow(NULL, &cap, 100, sizeof *p, 16);
+    assert_non_null(p);
+    assert_int_equal(cap, 128);
+    p[99] = 7;
+    int *q = lf_grow(p, &cap, 129, sizeof *p, 16);
+    assert_non_null(q);
+    assert_int_equal(cap, 256);
+    assert_int_equal(q[99], 7);
+    assert_null(lf_grow(q, &cap, SIZE_MAX, sizeof *q, 16));
+    assert_null(lf_grow(q, &cap, SIZE_MAX / 2 + 2, 1, 16));
+    assert_null(lf_grow(q, &cap, SIZE_MAX / sizeof *q + 1, sizeof *q, 16));
+    assert_int_equal(cap, 256);
+    free(q);
+}
+
 static void test_components(void **state) {
     (void)state;
     char *dir = fmt("%s/tokenizers/components", data_dir());
@@ -939,7 +961,7 @@ int main(void) {
         cmocka_unit_test(test_stream_random),
         cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_from_vocab),  cmocka_unit_test(test_from_vocab_errors),
-        cmocka_unit_test(test_components),
+        cmocka_unit_test(test_components), cmocka_unit_test(test_grow),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

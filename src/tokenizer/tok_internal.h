@@ -19,7 +19,8 @@
 /* ---- small containers ---------------------------------------------------- */
 /* p, an array of `size`-byte items with room for *cap, reallocated to hold
  * `need` items (need > *cap): its capacity doubles from `first` until it
- * does. NULL when out of memory (p and *cap are then unchanged). */
+ * does. NULL when out of memory or when the size would not fit a size_t
+ * (p and *cap are then unchanged). */
 void *lf_grow(void *p, size_t *cap, size_t need, size_t size, size_t first);
 
 typedef struct lf_buf {

@@ -9,7 +9,10 @@
 /* ---- buffers ------------------------------------------------------------- */
 void *lf_grow(void *p, size_t *cap, size_t need, size_t size, size_t first) {
     size_t c = *cap ? *cap : first;
-    while (c < need) c *= 2;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return NULL;
+        c *= 2;
+    }
     if (c > SIZE_MAX / size) return NULL;
     void *q = realloc(p, c * size);
     if (q) *cap = c;
